@@ -1,0 +1,318 @@
+// Package commands is the write path: one handler per command type that loads
+// the aggregate, decides, and in ONE transaction appends the events, logs the
+// command and writes the outbox messages. It also keeps the command log.
+package commands
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/domain/aggregate"
+	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/outbox"
+)
+
+// Definition is one command type: its payload, the stream it targets and the
+// decision it asks of the aggregate.
+type Definition struct {
+	Name       string
+	StreamType string
+	payload    func() any
+	streamID   func(any) string
+	prepare    func(p any, commandID string)
+	decide     func(aggregate.Root, any) error
+}
+
+// Define declares command P on aggregates of type A in streamType.
+func Define[A aggregate.Root, P any](name, streamType string, id func(*P) string, decide func(A, *P) error) Definition {
+	return Definition{
+		Name:       name,
+		StreamType: streamType,
+		payload:    func() any { return new(P) },
+		streamID:   func(p any) string { return id(p.(*P)) },
+		decide:     func(a aggregate.Root, p any) error { return decide(a.(A), p.(*P)) },
+	}
+}
+
+// WithPrepare fills defaults into the payload before it is logged, e.g. an id
+// derived from the command id, so that a retried command gets the same one.
+func WithPrepare[P any](d Definition, f func(p *P, commandID string)) Definition {
+	d.prepare = func(p any, id string) { f(p.(*P), id) }
+	return d
+}
+
+// Request is a command as submitted.
+type Request struct {
+	// CommandID is the idempotency key; a new one is generated when empty.
+	CommandID string
+	Type      string
+	Payload   json.RawMessage
+	// ExpectedVersion, when set, must equal the stream's version; the
+	// command is then never retried on a conflict.
+	ExpectedVersion *int64
+	// CorrelationID defaults to the command id.
+	CorrelationID string
+	// CausationID is what caused this command (an event, a workflow step).
+	CausationID string
+	Actor       string
+	// Metadata is logged with the command (e.g. the saga step that sent it).
+	Metadata map[string]string
+}
+
+// Errors of the command path besides domain errors (*aggregate.Error) and
+// version conflicts (*eventstore.ConflictError).
+var (
+	ErrUnknownType = errors.New("unknown command type")
+	// ErrKeyReused: a command id was resubmitted with another type or payload.
+	ErrKeyReused = errors.New("idempotency key reused with a different command")
+)
+
+// PayloadError is a payload that does not decode into the command's fields.
+type PayloadError struct{ Msg string }
+
+func (e *PayloadError) Error() string { return e.Msg }
+
+// RejectedError is a command that the aggregate refused; it wraps the
+// domain error and carries the logged record.
+type RejectedError struct {
+	Record Record
+	Err    *aggregate.Error
+}
+
+func (e *RejectedError) Error() string { return e.Err.Error() }
+func (e *RejectedError) Unwrap() error { return e.Err }
+
+// Options configure a Bus.
+type Options struct {
+	// Retries bounds how often a command is decided again after a version
+	// conflict (only when the client gave no expected version).
+	Retries int
+	Clock   func() time.Time
+}
+
+// Bus dispatches commands.
+type Bus struct {
+	pool    *pgxpool.Pool
+	store   *eventstore.Store
+	log     *Log
+	defs    map[string]Definition
+	retries int
+	now     func() time.Time
+}
+
+// NewBus returns a bus for the given definitions.
+func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts Options) *Bus {
+	b := &Bus{pool: pool, store: store, log: NewLog(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	for _, d := range defs {
+		if _, dup := b.defs[d.Name]; dup {
+			panic("commands: " + d.Name + " defined twice")
+		}
+		b.defs[d.Name] = d
+	}
+	return b
+}
+
+// Log returns the command log.
+func (b *Bus) Log() *Log { return b.log }
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+// ValidID reports whether s can be a stream or command id.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// Dispatch runs one command. A command id seen before returns the recorded
+// outcome and appends nothing. A domain refusal is logged and returned as
+// *RejectedError with the record.
+func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
+	def, ok := b.defs[req.Type]
+	if !ok {
+		return Record{}, fmt.Errorf("%w %q", ErrUnknownType, req.Type)
+	}
+	p := def.payload()
+	dec := json.NewDecoder(bytes.NewReader(req.Payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(p); err != nil {
+		return Record{}, &PayloadError{Msg: fmt.Sprintf("payload of %s: %v", req.Type, err)}
+	}
+	if req.CommandID == "" {
+		req.CommandID = uuid.Must(uuid.NewV7()).String()
+	} else if !ValidID(req.CommandID) {
+		return Record{}, &PayloadError{Msg: fmt.Sprintf("command id %q must match %s", req.CommandID, idPattern)}
+	}
+	if def.prepare != nil {
+		def.prepare(p, req.CommandID)
+	}
+	streamID := def.streamID(p)
+	if !ValidID(streamID) {
+		return Record{}, &PayloadError{Msg: fmt.Sprintf("%s id %q must match %s", def.StreamType, streamID, idPattern)}
+	}
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return Record{}, err
+	}
+	if req.CorrelationID == "" {
+		req.CorrelationID = req.CommandID
+	}
+	if req.Actor == "" {
+		req.Actor = "anonymous"
+	}
+	rec := Record{
+		CommandID: req.CommandID, Type: req.Type, Payload: payload, StreamType: def.StreamType, StreamID: streamID,
+		CorrelationID: req.CorrelationID, CausationID: req.CausationID, Actor: req.Actor, Metadata: req.Metadata,
+		EventIDs: []uuid.UUID{},
+	}
+
+	if prior, err := b.log.Get(ctx, req.CommandID); err == nil {
+		return b.replay(prior, rec)
+	} else if !errors.Is(err, ErrNotFound) {
+		return Record{}, err
+	}
+
+	for attempt := 0; ; attempt++ {
+		agg, ok := b.store.Registry().NewAggregate(def.StreamType, streamID)
+		if !ok {
+			return Record{}, fmt.Errorf("stream type %s is not registered", def.StreamType)
+		}
+		if err := b.store.Load(ctx, agg); err != nil {
+			return Record{}, err
+		}
+		if req.ExpectedVersion != nil && *req.ExpectedVersion != agg.Version() {
+			return Record{}, &eventstore.ConflictError{StreamType: def.StreamType, StreamID: streamID, Expected: *req.ExpectedVersion, Current: agg.Version()}
+		}
+		var dErr *aggregate.Error
+		if err := def.decide(agg, p); errors.As(err, &dErr) {
+			return b.reject(ctx, rec, agg.Version(), dErr)
+		} else if err != nil {
+			return Record{}, err
+		}
+		out, err := b.commit(ctx, rec, agg)
+		if errors.Is(err, eventstore.ErrConflict) && req.ExpectedVersion == nil && attempt < b.retries {
+			continue
+		}
+		return out, err
+	}
+}
+
+var errLogged = errors.New("command id already logged")
+
+// commit is the one transaction of an accepted command.
+func (b *Bus) commit(ctx context.Context, rec Record, agg aggregate.Root) (Record, error) {
+	rec.Status = StatusAccepted
+	rec.StreamVersion = agg.Version()
+	rec.RecordedAt = b.now().UTC().Truncate(time.Microsecond)
+	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		envs, err := b.store.Save(ctx, tx, agg, eventstore.Metadata{CorrelationID: rec.CorrelationID, CausationID: rec.CommandID, Actor: rec.Actor})
+		if err != nil {
+			return err
+		}
+		for _, e := range envs {
+			rec.EventIDs = append(rec.EventIDs, e.EventID)
+			rec.GlobalPosition = e.GlobalPosition
+			rec.TransactionID = e.TransactionID
+		}
+		if inserted, err := b.log.insert(ctx, tx, &rec); err != nil {
+			return err
+		} else if !inserted {
+			return errLogged
+		}
+		return outbox.Publish(ctx, tx, envs)
+	})
+	if errors.Is(err, errLogged) {
+		return b.loggedMeanwhile(ctx, rec)
+	}
+	if err != nil {
+		return Record{}, err
+	}
+	return rec, nil
+}
+
+// reject logs a refused command in its own short transaction.
+func (b *Bus) reject(ctx context.Context, rec Record, version int64, dErr *aggregate.Error) (Record, error) {
+	rec.Status = StatusRejected
+	rec.StreamVersion = version
+	rec.ReasonKind, rec.ReasonCode, rec.Reason = kindName(dErr.Kind), dErr.Code, dErr.Message
+	rec.RecordedAt = b.now().UTC().Truncate(time.Microsecond)
+	var inserted bool
+	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) (err error) {
+		inserted, err = b.log.insert(ctx, tx, &rec)
+		return err
+	})
+	if err != nil {
+		return Record{}, err
+	}
+	if !inserted {
+		return b.loggedMeanwhile(ctx, rec)
+	}
+	return rec, &RejectedError{Record: rec, Err: dErr}
+}
+
+// loggedMeanwhile answers a command whose id a concurrent request logged first.
+func (b *Bus) loggedMeanwhile(ctx context.Context, rec Record) (Record, error) {
+	prior, err := b.log.Get(ctx, rec.CommandID)
+	if err != nil {
+		return Record{}, err
+	}
+	return b.replay(prior, rec)
+}
+
+// replay returns the recorded outcome of a command id seen before.
+func (b *Bus) replay(prior, req Record) (Record, error) {
+	if prior.Type != req.Type || !jsonEqual(prior.Payload, req.Payload) {
+		return Record{}, fmt.Errorf("%w: command %s was %s with another payload", ErrKeyReused, prior.CommandID, prior.Type)
+	}
+	prior.Replayed = true
+	if prior.Status == StatusRejected {
+		return prior, &RejectedError{Record: prior, Err: &aggregate.Error{Kind: kindOf(prior.ReasonKind), Code: prior.ReasonCode, Message: prior.Reason}}
+	}
+	return prior, nil
+}
+
+// jsonEqual compares JSON documents regardless of key order and spacing
+// (the log stores payloads as jsonb); numbers compare exactly.
+func jsonEqual(a, b json.RawMessage) bool {
+	canon := func(raw json.RawMessage) ([]byte, bool) {
+		var v any
+		d := json.NewDecoder(bytes.NewReader(raw))
+		d.UseNumber()
+		if d.Decode(&v) != nil {
+			return nil, false
+		}
+		out, err := json.Marshal(v)
+		return out, err == nil
+	}
+	x, ok1 := canon(a)
+	y, ok2 := canon(b)
+	return ok1 && ok2 && bytes.Equal(x, y)
+}
+
+func kindName(k error) string {
+	switch k {
+	case aggregate.ErrState:
+		return "state"
+	case aggregate.ErrNotFound:
+		return "not_found"
+	}
+	return "rule"
+}
+
+func kindOf(name string) error {
+	switch name {
+	case "state":
+		return aggregate.ErrState
+	case "not_found":
+		return aggregate.ErrNotFound
+	}
+	return aggregate.ErrRule
+}

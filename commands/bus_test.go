@@ -1,0 +1,264 @@
+package commands_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/domain/aggregate"
+	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
+
+func newBus(t testing.TB) (*commands.Bus, *pgxpool.Pool) {
+	pool := pgtest.Pool(t)
+	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 50})
+	return commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 50}), pool
+}
+
+func req(id, typ string, payload any) commands.Request {
+	raw, _ := json.Marshal(payload)
+	return commands.Request{CommandID: id, Type: typ, Payload: raw}
+}
+
+func mustDispatch(t testing.TB, b *commands.Bus, r commands.Request) commands.Record {
+	t.Helper()
+	rec, err := b.Dispatch(context.Background(), r)
+	if err != nil {
+		t.Fatalf("%s: %v", r.Type, err)
+	}
+	return rec
+}
+
+func count(t testing.TB, pool *pgxpool.Pool, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func openWallet(t testing.TB, b *commands.Bus, funds int64) string {
+	id := "w-" + uuid.NewString()
+	mustDispatch(t, b, req("", "OpenWallet", commands.OpenWallet{WalletID: id, CustomerID: "c1", Currency: "EUR"}))
+	if funds > 0 {
+		mustDispatch(t, b, req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: funds}))
+	}
+	return id
+}
+
+func TestAcceptedCommandWritesEventsLogAndOutboxTogether(t *testing.T) {
+	b, pool := newBus(t)
+	id := openWallet(t, b, 0)
+	rec := mustDispatch(t, b, commands.Request{CommandID: "cmd-" + uuid.NewString(), Type: "TopUpWallet",
+		Payload: json.RawMessage(`{"wallet_id":"` + id + `","amount":700}`), CorrelationID: "corr-9", Actor: "alice",
+		Metadata: map[string]string{"saga_step": "test"}})
+	if rec.Status != commands.StatusAccepted || rec.StreamVersion != 2 || len(rec.EventIDs) != 1 || rec.GlobalPosition == 0 {
+		t.Fatalf("record %+v", rec)
+	}
+	logged, err := b.Log().Get(context.Background(), rec.CommandID)
+	if err != nil || logged.Metadata["saga_step"] != "test" || logged.EventIDs[0] != rec.EventIDs[0] || logged.Actor != "alice" {
+		t.Fatalf("logged %+v %v", logged, err)
+	}
+	var meta map[string]string
+	if err := pool.QueryRow(context.Background(), `SELECT metadata::jsonb FROM watermill_wallet_events WHERE uuid = $1`, rec.EventIDs[0].String()).Scan(&meta); err != nil {
+		t.Fatal("no outbox message for the event:", err)
+	}
+	if meta["event_type"] != "wallet.topped_up" || meta["causation_id"] != rec.CommandID || meta["correlation_id"] != "corr-9" ||
+		meta["global_position"] != fmt.Sprint(rec.GlobalPosition) || meta["stream_id"] != id {
+		t.Fatalf("outbox metadata %v", meta)
+	}
+}
+
+func TestSameCommandIDTwiceAppendsOnce(t *testing.T) {
+	b, pool := newBus(t)
+	id := openWallet(t, b, 0)
+	r := req("topup-"+uuid.NewString(), "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100})
+	first := mustDispatch(t, b, r)
+	second := mustDispatch(t, b, r)
+	if !second.Replayed || first.Replayed || second.EventIDs[0] != first.EventIDs[0] || second.StreamVersion != first.StreamVersion {
+		t.Fatalf("first %+v second %+v", first, second)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM events WHERE stream_id = $1`, id); n != 2 {
+		t.Fatalf("%d events, want 2", n)
+	}
+	// The same key with another payload is refused, not silently replayed.
+	other := req(r.CommandID, "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 999})
+	if _, err := b.Dispatch(context.Background(), other); !errors.Is(err, commands.ErrKeyReused) {
+		t.Fatalf("reused key: %v", err)
+	}
+}
+
+func TestConcurrentSameCommandIDAppendsOnce(t *testing.T) {
+	b, pool := newBus(t)
+	id := openWallet(t, b, 0)
+	r := req("topup-"+uuid.NewString(), "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100})
+	var wg sync.WaitGroup
+	results := make(chan commands.Record, 16)
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec, err := b.Dispatch(context.Background(), r)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			results <- rec
+		}()
+	}
+	wg.Wait()
+	close(results)
+	fresh := 0
+	for rec := range results {
+		if !rec.Replayed {
+			fresh++
+		}
+	}
+	if fresh != 1 {
+		t.Fatalf("%d requests claim to have applied the command", fresh)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM events WHERE stream_id = $1`, id); n != 2 {
+		t.Fatalf("%d events, want 2", n)
+	}
+}
+
+func TestConflictsAreRetriedWithoutExpectedVersion(t *testing.T) {
+	b, _ := newBus(t)
+	id := openWallet(t, b, 0)
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := b.Dispatch(context.Background(), req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 10})); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	rec := mustDispatch(t, b, req("", "RenameWallet", commands.RenameWallet{WalletID: id, Name: "after"}))
+	if rec.StreamVersion != 22 {
+		t.Fatalf("version %d, want 22 (open + 20 top-ups + rename)", rec.StreamVersion)
+	}
+}
+
+func TestStaleExpectedVersionIsAConflict(t *testing.T) {
+	b, pool := newBus(t)
+	id := openWallet(t, b, 100)
+	stale := int64(1)
+	r := req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 5})
+	r.ExpectedVersion = &stale
+	_, err := b.Dispatch(context.Background(), r)
+	var ce *eventstore.ConflictError
+	if !errors.As(err, &ce) || ce.Current != 2 {
+		t.Fatalf("want conflict at version 2, got %v", err)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM events WHERE stream_id = $1`, id); n != 2 {
+		t.Fatalf("%d events after a conflict", n)
+	}
+	current := int64(2)
+	r.ExpectedVersion = &current
+	mustDispatch(t, b, r)
+}
+
+func TestRejectionIsLoggedAndReplayed(t *testing.T) {
+	b, pool := newBus(t)
+	id := openWallet(t, b, 100)
+	r := req("auth-"+uuid.NewString(), "AuthoriseHold", commands.AuthoriseHold{WalletID: id, OrderID: "o1", Amount: 500, Currency: "EUR"})
+	for i, wantReplay := range []bool{false, true} {
+		rec, err := b.Dispatch(context.Background(), r)
+		var rej *commands.RejectedError
+		if !errors.As(err, &rej) || rej.Err.Code != "insufficient_funds" || !errors.Is(err, aggregate.ErrRule) || rec.Replayed != wantReplay {
+			t.Fatalf("attempt %d: %+v %v", i, rec, err)
+		}
+	}
+	logged, err := b.Log().Get(context.Background(), r.CommandID)
+	if err != nil || logged.Status != commands.StatusRejected || logged.ReasonCode != "insufficient_funds" || len(logged.EventIDs) != 0 {
+		t.Fatalf("logged %+v %v", logged, err)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM events WHERE stream_id = $1`, id); n != 2 {
+		t.Fatalf("%d events after a rejection", n)
+	}
+}
+
+// A failure anywhere in the command transaction leaves no event, no log
+// entry and no outbox message.
+func TestRollbackLeavesNoTrace(t *testing.T) {
+	b, pool := newBus(t)
+	ctx := context.Background()
+	id := openWallet(t, b, 0)
+	// Make the outbox insert (the last write of the transaction) fail for one name.
+	_, err := pool.Exec(ctx, `
+		CREATE OR REPLACE FUNCTION fail_boom() RETURNS trigger AS $$
+		BEGIN
+			IF NEW.payload::jsonb->>'name' = 'boom' THEN RAISE EXCEPTION 'boom'; END IF;
+			RETURN NEW;
+		END $$ LANGUAGE plpgsql;
+		CREATE TRIGGER fail_boom BEFORE INSERT ON watermill_wallet_events FOR EACH ROW EXECUTE FUNCTION fail_boom();`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = pool.Exec(ctx, `DROP TRIGGER fail_boom ON watermill_wallet_events`) })
+
+	cmdID := "rename-" + uuid.NewString()
+	if _, err := b.Dispatch(ctx, req(cmdID, "RenameWallet", commands.RenameWallet{WalletID: id, Name: "boom"})); err == nil {
+		t.Fatal("the failing transaction reported success")
+	}
+	if n := count(t, pool, `SELECT count(*) FROM events WHERE stream_id = $1`, id); n != 1 {
+		t.Fatalf("%d events, want only the opening one", n)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM commands WHERE command_id = $1`, cmdID); n != 0 {
+		t.Fatal("the failed command was logged")
+	}
+	if n := count(t, pool, `SELECT count(*) FROM watermill_wallet_events WHERE metadata::jsonb->>'stream_id' = $1`, id); n != 1 {
+		t.Fatalf("%d outbox messages, want only the opening one", n)
+	}
+	// The same command id can then succeed.
+	rec := mustDispatch(t, b, req(cmdID, "RenameWallet", commands.RenameWallet{WalletID: id, Name: "fine"}))
+	if rec.Replayed || rec.StreamVersion != 2 {
+		t.Fatalf("retry after rollback: %+v", rec)
+	}
+}
+
+func TestPlaceOrderDerivesOrderIDFromCommandID(t *testing.T) {
+	b, _ := newBus(t)
+	body := json.RawMessage(`{"customer_id":"c1","wallet_id":"w1","currency":"EUR","lines":[{"sku":"a","quantity":1,"unit_price":5}],
+		"shipping_address":{"name":"A","line1":"1 St","city":"X","postal_code":"1","country":"FR"}}`)
+	key := "place-" + uuid.NewString()
+	first := mustDispatch(t, b, commands.Request{CommandID: key, Type: "PlaceOrder", Payload: body})
+	again := mustDispatch(t, b, commands.Request{CommandID: key, Type: "PlaceOrder", Payload: body})
+	other := mustDispatch(t, b, commands.Request{Type: "PlaceOrder", Payload: body})
+	if first.StreamID == "" || again.StreamID != first.StreamID || !again.Replayed || other.StreamID == first.StreamID {
+		t.Fatalf("first %s again %s other %s", first.StreamID, again.StreamID, other.StreamID)
+	}
+}
+
+func TestBadPayloads(t *testing.T) {
+	b, _ := newBus(t)
+	for _, r := range []commands.Request{
+		{Type: "TopUpWallet", Payload: json.RawMessage(`{"wallet_id":"w","amount":"ten"}`)},
+		{Type: "TopUpWallet", Payload: json.RawMessage(`{"wallet_id":"w","amount":1,"bonus":2}`)},
+		{Type: "TopUpWallet", Payload: json.RawMessage(`{"wallet_id":"no spaces","amount":1}`)},
+		{Type: "TopUpWallet", CommandID: "bad key!", Payload: json.RawMessage(`{"wallet_id":"w","amount":1}`)},
+	} {
+		var pe *commands.PayloadError
+		if _, err := b.Dispatch(context.Background(), r); !errors.As(err, &pe) {
+			t.Errorf("%s: want a payload error, got %v", r.Payload, err)
+		}
+	}
+	if _, err := b.Dispatch(context.Background(), commands.Request{Type: "Nope", Payload: json.RawMessage(`{}`)}); !errors.Is(err, commands.ErrUnknownType) {
+		t.Errorf("unknown type: %v", err)
+	}
+}

@@ -1,0 +1,241 @@
+package commands
+
+import (
+	"github.com/google/uuid"
+
+	"github.com/orderflow/orderflow/domain/aggregate"
+	"github.com/orderflow/orderflow/domain/inventory"
+	"github.com/orderflow/orderflow/domain/money"
+	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/shipment"
+	"github.com/orderflow/orderflow/domain/wallet"
+	"github.com/orderflow/orderflow/eventstore"
+)
+
+// Registry returns the registry of every stream type and event of orderflow.
+// Wire names come from each event's EventType method; a changed schema gets
+// a higher version here and an upcaster registered next to it.
+func Registry() *eventstore.Registry {
+	r := eventstore.NewRegistry()
+	r.RegisterStream(order.StreamType, order.SnapshotVersion, func(id string) aggregate.Root { return order.New(id) })
+	r.RegisterStream(inventory.StreamType, inventory.SnapshotVersion, func(id string) aggregate.Root { return inventory.New(id) })
+	r.RegisterStream(wallet.StreamType, wallet.SnapshotVersion, func(id string) aggregate.Root { return wallet.New(id) })
+	r.RegisterStream(shipment.StreamType, shipment.SnapshotVersion, func(id string) aggregate.Root { return shipment.New(id) })
+
+	eventstore.RegisterEvent[order.Placed](r, 1)
+	eventstore.RegisterEvent[order.Confirmed](r, 1)
+	eventstore.RegisterEvent[order.Cancelled](r, 1)
+	eventstore.RegisterEvent[order.Shipped](r, 1)
+	eventstore.RegisterEvent[order.Completed](r, 1)
+	eventstore.RegisterEvent[order.Rejected](r, 1)
+
+	eventstore.RegisterEvent[inventory.StockReceived](r, 1)
+	eventstore.RegisterEvent[inventory.StockReserved](r, 1)
+	eventstore.RegisterEvent[inventory.ReservationReleased](r, 1)
+	eventstore.RegisterEvent[inventory.ReservationCommitted](r, 1)
+
+	eventstore.RegisterEvent[wallet.Opened](r, 1)
+	eventstore.RegisterEvent[wallet.Renamed](r, 1)
+	eventstore.RegisterEvent[wallet.ToppedUp](r, 1)
+	eventstore.RegisterEvent[wallet.HoldAuthorised](r, 1)
+	eventstore.RegisterEvent[wallet.HoldCaptured](r, 1)
+	eventstore.RegisterEvent[wallet.HoldVoided](r, 1)
+	eventstore.RegisterEvent[wallet.CaptureRefunded](r, 1)
+
+	eventstore.RegisterEvent[shipment.Scheduled](r, 1)
+	eventstore.RegisterEvent[shipment.Dispatched](r, 1)
+	eventstore.RegisterEvent[shipment.Delivered](r, 1)
+	eventstore.RegisterEvent[shipment.Failed](r, 1)
+	return r
+}
+
+// Command payloads. Their JSON schemas, with the constraints checked at the
+// edge, are in the OpenAPI document (http/openapi.yaml) under the same names.
+
+type OpenWallet struct {
+	WalletID   string `json:"wallet_id"`
+	CustomerID string `json:"customer_id"`
+	Currency   string `json:"currency"`
+	Name       string `json:"name,omitempty"`
+}
+
+type RenameWallet struct {
+	WalletID string `json:"wallet_id"`
+	Name     string `json:"name"`
+}
+
+// TopUpWallet's currency defaults to the wallet's.
+type TopUpWallet struct {
+	WalletID string `json:"wallet_id"`
+	Amount   int64  `json:"amount"`
+	Currency string `json:"currency,omitempty"`
+}
+
+type AuthoriseHold struct {
+	WalletID string `json:"wallet_id"`
+	OrderID  string `json:"order_id"`
+	Amount   int64  `json:"amount"`
+	Currency string `json:"currency"`
+}
+
+type CaptureHold struct {
+	WalletID string `json:"wallet_id"`
+	OrderID  string `json:"order_id"`
+	Amount   int64  `json:"amount"`
+}
+
+type VoidHold struct {
+	WalletID string `json:"wallet_id"`
+	OrderID  string `json:"order_id"`
+}
+
+type RefundCapture struct {
+	WalletID string `json:"wallet_id"`
+	OrderID  string `json:"order_id"`
+	Amount   int64  `json:"amount"`
+}
+
+type ReceiveStock struct {
+	SKU      string `json:"sku"`
+	Quantity int64  `json:"quantity"`
+}
+
+type ReserveStock struct {
+	SKU      string `json:"sku"`
+	OrderID  string `json:"order_id"`
+	Quantity int64  `json:"quantity"`
+}
+
+type ReleaseStock struct {
+	SKU     string `json:"sku"`
+	OrderID string `json:"order_id"`
+}
+
+type CommitStock struct {
+	SKU     string `json:"sku"`
+	OrderID string `json:"order_id"`
+}
+
+// PlaceOrder's order id, when absent, is derived from the command id so that
+// a retry with the same Idempotency-Key names the same order.
+type PlaceOrder struct {
+	OrderID         string        `json:"order_id"`
+	CustomerID      string        `json:"customer_id"`
+	WalletID        string        `json:"wallet_id"`
+	Currency        string        `json:"currency"`
+	Lines           []order.Line  `json:"lines"`
+	ShippingAddress order.Address `json:"shipping_address"`
+}
+
+type ConfirmOrder struct {
+	OrderID string `json:"order_id"`
+}
+
+type CancelOrder struct {
+	OrderID string `json:"order_id"`
+	Reason  string `json:"reason"`
+}
+
+type MarkOrderShipped struct {
+	OrderID    string `json:"order_id"`
+	ShipmentID string `json:"shipment_id"`
+}
+
+type CompleteOrder struct {
+	OrderID string `json:"order_id"`
+}
+
+type RejectOrder struct {
+	OrderID string `json:"order_id"`
+	Reason  string `json:"reason"`
+}
+
+type ScheduleShipment struct {
+	ShipmentID string        `json:"shipment_id"`
+	OrderID    string        `json:"order_id"`
+	Address    order.Address `json:"address"`
+}
+
+type DispatchShipment struct {
+	ShipmentID     string `json:"shipment_id"`
+	Carrier        string `json:"carrier"`
+	TrackingNumber string `json:"tracking_number"`
+}
+
+type DeliverShipment struct {
+	ShipmentID string `json:"shipment_id"`
+}
+
+type FailShipment struct {
+	ShipmentID string `json:"shipment_id"`
+	Reason     string `json:"reason"`
+}
+
+// orderIDNamespace makes derived order ids stable across processes.
+var orderIDNamespace = uuid.MustParse("6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f")
+
+// Definitions returns every command of orderflow.
+func Definitions() []Definition {
+	return []Definition{
+		Define("OpenWallet", wallet.StreamType, func(p *OpenWallet) string { return p.WalletID },
+			func(w *wallet.Wallet, p *OpenWallet) error { return w.Open(p.CustomerID, p.Name, p.Currency) }),
+		Define("RenameWallet", wallet.StreamType, func(p *RenameWallet) string { return p.WalletID },
+			func(w *wallet.Wallet, p *RenameWallet) error { return w.Rename(p.Name) }),
+		Define("TopUpWallet", wallet.StreamType, func(p *TopUpWallet) string { return p.WalletID },
+			func(w *wallet.Wallet, p *TopUpWallet) error {
+				cur := p.Currency
+				if cur == "" {
+					cur = w.Currency()
+				}
+				return w.TopUp(money.New(p.Amount, cur))
+			}),
+		Define("AuthoriseHold", wallet.StreamType, func(p *AuthoriseHold) string { return p.WalletID },
+			func(w *wallet.Wallet, p *AuthoriseHold) error {
+				return w.Authorise(p.OrderID, money.New(p.Amount, p.Currency))
+			}),
+		Define("CaptureHold", wallet.StreamType, func(p *CaptureHold) string { return p.WalletID },
+			func(w *wallet.Wallet, p *CaptureHold) error { return w.Capture(p.OrderID, p.Amount) }),
+		Define("VoidHold", wallet.StreamType, func(p *VoidHold) string { return p.WalletID },
+			func(w *wallet.Wallet, p *VoidHold) error { return w.Void(p.OrderID) }),
+		Define("RefundCapture", wallet.StreamType, func(p *RefundCapture) string { return p.WalletID },
+			func(w *wallet.Wallet, p *RefundCapture) error { return w.Refund(p.OrderID, p.Amount) }),
+
+		Define("ReceiveStock", inventory.StreamType, func(p *ReceiveStock) string { return p.SKU },
+			func(i *inventory.Item, p *ReceiveStock) error { return i.Receive(p.Quantity) }),
+		Define("ReserveStock", inventory.StreamType, func(p *ReserveStock) string { return p.SKU },
+			func(i *inventory.Item, p *ReserveStock) error { return i.Reserve(p.OrderID, p.Quantity) }),
+		Define("ReleaseStock", inventory.StreamType, func(p *ReleaseStock) string { return p.SKU },
+			func(i *inventory.Item, p *ReleaseStock) error { return i.Release(p.OrderID) }),
+		Define("CommitStock", inventory.StreamType, func(p *CommitStock) string { return p.SKU },
+			func(i *inventory.Item, p *CommitStock) error { return i.Commit(p.OrderID) }),
+
+		WithPrepare(Define("PlaceOrder", order.StreamType, func(p *PlaceOrder) string { return p.OrderID },
+			func(o *order.Order, p *PlaceOrder) error {
+				return o.Place(p.CustomerID, p.WalletID, p.Currency, p.Lines, p.ShippingAddress)
+			}),
+			func(p *PlaceOrder, commandID string) {
+				if p.OrderID == "" {
+					p.OrderID = uuid.NewSHA1(orderIDNamespace, []byte(commandID)).String()
+				}
+			}),
+		Define("ConfirmOrder", order.StreamType, func(p *ConfirmOrder) string { return p.OrderID },
+			func(o *order.Order, _ *ConfirmOrder) error { return o.Confirm() }),
+		Define("CancelOrder", order.StreamType, func(p *CancelOrder) string { return p.OrderID },
+			func(o *order.Order, p *CancelOrder) error { return o.Cancel(p.Reason) }),
+		Define("MarkOrderShipped", order.StreamType, func(p *MarkOrderShipped) string { return p.OrderID },
+			func(o *order.Order, p *MarkOrderShipped) error { return o.MarkShipped(p.ShipmentID) }),
+		Define("CompleteOrder", order.StreamType, func(p *CompleteOrder) string { return p.OrderID },
+			func(o *order.Order, _ *CompleteOrder) error { return o.Complete() }),
+		Define("RejectOrder", order.StreamType, func(p *RejectOrder) string { return p.OrderID },
+			func(o *order.Order, p *RejectOrder) error { return o.Reject(p.Reason) }),
+
+		Define("ScheduleShipment", shipment.StreamType, func(p *ScheduleShipment) string { return p.ShipmentID },
+			func(s *shipment.Shipment, p *ScheduleShipment) error { return s.Schedule(p.OrderID, p.Address) }),
+		Define("DispatchShipment", shipment.StreamType, func(p *DispatchShipment) string { return p.ShipmentID },
+			func(s *shipment.Shipment, p *DispatchShipment) error { return s.Dispatch(p.Carrier, p.TrackingNumber) }),
+		Define("DeliverShipment", shipment.StreamType, func(p *DeliverShipment) string { return p.ShipmentID },
+			func(s *shipment.Shipment, _ *DeliverShipment) error { return s.Deliver() }),
+		Define("FailShipment", shipment.StreamType, func(p *FailShipment) string { return p.ShipmentID },
+			func(s *shipment.Shipment, p *FailShipment) error { return s.Fail(p.Reason) }),
+	}
+}

@@ -1,0 +1,47 @@
+package order_test
+
+import (
+	"testing"
+
+	"github.com/orderflow/orderflow/domain/aggregate"
+	"github.com/orderflow/orderflow/domain/aggregate/aggregatetest"
+	"github.com/orderflow/orderflow/domain/order"
+)
+
+type ev = []aggregate.Event
+type row = aggregatetest.Case[*order.Order]
+
+var addr = order.Address{Name: "Ada", Line1: "1 Main St", City: "Paris", PostalCode: "75001", Country: "FR"}
+var lines = []order.Line{{SKU: "a", Quantity: 2, UnitPrice: 150}, {SKU: "b", Quantity: 1, UnitPrice: 99}}
+var placed = order.Placed{OrderID: "o1", CustomerID: "c1", WalletID: "w1", Currency: "EUR", Lines: lines, Total: 399, ShippingAddress: addr}
+
+func place(ls []order.Line, a order.Address) func(*order.Order) error {
+	return func(o *order.Order) error { return o.Place("c1", "w1", "EUR", ls, a) }
+}
+
+func TestOrder(t *testing.T) {
+	confirmed := ev{placed, order.Confirmed{}}
+	shipped := append(confirmed[:2:2], order.Shipped{ShipmentID: "s1"})
+	aggregatetest.Run(t, func() *order.Order { return order.New("o1") }, []row{
+		{Name: "place computes the total", When: place(lines, addr), Then: ev{placed}},
+		{Name: "place twice", Given: ev{placed}, When: place(lines, addr), Err: "order_exists"},
+		{Name: "place without lines", When: place(nil, addr), Err: "no_lines"},
+		{Name: "place zero quantity", When: place([]order.Line{{SKU: "a", Quantity: 0, UnitPrice: 1}}, addr), Err: "quantity_not_positive"},
+		{Name: "place duplicate sku", When: place([]order.Line{{SKU: "a", Quantity: 1}, {SKU: "a", Quantity: 1}}, addr), Err: "duplicate_sku"},
+		{Name: "place overflowing total", When: place([]order.Line{{SKU: "a", Quantity: 1 << 40, UnitPrice: 1 << 40}}, addr), Err: "amount_overflow"},
+		{Name: "place without city", When: place(lines, order.Address{Name: "A", Line1: "x", PostalCode: "1", Country: "FR"}), Err: "address_incomplete"},
+		{Name: "place bad country", When: place(lines, order.Address{Name: "A", Line1: "x", City: "y", PostalCode: "1", Country: "France"}), Err: "invalid_country"},
+		{Name: "confirm", Given: ev{placed}, When: (*order.Order).Confirm, Then: ev{order.Confirmed{}}},
+		{Name: "confirm unknown", When: (*order.Order).Confirm, Err: "order_not_found"},
+		{Name: "cancel placed", Given: ev{placed}, When: func(o *order.Order) error { return o.Cancel("changed my mind") }, Then: ev{order.Cancelled{Reason: "changed my mind"}}},
+		{Name: "cancel without reason", Given: ev{placed}, When: func(o *order.Order) error { return o.Cancel(" ") }, Err: "reason_required"},
+		{Name: "cancel twice is a no-op", Given: ev{placed, order.Cancelled{Reason: "x"}}, When: func(o *order.Order) error { return o.Cancel("y") }},
+		{Name: "cancel shipped", Given: shipped, When: func(o *order.Order) error { return o.Cancel("late") }, Err: "order_shipped"},
+		{Name: "ship unconfirmed", Given: ev{placed}, When: func(o *order.Order) error { return o.MarkShipped("s1") }, Err: "order_placed"},
+		{Name: "ship", Given: confirmed, When: func(o *order.Order) error { return o.MarkShipped("s1") }, Then: ev{order.Shipped{ShipmentID: "s1"}}},
+		{Name: "complete", Given: shipped, When: (*order.Order).Complete, Then: ev{order.Completed{}}},
+		{Name: "complete before shipping", Given: confirmed, When: (*order.Order).Complete, Err: "order_confirmed"},
+		{Name: "reject", Given: ev{placed}, When: func(o *order.Order) error { return o.Reject("out of stock") }, Then: ev{order.Rejected{Reason: "out of stock"}}},
+		{Name: "reject completed", Given: append(shipped[:3:3], order.Completed{}), When: func(o *order.Order) error { return o.Reject("x") }, Err: "order_completed"},
+	})
+}

@@ -1,0 +1,301 @@
+// Package wallet is the customer's wallet: top-ups, holds authorised for
+// orders, captures, voids and refunds. A wallet is never overdrawn: a hold
+// needs available funds and a capture only takes what a hold reserved.
+package wallet
+
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/orderflow/orderflow/domain/aggregate"
+	"github.com/orderflow/orderflow/domain/money"
+)
+
+// StreamType is the stream family of wallets.
+const StreamType = "wallet"
+
+// SnapshotVersion changes whenever State changes shape; older snapshots are ignored.
+const SnapshotVersion = 1
+
+// MaxNameLength bounds wallet names.
+const MaxNameLength = 200
+
+type Opened struct {
+	WalletID   string `json:"wallet_id"`
+	CustomerID string `json:"customer_id"`
+	Name       string `json:"name,omitempty"`
+	Currency   string `json:"currency"`
+}
+
+type Renamed struct {
+	Name string `json:"name"`
+}
+
+type ToppedUp struct {
+	Amount   int64  `json:"amount"`
+	Currency string `json:"currency"`
+}
+
+type HoldAuthorised struct {
+	OrderID  string `json:"order_id"`
+	Amount   int64  `json:"amount"`
+	Currency string `json:"currency"`
+}
+
+// HoldCaptured takes Amount from the hold; the rest of the hold (Released) goes back to available.
+type HoldCaptured struct {
+	OrderID  string `json:"order_id"`
+	Amount   int64  `json:"amount"`
+	Released int64  `json:"released"`
+}
+
+type HoldVoided struct {
+	OrderID string `json:"order_id"`
+	Amount  int64  `json:"amount"`
+}
+
+type CaptureRefunded struct {
+	OrderID string `json:"order_id"`
+	Amount  int64  `json:"amount"`
+}
+
+func (Opened) EventType() string          { return "wallet.opened" }
+func (Renamed) EventType() string         { return "wallet.renamed" }
+func (ToppedUp) EventType() string        { return "wallet.topped_up" }
+func (HoldAuthorised) EventType() string  { return "wallet.hold_authorised" }
+func (HoldCaptured) EventType() string    { return "wallet.hold_captured" }
+func (HoldVoided) EventType() string      { return "wallet.hold_voided" }
+func (CaptureRefunded) EventType() string { return "wallet.capture_refunded" }
+
+// State is the wallet as JSON: for snapshots and for point-in-time reads.
+type State struct {
+	WalletID   string `json:"wallet_id"`
+	CustomerID string `json:"customer_id"`
+	Name       string `json:"name"`
+	Currency   string `json:"currency"`
+	// Balance is all money in the wallet, held or not.
+	Balance int64 `json:"balance"`
+	// Held is the sum of open holds; Available = Balance - Held.
+	Held      int64 `json:"held"`
+	Available int64 `json:"available"`
+	// Holds are open holds by order id.
+	Holds map[string]int64 `json:"holds"`
+	// Captured is what was captured per order, less refunds.
+	Captured map[string]int64 `json:"captured"`
+}
+
+// Wallet is the aggregate.
+type Wallet struct {
+	aggregate.Base
+	id string
+	s  State
+}
+
+// New returns an empty wallet stream with the given id.
+func New(id string) *Wallet {
+	return &Wallet{id: id, s: State{WalletID: id, Holds: map[string]int64{}, Captured: map[string]int64{}}}
+}
+
+func (w *Wallet) StreamType() string       { return StreamType }
+func (w *Wallet) StreamID() string         { return w.id }
+func (w *Wallet) Replay(e aggregate.Event) { w.ReplayWith(e, w.apply) }
+func (w *Wallet) Currency() string         { return w.s.Currency }
+func (w *Wallet) opened() bool             { return w.s.Currency != "" }
+
+func (w *Wallet) State() any {
+	s := w.s
+	s.Available = s.Balance - s.Held
+	return s
+}
+
+func (w *Wallet) Restore(version int64, data []byte) error {
+	s := State{}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return err
+	}
+	if s.Holds == nil {
+		s.Holds = map[string]int64{}
+	}
+	if s.Captured == nil {
+		s.Captured = map[string]int64{}
+	}
+	w.s = s
+	w.SetVersion(version)
+	return nil
+}
+
+func (w *Wallet) record(e aggregate.Event) { w.Record(e, w.apply) }
+
+func (w *Wallet) mustBeOpen() error {
+	if !w.opened() {
+		return aggregate.NotFound("wallet_not_found", "wallet %s does not exist", w.id)
+	}
+	return nil
+}
+
+// Open creates the wallet for a customer in one currency.
+func (w *Wallet) Open(customerID, name, currency string) error {
+	if w.opened() {
+		return aggregate.State("wallet_exists", "wallet %s already exists", w.id)
+	}
+	if strings.TrimSpace(customerID) == "" {
+		return aggregate.Rule("customer_required", "customer_id is required")
+	}
+	if !money.ValidCurrency(currency) {
+		return aggregate.Rule("invalid_currency", "currency %q is not an ISO 4217 code", currency)
+	}
+	if len(name) > MaxNameLength {
+		return aggregate.Rule("name_too_long", "name is longer than %d characters", MaxNameLength)
+	}
+	w.record(Opened{WalletID: w.id, CustomerID: customerID, Name: name, Currency: currency})
+	return nil
+}
+
+// Rename changes the display name; the same name again records nothing.
+func (w *Wallet) Rename(name string) error {
+	if err := w.mustBeOpen(); err != nil {
+		return err
+	}
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return aggregate.Rule("name_required", "name must not be empty")
+	}
+	if len(name) > MaxNameLength {
+		return aggregate.Rule("name_too_long", "name is longer than %d characters", MaxNameLength)
+	}
+	if name == w.s.Name {
+		return nil
+	}
+	w.record(Renamed{Name: name})
+	return nil
+}
+
+// TopUp adds funds.
+func (w *Wallet) TopUp(amount money.Money) error {
+	if err := w.mustBeOpen(); err != nil {
+		return err
+	}
+	if amount.Amount <= 0 {
+		return aggregate.Rule("amount_not_positive", "top-up amount must be positive")
+	}
+	bal := money.New(w.s.Balance, w.s.Currency)
+	if _, err := bal.Add(amount); err != nil {
+		return err
+	}
+	w.record(ToppedUp{Amount: amount.Amount, Currency: amount.Currency})
+	return nil
+}
+
+// Authorise holds amount for an order. The same hold again is a no-op.
+func (w *Wallet) Authorise(orderID string, amount money.Money) error {
+	if err := w.mustBeOpen(); err != nil {
+		return err
+	}
+	if err := money.SameCurrency(money.New(0, w.s.Currency), amount); err != nil {
+		return err
+	}
+	if amount.Amount <= 0 {
+		return aggregate.Rule("amount_not_positive", "hold amount must be positive")
+	}
+	if held, ok := w.s.Holds[orderID]; ok {
+		if held == amount.Amount {
+			return nil
+		}
+		return aggregate.Rule("hold_exists", "order %s already holds %d, not %d", orderID, held, amount.Amount)
+	}
+	if _, ok := w.s.Captured[orderID]; ok {
+		return aggregate.State("hold_captured", "the hold for order %s was already captured", orderID)
+	}
+	if available := w.s.Balance - w.s.Held; amount.Amount > available {
+		return aggregate.Rule("insufficient_funds", "wallet %s has %d %s available, %d needed", w.id, available, w.s.Currency, amount.Amount)
+	}
+	w.record(HoldAuthorised{OrderID: orderID, Amount: amount.Amount, Currency: amount.Currency})
+	return nil
+}
+
+// Capture takes amount (at most the hold) and releases the rest of the hold.
+// Capturing an already captured order again is a no-op.
+func (w *Wallet) Capture(orderID string, amount int64) error {
+	if err := w.mustBeOpen(); err != nil {
+		return err
+	}
+	held, ok := w.s.Holds[orderID]
+	if !ok {
+		if _, captured := w.s.Captured[orderID]; captured {
+			return nil
+		}
+		return aggregate.State("no_hold", "wallet %s has no hold for order %s", w.id, orderID)
+	}
+	if amount <= 0 {
+		return aggregate.Rule("amount_not_positive", "capture amount must be positive")
+	}
+	if amount > held {
+		return aggregate.Rule("capture_exceeds_hold", "capture of %d exceeds the hold of %d for order %s", amount, held, orderID)
+	}
+	w.record(HoldCaptured{OrderID: orderID, Amount: amount, Released: held - amount})
+	return nil
+}
+
+// Void releases an open hold. With no open hold it is a no-op, so that a
+// compensation can run whether or not the hold was ever taken; a captured
+// hold cannot be voided (refund it instead).
+func (w *Wallet) Void(orderID string) error {
+	if err := w.mustBeOpen(); err != nil {
+		return err
+	}
+	held, ok := w.s.Holds[orderID]
+	if !ok {
+		if _, captured := w.s.Captured[orderID]; captured {
+			return aggregate.State("hold_captured", "the hold for order %s was captured; refund it instead", orderID)
+		}
+		return nil
+	}
+	w.record(HoldVoided{OrderID: orderID, Amount: held})
+	return nil
+}
+
+// Refund returns captured money for an order, at most what was captured.
+func (w *Wallet) Refund(orderID string, amount int64) error {
+	if err := w.mustBeOpen(); err != nil {
+		return err
+	}
+	if amount <= 0 {
+		return aggregate.Rule("amount_not_positive", "refund amount must be positive")
+	}
+	captured, ok := w.s.Captured[orderID]
+	if !ok {
+		return aggregate.State("nothing_captured", "nothing was captured for order %s", orderID)
+	}
+	if amount > captured {
+		return aggregate.Rule("refund_exceeds_capture", "refund of %d exceeds the %d captured for order %s", amount, captured, orderID)
+	}
+	w.record(CaptureRefunded{OrderID: orderID, Amount: amount})
+	return nil
+}
+
+// apply only records facts; every check happened before the event was recorded.
+func (w *Wallet) apply(e aggregate.Event) {
+	s := &w.s
+	switch e := e.(type) {
+	case Opened:
+		s.CustomerID, s.Name, s.Currency = e.CustomerID, e.Name, e.Currency
+	case Renamed:
+		s.Name = e.Name
+	case ToppedUp:
+		s.Balance += e.Amount
+	case HoldAuthorised:
+		s.Holds[e.OrderID] = e.Amount
+		s.Held += e.Amount
+	case HoldCaptured:
+		s.Held -= e.Amount + e.Released
+		delete(s.Holds, e.OrderID)
+		s.Balance -= e.Amount
+		s.Captured[e.OrderID] += e.Amount
+	case HoldVoided:
+		s.Held -= e.Amount
+		delete(s.Holds, e.OrderID)
+	case CaptureRefunded:
+		s.Balance += e.Amount
+		s.Captured[e.OrderID] -= e.Amount
+	}
+}

@@ -1,0 +1,410 @@
+// Package eventstore keeps aggregates as append-only streams of events in
+// PostgreSQL (pgx/v5): appends with an expected version, stream reads, a
+// global log in commit order, snapshots and upcasting of old schemas.
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/domain/aggregate"
+)
+
+// Metadata travels with every event appended in one call.
+type Metadata struct {
+	// CorrelationID ties together everything one request or process caused.
+	CorrelationID string
+	// CausationID is the command (or event) that caused these events.
+	CausationID string
+	// Actor is who issued the command.
+	Actor string
+}
+
+// Envelope is a stored event with its metadata.
+type Envelope struct {
+	EventID        uuid.UUID       `json:"event_id"`
+	StreamType     string          `json:"stream_type"`
+	StreamID       string          `json:"stream_id"`
+	StreamVersion  int64           `json:"stream_version"`
+	GlobalPosition int64           `json:"global_position"`
+	EventType      string          `json:"event_type"`
+	SchemaVersion  int             `json:"schema_version"`
+	RecordedAt     time.Time       `json:"recorded_at"`
+	CorrelationID  string          `json:"correlation_id"`
+	CausationID    string          `json:"causation_id"`
+	Actor          string          `json:"actor"`
+	Data           json.RawMessage `json:"data"`
+	// TransactionID is the PostgreSQL transaction that wrote the event; the
+	// global log is ordered by (TransactionID, GlobalPosition).
+	TransactionID uint64 `json:"-"`
+	// Event is Data decoded into its registered type.
+	Event aggregate.Event `json:"-"`
+}
+
+// Cursor is a place in the global log, which is in commit order.
+type Cursor struct {
+	TransactionID uint64
+	Position      int64
+}
+
+// Cursor returns the place of this event in the global log.
+func (e Envelope) Cursor() Cursor {
+	return Cursor{TransactionID: e.TransactionID, Position: e.GlobalPosition}
+}
+
+// ErrConflict is matched by every *ConflictError.
+var ErrConflict = errors.New("version conflict")
+
+// ErrNotFound is returned for unknown events and positions.
+var ErrNotFound = errors.New("not found")
+
+// ConflictError is a stale expected version; Current is the stream's version.
+type ConflictError struct {
+	StreamType, StreamID string
+	Expected, Current    int64
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("stream %s/%s is at version %d, not %d", e.StreamType, e.StreamID, e.Current, e.Expected)
+}
+
+// Is makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// Options configure a Store.
+type Options struct {
+	// SnapshotEvery takes a snapshot whenever a stream's version crosses a
+	// multiple of it; 0 disables snapshots.
+	SnapshotEvery int
+	// Clock gives the recorded time of events; time.Now when nil.
+	Clock func() time.Time
+}
+
+// Store reads and writes event streams.
+type Store struct {
+	pool          *pgxpool.Pool
+	reg           *Registry
+	now           func() time.Time
+	snapshotEvery int64
+}
+
+// New returns a store on pool decoding with reg.
+func New(pool *pgxpool.Pool, reg *Registry, opts Options) *Store {
+	clock := opts.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	return &Store{pool: pool, reg: reg, now: clock, snapshotEvery: int64(opts.SnapshotEvery)}
+}
+
+// Registry returns the store's registry.
+func (s *Store) Registry() *Registry { return s.reg }
+
+const appendSQL = `
+INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version,
+                    data, correlation_id, causation_id, actor, recorded_at)
+SELECT (e->>'id')::uuid, $1, $2, (e->>'v')::bigint, e->>'t', (e->>'s')::int, e->'d', $4, $5, $6, $7
+FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS x(e, n)
+-- an expected version above the stream's current one would leave a gap
+WHERE $8::bigint = 0 OR EXISTS (
+    SELECT 1 FROM events WHERE stream_type = $1 AND stream_id = $2 AND stream_version = $8)
+ORDER BY n
+RETURNING global_position, transaction_id::text, stream_version`
+
+type appendRow struct {
+	ID      uuid.UUID       `json:"id"`
+	Version int64           `json:"v"`
+	Type    string          `json:"t"`
+	Schema  int             `json:"s"`
+	Data    json.RawMessage `json:"d"`
+}
+
+// Append writes events to a stream inside tx, expecting the stream to be at
+// version expected (0 for a new stream). A stale expectation fails with a
+// *ConflictError carrying the current version; tx is then unusable.
+func (s *Store) Append(ctx context.Context, tx pgx.Tx, streamType, streamID string, expected int64, events []aggregate.Event, md Metadata) ([]Envelope, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	recorded := s.now().UTC().Truncate(time.Microsecond)
+	rows := make([]appendRow, len(events))
+	envs := make([]Envelope, len(events))
+	for i, e := range events {
+		name := e.EventType()
+		version, ok := s.reg.SchemaVersion(name)
+		if !ok {
+			return nil, fmt.Errorf("append %s: unregistered event type", name)
+		}
+		data, err := json.Marshal(e)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s: %w", name, err)
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, err
+		}
+		rows[i] = appendRow{ID: id, Version: expected + int64(i) + 1, Type: name, Schema: version, Data: data}
+		envs[i] = Envelope{
+			EventID: id, StreamType: streamType, StreamID: streamID, StreamVersion: rows[i].Version,
+			EventType: name, SchemaVersion: version, RecordedAt: recorded, Data: data, Event: e,
+			CorrelationID: md.CorrelationID, CausationID: md.CausationID, Actor: md.Actor,
+		}
+	}
+	batch, err := json.Marshal(rows)
+	if err != nil {
+		return nil, err
+	}
+	res, err := tx.Query(ctx, appendSQL, streamType, streamID, batch, md.CorrelationID, md.CausationID, md.Actor, recorded, expected)
+	if err != nil {
+		return nil, s.appendError(ctx, err, streamType, streamID, expected)
+	}
+	n := 0
+	for res.Next() {
+		var pos, version int64
+		var txid string
+		if err := res.Scan(&pos, &txid, &version); err != nil {
+			res.Close()
+			return nil, err
+		}
+		i := version - expected - 1
+		envs[i].GlobalPosition = pos
+		envs[i].TransactionID, _ = strconv.ParseUint(txid, 10, 64)
+		n++
+	}
+	if err := res.Err(); err != nil {
+		return nil, s.appendError(ctx, err, streamType, streamID, expected)
+	}
+	if n == 0 {
+		return nil, s.conflict(ctx, streamType, streamID, expected)
+	}
+	return envs, nil
+}
+
+func (s *Store) appendError(ctx context.Context, err error, streamType, streamID string, expected int64) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_stream_version_key" {
+		return s.conflict(ctx, streamType, streamID, expected)
+	}
+	return fmt.Errorf("append to %s/%s: %w", streamType, streamID, err)
+}
+
+// conflict reads the current version outside the failed transaction: the
+// winner has committed by now, since a unique violation waits for it.
+func (s *Store) conflict(ctx context.Context, streamType, streamID string, expected int64) error {
+	current, err := s.StreamVersion(ctx, streamType, streamID)
+	if err != nil {
+		return fmt.Errorf("read version of %s/%s after conflict: %w", streamType, streamID, err)
+	}
+	return &ConflictError{StreamType: streamType, StreamID: streamID, Expected: expected, Current: current}
+}
+
+// StreamVersion is the version of a stream, 0 when it has no events.
+func (s *Store) StreamVersion(ctx context.Context, streamType, streamID string) (int64, error) {
+	var v int64
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_type = $1 AND stream_id = $2`,
+		streamType, streamID).Scan(&v)
+	return v, err
+}
+
+// Save appends the aggregate's pending changes inside tx and, when its version
+// crosses a multiple of SnapshotEvery, replaces its snapshot in the same tx.
+func (s *Store) Save(ctx context.Context, tx pgx.Tx, agg aggregate.Root, md Metadata) ([]Envelope, error) {
+	changes := agg.Changes()
+	before := agg.Version() - int64(len(changes))
+	envs, err := s.Append(ctx, tx, agg.StreamType(), agg.StreamID(), before, changes, md)
+	if err != nil {
+		return nil, err
+	}
+	if s.snapshotEvery > 0 && before/s.snapshotEvery != agg.Version()/s.snapshotEvery {
+		if err := s.SaveSnapshot(ctx, tx, agg); err != nil {
+			return nil, err
+		}
+	}
+	return envs, nil
+}
+
+// SaveSnapshot stores the aggregate's state at its current version.
+func (s *Store) SaveSnapshot(ctx context.Context, tx pgx.Tx, agg aggregate.Root) error {
+	t, ok := s.reg.streams[agg.StreamType()]
+	if !ok {
+		return fmt.Errorf("snapshot: unregistered stream type %s", agg.StreamType())
+	}
+	state, err := json.Marshal(agg.State())
+	if err != nil {
+		return fmt.Errorf("encode snapshot of %s/%s: %w", agg.StreamType(), agg.StreamID(), err)
+	}
+	_, err = tx.Exec(ctx, `
+		INSERT INTO snapshots (stream_type, stream_id, stream_version, schema_version, state, taken_at)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (stream_type, stream_id) DO UPDATE
+		SET stream_version = excluded.stream_version, schema_version = excluded.schema_version,
+		    state = excluded.state, taken_at = excluded.taken_at
+		WHERE snapshots.stream_version < excluded.stream_version`,
+		agg.StreamType(), agg.StreamID(), agg.Version(), t.snapshotVersion, state, s.now().UTC())
+	if err != nil {
+		return fmt.Errorf("save snapshot of %s/%s: %w", agg.StreamType(), agg.StreamID(), err)
+	}
+	return nil
+}
+
+// Load rebuilds agg from its latest usable snapshot plus the events after it.
+// A snapshot of another schema version is ignored (full replay).
+func (s *Store) Load(ctx context.Context, agg aggregate.Root) error {
+	var version int64
+	var schema int
+	var state []byte
+	err := s.pool.QueryRow(ctx, `SELECT stream_version, schema_version, state FROM snapshots WHERE stream_type = $1 AND stream_id = $2`,
+		agg.StreamType(), agg.StreamID()).Scan(&version, &schema, &state)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("load snapshot of %s/%s: %w", agg.StreamType(), agg.StreamID(), err)
+	case schema == s.reg.streams[agg.StreamType()].snapshotVersion:
+		if err := agg.Restore(version, state); err != nil {
+			return fmt.Errorf("restore snapshot of %s/%s: %w", agg.StreamType(), agg.StreamID(), err)
+		}
+	}
+	return s.replay(ctx, agg, `stream_version > $3`, agg.Version())
+}
+
+// Until bounds a point-in-time load: at most Version (when > 0) and recorded
+// no later than Time (when not zero).
+type Until struct {
+	Version int64
+	Time    time.Time
+}
+
+// LoadUntil rebuilds agg as it was at a version or a time, by full replay.
+func (s *Store) LoadUntil(ctx context.Context, agg aggregate.Root, u Until) error {
+	cond, args := []string{"true"}, []any{}
+	if u.Version > 0 {
+		args = append(args, u.Version)
+		cond = append(cond, fmt.Sprintf("stream_version <= $%d", len(args)+2))
+	}
+	if !u.Time.IsZero() {
+		args = append(args, u.Time)
+		cond = append(cond, fmt.Sprintf("recorded_at <= $%d", len(args)+2))
+	}
+	return s.replay(ctx, agg, strings.Join(cond, " AND "), args...)
+}
+
+func (s *Store) replay(ctx context.Context, agg aggregate.Root, cond string, args ...any) error {
+	envs, err := s.query(ctx, `WHERE stream_type = $1 AND stream_id = $2 AND `+cond+` ORDER BY stream_version`,
+		append([]any{agg.StreamType(), agg.StreamID()}, args...)...)
+	if err != nil {
+		return fmt.Errorf("load %s/%s: %w", agg.StreamType(), agg.StreamID(), err)
+	}
+	for _, e := range envs {
+		agg.Replay(e.Event)
+	}
+	return nil
+}
+
+// ReadStream returns up to limit events of one stream after version after.
+func (s *Store) ReadStream(ctx context.Context, streamType, streamID string, after int64, limit int) ([]Envelope, error) {
+	return s.query(ctx, `WHERE stream_type = $1 AND stream_id = $2 AND stream_version > $3 ORDER BY stream_version LIMIT $4`,
+		streamType, streamID, after, limit)
+}
+
+// Filter narrows a read of the global log; empty fields match everything.
+type Filter struct {
+	StreamType string
+	StreamID   string
+	EventTypes []string
+}
+
+// ReadAll returns up to limit events after cursor in commit order. It reads
+// only transactions older than the oldest one still running, so an event
+// whose transaction commits late is never skipped: it is not visible to this
+// query, nor is anything after it, until it has committed.
+func (s *Store) ReadAll(ctx context.Context, after Cursor, limit int, f Filter) ([]Envelope, error) {
+	where := `WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+	  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
+	args := []any{strconv.FormatUint(after.TransactionID, 10), after.Position}
+	if f.StreamType != "" {
+		args = append(args, f.StreamType)
+		where += fmt.Sprintf(" AND stream_type = $%d", len(args))
+	}
+	if f.StreamID != "" {
+		args = append(args, f.StreamID)
+		where += fmt.Sprintf(" AND stream_id = $%d", len(args))
+	}
+	if len(f.EventTypes) > 0 {
+		args = append(args, f.EventTypes)
+		where += fmt.Sprintf(" AND event_type = ANY($%d)", len(args))
+	}
+	args = append(args, limit)
+	return s.query(ctx, where+fmt.Sprintf(" ORDER BY transaction_id, global_position LIMIT $%d", len(args)), args...)
+}
+
+// CursorAt returns the cursor of the event at a global position; 0 is the start.
+func (s *Store) CursorAt(ctx context.Context, position int64) (Cursor, error) {
+	if position == 0 {
+		return Cursor{}, nil
+	}
+	var txid string
+	err := s.pool.QueryRow(ctx, `SELECT transaction_id::text FROM events WHERE global_position = $1`, position).Scan(&txid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Cursor{}, ErrNotFound
+	}
+	if err != nil {
+		return Cursor{}, err
+	}
+	tx, _ := strconv.ParseUint(txid, 10, 64)
+	return Cursor{TransactionID: tx, Position: position}, nil
+}
+
+// Event returns one event by id.
+func (s *Store) Event(ctx context.Context, id uuid.UUID) (Envelope, error) {
+	envs, err := s.query(ctx, `WHERE event_id = $1`, id)
+	if err != nil {
+		return Envelope{}, err
+	}
+	if len(envs) == 0 {
+		return Envelope{}, ErrNotFound
+	}
+	return envs[0], nil
+}
+
+// Events returns the events with the given ids in stream order.
+func (s *Store) Events(ctx context.Context, ids []uuid.UUID) ([]Envelope, error) {
+	return s.query(ctx, `WHERE event_id = ANY($1) ORDER BY global_position`, ids)
+}
+
+const columns = `SELECT global_position, transaction_id::text, event_id, stream_type, stream_id, stream_version,
+	event_type, schema_version, data, correlation_id, causation_id, actor, recorded_at FROM events `
+
+func (s *Store) query(ctx context.Context, where string, args ...any) ([]Envelope, error) {
+	rows, err := s.pool.Query(ctx, columns+where, args...)
+	if err != nil {
+		return nil, err
+	}
+	envs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Envelope, error) {
+		var e Envelope
+		var txid string
+		var data []byte
+		if err := row.Scan(&e.GlobalPosition, &txid, &e.EventID, &e.StreamType, &e.StreamID, &e.StreamVersion,
+			&e.EventType, &e.SchemaVersion, &data, &e.CorrelationID, &e.CausationID, &e.Actor, &e.RecordedAt); err != nil {
+			return e, err
+		}
+		e.TransactionID, _ = strconv.ParseUint(txid, 10, 64)
+		e.RecordedAt = e.RecordedAt.UTC()
+		var err error
+		e.Event, e.Data, e.SchemaVersion, err = s.reg.Decode(e.EventType, e.SchemaVersion, data)
+		return e, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return envs, nil
+}

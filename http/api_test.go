@@ -1,0 +1,284 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/eventstore"
+	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
+
+type client struct {
+	t   *testing.T
+	url string
+}
+
+func newAPI(t *testing.T) client {
+	pool := pgtest.Pool(t)
+	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 100})
+	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 5})
+	e, err := httpapi.New(httpapi.Config{Pool: pool, Bus: bus, Store: store, MaxBodyBytes: 4096,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	return client{t: t, url: srv.URL}
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (c client) do(method, path, body string, headers ...string) response {
+	c.t.Helper()
+	req, _ := http.NewRequest(method, c.url+path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
+	_ = json.Unmarshal(raw, &r.body)
+	if res.StatusCode >= 500 {
+		c.t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, raw)
+	}
+	if res.StatusCode >= 400 && res.Header.Get("Content-Type") != "application/problem+json" {
+		c.t.Fatalf("%s %s: error without problem+json: %s", method, path, res.Header.Get("Content-Type"))
+	}
+	return r
+}
+
+func (c client) want(r response, status int) response {
+	c.t.Helper()
+	if r.status != status {
+		c.t.Fatalf("status %d, want %d: %s", r.status, status, r.raw)
+	}
+	return r
+}
+
+// events reads GET /events until it lists want events: the global log shows a
+// commit only once every older transaction on the server has ended, and other
+// test packages share the server.
+func (c client) events(query string, want int) response {
+	c.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		r := c.want(c.do("GET", "/events?"+query, ""), 200)
+		if len(r.body["events"].([]any)) >= want || time.Now().After(deadline) {
+			return r
+		}
+	}
+}
+
+const address = `{"name":"Ada","line1":"1 Main St","city":"Paris","postal_code":"75001","country":"FR"}`
+
+func orderBody(wallet, sku string, qty int) string {
+	return fmt.Sprintf(`{"customer_id":"c1","wallet_id":%q,"currency":"EUR","lines":[{"sku":%q,"quantity":%d,"unit_price":1250}],"shipping_address":%s}`,
+		wallet, sku, qty, address)
+}
+
+func TestPlaceAnOrderThroughTheAPI(t *testing.T) {
+	c := newAPI(t)
+	w, sku := "w-"+uuid.NewString(), "sku-"+uuid.NewString()
+	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}`, w)), 201)
+	top := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":5000}`), 201)
+	if top.body["stream_version"] != 2.0 || top.header.Get("ETag") != `"2"` {
+		t.Fatalf("top-up %s", top.raw)
+	}
+	c.want(c.do("POST", "/products/"+sku+"/stock", `{"quantity":10}`), 201)
+	placed := c.want(c.do("POST", "/orders", orderBody(w, sku, 2)), 201)
+	orderID := placed.body["stream_id"].(string)
+	if placed.body["status"] != "accepted" || placed.body["global_position"].(float64) <= top.body["global_position"].(float64) ||
+		len(placed.body["event_ids"].([]any)) != 1 || placed.header.Get("Location") != "/commands/"+placed.body["command_id"].(string) {
+		t.Fatalf("placed %s %v", placed.raw, placed.header)
+	}
+
+	cmd := c.want(c.do("GET", placed.header.Get("Location"), ""), 200)
+	events := cmd.body["events"].([]any)
+	if len(events) != 1 || events[0].(map[string]any)["event_type"] != "order.placed" {
+		t.Fatalf("command view %s", cmd.raw)
+	}
+	stream := c.want(c.do("GET", "/streams/order/"+orderID, ""), 200)
+	state := stream.body["state"].(map[string]any)
+	if state["status"] != "placed" || state["total"] != 2500.0 {
+		t.Fatalf("stream %s", stream.raw)
+	}
+
+	// Cancel, then read the order as it was at version 1.
+	c.want(c.do("POST", "/orders/"+orderID+"/cancel", `{"reason":"changed my mind"}`, "If-Match", `"1"`), 201)
+	at1 := c.want(c.do("GET", "/streams/order/"+orderID+"?at_version=1", ""), 200)
+	if at1.body["state"].(map[string]any)["status"] != "placed" {
+		t.Fatalf("at version 1: %s", at1.raw)
+	}
+	now := c.want(c.do("GET", "/streams/order/"+orderID, ""), 200)
+	if now.body["state"].(map[string]any)["status"] != "cancelled" || now.body["version"] != 2.0 {
+		t.Fatalf("now: %s", now.raw)
+	}
+	c.want(c.do("GET", "/streams/order/"+orderID+"?at_version=9", ""), 422)
+	c.want(c.do("GET", "/streams/order/nope-"+uuid.NewString(), ""), 404)
+
+	// The event log pages in commit order and filters by stream.
+	page := c.events("stream_type=order&stream_id="+orderID, 2)
+	if got := page.body["events"].([]any); len(got) != 2 {
+		t.Fatalf("events of the order: %s", page.raw)
+	}
+	first := page.body["events"].([]any)[0].(map[string]any)
+	rest := c.want(c.do("GET", fmt.Sprintf("/events?stream_id=%s&after=%.0f", orderID, first["global_position"]), ""), 200)
+	if got := rest.body["events"].([]any); len(got) != 1 || got[0].(map[string]any)["event_type"] != "order.cancelled" {
+		t.Fatalf("after the first: %s", rest.raw)
+	}
+	c.want(c.do("GET", "/events/"+first["event_id"].(string), ""), 200)
+	c.want(c.do("GET", "/events/"+uuid.NewString(), ""), 404)
+	c.want(c.do("GET", "/events?after=999999999", ""), 404)
+
+	list := c.want(c.do("GET", "/commands?type=PlaceOrder&status=accepted&limit=1000", ""), 200)
+	found := false
+	for _, r := range list.body["commands"].([]any) {
+		found = found || r.(map[string]any)["stream_id"] == orderID
+	}
+	if !found {
+		t.Fatal("the order's command is not in the command log")
+	}
+}
+
+func TestIdempotencyKeyYieldsOneSetOfEvents(t *testing.T) {
+	c := newAPI(t)
+	w := "w-" + uuid.NewString()
+	body := fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}`, w)
+	key := "key-" + uuid.NewString()
+	first := c.want(c.do("POST", "/wallets", body, "Idempotency-Key", key), 201)
+	second := c.want(c.do("POST", "/wallets", body, "Idempotency-Key", key), 200)
+	if second.header.Get("Idempotent-Replayed") != "true" || second.body["command_id"] != key ||
+		fmt.Sprint(second.body["event_ids"]) != fmt.Sprint(first.body["event_ids"]) {
+		t.Fatalf("first %s second %s", first.raw, second.raw)
+	}
+	events := c.events("stream_type=wallet&stream_id="+w, 1)
+	if n := len(events.body["events"].([]any)); n != 1 {
+		t.Fatalf("%d events for one command", n)
+	}
+	// Same key, other body: refused.
+	p := c.want(c.do("POST", "/wallets", strings.Replace(body, "c1", "c2", 1), "Idempotency-Key", key), 422)
+	if p.body["code"] != "idempotency_key_reused" {
+		t.Fatalf("reuse: %s", p.raw)
+	}
+	// Without a key, the same body twice is two commands: the second is refused by the wallet.
+	c.want(c.do("POST", "/wallets", body), 409)
+}
+
+func TestStaleIfMatchIsAConflict(t *testing.T) {
+	c := newAPI(t)
+	w := "w-" + uuid.NewString()
+	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}`, w)), 201)
+	c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1}`, "If-Match", "1"), 201)
+	p := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1}`, "If-Match", "1"), 409)
+	if p.body["code"] != "version_conflict" || p.body["current_version"] != 2.0 {
+		t.Fatalf("conflict: %s", p.raw)
+	}
+	c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1}`, "If-Match", "soon"), 422)
+}
+
+func TestClientMistakesGetPreciseProblems(t *testing.T) {
+	c := newAPI(t)
+	w := "w-" + uuid.NewString()
+	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}`, w)), 201)
+	cases := []struct {
+		name, method, path, body string
+		headers                  []string
+		status                   int
+		code, field              string
+	}{
+		{"malformed JSON", "POST", "/wallets", `{"wallet_id": "x",`, nil, 400, "malformed_json", ""},
+		{"trailing data", "POST", "/wallets", `{} {}`, nil, 400, "malformed_json", ""},
+		{"deep JSON", "POST", "/wallets", strings.Repeat("[", 40) + strings.Repeat("]", 40), nil, 400, "malformed_json", ""},
+		{"too large", "POST", "/wallets", `{"name":"` + strings.Repeat("x", 5000) + `"}`, nil, 413, "body_too_large", ""},
+		{"not JSON", "POST", "/wallets", `wallet_id=x`, []string{"Content-Type", "text/plain"}, 415, "unsupported_media_type", ""},
+		{"missing field", "POST", "/wallets", `{"wallet_id":"w2","customer_id":"c1"}`, nil, 422, "validation_failed", "currency"},
+		{"bad currency", "POST", "/wallets", `{"wallet_id":"w2","customer_id":"c1","currency":"euro"}`, nil, 422, "validation_failed", "currency"},
+		{"negative amount", "POST", "/wallets/" + w + "/top-ups", `{"amount":-5}`, nil, 422, "validation_failed", "amount"},
+		{"bad id in path", "POST", "/wallets/not%20an%20id/top-ups", `{"amount":5}`, nil, 422, "validation_failed", "path.id"},
+		{"zero quantity line", "POST", "/orders", orderBody(w, "s", 0), nil, 422, "validation_failed", "lines.0.quantity"},
+		{"currency mismatch", "POST", "/wallets/" + w + "/top-ups", `{"amount":5,"currency":"USD"}`, nil, 422, "currency_mismatch", ""},
+		{"unknown wallet", "POST", "/wallets/nobody-" + uuid.NewString() + "/top-ups", `{"amount":5}`, nil, 404, "wallet_not_found", ""},
+		{"wallet exists", "POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}`, w), nil, 409, "wallet_exists", ""},
+		{"cancel unknown order", "POST", "/orders/o-" + uuid.NewString() + "/cancel", `{"reason":"x"}`, nil, 404, "order_not_found", ""},
+		{"unknown command type", "POST", "/commands", `{"type":"Explode","payload":{}}`, nil, 422, "validation_failed", "type"},
+		{"command payload schema", "POST", "/commands", `{"type":"TopUpWallet","payload":{"wallet_id":"w","amount":0}}`, nil, 422, "validation_failed", "payload.amount"},
+		{"unknown command", "GET", "/commands/nope", "", nil, 404, "not_found", ""},
+		{"bad limit", "GET", "/events?limit=0", "", nil, 422, "validation_failed", "query.limit"},
+		{"unknown route", "GET", "/nope", "", nil, 404, "http_404", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := client{t: t, url: c.url}
+			p := c.want(c.do(tc.method, tc.path, tc.body, tc.headers...), tc.status)
+			if p.body["code"] != tc.code || p.body["detail"] == "" {
+				t.Fatalf("problem %s", p.raw)
+			}
+			if tc.field != "" {
+				errs, _ := p.body["errors"].([]any)
+				found := false
+				for _, e := range errs {
+					found = found || strings.HasPrefix(e.(map[string]any)["field"].(string), tc.field)
+				}
+				if !found {
+					t.Fatalf("no error names %q: %s", tc.field, p.raw)
+				}
+			}
+		})
+	}
+}
+
+func TestCommandsEndpointRunsAnyCommand(t *testing.T) {
+	c := newAPI(t)
+	w := "w-" + uuid.NewString()
+	c.want(c.do("POST", "/commands", fmt.Sprintf(`{"type":"OpenWallet","payload":{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}}`, w)), 201)
+	c.want(c.do("POST", "/commands", fmt.Sprintf(`{"type":"TopUpWallet","payload":{"wallet_id":%q,"amount":100}}`, w)), 201)
+	p := c.want(c.do("POST", "/commands", fmt.Sprintf(`{"type":"AuthoriseHold","payload":{"wallet_id":%q,"order_id":"o1","amount":101,"currency":"EUR"}}`, w)), 422)
+	if p.body["code"] != "insufficient_funds" || p.body["command_id"] == nil {
+		t.Fatalf("rejection: %s", p.raw)
+	}
+	rejected := c.want(c.do("GET", "/commands/"+p.body["command_id"].(string), ""), 200)
+	if rejected.body["status"] != "rejected" || rejected.body["reason_code"] != "insufficient_funds" {
+		t.Fatalf("logged rejection: %s", rejected.raw)
+	}
+}
+
+func TestHealthAndDocs(t *testing.T) {
+	c := newAPI(t)
+	c.want(c.do("GET", "/healthz", ""), 200)
+	spec := c.want(c.do("GET", "/openapi.json", ""), 200)
+	if spec.body["openapi"] != "3.0.3" {
+		t.Fatalf("spec: %.200s", spec.raw)
+	}
+	docs := c.want(c.do("GET", "/docs", ""), 200)
+	if !bytes.Contains([]byte(docs.raw), []byte("/openapi.json")) {
+		t.Fatal("docs page does not load the spec")
+	}
+	c.want(c.do("GET", "/docs/swagger-ui-bundle.js", ""), 200)
+}

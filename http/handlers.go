@@ -1,0 +1,221 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/eventstore"
+)
+
+// dispatch runs a command built from the request and writes its outcome:
+// 201 when accepted now, 200 when replayed for a known Idempotency-Key.
+func (s *Server) dispatch(c echo.Context, typ string, payload any) error {
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return err
+	}
+	return s.dispatchRaw(c, typ, raw)
+}
+
+func (s *Server) dispatchRaw(c echo.Context, typ string, payload json.RawMessage) error {
+	req := commands.Request{
+		CommandID:     c.Request().Header.Get("Idempotency-Key"),
+		Type:          typ,
+		Payload:       payload,
+		CorrelationID: c.Request().Header.Get("X-Correlation-ID"),
+		Actor:         c.Request().Header.Get("X-Actor"),
+	}
+	if m := c.Request().Header.Get("If-Match"); m != "" {
+		v, err := strconv.ParseInt(strings.Trim(m, `"`), 10, 64)
+		if err != nil {
+			return problem(http.StatusBadRequest, "invalid_if_match", "If-Match must be a stream version, e.g. \"3\"")
+		}
+		req.ExpectedVersion = &v
+	}
+	rec, err := s.bus.Dispatch(c.Request().Context(), req)
+	if err != nil {
+		return err
+	}
+	h := c.Response().Header()
+	h.Set(echo.HeaderLocation, "/commands/"+rec.CommandID)
+	h.Set("ETag", fmt.Sprintf(`"%d"`, rec.StreamVersion))
+	status := http.StatusCreated
+	if rec.Replayed {
+		status = http.StatusOK
+		h.Set("Idempotent-Replayed", "true")
+	}
+	return c.JSON(status, rec)
+}
+
+// bind decodes a body that validation has already checked.
+func bind(c echo.Context, v any) error {
+	if err := json.NewDecoder(c.Request().Body).Decode(v); err != nil {
+		return problem(http.StatusBadRequest, "malformed_json", err.Error())
+	}
+	return nil
+}
+
+// command is the handler of a REST command endpoint: the body decoded into
+// payload P, completed from the path by fromPath (may be nil), then dispatched.
+func command[P any](s *Server, typ string, fromPath func(*P, echo.Context)) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		var p P
+		if err := bind(c, &p); err != nil {
+			return err
+		}
+		if fromPath != nil {
+			fromPath(&p, c)
+		}
+		return s.dispatch(c, typ, p)
+	}
+}
+
+func (s *Server) submitCommand(c echo.Context) error {
+	var body struct {
+		Type    string          `json:"type"`
+		Payload json.RawMessage `json:"payload"`
+	}
+	if err := bind(c, &body); err != nil {
+		return err
+	}
+	if err := s.validatePayload(body.Type, body.Payload); err != nil {
+		return err
+	}
+	return s.dispatchRaw(c, body.Type, body.Payload)
+}
+
+// commandView is a logged command with the events it caused.
+type commandView struct {
+	commands.Record
+	Events []eventstore.Envelope `json:"events"`
+}
+
+func (s *Server) getCommand(c echo.Context) error {
+	rec, err := s.bus.Log().Get(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	events, err := s.store.Events(c.Request().Context(), rec.EventIDs)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, commandView{Record: rec, Events: nonNil(events)})
+}
+
+func (s *Server) listCommands(c echo.Context) error {
+	q := c.QueryParams()
+	f := commands.Filter{Type: q.Get("type"), Status: q.Get("status"), StreamType: q.Get("stream_type"), StreamID: q.Get("stream_id"), Limit: limit(c)}
+	f.AfterSeq, _ = strconv.ParseInt(q.Get("cursor"), 10, 64)
+	recs, err := s.bus.Log().List(c.Request().Context(), f)
+	if err != nil {
+		return err
+	}
+	page := map[string]any{"commands": nonNil(recs)}
+	if len(recs) == f.Limit {
+		page["next_cursor"] = recs[len(recs)-1].Seq
+	}
+	return c.JSON(http.StatusOK, page)
+}
+
+func (s *Server) listEvents(c echo.Context) error {
+	ctx := c.Request().Context()
+	q := c.QueryParams()
+	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
+	cursor, err := s.store.CursorAt(ctx, after)
+	if errors.Is(err, eventstore.ErrNotFound) {
+		return problem(http.StatusNotFound, "unknown_position", fmt.Sprintf("no event at global position %d", after))
+	}
+	if err != nil {
+		return err
+	}
+	f := eventstore.Filter{StreamType: q.Get("stream_type"), StreamID: q.Get("stream_id")}
+	if t := q.Get("type"); t != "" {
+		f.EventTypes = []string{t}
+	}
+	n := limit(c)
+	events, err := s.store.ReadAll(ctx, cursor, n, f)
+	if err != nil {
+		return err
+	}
+	page := map[string]any{"events": nonNil(events)}
+	if len(events) == n {
+		page["next_after"] = events[len(events)-1].GlobalPosition
+	}
+	return c.JSON(http.StatusOK, page)
+}
+
+func (s *Server) getEvent(c echo.Context) error {
+	id, err := uuid.Parse(c.Param("id"))
+	if err != nil {
+		return problem(http.StatusUnprocessableEntity, "invalid_event_id", "the event id must be a UUID")
+	}
+	e, err := s.store.Event(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, e)
+}
+
+// MaxStreamEvents bounds the events listed with a stream's state.
+const MaxStreamEvents = 1000
+
+func (s *Server) getStream(c echo.Context) error {
+	ctx := c.Request().Context()
+	typ, id := c.Param("type"), c.Param("id")
+	agg, ok := s.store.Registry().NewAggregate(typ, id)
+	if !ok {
+		return problem(http.StatusNotFound, "unknown_stream_type", fmt.Sprintf("no stream type %q", typ))
+	}
+	var until eventstore.Until
+	q := c.QueryParams()
+	if v := q.Get("at_version"); v != "" {
+		until.Version, _ = strconv.ParseInt(v, 10, 64)
+	}
+	if t := q.Get("as_of"); t != "" {
+		ts, err := time.Parse(time.RFC3339Nano, t)
+		if err != nil {
+			return problem(http.StatusUnprocessableEntity, "invalid_as_of", "as_of must be an RFC 3339 time")
+		}
+		until.Time = ts
+	}
+	if err := s.store.LoadUntil(ctx, agg, until); err != nil {
+		return err
+	}
+	if agg.Version() == 0 {
+		return problem(http.StatusNotFound, "stream_not_found", fmt.Sprintf("stream %s/%s has no events at that point", typ, id))
+	}
+	if until.Version > agg.Version() {
+		return problem(http.StatusUnprocessableEntity, "version_out_of_range", fmt.Sprintf("stream %s/%s is at version %d", typ, id, agg.Version()))
+	}
+	events, err := s.store.ReadStream(ctx, typ, id, 0, min(int(agg.Version()), MaxStreamEvents))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{
+		"stream_type": typ, "stream_id": id, "version": agg.Version(), "state": agg.State(), "events": events,
+	})
+}
+
+func limit(c echo.Context) int {
+	n, err := strconv.Atoi(c.QueryParam("limit"))
+	if err != nil || n <= 0 {
+		return 100
+	}
+	return min(n, 1000)
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

@@ -1,0 +1,104 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/domain/aggregate"
+	"github.com/orderflow/orderflow/eventstore"
+)
+
+// Problem is an RFC 9457 problem details body.
+type Problem struct {
+	Type           string       `json:"type"`
+	Title          string       `json:"title"`
+	Status         int          `json:"status"`
+	Detail         string       `json:"detail,omitempty"`
+	Instance       string       `json:"instance,omitempty"`
+	Code           string       `json:"code,omitempty"`
+	CommandID      string       `json:"command_id,omitempty"`
+	CurrentVersion *int64       `json:"current_version,omitempty"`
+	Errors         []FieldError `json:"errors,omitempty"`
+}
+
+// FieldError names one invalid field.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+func (p *Problem) Error() string { return p.Detail }
+
+func problem(status int, code, detail string) *Problem {
+	return &Problem{Type: "urn:orderflow:problem:" + code, Title: http.StatusText(status), Status: status, Code: code, Detail: detail}
+}
+
+// toProblem is the one place that maps errors to statuses. Internal errors
+// are logged and answered without their text.
+func toProblem(err error, log *slog.Logger, path string) *Problem {
+	var (
+		p        *Problem
+		rejected *commands.RejectedError
+		domain   *aggregate.Error
+		conflict *eventstore.ConflictError
+		payload  *commands.PayloadError
+		he       *echo.HTTPError
+	)
+	switch {
+	case errors.As(err, &p):
+	case errors.As(err, &rejected):
+		p = domainProblem(rejected.Err)
+		p.CommandID = rejected.Record.CommandID
+	case errors.As(err, &domain):
+		p = domainProblem(domain)
+	case errors.As(err, &conflict):
+		p = problem(http.StatusConflict, "version_conflict", conflict.Error())
+		p.CurrentVersion = &conflict.Current
+	case errors.As(err, &payload):
+		p = problem(http.StatusUnprocessableEntity, "invalid_payload", payload.Msg)
+	case errors.Is(err, commands.ErrUnknownType):
+		p = problem(http.StatusUnprocessableEntity, "unknown_command_type", err.Error())
+	case errors.Is(err, commands.ErrKeyReused):
+		p = problem(http.StatusUnprocessableEntity, "idempotency_key_reused", err.Error())
+	case errors.Is(err, commands.ErrNotFound), errors.Is(err, eventstore.ErrNotFound):
+		p = problem(http.StatusNotFound, "not_found", "no such resource")
+	case errors.As(err, &he):
+		p = problem(he.Code, "http_"+fmt.Sprint(he.Code), fmt.Sprint(he.Message))
+	default:
+		log.Error("request failed", "path", path, "err", err)
+		p = problem(http.StatusInternalServerError, "internal", "the request failed on our side; it is logged")
+	}
+	if p.Instance == "" {
+		p.Instance = path
+	}
+	return p
+}
+
+func domainProblem(e *aggregate.Error) *Problem {
+	status := http.StatusUnprocessableEntity
+	switch {
+	case errors.Is(e, aggregate.ErrState):
+		status = http.StatusConflict
+	case errors.Is(e, aggregate.ErrNotFound):
+		status = http.StatusNotFound
+	}
+	return problem(status, e.Code, e.Message)
+}
+
+func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		p := toProblem(err, log, c.Request().URL.Path)
+		c.Response().Header().Set(echo.HeaderContentType, "application/problem+json")
+		if err := c.JSON(p.Status, p); err != nil {
+			log.Error("write problem", "err", err)
+		}
+	}
+}

@@ -1,0 +1,130 @@
+// Package httpapi is orderflow's REST API on echo/v4: commands, the command
+// and event logs, stream state, health, the OpenAPI document and its docs
+// page. Every request is validated against http/openapi.yaml, and every
+// error leaves as application/problem+json (problem.go maps them).
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"io/fs"
+	"log/slog"
+	"mime"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	swaggerfiles "github.com/swaggo/files/v2"
+
+	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/eventstore"
+)
+
+// Config holds the server's dependencies.
+type Config struct {
+	Pool  *pgxpool.Pool
+	Bus   *commands.Bus
+	Store *eventstore.Store
+	Log   *slog.Logger
+	// MaxBodyBytes bounds request bodies (413 beyond).
+	MaxBodyBytes int64
+}
+
+// Server handles the API.
+type Server struct {
+	pool    *pgxpool.Pool
+	bus     *commands.Bus
+	store   *eventstore.Store
+	log     *slog.Logger
+	maxBody int64
+	doc     *openapi3.T
+	router  routers.Router
+	spec    []byte
+}
+
+// New builds the echo instance with every route.
+func New(cfg Config) (*echo.Echo, error) {
+	doc, router, err := loadSpec()
+	if err != nil {
+		return nil, err
+	}
+	spec, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	s := &Server{pool: cfg.Pool, bus: cfg.Bus, store: cfg.Store, log: cfg.Log, maxBody: cfg.MaxBodyBytes, doc: doc, router: router, spec: spec}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(cfg.Log)
+	e.Use(middleware.Recover())
+	e.Use(middleware.RequestID())
+	e.Use(s.validate)
+
+	e.GET("/healthz", s.health)
+	e.GET("/openapi.json", s.openapi)
+	e.GET("/docs", s.docsIndex)
+	e.GET("/docs/*", s.docsAsset)
+
+	e.POST("/wallets", command[commands.OpenWallet](s, "OpenWallet", nil))
+	e.POST("/wallets/:id/top-ups", command(s, "TopUpWallet", func(p *commands.TopUpWallet, c echo.Context) { p.WalletID = c.Param("id") }))
+	e.POST("/products/:sku/stock", command(s, "ReceiveStock", func(p *commands.ReceiveStock, c echo.Context) { p.SKU = c.Param("sku") }))
+	e.POST("/orders", command[commands.PlaceOrder](s, "PlaceOrder", nil))
+	e.POST("/orders/:id/cancel", command(s, "CancelOrder", func(p *commands.CancelOrder, c echo.Context) { p.OrderID = c.Param("id") }))
+	e.POST("/commands", s.submitCommand)
+
+	e.GET("/commands", s.listCommands)
+	e.GET("/commands/:id", s.getCommand)
+	e.GET("/events", s.listEvents)
+	e.GET("/events/:id", s.getEvent)
+	e.GET("/streams/:type/:id", s.getStream)
+	return e, nil
+}
+
+func (s *Server) health(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := s.pool.Ping(ctx); err != nil {
+		return problem(http.StatusServiceUnavailable, "database_unreachable", "the database does not answer")
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) openapi(c echo.Context) error {
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, s.spec)
+}
+
+// docsIndex serves Swagger UI (embedded by github.com/swaggo/files) on /openapi.json.
+func (s *Server) docsIndex(c echo.Context) error {
+	return c.HTML(http.StatusOK, `<!doctype html>
+<html><head><meta charset="utf-8"><title>orderflow API</title>
+<link rel="stylesheet" href="/docs/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/docs/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+</body></html>`)
+}
+
+func (s *Server) docsAsset(c echo.Context) error {
+	name := strings.TrimPrefix(c.Param("*"), "/")
+	if name == "" || strings.HasSuffix(name, ".map") {
+		return echo.ErrNotFound
+	}
+	data, err := fs.ReadFile(swaggerfiles.FS, name)
+	if err != nil {
+		return echo.ErrNotFound
+	}
+	return c.Blob(http.StatusOK, mime.TypeByExtension(path.Ext(name)), data)
+}

@@ -1,0 +1,105 @@
+// Package pgtest gives each test package its own migrated database: on the
+// server named by DATABASE_URL when set, otherwise on a throwaway server
+// started with devpg.
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/internal/devpg"
+	"github.com/orderflow/orderflow/migrations"
+)
+
+var dbURL string
+
+// Run creates the package's database, runs the tests and drops it. Call it
+// from TestMain: os.Exit(pgtest.Run(m)).
+func Run(m *testing.M) int {
+	ctx := context.Background()
+	base := os.Getenv("DATABASE_URL")
+	if base == "" {
+		dir, err := os.MkdirTemp("", "orderflow-pgtest-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest:", err)
+			return 1
+		}
+		_ = os.Chmod(dir, 0o755)
+		defer os.RemoveAll(dir)
+		srv, err := devpg.Start(ctx, devpg.Options{Dir: filepath.Join(dir, "pg"), Database: "postgres"})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest: no DATABASE_URL and no embedded PostgreSQL:", err)
+			return 1
+		}
+		defer srv.Stop()
+		base = srv.URL
+	}
+	name := "orderflow_test_" + strings.ReplaceAll(uuid.NewString()[:13], "-", "")
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest: connect:", err)
+		return 1
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest: create database:", err)
+		return 1
+	}
+	defer admin.Exec(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)")
+	u, err := url.Parse(base)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest: DATABASE_URL:", err)
+		return 1
+	}
+	u.Path = "/" + name
+	dbURL = u.String()
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest:", err)
+		return 1
+	}
+	if _, err := migrations.Up(ctx, pool); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest:", err)
+		pool.Close()
+		return 1
+	}
+	pool.Close()
+	return m.Run()
+}
+
+// URL is the package database's connection string.
+func URL(tb testing.TB) string {
+	tb.Helper()
+	if dbURL == "" {
+		tb.Fatal("pgtest: call pgtest.Run from TestMain")
+	}
+	return dbURL
+}
+
+// Pool returns a pool on the package database, closed when the test ends.
+func Pool(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	cfg, err := pgxpool.ParseConfig(URL(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.MaxConns = 40
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(pool.Close)
+	return pool
+}

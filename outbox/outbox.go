@@ -1,0 +1,89 @@
+// Package outbox writes events to Watermill SQL topics inside the command's
+// own transaction (watermill-sql/v4 with the pgx adapter), so an event is
+// published if and only if it is stored. Subscribers get them at least once,
+// in commit order.
+package outbox
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderflow/orderflow/eventstore"
+)
+
+// Metadata keys of every message; the payload is the event's JSON.
+const (
+	MetaEventID        = "event_id"
+	MetaEventType      = "event_type"
+	MetaSchemaVersion  = "schema_version"
+	MetaStreamType     = "stream_type"
+	MetaStreamID       = "stream_id"
+	MetaStreamVersion  = "stream_version"
+	MetaGlobalPosition = "global_position"
+	MetaRecordedAt     = "recorded_at"
+	MetaCorrelationID  = "correlation_id"
+	MetaCausationID    = "causation_id"
+	MetaActor          = "actor"
+)
+
+// Topic is the Watermill topic of a stream type; its tables are
+// watermill_<topic> and watermill_offsets_<topic> (created by migrations).
+func Topic(streamType string) string { return streamType + "_events" }
+
+// SchemaAdapter is the watermill-sql schema shared by the publisher and
+// subscribers. Auto-initialisation stays off: migrations create the tables.
+var SchemaAdapter = wsql.DefaultPostgreSQLSchema{}
+
+// Publish writes one message per event in tx, grouped by topic in order.
+func Publish(ctx context.Context, tx pgx.Tx, envs []eventstore.Envelope) error {
+	if len(envs) == 0 {
+		return nil
+	}
+	pub, err := wsql.NewPublisher(wsql.TxFromPgx(tx), wsql.PublisherConfig{SchemaAdapter: SchemaAdapter}, nil)
+	if err != nil {
+		return fmt.Errorf("outbox publisher: %w", err)
+	}
+	for start := 0; start < len(envs); {
+		end := start + 1
+		for end < len(envs) && envs[end].StreamType == envs[start].StreamType {
+			end++
+		}
+		msgs := make([]*message.Message, 0, end-start)
+		for _, e := range envs[start:end] {
+			m := Message(e)
+			m.SetContext(ctx)
+			msgs = append(msgs, m)
+		}
+		if err := pub.Publish(Topic(envs[start].StreamType), msgs...); err != nil {
+			return fmt.Errorf("outbox publish to %s: %w", Topic(envs[start].StreamType), err)
+		}
+		start = end
+	}
+	return nil
+}
+
+// Message is the Watermill message of an event: its UUID is the event id,
+// so consumers and brokers can deduplicate redeliveries by message id.
+func Message(e eventstore.Envelope) *message.Message {
+	m := message.NewMessage(e.EventID.String(), message.Payload(e.Data))
+	m.Metadata = message.Metadata{
+		MetaEventID:        e.EventID.String(),
+		MetaEventType:      e.EventType,
+		MetaSchemaVersion:  strconv.Itoa(e.SchemaVersion),
+		MetaStreamType:     e.StreamType,
+		MetaStreamID:       e.StreamID,
+		MetaStreamVersion:  strconv.FormatInt(e.StreamVersion, 10),
+		MetaGlobalPosition: strconv.FormatInt(e.GlobalPosition, 10),
+		MetaRecordedAt:     e.RecordedAt.Format(time.RFC3339Nano),
+		MetaCorrelationID:  e.CorrelationID,
+		MetaCausationID:    e.CausationID,
+		MetaActor:          e.Actor,
+	}
+	return m
+}
