@@ -227,7 +227,10 @@ func (b *Bus) commit(ctx context.Context, rec Record, agg aggregate.Root) (Recor
 		} else if !inserted {
 			return errLogged
 		}
-		return outbox.Publish(ctx, tx, envs)
+		if err := outbox.Publish(ctx, tx, envs); err != nil {
+			return err
+		}
+		return publish(ctx, tx, rec, envs)
 	})
 	if errors.Is(err, errLogged) {
 		return b.loggedMeanwhile(ctx, rec)
@@ -246,8 +249,10 @@ func (b *Bus) reject(ctx context.Context, rec Record, version int64, dErr *aggre
 	rec.RecordedAt = b.now().UTC().Truncate(time.Microsecond)
 	var inserted bool
 	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) (err error) {
-		inserted, err = b.log.insert(ctx, tx, &rec)
-		return err
+		if inserted, err = b.log.insert(ctx, tx, &rec); err != nil || !inserted {
+			return err
+		}
+		return publish(ctx, tx, rec, nil)
 	})
 	if err != nil {
 		return Record{}, err

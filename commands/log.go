@@ -77,7 +77,7 @@ func (l *Log) insert(ctx context.Context, tx pgx.Tx, rec *Record) (inserted bool
 	return true, nil
 }
 
-const selectSQL = `SELECT command_id, seq, transaction_id::text, command_type, payload, status, coalesce(reason_kind, ''),
+const selectSQL = `SELECT command_id, seq, transaction_id::text AS txid, command_type, payload, status, coalesce(reason_kind, ''),
     coalesce(reason_code, ''), coalesce(reason, ''), stream_type, stream_id, stream_version, coalesce(global_position, 0),
     event_ids, correlation_id, causation_id, actor, metadata, recorded_at FROM commands `
 
@@ -143,4 +143,94 @@ func (l *Log) List(ctx context.Context, f Filter) ([]Record, error) {
 	args = append(args, f.Limit)
 	rows, _ := l.pool.Query(ctx, selectSQL+"WHERE "+strings.Join(cond, " AND ")+fmt.Sprintf(" ORDER BY seq LIMIT $%d", len(args)), args...)
 	return pgx.CollectRows(rows, scanRecord)
+}
+
+// Querier is a pool or a transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Cursor is a place in the command log, which is in commit order.
+type Cursor struct {
+	TransactionID uint64
+	Seq           int64
+}
+
+// Cursor returns the place of r in the commit-ordered log.
+func (r Record) Cursor() Cursor { return Cursor{TransactionID: r.TransactionID, Seq: r.Seq} }
+
+// CursorAt returns the cursor of the command with sequence number seq; 0 is the start.
+func (l *Log) CursorAt(ctx context.Context, seq int64) (Cursor, error) {
+	if seq == 0 {
+		return Cursor{}, nil
+	}
+	var txid string
+	err := l.pool.QueryRow(ctx, `SELECT transaction_id::text FROM commands WHERE seq = $1`, seq).Scan(&txid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Cursor{}, ErrNotFound
+	}
+	tx, _ := strconv.ParseUint(txid, 10, 64)
+	return Cursor{TransactionID: tx, Seq: seq}, err
+}
+
+// ReadAll returns up to limit commands after c in commit order, with their
+// events. Like the event log it reads only transactions older than the
+// oldest one still running, so a late commit is never skipped.
+func (l *Log) ReadAll(ctx context.Context, c Cursor, limit int, f Filter) ([]Logged, error) {
+	where := `WHERE (transaction_id, seq) > ($1::text::xid8, $2) AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
+	args := []any{strconv.FormatUint(c.TransactionID, 10), c.Seq}
+	for _, kv := range []struct{ col, v string }{{"command_type", f.Type}, {"status", f.Status}, {"stream_type", f.StreamType}, {"stream_id", f.StreamID}} {
+		if kv.v != "" {
+			args = append(args, kv.v)
+			where += fmt.Sprintf(" AND %s = $%d", kv.col, len(args))
+		}
+	}
+	args = append(args, limit)
+	return l.readLogged(ctx, l.pool, where+fmt.Sprintf(" ORDER BY transaction_id, seq LIMIT $%d", len(args)), args...)
+}
+
+// ReadUpTo returns up to limit commands in (after, upTo] in commit order with
+// their events, through q (a rebuild reads inside its own transaction).
+func (l *Log) ReadUpTo(ctx context.Context, q Querier, after, upTo Cursor, limit int) ([]Logged, error) {
+	return l.readLogged(ctx, q, `WHERE (transaction_id, seq) > ($1::text::xid8, $2) AND (transaction_id, seq) <= ($3::text::xid8, $4)
+		ORDER BY transaction_id, seq LIMIT $5`,
+		strconv.FormatUint(after.TransactionID, 10), after.Seq, strconv.FormatUint(upTo.TransactionID, 10), upTo.Seq, limit)
+}
+
+func (l *Log) readLogged(ctx context.Context, q Querier, where string, args ...any) ([]Logged, error) {
+	rows, _ := q.Query(ctx, selectSQL+where, args...)
+	recs, err := pgx.CollectRows(rows, scanRecord)
+	if err != nil {
+		return nil, err
+	}
+	var ids []uuid.UUID
+	for _, r := range recs {
+		ids = append(ids, r.EventIDs...)
+	}
+	byID := map[uuid.UUID]EventRef{}
+	if len(ids) > 0 {
+		rows, _ := q.Query(ctx, `SELECT event_id, event_type, stream_type, stream_id, stream_version, global_position, recorded_at
+			FROM events WHERE event_id = ANY($1)`, ids)
+		evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (EventRef, error) {
+			var e EventRef
+			err := row.Scan(&e.EventID, &e.EventType, &e.StreamType, &e.StreamID, &e.StreamVersion, &e.GlobalPosition, &e.RecordedAt)
+			e.RecordedAt = e.RecordedAt.UTC()
+			return e, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range evs {
+			byID[e.EventID] = e
+		}
+	}
+	out := make([]Logged, 0, len(recs))
+	for _, r := range recs {
+		lg := Logged{Record: r, Events: make([]EventRef, 0, len(r.EventIDs))}
+		for _, id := range r.EventIDs {
+			lg.Events = append(lg.Events, byID[id])
+		}
+		out = append(out, lg)
+	}
+	return out, nil
 }

@@ -381,11 +381,32 @@ func (s *Store) Events(ctx context.Context, ids []uuid.UUID) ([]Envelope, error)
 	return s.query(ctx, `WHERE event_id = ANY($1) ORDER BY global_position`, ids)
 }
 
-const columns = `SELECT global_position, transaction_id::text, event_id, stream_type, stream_id, stream_version,
+// The transaction id is read as text (pgx has no xid8 type) under another
+// name: aliased as transaction_id it would make ORDER BY sort it as text.
+const columns = `SELECT global_position, transaction_id::text AS txid, event_id, stream_type, stream_id, stream_version,
 	event_type, schema_version, data, correlation_id, causation_id, actor, recorded_at FROM events `
 
+// Querier is a pool or a transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// ReadUpTo returns up to limit events of one stream type in (after, upTo] in
+// commit order, through q: a projection rebuild reads inside its own
+// transaction up to where its live consumer stands.
+func (s *Store) ReadUpTo(ctx context.Context, q Querier, streamType string, after, upTo Cursor, limit int) ([]Envelope, error) {
+	return s.queryIn(ctx, q, `WHERE stream_type = $1 AND (transaction_id, global_position) > ($2::text::xid8, $3)
+		AND (transaction_id, global_position) <= ($4::text::xid8, $5) ORDER BY transaction_id, global_position LIMIT $6`,
+		streamType, strconv.FormatUint(after.TransactionID, 10), after.Position,
+		strconv.FormatUint(upTo.TransactionID, 10), upTo.Position, limit)
+}
+
 func (s *Store) query(ctx context.Context, where string, args ...any) ([]Envelope, error) {
-	rows, err := s.pool.Query(ctx, columns+where, args...)
+	return s.queryIn(ctx, s.pool, where, args...)
+}
+
+func (s *Store) queryIn(ctx context.Context, q Querier, where string, args ...any) ([]Envelope, error) {
+	rows, err := q.Query(ctx, columns+where, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -430,3 +430,38 @@ func TestUpcastsOldSchemaVersions(t *testing.T) {
 		t.Fatal("read an event of an unknown future schema")
 	}
 }
+
+// The global log sorts transaction ids as numbers: 99 before 100 (a text
+// sort would put "100" first and make cursor paging skip events).
+func TestReadAllOrdersTransactionIDsNumerically(t *testing.T) {
+	ctx := context.Background()
+	s, pool := newStore(t, 0)
+	a, b := "w-"+uuid.NewString(), "w-"+uuid.NewString()
+	for _, row := range []struct {
+		id   string
+		txid string
+	}{{a, "100"}, {b, "99"}} {
+		_, err := pool.Exec(ctx, `INSERT INTO events (transaction_id, event_id, stream_type, stream_id, stream_version, event_type,
+			schema_version, data, correlation_id, causation_id, actor, recorded_at)
+			VALUES ($1::text::xid8, $2, 'wallet', $3, 1, 'wallet.opened', 1, $4, 'c', 'c', 'test', now())`,
+			row.txid, uuid.New(), row.id, fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c","currency":"EUR"}`, row.id))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for c := (eventstore.Cursor{}); ; {
+		page, err := s.ReadAll(ctx, c, 1, eventstore.Filter{StreamType: wallet.StreamType})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 || len(got) == 2 {
+			break
+		}
+		got = append(got, page[0].StreamID)
+		c = page[0].Cursor()
+	}
+	if len(got) != 2 || got[0] != b || got[1] != a {
+		t.Fatalf("read %v, want [%s %s]", got, b, a)
+	}
+}

@@ -6,12 +6,15 @@ package outbox
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/orderflow/eventstore"
@@ -40,15 +43,29 @@ func Topic(streamType string) string { return streamType + "_events" }
 // subscribers. Auto-initialisation stays off: migrations create the tables.
 var SchemaAdapter = wsql.DefaultPostgreSQLSchema{}
 
-// Publish writes one message per event in tx, grouped by topic in order.
-func Publish(ctx context.Context, tx pgx.Tx, envs []eventstore.Envelope) error {
-	if len(envs) == 0 {
-		return nil
-	}
+// CommandsTopic carries every logged command with the events it caused.
+const CommandsTopic = "commands"
+
+// PoisonTopic holds messages a consumer gave up on after its retries.
+const PoisonTopic = "poison"
+
+// PublishTo writes msgs to topic in tx.
+func PublishTo(ctx context.Context, tx pgx.Tx, topic string, msgs ...*message.Message) error {
 	pub, err := wsql.NewPublisher(wsql.TxFromPgx(tx), wsql.PublisherConfig{SchemaAdapter: SchemaAdapter}, nil)
 	if err != nil {
 		return fmt.Errorf("outbox publisher: %w", err)
 	}
+	for _, m := range msgs {
+		m.SetContext(ctx)
+	}
+	if err := pub.Publish(topic, msgs...); err != nil {
+		return fmt.Errorf("outbox publish to %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Publish writes one message per event in tx, grouped by topic in order.
+func Publish(ctx context.Context, tx pgx.Tx, envs []eventstore.Envelope) error {
 	for start := 0; start < len(envs); {
 		end := start + 1
 		for end < len(envs) && envs[end].StreamType == envs[start].StreamType {
@@ -56,16 +73,46 @@ func Publish(ctx context.Context, tx pgx.Tx, envs []eventstore.Envelope) error {
 		}
 		msgs := make([]*message.Message, 0, end-start)
 		for _, e := range envs[start:end] {
-			m := Message(e)
-			m.SetContext(ctx)
-			msgs = append(msgs, m)
+			msgs = append(msgs, Message(e))
 		}
-		if err := pub.Publish(Topic(envs[start].StreamType), msgs...); err != nil {
-			return fmt.Errorf("outbox publish to %s: %w", Topic(envs[start].StreamType), err)
+		if err := PublishTo(ctx, tx, Topic(envs[start].StreamType), msgs...); err != nil {
+			return err
 		}
 		start = end
 	}
 	return nil
+}
+
+// Envelope rebuilds the event envelope from a message of an event topic; the
+// event is left undecoded (Event is nil).
+func Envelope(m *message.Message) (eventstore.Envelope, error) {
+	md := m.Metadata
+	id, err := uuid.Parse(md.Get(MetaEventID))
+	if err != nil {
+		return eventstore.Envelope{}, fmt.Errorf("message %s: event_id: %w", m.UUID, err)
+	}
+	e := eventstore.Envelope{
+		EventID: id, StreamType: md.Get(MetaStreamType), StreamID: md.Get(MetaStreamID), EventType: md.Get(MetaEventType),
+		CorrelationID: md.Get(MetaCorrelationID), CausationID: md.Get(MetaCausationID), Actor: md.Get(MetaActor),
+		Data: json.RawMessage(m.Payload),
+	}
+	var errs []error
+	num := func(key string, dst *int64) {
+		v, err := strconv.ParseInt(md.Get(key), 10, 64)
+		*dst = v
+		errs = append(errs, err)
+	}
+	num(MetaStreamVersion, &e.StreamVersion)
+	num(MetaGlobalPosition, &e.GlobalPosition)
+	var sv int64
+	num(MetaSchemaVersion, &sv)
+	e.SchemaVersion = int(sv)
+	e.RecordedAt, err = time.Parse(time.RFC3339Nano, md.Get(MetaRecordedAt))
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return eventstore.Envelope{}, fmt.Errorf("message %s: metadata: %w", m.UUID, err)
+	}
+	return e, nil
 }
 
 // Message is the Watermill message of an event: its UUID is the event id,

@@ -1,0 +1,105 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/outbox"
+)
+
+// Poisoned is one message on the poison topic.
+type Poisoned struct {
+	Offset    int64             `json:"offset"`
+	MessageID string            `json:"message_id"`
+	Handler   string            `json:"handler"`
+	Topic     string            `json:"topic"`
+	Reason    string            `json:"reason"`
+	EventType string            `json:"event_type,omitempty"`
+	StreamID  string            `json:"stream_id,omitempty"`
+	Position  string            `json:"global_position,omitempty"`
+	At        time.Time         `json:"poisoned_at"`
+	Resolved  string            `json:"resolved,omitempty"`
+	Metadata  map[string]string `json:"-"`
+	Payload   json.RawMessage   `json:"-"`
+}
+
+func (p Poisoned) message() *message.Message {
+	m := message.NewMessage(p.MessageID, message.Payload(p.Payload))
+	for k, v := range p.Metadata {
+		m.Metadata.Set(k, v)
+	}
+	return m
+}
+
+const poisonSQL = `SELECT pm."offset", pm.uuid, pm.payload, pm.metadata, pm.created_at, coalesce(pr.outcome, '')
+	FROM watermill_poison pm LEFT JOIN poison_resolutions pr ON pr.poison_offset = pm."offset" `
+
+func scanPoisoned(row pgx.CollectableRow) (Poisoned, error) {
+	var p Poisoned
+	var payload, md []byte
+	if err := row.Scan(&p.Offset, &p.MessageID, &payload, &md, &p.At, &p.Resolved); err != nil {
+		return p, err
+	}
+	p.Payload = payload
+	if err := json.Unmarshal(md, &p.Metadata); err != nil {
+		return p, err
+	}
+	p.Handler = p.Metadata[middleware.PoisonedHandlerKey]
+	p.Topic = p.Metadata[middleware.PoisonedTopicKey]
+	p.Reason = p.Metadata[middleware.ReasonForPoisonedKey]
+	p.EventType = p.Metadata[outbox.MetaEventType]
+	p.StreamID = p.Metadata[outbox.MetaStreamID]
+	p.Position = p.Metadata[outbox.MetaGlobalPosition]
+	return p, nil
+}
+
+// Poison lists poison messages in the order they were poisoned; with
+// unresolvedOnly, only those not yet replayed or skipped.
+func (r *Reader) Poison(ctx context.Context, unresolvedOnly bool) ([]Poisoned, error) {
+	where := ""
+	if unresolvedOnly {
+		where = "WHERE pr.poison_offset IS NULL "
+	}
+	rows, _ := r.pool.Query(ctx, poisonSQL+where+`ORDER BY pm.transaction_id, pm."offset"`)
+	return pgx.CollectRows(rows, scanPoisoned)
+}
+
+// ErrResolved is returned when replaying a poison message that was resolved.
+var ErrResolved = errors.New("poison message already resolved")
+
+// ReplayPoison runs the poison message at offset through its projection
+// again (after a fix) and marks it resolved, in one transaction. A message
+// that still fails stays unresolved and the error says why.
+func ReplayPoison(ctx context.Context, pool *pgxpool.Pool, reg *eventstore.Registry, offset int64) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, poisonSQL+`WHERE pm."offset" = $1 FOR UPDATE OF pm`, offset)
+		p, err := one(pgx.CollectExactlyOneRow(rows, scanPoisoned))
+		if err != nil {
+			return fmt.Errorf("poison message %d: %w", offset, err)
+		}
+		if p.Resolved != "" {
+			return fmt.Errorf("poison message %d: %w (%s)", offset, ErrResolved, p.Resolved)
+		}
+		proj, ok := ByName(p.Handler)
+		if !ok {
+			return fmt.Errorf("poison message %d came from handler %q, which is not a projection", offset, p.Handler)
+		}
+		if _, _, err := pauseConsumer(ctx, tx, proj); err != nil {
+			return err
+		}
+		if err := proj.ApplyMessage(ctx, tx, reg, p.message()); err != nil {
+			return fmt.Errorf("poison message %d still fails: %w", offset, err)
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO poison_resolutions (poison_offset, outcome) VALUES ($1, 'replayed')`, offset)
+		return err
+	})
+}

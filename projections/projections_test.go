@@ -1,0 +1,428 @@
+package projections_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/domain/aggregate"
+	"github.com/orderflow/orderflow/domain/inventory"
+	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/wallet"
+	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/internal/pgtest"
+	"github.com/orderflow/orderflow/outbox"
+	"github.com/orderflow/orderflow/projections"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
+
+type env struct {
+	t      *testing.T
+	ctx    context.Context
+	pool   *pgxpool.Pool
+	store  *eventstore.Store
+	bus    *commands.Bus
+	reader *projections.Reader
+}
+
+func newEnv(t *testing.T) *env {
+	pool := pgtest.Pool(t)
+	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 50})
+	return &env{t: t, ctx: context.Background(), pool: pool, store: store,
+		bus: commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 20}), reader: projections.NewReader(pool)}
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// run starts a projector with handlers (all projections when none) until the test ends.
+func (e *env) run(handlers ...projections.Handler) {
+	e.t.Helper()
+	if len(handlers) == 0 {
+		for _, p := range projections.All() {
+			handlers = append(handlers, p.Handler(e.store.Registry()))
+		}
+	}
+	router, err := projections.NewRouter(e.pool, projections.RouterConfig{PollInterval: 10 * time.Millisecond, MaxRetries: 2,
+		RetryInterval: time.Millisecond, Logger: quiet}, handlers...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan error, 1)
+	go func() { done <- router.Run(ctx) }()
+	<-router.Running()
+	e.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			e.t.Errorf("router: %v", err)
+		}
+	})
+}
+
+func (e *env) do(typ string, payload any) commands.Record {
+	e.t.Helper()
+	raw, _ := json.Marshal(payload)
+	rec, err := e.bus.Dispatch(e.ctx, commands.Request{Type: typ, Payload: raw})
+	var rej *commands.RejectedError
+	if err != nil && !errors.As(err, &rej) {
+		e.t.Fatalf("%s: %v", typ, err)
+	}
+	return rec
+}
+
+// settle waits until every projection has consumed its whole topic.
+func (e *env) settle() {
+	e.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := e.reader.Status(e.ctx)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		busy := false
+		for _, s := range st {
+			busy = busy || s.LagEvents > 0
+		}
+		if !busy {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("projections did not settle: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkAgainstEvents compares the wallet and inventory read models with the
+// aggregates replayed from the event log.
+func (e *env) checkAgainstEvents(wallets, skus []string) {
+	e.t.Helper()
+	for _, id := range wallets {
+		w := wallet.New(id)
+		if err := e.store.Load(e.ctx, w); err != nil {
+			e.t.Fatal(err)
+		}
+		st := w.State().(wallet.State)
+		got, err := e.reader.Wallet(e.ctx, id)
+		if err != nil {
+			e.t.Fatalf("wallet %s: %v", id, err)
+		}
+		if got.Balance != st.Balance || got.Held != st.Held || got.Available != st.Balance-st.Held || got.Version != w.Version() {
+			e.t.Fatalf("wallet %s: read model %+v, events %+v at version %d", id, got, st, w.Version())
+		}
+	}
+	for _, sku := range skus {
+		it := inventory.New(sku)
+		if err := e.store.Load(e.ctx, it); err != nil {
+			e.t.Fatal(err)
+		}
+		st := it.State().(inventory.State)
+		got, err := e.reader.Product(e.ctx, sku)
+		if err != nil {
+			e.t.Fatalf("sku %s: %v", sku, err)
+		}
+		if got.OnHand != st.OnHand || got.Reserved != st.Reserved || got.Version != it.Version() {
+			e.t.Fatalf("sku %s: read model %+v, events %+v", sku, got, st)
+		}
+	}
+}
+
+var address = order.Address{Name: "Ada", Line1: "1 Main St", City: "Paris", PostalCode: "75001", Country: "FR"}
+
+func ids(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%d-%s", prefix, i, uuid.NewString()[:8])
+	}
+	return out
+}
+
+func TestProjectionsAfterConcurrentCommandsOnManyAggregates(t *testing.T) {
+	e := newEnv(t)
+	e.run()
+	wallets, skus := ids("w", 8), ids("sku", 4)
+	for _, w := range wallets {
+		e.do("OpenWallet", commands.OpenWallet{WalletID: w, CustomerID: "c-" + w, Currency: "EUR"})
+	}
+	for _, s := range skus {
+		e.do("ReceiveStock", commands.ReceiveStock{SKU: s, Quantity: 100})
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 15 {
+				w, s := wallets[(g+i)%len(wallets)], skus[(g*3+i)%len(skus)]
+				order := fmt.Sprintf("o-%d-%d", g, i)
+				e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 1000})
+				e.do("AuthoriseHold", commands.AuthoriseHold{WalletID: w, OrderID: order, Amount: 300, Currency: "EUR"})
+				e.do("ReserveStock", commands.ReserveStock{SKU: s, OrderID: order, Quantity: 2})
+				if i%3 == 0 {
+					e.do("VoidHold", commands.VoidHold{WalletID: w, OrderID: order})
+					e.do("ReleaseStock", commands.ReleaseStock{SKU: s, OrderID: order})
+				} else {
+					e.do("CaptureHold", commands.CaptureHold{WalletID: w, OrderID: order, Amount: 250})
+					e.do("CommitStock", commands.CommitStock{SKU: s, OrderID: order})
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	e.settle()
+	e.checkAgainstEvents(wallets, skus)
+
+	// The checkpoint names the last event applied, and nothing is poisoned.
+	st, _ := e.reader.Status(e.ctx)
+	for _, s := range st {
+		if s.Poisoned != 0 || (s.Applied == 0 && s.Name != "orders_projection") || s.LagEvents != 0 {
+			t.Fatalf("status %+v", s)
+		}
+	}
+}
+
+// A transaction that took a lower position but commits after a later one is
+// still projected: the subscriber waits for it instead of skipping it.
+func TestOutOfOrderCommitsAreAllProjected(t *testing.T) {
+	e := newEnv(t)
+	e.run()
+	slowID, fastID := "w-slow-"+uuid.NewString(), "w-fast-"+uuid.NewString()
+	appendAndPublish := func(tx pgx.Tx, id string) {
+		envs, err := e.store.Append(e.ctx, tx, wallet.StreamType, id, 0,
+			[]aggregate.Event{wallet.Opened{WalletID: id, CustomerID: "c", Currency: "EUR"}}, eventstore.Metadata{CorrelationID: id, Actor: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := outbox.Publish(e.ctx, tx, envs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendAndPublish(slow, slowID)
+	if err := pgx.BeginFunc(e.ctx, e.pool, func(tx pgx.Tx) error { appendAndPublish(tx, fastID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the projector polls meanwhile
+	if _, err := e.reader.Wallet(e.ctx, fastID); !errors.Is(err, projections.ErrNotFound) {
+		t.Fatalf("the later commit was projected while an older transaction was open: %v", err)
+	}
+	if err := slow.Commit(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	e.checkAgainstEvents([]string{slowID, fastID}, nil)
+}
+
+// Applying every message of a topic a second time changes nothing.
+func TestRedeliveredEventsChangeNothing(t *testing.T) {
+	e := newEnv(t)
+	e.run()
+	w, sku := "w-"+uuid.NewString(), "sku-"+uuid.NewString()
+	e.do("OpenWallet", commands.OpenWallet{WalletID: w, CustomerID: "c", Currency: "EUR"})
+	e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 700})
+	e.do("ReceiveStock", commands.ReceiveStock{SKU: sku, Quantity: 5})
+	e.do("ReserveStock", commands.ReserveStock{SKU: sku, OrderID: "o1", Quantity: 2})
+	e.settle()
+	before := e.dump()
+	for _, p := range projections.All() {
+		rows, _ := e.pool.Query(e.ctx, fmt.Sprintf(`SELECT uuid, payload, metadata FROM watermill_%s`, p.Topic()))
+		msgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*message.Message, error) {
+			var id string
+			var payload []byte
+			var md map[string]string
+			err := r.Scan(&id, &payload, &md)
+			m := message.NewMessage(id, payload)
+			m.Metadata = md
+			return m, err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = pgx.BeginFunc(e.ctx, e.pool, func(tx pgx.Tx) error {
+			for _, m := range msgs {
+				if err := p.ApplyMessage(e.ctx, tx, e.store.Registry(), m); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", p.Name, err)
+		}
+	}
+	if after := e.dump(); !reflect.DeepEqual(before, after) {
+		t.Fatalf("redelivery changed the read models:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+// dump returns every read model table's rows.
+func (e *env) dump() map[string][]map[string]any {
+	e.t.Helper()
+	out := map[string][]map[string]any{}
+	for _, p := range projections.All() {
+		for _, table := range p.Tables {
+			rows, _ := e.pool.Query(e.ctx, fmt.Sprintf(`SELECT * FROM %s ORDER BY 1, 2`, table))
+			got, err := pgx.CollectRows(rows, pgx.RowToMap)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			out[table] = got
+		}
+	}
+	return out
+}
+
+// One event fails every attempt: it goes to the poison topic, the rest keeps
+// flowing, and replaying the poison topic after the fix converges.
+func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
+	e := newEnv(t)
+	bad, good := "w-bad-"+uuid.NewString(), "w-good-"+uuid.NewString()
+	var handlers []projections.Handler
+	for _, p := range projections.All() {
+		h := p.Handler(e.store.Registry())
+		if p.Name == "wallets_projection" {
+			handle := h.Handle
+			h.Handle = func(ctx context.Context, m *message.Message) error {
+				if m.Metadata.Get(outbox.MetaStreamID) == bad && m.Metadata.Get(outbox.MetaStreamVersion) == "2" {
+					return errors.New("simulated bug")
+				}
+				return handle(ctx, m)
+			}
+		}
+		handlers = append(handlers, h)
+	}
+	e.run(handlers...)
+	for _, w := range []string{bad, good} {
+		e.do("OpenWallet", commands.OpenWallet{WalletID: w, CustomerID: "c", Currency: "EUR"})
+		e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 100}) // version 2: fails for bad
+		e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 10})  // version 3: a gap for bad
+	}
+	e.settle()
+	e.checkAgainstEvents([]string{good}, nil)
+	if w, _ := e.reader.Wallet(e.ctx, bad); w.Version != 1 {
+		t.Fatalf("the bad wallet moved past its poisoned event: %+v", w)
+	}
+	poisoned, err := e.reader.Poison(e.ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(poisoned) != 2 || poisoned[0].StreamID != bad || poisoned[0].Reason != "simulated bug" ||
+		poisoned[0].Handler != "wallets_projection" || poisoned[1].Position <= poisoned[0].Position {
+		t.Fatalf("poison topic: %+v", poisoned)
+	}
+	st, _ := e.reader.Status(e.ctx)
+	for _, s := range st {
+		if s.Name == "wallets_projection" && s.Poisoned != 2 {
+			t.Fatalf("status %+v", s)
+		}
+	}
+
+	// The second can't go first: its predecessor is still missing.
+	if err := projections.ReplayPoison(e.ctx, e.pool, e.store.Registry(), poisoned[1].Offset); !errors.Is(err, projections.ErrGap) {
+		t.Fatalf("replaying out of order: %v", err)
+	}
+	for _, p := range poisoned {
+		if err := projections.ReplayPoison(e.ctx, e.pool, e.store.Registry(), p.Offset); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.checkAgainstEvents([]string{bad, good}, nil)
+	if err := projections.ReplayPoison(e.ctx, e.pool, e.store.Registry(), poisoned[0].Offset); !errors.Is(err, projections.ErrResolved) {
+		t.Fatalf("replaying twice: %v", err)
+	}
+	if left, _ := e.reader.Poison(e.ctx, true); len(left) != 0 {
+		t.Fatalf("unresolved after replay: %+v", left)
+	}
+}
+
+// A rebuilt read model is identical to the live one, also while commands
+// keep coming.
+func TestRebuildEqualsLive(t *testing.T) {
+	e := newEnv(t)
+	e.run()
+	wallets, skus := ids("w", 3), ids("sku", 2)
+	for i, w := range wallets {
+		e.do("OpenWallet", commands.OpenWallet{WalletID: w, CustomerID: "c", Currency: "EUR"})
+		e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: int64(100 * (i + 1))})
+		e.do("ReceiveStock", commands.ReceiveStock{SKU: skus[i%2], Quantity: 3})
+	}
+	e.do("PlaceOrder", commands.PlaceOrder{CustomerID: "c", WalletID: wallets[0], Currency: "EUR",
+		Lines:           []order.Line{{SKU: skus[0], Quantity: 1, UnitPrice: 100}},
+		ShippingAddress: address})
+	e.settle()
+	live := e.dump()
+
+	stop := make(chan struct{})
+	var writer sync.WaitGroup
+	writer.Add(1)
+	go func() { // commands keep flowing during the rebuilds
+		defer writer.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+				e.do("TopUpWallet", commands.TopUpWallet{WalletID: wallets[i%3], Amount: 1})
+			}
+		}
+	}()
+	for _, p := range projections.All() {
+		var calls int
+		n, err := projections.Rebuild(e.ctx, e.pool, e.store, e.bus.Log(), p, func(done, total int64) { calls++ })
+		if err != nil {
+			t.Fatalf("rebuild %s: %v", p.Name, err)
+		}
+		if n == 0 || calls < 2 {
+			t.Fatalf("rebuild %s applied %d, progress called %d times", p.Name, n, calls)
+		}
+	}
+	close(stop)
+	writer.Wait()
+	e.settle()
+	e.checkAgainstEvents(wallets, skus)
+	// Without the live top-ups, everything else is as it was.
+	rebuilt := e.dump()
+	delete(live, "read_wallets")
+	delete(rebuilt, "read_wallets")
+	if !reflect.DeepEqual(live, rebuilt) {
+		t.Fatalf("rebuilt differs from live:\nlive    %v\nrebuilt %v", live, rebuilt)
+	}
+}
+
+func TestWaitForPositionAndTimeout(t *testing.T) {
+	e := newEnv(t)
+	w := "w-" + uuid.NewString()
+	rec := e.do("OpenWallet", commands.OpenWallet{WalletID: w, CustomerID: "c", Currency: "EUR"})
+	p, _ := projections.ByName("wallets_projection")
+	// No projector runs: the wait ends with a clear "behind".
+	err := e.reader.WaitFor(e.ctx, p, rec.GlobalPosition, 150*time.Millisecond)
+	var behind *projections.BehindError
+	if !errors.As(err, &behind) || behind.Position != rec.GlobalPosition {
+		t.Fatalf("want BehindError, got %v", err)
+	}
+	e.run()
+	if err := e.reader.WaitFor(e.ctx, p, rec.GlobalPosition, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.reader.Wallet(e.ctx, w); err != nil || got.Currency != "EUR" {
+		t.Fatalf("after the wait: %+v %v", got, err)
+	}
+}

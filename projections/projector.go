@@ -1,0 +1,162 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/outbox"
+)
+
+// Handler consumes one topic as one consumer group. Projections, the saga
+// starter and the broker bridge are all Handlers on one router.
+type Handler struct {
+	// Name identifies the handler in logs and on poison messages.
+	Name string
+	// ConsumerGroup is permanent: renaming it replays the whole topic.
+	ConsumerGroup string
+	Topic         string
+	// Handle runs inside the subscriber's transaction (Tx); an error is
+	// retried and, after the retries, the message goes to the poison topic.
+	Handle func(ctx context.Context, msg *message.Message) error
+}
+
+// RouterConfig tunes delivery.
+type RouterConfig struct {
+	// PollInterval is how long a subscriber sleeps after finding its topic
+	// empty: the floor of projection lag when idle. watermill-sql's default
+	// (1 s) is far too slow for read-your-writes; 50 ms costs one indexed
+	// query per topic and consumer group per interval.
+	PollInterval time.Duration
+	// BatchSize is how many messages one subscriber transaction takes. The
+	// batch shares one transaction with the handlers' writes and the offset
+	// ack, so it bounds both round trips and how long that transaction (which
+	// holds back every subscriber's xmin horizon) stays open.
+	BatchSize int
+	// AckDeadline nacks a message whose handler hangs, so the transaction ends.
+	AckDeadline time.Duration
+	// MaxRetries is how often a failing message is retried (with exponential
+	// backoff from RetryInterval) before it goes to the poison topic.
+	MaxRetries    int
+	RetryInterval time.Duration
+	Logger        *slog.Logger
+}
+
+func (c *RouterConfig) defaults() {
+	if c.PollInterval <= 0 {
+		c.PollInterval = 50 * time.Millisecond
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 100
+	}
+	if c.AckDeadline <= 0 {
+		c.AckDeadline = 10 * time.Second
+	}
+	if c.MaxRetries < 0 {
+		c.MaxRetries = 0
+	}
+	if c.RetryInterval <= 0 {
+		c.RetryInterval = 50 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// NewRouter builds a Watermill router with one watermill-sql subscriber per
+// handler. Run it with router.Run(ctx); cancelling ctx shuts it down
+// gracefully (in-flight batches finish or roll back, nothing is lost).
+func NewRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers ...Handler) (*message.Router, error) {
+	cfg.defaults()
+	wlog := watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 15 * time.Second}, wlog)
+	if err != nil {
+		return nil, err
+	}
+	poison, err := middleware.PoisonQueue(txPublisher{}, outbox.PoisonTopic)
+	if err != nil {
+		return nil, err
+	}
+	// Outermost first: a message that still fails after the retries is
+	// written to the poison topic in the same transaction as the ack.
+	router.AddMiddleware(
+		poison,
+		middleware.Retry{
+			MaxRetries: cfg.MaxRetries, InitialInterval: cfg.RetryInterval, MaxInterval: 2 * time.Second,
+			Multiplier: 2, RandomizationFactor: 0.2, Logger: wlog,
+		}.Middleware,
+		middleware.Recoverer,
+	)
+	for _, h := range handlers {
+		sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
+			ConsumerGroup:  h.ConsumerGroup,
+			PollInterval:   cfg.PollInterval,
+			ResendInterval: cfg.RetryInterval,
+			RetryInterval:  time.Second,
+			AckDeadline:    &cfg.AckDeadline,
+			SchemaAdapter:  wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: cfg.BatchSize},
+			OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{},
+		}, wlog)
+		if err != nil {
+			return nil, fmt.Errorf("subscriber %s: %w", h.Name, err)
+		}
+		router.AddConsumerHandler(h.Name, h.Topic, sub, logged(cfg.Logger, h))
+	}
+	return router, nil
+}
+
+// logged runs h with the message's correlation id in every log line.
+func logged(log *slog.Logger, h Handler) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		err := h.Handle(msg.Context(), msg)
+		if err != nil {
+			log.Warn("handler failed", "handler", h.Name, "topic", h.Topic, "message", msg.UUID,
+				"event_type", msg.Metadata.Get(outbox.MetaEventType), "correlation_id", msg.Metadata.Get(outbox.MetaCorrelationID), "err", err)
+		}
+		return err
+	}
+}
+
+// Tx is the watermill-sql subscriber's transaction carried by msg's context:
+// writes made in it commit with the consumer's offset, or not at all.
+func Tx(ctx context.Context) (pgx.Tx, error) {
+	tx, ok := wsql.TxFromContext(ctx)
+	if !ok {
+		return nil, errors.New("no subscriber transaction in the message context")
+	}
+	switch t := tx.(type) {
+	case *wsql.PgxTx:
+		return t.Tx, nil
+	case wsql.PgxTx:
+		return t.Tx, nil
+	}
+	return nil, fmt.Errorf("subscriber transaction is %T, not pgx", tx)
+}
+
+// txPublisher writes poison messages in the subscriber's own transaction, so
+// a message is either handled, or poisoned, and acknowledged in one commit.
+type txPublisher struct{}
+
+func (txPublisher) Publish(topic string, msgs ...*message.Message) error {
+	for _, m := range msgs {
+		tx, err := Tx(m.Context())
+		if err != nil {
+			return err
+		}
+		if err := outbox.PublishTo(m.Context(), tx, topic, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (txPublisher) Close() error { return nil }
