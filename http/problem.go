@@ -11,6 +11,7 @@ import (
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/projections"
 )
 
 // Problem is an RFC 9457 problem details body.
@@ -65,7 +66,13 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 		p = problem(http.StatusUnprocessableEntity, "unknown_command_type", err.Error())
 	case errors.Is(err, commands.ErrKeyReused):
 		p = problem(http.StatusUnprocessableEntity, "idempotency_key_reused", err.Error())
-	case errors.Is(err, commands.ErrNotFound), errors.Is(err, eventstore.ErrNotFound):
+	case errors.Is(err, projections.ErrBadCursor):
+		p = problem(http.StatusUnprocessableEntity, "invalid_cursor", "the cursor is not one this service handed out")
+	case errors.Is(err, projections.ErrResolved):
+		p = problem(http.StatusConflict, "poison_resolved", err.Error())
+	case errors.Is(err, projections.ErrGap):
+		p = problem(http.StatusConflict, "poison_out_of_order", "an earlier event of this stream is still unresolved; replay it first")
+	case errors.Is(err, commands.ErrNotFound), errors.Is(err, eventstore.ErrNotFound), errors.Is(err, projections.ErrNotFound):
 		p = problem(http.StatusNotFound, "not_found", "no such resource")
 	case errors.As(err, &he):
 		p = problem(he.Code, "http_"+fmt.Sprint(he.Code), fmt.Sprint(he.Message))

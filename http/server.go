@@ -24,6 +24,7 @@ import (
 
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/projections"
 )
 
 // Config holds the server's dependencies.
@@ -34,6 +35,11 @@ type Config struct {
 	Log   *slog.Logger
 	// MaxBodyBytes bounds request bodies (413 beyond).
 	MaxBodyBytes int64
+	Reader       *projections.Reader
+	// ConsistencyTimeout bounds a read-your-writes wait (min_position).
+	ConsistencyTimeout time.Duration
+	// Heartbeat is the idle interval of live streams' comment lines.
+	Heartbeat time.Duration
 }
 
 // Server handles the API.
@@ -43,7 +49,13 @@ type Server struct {
 	store   *eventstore.Store
 	log     *slog.Logger
 	maxBody int64
+	reader  *projections.Reader
+	horizon *horizon
 	doc     *openapi3.T
+
+	consistencyTimeout time.Duration
+	heartbeat          time.Duration
+	sseWriteTimeout    time.Duration
 	router  routers.Router
 	spec    []byte
 }
@@ -64,7 +76,18 @@ func New(cfg Config) (*echo.Echo, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
-	s := &Server{pool: cfg.Pool, bus: cfg.Bus, store: cfg.Store, log: cfg.Log, maxBody: cfg.MaxBodyBytes, doc: doc, router: router, spec: spec}
+	if cfg.ConsistencyTimeout <= 0 {
+		cfg.ConsistencyTimeout = 5 * time.Second
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 15 * time.Second
+	}
+	s := &Server{pool: cfg.Pool, bus: cfg.Bus, store: cfg.Store, log: cfg.Log, maxBody: cfg.MaxBodyBytes, doc: doc, router: router, spec: spec,
+		reader: cfg.Reader, horizon: newHorizon(cfg.Pool, 50*time.Millisecond),
+		consistencyTimeout: cfg.ConsistencyTimeout, heartbeat: cfg.Heartbeat, sseWriteTimeout: 10 * time.Second}
+	if s.reader == nil {
+		s.reader = projections.NewReader(cfg.Pool)
+	}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -85,6 +108,9 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.POST("/orders/:id/cancel", command(s, "CancelOrder", func(p *commands.CancelOrder, c echo.Context) { p.OrderID = c.Param("id") }))
 	e.POST("/commands", s.submitCommand)
 
+	e.GET("/commands/updates", s.commandUpdates)
+	e.GET("/events/updates", s.eventUpdates)
+	s.readRoutes(e)
 	e.GET("/commands", s.listCommands)
 	e.GET("/commands/:id", s.getCommand)
 	e.GET("/events", s.listEvents)

@@ -1,0 +1,97 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/orderflow/orderflow/projections"
+)
+
+// consistent makes the request wait until p has applied the position the
+// client passed (?min_position= or X-Min-Position), bounded by the
+// configured timeout: read-your-writes for a client that just sent a command.
+func (s *Server) consistent(c echo.Context, name string) error {
+	raw := c.QueryParam("min_position")
+	if raw == "" {
+		raw = c.Request().Header.Get("X-Min-Position")
+	}
+	pos, err := projections.ParsePosition(raw)
+	if err != nil {
+		return problem(http.StatusUnprocessableEntity, "invalid_min_position", err.Error())
+	}
+	p, _ := projections.ByName(name)
+	err = s.reader.WaitFor(c.Request().Context(), p, pos, s.consistencyTimeout)
+	var behind *projections.BehindError
+	if errors.As(err, &behind) {
+		c.Response().Header().Set("Retry-After", "1")
+		return problem(http.StatusServiceUnavailable, "projection_behind",
+			fmt.Sprintf("the %s read model has not reached position %d within %s; retry", behind.Projection, pos, s.consistencyTimeout))
+	}
+	return err
+}
+
+// read answers a query from one read model after the consistency wait.
+func read[T any](s *Server, projection string, get func(c echo.Context) (T, error)) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if err := s.consistent(c, projection); err != nil {
+			return err
+		}
+		v, err := get(c)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, v)
+	}
+}
+
+func (s *Server) readRoutes(e *echo.Echo) {
+	e.GET("/orders/:id", read(s, "orders_projection", func(c echo.Context) (projections.Order, error) {
+		return s.reader.Order(c.Request().Context(), c.Param("id"))
+	}))
+	e.GET("/orders", read(s, "orders_projection", func(c echo.Context) (map[string]any, error) {
+		q := c.QueryParams()
+		orders, next, err := s.reader.Orders(c.Request().Context(), projections.OrderFilter{
+			CustomerID: q.Get("customer_id"), Status: q.Get("status"), Limit: limit(c), Cursor: q.Get("cursor")})
+		page := map[string]any{"orders": nonNil(orders)}
+		if next != "" {
+			page["next_cursor"] = next
+		}
+		return page, err
+	}))
+	e.GET("/orders/:id/timeline", read(s, "timeline_projection", func(c echo.Context) (map[string]any, error) {
+		entries, err := s.reader.Timeline(c.Request().Context(), c.Param("id"))
+		return map[string]any{"order_id": c.Param("id"), "entries": entries}, err
+	}))
+	e.GET("/products/:sku", read(s, "inventory_projection", func(c echo.Context) (projections.Product, error) {
+		return s.reader.Product(c.Request().Context(), c.Param("sku"))
+	}))
+	e.GET("/wallets/:id", read(s, "wallets_projection", func(c echo.Context) (projections.Wallet, error) {
+		return s.reader.Wallet(c.Request().Context(), c.Param("id"))
+	}))
+	e.GET("/projections", func(c echo.Context) error {
+		st, err := s.reader.Status(c.Request().Context())
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, map[string]any{"projections": st})
+	})
+	e.GET("/poison", func(c echo.Context) error {
+		unresolved, _ := strconv.ParseBool(c.QueryParam("unresolved"))
+		msgs, err := s.reader.Poison(c.Request().Context(), unresolved)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, map[string]any{"messages": nonNil(msgs)})
+	})
+	e.POST("/poison/:offset/replay", func(c echo.Context) error {
+		offset, _ := strconv.ParseInt(c.Param("offset"), 10, 64)
+		if err := projections.ReplayPoison(c.Request().Context(), s.pool, s.store.Registry(), offset); err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, map[string]any{"offset": offset, "resolved": "replayed"})
+	})
+}
