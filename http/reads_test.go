@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/domain/wallet"
 	"github.com/orderflow/orderflow/eventstore"
@@ -26,11 +27,11 @@ import (
 func runProjector(t *testing.T) {
 	pool := pgtest.Pool(t)
 	reg := commands.Registry()
-	var hs []projections.Handler
+	var hs []delivery.Handler
 	for _, p := range projections.All() {
 		hs = append(hs, p.Handler(reg))
 	}
-	router, err := projections.NewRouter(pool, projections.RouterConfig{PollInterval: 10 * time.Millisecond, Logger: quiet}, hs...)
+	router, err := delivery.NewRouter(pool, delivery.RouterConfig{PollInterval: 10 * time.Millisecond, Logger: quiet}, hs...)
 	if err != nil {
 		t.Fatal(err)
 	}

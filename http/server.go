@@ -56,8 +56,8 @@ type Server struct {
 	consistencyTimeout time.Duration
 	heartbeat          time.Duration
 	sseWriteTimeout    time.Duration
-	router  routers.Router
-	spec    []byte
+	router             routers.Router
+	spec               []byte
 }
 
 // New builds the echo instance with every route.

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/eventstore"
 )
@@ -133,4 +135,72 @@ func Message(e eventstore.Envelope) *message.Message {
 		MetaActor:          e.Actor,
 	}
 	return m
+}
+
+var topicName = regexp.MustCompile(`^[a-z_]+$`)
+
+// TopicEnd returns the position of the last message of topic (zero when empty).
+func TopicEnd(ctx context.Context, pool *pgxpool.Pool, topic string) (uint64, int64, error) {
+	if !topicName.MatchString(topic) {
+		return 0, 0, fmt.Errorf("topic %q: topics are [a-z_]+", topic)
+	}
+	var txid string
+	var offset int64
+	err := pool.QueryRow(ctx, fmt.Sprintf(`SELECT coalesce(max(transaction_id), '0')::text, coalesce(max("offset"), 0)
+		FROM watermill_%s WHERE transaction_id = (SELECT max(transaction_id) FROM watermill_%[1]s)`, topic)).Scan(&txid, &offset)
+	tx, _ := strconv.ParseUint(txid, 10, 64)
+	return tx, offset, err
+}
+
+// MessageTx returns the transaction id of the message at offset in topic.
+func MessageTx(ctx context.Context, pool *pgxpool.Pool, topic string, offset int64) (uint64, error) {
+	if !topicName.MatchString(topic) {
+		return 0, fmt.Errorf("topic %q: topics are [a-z_]+", topic)
+	}
+	var txid string
+	err := pool.QueryRow(ctx, fmt.Sprintf(`SELECT transaction_id::text FROM watermill_%s WHERE "offset" = $1`, topic), offset).Scan(&txid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("no message at offset %d of %s", offset, topic)
+	}
+	tx, _ := strconv.ParseUint(txid, 10, 64)
+	return tx, err
+}
+
+// Stored is a message as it sits in a topic table.
+type Stored struct {
+	Offset        int64
+	TransactionID uint64
+	UUID          string
+	CreatedAt     time.Time
+	Payload       json.RawMessage
+	Metadata      map[string]string
+}
+
+// ReadTopic returns up to limit messages of topic after (transaction id,
+// offset) in the order consumers get them, only from transactions older than
+// any still running, like a watermill-sql subscriber, but without a consumer
+// group: it changes nothing.
+func ReadTopic(ctx context.Context, pool *pgxpool.Pool, topic string, afterTx uint64, afterOffset int64, limit int) ([]Stored, error) {
+	if !topicName.MatchString(topic) {
+		return nil, fmt.Errorf("topic %q: topics are [a-z_]+", topic)
+	}
+	rows, err := pool.Query(ctx, fmt.Sprintf(`SELECT "offset", transaction_id::text AS txid, uuid, created_at, payload, metadata
+		FROM watermill_%s WHERE (transaction_id, "offset") > ($1::text::xid8, $2)
+		AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+		ORDER BY transaction_id, "offset" LIMIT $3`, topic),
+		strconv.FormatUint(afterTx, 10), afterOffset, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Stored, error) {
+		var s Stored
+		var txid string
+		var payload, md []byte
+		if err := r.Scan(&s.Offset, &txid, &s.UUID, &s.CreatedAt, &payload, &md); err != nil {
+			return s, err
+		}
+		s.TransactionID, _ = strconv.ParseUint(txid, 10, 64)
+		s.Payload = payload
+		return s, json.Unmarshal(md, &s.Metadata)
+	})
 }

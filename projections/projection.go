@@ -1,7 +1,6 @@
 // Package projections holds orderflow's read models: the Watermill handlers
 // that keep them (each in the subscriber's own transaction, idempotent on
-// redelivery), their queries, status, rebuild and poison handling, and the
-// router that runs them.
+// redelivery), their queries, status, rebuild and poison handling.
 package projections
 
 import (
@@ -15,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/outbox"
 )
@@ -63,9 +63,9 @@ func ByName(name string) (Projection, bool) {
 }
 
 // Handler is the projection's Watermill handler.
-func (p Projection) Handler(reg *eventstore.Registry) Handler {
-	return Handler{Name: p.Name, ConsumerGroup: p.Name, Topic: p.Topic(), Handle: func(ctx context.Context, msg *message.Message) error {
-		tx, err := Tx(ctx)
+func (p Projection) Handler(reg *eventstore.Registry) delivery.Handler {
+	return delivery.Handler{Name: p.Name, ConsumerGroup: p.Name, Topic: p.Topic(), Handle: func(ctx context.Context, msg *message.Message) error {
+		tx, err := delivery.Tx(ctx)
 		if err != nil {
 			return err
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/order"
@@ -50,14 +51,14 @@ func newEnv(t *testing.T) *env {
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // run starts a projector with handlers (all projections when none) until the test ends.
-func (e *env) run(handlers ...projections.Handler) {
+func (e *env) run(handlers ...delivery.Handler) {
 	e.t.Helper()
 	if len(handlers) == 0 {
 		for _, p := range projections.All() {
 			handlers = append(handlers, p.Handler(e.store.Registry()))
 		}
 	}
-	router, err := projections.NewRouter(e.pool, projections.RouterConfig{PollInterval: 10 * time.Millisecond, MaxRetries: 2,
+	router, err := delivery.NewRouter(e.pool, delivery.RouterConfig{PollInterval: 10 * time.Millisecond, MaxRetries: 2,
 		RetryInterval: time.Millisecond, Logger: quiet}, handlers...)
 	if err != nil {
 		e.t.Fatal(err)
@@ -295,7 +296,7 @@ func (e *env) dump() map[string][]map[string]any {
 func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
 	e := newEnv(t)
 	bad, good := "w-bad-"+uuid.NewString(), "w-good-"+uuid.NewString()
-	var handlers []projections.Handler
+	var handlers []delivery.Handler
 	for _, p := range projections.All() {
 		h := p.Handler(e.store.Registry())
 		if p.Name == "wallets_projection" {

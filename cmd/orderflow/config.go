@@ -4,8 +4,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
+	"time"
 )
 
 // Config is read once, here, from flags with environment defaults; library
@@ -17,6 +19,17 @@ type Config struct {
 	SnapshotEvery  int    // ORDERFLOW_SNAPSHOT_EVERY
 	CommandRetries int    // ORDERFLOW_COMMAND_RETRIES
 	MaxBodyBytes   int64  // ORDERFLOW_MAX_BODY_BYTES
+
+	PollInterval       time.Duration // ORDERFLOW_POLL_INTERVAL: projector's idle poll
+	BatchSize          int           // ORDERFLOW_BATCH_SIZE: messages per subscriber transaction
+	HandlerRetries     int           // ORDERFLOW_HANDLER_RETRIES: before a message is poisoned
+	ConsistencyTimeout time.Duration // ORDERFLOW_CONSISTENCY_TIMEOUT: longest read-your-writes wait
+	NATSURL            string        // ORDERFLOW_NATS_URL: forward topics to NATS JetStream when set
+
+	// Args are the positional arguments.
+	Args []string
+
+	log *slog.Logger
 }
 
 func envOr(key, def string) string {
@@ -33,16 +46,35 @@ func envInt(key string, def int) int {
 	return def
 }
 
+func envDuration(key string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(key)); err == nil {
+		return v
+	}
+	return def
+}
+
 func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
-	var c Config
+	c := Config{log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	fs.StringVar(&c.HTTPAddr, "http-addr", envOr("ORDERFLOW_HTTP_ADDR", "127.0.0.1:8080"), "listen address of the API (ORDERFLOW_HTTP_ADDR)")
 	fs.StringVar(&c.DatabaseURL, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL URL (DATABASE_URL); dev starts its own when empty")
 	fs.StringVar(&c.DataDir, "data-dir", envOr("ORDERFLOW_DATA_DIR", ".orderflow"), "where dev keeps its state (ORDERFLOW_DATA_DIR)")
 	fs.IntVar(&c.SnapshotEvery, "snapshot-every", envInt("ORDERFLOW_SNAPSHOT_EVERY", 100), "snapshot a stream every N events, 0 = never (ORDERFLOW_SNAPSHOT_EVERY)")
 	fs.IntVar(&c.CommandRetries, "command-retries", envInt("ORDERFLOW_COMMAND_RETRIES", 5), "times a command is decided again after a version conflict (ORDERFLOW_COMMAND_RETRIES)")
 	maxBody := fs.Int("max-body-bytes", envInt("ORDERFLOW_MAX_BODY_BYTES", 1<<20), "largest request body accepted (ORDERFLOW_MAX_BODY_BYTES)")
+	fs.DurationVar(&c.PollInterval, "poll-interval", envDuration("ORDERFLOW_POLL_INTERVAL", 50*time.Millisecond), "projector: idle poll of each topic (ORDERFLOW_POLL_INTERVAL)")
+	fs.IntVar(&c.BatchSize, "batch-size", envInt("ORDERFLOW_BATCH_SIZE", 100), "projector: messages per subscriber transaction (ORDERFLOW_BATCH_SIZE)")
+	fs.IntVar(&c.HandlerRetries, "handler-retries", envInt("ORDERFLOW_HANDLER_RETRIES", 3), "projector: retries before a message goes to the poison topic (ORDERFLOW_HANDLER_RETRIES)")
+	fs.DurationVar(&c.ConsistencyTimeout, "consistency-timeout", envDuration("ORDERFLOW_CONSISTENCY_TIMEOUT", 5*time.Second), "longest wait of a query for min_position (ORDERFLOW_CONSISTENCY_TIMEOUT)")
+	fs.StringVar(&c.NATSURL, "nats-url", os.Getenv("ORDERFLOW_NATS_URL"), "forward every topic to this NATS JetStream, e.g. nats://127.0.0.1:4222 (ORDERFLOW_NATS_URL)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	// Flags may also follow a positional argument (rebuild NAME -database-url ...).
+	for rest := fs.Args(); len(rest) > 0; rest = fs.Args() {
+		c.Args = append(c.Args, rest[0])
+		if err := fs.Parse(rest[1:]); err != nil {
+			return c, err
+		}
 	}
 	c.MaxBodyBytes = int64(*maxBody)
 	switch {
@@ -52,8 +84,19 @@ func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 		return c, errors.New("command-retries must be >= 0")
 	case c.MaxBodyBytes < 1024:
 		return c, fmt.Errorf("max-body-bytes must be at least 1024, got %d", c.MaxBodyBytes)
+	case c.PollInterval <= 0 || c.ConsistencyTimeout <= 0:
+		return c, errors.New("poll-interval and consistency-timeout must be positive")
+	case c.BatchSize < 1 || c.HandlerRetries < 0:
+		return c, errors.New("batch-size must be >= 1 and handler-retries >= 0")
 	case c.HTTPAddr == "":
 		return c, errors.New("http-addr is required")
 	}
 	return c, nil
+}
+
+func (c Config) arg(i int) string {
+	if i < len(c.Args) {
+		return c.Args[i]
+	}
+	return ""
 }

@@ -1,8 +1,13 @@
 // Command orderflow runs the order-fulfilment service.
 //
-//	orderflow dev       everything on embedded defaults (starts its own PostgreSQL)
-//	orderflow api       the REST API against DATABASE_URL
-//	orderflow migrate   apply database migrations to DATABASE_URL
+//	orderflow dev                      everything on embedded defaults (starts its own PostgreSQL)
+//	orderflow api                      the REST API against DATABASE_URL
+//	orderflow projector                the Watermill router: projections (and the NATS bridge when configured)
+//	orderflow migrate                  apply database migrations to DATABASE_URL
+//	orderflow projections status       position, lag and poison count of every projection
+//	orderflow projections rebuild NAME rebuild one read model from the event log
+//	orderflow poison list|replay       list poison messages, or replay them (OFFSET or -all)
+//	orderflow events tail              print messages of a topic as they arrive
 package main
 
 import (
@@ -10,29 +15,24 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
-	"time"
-
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/orderflow/orderflow/commands"
-	"github.com/orderflow/orderflow/eventstore"
-	httpapi "github.com/orderflow/orderflow/http"
-	"github.com/orderflow/orderflow/internal/devpg"
-	"github.com/orderflow/orderflow/migrations"
 )
 
-const usage = `usage: orderflow <command> [flags]
+const usage = `usage: orderflow <command> [flags] [args]
 
 commands:
-  dev       run everything on embedded defaults: its own PostgreSQL unless DATABASE_URL is set
-  api       serve the REST API (needs DATABASE_URL)
-  migrate   apply database migrations (needs DATABASE_URL)
+  dev                        run everything on embedded defaults: its own PostgreSQL unless DATABASE_URL is set
+  api                        serve the REST API (needs DATABASE_URL)
+  projector                  run the projections (and the NATS bridge when -nats-url is set)
+  migrate                    apply database migrations (needs DATABASE_URL)
+  projections status         each projection's position, lag and unresolved poison messages
+  projections rebuild NAME   rebuild a read model from the event log while the service runs
+  poison list [-unresolved]  messages a projection gave up on
+  poison replay OFFSET|-all  run poison messages through their projection again
+  events tail [-topic T] [-from beginning|end|OFFSET]
+                             print a topic's messages as they arrive
 
 Run 'orderflow <command> -h' for its flags.
 `
@@ -42,119 +42,72 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	name, args := os.Args[1], os.Args[2:]
+	if (name == "projections" || name == "poison" || name == "events") && len(args) > 0 {
+		name, args = name+" "+args[0], args[1:]
+	}
 	fs := flag.NewFlagSet("orderflow "+name, flag.ExitOnError)
+	var run func() error
+	tool := toolFlags{}
+	tool.register(fs, name)
 	cfg, err := parseConfig(fs, args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "orderflow:", err)
 		os.Exit(2)
 	}
+	log := cfg.log
 	switch name {
 	case "dev":
-		err = runDev(ctx, cfg, log)
+		run = func() error { return runDev(ctx, cfg, log) }
 	case "api":
-		err = runAPI(ctx, cfg, log)
+		run = func() error { return withPool(ctx, cfg, func(a *app) error { return a.serveAPI(ctx) }) }
+	case "projector":
+		run = func() error { return withPool(ctx, cfg, func(a *app) error { return a.runProjector(ctx) }) }
 	case "migrate":
-		err = runMigrate(ctx, cfg, log)
+		run = func() error { return runMigrate(ctx, cfg, log) }
+	case "projections status":
+		run = func() error { return withPool(ctx, cfg, func(a *app) error { return a.projectionsStatus(ctx) }) }
+	case "projections rebuild":
+		run = func() error { return withPool(ctx, cfg, func(a *app) error { return a.rebuild(ctx, cfg.arg(0)) }) }
+	case "poison list":
+		run = func() error {
+			return withPool(ctx, cfg, func(a *app) error { return a.poisonList(ctx, tool.unresolved) })
+		}
+	case "poison replay":
+		run = func() error {
+			return withPool(ctx, cfg, func(a *app) error { return a.poisonReplay(ctx, cfg.arg(0), tool.all) })
+		}
+	case "events tail":
+		run = func() error {
+			return withPool(ctx, cfg, func(a *app) error { return a.tail(ctx, tool.topic, tool.from) })
+		}
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	if err != nil {
+	if err := run(); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("orderflow "+name+" failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func runDev(ctx context.Context, cfg Config, log *slog.Logger) error {
-	if cfg.DatabaseURL == "" {
-		log.Info("starting embedded PostgreSQL", "dir", filepath.Join(cfg.DataDir, "postgres"))
-		srv, err := devpg.Start(ctx, devpg.Options{Dir: cfg.DataDir})
-		if err != nil {
-			return fmt.Errorf("embedded PostgreSQL: %w", err)
-		}
-		defer func() {
-			if err := srv.Stop(); err != nil {
-				log.Error("stop embedded PostgreSQL", "err", err)
-			}
-		}()
-		cfg.DatabaseURL = srv.URL
-		log.Info("embedded PostgreSQL is up", "url", srv.URL)
-	}
-	if err := runMigrate(ctx, cfg, log); err != nil {
-		return err
-	}
-	return runAPI(ctx, cfg, log)
+// toolFlags are the flags of the operator subcommands.
+type toolFlags struct {
+	unresolved, all bool
+	topic, from     string
 }
 
-func connect(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
-	if cfg.DatabaseURL == "" {
-		return nil, errors.New("DATABASE_URL is not set")
+func (t *toolFlags) register(fs *flag.FlagSet, name string) {
+	switch name {
+	case "poison list":
+		fs.BoolVar(&t.unresolved, "unresolved", false, "only messages not yet replayed")
+	case "poison replay":
+		fs.BoolVar(&t.all, "all", false, "replay every unresolved message, in order")
+	case "events tail":
+		fs.StringVar(&t.topic, "topic", "order_events", "topic to follow: order_events, inventory_events, wallet_events, shipment_events, commands, poison")
+		fs.StringVar(&t.from, "from", "end", "where to start: beginning, end, or a message offset")
 	}
-	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, err
-	}
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := pool.Ping(pingCtx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connect to database: %w", err)
-	}
-	return pool, nil
-}
-
-func runMigrate(ctx context.Context, cfg Config, log *slog.Logger) error {
-	pool, err := connect(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	applied, err := migrations.Up(ctx, pool)
-	if err != nil {
-		return err
-	}
-	log.Info("migrations applied", "new", applied)
-	return nil
-}
-
-func runAPI(ctx context.Context, cfg Config, log *slog.Logger) error {
-	pool, err := connect(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: cfg.SnapshotEvery})
-	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: cfg.CommandRetries})
-	e, err := httpapi.New(httpapi.Config{Pool: pool, Bus: bus, Store: store, Log: log, MaxBodyBytes: cfg.MaxBodyBytes})
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{
-		Addr:              cfg.HTTPAddr,
-		Handler:           e,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("API listening", "addr", "http://"+cfg.HTTPAddr, "docs", "http://"+cfg.HTTPAddr+"/docs")
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	return srv.Shutdown(shutdownCtx)
 }

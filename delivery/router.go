@@ -1,4 +1,8 @@
-package projections
+// Package delivery runs Watermill handlers over the watermill-sql topics:
+// one subscriber and consumer group per handler, in the subscriber's own
+// transaction, with retries, a poison topic and graceful shutdown.
+// Projections, the saga starter and the broker bridge are its handlers.
+package delivery
 
 import (
 	"context"
@@ -16,6 +20,13 @@ import (
 
 	"github.com/orderflow/orderflow/outbox"
 )
+
+// ErrTransient marks a failure of something outside (a broker, Temporal):
+// the message is not poisoned but redelivered until it goes through.
+var ErrTransient = errors.New("transient failure")
+
+// Transient wraps err as ErrTransient.
+func Transient(err error) error { return fmt.Errorf("%w: %w", ErrTransient, err) }
 
 // Handler consumes one topic as one consumer group. Projections, the saga
 // starter and the broker bridge are all Handlers on one router.
@@ -82,7 +93,9 @@ func NewRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers ...Handler) (*mess
 	if err != nil {
 		return nil, err
 	}
-	poison, err := middleware.PoisonQueue(txPublisher{}, outbox.PoisonTopic)
+	poison, err := middleware.PoisonQueueWithFilter(txPublisher{}, outbox.PoisonTopic, func(err error) bool {
+		return !errors.Is(err, ErrTransient)
+	})
 	if err != nil {
 		return nil, err
 	}

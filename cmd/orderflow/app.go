@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/orderflow/orderflow/bridge"
+	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/delivery"
+	"github.com/orderflow/orderflow/eventstore"
+	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/internal/devpg"
+	"github.com/orderflow/orderflow/migrations"
+	"github.com/orderflow/orderflow/projections"
+)
+
+// app is the wiring: every part built from one Config and one pool.
+type app struct {
+	cfg    Config
+	log    *slog.Logger
+	pool   *pgxpool.Pool
+	store  *eventstore.Store
+	bus    *commands.Bus
+	reader *projections.Reader
+}
+
+func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
+	pool, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: cfg.SnapshotEvery})
+	return f(&app{
+		cfg: cfg, log: cfg.log, pool: pool, store: store,
+		bus:    commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: cfg.CommandRetries}),
+		reader: projections.NewReader(pool),
+	})
+}
+
+func runDev(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.DatabaseURL == "" {
+		log.Info("starting embedded PostgreSQL", "dir", filepath.Join(cfg.DataDir, "postgres"))
+		srv, err := devpg.Start(ctx, devpg.Options{Dir: cfg.DataDir})
+		if err != nil {
+			return fmt.Errorf("embedded PostgreSQL: %w", err)
+		}
+		defer func() {
+			if err := srv.Stop(); err != nil {
+				log.Error("stop embedded PostgreSQL", "err", err)
+			}
+		}()
+		cfg.DatabaseURL = srv.URL
+		log.Info("embedded PostgreSQL is up", "url", srv.URL)
+	}
+	if err := runMigrate(ctx, cfg, log); err != nil {
+		return err
+	}
+	return withPool(ctx, cfg, func(a *app) error {
+		g, ctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return a.serveAPI(ctx) })
+		g.Go(func() error { return a.runProjector(ctx) })
+		return g.Wait()
+	})
+}
+
+func connect(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
+	if cfg.DatabaseURL == "" {
+		return nil, errors.New("DATABASE_URL is not set")
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, err
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	return pool, nil
+}
+
+func runMigrate(ctx context.Context, cfg Config, log *slog.Logger) error {
+	pool, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	applied, err := migrations.Up(ctx, pool)
+	if err != nil {
+		return err
+	}
+	log.Info("migrations applied", "new", applied)
+	return nil
+}
+
+func (a *app) serveAPI(ctx context.Context) error {
+	e, err := httpapi.New(httpapi.Config{Pool: a.pool, Bus: a.bus, Store: a.store, Reader: a.reader, Log: a.log,
+		MaxBodyBytes: a.cfg.MaxBodyBytes, ConsistencyTimeout: a.cfg.ConsistencyTimeout})
+	if err != nil {
+		return err
+	}
+	// No WriteTimeout: live streams (SSE) stay open; each write of theirs
+	// has its own deadline instead.
+	srv := &http.Server{
+		Addr:              a.cfg.HTTPAddr,
+		Handler:           e,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	a.log.Info("API listening", "addr", "http://"+a.cfg.HTTPAddr, "docs", "http://"+a.cfg.HTTPAddr+"/docs")
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	a.log.Info("API shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
+
+// handlers are every Watermill handler this process runs.
+func (a *app) handlers() ([]delivery.Handler, func(), error) {
+	var hs []delivery.Handler
+	for _, p := range projections.All() {
+		hs = append(hs, p.Handler(a.store.Registry()))
+	}
+	closeAll := func() {}
+	if a.cfg.NATSURL != "" {
+		bh, pub, err := bridge.NATS(a.cfg.NATSURL, watermill.NewSlogLogger(a.log))
+		if err != nil {
+			return nil, nil, err
+		}
+		hs = append(hs, bh...)
+		closeAll = func() { _ = pub.Close() }
+		a.log.Info("forwarding topics to NATS JetStream", "url", a.cfg.NATSURL, "topics", bridge.Topics)
+	}
+	return hs, closeAll, nil
+}
+
+func (a *app) runProjector(ctx context.Context) error {
+	hs, closeAll, err := a.handlers()
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	router, err := delivery.NewRouter(a.pool, delivery.RouterConfig{
+		PollInterval: a.cfg.PollInterval, BatchSize: a.cfg.BatchSize, MaxRetries: a.cfg.HandlerRetries, Logger: a.log,
+	}, hs...)
+	if err != nil {
+		return err
+	}
+	a.log.Info("projector running", "handlers", len(hs), "poll_interval", a.cfg.PollInterval)
+	return router.Run(ctx)
+}
