@@ -33,7 +33,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	pool   *pgxpool.Pool
 	store  *eventstore.Store
@@ -41,7 +41,7 @@ type env struct {
 	reader *projections.Reader
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	pool := pgtest.Pool(t)
 	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 50})
 	return &env{t: t, ctx: context.Background(), pool: pool, store: store,

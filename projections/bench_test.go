@@ -1,0 +1,93 @@
+package projections_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/projections"
+)
+
+// BenchmarkProjectionCatchUp measures events applied per second by one
+// projection catching up on a backlog of b.N events (default tuning).
+func BenchmarkProjectionCatchUp(b *testing.B) {
+	for _, name := range []string{"wallets_projection", "timeline_projection"} {
+		b.Run(name, func(b *testing.B) {
+			e := newEnv(b)
+			p, _ := projections.ByName(name)
+			ctx := context.Background()
+			w := "w-" + uuid.NewString()
+			e.do("OpenWallet", commands.OpenWallet{WalletID: w, CustomerID: "c", Currency: "EUR"})
+			for range b.N {
+				e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 1})
+			}
+			for _, t := range p.Tables {
+				e.pool.Exec(ctx, "DELETE FROM "+t)
+			}
+			e.pool.Exec(ctx, fmt.Sprintf("DELETE FROM watermill_offsets_%s WHERE consumer_group = $1", p.Topic()), p.Name)
+			b.ResetTimer()
+			start := time.Now()
+			e.run(p.Handler(e.store.Registry()))
+			for {
+				st, _ := e.reader.Status(ctx)
+				if st[slices.IndexFunc(st, func(s projections.Status) bool { return s.Name == name })].LagEvents == 0 {
+					break
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			b.ReportMetric(float64(b.N+1)/time.Since(start).Seconds(), "events/s")
+			b.StopTimer()
+		})
+	}
+}
+
+// BenchmarkCommitToVisible measures the lag from a command's commit to its
+// effect in the wallets read model, under a sustained load of 8 clients.
+func BenchmarkCommitToVisible(b *testing.B) {
+	e := newEnv(b)
+	ctx := context.Background()
+	e.run()
+	const clients = 8
+	wallets := make([]string, clients)
+	for i := range wallets {
+		wallets[i] = "w-" + uuid.NewString()
+		e.do("OpenWallet", commands.OpenWallet{WalletID: wallets[i], CustomerID: "c", Currency: "EUR"})
+	}
+	var mu sync.Mutex
+	var lags []time.Duration
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := c; i < b.N; i += clients {
+				rec := e.do("TopUpWallet", commands.TopUpWallet{WalletID: wallets[c], Amount: 1})
+				committed := time.Now()
+				for {
+					var v int64
+					if err := e.pool.QueryRow(ctx, `SELECT version FROM read_wallets WHERE wallet_id = $1`, wallets[c]).Scan(&v); err == nil && v >= rec.StreamVersion {
+						break
+					}
+					time.Sleep(time.Millisecond)
+				}
+				mu.Lock()
+				lags = append(lags, time.Since(committed))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	slices.Sort(lags)
+	if len(lags) > 0 {
+		b.ReportMetric(float64(lags[len(lags)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(lags[len(lags)*99/100].Microseconds())/1000, "p99-ms")
+	}
+}
