@@ -1,0 +1,192 @@
+// Package activities holds the fulfilment saga's activities: each sends one
+// command through the same command bus as the REST API, with an idempotency
+// key derived from the workflow and the step, so a retried activity never
+// applies twice. A business refusal fails the activity for good; anything
+// else (the database, the network) is retried by Temporal with backoff.
+package activities
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/google/uuid"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/domain/order"
+)
+
+// Activities are registered on the worker; their method names are the
+// activity names in the Temporal UI.
+type Activities struct {
+	Bus     *commands.Bus
+	Carrier Carrier
+}
+
+// Step says which saga step sends a command and on whose behalf.
+type Step struct {
+	OrderID       string `json:"order_id"`
+	Step          string `json:"step"`
+	CorrelationID string `json:"correlation_id"`
+}
+
+// send dispatches one command of the saga. Rejections whose code is in
+// done mean the effect is already there (or nothing is left to undo).
+func (a *Activities) send(ctx context.Context, s Step, typ string, payload any, done ...string) (commands.Record, error) {
+	info := activity.GetInfo(ctx)
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return commands.Record{}, temporal.NewNonRetryableApplicationError(err.Error(), "bad_payload", err)
+	}
+	rec, err := a.Bus.Dispatch(ctx, commands.Request{
+		CommandID:     CommandID(info.WorkflowExecution.ID, s.Step),
+		Type:          typ,
+		Payload:       raw,
+		CorrelationID: s.CorrelationID,
+		CausationID:   info.WorkflowExecution.ID,
+		Actor:         "saga:" + info.WorkflowType.Name,
+		Metadata:      map[string]string{"saga_step": s.Step, "order_id": s.OrderID, "workflow_id": info.WorkflowExecution.ID},
+	})
+	var rejected *commands.RejectedError
+	if errors.As(err, &rejected) {
+		if slices.Contains(done, rejected.Record.ReasonCode) {
+			return rejected.Record, nil
+		}
+		return rec, temporal.NewNonRetryableApplicationError(rejected.Error(), rejected.Record.ReasonCode, nil)
+	}
+	var payloadErr *commands.PayloadError
+	if errors.As(err, &payloadErr) || errors.Is(err, commands.ErrKeyReused) || errors.Is(err, commands.ErrUnknownType) {
+		return rec, temporal.NewNonRetryableApplicationError(err.Error(), "invalid_command", nil)
+	}
+	return rec, err
+}
+
+// CommandID is the idempotency key of a saga step's command: the workflow id
+// and the step, hashed when too long for a command id.
+func CommandID(workflowID, step string) string {
+	id := workflowID + "." + step
+	if commands.ValidID(id) {
+		return id
+	}
+	return "saga." + uuid.NewSHA1(uuid.NameSpaceURL, []byte(id)).String()
+}
+
+// Line is one SKU to reserve, release or commit.
+type Line struct {
+	Step
+	SKU      string `json:"sku"`
+	Quantity int64  `json:"quantity"`
+}
+
+func (a *Activities) ReserveStock(ctx context.Context, l Line) error {
+	_, err := a.send(ctx, l.Step, "ReserveStock", commands.ReserveStock{SKU: l.SKU, OrderID: l.OrderID, Quantity: l.Quantity})
+	return err
+}
+
+// ReleaseStock is a compensation: a reservation that never happened is a
+// no-op, and stock that already left the warehouse stays gone.
+func (a *Activities) ReleaseStock(ctx context.Context, l Line) error {
+	_, err := a.send(ctx, l.Step, "ReleaseStock", commands.ReleaseStock{SKU: l.SKU, OrderID: l.OrderID}, "reservation_committed")
+	return err
+}
+
+func (a *Activities) CommitStock(ctx context.Context, l Line) error {
+	_, err := a.send(ctx, l.Step, "CommitStock", commands.CommitStock{SKU: l.SKU, OrderID: l.OrderID})
+	return err
+}
+
+// Payment names an amount on the customer's wallet.
+type Payment struct {
+	Step
+	WalletID string `json:"wallet_id"`
+	Amount   int64  `json:"amount"`
+	Currency string `json:"currency"`
+}
+
+func (a *Activities) AuthorisePayment(ctx context.Context, p Payment) error {
+	_, err := a.send(ctx, p.Step, "AuthoriseHold", commands.AuthoriseHold{WalletID: p.WalletID, OrderID: p.OrderID, Amount: p.Amount, Currency: p.Currency})
+	return err
+}
+
+// VoidPayment is a compensation; after a capture the refund has done its work.
+func (a *Activities) VoidPayment(ctx context.Context, p Payment) error {
+	_, err := a.send(ctx, p.Step, "VoidHold", commands.VoidHold{WalletID: p.WalletID, OrderID: p.OrderID}, "hold_captured")
+	return err
+}
+
+func (a *Activities) CapturePayment(ctx context.Context, p Payment) error {
+	_, err := a.send(ctx, p.Step, "CaptureHold", commands.CaptureHold{WalletID: p.WalletID, OrderID: p.OrderID, Amount: p.Amount})
+	return err
+}
+
+// RefundPayment is a compensation; nothing captured is nothing to refund.
+func (a *Activities) RefundPayment(ctx context.Context, p Payment) error {
+	_, err := a.send(ctx, p.Step, "RefundCapture", commands.RefundCapture{WalletID: p.WalletID, OrderID: p.OrderID, Amount: p.Amount}, "nothing_captured")
+	return err
+}
+
+// OrderChange confirms, ships, completes or cancels the order.
+type OrderChange struct {
+	Step
+	ShipmentID string `json:"shipment_id,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+func (a *Activities) ConfirmOrder(ctx context.Context, o OrderChange) error {
+	_, err := a.send(ctx, o.Step, "ConfirmOrder", commands.ConfirmOrder{OrderID: o.OrderID})
+	return err
+}
+
+func (a *Activities) MarkOrderShipped(ctx context.Context, o OrderChange) error {
+	_, err := a.send(ctx, o.Step, "MarkOrderShipped", commands.MarkOrderShipped{OrderID: o.OrderID, ShipmentID: o.ShipmentID})
+	return err
+}
+
+func (a *Activities) CompleteOrder(ctx context.Context, o OrderChange) error {
+	_, err := a.send(ctx, o.Step, "CompleteOrder", commands.CompleteOrder{OrderID: o.OrderID})
+	return err
+}
+
+// CancelOrder is the last compensation: the order says why it did not happen.
+func (a *Activities) CancelOrder(ctx context.Context, o OrderChange) error {
+	_, err := a.send(ctx, o.Step, "CancelOrder", commands.CancelOrder{OrderID: o.OrderID, Reason: o.Reason})
+	return err
+}
+
+// Parcel is a shipment of the order.
+type Parcel struct {
+	Step
+	ShipmentID string        `json:"shipment_id"`
+	Address    order.Address `json:"address"`
+	Reason     string        `json:"reason,omitempty"`
+}
+
+func (a *Activities) ScheduleShipment(ctx context.Context, p Parcel) error {
+	_, err := a.send(ctx, p.Step, "ScheduleShipment", commands.ScheduleShipment{ShipmentID: p.ShipmentID, OrderID: p.OrderID, Address: p.Address})
+	return err
+}
+
+// DispatchWithCarrier hands the parcel to the carrier and records the
+// dispatch. A carrier refusal is final (the parcel is failed); a carrier
+// that can't be reached is retried.
+func (a *Activities) DispatchWithCarrier(ctx context.Context, p Parcel) (string, error) {
+	tracking, err := a.Carrier.Dispatch(ctx, p.ShipmentID, p.Address)
+	if errors.Is(err, ErrCarrierRejected) {
+		return "", temporal.NewNonRetryableApplicationError(err.Error(), "carrier_rejected", nil)
+	}
+	if err != nil {
+		return "", fmt.Errorf("carrier: %w", err)
+	}
+	_, err = a.send(ctx, p.Step, "DispatchShipment", commands.DispatchShipment{ShipmentID: p.ShipmentID, Carrier: a.Carrier.Name(), TrackingNumber: tracking})
+	return tracking, err
+}
+
+// FailShipment is a compensation for a scheduled shipment.
+func (a *Activities) FailShipment(ctx context.Context, p Parcel) error {
+	_, err := a.send(ctx, p.Step, "FailShipment", commands.FailShipment{ShipmentID: p.ShipmentID, Reason: p.Reason}, "shipment_not_found")
+	return err
+}

@@ -1,0 +1,162 @@
+package workflows
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	enumspb "go.temporal.io/api/enums/v1"
+	namespacepb "go.temporal.io/api/namespace/v1"
+	"go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/orderflow/orderflow/delivery"
+	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/outbox"
+)
+
+// StarterGroup is the saga starter's consumer group on order_events: permanent.
+const StarterGroup = "saga_starter"
+
+// Starter is the Watermill handler that starts a saga for every placed
+// order. The workflow id derives from the order id and duplicates are
+// refused, so a redelivered event never starts a second saga; Temporal
+// being unreachable is transient (the event is redelivered), so a crash
+// between the order's commit and the start loses nothing.
+func Starter(c client.Client, shippingDeadline time.Duration) delivery.Handler {
+	return delivery.Handler{Name: StarterGroup, ConsumerGroup: StarterGroup, Topic: outbox.Topic(order.StreamType),
+		Handle: func(ctx context.Context, msg *message.Message) error {
+			if msg.Metadata.Get(outbox.MetaEventType) != (order.Placed{}).EventType() {
+				return nil
+			}
+			var p order.Placed
+			if err := json.Unmarshal(msg.Payload, &p); err != nil {
+				return fmt.Errorf("order.placed payload: %w", err)
+			}
+			in := Input{OrderID: p.OrderID, CustomerID: p.CustomerID, WalletID: p.WalletID, Currency: p.Currency, Lines: p.Lines,
+				Total: p.Total, ShippingAddress: p.ShippingAddress, CorrelationID: msg.Metadata.Get(outbox.MetaCorrelationID),
+				ShippingDeadline: shippingDeadline}
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			_, err := c.ExecuteWorkflow(sctx, client.StartWorkflowOptions{
+				ID: WorkflowID(p.OrderID), TaskQueue: TaskQueue,
+				WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+				WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+				TypedSearchAttributes: temporal.NewSearchAttributes(AttrOrderID.ValueSet(p.OrderID),
+					AttrCustomerID.ValueSet(p.CustomerID), AttrOrderStatus.ValueSet(StatusPlaced)),
+			}, Name, in)
+			var started *serviceerror.WorkflowExecutionAlreadyStarted
+			if errors.As(err, &started) {
+				return nil
+			}
+			if err != nil {
+				return delivery.Transient(fmt.Errorf("start saga for order %s: %w", p.OrderID, err))
+			}
+			return nil
+		}}
+}
+
+// Sagas asks running sagas about their progress and to cancel.
+type Sagas struct{ C client.Client }
+
+// ErrNoSaga means no saga runs for the order (none started, or finished).
+var ErrNoSaga = errors.New("no running saga for this order")
+
+// CancelRefusedError is the saga refusing a cancel (the order has shipped).
+type CancelRefusedError struct{ Code, Message string }
+
+func (e *CancelRefusedError) Error() string { return e.Message }
+
+// Cancel asks the order's running saga to cancel and compensate. It returns
+// once the saga has accepted or refused.
+func (s Sagas) Cancel(ctx context.Context, orderID, reason string) (Progress, error) {
+	h, err := s.C.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		WorkflowID: WorkflowID(orderID), UpdateName: UpdateCancel, Args: []any{reason},
+		WaitForStage: client.WorkflowUpdateStageAccepted,
+	})
+	if err != nil {
+		return Progress{}, s.mapErr(err)
+	}
+	var p Progress
+	if err := h.Get(ctx, &p); err != nil {
+		return Progress{}, s.mapErr(err)
+	}
+	return p, nil
+}
+
+func (s Sagas) mapErr(err error) error {
+	var notFound *serviceerror.NotFound
+	var app *temporal.ApplicationError
+	switch {
+	case errors.As(err, &notFound):
+		return ErrNoSaga
+	case errors.As(err, &app) && app.Type() == "saga_finished":
+		return ErrNoSaga
+	case errors.As(err, &app):
+		return &CancelRefusedError{Code: app.Type(), Message: app.Message()}
+	}
+	return err
+}
+
+// Progress returns the saga's progress, running or finished.
+func (s Sagas) Progress(ctx context.Context, orderID string) (Progress, error) {
+	v, err := s.C.QueryWorkflow(ctx, WorkflowID(orderID), "", QueryProgress)
+	if err != nil {
+		var notFound *serviceerror.NotFound
+		if errors.As(err, &notFound) {
+			return Progress{}, ErrNoSaga
+		}
+		return Progress{}, err
+	}
+	var p Progress
+	return p, v.Get(&p)
+}
+
+// EnsureNamespace makes namespace exist with at least the given retention
+// and the saga's search attributes, adding what is missing at runtime.
+func EnsureNamespace(ctx context.Context, c client.Client, namespace string, retention time.Duration) error {
+	ws := c.WorkflowService()
+	desc, err := ws.DescribeNamespace(ctx, &workflowservice.DescribeNamespaceRequest{Namespace: namespace})
+	var notFound *serviceerror.NamespaceNotFound
+	if errors.As(err, &notFound) {
+		_, err = ws.RegisterNamespace(ctx, &workflowservice.RegisterNamespaceRequest{
+			Namespace: namespace, WorkflowExecutionRetentionPeriod: durationpb.New(retention)})
+		if err != nil {
+			return fmt.Errorf("register namespace %s: %w", namespace, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("describe namespace %s: %w", namespace, err)
+	} else if desc.GetConfig().GetWorkflowExecutionRetentionTtl().AsDuration() < retention {
+		_, err = ws.UpdateNamespace(ctx, &workflowservice.UpdateNamespaceRequest{Namespace: namespace,
+			Config: &namespacepb.NamespaceConfig{WorkflowExecutionRetentionTtl: durationpb.New(retention)}})
+		if err != nil {
+			return fmt.Errorf("set retention of %s: %w", namespace, err)
+		}
+	}
+	ops := c.OperatorService()
+	have, err := ops.ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
+	if err != nil {
+		return fmt.Errorf("list search attributes: %w", err)
+	}
+	missing := map[string]enumspb.IndexedValueType{}
+	for name, typ := range SearchAttributes() {
+		if _, ok := have.GetCustomAttributes()[name]; !ok {
+			missing[name] = typ
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	_, err = ops.AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{Namespace: namespace, SearchAttributes: missing})
+	if err != nil {
+		return fmt.Errorf("add search attributes: %w", err)
+	}
+	return nil
+}
