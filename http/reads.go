@@ -1,14 +1,20 @@
 package httpapi
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/orderflow/projections"
+	"github.com/orderflow/orderflow/workflows"
 )
 
 // consistent makes the request wait until p has applied the position the
@@ -34,6 +40,71 @@ func (s *Server) consistent(c echo.Context, name string) error {
 	return err
 }
 
+// orderView is an order with its saga's progress.
+type orderView struct {
+	projections.Order
+	Saga *sagaView `json:"saga,omitempty"`
+}
+
+type sagaView struct {
+	WorkflowID string `json:"workflow_id"`
+	*workflows.Progress
+	Error string `json:"error,omitempty"`
+}
+
+// sagaOf asks the order's saga for its progress, briefly: the order itself
+// comes from the read model and is answered even when Temporal is not.
+func (s *Server) sagaOf(c echo.Context, orderID string) *sagaView {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	v := &sagaView{WorkflowID: workflows.WorkflowID(orderID)}
+	p, err := s.sagas.Progress(ctx, orderID)
+	switch {
+	case errors.Is(err, workflows.ErrNoSaga):
+		return nil
+	case err != nil:
+		s.log.Warn("saga progress", "order_id", orderID, "err", err)
+		v.Error = "the saga's progress is unavailable right now"
+	default:
+		v.Progress = &p
+	}
+	return v
+}
+
+// cancelOrder sends a cancel to the order's running saga, which compensates
+// or refuses; without one, the CancelOrder command goes to the order.
+func (s *Server) cancelOrder(direct echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if s.sagas == nil {
+			return direct(c)
+		}
+		var body struct {
+			Reason string `json:"reason"`
+		}
+		raw, err := readBody(c.Request(), s.maxBody)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(raw, &body); err != nil {
+			return problem(http.StatusBadRequest, "malformed_json", "the body is not a JSON object")
+		}
+		c.Request().Body = io.NopCloser(bytes.NewReader(raw))
+		id := c.Param("id")
+		p, err := s.sagas.Cancel(c.Request().Context(), id, body.Reason)
+		var refused *workflows.CancelRefusedError
+		switch {
+		case errors.Is(err, workflows.ErrNoSaga):
+			return direct(c)
+		case errors.As(err, &refused):
+			return problem(http.StatusConflict, refused.Code, refused.Message)
+		case err != nil:
+			return err
+		}
+		return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id),
+			"status": "cancelling", "saga": p})
+	}
+}
+
 // read answers a query from one read model after the consistency wait.
 func read[T any](s *Server, projection string, get func(c echo.Context) (T, error)) echo.HandlerFunc {
 	return func(c echo.Context) error {
@@ -49,8 +120,12 @@ func read[T any](s *Server, projection string, get func(c echo.Context) (T, erro
 }
 
 func (s *Server) readRoutes(e *echo.Echo) {
-	e.GET("/orders/:id", read(s, "orders_projection", func(c echo.Context) (projections.Order, error) {
-		return s.reader.Order(c.Request().Context(), c.Param("id"))
+	e.GET("/orders/:id", read(s, "orders_projection", func(c echo.Context) (orderView, error) {
+		o, err := s.reader.Order(c.Request().Context(), c.Param("id"))
+		if err != nil || s.sagas == nil {
+			return orderView{Order: o}, err
+		}
+		return orderView{Order: o, Saga: s.sagaOf(c, o.OrderID)}, nil
 	}))
 	e.GET("/orders", read(s, "orders_projection", func(c echo.Context) (map[string]any, error) {
 		q := c.QueryParams()

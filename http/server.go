@@ -25,6 +25,7 @@ import (
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/projections"
+	"github.com/orderflow/orderflow/workflows"
 )
 
 // Config holds the server's dependencies.
@@ -40,6 +41,9 @@ type Config struct {
 	ConsistencyTimeout time.Duration
 	// Heartbeat is the idle interval of live streams' comment lines.
 	Heartbeat time.Duration
+	// Sagas, when set, routes cancels through the running fulfilment saga
+	// and adds its progress to GET /orders/{id}.
+	Sagas *workflows.Sagas
 }
 
 // Server handles the API.
@@ -50,6 +54,7 @@ type Server struct {
 	log     *slog.Logger
 	maxBody int64
 	reader  *projections.Reader
+	sagas   *workflows.Sagas
 	horizon *horizon
 	doc     *openapi3.T
 
@@ -83,7 +88,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		cfg.Heartbeat = 15 * time.Second
 	}
 	s := &Server{pool: cfg.Pool, bus: cfg.Bus, store: cfg.Store, log: cfg.Log, maxBody: cfg.MaxBodyBytes, doc: doc, router: router, spec: spec,
-		reader: cfg.Reader, horizon: newHorizon(cfg.Pool, 50*time.Millisecond),
+		reader: cfg.Reader, sagas: cfg.Sagas, horizon: newHorizon(cfg.Pool, 50*time.Millisecond),
 		consistencyTimeout: cfg.ConsistencyTimeout, heartbeat: cfg.Heartbeat, sseWriteTimeout: 10 * time.Second}
 	if s.reader == nil {
 		s.reader = projections.NewReader(cfg.Pool)
@@ -105,7 +110,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.POST("/wallets/:id/top-ups", command(s, "TopUpWallet", func(p *commands.TopUpWallet, c echo.Context) { p.WalletID = c.Param("id") }))
 	e.POST("/products/:sku/stock", command(s, "ReceiveStock", func(p *commands.ReceiveStock, c echo.Context) { p.SKU = c.Param("sku") }))
 	e.POST("/orders", command[commands.PlaceOrder](s, "PlaceOrder", nil))
-	e.POST("/orders/:id/cancel", command(s, "CancelOrder", func(p *commands.CancelOrder, c echo.Context) { p.OrderID = c.Param("id") }))
+	e.POST("/orders/:id/cancel", s.cancelOrder(command(s, "CancelOrder", func(p *commands.CancelOrder, c echo.Context) { p.OrderID = c.Param("id") })))
 	e.POST("/commands", s.submitCommand)
 
 	e.GET("/commands/updates", s.commandUpdates)

@@ -19,7 +19,7 @@ import (
 
 var input = workflows.Input{
 	OrderID: "o1", CustomerID: "c1", WalletID: "w1", Currency: "EUR", Total: 3500, CorrelationID: "corr",
-	Lines: []order.Line{{SKU: "a", Quantity: 1, UnitPrice: 1000}, {SKU: "b", Quantity: 1, UnitPrice: 2500}},
+	Lines:           []order.Line{{SKU: "a", Quantity: 1, UnitPrice: 1000}, {SKU: "b", Quantity: 1, UnitPrice: 2500}},
 	ShippingAddress: order.Address{Name: "Ada", Line1: "1 Main St", City: "Paris", PostalCode: "75001", Country: "FR"},
 }
 
@@ -113,7 +113,9 @@ func (s *saga) want(calls ...string) {
 	}
 }
 
-func business(code string) error { return temporal.NewNonRetryableApplicationError(code+" happened", code, nil) }
+func business(code string) error {
+	return temporal.NewNonRetryableApplicationError(code+" happened", code, nil)
+}
 
 func sku(name string) func(any) bool {
 	return func(arg any) bool { l, ok := arg.(activities.Line); return ok && l.SKU == name }

@@ -21,6 +21,7 @@ import (
 	"github.com/orderflow/orderflow/internal/devpg"
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/projections"
+	"github.com/orderflow/orderflow/workflows"
 )
 
 // app is the wiring: every part built from one Config and one pool.
@@ -31,6 +32,7 @@ type app struct {
 	store  *eventstore.Store
 	bus    *commands.Bus
 	reader *projections.Reader
+	sagas  *workflows.Sagas
 }
 
 func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
@@ -65,12 +67,44 @@ func runDev(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := runMigrate(ctx, cfg, log); err != nil {
 		return err
 	}
+	if cfg.TemporalAddress == "" {
+		stop, err := startDevTemporal(ctx, &cfg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	return withPool(ctx, cfg, func(a *app) error {
+		tc, err := a.dialTemporal(ctx)
+		if err != nil {
+			return err
+		}
+		defer tc.Close()
+		a.sagas = &workflows.Sagas{C: tc}
 		g, ctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return a.runWorker(ctx, tc) })
 		g.Go(func() error { return a.serveAPI(ctx) })
 		g.Go(func() error { return a.runProjector(ctx) })
 		return g.Wait()
 	})
+}
+
+// withTemporal runs f with a Temporal client when TEMPORAL_ADDRESS is set.
+func (a *app) withTemporal(ctx context.Context, required bool, f func() error) error {
+	if a.cfg.TemporalAddress == "" {
+		if required {
+			return errors.New("TEMPORAL_ADDRESS is not set")
+		}
+		a.log.Warn("TEMPORAL_ADDRESS is not set: cancels go straight to the order, GET /orders/{id} shows no saga")
+		return f()
+	}
+	tc, err := a.dialTemporal(ctx)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	a.sagas = &workflows.Sagas{C: tc}
+	return f()
 }
 
 func connect(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
@@ -109,7 +143,7 @@ func runMigrate(ctx context.Context, cfg Config, log *slog.Logger) error {
 }
 
 func (a *app) serveAPI(ctx context.Context) error {
-	e, err := httpapi.New(httpapi.Config{Pool: a.pool, Bus: a.bus, Store: a.store, Reader: a.reader, Log: a.log,
+	e, err := httpapi.New(httpapi.Config{Pool: a.pool, Bus: a.bus, Store: a.store, Reader: a.reader, Log: a.log, Sagas: a.sagas,
 		MaxBodyBytes: a.cfg.MaxBodyBytes, ConsistencyTimeout: a.cfg.ConsistencyTimeout})
 	if err != nil {
 		return err
@@ -156,15 +190,17 @@ func (a *app) handlers() ([]delivery.Handler, func(), error) {
 	return hs, closeAll, nil
 }
 
+func (a *app) routerConfig() delivery.RouterConfig {
+	return delivery.RouterConfig{PollInterval: a.cfg.PollInterval, BatchSize: a.cfg.BatchSize, MaxRetries: a.cfg.HandlerRetries, Logger: a.log}
+}
+
 func (a *app) runProjector(ctx context.Context) error {
 	hs, closeAll, err := a.handlers()
 	if err != nil {
 		return err
 	}
 	defer closeAll()
-	router, err := delivery.NewRouter(a.pool, delivery.RouterConfig{
-		PollInterval: a.cfg.PollInterval, BatchSize: a.cfg.BatchSize, MaxRetries: a.cfg.HandlerRetries, Logger: a.log,
-	}, hs...)
+	router, err := delivery.NewRouter(a.pool, a.routerConfig(), hs...)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,15 @@ type Config struct {
 	ConsistencyTimeout time.Duration // ORDERFLOW_CONSISTENCY_TIMEOUT: longest read-your-writes wait
 	NATSURL            string        // ORDERFLOW_NATS_URL: forward topics to NATS JetStream when set
 
+	TemporalAddress   string        // TEMPORAL_ADDRESS: external Temporal; dev embeds one when empty
+	TemporalNamespace string        // TEMPORAL_NAMESPACE
+	TemporalUIAddr    string        // ORDERFLOW_TEMPORAL_UI_ADDR: dev's embedded Web UI
+	TemporalRetention time.Duration // ORDERFLOW_TEMPORAL_RETENTION: how long finished sagas stay visible
+	ShippingDeadline  time.Duration // ORDERFLOW_SHIPPING_DEADLINE: the carrier's business deadline
+	CarrierLatency    time.Duration // ORDERFLOW_CARRIER_LATENCY: simulated carrier
+	CarrierFailRate   float64       // ORDERFLOW_CARRIER_FAILURE_RATE: share of parcels it refuses
+	CarrierRejectZip  string        // ORDERFLOW_CARRIER_REJECT_POSTAL_CODE: always refused
+
 	// Args are the positional arguments.
 	Args []string
 
@@ -53,6 +62,13 @@ func envDuration(key string, def time.Duration) time.Duration {
 	return def
 }
 
+func envFloat(key string, def float64) float64 {
+	if v, err := strconv.ParseFloat(os.Getenv(key), 64); err == nil {
+		return v
+	}
+	return def
+}
+
 func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 	c := Config{log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	fs.StringVar(&c.HTTPAddr, "http-addr", envOr("ORDERFLOW_HTTP_ADDR", "127.0.0.1:8080"), "listen address of the API (ORDERFLOW_HTTP_ADDR)")
@@ -65,6 +81,14 @@ func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 	fs.IntVar(&c.BatchSize, "batch-size", envInt("ORDERFLOW_BATCH_SIZE", 100), "projector: messages per subscriber transaction (ORDERFLOW_BATCH_SIZE)")
 	fs.IntVar(&c.HandlerRetries, "handler-retries", envInt("ORDERFLOW_HANDLER_RETRIES", 3), "projector: retries before a message goes to the poison topic (ORDERFLOW_HANDLER_RETRIES)")
 	fs.DurationVar(&c.ConsistencyTimeout, "consistency-timeout", envDuration("ORDERFLOW_CONSISTENCY_TIMEOUT", 5*time.Second), "longest wait of a query for min_position (ORDERFLOW_CONSISTENCY_TIMEOUT)")
+	fs.StringVar(&c.TemporalAddress, "temporal-address", os.Getenv("TEMPORAL_ADDRESS"), "Temporal frontend host:port (TEMPORAL_ADDRESS); dev starts its own on 127.0.0.1:7233 when empty")
+	fs.StringVar(&c.TemporalNamespace, "temporal-namespace", envOr("TEMPORAL_NAMESPACE", "default"), "Temporal namespace (TEMPORAL_NAMESPACE)")
+	fs.StringVar(&c.TemporalUIAddr, "temporal-ui-addr", envOr("ORDERFLOW_TEMPORAL_UI_ADDR", "127.0.0.1:8233"), "dev: Temporal Web UI address, empty = none (ORDERFLOW_TEMPORAL_UI_ADDR)")
+	fs.DurationVar(&c.TemporalRetention, "temporal-retention", envDuration("ORDERFLOW_TEMPORAL_RETENTION", 30*24*time.Hour), "how long finished sagas stay in Temporal (ORDERFLOW_TEMPORAL_RETENTION)")
+	fs.DurationVar(&c.ShippingDeadline, "shipping-deadline", envDuration("ORDERFLOW_SHIPPING_DEADLINE", 24*time.Hour), "time the carrier has to dispatch before the saga compensates (ORDERFLOW_SHIPPING_DEADLINE)")
+	fs.DurationVar(&c.CarrierLatency, "carrier-latency", envDuration("ORDERFLOW_CARRIER_LATENCY", 200*time.Millisecond), "simulated carrier: time to dispatch (ORDERFLOW_CARRIER_LATENCY)")
+	fs.Float64Var(&c.CarrierFailRate, "carrier-failure-rate", envFloat("ORDERFLOW_CARRIER_FAILURE_RATE", 0), "simulated carrier: share of parcels refused, 0..1 (ORDERFLOW_CARRIER_FAILURE_RATE)")
+	fs.StringVar(&c.CarrierRejectZip, "carrier-reject-postal-code", envOr("ORDERFLOW_CARRIER_REJECT_POSTAL_CODE", "00000"), "simulated carrier: postal code it always refuses (ORDERFLOW_CARRIER_REJECT_POSTAL_CODE)")
 	fs.StringVar(&c.NATSURL, "nats-url", os.Getenv("ORDERFLOW_NATS_URL"), "forward every topic to this NATS JetStream, e.g. nats://127.0.0.1:4222 (ORDERFLOW_NATS_URL)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -86,6 +110,10 @@ func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 		return c, fmt.Errorf("max-body-bytes must be at least 1024, got %d", c.MaxBodyBytes)
 	case c.PollInterval <= 0 || c.ConsistencyTimeout <= 0:
 		return c, errors.New("poll-interval and consistency-timeout must be positive")
+	case c.CarrierFailRate < 0 || c.CarrierFailRate > 1:
+		return c, errors.New("carrier-failure-rate must be between 0 and 1")
+	case c.TemporalRetention < 24*time.Hour || c.ShippingDeadline <= 0:
+		return c, errors.New("temporal-retention must be at least 24h and shipping-deadline positive")
 	case c.BatchSize < 1 || c.HandlerRetries < 0:
 		return c, errors.New("batch-size must be >= 1 and handler-retries >= 0")
 	case c.HTTPAddr == "":

@@ -3,6 +3,7 @@
 //	orderflow dev                      everything on embedded defaults (starts its own PostgreSQL)
 //	orderflow api                      the REST API against DATABASE_URL
 //	orderflow projector                the Watermill router: projections (and the NATS bridge when configured)
+//	orderflow worker                   the fulfilment saga's Temporal worker and starter
 //	orderflow migrate                  apply database migrations to DATABASE_URL
 //	orderflow projections status       position, lag and poison count of every projection
 //	orderflow projections rebuild NAME rebuild one read model from the event log
@@ -23,9 +24,11 @@ import (
 const usage = `usage: orderflow <command> [flags] [args]
 
 commands:
-  dev                        run everything on embedded defaults: its own PostgreSQL unless DATABASE_URL is set
+  dev                        run everything on embedded defaults: its own PostgreSQL (unless DATABASE_URL
+                             is set) and Temporal server with Web UI (unless TEMPORAL_ADDRESS is set)
   api                        serve the REST API (needs DATABASE_URL)
   projector                  run the projections (and the NATS bridge when -nats-url is set)
+  worker                     run the fulfilment saga: Temporal worker and saga starter (needs TEMPORAL_ADDRESS)
   migrate                    apply database migrations (needs DATABASE_URL)
   projections status         each projection's position, lag and unresolved poison messages
   projections rebuild NAME   rebuild a read model from the event log while the service runs
@@ -63,7 +66,15 @@ func main() {
 	case "dev":
 		run = func() error { return runDev(ctx, cfg, log) }
 	case "api":
-		run = func() error { return withPool(ctx, cfg, func(a *app) error { return a.serveAPI(ctx) }) }
+		run = func() error {
+			return withPool(ctx, cfg, func(a *app) error { return a.withTemporal(ctx, false, func() error { return a.serveAPI(ctx) }) })
+		}
+	case "worker":
+		run = func() error {
+			return withPool(ctx, cfg, func(a *app) error {
+				return a.withTemporal(ctx, true, func() error { return a.runWorker(ctx, a.sagas.C) })
+			})
+		}
 	case "projector":
 		run = func() error { return withPool(ctx, cfg, func(a *app) error { return a.runProjector(ctx) }) }
 	case "migrate":

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+	serverlog "go.temporal.io/server/common/log"
+
+	"github.com/orderflow/orderflow/activities"
+	"github.com/orderflow/orderflow/delivery"
+	"github.com/orderflow/orderflow/internal/devtemporal"
+	"github.com/orderflow/orderflow/workflows"
+)
+
+// startDevTemporal runs the embedded Temporal server and Web UI for dev,
+// file-backed under the data directory so a restart keeps history.
+func startDevTemporal(ctx context.Context, cfg *Config) (stop func(), err error) {
+	dbFile := filepath.Join(cfg.DataDir, "temporal", "temporal.db")
+	// The server logs membership and polling noise at error level while it
+	// starts and stops; dev keeps only fatal ones.
+	srv, err := devtemporal.Start(devtemporal.Options{
+		DBFile: dbFile, FrontendAddr: "127.0.0.1:7233", UIAddr: cfg.TemporalUIAddr, Namespace: cfg.TemporalNamespace,
+		Logger: serverlog.NewZapLogger(serverlog.BuildZapLogger(serverlog.Config{Level: "fatal"})),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded Temporal: %w", err)
+	}
+	readyCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := srv.WaitReady(readyCtx); err != nil {
+		_ = srv.Stop()
+		return nil, err
+	}
+	cfg.TemporalAddress = srv.Frontend
+	cfg.log.Info("embedded Temporal is up", "frontend", srv.Frontend, "db", dbFile, "ui", "http://"+cfg.TemporalUIAddr)
+	return func() {
+		if err := srv.Stop(); err != nil {
+			cfg.log.Error("stop embedded Temporal", "err", err)
+		}
+	}, nil
+}
+
+// dialTemporal connects to TEMPORAL_ADDRESS, waiting for a server that is
+// still starting.
+func (a *app) dialTemporal(ctx context.Context) (client.Client, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		c, err := client.DialContext(ctx, client.Options{
+			HostPort: a.cfg.TemporalAddress, Namespace: a.cfg.TemporalNamespace, Logger: tlog.NewStructuredLogger(a.log),
+		})
+		if err == nil {
+			return c, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("connect to Temporal at %s: %w", a.cfg.TemporalAddress, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// runWorker runs the saga's Temporal worker and the saga starter (a
+// Watermill handler on order_events) until ctx ends.
+func (a *app) runWorker(ctx context.Context, c client.Client) error {
+	if err := workflows.EnsureNamespace(ctx, c, a.cfg.TemporalNamespace, a.cfg.TemporalRetention); err != nil {
+		return err
+	}
+	w := worker.New(c, workflows.TaskQueue, worker.Options{})
+	workflows.Register(w, &activities.Activities{Bus: a.bus, Carrier: activities.SimulatedCarrier{
+		Latency: a.cfg.CarrierLatency, FailureRate: a.cfg.CarrierFailRate, RejectPostalCode: a.cfg.CarrierRejectZip,
+	}})
+	if err := w.Start(); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	defer w.Stop()
+	router, err := delivery.NewRouter(a.pool, a.routerConfig(), workflows.Starter(c, a.cfg.ShippingDeadline))
+	if err != nil {
+		return err
+	}
+	a.log.Info("saga worker running", "temporal", a.cfg.TemporalAddress, "namespace", a.cfg.TemporalNamespace, "task_queue", workflows.TaskQueue)
+	return router.Run(ctx)
+}
