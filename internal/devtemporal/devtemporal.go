@@ -76,15 +76,12 @@ func Start(opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	fresh := opts.DBFile == ""
-	if !fresh {
+	// A new database file needs the schema; in memory the plugin makes it.
+	if opts.DBFile != "" {
 		if _, err := os.Stat(opts.DBFile); errors.Is(err, os.ErrNotExist) {
-			fresh = true
-		}
-	}
-	if fresh {
-		if err := sqlite.SetupSchema(&sqlCfg); err != nil {
-			return nil, fmt.Errorf("temporal schema: %w", err)
+			if err := sqlite.SetupSchema(&sqlCfg); err != nil {
+				return nil, fmt.Errorf("temporal schema: %w", err)
+			}
 		}
 	}
 	ns, err := sqlite.NewNamespaceConfig("active", opts.Namespace, false, nil)

@@ -25,7 +25,7 @@ var dbURL string
 
 // Run creates the package's database, runs the tests and drops it. Call it
 // from TestMain: os.Exit(pgtest.Run(m)).
-func Run(m *testing.M) int {
+func Run(m interface{ Run() int }) int {
 	ctx := context.Background()
 	base := os.Getenv("DATABASE_URL")
 	if base == "" {

@@ -1,0 +1,368 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/orderflow/orderflow/eventstore"
+	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/internal/devtemporal"
+	"github.com/orderflow/orderflow/internal/pgtest"
+	"github.com/orderflow/orderflow/outbox"
+	"github.com/orderflow/orderflow/workflows"
+)
+
+// One embedded Temporal server (in memory) for the whole package.
+var temporalAddr string
+
+func TestMain(m *testing.M) {
+	os.Exit(pgtest.Run(withTemporal{m}))
+}
+
+type withTemporal struct{ m *testing.M }
+
+func (w withTemporal) Run() int {
+	srv, err := devtemporal.Start(devtemporal.Options{Namespace: "default"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "embedded temporal:", err)
+		return 1
+	}
+	defer srv.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := srv.WaitReady(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	temporalAddr = srv.Frontend
+	return w.m.Run()
+}
+
+// system is the whole service wired as in dev: API, projector, saga worker.
+type system struct {
+	t   *testing.T
+	url string
+	a   *app
+	tc  client.Client
+}
+
+func startSystem(t *testing.T) *system {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := Config{
+		DatabaseURL: pgtest.URL(t), SnapshotEvery: 100, CommandRetries: 20, MaxBodyBytes: 1 << 20,
+		PollInterval: 10 * time.Millisecond, BatchSize: 100, HandlerRetries: 3, ConsistencyTimeout: 30 * time.Second,
+		TemporalAddress: temporalAddr, TemporalNamespace: "default", TemporalRetention: 30 * 24 * time.Hour,
+		ShippingDeadline: time.Hour, CarrierLatency: 1500 * time.Millisecond, CarrierRejectZip: "00000", log: quiet,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &system{t: t}
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- withPool(ctx, cfg, func(a *app) error {
+			tc, err := a.dialTemporal(ctx)
+			if err != nil {
+				return err
+			}
+			defer tc.Close()
+			a.sagas = &workflows.Sagas{C: tc}
+			e, err := httpapi.New(httpapi.Config{Pool: a.pool, Bus: a.bus, Store: a.store, Reader: a.reader, Log: quiet,
+				Sagas: a.sagas, ConsistencyTimeout: cfg.ConsistencyTimeout})
+			if err != nil {
+				return err
+			}
+			srv := httptest.NewServer(e)
+			defer srv.Close()
+			s.url, s.a, s.tc = srv.URL, a, tc
+			g, ctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return a.runWorker(ctx, tc) })
+			g.Go(func() error { return a.runProjector(ctx) })
+			close(ready)
+			return g.Wait()
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("system: %v", err)
+		}
+	})
+	return s
+}
+
+func (s *system) call(method, path, body string, want int) map[string]any {
+	s.t.Helper()
+	req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	if res.StatusCode != want {
+		s.t.Fatalf("%s %s: %d, want %d: %s", method, path, res.StatusCode, want, raw)
+	}
+	var out map[string]any
+	_ = json.Unmarshal(raw, &out)
+	return out
+}
+
+// customer opens a wallet with balance and receives stock of one SKU.
+func (s *system) customer(balance, stock int) (wallet, sku string) {
+	wallet, sku = "w-"+uuid.NewString(), "sku-"+uuid.NewString()
+	s.call("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c-%s","currency":"EUR"}`, wallet, wallet), 201)
+	s.call("POST", "/wallets/"+wallet+"/top-ups", fmt.Sprintf(`{"amount":%d}`, balance), 201)
+	s.call("POST", "/products/"+sku+"/stock", fmt.Sprintf(`{"quantity":%d}`, stock), 201)
+	return wallet, sku
+}
+
+func (s *system) order(wallet, sku string, qty int, postalCode string) string {
+	r := s.call("POST", "/orders", fmt.Sprintf(`{"customer_id":"c-%s","wallet_id":%q,"currency":"EUR",
+		"lines":[{"sku":%q,"quantity":%d,"unit_price":1000}],
+		"shipping_address":{"name":"Ada","line1":"1 Main St","city":"Paris","postal_code":%q,"country":"FR"}}`, wallet, wallet, sku, qty, postalCode), 201)
+	return r["stream_id"].(string)
+}
+
+// outcome waits for the order's saga to finish.
+func (s *system) outcome(orderID string) workflows.Progress {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		var p workflows.Progress
+		err := s.tc.GetWorkflow(ctx, workflows.WorkflowID(orderID), "").Get(ctx, &p)
+		var notFound *serviceerror.NotFound
+		if errors.As(err, &notFound) && ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond) // the starter has not started it yet
+			continue
+		}
+		if err != nil {
+			s.t.Fatalf("saga of %s: %v", orderID, err)
+		}
+		return p
+	}
+}
+
+// balances reads the wallet and the stock after the read models caught up
+// with the event log.
+func (s *system) balances(wallet, sku string) (available, onHand, reserved float64) {
+	s.t.Helper()
+	pos, err := s.a.store.ReadAll(context.Background(), eventstore.Cursor{}, 1, eventstore.Filter{StreamType: "wallet", StreamID: wallet})
+	if err != nil || len(pos) == 0 {
+		s.t.Fatal(err)
+	}
+	var last int64
+	_ = s.a.pool.QueryRow(context.Background(), `SELECT coalesce(max(global_position), 0) FROM events`).Scan(&last)
+	w := s.call("GET", fmt.Sprintf("/wallets/%s?min_position=%d", wallet, last), "", 200)
+	p := s.call("GET", fmt.Sprintf("/products/%s?min_position=%d", sku, last), "", 200)
+	if w["held"] != 0.0 {
+		s.t.Fatalf("a hold is left on %s: %v", wallet, w)
+	}
+	return w["available"].(float64), p["on_hand"].(float64), p["reserved"].(float64)
+}
+
+func TestOrderIsFulfilledEndToEnd(t *testing.T) {
+	s := startSystem(t)
+	wallet, sku := s.customer(10000, 5)
+	id := s.order(wallet, sku, 2, "75001")
+	p := s.outcome(id)
+	if p.Status != workflows.StatusCompleted || p.TrackingNumber == "" {
+		t.Fatalf("saga %+v", p)
+	}
+	avail, onHand, reserved := s.balances(wallet, sku)
+	if avail != 8000 || onHand != 3 || reserved != 0 {
+		t.Fatalf("after fulfilment: available %v on hand %v reserved %v", avail, onHand, reserved)
+	}
+	o := s.call("GET", "/orders/"+id, "", 200)
+	if o["status"] != "completed" || o["saga"].(map[string]any)["status"] != workflows.StatusCompleted {
+		t.Fatalf("order %v", o)
+	}
+	// The timeline shows which saga step issued each command.
+	tl := s.call("GET", "/orders/"+id+"/timeline", "", 200)
+	steps := map[string]bool{}
+	for _, e := range tl["entries"].([]any) {
+		if st, ok := e.(map[string]any)["saga_step"].(string); ok {
+			steps[st] = true
+		}
+	}
+	for _, want := range []string{"reserve_stock:" + sku, "authorise_payment", "capture_payment", "complete_order"} {
+		if !steps[want] {
+			t.Fatalf("timeline lacks saga step %s: %v", want, steps)
+		}
+	}
+	// Cancelling a completed order is refused.
+	s.call("POST", "/orders/"+id+"/cancel", `{"reason":"too late"}`, 409)
+
+	// A redelivered order.placed starts no second saga.
+	before, err := s.tc.DescribeWorkflowExecution(context.Background(), workflows.WorkflowID(id), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := outbox.ReadTopic(context.Background(), s.a.pool, "order_events", 0, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	starter := workflows.Starter(s.tc, time.Hour)
+	for _, m := range msgs {
+		if m.Metadata[outbox.MetaStreamID] == id && m.Metadata[outbox.MetaEventType] == "order.placed" {
+			if err := starter.Handle(context.Background(), storedMessage(m)); err != nil {
+				t.Fatalf("redelivery: %v", err)
+			}
+		}
+	}
+	after, _ := s.tc.DescribeWorkflowExecution(context.Background(), workflows.WorkflowID(id), "")
+	if after.WorkflowExecutionInfo.Execution.RunId != before.WorkflowExecutionInfo.Execution.RunId {
+		t.Fatal("a redelivered order.placed started a second saga")
+	}
+	writeHistory(t, s.tc, id, "completed")
+}
+
+func TestFailuresCompensateAndRestoreBalances(t *testing.T) {
+	s := startSystem(t)
+	cases := []struct {
+		name       string
+		balance    int
+		stock      int
+		qty        int
+		zip        string
+		failedStep string
+	}{
+		{"out of stock", 10000, 1, 2, "75001", "reserve_stock:"},
+		{"insufficient funds", 1500, 5, 2, "75001", "authorise_payment"},
+		{"carrier rejects", 10000, 5, 2, "00000", "dispatch_shipment"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s.t = t
+			wallet, sku := s.customer(c.balance, c.stock)
+			id := s.order(wallet, sku, c.qty, c.zip)
+			p := s.outcome(id)
+			if p.Status != workflows.StatusCompensated || !strings.HasPrefix(p.FailedStep, c.failedStep) {
+				t.Fatalf("saga %+v", p)
+			}
+			avail, onHand, reserved := s.balances(wallet, sku)
+			if avail != float64(c.balance) || onHand != float64(c.stock) || reserved != 0 {
+				t.Fatalf("not restored: available %v on hand %v reserved %v", avail, onHand, reserved)
+			}
+			o := s.call("GET", "/orders/"+id+"?min_position=0", "", 200)
+			if o["status"] != "cancelled" || !strings.Contains(o["reason"].(string), strings.SplitN(p.Reason, ":", 2)[0]) {
+				t.Fatalf("order %v", o)
+			}
+			if c.zip == "00000" {
+				writeHistory(t, s.tc, id, "compensated")
+			}
+		})
+	}
+	// Operators find them with the search attribute.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := s.tc.ListWorkflow(context.Background(), &workflowservice.ListWorkflowExecutionsRequest{Query: `OrderStatus = "COMPENSATED"`})
+		if err == nil && len(res.Executions) >= len(cases) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("search by OrderStatus: %v %v", res, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestCustomerCancelsWhileTheSagaRuns(t *testing.T) {
+	s := startSystem(t)
+	wallet, sku := s.customer(10000, 5)
+	id := s.order(wallet, sku, 2, "75001")
+	// The carrier takes 1.5 s: the cancel lands before shipment.
+	var r map[string]any
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		req, _ := http.NewRequest("POST", s.url+"/orders/"+id+"/cancel", strings.NewReader(`{"reason":"changed my mind"}`))
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = json.NewDecoder(res.Body).Decode(&r)
+		res.Body.Close()
+		if res.StatusCode == 202 || time.Now().After(deadline) {
+			if res.StatusCode != 202 {
+				t.Fatalf("cancel: %d %v", res.StatusCode, r)
+			}
+			break
+		}
+	}
+	p := s.outcome(id)
+	if p.Status != workflows.StatusCompensated || p.Reason != "cancelled by the customer: changed my mind" {
+		t.Fatalf("saga %+v", p)
+	}
+	avail, onHand, reserved := s.balances(wallet, sku)
+	if avail != 10000 || onHand != 5 || reserved != 0 {
+		t.Fatalf("not restored: available %v on hand %v reserved %v", avail, onHand, reserved)
+	}
+}
+
+// writeHistory replays the saga's real history against the current code
+// and, with ORDERFLOW_RECORD_HISTORIES=1, saves it for the replay tests of
+// the workflows package.
+func writeHistory(t *testing.T, tc client.Client, orderID, name string) {
+	t.Helper()
+	ctx := context.Background()
+	it := tc.GetWorkflowHistory(ctx, workflows.WorkflowID(orderID), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	hist := &historypb.History{}
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hist.Events = append(hist.Events, e)
+	}
+	r := worker.NewWorkflowReplayer()
+	workflows.RegisterWorkflow(r)
+	if err := r.ReplayWorkflowHistory(nil, hist); err != nil {
+		t.Fatalf("replay of %s: %v", name, err)
+	}
+	if os.Getenv("ORDERFLOW_RECORD_HISTORIES") == "" {
+		return
+	}
+	raw, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", name+".json"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func storedMessage(m outbox.Stored) *message.Message {
+	msg := message.NewMessage(m.UUID, message.Payload(m.Payload))
+	for k, v := range m.Metadata {
+		msg.Metadata.Set(k, v)
+	}
+	return msg
+}
