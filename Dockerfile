@@ -1,4 +1,4 @@
-# One image for every orderflow role (api, migrate, and later projector and worker).
+# One image for every orderflow role: api, projector, worker, migrate and the tools.
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
