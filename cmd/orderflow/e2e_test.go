@@ -29,7 +29,9 @@ import (
 	"github.com/orderflow/orderflow/eventstore"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/devtemporal"
+	"github.com/orderflow/orderflow/internal/loadgen"
 	"github.com/orderflow/orderflow/internal/pgtest"
+	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/workflows"
 )
@@ -68,13 +70,13 @@ type system struct {
 	tc  client.Client
 }
 
-func startSystem(t *testing.T) *system {
+func startSystem(t *testing.T, carrierLatency time.Duration) *system {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := Config{
 		DatabaseURL: pgtest.URL(t), SnapshotEvery: 100, CommandRetries: 20, MaxBodyBytes: 1 << 20,
 		PollInterval: 10 * time.Millisecond, BatchSize: 100, HandlerRetries: 3, ConsistencyTimeout: 30 * time.Second,
 		TemporalAddress: temporalAddr, TemporalNamespace: "default", TemporalRetention: 30 * 24 * time.Hour,
-		ShippingDeadline: time.Hour, CarrierLatency: 1500 * time.Millisecond, CarrierRejectZip: "00000", log: quiet,
+		ShippingDeadline: time.Hour, CarrierLatency: carrierLatency, CarrierRejectZip: "00000", log: quiet,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &system{t: t}
@@ -190,7 +192,7 @@ func (s *system) balances(wallet, sku string) (available, onHand, reserved float
 }
 
 func TestOrderIsFulfilledEndToEnd(t *testing.T) {
-	s := startSystem(t)
+	s := startSystem(t, 200*time.Millisecond)
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 2, "75001")
 	p := s.outcome(id)
@@ -246,7 +248,7 @@ func TestOrderIsFulfilledEndToEnd(t *testing.T) {
 }
 
 func TestFailuresCompensateAndRestoreBalances(t *testing.T) {
-	s := startSystem(t)
+	s := startSystem(t, 200*time.Millisecond)
 	cases := []struct {
 		name       string
 		balance    int
@@ -296,7 +298,7 @@ func TestFailuresCompensateAndRestoreBalances(t *testing.T) {
 }
 
 func TestCustomerCancelsWhileTheSagaRuns(t *testing.T) {
-	s := startSystem(t)
+	s := startSystem(t, 1500*time.Millisecond)
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 2, "75001")
 	// The carrier takes 1.5 s: the cancel lands before shipment.
@@ -324,6 +326,57 @@ func TestCustomerCancelsWhileTheSagaRuns(t *testing.T) {
 	avail, onHand, reserved := s.balances(wallet, sku)
 	if avail != 10000 || onHand != 5 || reserved != 0 {
 		t.Fatalf("not restored: available %v on hand %v reserved %v", avail, onHand, reserved)
+	}
+}
+
+// A load with every kind of order, then the invariant checker: it passes,
+// and it names what is wrong once a read model is tampered with.
+func TestLoadThenVerify(t *testing.T) {
+	s := startSystem(t, 50*time.Millisecond)
+	res, err := loadgen.Run(context.Background(), loadgen.Config{URL: s.url, Concurrency: 4, Orders: 40, Customers: 3, Products: 2,
+		Duplicates: 0.2, SagaTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := res.Summary
+	if sum.Accepted != 40 || sum.Duplicates != 0 || sum.AcceptedMs.N != 40 || sum.VisibleMs.N != 40 || sum.SagaMs.N != 40 {
+		t.Fatalf("summary %+v errors %v", sum, res.Errors)
+	}
+	for kind, outcomes := range sum.Outcomes {
+		for outcome := range outcomes {
+			want := workflows.StatusCompensated
+			if kind == loadgen.KindFulfilled {
+				want = workflows.StatusCompleted
+			}
+			if outcome != want && !(kind == loadgen.KindCancelled && outcome == workflows.StatusCompleted) {
+				t.Fatalf("%s orders ended %s: %v", kind, outcome, sum.Outcomes)
+			}
+		}
+	}
+	var html strings.Builder
+	if err := res.WriteHTML(&html); err != nil || !strings.Contains(html.String(), "new uPlot(") || strings.Contains(html.String(), "http://") {
+		t.Fatalf("report: %v", err)
+	}
+
+	chk := &verify.Checker{Pool: s.a.pool, Store: s.a.store, Reader: s.a.reader, Temporal: s.tc, Settle: time.Minute}
+	rep, err := chk.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() || rep.Orders < 40 {
+		t.Fatalf("verify after load:\n%s", rep)
+	}
+	var w string
+	if err := s.a.pool.QueryRow(context.Background(), `UPDATE read_wallets SET balance = balance + 1
+		WHERE wallet_id = (SELECT min(wallet_id) FROM read_wallets) RETURNING wallet_id`).Scan(&w); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = (&verify.Checker{Pool: s.a.pool, Store: s.a.store, Reader: s.a.reader, Settle: time.Second}).Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK() || !strings.Contains(rep.String(), "wallet "+w+": read model balance") {
+		t.Fatalf("verify missed a tampered wallet:\n%s", rep)
 	}
 }
 

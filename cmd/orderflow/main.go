@@ -9,6 +9,8 @@
 //	orderflow projections rebuild NAME rebuild one read model from the event log
 //	orderflow poison list|replay       list poison messages, or replay them (OFFSET or -all)
 //	orderflow events tail              print messages of a topic as they arrive
+//	orderflow load                     drive a running orderflow and report throughput and latency
+//	orderflow verify                   check the invariants after a load or a fault
 package main
 
 import (
@@ -19,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 const usage = `usage: orderflow <command> [flags] [args]
@@ -34,6 +37,10 @@ commands:
   projections rebuild NAME   rebuild a read model from the event log while the service runs
   poison list [-unresolved]  messages a projection gave up on
   poison replay OFFSET|-all  run poison messages through their projection again
+  load [-url U -concurrency N -rate R -duration D|-orders N ...]
+                             drive a running orderflow over HTTP; writes a JSON result and an HTML report
+  verify [-settle D]         check every invariant (needs DATABASE_URL, and TEMPORAL_ADDRESS for sagas);
+                             exits 1 with a report when one fails
   events tail [-topic T] [-from beginning|end|OFFSET]
                              print a topic's messages as they arrive
 
@@ -56,6 +63,10 @@ func main() {
 	var run func() error
 	tool := toolFlags{}
 	tool.register(fs, name)
+	var lf loadFlags
+	if name == "load" {
+		lf.register(fs)
+	}
 	cfg, err := parseConfig(fs, args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "orderflow:", err)
@@ -91,6 +102,14 @@ func main() {
 		run = func() error {
 			return withPool(ctx, cfg, func(a *app) error { return a.poisonReplay(ctx, cfg.arg(0), tool.all) })
 		}
+	case "load":
+		run = func() error { return runLoad(ctx, lf, cfg.CarrierRejectZip) }
+	case "verify":
+		run = func() error {
+			return withPool(ctx, cfg, func(a *app) error {
+				return a.withTemporal(ctx, false, func() error { return a.verify(ctx, tool.settle) })
+			})
+		}
 	case "events tail":
 		run = func() error {
 			return withPool(ctx, cfg, func(a *app) error { return a.tail(ctx, tool.topic, tool.from) })
@@ -109,6 +128,7 @@ func main() {
 type toolFlags struct {
 	unresolved, all bool
 	topic, from     string
+	settle          time.Duration
 }
 
 func (t *toolFlags) register(fs *flag.FlagSet, name string) {
@@ -117,6 +137,8 @@ func (t *toolFlags) register(fs *flag.FlagSet, name string) {
 		fs.BoolVar(&t.unresolved, "unresolved", false, "only messages not yet replayed")
 	case "poison replay":
 		fs.BoolVar(&t.all, "all", false, "replay every unresolved message, in order")
+	case "verify":
+		fs.DurationVar(&t.settle, "settle", time.Minute, "how long to wait for consumers and sagas to finish before checking")
 	case "events tail":
 		fs.StringVar(&t.topic, "topic", "order_events", "topic to follow: order_events, inventory_events, wallet_events, shipment_events, commands, poison")
 		fs.StringVar(&t.from, "from", "end", "where to start: beginning, end, or a message offset")

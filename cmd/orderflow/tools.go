@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/orderflow/orderflow/internal/loadgen"
+	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/projections"
 )
@@ -149,3 +153,104 @@ func (a *app) tail(ctx context.Context, topic, from string) error {
 		}
 	}
 }
+
+// loadFlags are orderflow load's flags.
+type loadFlags struct {
+	url, out, report, mix string
+	concurrency, orders   int
+	customers, products   int
+	rate, duplicates      float64
+	duration              time.Duration
+	hot                   bool
+}
+
+func (l *loadFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.url, "url", "http://127.0.0.1:8080", "orderflow API to drive")
+	fs.IntVar(&l.concurrency, "concurrency", 8, "clients placing orders at once")
+	fs.Float64Var(&l.rate, "rate", 0, "target orders per second (0: as fast as the clients go)")
+	fs.DurationVar(&l.duration, "duration", 30*time.Second, "how long to place orders")
+	fs.IntVar(&l.orders, "orders", 0, "place this many orders instead of running for -duration")
+	fs.IntVar(&l.customers, "customers", 20, "wallets to create")
+	fs.IntVar(&l.products, "products", 10, "products to stock")
+	fs.StringVar(&l.mix, "mix", "fulfilled=70,out_of_stock=8,insufficient_funds=8,carrier_rejected=7,cancelled_mid_saga=7", "weights of the kinds of order")
+	fs.Float64Var(&l.duplicates, "duplicates", 0.05, "share of orders submitted twice with the same Idempotency-Key")
+	fs.BoolVar(&l.hot, "hot", false, "every order on one wallet and one product (contention)")
+	fs.StringVar(&l.out, "out", "load-result.json", "JSON result file")
+	fs.StringVar(&l.report, "report", "load-report.html", "HTML report file")
+}
+
+func runLoad(ctx context.Context, l loadFlags, rejectZip string) error {
+	mix := map[string]float64{}
+	for _, kv := range strings.Split(l.mix, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		w, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil || w < 0 {
+			return fmt.Errorf("-mix: %q is not kind=weight", kv)
+		}
+		mix[strings.TrimSpace(k)] = w
+	}
+	total := int64(l.orders)
+	unit := "orders"
+	if total == 0 {
+		total, unit = int64(l.duration.Seconds()), "seconds"
+	}
+	bar := progressbar.NewOptions64(total, progressbar.OptionSetDescription("placing orders"), progressbar.OptionShowCount(),
+		progressbar.OptionSetWriter(os.Stderr), progressbar.OptionThrottle(100*time.Millisecond))
+	start := time.Now()
+	res, err := loadgen.Run(ctx, loadgen.Config{
+		URL: strings.TrimRight(l.url, "/"), Concurrency: l.concurrency, Rate: l.rate, Duration: l.duration, Orders: l.orders,
+		Customers: l.customers, Products: l.products, Mix: mix, Duplicates: l.duplicates, Hot: l.hot, RejectPostalCode: rejectZip,
+		Progress: func(n int64) {
+			if unit == "orders" {
+				_ = bar.Set64(min(n, total))
+			} else {
+				_ = bar.Set64(min(int64(time.Since(start).Seconds()), total))
+			}
+		},
+	})
+	_ = bar.Finish()
+	fmt.Fprintln(os.Stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Print(res.Text())
+	for _, f := range []struct {
+		path  string
+		write func(io.Writer) error
+	}{{l.out, res.WriteJSON}, {l.report, res.WriteHTML}} {
+		if f.path == "" {
+			continue
+		}
+		file, err := os.Create(f.path)
+		if err != nil {
+			return err
+		}
+		if err := f.write(file); err != nil {
+			file.Close()
+			return err
+		}
+		if err := file.Close(); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s\n", f.path)
+	}
+	return nil
+}
+
+func (a *app) verify(ctx context.Context, settle time.Duration) error {
+	chk := &verify.Checker{Pool: a.pool, Store: a.store, Reader: a.reader, Settle: settle}
+	if a.sagas != nil {
+		chk.Temporal = a.sagas.C
+	}
+	rep, err := chk.Run(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Print(rep)
+	if !rep.OK() {
+		return errVerifyFailed
+	}
+	return nil
+}
+
+var errVerifyFailed = errors.New("invariants violated")

@@ -1,0 +1,328 @@
+// Package loadgen drives a running orderflow over HTTP the way its users do:
+// it opens wallets and receives stock, then places orders with a realistic
+// mix of outcomes (fulfilled, out of stock, insufficient funds, carrier
+// refusal, cancelled mid-saga, duplicate submissions), and measures what a
+// user sees: command latency, time until the read model shows the order
+// (read-your-writes with the consistency token), time until the saga ends.
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Kinds of order in the mix, named after what the saga should end with.
+const (
+	KindFulfilled         = "fulfilled"
+	KindOutOfStock        = "out_of_stock"
+	KindInsufficientFunds = "insufficient_funds"
+	KindCarrierRejected   = "carrier_rejected"
+	KindCancelled         = "cancelled_mid_saga"
+)
+
+// Config says how hard and how long to push.
+type Config struct {
+	URL         string
+	Concurrency int
+	// Rate is orders per second; 0 places them as fast as Concurrency allows.
+	Rate float64
+	// Duration or Orders ends the run (whichever is set; Orders wins).
+	Duration time.Duration
+	Orders   int
+	// Customers and Products are how many wallets and SKUs the run creates.
+	Customers, Products int
+	// Mix weights the kinds of order.
+	Mix map[string]float64
+	// Duplicates is the share of orders submitted twice with the same key.
+	Duplicates float64
+	// Hot sends every order to one wallet and one SKU (contention test).
+	Hot bool
+	// SagaTimeout bounds the wait for one saga.
+	SagaTimeout time.Duration
+	// RejectPostalCode is the postal code the carrier always refuses.
+	RejectPostalCode string
+	// Progress is called with the number of orders placed so far.
+	Progress func(placed int64)
+}
+
+// DefaultMix is mostly fulfilled orders with every failure represented.
+func DefaultMix() map[string]float64 {
+	return map[string]float64{KindFulfilled: 0.70, KindOutOfStock: 0.08, KindInsufficientFunds: 0.08, KindCarrierRejected: 0.07, KindCancelled: 0.07}
+}
+
+// Sample is one order's measurements.
+type Sample struct {
+	At        time.Duration `json:"at_ms"` // since the start of the run
+	Kind      string        `json:"kind"`
+	OrderID   string        `json:"order_id,omitempty"`
+	Status    int           `json:"status"`
+	Accepted  time.Duration `json:"accepted_ms"`
+	Visible   time.Duration `json:"visible_ms,omitempty"`
+	Saga      time.Duration `json:"saga_ms,omitempty"`
+	Outcome   string        `json:"outcome,omitempty"`
+	Duplicate bool          `json:"duplicate,omitempty"`
+}
+
+// Run sets up customers and products, then places orders until the run
+// ends and every saga it started has finished (or timed out).
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Mix == nil {
+		cfg.Mix = DefaultMix()
+	}
+	if cfg.SagaTimeout == 0 {
+		cfg.SagaTimeout = 2 * time.Minute
+	}
+	if cfg.RejectPostalCode == "" {
+		cfg.RejectPostalCode = "00000"
+	}
+	if cfg.Hot {
+		cfg.Customers, cfg.Products = 1, 1
+	}
+	c := &client{base: cfg.URL, http: &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}}
+	runID := strconv.FormatInt(time.Now().UnixMilli(), 36)
+	f, err := setUp(ctx, c, cfg, runID)
+	if err != nil {
+		return nil, err
+	}
+
+	res := &Result{Config: cfg, StartedAt: time.Now().UTC(), RunID: runID, Errors: map[string]int{}}
+	var mu sync.Mutex
+	record := func(s Sample) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.Samples = append(res.Samples, s)
+	}
+	lim := rate.NewLimiter(rate.Inf, 1)
+	if cfg.Rate > 0 {
+		lim = rate.NewLimiter(rate.Limit(cfg.Rate), 1)
+	}
+	runCtx := ctx
+	if cfg.Orders == 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	start := time.Now()
+	var placed atomic.Int64
+	var sagas sync.WaitGroup
+	var workers sync.WaitGroup
+	kinds := weighted(cfg.Mix)
+	for w := range cfg.Concurrency {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			rnd := rand.New(rand.NewPCG(uint64(w), uint64(start.UnixNano())))
+			for {
+				n := placed.Add(1)
+				if (cfg.Orders > 0 && n > int64(cfg.Orders)) || runCtx.Err() != nil || lim.Wait(runCtx) != nil {
+					return
+				}
+				if cfg.Progress != nil {
+					cfg.Progress(n)
+				}
+				kind := kinds(rnd)
+				s, ok := placeOrder(runCtx, c, f, cfg, runID, n, kind, rnd, start)
+				if !ok {
+					record(s)
+					continue
+				}
+				sagas.Add(1)
+				go func() {
+					defer sagas.Done()
+					took, outcome := c.awaitSaga(ctx, s.OrderID, cfg.SagaTimeout)
+					if took > 0 {
+						s.Saga = s.Accepted + took
+					}
+					if s.Outcome == "" {
+						s.Outcome = outcome
+					}
+					record(s)
+				}()
+			}
+		}()
+	}
+	workers.Wait()
+	res.PlacingTook = time.Since(start)
+	sagas.Wait()
+	res.Took = time.Since(start)
+	res.summarise()
+	return res, nil
+}
+
+// fixture is what setUp created.
+type fixture struct {
+	rich, poor []string // wallets
+	skus       []string
+	scarce     string // a SKU with no stock
+}
+
+func setUp(ctx context.Context, c *client, cfg Config, runID string) (*fixture, error) {
+	f := &fixture{scarce: "sku-" + runID + "-scarce"}
+	for i := range max(cfg.Customers, 1) {
+		id := fmt.Sprintf("w-%s-%d", runID, i)
+		poor := id + "-poor"
+		for _, step := range []struct {
+			path string
+			body map[string]any
+		}{
+			{"/wallets", map[string]any{"wallet_id": id, "customer_id": "c-" + id, "currency": "EUR"}},
+			{"/wallets/" + id + "/top-ups", map[string]any{"amount": int64(1_000_000_000_000)}},
+			{"/wallets", map[string]any{"wallet_id": poor, "customer_id": "c-" + poor, "currency": "EUR"}},
+		} {
+			if err := c.mustPost(ctx, step.path, step.body); err != nil {
+				return nil, err
+			}
+		}
+		f.rich = append(f.rich, id)
+		f.poor = append(f.poor, poor)
+	}
+	for i := range max(cfg.Products, 1) {
+		sku := fmt.Sprintf("sku-%s-%d", runID, i)
+		if err := c.mustPost(ctx, "/products/"+sku+"/stock", map[string]any{"quantity": int64(1_000_000_000)}); err != nil {
+			return nil, err
+		}
+		f.skus = append(f.skus, sku)
+	}
+	return f, nil
+}
+
+// placeOrder places one order of kind and waits until the read model shows it.
+func placeOrder(ctx context.Context, c *client, f *fixture, cfg Config, runID string, n int64, kind string, rnd *rand.Rand, start time.Time) (Sample, bool) {
+	s := Sample{At: time.Since(start), Kind: kind}
+	wallet, sku, zip := f.rich[rnd.IntN(len(f.rich))], f.skus[rnd.IntN(len(f.skus))], "75001"
+	switch kind {
+	case KindOutOfStock:
+		sku = f.scarce
+	case KindInsufficientFunds:
+		wallet = f.poor[rnd.IntN(len(f.poor))]
+	case KindCarrierRejected:
+		zip = cfg.RejectPostalCode
+	}
+	body := map[string]any{
+		"customer_id": "c-" + wallet, "wallet_id": wallet, "currency": "EUR",
+		"lines":            []map[string]any{{"sku": sku, "quantity": 1 + rnd.IntN(3), "unit_price": 100 + rnd.IntN(5000)}},
+		"shipping_address": map[string]any{"name": "Load Test", "line1": "1 Bench St", "city": "Paris", "postal_code": zip, "country": "FR"},
+	}
+	key := fmt.Sprintf("load-%s-%d", runID, n)
+	t0 := time.Now()
+	status, out, err := c.post(ctx, "/orders", key, body)
+	s.Accepted, s.Status = time.Since(t0), status
+	if err != nil || status != http.StatusCreated {
+		return s, false
+	}
+	s.OrderID, _ = out["stream_id"].(string)
+	pos := int64(out["global_position"].(float64))
+	if cfg.Duplicates > 0 && rnd.Float64() < cfg.Duplicates {
+		st, again, err := c.post(ctx, "/orders", key, body)
+		if err != nil || st != http.StatusOK || again["stream_id"] != s.OrderID {
+			s.Duplicate = true
+			s.Outcome = fmt.Sprintf("duplicate_mismatch_%d", st)
+		}
+	}
+	if kind == KindCancelled {
+		c.post(ctx, "/orders/"+s.OrderID+"/cancel", "", map[string]any{"reason": "load test: changed my mind"})
+	}
+	t1 := time.Now()
+	if st, _, err := c.get(ctx, fmt.Sprintf("/orders/%s?min_position=%d", s.OrderID, pos)); err == nil && st == http.StatusOK {
+		s.Visible = time.Since(t1)
+	}
+	return s, true
+}
+
+// awaitSaga polls the order until its saga has ended.
+func (c *client) awaitSaga(ctx context.Context, orderID string, timeout time.Duration) (time.Duration, string) {
+	t0 := time.Now()
+	for time.Since(t0) < timeout && ctx.Err() == nil {
+		st, out, err := c.get(ctx, "/orders/"+orderID)
+		if err == nil && st == http.StatusOK {
+			if saga, ok := out["saga"].(map[string]any); ok {
+				switch saga["status"] {
+				case "COMPLETED", "COMPENSATED", "NEEDS_ATTENTION":
+					return time.Since(t0), saga["status"].(string)
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return 0, "timeout"
+}
+
+func weighted(mix map[string]float64) func(*rand.Rand) string {
+	var kinds []string
+	var total float64
+	for k, w := range mix {
+		if w > 0 {
+			kinds = append(kinds, k)
+			total += w
+		}
+	}
+	slices.Sort(kinds)
+	return func(r *rand.Rand) string {
+		x := r.Float64() * total
+		for _, k := range kinds {
+			if x -= mix[k]; x < 0 {
+				return k
+			}
+		}
+		return kinds[len(kinds)-1]
+	}
+}
+
+type client struct {
+	base string
+	http *http.Client
+}
+
+func (c *client) post(ctx context.Context, path, key string, body any) (int, map[string]any, error) {
+	raw, _ := json.Marshal(body)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(raw))
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	return c.do(req)
+}
+
+func (c *client) get(ctx context.Context, path string) (int, map[string]any, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	return c.do(req)
+}
+
+func (c *client) do(req *http.Request) (int, map[string]any, error) {
+	res, err := c.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		return res.StatusCode, nil, err
+	}
+	var out map[string]any
+	_ = json.Unmarshal(raw, &out)
+	return res.StatusCode, out, nil
+}
+
+// mustPost is a set-up step that has to succeed.
+func (c *client) mustPost(ctx context.Context, path string, body any) error {
+	st, out, err := c.post(ctx, path, "", body)
+	if err != nil {
+		return fmt.Errorf("POST %s: %w", path, err)
+	}
+	if st != http.StatusCreated && st != http.StatusOK {
+		return fmt.Errorf("POST %s: %d %v", path, st, out["detail"])
+	}
+	return nil
+}

@@ -1,0 +1,332 @@
+// Package verify checks orderflow's invariants against the database (and
+// Temporal): after a load or a fault, nothing may be lost, duplicated,
+// dangling or overdrawn. Each failed check names exactly what is wrong.
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+
+	"github.com/orderflow/orderflow/domain/inventory"
+	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/wallet"
+	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/outbox"
+	"github.com/orderflow/orderflow/projections"
+	"github.com/orderflow/orderflow/workflows"
+)
+
+// Checker runs the checks.
+type Checker struct {
+	Pool   *pgxpool.Pool
+	Store  *eventstore.Store
+	Reader *projections.Reader
+	// Temporal, when set, checks every order against its saga.
+	Temporal client.Client
+	// Settle bounds the wait for consumers and sagas to finish first.
+	Settle time.Duration
+}
+
+// Report lists the failures of every check.
+type Report struct {
+	Checks   []Check
+	Orders   int
+	Wallets  int
+	Products int
+}
+
+// Check is one invariant and what violates it.
+type Check struct {
+	Name     string
+	Failures []string
+}
+
+// OK reports whether every check passed.
+func (r *Report) OK() bool {
+	for _, c := range r.Checks {
+		if len(c.Failures) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "verified %d orders, %d wallets, %d products\n", r.Orders, r.Wallets, r.Products)
+	for _, c := range r.Checks {
+		if len(c.Failures) == 0 {
+			fmt.Fprintf(&b, "  ok    %s\n", c.Name)
+			continue
+		}
+		fmt.Fprintf(&b, "  FAIL  %s (%d)\n", c.Name, len(c.Failures))
+		for i, f := range c.Failures {
+			if i == 20 {
+				fmt.Fprintf(&b, "        ... and %d more\n", len(c.Failures)-20)
+				break
+			}
+			fmt.Fprintf(&b, "        %s\n", f)
+		}
+	}
+	return b.String()
+}
+
+func (r *Report) add(name string, failures []string) { r.Checks = append(r.Checks, Check{Name: name, Failures: failures}) }
+
+// Run waits for delivery and sagas to settle (bounded), then checks.
+func (c *Checker) Run(ctx context.Context) (*Report, error) {
+	r := &Report{}
+	r.add("nothing is left undelivered in the outbox", c.settle(ctx))
+
+	streams, err := c.streams(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.Orders, r.Wallets, r.Products = len(streams[order.StreamType]), len(streams[wallet.StreamType]), len(streams[inventory.StreamType])
+
+	terminal := map[string]order.Status{}
+	var orderFails, sagaFails []string
+	for _, id := range streams[order.StreamType] {
+		o := order.New(id)
+		if err := c.Store.Load(ctx, o); err != nil {
+			return nil, err
+		}
+		st := o.Status()
+		switch st {
+		case order.StatusCompleted, order.StatusCancelled, order.StatusRejected:
+			terminal[id] = st
+		default:
+			orderFails = append(orderFails, fmt.Sprintf("order %s is still %s", id, st))
+		}
+		if f := c.matchesSaga(ctx, id, st); f != "" {
+			sagaFails = append(sagaFails, f)
+		}
+	}
+	r.add("every accepted order reached a terminal state", orderFails)
+	if c.Temporal != nil {
+		r.add("every order's state matches its saga", sagaFails)
+	}
+
+	var walletFails, dangling, overdrawn []string
+	for _, id := range streams[wallet.StreamType] {
+		w := wallet.New(id)
+		if err := c.Store.Load(ctx, w); err != nil {
+			return nil, err
+		}
+		st := w.State().(wallet.State)
+		got, err := c.Reader.Wallet(ctx, id)
+		if err != nil {
+			walletFails = append(walletFails, fmt.Sprintf("wallet %s: %v", id, err))
+		} else if got.Balance != st.Balance || got.Held != st.Held || got.Version != w.Version() {
+			walletFails = append(walletFails, fmt.Sprintf("wallet %s: read model balance %d held %d v%d, events balance %d held %d v%d",
+				id, got.Balance, got.Held, got.Version, st.Balance, st.Held, w.Version()))
+		}
+		if st.Balance-st.Held < 0 || st.Balance < 0 {
+			overdrawn = append(overdrawn, fmt.Sprintf("wallet %s: balance %d held %d", id, st.Balance, st.Held))
+		}
+		for o, amount := range st.Holds {
+			if s, ok := terminal[o]; ok {
+				dangling = append(dangling, fmt.Sprintf("wallet %s holds %d for %s order %s", id, amount, s, o))
+			}
+		}
+	}
+	var stockFails []string
+	for _, sku := range streams[inventory.StreamType] {
+		it := inventory.New(sku)
+		if err := c.Store.Load(ctx, it); err != nil {
+			return nil, err
+		}
+		st := it.State().(inventory.State)
+		got, err := c.Reader.Product(ctx, sku)
+		if err != nil {
+			stockFails = append(stockFails, fmt.Sprintf("sku %s: %v", sku, err))
+		} else if got.OnHand != st.OnHand || got.Reserved != st.Reserved || got.Version != it.Version() {
+			stockFails = append(stockFails, fmt.Sprintf("sku %s: read model on hand %d reserved %d v%d, events on hand %d reserved %d v%d",
+				sku, got.OnHand, got.Reserved, got.Version, st.OnHand, st.Reserved, it.Version()))
+		}
+		if st.OnHand < 0 || st.OnHand-st.Reserved < 0 {
+			overdrawn = append(overdrawn, fmt.Sprintf("sku %s: on hand %d reserved %d", sku, st.OnHand, st.Reserved))
+		}
+		for o, q := range st.Reservations {
+			if s, ok := terminal[o]; ok {
+				dangling = append(dangling, fmt.Sprintf("sku %s reserves %d for %s order %s", sku, q, s, o))
+			}
+		}
+	}
+	r.add("wallet read models equal a replay of the event log", walletFails)
+	r.add("stock read models equal a replay of the event log", stockFails)
+	r.add("no wallet overdrawn, no stock negative", overdrawn)
+	r.add("no hold or reservation left for a terminal order", dangling)
+
+	projFails, err := c.projectionsComplete(ctx, streams[order.StreamType])
+	if err != nil {
+		return nil, err
+	}
+	r.add("no event missing or duplicated in any projection", projFails)
+	dupFails, err := c.oneEffectPerCommand(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.add("no command id produced two sets of events", dupFails)
+	return r, nil
+}
+
+// settle waits until every consumer group of every topic has consumed it.
+func (c *Checker) settle(ctx context.Context) []string {
+	deadline := time.Now().Add(c.Settle)
+	for {
+		waiting, err := c.undelivered(ctx)
+		if err != nil {
+			return []string{err.Error()}
+		}
+		if len(waiting) == 0 || time.Now().After(deadline) {
+			return waiting
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (c *Checker) undelivered(ctx context.Context) ([]string, error) {
+	var out []string
+	for _, topic := range []string{"order_events", "inventory_events", "wallet_events", "shipment_events", outbox.CommandsTopic} {
+		rows, _ := c.Pool.Query(ctx, fmt.Sprintf(`SELECT o.consumer_group, count(m.*) FROM watermill_offsets_%[1]s o
+			LEFT JOIN watermill_%[1]s m ON (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked)
+			GROUP BY o.consumer_group`, topic))
+		type row struct {
+			Group   string
+			Waiting int64
+		}
+		groups, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+		if err != nil {
+			return nil, err
+		}
+		for _, g := range groups {
+			if g.Waiting > 0 {
+				out = append(out, fmt.Sprintf("%s: consumer group %s has %d messages waiting", topic, g.Group, g.Waiting))
+			}
+		}
+	}
+	if st, err := c.Reader.Status(ctx); err == nil {
+		for _, s := range st {
+			if s.Poisoned > 0 {
+				out = append(out, fmt.Sprintf("%s: %d unresolved poison messages", s.Name, s.Poisoned))
+			}
+		}
+	}
+	return out, nil
+}
+
+func (c *Checker) streams(ctx context.Context) (map[string][]string, error) {
+	rows, _ := c.Pool.Query(ctx, `SELECT DISTINCT stream_type, stream_id FROM events ORDER BY 1, 2`)
+	type row struct{ Type, ID string }
+	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	out := map[string][]string{}
+	for _, r := range all {
+		out[r.Type] = append(out[r.Type], r.ID)
+	}
+	return out, err
+}
+
+// matchesSaga compares the order's state with its saga's result.
+func (c *Checker) matchesSaga(ctx context.Context, id string, st order.Status) string {
+	if c.Temporal == nil {
+		return ""
+	}
+	var p workflows.Progress
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := c.Temporal.GetWorkflow(qctx, workflows.WorkflowID(id), "").Get(qctx, &p)
+	var notFound *serviceerror.NotFound
+	switch {
+	case errors.As(err, &notFound):
+		return fmt.Sprintf("order %s (%s) has no saga", id, st)
+	case err != nil:
+		return fmt.Sprintf("order %s (%s): saga: %v", id, st, err)
+	case p.Status == workflows.StatusCompleted && st != order.StatusCompleted,
+		p.Status == workflows.StatusCompensated && st != order.StatusCancelled,
+		p.Status != workflows.StatusCompleted && p.Status != workflows.StatusCompensated:
+		return fmt.Sprintf("order %s is %s but its saga ended %s (%s)", id, st, p.Status, p.Reason)
+	}
+	return ""
+}
+
+// projectionsComplete compares every read-model row with its stream, and
+// every order's timeline with the command log.
+func (c *Checker) projectionsComplete(ctx context.Context, orders []string) ([]string, error) {
+	var out []string
+	for _, q := range []struct{ table, key, stream string }{
+		{"read_orders", "order_id", order.StreamType}, {"read_wallets", "wallet_id", wallet.StreamType}, {"read_inventory", "sku", inventory.StreamType},
+	} {
+		rows, _ := c.Pool.Query(ctx, fmt.Sprintf(`SELECT s.stream_id, s.version, coalesce(r.version, 0)
+			FROM (SELECT stream_id, max(stream_version) AS version FROM events WHERE stream_type = $1 GROUP BY stream_id) s
+			LEFT JOIN %s r ON r.%s = s.stream_id WHERE coalesce(r.version, 0) <> s.version`, q.table, q.key), q.stream)
+		type row struct {
+			ID        string
+			Want, Got int64
+		}
+		bad, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range bad {
+			out = append(out, fmt.Sprintf("%s %s is at version %d, its stream at %d", q.table, b.ID, b.Got, b.Want))
+		}
+	}
+	// The timeline holds each event of an order's commands exactly once.
+	rows, _ := c.Pool.Query(ctx, `
+		WITH per_order AS (
+		    SELECT CASE WHEN stream_type = 'order' THEN stream_id
+		                ELSE coalesce(nullif(payload->>'order_id', ''), nullif(metadata->>'order_id', '')) END AS order_id,
+		           cardinality(event_ids) AS events, 1 AS commands
+		    FROM commands),
+		want AS (SELECT order_id, sum(events) AS events, sum(commands) AS commands FROM per_order WHERE order_id IS NOT NULL GROUP BY order_id),
+		got AS (SELECT order_id, count(*) FILTER (WHERE kind = 'event') AS events, count(*) FILTER (WHERE kind = 'command') AS commands
+		        FROM read_order_timeline GROUP BY order_id)
+		SELECT want.order_id, want.events, coalesce(got.events, 0), want.commands, coalesce(got.commands, 0)
+		FROM want LEFT JOIN got USING (order_id)
+		WHERE want.events <> coalesce(got.events, 0) OR want.commands <> coalesce(got.commands, 0)`)
+	type trow struct {
+		ID                             string
+		WantEv, GotEv, WantCmd, GotCmd int64
+	}
+	bad, err := pgx.CollectRows(rows, pgx.RowToStructByPos[trow])
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bad {
+		out = append(out, fmt.Sprintf("timeline of order %s has %d events and %d commands, the logs %d and %d", b.ID, b.GotEv, b.GotCmd, b.WantEv, b.WantCmd))
+	}
+	return out, nil
+}
+
+// oneEffectPerCommand checks that the events caused by each command are
+// exactly those its log row names.
+func (c *Checker) oneEffectPerCommand(ctx context.Context) ([]string, error) {
+	rows, _ := c.Pool.Query(ctx, `
+		SELECT e.causation_id, count(*), coalesce(max(cardinality(c.event_ids)), -1)
+		FROM events e LEFT JOIN commands c ON c.command_id = e.causation_id
+		GROUP BY e.causation_id
+		HAVING count(*) <> coalesce(max(cardinality(c.event_ids)), -1)
+		    OR bool_or(NOT (e.event_id = ANY(coalesce(c.event_ids, '{}'))))`)
+	type row struct {
+		Command      string
+		Events, Logs int64
+	}
+	bad, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, b := range bad {
+		out = append(out, fmt.Sprintf("command %s caused %d events, its log row names %d", b.Command, b.Events, b.Logs))
+	}
+	return out, nil
+}
