@@ -79,7 +79,9 @@ func (r *Report) String() string {
 	return b.String()
 }
 
-func (r *Report) add(name string, failures []string) { r.Checks = append(r.Checks, Check{Name: name, Failures: failures}) }
+func (r *Report) add(name string, failures []string) {
+	r.Checks = append(r.Checks, Check{Name: name, Failures: failures})
+}
 
 // Run waits for delivery and sagas to settle (bounded), then checks.
 func (c *Checker) Run(ctx context.Context) (*Report, error) {
