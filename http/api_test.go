@@ -26,7 +26,7 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 type client struct {
-	t   *testing.T
+	t   testing.TB
 	url string
 }
 
@@ -35,7 +35,7 @@ func newAPI(t *testing.T) client {
 }
 
 // newAPIWith serves the API with cfg's tuning on the package's database.
-func newAPIWith(t *testing.T, cfg httpapi.Config) client {
+func newAPIWith(t testing.TB, cfg httpapi.Config) client {
 	pool := pgtest.Pool(t)
 	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 100})
 	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 5})

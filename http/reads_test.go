@@ -118,7 +118,7 @@ func TestReadYourWritesTimesOutClearly(t *testing.T) {
 
 // sse reads server-sent events of one connection.
 type sse struct {
-	t      *testing.T
+	t      testing.TB
 	res    *http.Response
 	frames chan map[string]string
 }
