@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
@@ -20,6 +21,7 @@ import (
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/devpg"
 	"github.com/orderflow/orderflow/migrations"
+	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/projections"
 	"github.com/orderflow/orderflow/workflows"
 )
@@ -175,7 +177,7 @@ func (a *app) serveAPI(ctx context.Context) error {
 func (a *app) handlers() ([]delivery.Handler, func(), error) {
 	var hs []delivery.Handler
 	for _, p := range projections.All() {
-		hs = append(hs, p.Handler(a.store.Registry()))
+		hs = append(hs, faulty(p.Handler(a.store.Registry()), a.cfg.FaultFailEvent))
 	}
 	closeAll := func() {}
 	if a.cfg.NATSURL != "" {
@@ -188,6 +190,22 @@ func (a *app) handlers() ([]delivery.Handler, func(), error) {
 		a.log.Info("forwarding topics to NATS JetStream", "url", a.cfg.NATSURL, "topics", bridge.Topics)
 	}
 	return hs, closeAll, nil
+}
+
+// faulty makes h fail on one event (<stream id>:<version>), for the fault
+// scenarios: the event goes to the poison topic, the rest keeps flowing.
+func faulty(h delivery.Handler, event string) delivery.Handler {
+	if event == "" {
+		return h
+	}
+	handle := h.Handle
+	h.Handle = func(ctx context.Context, msg *message.Message) error {
+		if msg.Metadata.Get(outbox.MetaStreamID)+":"+msg.Metadata.Get(outbox.MetaStreamVersion) == event {
+			return fmt.Errorf("injected fault on %s", event)
+		}
+		return handle(ctx, msg)
+	}
+	return h
 }
 
 func (a *app) routerConfig() delivery.RouterConfig {

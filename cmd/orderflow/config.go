@@ -25,10 +25,15 @@ type Config struct {
 	HandlerRetries     int           // ORDERFLOW_HANDLER_RETRIES: before a message is poisoned
 	ConsistencyTimeout time.Duration // ORDERFLOW_CONSISTENCY_TIMEOUT: longest read-your-writes wait
 	NATSURL            string        // ORDERFLOW_NATS_URL: forward topics to NATS JetStream when set
+	// FaultFailEvent (ORDERFLOW_FAULT_FAIL_EVENT=<stream id>:<version>) makes
+	// the projections fail on that one event: a fault injected on purpose by
+	// the fault scenarios, never set in normal operation.
+	FaultFailEvent string
 
 	TemporalAddress   string        // TEMPORAL_ADDRESS: external Temporal; dev embeds one when empty
 	TemporalNamespace string        // TEMPORAL_NAMESPACE
 	TemporalUIAddr    string        // ORDERFLOW_TEMPORAL_UI_ADDR: dev's embedded Web UI
+	TemporalDevAddr   string        // ORDERFLOW_TEMPORAL_DEV_ADDR: dev's embedded frontend
 	TemporalRetention time.Duration // ORDERFLOW_TEMPORAL_RETENTION: how long finished sagas stay visible
 	ShippingDeadline  time.Duration // ORDERFLOW_SHIPPING_DEADLINE: the carrier's business deadline
 	CarrierLatency    time.Duration // ORDERFLOW_CARRIER_LATENCY: simulated carrier
@@ -89,6 +94,8 @@ func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 	fs.DurationVar(&c.CarrierLatency, "carrier-latency", envDuration("ORDERFLOW_CARRIER_LATENCY", 200*time.Millisecond), "simulated carrier: time to dispatch (ORDERFLOW_CARRIER_LATENCY)")
 	fs.Float64Var(&c.CarrierFailRate, "carrier-failure-rate", envFloat("ORDERFLOW_CARRIER_FAILURE_RATE", 0), "simulated carrier: share of parcels refused, 0..1 (ORDERFLOW_CARRIER_FAILURE_RATE)")
 	fs.StringVar(&c.CarrierRejectZip, "carrier-reject-postal-code", envOr("ORDERFLOW_CARRIER_REJECT_POSTAL_CODE", "00000"), "simulated carrier: postal code it always refuses (ORDERFLOW_CARRIER_REJECT_POSTAL_CODE)")
+	fs.StringVar(&c.TemporalDevAddr, "temporal-dev-addr", envOr("ORDERFLOW_TEMPORAL_DEV_ADDR", "127.0.0.1:7233"), "dev: embedded Temporal frontend address (ORDERFLOW_TEMPORAL_DEV_ADDR)")
+	fs.StringVar(&c.FaultFailEvent, "fault-fail-event", os.Getenv("ORDERFLOW_FAULT_FAIL_EVENT"), "fault injection: projections fail on <stream id>:<version> (ORDERFLOW_FAULT_FAIL_EVENT)")
 	fs.StringVar(&c.NATSURL, "nats-url", os.Getenv("ORDERFLOW_NATS_URL"), "forward every topic to this NATS JetStream, e.g. nats://127.0.0.1:4222 (ORDERFLOW_NATS_URL)")
 	if err := fs.Parse(args); err != nil {
 		return c, err

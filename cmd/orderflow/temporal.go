@@ -24,7 +24,7 @@ func startDevTemporal(ctx context.Context, cfg *Config) (stop func(), err error)
 	// The server logs membership and polling noise at error level while it
 	// starts and stops; dev keeps only fatal ones.
 	srv, err := devtemporal.Start(devtemporal.Options{
-		DBFile: dbFile, FrontendAddr: "127.0.0.1:7233", UIAddr: cfg.TemporalUIAddr, Namespace: cfg.TemporalNamespace,
+		DBFile: dbFile, FrontendAddr: cfg.TemporalDevAddr, UIAddr: cfg.TemporalUIAddr, Namespace: cfg.TemporalNamespace,
 		Logger: serverlog.NewZapLogger(serverlog.BuildZapLogger(serverlog.Config{Level: "fatal"})),
 	})
 	if err != nil {

@@ -47,7 +47,9 @@ type Config struct {
 	Mix map[string]float64
 	// Duplicates is the share of orders submitted twice with the same key.
 	Duplicates float64
-	// Hot sends every order to one wallet and one SKU (contention test).
+	// Hot sends every order to one wallet and one SKU, with money for about
+	// 40 orders and stock for about 50: many concurrent commands on one
+	// aggregate run into its limits (contention test).
 	Hot bool
 	// SagaTimeout bounds the wait for one saga.
 	SagaTimeout time.Duration
@@ -170,6 +172,10 @@ type fixture struct {
 
 func setUp(ctx context.Context, c *client, cfg Config, runID string) (*fixture, error) {
 	f := &fixture{scarce: "sku-" + runID + "-scarce"}
+	balance, stock := int64(1_000_000_000_000), int64(1_000_000_000)
+	if cfg.Hot {
+		balance, stock = 100_000, 100
+	}
 	for i := range max(cfg.Customers, 1) {
 		id := fmt.Sprintf("w-%s-%d", runID, i)
 		poor := id + "-poor"
@@ -178,7 +184,7 @@ func setUp(ctx context.Context, c *client, cfg Config, runID string) (*fixture, 
 			body map[string]any
 		}{
 			{"/wallets", map[string]any{"wallet_id": id, "customer_id": "c-" + id, "currency": "EUR"}},
-			{"/wallets/" + id + "/top-ups", map[string]any{"amount": int64(1_000_000_000_000)}},
+			{"/wallets/" + id + "/top-ups", map[string]any{"amount": balance}},
 			{"/wallets", map[string]any{"wallet_id": poor, "customer_id": "c-" + poor, "currency": "EUR"}},
 		} {
 			if err := c.mustPost(ctx, step.path, step.body); err != nil {
@@ -190,7 +196,7 @@ func setUp(ctx context.Context, c *client, cfg Config, runID string) (*fixture, 
 	}
 	for i := range max(cfg.Products, 1) {
 		sku := fmt.Sprintf("sku-%s-%d", runID, i)
-		if err := c.mustPost(ctx, "/products/"+sku+"/stock", map[string]any{"quantity": int64(1_000_000_000)}); err != nil {
+		if err := c.mustPost(ctx, "/products/"+sku+"/stock", map[string]any{"quantity": stock}); err != nil {
 			return nil, err
 		}
 		f.skus = append(f.skus, sku)
