@@ -3,9 +3,12 @@ package httpapi
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/orderflow/commands"
@@ -74,6 +77,9 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 		p = problem(http.StatusConflict, "poison_out_of_order", "an earlier event of this stream is still unresolved; replay it first")
 	case errors.Is(err, commands.ErrNotFound), errors.Is(err, eventstore.ErrNotFound), errors.Is(err, projections.ErrNotFound):
 		p = problem(http.StatusNotFound, "not_found", "no such resource")
+	case unavailable(err):
+		log.Warn("database unavailable", "path", path, "err", err)
+		p = problem(http.StatusServiceUnavailable, "database_unavailable", "the database is not reachable right now; retry")
 	case errors.As(err, &he):
 		p = problem(he.Code, "http_"+fmt.Sprint(he.Code), fmt.Sprint(he.Message))
 	default:
@@ -104,8 +110,27 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		}
 		p := toProblem(err, log, c.Request().URL.Path)
 		c.Response().Header().Set(echo.HeaderContentType, "application/problem+json")
+		if p.Status == http.StatusServiceUnavailable && c.Response().Header().Get("Retry-After") == "" {
+			c.Response().Header().Set("Retry-After", "1")
+		}
 		if err := c.JSON(p.Status, p); err != nil {
 			log.Error("write problem", "err", err)
 		}
 	}
+}
+
+// unavailable reports a database that can't be reached (down, restarting,
+// connection lost): the client may retry, it did nothing wrong.
+func unavailable(err error) bool {
+	var connect *pgconn.ConnectError
+	var netErr net.Error
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &connect), errors.As(err, &netErr), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	case errors.As(err, &pgErr):
+		// admin shutdown, cannot connect now, crash shutdown
+		return pgErr.Code == "57P01" || pgErr.Code == "57P03" || pgErr.Code == "57P02"
+	}
+	return pgconn.SafeToRetry(err)
 }

@@ -37,7 +37,7 @@ trap 'echo "faults.sh: failed at line $LINENO" >&2' ERR
 pg_as() { if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi; }
 
 start_dev() {
-  "$BIN" dev >>"$WORK/dev.log" 2>&1 &
+  env -u DATABASE_URL -u TEMPORAL_ADDRESS "$BIN" dev >>"$WORK/dev.log" 2>&1 &
   DEV_PID=$!
   for _ in $(seq 1 120); do
     if curl -fs "$API/healthz" >/dev/null 2>&1; then

@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"time"
 
+	"log/slog"
+
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	enumspb "go.temporal.io/api/enums/v1"
 	namespacepb "go.temporal.io/api/namespace/v1"
 	"go.temporal.io/api/operatorservice/v1"
@@ -25,12 +29,11 @@ import (
 // StarterGroup is the saga starter's consumer group on order_events: permanent.
 const StarterGroup = "saga_starter"
 
-// Starter is the Watermill handler that starts a saga for every placed
-// order. The workflow id derives from the order id and duplicates are
-// refused, so a redelivered event never starts a second saga; Temporal
-// being unreachable is transient (the event is redelivered), so a crash
-// between the order's commit and the start loses nothing.
-func Starter(c client.Client, shippingDeadline time.Duration) delivery.Handler {
+// Starter is the Watermill handler that queues a saga for every placed
+// order: it records the start in the saga_starts inbox, in the subscriber's
+// transaction, so the offset is acknowledged only with the start recorded.
+// Launcher starts them.
+func Starter(shippingDeadline time.Duration) delivery.Handler {
 	return delivery.Handler{Name: StarterGroup, ConsumerGroup: StarterGroup, Topic: outbox.Topic(order.StreamType),
 		Handle: func(ctx context.Context, msg *message.Message) error {
 			if msg.Metadata.Get(outbox.MetaEventType) != (order.Placed{}).EventType() {
@@ -43,24 +46,86 @@ func Starter(c client.Client, shippingDeadline time.Duration) delivery.Handler {
 			in := Input{OrderID: p.OrderID, CustomerID: p.CustomerID, WalletID: p.WalletID, Currency: p.Currency, Lines: p.Lines,
 				Total: p.Total, ShippingAddress: p.ShippingAddress, CorrelationID: msg.Metadata.Get(outbox.MetaCorrelationID),
 				ShippingDeadline: shippingDeadline}
-			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			_, err := c.ExecuteWorkflow(sctx, client.StartWorkflowOptions{
-				ID: WorkflowID(p.OrderID), TaskQueue: TaskQueue,
-				WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-				WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-				TypedSearchAttributes: temporal.NewSearchAttributes(AttrOrderID.ValueSet(p.OrderID),
-					AttrCustomerID.ValueSet(p.CustomerID), AttrOrderStatus.ValueSet(StatusPlaced)),
-			}, Name, in)
-			var started *serviceerror.WorkflowExecutionAlreadyStarted
-			if errors.As(err, &started) {
-				return nil
-			}
+			tx, err := delivery.Tx(ctx)
 			if err != nil {
-				return delivery.Transient(fmt.Errorf("start saga for order %s: %w", p.OrderID, err))
+				return err
 			}
-			return nil
+			_, err = tx.Exec(ctx, `INSERT INTO saga_starts (order_id, input) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING`, p.OrderID, in)
+			return err
 		}}
+}
+
+// Launcher starts the queued sagas, outside any database transaction. The
+// workflow id derives from the order id and duplicates are refused, so a
+// start repeated after a crash (or by a second worker) starts nothing new;
+// a crash between the order's commit and the start loses nothing, the row
+// waits in the inbox.
+type Launcher struct {
+	Pool   *pgxpool.Pool
+	Client client.Client
+	Log    *slog.Logger
+	// Interval is the idle poll of the inbox.
+	Interval time.Duration
+}
+
+// Run launches until ctx ends.
+func (l Launcher) Run(ctx context.Context) error {
+	if l.Interval <= 0 {
+		l.Interval = 50 * time.Millisecond
+	}
+	for {
+		n, err := l.launch(ctx)
+		if err != nil && ctx.Err() == nil {
+			l.Log.Warn("saga launcher", "err", err)
+		}
+		if n > 0 && err == nil {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(l.Interval):
+		}
+	}
+}
+
+// launch starts one batch of pending sagas and returns how many it started.
+func (l Launcher) launch(ctx context.Context) (int, error) {
+	rows, _ := l.Pool.Query(ctx, `SELECT order_id, input FROM saga_starts WHERE started_at IS NULL
+		AND (attempts = 0 OR enqueued_at < now() - make_interval(secs => least(attempts, 30)))
+		ORDER BY enqueued_at LIMIT 50`)
+	type pending struct {
+		OrderID string
+		Input   Input
+	}
+	batch, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pending])
+	if err != nil {
+		return 0, err
+	}
+	started := 0
+	for _, p := range batch {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := l.Client.ExecuteWorkflow(sctx, client.StartWorkflowOptions{
+			ID: WorkflowID(p.OrderID), TaskQueue: TaskQueue,
+			WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+			WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+			TypedSearchAttributes: temporal.NewSearchAttributes(AttrOrderID.ValueSet(p.OrderID),
+				AttrCustomerID.ValueSet(p.Input.CustomerID), AttrOrderStatus.ValueSet(StatusPlaced)),
+		}, Name, p.Input)
+		cancel()
+		var already *serviceerror.WorkflowExecutionAlreadyStarted
+		if err != nil && !errors.As(err, &already) {
+			// Temporal is unreachable or slow: try again later, with backoff.
+			_, uerr := l.Pool.Exec(ctx, `UPDATE saga_starts SET attempts = attempts + 1, last_error = $2,
+				enqueued_at = now() WHERE order_id = $1`, p.OrderID, err.Error())
+			return started, errors.Join(fmt.Errorf("start saga for order %s: %w", p.OrderID, err), uerr)
+		}
+		if _, err := l.Pool.Exec(ctx, `UPDATE saga_starts SET started_at = now(), last_error = NULL WHERE order_id = $1`, p.OrderID); err != nil {
+			return started, err
+		}
+		started++
+	}
+	return started, nil
 }
 
 // Sagas asks running sagas about their progress and to cancel.

@@ -9,6 +9,7 @@ import (
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
+	"golang.org/x/sync/errgroup"
 	serverlog "go.temporal.io/server/common/log"
 
 	"github.com/orderflow/orderflow/activities"
@@ -22,10 +23,11 @@ import (
 func startDevTemporal(ctx context.Context, cfg *Config) (stop func(), err error) {
 	dbFile := filepath.Join(cfg.DataDir, "temporal", "temporal.db")
 	// The server logs membership and polling noise at error level while it
-	// starts and stops; dev keeps only fatal ones.
+	// starts and stops; dev keeps only fatal ones unless told otherwise.
+	level := envOr("ORDERFLOW_TEMPORAL_LOG_LEVEL", "fatal")
 	srv, err := devtemporal.Start(devtemporal.Options{
 		DBFile: dbFile, FrontendAddr: cfg.TemporalDevAddr, UIAddr: cfg.TemporalUIAddr, Namespace: cfg.TemporalNamespace,
-		Logger: serverlog.NewZapLogger(serverlog.BuildZapLogger(serverlog.Config{Level: "fatal"})),
+		Logger: serverlog.NewZapLogger(serverlog.BuildZapLogger(serverlog.Config{Level: level})),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded Temporal: %w", err)
@@ -63,8 +65,9 @@ func (a *app) dialTemporal(ctx context.Context) (client.Client, error) {
 	}
 }
 
-// runWorker runs the saga's Temporal worker and the saga starter (a
-// Watermill handler on order_events) until ctx ends.
+// runWorker runs the saga's Temporal worker, the saga starter (a Watermill
+// handler on order_events that queues starts) and the launcher (which starts
+// them) until ctx ends.
 func (a *app) runWorker(ctx context.Context, c client.Client) error {
 	if err := workflows.EnsureNamespace(ctx, c, a.cfg.TemporalNamespace, a.cfg.TemporalRetention); err != nil {
 		return err
@@ -77,10 +80,13 @@ func (a *app) runWorker(ctx context.Context, c client.Client) error {
 		return fmt.Errorf("start worker: %w", err)
 	}
 	defer w.Stop()
-	router, err := delivery.NewRouter(a.pool, a.routerConfig(), workflows.Starter(c, a.cfg.ShippingDeadline))
+	router, err := delivery.NewRouter(a.pool, a.routerConfig(), workflows.Starter(a.cfg.ShippingDeadline))
 	if err != nil {
 		return err
 	}
 	a.log.Info("saga worker running", "temporal", a.cfg.TemporalAddress, "namespace", a.cfg.TemporalNamespace, "task_queue", workflows.TaskQueue)
-	return router.Run(ctx)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return router.Run(ctx) })
+	g.Go(func() error { return workflows.Launcher{Pool: a.pool, Client: c, Log: a.log}.Run(ctx) })
+	return g.Wait()
 }

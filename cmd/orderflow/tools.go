@@ -194,8 +194,11 @@ func runLoad(ctx context.Context, l loadFlags, rejectZip string) error {
 	if total == 0 {
 		total, unit = int64(l.duration.Seconds()), "seconds"
 	}
+	// A live bar on a terminal; in a log (CI, scripts) it would only be noise.
+	fi, _ := os.Stderr.Stat()
 	bar := progressbar.NewOptions64(total, progressbar.OptionSetDescription("placing orders"), progressbar.OptionShowCount(),
-		progressbar.OptionSetWriter(os.Stderr), progressbar.OptionThrottle(100*time.Millisecond))
+		progressbar.OptionSetWriter(os.Stderr), progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionSetVisibility(fi != nil && fi.Mode()&os.ModeCharDevice != 0))
 	start := time.Now()
 	res, err := loadgen.Run(ctx, loadgen.Config{
 		URL: strings.TrimRight(l.url, "/"), Concurrency: l.concurrency, Rate: l.rate, Duration: l.duration, Orders: l.orders,
@@ -209,7 +212,6 @@ func runLoad(ctx context.Context, l loadFlags, rejectZip string) error {
 		},
 	})
 	_ = bar.Finish()
-	fmt.Fprintln(os.Stderr)
 	if err != nil {
 		return err
 	}

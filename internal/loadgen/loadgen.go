@@ -138,6 +138,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				s, ok := placeOrder(runCtx, c, f, cfg, runID, n, kind, rnd, start)
 				if !ok {
 					record(s)
+					if s.Status == 0 || s.Status >= 500 {
+						time.Sleep(200 * time.Millisecond) // the service is down: don't hammer it
+					}
 					continue
 				}
 				sagas.Add(1)

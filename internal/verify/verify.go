@@ -216,6 +216,13 @@ func (c *Checker) undelivered(ctx context.Context) ([]string, error) {
 			}
 		}
 	}
+	var pending int64
+	if err := c.Pool.QueryRow(ctx, `SELECT count(*) FROM saga_starts WHERE started_at IS NULL`).Scan(&pending); err != nil {
+		return nil, err
+	}
+	if pending > 0 {
+		out = append(out, fmt.Sprintf("saga_starts: %d sagas queued but not started", pending))
+	}
 	if st, err := c.Reader.Status(ctx); err == nil {
 		for _, s := range st {
 			if s.Poisoned > 0 {
