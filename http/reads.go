@@ -40,35 +40,51 @@ func (s *Server) consistent(c echo.Context, name string) error {
 	return err
 }
 
-// orderView is an order with its saga's progress.
+// orderView is an order with its saga's state.
 type orderView struct {
 	projections.Order
 	Saga *sagaView `json:"saga,omitempty"`
 }
 
 type sagaView struct {
-	WorkflowID string `json:"workflow_id"`
-	*workflows.Progress
+	*workflows.State
 	Error string `json:"error,omitempty"`
 }
 
-// sagaOf asks the order's saga for its progress, briefly: the order itself
-// comes from the read model and is answered even when Temporal is not.
+// sagaOf asks Temporal for the state of the order's saga, briefly: the
+// order itself comes from the read model and is answered even when
+// Temporal is not. It describes the workflow (search attributes) rather
+// than querying it, so no worker has to answer.
 func (s *Server) sagaOf(c echo.Context, orderID string) *sagaView {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
-	v := &sagaView{WorkflowID: workflows.WorkflowID(orderID)}
-	p, err := s.sagas.Progress(ctx, orderID)
+	st, err := s.sagas.State(ctx, orderID)
 	switch {
 	case errors.Is(err, workflows.ErrNoSaga):
 		return nil
 	case err != nil:
-		s.log.Warn("saga progress", "order_id", orderID, "err", err)
-		v.Error = "the saga's progress is unavailable right now"
-	default:
-		v.Progress = &p
+		s.log.Warn("saga state", "order_id", orderID, "err", err)
+		return &sagaView{State: &workflows.State{WorkflowID: workflows.WorkflowID(orderID)}, Error: "the saga's state is unavailable right now"}
 	}
-	return v
+	return &sagaView{State: &st}
+}
+
+// sagaProgress runs the saga's progress query: its current step, reason
+// and the compensations done.
+func (s *Server) sagaProgress(c echo.Context) error {
+	if s.sagas == nil {
+		return problem(http.StatusNotFound, "no_saga", "this service runs without Temporal")
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 10*time.Second)
+	defer cancel()
+	p, err := s.sagas.Progress(ctx, c.Param("id"))
+	if errors.Is(err, workflows.ErrNoSaga) {
+		return problem(http.StatusNotFound, "no_saga", "no saga for this order")
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"order_id": c.Param("id"), "workflow_id": workflows.WorkflowID(c.Param("id")), "progress": p})
 }
 
 // cancelOrder sends a cancel to the order's running saga, which compensates
@@ -137,6 +153,7 @@ func (s *Server) readRoutes(e *echo.Echo) {
 		}
 		return page, err
 	}))
+	e.GET("/orders/:id/saga", s.sagaProgress)
 	e.GET("/orders/:id/timeline", read(s, "timeline_projection", func(c echo.Context) (map[string]any, error) {
 		entries, err := s.reader.Timeline(c.Request().Context(), c.Param("id"))
 		return map[string]any{"order_id": c.Param("id"), "entries": entries}, err

@@ -18,6 +18,7 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -168,6 +169,42 @@ func (s Sagas) mapErr(err error) error {
 		return &CancelRefusedError{Code: app.Type(), Message: app.Message()}
 	}
 	return err
+}
+
+// State is what the Temporal server knows of a saga without asking the
+// workflow (no worker involved, so it is fast even under load).
+type State struct {
+	WorkflowID string     `json:"workflow_id"`
+	RunStatus  string     `json:"run_status"`
+	Status     string     `json:"status"`
+	FailedStep string     `json:"failed_step,omitempty"`
+	StartedAt  time.Time  `json:"started_at"`
+	ClosedAt   *time.Time `json:"closed_at,omitempty"`
+}
+
+// State describes the order's saga from its search attributes.
+func (s Sagas) State(ctx context.Context, orderID string) (State, error) {
+	d, err := s.C.DescribeWorkflowExecution(ctx, WorkflowID(orderID), "")
+	if err != nil {
+		var notFound *serviceerror.NotFound
+		if errors.As(err, &notFound) {
+			return State{}, ErrNoSaga
+		}
+		return State{}, err
+	}
+	info := d.GetWorkflowExecutionInfo()
+	st := State{WorkflowID: info.GetExecution().GetWorkflowId(), RunStatus: info.GetStatus().String(), StartedAt: info.GetStartTime().AsTime()}
+	if info.GetCloseTime() != nil {
+		t := info.GetCloseTime().AsTime()
+		st.ClosedAt = &t
+	}
+	fields := info.GetSearchAttributes().GetIndexedFields()
+	dc := converter.GetDefaultDataConverter()
+	_ = dc.FromPayload(fields[AttrOrderStatus.GetName()], &st.Status)
+	if p, ok := fields[AttrFailedStep.GetName()]; ok {
+		_ = dc.FromPayload(p, &st.FailedStep)
+	}
+	return st, nil
 }
 
 // Progress returns the saga's progress, running or finished.

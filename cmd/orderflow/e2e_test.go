@@ -205,6 +205,9 @@ func TestOrderIsFulfilledEndToEnd(t *testing.T) {
 	if o["status"] != "completed" || o["saga"].(map[string]any)["status"] != workflows.StatusCompleted {
 		t.Fatalf("order %v", o)
 	}
+	if pr := s.call("GET", "/orders/"+id+"/saga", "", 200)["progress"].(map[string]any); pr["step"] != "done" || pr["tracking_number"] == "" {
+		t.Fatalf("saga progress %v", pr)
+	}
 	// The timeline shows which saga step issued each command.
 	tl := s.call("GET", "/orders/"+id+"/timeline", "", 200)
 	steps := map[string]bool{}
