@@ -68,7 +68,7 @@ load() { "$BIN" load -url "$API" -out "$WORK/load-$1.json" -report "$WORK/load-$
 scenario_1() {
   log "1. kill -9 the service mid-load"
   start_dev
-  load kill -duration 20s -concurrency 8 -duplicates 0.1 > "$WORK/load-kill.txt" 2>&1 &
+  load kill -duration 20s -rate 5 -concurrency 8 -duplicates 0.1 > "$WORK/load-kill.txt" 2>&1 &
   local load_pid=$!
   sleep 8
   kill -9 "$DEV_PID"; wait "$DEV_PID" 2>/dev/null || true; DEV_PID=
@@ -83,7 +83,7 @@ scenario_1() {
 scenario_2() {
   log "2. restart PostgreSQL mid-load"
   start_dev
-  load pgrestart -duration 20s -concurrency 8 > "$WORK/load-pg.txt" 2>&1 &
+  load pgrestart -duration 20s -rate 5 -concurrency 8 > "$WORK/load-pg.txt" 2>&1 &
   local load_pid=$!
   sleep 8
   local ctl; ctl=$(ls /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | tail -1 || command -v pg_ctl)
@@ -116,7 +116,7 @@ scenario_3() {
 scenario_4() {
   log "4. one hot wallet and one hot product"
   start_dev
-  load hot -hot -orders 120 -concurrency 16 -duplicates 0.2 | grep -v '^placing orders'
+  load hot -hot -orders 120 -rate 10 -concurrency 16 -duplicates 0.2 | grep -v '^placing orders'
   verify
   stop_dev
 }
