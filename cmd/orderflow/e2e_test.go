@@ -25,7 +25,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/orderflow/orderflow/eventstore"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/devtemporal"
 	"github.com/orderflow/orderflow/internal/loadgen"
@@ -171,16 +170,21 @@ func (s *system) outcome(orderID string) workflows.Progress {
 	}
 }
 
+// latest is the global position of the newest event: a consistency token
+// for "everything so far".
+func (s *system) latest() int64 {
+	var last int64
+	if err := s.a.pool.QueryRow(context.Background(), `SELECT coalesce(max(global_position), 0) FROM events`).Scan(&last); err != nil {
+		s.t.Fatal(err)
+	}
+	return last
+}
+
 // balances reads the wallet and the stock after the read models caught up
 // with the event log.
 func (s *system) balances(wallet, sku string) (available, onHand, reserved float64) {
 	s.t.Helper()
-	pos, err := s.a.store.ReadAll(context.Background(), eventstore.Cursor{}, 1, eventstore.Filter{StreamType: "wallet", StreamID: wallet})
-	if err != nil || len(pos) == 0 {
-		s.t.Fatal(err)
-	}
-	var last int64
-	_ = s.a.pool.QueryRow(context.Background(), `SELECT coalesce(max(global_position), 0) FROM events`).Scan(&last)
+	last := s.latest()
 	w := s.call("GET", fmt.Sprintf("/wallets/%s?min_position=%d", wallet, last), "", 200)
 	p := s.call("GET", fmt.Sprintf("/products/%s?min_position=%d", sku, last), "", 200)
 	if w["held"] != 0.0 {
@@ -201,7 +205,7 @@ func TestOrderIsFulfilledEndToEnd(t *testing.T) {
 	if avail != 8000 || onHand != 3 || reserved != 0 {
 		t.Fatalf("after fulfilment: available %v on hand %v reserved %v", avail, onHand, reserved)
 	}
-	o := s.call("GET", "/orders/"+id, "", 200)
+	o := s.call("GET", fmt.Sprintf("/orders/%s?min_position=%d", id, s.latest()), "", 200)
 	if o["status"] != "completed" || o["saga"].(map[string]any)["status"] != workflows.StatusCompleted {
 		t.Fatalf("order %v", o)
 	}
@@ -209,7 +213,7 @@ func TestOrderIsFulfilledEndToEnd(t *testing.T) {
 		t.Fatalf("saga progress %v", pr)
 	}
 	// The timeline shows which saga step issued each command.
-	tl := s.call("GET", "/orders/"+id+"/timeline", "", 200)
+	tl := s.call("GET", fmt.Sprintf("/orders/%s/timeline?min_position=%d", id, s.latest()), "", 200)
 	steps := map[string]bool{}
 	for _, e := range tl["entries"].([]any) {
 		if st, ok := e.(map[string]any)["saga_step"].(string); ok {
@@ -283,7 +287,7 @@ func TestFailuresCompensateAndRestoreBalances(t *testing.T) {
 			if avail != float64(c.balance) || onHand != float64(c.stock) || reserved != 0 {
 				t.Fatalf("not restored: available %v on hand %v reserved %v", avail, onHand, reserved)
 			}
-			o := s.call("GET", "/orders/"+id+"?min_position=0", "", 200)
+			o := s.call("GET", fmt.Sprintf("/orders/%s?min_position=%d", id, s.latest()), "", 200)
 			if o["status"] != "cancelled" || !strings.Contains(o["reason"].(string), strings.SplitN(p.Reason, ":", 2)[0]) {
 				t.Fatalf("order %v", o)
 			}
@@ -380,6 +384,9 @@ func TestLoadThenVerify(t *testing.T) {
 		WHERE wallet_id = (SELECT min(wallet_id) FROM read_wallets) RETURNING wallet_id`).Scan(&w); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // put it back for the tests that run after
+		_, _ = s.a.pool.Exec(context.Background(), `UPDATE read_wallets SET balance = balance - 1 WHERE wallet_id = $1`, w)
+	})
 	rep, err = (&verify.Checker{Pool: s.a.pool, Store: s.a.store, Reader: s.a.reader, Settle: time.Second}).Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
