@@ -104,7 +104,7 @@ const ErrShipped = "order_shipped"
 type fulfilment struct {
 	in       Input
 	p        Progress
-	acts     *activities.Activities
+	acts     *activities.Activities // nil: its method values only name the activities
 	undo     []compensation
 	cancel   string // the customer's reason, once asked
 	cancelCh workflow.Channel
