@@ -9,8 +9,8 @@ import (
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
-	"golang.org/x/sync/errgroup"
 	serverlog "go.temporal.io/server/common/log"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/orderflow/orderflow/activities"
 	"github.com/orderflow/orderflow/delivery"
