@@ -37,6 +37,15 @@ trap 'echo "faults.sh: failed at line $LINENO" >&2' ERR
 pg_as() { if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi; }
 
 start_dev() {
+  local try
+  for try in 1 2 3; do
+    start_dev_once && return 0
+    echo "dev did not start (attempt $try); retrying"
+  done
+  tail -20 "$WORK/dev.log"; exit 1
+}
+
+start_dev_once() {
   env -u DATABASE_URL -u TEMPORAL_ADDRESS "$BIN" dev >>"$WORK/dev.log" 2>&1 &
   DEV_PID=$!
   for _ in $(seq 1 120); do
@@ -45,10 +54,10 @@ start_dev() {
       DATABASE_URL=$(grep 'embedded PostgreSQL is up' "$WORK/dev.log" | tail -1 | grep -o 'postgres://[^"]*')
       return 0
     fi
-    kill -0 "$DEV_PID" 2>/dev/null || { tail -20 "$WORK/dev.log"; echo "dev exited"; exit 1; }
+    kill -0 "$DEV_PID" 2>/dev/null || { tail -3 "$WORK/dev.log" | cut -c1-300; DEV_PID=; return 1; }
     sleep 0.5
   done
-  tail -20 "$WORK/dev.log"; echo "dev did not become healthy"; exit 1
+  echo "dev did not become healthy"; stop_dev; return 1
 }
 
 stop_dev() {

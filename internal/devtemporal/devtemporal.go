@@ -93,14 +93,20 @@ func Start(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("temporal namespace: %w", err)
 	}
 
+	// Eight more ports, all distinct: each is held open until all are chosen.
+	ports, err := freePorts(8)
+	if err != nil {
+		return nil, err
+	}
+	next := func() int { p := ports[0]; ports = ports[1:]; return p }
 	svc := func(port int) config.Service {
-		return config.Service{RPC: config.RPC{GRPCPort: port, MembershipPort: freePort(), BindOnIP: host}}
+		return config.Service{RPC: config.RPC{GRPCPort: port, MembershipPort: next(), BindOnIP: host}}
 	}
 	frontend := fmt.Sprintf("%s:%d", host, frontPort)
 	cfg := &config.Config{
 		Global: config.Global{
 			Membership: config.Membership{MaxJoinDuration: 30 * time.Second, BroadcastAddress: host},
-			Metrics:    &metrics.Config{Prometheus: &metrics.PrometheusConfig{ListenAddress: fmt.Sprintf("%s:%d", host, freePort()), HandlerPath: "/metrics"}},
+			Metrics:    &metrics.Config{Prometheus: &metrics.PrometheusConfig{ListenAddress: fmt.Sprintf("%s:%d", host, next()), HandlerPath: "/metrics"}},
 		},
 		Persistence: config.Persistence{
 			DefaultStore: sqliteplugin.PluginName, VisibilityStore: sqliteplugin.PluginName, NumHistoryShards: 1,
@@ -112,7 +118,7 @@ func Start(opts Options) (*Server, error) {
 		},
 		DCRedirectionPolicy: config.DCRedirectionPolicy{Policy: "noop"},
 		Services: map[string]config.Service{
-			"frontend": svc(frontPort), "history": svc(freePort()), "matching": svc(freePort()), "worker": svc(freePort()),
+			"frontend": svc(frontPort), "history": svc(next()), "matching": svc(next()), "worker": svc(next()),
 		},
 		Archival:     config.Archival{History: config.HistoryArchival{State: "disabled"}, Visibility: config.VisibilityArchival{State: "disabled"}},
 		PublicClient: config.PublicClient{HostPort: frontend},
@@ -190,7 +196,11 @@ func (s *Server) WaitReady(ctx context.Context) error {
 
 func hostPort(addr string) (string, int, error) {
 	if addr == "" {
-		return "127.0.0.1", freePort(), nil
+		ports, err := freePorts(1)
+		if err != nil {
+			return "", 0, err
+		}
+		return "127.0.0.1", ports[0], nil
 	}
 	h, p, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -203,11 +213,16 @@ func hostPort(addr string) (string, int, error) {
 	return h, port, nil
 }
 
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+// freePorts finds n distinct free ports on 127.0.0.1.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports, nil
 }
