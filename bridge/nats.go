@@ -22,12 +22,7 @@ import (
 // ConsumerGroup is the bridge's consumer group on every topic: permanent.
 const ConsumerGroup = "nats_bridge"
 
-// Topics are the topics the bridge forwards.
-var Topics = []string{
-	outbox.Topic("order"), outbox.Topic("inventory"), outbox.Topic("wallet"), outbox.Topic("shipment"), outbox.CommandsTopic,
-}
-
-// NATS connects to url and returns one delivery handler per topic and the
+// NATS connects to url and returns one delivery handler per topic of outbox.Topics and the
 // publisher to close on shutdown. On NATS, the subject and the JetStream
 // stream are both named after the topic (created when missing).
 func NATS(url string, logger watermill.LoggerAdapter) ([]delivery.Handler, message.Publisher, error) {
@@ -41,7 +36,7 @@ func NATS(url string, logger watermill.LoggerAdapter) ([]delivery.Handler, messa
 		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
 	}
 	var hs []delivery.Handler
-	for _, topic := range Topics {
+	for _, topic := range outbox.Topics {
 		hs = append(hs, delivery.Handler{
 			Name: "nats_bridge_" + topic, ConsumerGroup: ConsumerGroup, Topic: topic,
 			Handle: func(_ context.Context, msg *message.Message) error {

@@ -12,6 +12,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/eventstore"
 )
 
 // Status of a logged command.
@@ -145,11 +147,6 @@ func (l *Log) List(ctx context.Context, f Filter) ([]Record, error) {
 	return pgx.CollectRows(rows, scanRecord)
 }
 
-// Querier is a pool or a transaction.
-type Querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
-
 // Cursor is a place in the command log, which is in commit order.
 type Cursor struct {
 	TransactionID uint64
@@ -191,13 +188,13 @@ func (l *Log) ReadAll(ctx context.Context, c Cursor, limit int, f Filter) ([]Log
 
 // ReadUpTo returns up to limit commands in (after, upTo] in commit order with
 // their events, through q (a rebuild reads inside its own transaction).
-func (l *Log) ReadUpTo(ctx context.Context, q Querier, after, upTo Cursor, limit int) ([]Logged, error) {
+func (l *Log) ReadUpTo(ctx context.Context, q eventstore.Querier, after, upTo Cursor, limit int) ([]Logged, error) {
 	return l.readLogged(ctx, q, `WHERE (transaction_id, seq) > ($1::text::xid8, $2) AND (transaction_id, seq) <= ($3::text::xid8, $4)
 		ORDER BY transaction_id, seq LIMIT $5`,
 		strconv.FormatUint(after.TransactionID, 10), after.Seq, strconv.FormatUint(upTo.TransactionID, 10), upTo.Seq, limit)
 }
 
-func (l *Log) readLogged(ctx context.Context, q Querier, where string, args ...any) ([]Logged, error) {
+func (l *Log) readLogged(ctx context.Context, q eventstore.Querier, where string, args ...any) ([]Logged, error) {
 	rows, _ := q.Query(ctx, selectSQL+where, args...)
 	recs, err := pgx.CollectRows(rows, scanRecord)
 	if err != nil {

@@ -105,7 +105,9 @@ func NewRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers ...Handler) (*mess
 		poison,
 		middleware.Retry{
 			MaxRetries: cfg.MaxRetries, InitialInterval: cfg.RetryInterval, MaxInterval: 2 * time.Second,
-			Multiplier: 2, RandomizationFactor: 0.2, Logger: wlog,
+			// No logger: logged() reports each failed attempt once, with the
+			// message's correlation id.
+			Multiplier: 2, RandomizationFactor: 0.2,
 		}.Middleware,
 		middleware.Recoverer,
 	)

@@ -48,6 +48,9 @@ var SchemaAdapter = wsql.DefaultPostgreSQLSchema{}
 // CommandsTopic carries every logged command with the events it caused.
 const CommandsTopic = "commands"
 
+// Topics are every topic the service publishes to (poison aside).
+var Topics = []string{Topic("order"), Topic("inventory"), Topic("wallet"), Topic("shipment"), CommandsTopic}
+
 // PoisonTopic holds messages a consumer gave up on after its retries.
 const PoisonTopic = "poison"
 

@@ -194,7 +194,7 @@ func (a *app) handlers() ([]delivery.Handler, func(), error) {
 		}
 		hs = append(hs, bh...)
 		closeAll = func() { _ = pub.Close() }
-		a.log.Info("forwarding topics to NATS JetStream", "url", a.cfg.NATSURL, "topics", bridge.Topics)
+		a.log.Info("forwarding topics to NATS JetStream", "url", a.cfg.NATSURL, "topics", outbox.Topics)
 	}
 	return hs, closeAll, nil
 }

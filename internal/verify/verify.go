@@ -198,7 +198,7 @@ func (c *Checker) settle(ctx context.Context) []string {
 
 func (c *Checker) undelivered(ctx context.Context) ([]string, error) {
 	var out []string
-	for _, topic := range []string{"order_events", "inventory_events", "wallet_events", "shipment_events", outbox.CommandsTopic} {
+	for _, topic := range outbox.Topics {
 		rows, _ := c.Pool.Query(ctx, fmt.Sprintf(`SELECT o.consumer_group, count(m.*) FROM watermill_offsets_%[1]s o
 			LEFT JOIN watermill_%[1]s m ON (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked)
 			GROUP BY o.consumer_group`, topic))
