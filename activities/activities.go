@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"go.temporal.io/sdk/activity"
@@ -174,7 +175,9 @@ func (a *Activities) ScheduleShipment(ctx context.Context, p Parcel) error {
 // dispatch. A carrier refusal is final (the parcel is failed); a carrier
 // that can't be reached is retried.
 func (a *Activities) DispatchWithCarrier(ctx context.Context, p Parcel) (string, error) {
-	tracking, err := a.Carrier.Dispatch(ctx, p.ShipmentID, p.Address)
+	tracking, err := heartbeating(ctx, func(ctx context.Context) (string, error) {
+		return a.Carrier.Dispatch(ctx, p.ShipmentID, p.Address)
+	})
 	if errors.Is(err, ErrCarrierRejected) {
 		return "", temporal.NewNonRetryableApplicationError(err.Error(), "carrier_rejected", nil)
 	}
@@ -189,4 +192,30 @@ func (a *Activities) DispatchWithCarrier(ctx context.Context, p Parcel) (string,
 func (a *Activities) FailShipment(ctx context.Context, p Parcel) error {
 	_, err := a.send(ctx, p.Step, "FailShipment", commands.FailShipment{ShipmentID: p.ShipmentID, Reason: p.Reason}, "shipment_not_found")
 	return err
+}
+
+// heartbeating runs call while telling Temporal every few seconds that the
+// worker is still alive, so a dead worker's carrier call is retried after
+// the heartbeat timeout instead of the whole activity timeout; the SDK
+// throttles the heartbeats it actually sends.
+func heartbeating(ctx context.Context, call func(context.Context) (string, error)) (string, error) {
+	type result struct {
+		v   string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := call(ctx)
+		done <- result{v, err}
+	}()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r.v, r.err
+		case <-tick.C:
+			activity.RecordHeartbeat(ctx)
+		}
+	}
 }

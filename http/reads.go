@@ -15,6 +15,7 @@ import (
 
 	"github.com/orderflow/orderflow/projections"
 	"github.com/orderflow/orderflow/workflows"
+	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
 // consistent makes the request wait until p has applied the position the
@@ -47,7 +48,7 @@ type orderView struct {
 }
 
 type sagaView struct {
-	*workflows.State
+	*sagas.State
 	Error string `json:"error,omitempty"`
 }
 
@@ -60,11 +61,11 @@ func (s *Server) sagaOf(c echo.Context, orderID string) *sagaView {
 	defer cancel()
 	st, err := s.sagas.State(ctx, orderID)
 	switch {
-	case errors.Is(err, workflows.ErrNoSaga):
+	case errors.Is(err, sagas.ErrNoSaga):
 		return nil
 	case err != nil:
 		s.log.Warn("saga state", "order_id", orderID, "err", err)
-		return &sagaView{State: &workflows.State{WorkflowID: workflows.WorkflowID(orderID)}, Error: "the saga's state is unavailable right now"}
+		return &sagaView{State: &sagas.State{WorkflowID: workflows.WorkflowID(orderID)}, Error: "the saga's state is unavailable right now"}
 	}
 	return &sagaView{State: &st}
 }
@@ -78,7 +79,7 @@ func (s *Server) sagaProgress(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 10*time.Second)
 	defer cancel()
 	p, err := s.sagas.Progress(ctx, c.Param("id"))
-	if errors.Is(err, workflows.ErrNoSaga) {
+	if errors.Is(err, sagas.ErrNoSaga) {
 		return problem(http.StatusNotFound, "no_saga", "no saga for this order")
 	}
 	if err != nil {
@@ -107,9 +108,9 @@ func (s *Server) cancelOrder(direct echo.HandlerFunc) echo.HandlerFunc {
 		c.Request().Body = io.NopCloser(bytes.NewReader(raw))
 		id := c.Param("id")
 		p, err := s.sagas.Cancel(c.Request().Context(), id, body.Reason)
-		var refused *workflows.CancelRefusedError
+		var refused *sagas.CancelRefusedError
 		switch {
-		case errors.Is(err, workflows.ErrNoSaga):
+		case errors.Is(err, sagas.ErrNoSaga):
 			return direct(c)
 		case errors.As(err, &refused):
 			return problem(http.StatusConflict, refused.Code, refused.Message)

@@ -25,7 +25,7 @@ import (
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/projections"
-	"github.com/orderflow/orderflow/workflows"
+	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
 // Config holds the server's dependencies.
@@ -43,7 +43,7 @@ type Config struct {
 	Heartbeat time.Duration
 	// Sagas, when set, routes cancels through the running fulfilment saga
 	// and adds its progress to GET /orders/{id}.
-	Sagas *workflows.Sagas
+	Sagas *sagas.Client
 }
 
 // Server handles the API.
@@ -54,7 +54,7 @@ type Server struct {
 	log     *slog.Logger
 	maxBody int64
 	reader  *projections.Reader
-	sagas   *workflows.Sagas
+	sagas   *sagas.Client
 	horizon *horizon
 	doc     *openapi3.T
 

@@ -19,6 +19,10 @@ import (
 	"github.com/orderflow/orderflow/domain/order"
 )
 
+// a names the saga's activities in workflow code (the SDK's usual way: a
+// nil receiver whose method values name the registered methods).
+var a *activities.Activities
+
 const (
 	// TaskQueue is where the worker polls.
 	TaskQueue = "order-fulfilment"
@@ -101,10 +105,36 @@ var errCancelled = errors.New("cancelled")
 // ErrShipped refuses a cancel after shipment.
 const ErrShipped = "order_shipped"
 
+// The saga's history versions (workflow.GetVersion). Runs recorded with
+// VersionRegular — every step a regular activity — replay and finish on
+// that path; new runs take VersionLocal: every step that only sends a
+// command through the bus is a local activity (a marker in the history, no
+// trip through matching), the carrier stays a regular activity, and the
+// search attributes are written only when they change.
+const (
+	changeLocalActivities = "local-activities"
+	VersionRegular        = workflow.DefaultVersion
+	VersionLocal          = workflow.Version(1)
+)
+
+// Timeouts and retries of the steps on VersionLocal. A step is a command
+// through the bus (milliseconds); an infrastructure error (the database
+// restarting) is retried with backoff for up to StepDeadline, a business
+// refusal not at all.
+const (
+	StepAttemptTimeout = 10 * time.Second
+	StepDeadline       = 10 * time.Minute
+	// CarrierTimeout bounds one call to the carrier; it heartbeats every
+	// few seconds, so a worker that died is noticed after CarrierHeartbeat.
+	CarrierTimeout   = 5 * time.Minute
+	CarrierHeartbeat = 10 * time.Second
+)
+
 type fulfilment struct {
 	in       Input
 	p        Progress
-	acts     *activities.Activities // nil: its method values only name the activities
+	version  workflow.Version
+	written  [2]string // the OrderStatus and FailedStep last upserted
 	undo     []compensation
 	cancel   string // the customer's reason, once asked
 	cancelCh workflow.Channel
@@ -123,6 +153,12 @@ func OrderFulfilment(ctx workflow.Context, in Input) (Progress, error) {
 		in.ShippingDeadline = DefaultShippingDeadline
 	}
 	f := &fulfilment{in: in, cancelCh: workflow.NewChannel(ctx)}
+	// First, before any command: old histories have no marker here.
+	f.version = workflow.GetVersion(ctx, changeLocalActivities, VersionRegular, VersionLocal)
+	if f.version != VersionRegular {
+		// The launcher starts the run with OrderStatus=PLACED.
+		f.written = [2]string{StatusPlaced, ""}
+	}
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (Progress, error) { return f.p, nil }); err != nil {
 		return f.p, err
 	}
@@ -146,12 +182,23 @@ func OrderFulfilment(ctx workflow.Context, in Input) (Progress, error) {
 	}
 	f.status(ctx, StatusPlaced, "")
 
-	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: time.Minute,
-		// Infrastructure errors retry with backoff, without limit: business
-		// failures are non-retryable application errors from the activities.
-		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
-	})
+	if f.version == VersionRegular {
+		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			StartToCloseTimeout: time.Minute,
+			// Infrastructure errors retry with backoff, without limit: business
+			// failures are non-retryable application errors from the activities.
+			RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
+		})
+	} else {
+		ctx = workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+			StartToCloseTimeout: StepAttemptTimeout, ScheduleToCloseTimeout: StepDeadline,
+			RetryPolicy: &temporal.RetryPolicy{InitialInterval: 100 * time.Millisecond, BackoffCoefficient: 2, MaximumInterval: 10 * time.Second},
+		})
+		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			StartToCloseTimeout: CarrierTimeout, HeartbeatTimeout: CarrierHeartbeat,
+			RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
+		})
+	}
 	err = f.forward(ctx)
 	switch {
 	case err == nil:
@@ -184,25 +231,33 @@ func (f *fulfilment) before(name string, run func(workflow.Context) error) {
 	f.undo = append(f.undo, compensation{step: "compensate:" + name, run: run})
 }
 
+// call runs one step's activity: a local activity on VersionLocal, a
+// regular one on the runs recorded before.
+func (f *fulfilment) call(ctx workflow.Context, activity, arg any) error {
+	if f.version == VersionRegular {
+		return workflow.ExecuteActivity(ctx, activity, arg).Get(ctx, nil)
+	}
+	return workflow.ExecuteLocalActivity(ctx, activity, arg).Get(ctx, nil)
+}
+
 func (f *fulfilment) at(step string) activities.Step {
 	return activities.Step{OrderID: f.in.OrderID, Step: step, CorrelationID: f.in.CorrelationID}
 }
 
 func (f *fulfilment) forward(ctx workflow.Context) error {
 	in := f.in
-	a := f.acts
 	f.before("cancel_order", func(ctx workflow.Context) error {
-		return workflow.ExecuteActivity(ctx, a.CancelOrder, activities.OrderChange{Step: f.at("compensate:cancel_order"), Reason: f.p.Reason}).Get(ctx, nil)
+		return f.call(ctx, a.CancelOrder, activities.OrderChange{Step: f.at("compensate:cancel_order"), Reason: f.p.Reason})
 	})
 	for _, l := range in.Lines {
 		line := activities.Line{Step: f.at("reserve_stock:" + l.SKU), SKU: l.SKU, Quantity: l.Quantity}
 		f.before("release_stock:"+l.SKU, func(ctx workflow.Context) error {
 			undo := line
 			undo.Step = f.at("compensate:release_stock:" + l.SKU)
-			return workflow.ExecuteActivity(ctx, a.ReleaseStock, undo).Get(ctx, nil)
+			return f.call(ctx, a.ReleaseStock, undo)
 		})
 		if err := f.step(ctx, line.Step.Step, StatusReservingStock, func(ctx workflow.Context) error {
-			return workflow.ExecuteActivity(ctx, a.ReserveStock, line).Get(ctx, nil)
+			return f.call(ctx, a.ReserveStock, line)
 		}); err != nil {
 			return err
 		}
@@ -211,15 +266,15 @@ func (f *fulfilment) forward(ctx workflow.Context) error {
 	f.before("void_payment", func(ctx workflow.Context) error {
 		undo := pay
 		undo.Step = f.at("compensate:void_payment")
-		return workflow.ExecuteActivity(ctx, a.VoidPayment, undo).Get(ctx, nil)
+		return f.call(ctx, a.VoidPayment, undo)
 	})
 	if err := f.step(ctx, "authorise_payment", StatusAuthorisingPayment, func(ctx workflow.Context) error {
-		return workflow.ExecuteActivity(ctx, a.AuthorisePayment, pay).Get(ctx, nil)
+		return f.call(ctx, a.AuthorisePayment, pay)
 	}); err != nil {
 		return err
 	}
 	if err := f.step(ctx, "confirm_order", StatusConfirmed, func(ctx workflow.Context) error {
-		return workflow.ExecuteActivity(ctx, a.ConfirmOrder, activities.OrderChange{Step: f.at("confirm_order")}).Get(ctx, nil)
+		return f.call(ctx, a.ConfirmOrder, activities.OrderChange{Step: f.at("confirm_order")})
 	}); err != nil {
 		return err
 	}
@@ -227,10 +282,10 @@ func (f *fulfilment) forward(ctx workflow.Context) error {
 	f.before("fail_shipment", func(ctx workflow.Context) error {
 		undo := parcel
 		undo.Step, undo.Reason = f.at("compensate:fail_shipment"), "order not fulfilled: "+f.p.Reason
-		return workflow.ExecuteActivity(ctx, a.FailShipment, undo).Get(ctx, nil)
+		return f.call(ctx, a.FailShipment, undo)
 	})
 	if err := f.step(ctx, "schedule_shipment", StatusShipping, func(ctx workflow.Context) error {
-		return workflow.ExecuteActivity(ctx, a.ScheduleShipment, parcel).Get(ctx, nil)
+		return f.call(ctx, a.ScheduleShipment, parcel)
 	}); err != nil {
 		return err
 	}
@@ -247,27 +302,27 @@ func (f *fulfilment) forward(ctx workflow.Context) error {
 	f.before("refund_payment", func(ctx workflow.Context) error {
 		undo := pay
 		undo.Step = f.at("compensate:refund_payment")
-		return workflow.ExecuteActivity(ctx, a.RefundPayment, undo).Get(ctx, nil)
+		return f.call(ctx, a.RefundPayment, undo)
 	})
 	f.status(ctx, StatusShipped, "capture_payment")
-	if err := workflow.ExecuteActivity(ctx, a.CapturePayment, capture).Get(ctx, nil); err != nil {
+	if err := f.call(ctx, a.CapturePayment, capture); err != nil {
 		// A capture refused for good is undone like an earlier failure: the
 		// payment never happened, so the order is not fulfilled.
 		f.shipped = false
 		return err
 	}
 	f.status(ctx, StatusShipped, "mark_shipped")
-	if err := workflow.ExecuteActivity(ctx, a.MarkOrderShipped, activities.OrderChange{Step: f.at("mark_shipped"), ShipmentID: parcel.ShipmentID}).Get(ctx, nil); err != nil {
+	if err := f.call(ctx, a.MarkOrderShipped, activities.OrderChange{Step: f.at("mark_shipped"), ShipmentID: parcel.ShipmentID}); err != nil {
 		return err
 	}
 	for _, l := range in.Lines {
 		f.status(ctx, StatusShipped, "commit_stock:"+l.SKU)
-		if err := workflow.ExecuteActivity(ctx, a.CommitStock, activities.Line{Step: f.at("commit_stock:" + l.SKU), SKU: l.SKU, Quantity: l.Quantity}).Get(ctx, nil); err != nil {
+		if err := f.call(ctx, a.CommitStock, activities.Line{Step: f.at("commit_stock:" + l.SKU), SKU: l.SKU, Quantity: l.Quantity}); err != nil {
 			return err
 		}
 	}
 	f.status(ctx, StatusShipped, "complete_order")
-	return workflow.ExecuteActivity(ctx, a.CompleteOrder, activities.OrderChange{Step: f.at("complete_order")}).Get(ctx, nil)
+	return f.call(ctx, a.CompleteOrder, activities.OrderChange{Step: f.at("complete_order")})
 }
 
 // dispatch waits for the carrier, for the customer's cancel, or for the
@@ -278,7 +333,7 @@ func (f *fulfilment) dispatch(ctx workflow.Context, parcel activities.Parcel) er
 	defer stop()
 	p := parcel
 	p.Step = f.at("dispatch_shipment")
-	dispatched := workflow.ExecuteActivity(actCtx, f.acts.DispatchWithCarrier, p)
+	dispatched := workflow.ExecuteActivity(actCtx, a.DispatchWithCarrier, p)
 	timerCtx, stopTimer := workflow.WithCancel(ctx)
 	defer stopTimer()
 	deadline := workflow.NewTimer(timerCtx, f.in.ShippingDeadline)
@@ -339,9 +394,15 @@ func (f *fulfilment) fail(ctx workflow.Context, err error) {
 	}
 }
 
-// status records progress and keeps the search attributes current.
+// status records progress and keeps the search attributes current: on
+// VersionLocal only when they change (each upsert is a history event and a
+// visibility write); the runs recorded before upserted at every call.
 func (f *fulfilment) status(ctx workflow.Context, status, step string) {
 	f.p.Status, f.p.Step = status, step
+	if f.version != VersionRegular && f.written == [2]string{status, f.p.FailedStep} {
+		return
+	}
+	f.written = [2]string{status, f.p.FailedStep}
 	updates := []temporal.SearchAttributeUpdate{
 		AttrOrderID.ValueSet(f.in.OrderID), AttrCustomerID.ValueSet(f.in.CustomerID), AttrOrderStatus.ValueSet(status),
 	}

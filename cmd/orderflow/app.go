@@ -24,7 +24,7 @@ import (
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/projections"
-	"github.com/orderflow/orderflow/workflows"
+	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
 // app is the wiring: every part built from one Config and one pool.
@@ -35,7 +35,7 @@ type app struct {
 	store  *eventstore.Store
 	bus    *commands.Bus
 	reader *projections.Reader
-	sagas  *workflows.Sagas
+	sagas  *sagas.Client
 }
 
 func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
@@ -83,7 +83,7 @@ func runDev(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return err
 		}
 		defer tc.Close()
-		a.sagas = &workflows.Sagas{C: tc}
+		a.sagas = &sagas.Client{C: tc}
 		g, ctx := errgroup.WithContext(ctx)
 		g.Go(func() error { return a.runWorker(ctx, tc) })
 		g.Go(func() error { return a.serveAPI(ctx) })
@@ -106,7 +106,7 @@ func (a *app) withTemporal(ctx context.Context, required bool, f func() error) e
 		return err
 	}
 	defer tc.Close()
-	a.sagas = &workflows.Sagas{C: tc}
+	a.sagas = &sagas.Client{C: tc}
 	return f()
 }
 

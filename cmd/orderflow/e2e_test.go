@@ -31,6 +31,7 @@ import (
 	"github.com/orderflow/orderflow/internal/pgtest"
 	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/workflows"
+	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
 // One embedded Temporal server (in memory) for the whole package.
@@ -86,7 +87,7 @@ func startSystem(t *testing.T, carrierLatency time.Duration) *system {
 				return err
 			}
 			defer tc.Close()
-			a.sagas = &workflows.Sagas{C: tc}
+			a.sagas = &sagas.Client{C: tc}
 			e, err := httpapi.New(httpapi.Config{Pool: a.pool, Bus: a.bus, Store: a.store, Reader: a.reader, Log: quiet,
 				Sagas: a.sagas, ConsistencyTimeout: cfg.ConsistencyTimeout})
 			if err != nil {
@@ -237,7 +238,7 @@ func TestOrderIsFulfilledEndToEnd(t *testing.T) {
 	// of this one is lost as if the worker crashed before recording it.
 	ctx := context.Background()
 	if _, err := s.a.pool.Exec(ctx, `UPDATE watermill_offsets_order_events SET offset_acked = 0, last_processed_transaction_id = '0'
-		WHERE consumer_group = $1`, workflows.StarterGroup); err != nil {
+		WHERE consumer_group = $1`, sagas.StarterGroup); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.a.pool.Exec(ctx, `UPDATE saga_starts SET started_at = NULL WHERE order_id = $1`, id); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/internal/devtemporal"
 	"github.com/orderflow/orderflow/workflows"
+	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
 // startDevTemporal runs the embedded Temporal server and Web UI for dev,
@@ -69,7 +70,7 @@ func (a *app) dialTemporal(ctx context.Context) (client.Client, error) {
 // handler on order_events that queues starts) and the launcher (which starts
 // them) until ctx ends.
 func (a *app) runWorker(ctx context.Context, c client.Client) error {
-	if err := workflows.EnsureNamespace(ctx, c, a.cfg.TemporalNamespace, a.cfg.TemporalRetention); err != nil {
+	if err := sagas.EnsureNamespace(ctx, c, a.cfg.TemporalNamespace, a.cfg.TemporalRetention); err != nil {
 		return err
 	}
 	w := worker.New(c, workflows.TaskQueue, worker.Options{})
@@ -80,13 +81,13 @@ func (a *app) runWorker(ctx context.Context, c client.Client) error {
 		return fmt.Errorf("start worker: %w", err)
 	}
 	defer w.Stop()
-	router, err := delivery.NewRouter(a.pool, a.routerConfig(), workflows.Starter(a.cfg.ShippingDeadline))
+	router, err := delivery.NewRouter(a.pool, a.routerConfig(), sagas.Starter(a.cfg.ShippingDeadline))
 	if err != nil {
 		return err
 	}
 	a.log.Info("saga worker running", "temporal", a.cfg.TemporalAddress, "namespace", a.cfg.TemporalNamespace, "task_queue", workflows.TaskQueue)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return router.Run(ctx) })
-	g.Go(func() error { return workflows.Launcher{Pool: a.pool, Client: c, Log: a.log}.Run(ctx) })
+	g.Go(func() error { return sagas.Launcher{Pool: a.pool, Client: c, Log: a.log}.Run(ctx) })
 	return g.Wait()
 }

@@ -1,4 +1,9 @@
-package workflows
+// Package sagas is the client side of the fulfilment saga: the Watermill
+// handler that queues a saga for every placed order, the launcher that
+// starts them on Temporal, the calls the API makes to running sagas (cancel,
+// progress, state) and the namespace set-up. The workflow itself, in
+// package workflows, stays deterministic code only.
+package sagas
 
 import (
 	"context"
@@ -8,6 +13,7 @@ import (
 	"time"
 
 	"log/slog"
+	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
@@ -25,6 +31,7 @@ import (
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/outbox"
+	"github.com/orderflow/orderflow/workflows"
 )
 
 // StarterGroup is the saga starter's consumer group on order_events: permanent.
@@ -44,36 +51,52 @@ func Starter(shippingDeadline time.Duration) delivery.Handler {
 			if err := json.Unmarshal(msg.Payload, &p); err != nil {
 				return fmt.Errorf("order.placed payload: %w", err)
 			}
-			in := Input{OrderID: p.OrderID, CustomerID: p.CustomerID, WalletID: p.WalletID, Currency: p.Currency, Lines: p.Lines,
+			in := workflows.Input{OrderID: p.OrderID, CustomerID: p.CustomerID, WalletID: p.WalletID, Currency: p.Currency, Lines: p.Lines,
 				Total: p.Total, ShippingAddress: p.ShippingAddress, CorrelationID: msg.Metadata.Get(outbox.MetaCorrelationID),
 				ShippingDeadline: shippingDeadline}
 			tx, err := delivery.Tx(ctx)
 			if err != nil {
 				return err
 			}
-			_, err = tx.Exec(ctx, `INSERT INTO saga_starts (order_id, input) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING`, p.OrderID, in)
+			// The notification is delivered when the subscriber's
+			// transaction commits: it wakes the launcher at once.
+			_, err = tx.Exec(ctx, `WITH queued AS (
+				INSERT INTO saga_starts (order_id, input) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING RETURNING 1)
+				SELECT pg_notify('`+startsChannel+`', '') FROM queued`, p.OrderID, in)
 			return err
 		}}
 }
+
+// startsChannel is the PostgreSQL notification channel of new saga starts.
+const startsChannel = "orderflow_saga_starts"
 
 // Launcher starts the queued sagas, outside any database transaction. The
 // workflow id derives from the order id and duplicates are refused, so a
 // start repeated after a crash (or by a second worker) starts nothing new;
 // a crash between the order's commit and the start loses nothing, the row
-// waits in the inbox.
+// waits in the inbox. It wakes when a start is queued (LISTEN on a
+// connection of its own) and polls every Interval as well.
 type Launcher struct {
 	Pool   *pgxpool.Pool
 	Client client.Client
 	Log    *slog.Logger
-	// Interval is the idle poll of the inbox.
+	// Interval is the idle poll of the inbox, in case a notification is
+	// missed (the listening connection was being re-established).
 	Interval time.Duration
+	// Parallel is how many starts are in flight at once.
+	Parallel int
 }
 
 // Run launches until ctx ends.
 func (l Launcher) Run(ctx context.Context) error {
 	if l.Interval <= 0 {
-		l.Interval = 50 * time.Millisecond
+		l.Interval = time.Second
 	}
+	if l.Parallel <= 0 {
+		l.Parallel = 16
+	}
+	wake := make(chan struct{}, 1)
+	go l.listen(ctx, wake)
 	for {
 		n, err := l.launch(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -85,52 +108,115 @@ func (l Launcher) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-wake:
 		case <-time.After(l.Interval):
 		}
 	}
 }
 
-// launch starts one batch of pending sagas and returns how many it started.
+// listen turns notifications of queued starts into wake-ups.
+func (l Launcher) listen(ctx context.Context, wake chan<- struct{}) {
+	for ctx.Err() == nil {
+		err := func() error {
+			conn, err := l.Pool.Acquire(ctx)
+			if err != nil {
+				return err
+			}
+			// The connection carries a LISTEN: it never goes back to the pool.
+			defer conn.Hijack().Close(context.Background())
+			if _, err := conn.Exec(ctx, "LISTEN "+startsChannel); err != nil {
+				return err
+			}
+			for {
+				if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
+					return err
+				}
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		if ctx.Err() == nil {
+			l.Log.Warn("saga launcher: listen for queued starts", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+type pending struct {
+	OrderID string
+	Input   workflows.Input
+}
+
+// launch starts one batch of pending sagas, Parallel at a time, and
+// returns how many it started.
 func (l Launcher) launch(ctx context.Context) (int, error) {
 	rows, _ := l.Pool.Query(ctx, `SELECT order_id, input FROM saga_starts WHERE started_at IS NULL
 		AND (attempts = 0 OR enqueued_at < now() - make_interval(secs => least(attempts, 30)))
-		ORDER BY enqueued_at LIMIT 50`)
-	type pending struct {
-		OrderID string
-		Input   Input
-	}
+		ORDER BY enqueued_at LIMIT 100`)
 	batch, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pending])
-	if err != nil {
+	if err != nil || len(batch) == 0 {
 		return 0, err
 	}
-	started := 0
-	for _, p := range batch {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := l.Client.ExecuteWorkflow(sctx, client.StartWorkflowOptions{
-			ID: WorkflowID(p.OrderID), TaskQueue: TaskQueue,
-			WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-			WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-			TypedSearchAttributes: temporal.NewSearchAttributes(AttrOrderID.ValueSet(p.OrderID),
-				AttrCustomerID.ValueSet(p.Input.CustomerID), AttrOrderStatus.ValueSet(StatusPlaced)),
-		}, Name, p.Input)
-		cancel()
-		var already *serviceerror.WorkflowExecutionAlreadyStarted
-		if err != nil && !errors.As(err, &already) {
-			// Temporal is unreachable or slow: try again later, with backoff.
-			_, uerr := l.Pool.Exec(ctx, `UPDATE saga_starts SET attempts = attempts + 1, last_error = $2,
-				enqueued_at = now() WHERE order_id = $1`, p.OrderID, err.Error())
-			return started, errors.Join(fmt.Errorf("start saga for order %s: %w", p.OrderID, err), uerr)
-		}
-		if _, err := l.Pool.Exec(ctx, `UPDATE saga_starts SET started_at = now(), last_error = NULL WHERE order_id = $1`, p.OrderID); err != nil {
-			return started, err
-		}
-		started++
+	errs := make([]error, len(batch))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, l.Parallel)
+	for i, p := range batch {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = l.start(ctx, p)
+		}()
 	}
-	return started, nil
+	wg.Wait()
+	var started []string
+	var failed error
+	for i, p := range batch {
+		if errs[i] == nil {
+			started = append(started, p.OrderID)
+			continue
+		}
+		// Temporal is unreachable or slow: try again later, with backoff.
+		_, uerr := l.Pool.Exec(ctx, `UPDATE saga_starts SET attempts = attempts + 1, last_error = $2,
+			enqueued_at = now() WHERE order_id = $1`, p.OrderID, errs[i].Error())
+		failed = errors.Join(failed, fmt.Errorf("start saga for order %s: %w", p.OrderID, errs[i]), uerr)
+	}
+	if len(started) > 0 {
+		if _, err := l.Pool.Exec(ctx, `UPDATE saga_starts SET started_at = now(), last_error = NULL WHERE order_id = ANY($1)`, started); err != nil {
+			return 0, errors.Join(failed, err)
+		}
+	}
+	return len(started), failed
 }
 
-// Sagas asks running sagas about their progress and to cancel.
-type Sagas struct{ C client.Client }
+// start starts one saga; an already started one counts as started.
+func (l Launcher) start(ctx context.Context, p pending) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := l.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: workflows.WorkflowID(p.OrderID), TaskQueue: workflows.TaskQueue,
+		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		// The worker shares this client: the first workflow task comes back
+		// in the start's response instead of a trip through matching.
+		EnableEagerStart: true,
+		TypedSearchAttributes: temporal.NewSearchAttributes(workflows.AttrOrderID.ValueSet(p.OrderID),
+			workflows.AttrCustomerID.ValueSet(p.Input.CustomerID), workflows.AttrOrderStatus.ValueSet(workflows.StatusPlaced)),
+	}, workflows.Name, p.Input)
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &already) {
+		return nil
+	}
+	return err
+}
+
+// Client asks running sagas about their progress and to cancel.
+type Client struct{ C client.Client }
 
 // ErrNoSaga means no saga runs for the order (none started, or finished).
 var ErrNoSaga = errors.New("no running saga for this order")
@@ -142,22 +228,22 @@ func (e *CancelRefusedError) Error() string { return e.Message }
 
 // Cancel asks the order's running saga to cancel and compensate. It returns
 // once the saga has accepted or refused.
-func (s Sagas) Cancel(ctx context.Context, orderID, reason string) (Progress, error) {
+func (s Client) Cancel(ctx context.Context, orderID, reason string) (workflows.Progress, error) {
 	h, err := s.C.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		WorkflowID: WorkflowID(orderID), UpdateName: UpdateCancel, Args: []any{reason},
+		WorkflowID: workflows.WorkflowID(orderID), UpdateName: workflows.UpdateCancel, Args: []any{reason},
 		WaitForStage: client.WorkflowUpdateStageAccepted,
 	})
 	if err != nil {
-		return Progress{}, s.mapErr(err)
+		return workflows.Progress{}, s.mapErr(err)
 	}
-	var p Progress
+	var p workflows.Progress
 	if err := h.Get(ctx, &p); err != nil {
-		return Progress{}, s.mapErr(err)
+		return workflows.Progress{}, s.mapErr(err)
 	}
 	return p, nil
 }
 
-func (s Sagas) mapErr(err error) error {
+func (s Client) mapErr(err error) error {
 	var notFound *serviceerror.NotFound
 	var app *temporal.ApplicationError
 	switch {
@@ -183,8 +269,8 @@ type State struct {
 }
 
 // State describes the order's saga from its search attributes.
-func (s Sagas) State(ctx context.Context, orderID string) (State, error) {
-	d, err := s.C.DescribeWorkflowExecution(ctx, WorkflowID(orderID), "")
+func (s Client) State(ctx context.Context, orderID string) (State, error) {
+	d, err := s.C.DescribeWorkflowExecution(ctx, workflows.WorkflowID(orderID), "")
 	if err != nil {
 		var notFound *serviceerror.NotFound
 		if errors.As(err, &notFound) {
@@ -200,24 +286,24 @@ func (s Sagas) State(ctx context.Context, orderID string) (State, error) {
 	}
 	fields := info.GetSearchAttributes().GetIndexedFields()
 	dc := converter.GetDefaultDataConverter()
-	_ = dc.FromPayload(fields[AttrOrderStatus.GetName()], &st.Status)
-	if p, ok := fields[AttrFailedStep.GetName()]; ok {
+	_ = dc.FromPayload(fields[workflows.AttrOrderStatus.GetName()], &st.Status)
+	if p, ok := fields[workflows.AttrFailedStep.GetName()]; ok {
 		_ = dc.FromPayload(p, &st.FailedStep)
 	}
 	return st, nil
 }
 
 // Progress returns the saga's progress, running or finished.
-func (s Sagas) Progress(ctx context.Context, orderID string) (Progress, error) {
-	v, err := s.C.QueryWorkflow(ctx, WorkflowID(orderID), "", QueryProgress)
+func (s Client) Progress(ctx context.Context, orderID string) (workflows.Progress, error) {
+	v, err := s.C.QueryWorkflow(ctx, workflows.WorkflowID(orderID), "", workflows.QueryProgress)
 	if err != nil {
 		var notFound *serviceerror.NotFound
 		if errors.As(err, &notFound) {
-			return Progress{}, ErrNoSaga
+			return workflows.Progress{}, ErrNoSaga
 		}
-		return Progress{}, err
+		return workflows.Progress{}, err
 	}
-	var p Progress
+	var p workflows.Progress
 	return p, v.Get(&p)
 }
 
@@ -248,7 +334,7 @@ func EnsureNamespace(ctx context.Context, c client.Client, namespace string, ret
 		return fmt.Errorf("list search attributes: %w", err)
 	}
 	missing := map[string]enumspb.IndexedValueType{}
-	for name, typ := range SearchAttributes() {
+	for name, typ := range workflows.SearchAttributes() {
 		if _, ok := have.GetCustomAttributes()[name]; !ok {
 			missing[name] = typ
 		}
