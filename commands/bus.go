@@ -97,6 +97,9 @@ type Options struct {
 	// conflict (only when the client gave no expected version).
 	Retries int
 	Clock   func() time.Time
+	// Committed is called after every commit that wrote outbox messages
+	// (outbox.Signal.Raise wakes this process's subscribers).
+	Committed func()
 }
 
 // Bus dispatches commands.
@@ -107,13 +110,17 @@ type Bus struct {
 	defs    map[string]Definition
 	retries int
 	now     func() time.Time
+	done    func()
 }
 
 // NewBus returns a bus for the given definitions.
 func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts Options) *Bus {
-	b := &Bus{pool: pool, store: store, log: NewLog(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock}
+	b := &Bus{pool: pool, store: store, log: NewLog(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock, done: opts.Committed}
 	if b.now == nil {
 		b.now = time.Now
+	}
+	if b.done == nil {
+		b.done = func() {}
 	}
 	for _, d := range defs {
 		if _, dup := b.defs[d.Name]; dup {
@@ -238,6 +245,7 @@ func (b *Bus) commit(ctx context.Context, rec Record, agg aggregate.Root) (Recor
 	if err != nil {
 		return Record{}, err
 	}
+	b.done()
 	return rec, nil
 }
 
@@ -260,6 +268,7 @@ func (b *Bus) reject(ctx context.Context, rec Record, version int64, dErr *aggre
 	if !inserted {
 		return b.loggedMeanwhile(ctx, rec)
 	}
+	b.done()
 	return rec, &RejectedError{Record: rec, Err: dErr}
 }
 

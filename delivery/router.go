@@ -59,7 +59,11 @@ type RouterConfig struct {
 	// backoff from RetryInterval) before it goes to the poison topic.
 	MaxRetries    int
 	RetryInterval time.Duration
-	Logger        *slog.Logger
+	// Wake, when set, is raised after outbox rows commit in this process
+	// (or on a NOTIFY from another): an idle subscriber polls at once
+	// instead of sleeping out PollInterval.
+	Wake   *outbox.Signal
+	Logger *slog.Logger
 }
 
 func (c *RouterConfig) defaults() {
@@ -117,6 +121,7 @@ func NewRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers ...Handler) (*mess
 			PollInterval:   cfg.PollInterval,
 			ResendInterval: cfg.RetryInterval,
 			RetryInterval:  time.Second,
+			BackoffManager: &wakeBackoff{BackoffManager: wsql.NewDefaultBackoffManager(cfg.PollInterval, time.Second), poll: cfg.PollInterval, wake: cfg.Wake},
 			AckDeadline:    &cfg.AckDeadline,
 			SchemaAdapter:  wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: cfg.BatchSize},
 			OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{},
@@ -127,6 +132,50 @@ func NewRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers ...Handler) (*mess
 		router.AddConsumerHandler(h.Name, h.Topic, sub, logged(cfg.Logger, h))
 	}
 	return router, nil
+}
+
+// wakeBackoff is watermill-sql's backoff with a wake-up: a subscriber that
+// found nothing waits for the next commit (or PollInterval) and polls again,
+// at most once per wakeGap so that a stream of commits is read in batches,
+// not one poll per commit. A commit is only visible once every older
+// transaction has ended (watermill-sql's xid8 rule), so after a wake that
+// found nothing it looks again after 2, 4 and 8 ms before it waits.
+type wakeBackoff struct {
+	wsql.BackoffManager
+	poll  time.Duration
+	wake  *outbox.Signal
+	armed <-chan struct{} // taken before the last query
+	quick int             // quick looks left after a wake
+}
+
+const wakeGap = 5 * time.Millisecond
+
+func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	if b.wake == nil {
+		return b.BackoffManager.HandleError(logger, noMsg, err)
+	}
+	armed := b.armed
+	b.armed = b.wake.C()
+	if err != nil || !noMsg {
+		b.quick = 0
+		return b.BackoffManager.HandleError(logger, noMsg, err)
+	}
+	if b.quick > 0 {
+		b.quick--
+		return 2 * time.Millisecond << (2 - b.quick)
+	}
+	if armed == nil {
+		armed = b.armed
+	}
+	polled := time.Now()
+	select {
+	case <-armed:
+		b.armed = b.wake.C()
+		b.quick = 3
+		return max(0, wakeGap-time.Since(polled))
+	case <-time.After(b.poll):
+		return 0
+	}
 }
 
 // logged runs h with the message's correlation id in every log line.

@@ -36,6 +36,9 @@ type app struct {
 	bus    *commands.Bus
 	reader *projections.Reader
 	sagas  *sagas.Client
+	// wake is raised when this process commits outbox messages, and on a
+	// NOTIFY from another process when the roles run apart.
+	wake *outbox.Signal
 }
 
 func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
@@ -45,14 +48,26 @@ func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
 	}
 	defer pool.Close()
 	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: cfg.SnapshotEvery})
+	wake := outbox.NewSignal()
+	committed := wake.Raise
+	if !cfg.oneProcess {
+		// Roles in separate processes: subscribers elsewhere hear of this
+		// process's commits by NOTIFY, and this one's of theirs.
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		n := outbox.NewNotifier(ctx, pool, cfg.log)
+		committed = func() { wake.Raise(); n.Raise() }
+		go outbox.Listen(ctx, pool, outbox.NotifyChannel, wake.Raise, cfg.log)
+	}
 	return f(&app{
-		cfg: cfg, log: cfg.log, pool: pool, store: store,
-		bus:    commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: cfg.CommandRetries}),
+		cfg: cfg, log: cfg.log, pool: pool, store: store, wake: wake,
+		bus:    commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: cfg.CommandRetries, Committed: committed}),
 		reader: projections.NewReader(pool),
 	})
 }
 
 func runDev(ctx context.Context, cfg Config, log *slog.Logger) error {
+	cfg.oneProcess = true
 	if cfg.DatabaseURL == "" {
 		log.Info("starting embedded PostgreSQL", "dir", filepath.Join(cfg.DataDir, "postgres"))
 		srv, err := devpg.Start(ctx, devpg.Options{Dir: cfg.DataDir})
@@ -216,7 +231,8 @@ func faulty(h delivery.Handler, event string) delivery.Handler {
 }
 
 func (a *app) routerConfig() delivery.RouterConfig {
-	return delivery.RouterConfig{PollInterval: a.cfg.PollInterval, BatchSize: a.cfg.BatchSize, MaxRetries: a.cfg.HandlerRetries, Logger: a.log}
+	return delivery.RouterConfig{PollInterval: a.cfg.PollInterval, BatchSize: a.cfg.BatchSize, MaxRetries: a.cfg.HandlerRetries,
+		Wake: a.wake, Logger: a.log}
 }
 
 func (a *app) runProjector(ctx context.Context) error {

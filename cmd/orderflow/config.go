@@ -30,20 +30,30 @@ type Config struct {
 	// the fault scenarios, never set in normal operation.
 	FaultFailEvent string
 
-	TemporalAddress   string        // TEMPORAL_ADDRESS: external Temporal; dev embeds one when empty
-	TemporalNamespace string        // TEMPORAL_NAMESPACE
-	TemporalUIAddr    string        // ORDERFLOW_TEMPORAL_UI_ADDR: dev's embedded Web UI
-	TemporalDevAddr   string        // ORDERFLOW_TEMPORAL_DEV_ADDR: dev's embedded frontend
-	TemporalRetention time.Duration // ORDERFLOW_TEMPORAL_RETENTION: how long finished sagas stay visible
-	ShippingDeadline  time.Duration // ORDERFLOW_SHIPPING_DEADLINE: the carrier's business deadline
-	CarrierLatency    time.Duration // ORDERFLOW_CARRIER_LATENCY: simulated carrier
-	CarrierFailRate   float64       // ORDERFLOW_CARRIER_FAILURE_RATE: share of parcels it refuses
-	CarrierRejectZip  string        // ORDERFLOW_CARRIER_REJECT_POSTAL_CODE: always refused
+	TemporalAddress   string // TEMPORAL_ADDRESS: external Temporal; dev embeds one when empty
+	TemporalNamespace string // TEMPORAL_NAMESPACE
+	TemporalUIAddr    string // ORDERFLOW_TEMPORAL_UI_ADDR: dev's embedded Web UI
+	TemporalDevAddr   string // ORDERFLOW_TEMPORAL_DEV_ADDR: dev's embedded frontend
+	// TemporalPersistence (ORDERFLOW_TEMPORAL_PERSISTENCE) is where dev's
+	// embedded Temporal keeps its state: postgres (dev's PostgreSQL, the
+	// default: measured faster) or sqlite (a file in the data directory).
+	TemporalPersistence string
+	TemporalShards      int           // ORDERFLOW_TEMPORAL_SHARDS: history shards of a new embedded cluster on PostgreSQL
+	TemporalRetention   time.Duration // ORDERFLOW_TEMPORAL_RETENTION: how long finished sagas stay visible
+	ShippingDeadline    time.Duration // ORDERFLOW_SHIPPING_DEADLINE: the carrier's business deadline
+	CarrierLatency      time.Duration // ORDERFLOW_CARRIER_LATENCY: simulated carrier
+	CarrierFailRate     float64       // ORDERFLOW_CARRIER_FAILURE_RATE: share of parcels it refuses
+	CarrierRejectZip    string        // ORDERFLOW_CARRIER_REJECT_POSTAL_CODE: always refused
+
+	PprofAddr string // ORDERFLOW_PPROF_ADDR: net/http/pprof on this address when set (profiling)
 
 	// Args are the positional arguments.
 	Args []string
 
 	log *slog.Logger
+	// oneProcess: every role runs in this process (dev, tests), so commits
+	// wake subscribers without a NOTIFY.
+	oneProcess bool
 }
 
 func envOr(key, def string) string {
@@ -95,6 +105,9 @@ func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 	fs.Float64Var(&c.CarrierFailRate, "carrier-failure-rate", envFloat("ORDERFLOW_CARRIER_FAILURE_RATE", 0), "simulated carrier: share of parcels refused, 0..1 (ORDERFLOW_CARRIER_FAILURE_RATE)")
 	fs.StringVar(&c.CarrierRejectZip, "carrier-reject-postal-code", envOr("ORDERFLOW_CARRIER_REJECT_POSTAL_CODE", "00000"), "simulated carrier: postal code it always refuses (ORDERFLOW_CARRIER_REJECT_POSTAL_CODE)")
 	fs.StringVar(&c.TemporalDevAddr, "temporal-dev-addr", envOr("ORDERFLOW_TEMPORAL_DEV_ADDR", "127.0.0.1:7233"), "dev: embedded Temporal frontend address (ORDERFLOW_TEMPORAL_DEV_ADDR)")
+	fs.StringVar(&c.TemporalPersistence, "temporal-persistence", envOr("ORDERFLOW_TEMPORAL_PERSISTENCE", "postgres"), "dev: embedded Temporal's store, postgres or sqlite (ORDERFLOW_TEMPORAL_PERSISTENCE)")
+	fs.IntVar(&c.TemporalShards, "temporal-shards", envInt("ORDERFLOW_TEMPORAL_SHARDS", 4), "dev: history shards when the embedded Temporal's PostgreSQL cluster is created (ORDERFLOW_TEMPORAL_SHARDS)")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", os.Getenv("ORDERFLOW_PPROF_ADDR"), "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060 (ORDERFLOW_PPROF_ADDR)")
 	fs.StringVar(&c.FaultFailEvent, "fault-fail-event", os.Getenv("ORDERFLOW_FAULT_FAIL_EVENT"), "fault injection: projections fail on <stream id>:<version> (ORDERFLOW_FAULT_FAIL_EVENT)")
 	fs.StringVar(&c.NATSURL, "nats-url", os.Getenv("ORDERFLOW_NATS_URL"), "forward every topic to this NATS JetStream, e.g. nats://127.0.0.1:4222 (ORDERFLOW_NATS_URL)")
 	if err := fs.Parse(args); err != nil {
@@ -123,6 +136,10 @@ func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 		return c, errors.New("temporal-retention must be at least 24h and shipping-deadline positive")
 	case c.BatchSize < 1 || c.HandlerRetries < 0:
 		return c, errors.New("batch-size must be >= 1 and handler-retries >= 0")
+	case c.TemporalPersistence != "postgres" && c.TemporalPersistence != "sqlite":
+		return c, fmt.Errorf("temporal-persistence must be postgres or sqlite, got %q", c.TemporalPersistence)
+	case c.TemporalShards < 1:
+		return c, errors.New("temporal-shards must be >= 1")
 	case c.HTTPAddr == "":
 		return c, errors.New("http-addr is required")
 	}

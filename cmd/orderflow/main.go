@@ -10,6 +10,7 @@
 //	orderflow poison list|replay       list poison messages, or replay them (OFFSET or -all)
 //	orderflow events tail              print messages of a topic as they arrive
 //	orderflow load                     drive a running orderflow and report throughput and latency
+//	orderflow bench                    the saga's throughput beside its Temporal-only bound, and its latency
 //	orderflow verify                   check the invariants after a load or a fault
 package main
 
@@ -18,6 +19,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
+	_ "net/http/pprof" // served on -pprof-addr only
 	"os"
 	"os/signal"
 	"syscall"
@@ -39,6 +42,9 @@ commands:
   poison replay OFFSET|-all  run poison messages through their projection again
   load [-url U -concurrency N -rate R -duration D|-orders N ...]
                              drive a running orderflow over HTTP; writes a JSON result and an HTML report
+  bench [-orders N -concurrency C -serial K]
+                             sagas/s of the saga through HTTP beside its bound (the same steps as no-op
+                             local activities on the same Temporal), and the serial saga's overhead
   verify [-settle D]         check every invariant (needs DATABASE_URL, and TEMPORAL_ADDRESS for sagas);
                              exits 1 with a report when one fails
   events tail [-topic T] [-from beginning|end|OFFSET]
@@ -67,12 +73,19 @@ func main() {
 	if name == "load" {
 		lf.register(fs)
 	}
+	var bf benchFlags
+	if name == "bench" {
+		bf.register(fs.StringVar, fs.IntVar)
+	}
 	cfg, err := parseConfig(fs, args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "orderflow:", err)
 		os.Exit(2)
 	}
 	log := cfg.log
+	if cfg.PprofAddr != "" {
+		go func() { log.Error("pprof", "err", http.ListenAndServe(cfg.PprofAddr, nil)) }()
+	}
 	switch name {
 	case "dev":
 		run = func() error { return runDev(ctx, cfg, log) }
@@ -104,6 +117,8 @@ func main() {
 		}
 	case "load":
 		run = func() error { return runLoad(ctx, lf, cfg.CarrierRejectZip) }
+	case "bench":
+		run = func() error { return runBench(ctx, cfg, bf) }
 	case "verify":
 		run = func() error {
 			return withPool(ctx, cfg, func(a *app) error {

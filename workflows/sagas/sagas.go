@@ -96,7 +96,12 @@ func (l Launcher) Run(ctx context.Context) error {
 		l.Parallel = 16
 	}
 	wake := make(chan struct{}, 1)
-	go l.listen(ctx, wake)
+	go outbox.Listen(ctx, l.Pool, startsChannel, func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}, l.Log)
 	for {
 		n, err := l.launch(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -110,39 +115,6 @@ func (l Launcher) Run(ctx context.Context) error {
 			return nil
 		case <-wake:
 		case <-time.After(l.Interval):
-		}
-	}
-}
-
-// listen turns notifications of queued starts into wake-ups.
-func (l Launcher) listen(ctx context.Context, wake chan<- struct{}) {
-	for ctx.Err() == nil {
-		err := func() error {
-			conn, err := l.Pool.Acquire(ctx)
-			if err != nil {
-				return err
-			}
-			// The connection carries a LISTEN: it never goes back to the pool.
-			defer conn.Hijack().Close(context.Background())
-			if _, err := conn.Exec(ctx, "LISTEN "+startsChannel); err != nil {
-				return err
-			}
-			for {
-				if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
-					return err
-				}
-				select {
-				case wake <- struct{}{}:
-				default:
-				}
-			}
-		}()
-		if ctx.Err() == nil {
-			l.Log.Warn("saga launcher: listen for queued starts", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
 		}
 	}
 }

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/orderflow/orderflow/workflows"
+)
+
+// benchFlags are the flags of `orderflow bench`.
+type benchFlags struct {
+	url         string
+	orders      int
+	concurrency int
+	serial      int
+	cpuProfile  string
+}
+
+func (b *benchFlags) register(fsReg func(p *string, name, def, usage string), intReg func(p *int, name string, def int, usage string)) {
+	fsReg(&b.url, "url", "http://127.0.0.1:8080", "the running orderflow's API")
+	intReg(&b.orders, "orders", 300, "sagas in each throughput run")
+	intReg(&b.concurrency, "concurrency", 32, "sagas in flight at once in the throughput runs")
+	intReg(&b.serial, "serial", 20, "sagas one after the other, for the end-to-end latency")
+	fsReg(&b.cpuProfile, "cpuprofile", "", "write this process's CPU profile (the bound's worker) here")
+}
+
+// The bound: the saga's shape without its work — as many no-op local
+// activities as a one-line order's saga runs (8) and one regular activity
+// that waits like the carrier — on the same Temporal server with the same
+// worker settings, in one run beside the real saga.
+const (
+	boundTaskQueue = "orderflow-bench-bound"
+	boundWorkflow  = "SagaBound"
+	boundLocal     = 8
+)
+
+func boundNoop(context.Context) error { return nil }
+
+func boundCarrier(ctx context.Context, latency time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(latency):
+		return nil
+	}
+}
+
+func sagaBound(ctx workflow.Context, carrierLatency time.Duration) error {
+	ctx = workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{ScheduleToCloseTimeout: workflows.StepDeadline,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: 100 * time.Millisecond}})
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: workflows.CarrierTimeout})
+	for i := range boundLocal {
+		if i == 4 { // the saga dispatches after reserve, authorise, confirm, schedule
+			if err := workflow.ExecuteActivity(ctx, boundCarrier, carrierLatency).Get(ctx, nil); err != nil {
+				return err
+			}
+		}
+		if err := workflow.ExecuteLocalActivity(ctx, boundNoop).Get(ctx, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runBench measures sagas per second of the bound and of the real saga
+// (orders over HTTP to a running orderflow, completion from Temporal), and
+// the serial end-to-end latency of the saga minus the carrier's.
+func runBench(ctx context.Context, cfg Config, b benchFlags) error {
+	if cfg.TemporalAddress == "" {
+		cfg.TemporalAddress = cfg.TemporalDevAddr
+	}
+	a := &app{cfg: cfg, log: cfg.log}
+	tc, err := a.dialTemporal(ctx)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	w := worker.New(tc, boundTaskQueue, workerOptions())
+	w.RegisterWorkflowWithOptions(sagaBound, workflow.RegisterOptions{Name: boundWorkflow})
+	w.RegisterActivity(boundNoop)
+	w.RegisterActivity(boundCarrier)
+	if err := w.Start(); err != nil {
+		return err
+	}
+	defer w.Stop()
+	if b.cpuProfile != "" {
+		f, err := os.Create(b.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	h := &benchHTTP{url: strings.TrimRight(b.url, "/"), tc: tc}
+	runID := uuid.NewString()[:8]
+	// One wallet and one SKU per concurrent client: the run measures the
+	// saga, not contention on one aggregate.
+	for i := range b.concurrency {
+		if err := h.setUp(ctx, fmt.Sprintf("bench-%s-%d", runID, i)); err != nil {
+			return err
+		}
+	}
+	bound := func(ctx context.Context, _ int, _ string) (time.Duration, error) {
+		t0 := time.Now()
+		run, err := tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "bench-bound-" + uuid.NewString(), TaskQueue: boundTaskQueue,
+			EnableEagerStart: true}, boundWorkflow, cfg.CarrierLatency)
+		if err == nil {
+			err = run.Get(ctx, nil)
+		}
+		return time.Since(t0), err
+	}
+	saga := func(ctx context.Context, client int, key string) (time.Duration, error) {
+		return h.order(ctx, fmt.Sprintf("bench-%s-%d", runID, client), key)
+	}
+	fmt.Printf("carrier latency %s, %d sagas per run, %d in flight\n", cfg.CarrierLatency, b.orders, b.concurrency)
+	// Warm up: the workers' pollers and caches, the connection pools.
+	if _, _, err := benchRun(ctx, b.concurrency, b.concurrency, runID+"-wb", bound); err != nil {
+		return fmt.Errorf("bound: %w", err)
+	}
+	if _, _, err := benchRun(ctx, b.concurrency, b.concurrency, runID+"-ws", saga); err != nil {
+		return fmt.Errorf("saga: %w", err)
+	}
+	boundRate, _, err := benchRun(ctx, b.orders, b.concurrency, runID+"-b", bound)
+	if err != nil {
+		return fmt.Errorf("bound: %w", err)
+	}
+	sagaRate, _, err := benchRun(ctx, b.orders, b.concurrency, runID+"-s", saga)
+	if err != nil {
+		return fmt.Errorf("saga: %w", err)
+	}
+	_, serial, err := benchRun(ctx, b.serial, 1, runID+"-l", saga)
+	if err != nil {
+		return fmt.Errorf("serial saga: %w", err)
+	}
+	slices.Sort(serial)
+	pct := func(p float64) time.Duration {
+		return serial[min(len(serial)-1, int(p*float64(len(serial))))] - cfg.CarrierLatency
+	}
+	fmt.Printf("bound (%d no-op local activities + 1 regular waiting %s): %7.1f workflows/s\n", boundLocal, cfg.CarrierLatency, boundRate)
+	fmt.Printf("saga through HTTP (one-line orders):                        %7.1f sagas/s\n", sagaRate)
+	fmt.Printf("ratio saga / bound:                                          %7.2f\n", sagaRate/boundRate)
+	fmt.Printf("serial saga end to end minus carrier latency: p50 %s  p90 %s  max %s\n",
+		pct(0.5).Round(time.Millisecond), pct(0.9).Round(time.Millisecond), pct(1).Round(time.Millisecond))
+	return nil
+}
+
+// benchRun runs n of do, concurrency at a time, and returns the rate and
+// every duration.
+func benchRun(ctx context.Context, n, concurrency int, runID string, do func(ctx context.Context, client int, key string) (time.Duration, error)) (float64, []time.Duration, error) {
+	var next atomic.Int64
+	var mu sync.Mutex
+	var took []time.Duration
+	var first error
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for c := range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				d, err := do(ctx, c, fmt.Sprintf("%s-%d", runID, i))
+				mu.Lock()
+				took = append(took, d)
+				if err != nil && first == nil {
+					first = err
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(n) / time.Since(t0).Seconds(), took, first
+}
+
+// benchHTTP places orders on a running orderflow.
+type benchHTTP struct {
+	url string
+	tc  client.Client
+}
+
+func (h *benchHTTP) post(ctx context.Context, path, key string, body any, want int) (map[string]any, error) {
+	raw, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url+path, bytes.NewReader(raw))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	out, _ := io.ReadAll(res.Body)
+	if res.StatusCode != want {
+		return nil, fmt.Errorf("POST %s: %d: %s", path, res.StatusCode, out)
+	}
+	var m map[string]any
+	return m, json.Unmarshal(out, &m)
+}
+
+func (h *benchHTTP) setUp(ctx context.Context, id string) error {
+	if _, err := h.post(ctx, "/wallets", "", map[string]any{"wallet_id": id, "customer_id": id, "currency": "EUR"}, 201); err != nil {
+		return err
+	}
+	if _, err := h.post(ctx, "/wallets/"+id+"/top-ups", "", map[string]any{"amount": 1_000_000_000}, 201); err != nil {
+		return err
+	}
+	_, err := h.post(ctx, "/products/"+id+"/stock", "", map[string]any{"quantity": 1_000_000}, 201)
+	return err
+}
+
+// order places a one-line order and waits for its saga to complete.
+func (h *benchHTTP) order(ctx context.Context, id, key string) (time.Duration, error) {
+	t0 := time.Now()
+	r, err := h.post(ctx, "/orders", key, map[string]any{"customer_id": id, "wallet_id": id, "currency": "EUR",
+		"lines":            []map[string]any{{"sku": id, "quantity": 1, "unit_price": 100}},
+		"shipping_address": map[string]any{"name": "Bench", "line1": "1 Main St", "city": "Paris", "postal_code": "75001", "country": "FR"}}, 201)
+	if err != nil {
+		return 0, err
+	}
+	orderID, _ := r["stream_id"].(string)
+	for {
+		var p workflows.Progress
+		err := h.tc.GetWorkflow(ctx, workflows.WorkflowID(orderID), "").Get(ctx, &p)
+		var notFound *serviceerror.NotFound
+		if errors.As(err, &notFound) && ctx.Err() == nil {
+			time.Sleep(2 * time.Millisecond) // not started yet
+			continue
+		}
+		if err == nil && p.Status != workflows.StatusCompleted {
+			err = fmt.Errorf("saga of %s ended %s: %s", orderID, p.Status, p.Reason)
+		}
+		return time.Since(t0), err
+	}
+}
