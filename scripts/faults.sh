@@ -32,7 +32,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-trap 'echo "faults.sh: failed at line $LINENO" >&2' ERR
+trap 'echo "faults.sh: failed at line $LINENO" >&2; tail -40 "$WORK/dev.log" >&2' ERR
 
 pg_as() { if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi; }
 

@@ -258,7 +258,20 @@ func TestOrderIsFulfilledEndToEnd(t *testing.T) {
 	if after.WorkflowExecutionInfo.Execution.RunId != before.WorkflowExecutionInfo.Execution.RunId {
 		t.Fatal("a redelivered order.placed started a second saga")
 	}
-	writeHistory(t, s.tc, id, "completed")
+	// Every step but the carrier is a local activity: a marker in the
+	// history, not a scheduled activity task.
+	scheduled, markers := 0, 0
+	for _, e := range writeHistory(t, s.tc, id, "completed").Events {
+		switch e.EventType {
+		case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+			scheduled++
+		case enumspb.EVENT_TYPE_MARKER_RECORDED:
+			markers++
+		}
+	}
+	if scheduled != 1 || markers < 8 {
+		t.Fatalf("history has %d activity tasks and %d markers; want 1 (the carrier) and a marker per step", scheduled, markers)
+	}
 }
 
 func TestFailuresCompensateAndRestoreBalances(t *testing.T) {
@@ -396,7 +409,7 @@ func TestLoadThenVerify(t *testing.T) {
 // writeHistory replays the saga's real history against the current code
 // and, with ORDERFLOW_RECORD_HISTORIES=1, saves it for the replay tests of
 // the workflows package.
-func writeHistory(t *testing.T, tc client.Client, orderID, name string) {
+func writeHistory(t *testing.T, tc client.Client, orderID, name string) *historypb.History {
 	t.Helper()
 	ctx := context.Background()
 	it := tc.GetWorkflowHistory(ctx, workflows.WorkflowID(orderID), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
@@ -414,7 +427,7 @@ func writeHistory(t *testing.T, tc client.Client, orderID, name string) {
 		t.Fatalf("replay of %s: %v", name, err)
 	}
 	if os.Getenv("ORDERFLOW_RECORD_HISTORIES") == "" {
-		return
+		return hist
 	}
 	raw, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
 	if err != nil {
@@ -423,4 +436,5 @@ func writeHistory(t *testing.T, tc client.Client, orderID, name string) {
 	if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "local-activities-"+name+".json"), raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return hist
 }
