@@ -333,6 +333,9 @@ func (f *fulfilment) dispatch(ctx workflow.Context, parcel activities.Parcel) er
 	defer stop()
 	p := parcel
 	p.Step = f.at("dispatch_shipment")
+	if f.version != VersionRegular {
+		f.publish(ctx) // SHIPPING, while the carrier works
+	}
 	dispatched := workflow.ExecuteActivity(actCtx, a.DispatchWithCarrier, p)
 	timerCtx, stopTimer := workflow.WithCancel(ctx)
 	defer stopTimer()
@@ -394,17 +397,34 @@ func (f *fulfilment) fail(ctx workflow.Context, err error) {
 	}
 }
 
-// status records progress and keeps the search attributes current: on
-// VersionLocal only when they change (each upsert is a history event and a
-// visibility write); the runs recorded before upserted at every call.
+// status records progress. The runs recorded before VersionLocal upserted
+// the search attributes at every call; VersionLocal writes them (each write
+// is a history event and a visibility update) only where the workflow
+// waits — for the carrier — and when it ends: between those points the
+// steps run as local activities inside one workflow task, and the
+// intermediate values would never be seen. The progress query has the
+// current step at any time.
 func (f *fulfilment) status(ctx workflow.Context, status, step string) {
 	f.p.Status, f.p.Step = status, step
-	if f.version != VersionRegular && f.written == [2]string{status, f.p.FailedStep} {
-		return
+	switch {
+	case f.version == VersionRegular:
+		f.upsert(ctx)
+	case status == StatusCompleted || status == StatusCompensated || status == StatusNeedsAttention:
+		f.publish(ctx)
 	}
-	f.written = [2]string{status, f.p.FailedStep}
+}
+
+// publish writes the search attributes when they changed since last time.
+func (f *fulfilment) publish(ctx workflow.Context) {
+	if f.written != [2]string{f.p.Status, f.p.FailedStep} {
+		f.upsert(ctx)
+	}
+}
+
+func (f *fulfilment) upsert(ctx workflow.Context) {
+	f.written = [2]string{f.p.Status, f.p.FailedStep}
 	updates := []temporal.SearchAttributeUpdate{
-		AttrOrderID.ValueSet(f.in.OrderID), AttrCustomerID.ValueSet(f.in.CustomerID), AttrOrderStatus.ValueSet(status),
+		AttrOrderID.ValueSet(f.in.OrderID), AttrCustomerID.ValueSet(f.in.CustomerID), AttrOrderStatus.ValueSet(f.p.Status),
 	}
 	if f.p.FailedStep != "" {
 		updates = append(updates, AttrFailedStep.ValueSet(f.p.FailedStep))
