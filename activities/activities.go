@@ -59,6 +59,19 @@ func (a *Activities) send(ctx context.Context, s Step, typ string, payload any, 
 		}
 		return rec, temporal.NewNonRetryableApplicationError(rejected.Error(), rejected.Record.ReasonCode, nil)
 	}
+	if errors.Is(err, commands.ErrKeyReused) {
+		// A step run again (a local activity whose workflow task did not
+		// complete) may carry other text than its first run, e.g. a
+		// compensation's reason after an update arrived in between: the
+		// step's key says it was applied already, so its recorded outcome
+		// stands. Another command type under the key is no step of ours.
+		if prior, perr := a.Bus.Log().Get(ctx, CommandID(info.WorkflowExecution.ID, s.Step)); perr == nil && prior.Type == typ {
+			if prior.Status == commands.StatusRejected && !slices.Contains(done, prior.ReasonCode) {
+				return prior, temporal.NewNonRetryableApplicationError(prior.Reason, prior.ReasonCode, nil)
+			}
+			return prior, nil
+		}
+	}
 	var payloadErr *commands.PayloadError
 	if errors.As(err, &payloadErr) || errors.Is(err, commands.ErrKeyReused) || errors.Is(err, commands.ErrUnknownType) {
 		return rec, temporal.NewNonRetryableApplicationError(err.Error(), "invalid_command", nil)
