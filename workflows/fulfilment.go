@@ -110,7 +110,7 @@ const ErrShipped = "order_shipped"
 // that path; new runs take VersionLocal: every step that only sends a
 // command through the bus is a local activity (a marker in the history, no
 // trip through matching), the carrier stays a regular activity, and the
-// search attributes are written only when they change.
+// search attributes are written only where the saga waits and where it ends.
 const (
 	changeLocalActivities = "local-activities"
 	VersionRegular        = workflow.DefaultVersion

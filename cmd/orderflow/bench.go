@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,12 +36,12 @@ type benchFlags struct {
 	cpuProfile  string
 }
 
-func (b *benchFlags) register(fsReg func(p *string, name, def, usage string), intReg func(p *int, name string, def int, usage string)) {
-	fsReg(&b.url, "url", "http://127.0.0.1:8080", "the running orderflow's API")
-	intReg(&b.orders, "orders", 300, "sagas in each throughput run")
-	intReg(&b.concurrency, "concurrency", 32, "sagas in flight at once in the throughput runs")
-	intReg(&b.serial, "serial", 20, "sagas one after the other, for the end-to-end latency")
-	fsReg(&b.cpuProfile, "cpuprofile", "", "write this process's CPU profile (the bound's worker) here")
+func (b *benchFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&b.url, "url", "http://127.0.0.1:8080", "the running orderflow's API")
+	fs.IntVar(&b.orders, "orders", 300, "sagas in each throughput run")
+	fs.IntVar(&b.concurrency, "concurrency", 32, "sagas in flight at once in the throughput runs")
+	fs.IntVar(&b.serial, "serial", 20, "sagas one after the other, for the end-to-end latency")
+	fs.StringVar(&b.cpuProfile, "cpuprofile", "", "write this process's CPU profile (the bound's worker) here")
 }
 
 // The bound: the saga's shape without its work — as many no-op local

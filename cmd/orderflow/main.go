@@ -75,7 +75,7 @@ func main() {
 	}
 	var bf benchFlags
 	if name == "bench" {
-		bf.register(fs.StringVar, fs.IntVar)
+		bf.register(fs)
 	}
 	cfg, err := parseConfig(fs, args)
 	if err != nil {
