@@ -1,8 +1,9 @@
 // Package activities holds the fulfilment saga's activities: each sends one
 // command through the same command bus as the REST API, with an idempotency
-// key derived from the workflow and the step, so a retried activity never
-// applies twice. A business refusal fails the activity for good; anything
-// else (the database, the network) is retried by Temporal with backoff.
+// key derived from the workflow and the step — in a namespace no client can
+// write to — so a retried activity never applies twice. A business refusal
+// fails the activity for good, with the domain's reason code as its type;
+// anything else (the database, the network) is retried by Temporal.
 package activities
 
 import (
@@ -19,12 +20,15 @@ import (
 
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/shipment"
+	"github.com/orderflow/orderflow/eventstore"
 )
 
 // Activities are registered on the worker; their method names are the
 // activity names in the Temporal UI.
 type Activities struct {
 	Bus     *commands.Bus
+	Store   *eventstore.Store
 	Carrier Carrier
 }
 
@@ -33,7 +37,27 @@ type Step struct {
 	OrderID       string `json:"order_id"`
 	Step          string `json:"step"`
 	CorrelationID string `json:"correlation_id"`
+	// Key is the command's idempotency key (SagaKey). Runs recorded before
+	// the saga's keys were reserved have none and use CommandID.
+	Key string `json:"key,omitempty"`
 }
+
+// key is the step's idempotency key.
+func (s Step) key(workflowID string) string {
+	if s.Key != "" {
+		return s.Key
+	}
+	return CommandID(workflowID, s.Step)
+}
+
+// Error types of failures that are no business refusal: the saga does not
+// compensate for them but stops for an operator.
+const (
+	ErrTypeKeyCollision  = "key_collision"
+	ErrTypeInvalid       = "invalid_command"
+	ErrTypeWithdrawn     = "carrier_withdrawn"
+	ErrTypeCarrierRefuse = "carrier_rejected"
+)
 
 // send dispatches one command of the saga. Rejections whose code is in
 // done mean the effect is already there (or nothing is left to undo).
@@ -41,10 +65,12 @@ func (a *Activities) send(ctx context.Context, s Step, typ string, payload any, 
 	info := activity.GetInfo(ctx)
 	raw, err := json.Marshal(payload)
 	if err != nil {
-		return commands.Record{}, temporal.NewNonRetryableApplicationError(err.Error(), "bad_payload", err)
+		return commands.Record{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalid, err)
 	}
+	key := s.key(info.WorkflowExecution.ID)
 	rec, err := a.Bus.Dispatch(ctx, commands.Request{
-		CommandID:     CommandID(info.WorkflowExecution.ID, s.Step),
+		CommandID:     key,
+		Internal:      true,
 		Type:          typ,
 		Payload:       raw,
 		CorrelationID: s.CorrelationID,
@@ -64,23 +90,38 @@ func (a *Activities) send(ctx context.Context, s Step, typ string, payload any, 
 		// complete) may carry other text than its first run, e.g. a
 		// compensation's reason after an update arrived in between: the
 		// step's key says it was applied already, so its recorded outcome
-		// stands. Another command type under the key is no step of ours.
-		if prior, perr := a.Bus.Log().Get(ctx, CommandID(info.WorkflowExecution.ID, s.Step)); perr == nil && prior.Type == typ {
+		// stands. Another command type under the key is no step of ours:
+		// a collision, never a business refusal (the saga stops for an
+		// operator instead of compensating).
+		if prior, perr := a.Bus.Log().Get(ctx, key); perr == nil && prior.Type == typ {
 			if prior.Status == commands.StatusRejected && !slices.Contains(done, prior.ReasonCode) {
 				return prior, temporal.NewNonRetryableApplicationError(prior.Reason, prior.ReasonCode, nil)
 			}
 			return prior, nil
 		}
+		return rec, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeKeyCollision, nil)
 	}
 	var payloadErr *commands.PayloadError
-	if errors.As(err, &payloadErr) || errors.Is(err, commands.ErrKeyReused) || errors.Is(err, commands.ErrUnknownType) {
-		return rec, temporal.NewNonRetryableApplicationError(err.Error(), "invalid_command", nil)
+	if errors.As(err, &payloadErr) || errors.Is(err, commands.ErrUnknownType) {
+		return rec, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalid, nil)
 	}
 	return rec, err
 }
 
-// CommandID is the idempotency key of a saga step's command: the workflow id
-// and the step, hashed when too long for a command id.
+// SagaKey is the idempotency key of a saga step's command: the workflow id
+// and the step in the namespace only orderflow's own requests may use
+// (commands.ReservedPrefix), hashed when too long for a command id.
+func SagaKey(workflowID, step string) string {
+	id := commands.ReservedPrefix + workflowID + "." + step
+	if commands.ValidID(id) {
+		return id
+	}
+	return commands.ReservedPrefix + uuid.NewSHA1(uuid.NameSpaceURL, []byte(workflowID+"."+step)).String()
+}
+
+// CommandID is the key of the runs recorded before SagaKey: the same
+// parts in the clients' namespace. Kept so those runs finish with the keys
+// they started with.
 func CommandID(workflowID, step string) string {
 	id := workflowID + "." + step
 	if commands.ValidID(id) {
@@ -165,6 +206,13 @@ func (a *Activities) CompleteOrder(ctx context.Context, o OrderChange) error {
 	return err
 }
 
+// WriteOffOrder closes an order whose parcel left but whose sale could not
+// be finished, on an operator's decision.
+func (a *Activities) WriteOffOrder(ctx context.Context, o OrderChange) error {
+	_, err := a.send(ctx, o.Step, "WriteOffOrder", commands.WriteOffOrder{OrderID: o.OrderID, Reason: o.Reason})
+	return err
+}
+
 // CancelOrder is the last compensation: the order says why it did not happen.
 func (a *Activities) CancelOrder(ctx context.Context, o OrderChange) error {
 	_, err := a.send(ctx, o.Step, "CancelOrder", commands.CancelOrder{OrderID: o.OrderID, Reason: o.Reason})
@@ -184,21 +232,54 @@ func (a *Activities) ScheduleShipment(ctx context.Context, p Parcel) error {
 	return err
 }
 
-// DispatchWithCarrier hands the parcel to the carrier and records the
-// dispatch. A carrier refusal is final (the parcel is failed); a carrier
-// that can't be reached is retried.
+// DispatchWithCarrier hands the parcel to the carrier under the step's key
+// and records the dispatch. A carrier refusal is final (the parcel is
+// failed); a carrier that can't be reached is retried, with the same key,
+// so the carrier answers with the same tracking number.
 func (a *Activities) DispatchWithCarrier(ctx context.Context, p Parcel) (string, error) {
+	key := p.key(activity.GetInfo(ctx).WorkflowExecution.ID)
 	tracking, err := heartbeating(ctx, func(ctx context.Context) (string, error) {
-		return a.Carrier.Dispatch(ctx, p.ShipmentID, p.Address)
+		return a.Carrier.Dispatch(ctx, key, p.ShipmentID, p.Address)
 	})
-	if errors.Is(err, ErrCarrierRejected) {
-		return "", temporal.NewNonRetryableApplicationError(err.Error(), "carrier_rejected", nil)
+	switch {
+	case errors.Is(err, ErrCarrierRejected):
+		return "", temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeCarrierRefuse, nil)
+	case errors.Is(err, ErrWithdrawn):
+		return "", temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeWithdrawn, nil)
 	}
 	if err != nil {
 		return "", fmt.Errorf("carrier: %w", err)
 	}
 	_, err = a.send(ctx, p.Step, "DispatchShipment", commands.DispatchShipment{ShipmentID: p.ShipmentID, Carrier: a.Carrier.Name(), TrackingNumber: tracking})
 	return tracking, err
+}
+
+// WithdrawFromCarrier asks the carrier not to take the parcel booked under
+// the dispatch step's key (p.Step is that step) and reports whether it
+// could: false means the carrier has the parcel.
+func (a *Activities) WithdrawFromCarrier(ctx context.Context, p Parcel) (bool, error) {
+	return a.Carrier.Withdraw(ctx, p.key(activity.GetInfo(ctx).WorkflowExecution.ID))
+}
+
+// Inspection is what the event log says of an order and its shipment, for
+// a saga that repairs a run ended without a business outcome.
+type Inspection struct {
+	OrderStatus    order.Status    `json:"order_status"`
+	ShipmentStatus shipment.Status `json:"shipment_status,omitempty"`
+	TrackingNumber string          `json:"tracking_number,omitempty"`
+}
+
+// InspectOrder reads the order and its shipment from the event store.
+func (a *Activities) InspectOrder(ctx context.Context, p Parcel) (Inspection, error) {
+	o, s := order.New(p.OrderID), shipment.New(p.ShipmentID)
+	if err := a.Store.Load(ctx, o); err != nil {
+		return Inspection{}, err
+	}
+	if err := a.Store.Load(ctx, s); err != nil {
+		return Inspection{}, err
+	}
+	st := s.State().(shipment.State)
+	return Inspection{OrderStatus: o.Status(), ShipmentStatus: st.Status, TrackingNumber: st.TrackingNumber}, nil
 }
 
 // FailShipment is a compensation for a scheduled shipment.

@@ -8,23 +8,42 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/orderflow/orderflow/domain/order"
 )
 
-// Carrier is where a real carrier's API plugs in: it takes a parcel and
-// returns a tracking number, or refuses it.
+// Carrier is where a real carrier's API plugs in. Both calls carry the
+// saga's dispatch key, so that the carrier can tell a retry from a new
+// parcel.
 type Carrier interface {
 	Name() string
-	Dispatch(ctx context.Context, shipmentID string, to order.Address) (tracking string, err error)
+	// Dispatch books the parcel and returns its tracking number once the
+	// carrier has taken it; called again with the same key it returns the
+	// same tracking number. ErrCarrierRejected is a refusal, and
+	// ErrWithdrawn answers a booking withdrawn before.
+	Dispatch(ctx context.Context, key, shipmentID string, to order.Address) (tracking string, err error)
+	// Withdraw asks the carrier not to take the parcel. It reports false
+	// when the carrier has it already (the parcel is on its way); a key
+	// never booked is withdrawn, so a dispatch arriving later is refused.
+	Withdraw(ctx context.Context, key string) (withdrawn bool, err error)
 }
 
-// ErrCarrierRejected is the carrier refusing a parcel: a business failure.
-var ErrCarrierRejected = errors.New("carrier rejected the shipment")
+var (
+	// ErrCarrierRejected is the carrier refusing a parcel: a business failure.
+	ErrCarrierRejected = errors.New("carrier rejected the shipment")
+	// ErrWithdrawn is a dispatch of a booking that was withdrawn.
+	ErrWithdrawn = errors.New("the booking was withdrawn")
+)
 
-// SimulatedCarrier stands in for a carrier: it waits Latency, then refuses a
-// share FailureRate of parcels at random, and every parcel to postal code
-// RejectPostalCode, so that failures can be provoked on purpose.
+// SimulatedCarrier stands in for a carrier: it takes a parcel Latency after
+// its booking, refuses a share FailureRate of parcels at random, and every
+// parcel to postal code RejectPostalCode, so that failures can be provoked
+// on purpose. Its bookings are rows of carrier_sim_bookings, shared by
+// every worker process.
 type SimulatedCarrier struct {
+	Pool             *pgxpool.Pool
 	Latency          time.Duration
 	FailureRate      float64
 	RejectPostalCode string
@@ -33,18 +52,64 @@ type SimulatedCarrier struct {
 // Name is the carrier's name on shipments.
 func (c SimulatedCarrier) Name() string { return "simulated-carrier" }
 
-// Dispatch books the parcel.
-func (c SimulatedCarrier) Dispatch(ctx context.Context, shipmentID string, to order.Address) (string, error) {
-	select {
-	case <-ctx.Done():
-		return "", ctx.Err()
-	case <-time.After(c.Latency):
+// Dispatch books the parcel (once per key) and waits until it is taken.
+func (c SimulatedCarrier) Dispatch(ctx context.Context, key, shipmentID string, to order.Address) (string, error) {
+	state, reason := "pending", ""
+	switch {
+	case c.RejectPostalCode != "" && strings.EqualFold(to.PostalCode, c.RejectPostalCode):
+		state, reason = "refused", "no delivery to postal code "+to.PostalCode
+	case c.FailureRate > 0 && rand.Float64() < c.FailureRate:
+		state, reason = "refused", "parcel refused"
 	}
-	if c.RejectPostalCode != "" && strings.EqualFold(to.PostalCode, c.RejectPostalCode) {
-		return "", fmt.Errorf("%w: no delivery to postal code %s", ErrCarrierRejected, to.PostalCode)
+	tracking := "SIM-" + strings.ToUpper(shipmentID[max(0, len(shipmentID)-12):])
+	if _, err := c.Pool.Exec(ctx, `INSERT INTO carrier_sim_bookings (dispatch_key, shipment_id, tracking_number, ready_at, state, reason)
+		VALUES ($1, $2, $3, now() + $4::interval, $5, $6) ON CONFLICT (dispatch_key) DO NOTHING`,
+		key, shipmentID, tracking, c.Latency.String(), state, reason); err != nil {
+		return "", err
 	}
-	if c.FailureRate > 0 && rand.Float64() < c.FailureRate {
-		return "", fmt.Errorf("%w: parcel refused", ErrCarrierRejected)
+	for {
+		// The carrier takes the parcel when its time has come, unless the
+		// booking was withdrawn first: one statement decides, so a
+		// withdrawal and a take never both succeed.
+		var wait float64
+		err := c.Pool.QueryRow(ctx, `UPDATE carrier_sim_bookings SET state = CASE WHEN state = 'pending' AND ready_at <= now() THEN 'taken' ELSE state END
+			WHERE dispatch_key = $1 RETURNING state, coalesce(reason, ''), tracking_number, extract(epoch FROM greatest(ready_at - now(), '0'))::float8`, key).
+			Scan(&state, &reason, &tracking, &wait)
+		if err != nil {
+			return "", err
+		}
+		switch state {
+		case "taken":
+			return tracking, nil
+		case "refused":
+			return "", fmt.Errorf("%w: %s", ErrCarrierRejected, reason)
+		case "withdrawn":
+			return "", ErrWithdrawn
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(time.Duration(wait*float64(time.Second)) + time.Millisecond):
+		}
 	}
-	return "SIM-" + strings.ToUpper(shipmentID[max(0, len(shipmentID)-12):]), nil
+}
+
+// Withdraw cancels a booking the carrier has not taken yet.
+func (c SimulatedCarrier) Withdraw(ctx context.Context, key string) (bool, error) {
+	var state string
+	err := c.Pool.QueryRow(ctx, `UPDATE carrier_sim_bookings
+		SET state = CASE WHEN state = 'pending' AND ready_at <= now() THEN 'taken' WHEN state = 'pending' THEN 'withdrawn' ELSE state END
+		WHERE dispatch_key = $1 RETURNING state`, key).Scan(&state)
+	if errors.Is(err, pgx.ErrNoRows) {
+		_, err = c.Pool.Exec(ctx, `INSERT INTO carrier_sim_bookings (dispatch_key, shipment_id, tracking_number, ready_at, state)
+			VALUES ($1, '', '', now(), 'withdrawn') ON CONFLICT (dispatch_key) DO NOTHING`, key)
+		if err != nil {
+			return false, err
+		}
+		return c.Withdraw(ctx, key) // a dispatch may have booked it meanwhile
+	}
+	if err != nil {
+		return false, err
+	}
+	return state != "taken", nil
 }

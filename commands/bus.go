@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,6 +32,7 @@ type Definition struct {
 	streamID   func(any) string
 	prepare    func(p any, commandID string)
 	decide     func(aggregate.Root, any) error
+	internal   bool
 }
 
 // Define declares command P on aggregates of type A in streamType.
@@ -50,6 +53,17 @@ func WithPrepare[P any](d Definition, f func(p *P, commandID string)) Definition
 	return d
 }
 
+// InternalOnly marks a command that only orderflow's own processes (the
+// saga) may send: a client's request for it is refused as unknown.
+func InternalOnly(d Definition) Definition {
+	d.internal = true
+	return d
+}
+
+// ReservedPrefix starts the command ids of orderflow's own processes (the
+// saga's step keys): a client cannot use, and so cannot pre-claim, them.
+const ReservedPrefix = "saga:"
+
 // Request is a command as submitted.
 type Request struct {
 	// CommandID is the idempotency key; a new one is generated when empty.
@@ -66,6 +80,10 @@ type Request struct {
 	Actor       string
 	// Metadata is logged with the command (e.g. the saga step that sent it).
 	Metadata map[string]string
+	// Internal is set by orderflow's own processes, never from a client's
+	// input: only internal requests may use ReservedPrefix keys and send
+	// InternalOnly commands.
+	Internal bool
 }
 
 // Errors of the command path besides domain errors (*aggregate.Error) and
@@ -74,6 +92,8 @@ var (
 	ErrUnknownType = errors.New("unknown command type")
 	// ErrKeyReused: a command id was resubmitted with another type or payload.
 	ErrKeyReused = errors.New("idempotency key reused with a different command")
+	// ErrReservedKey: a client's command id in the saga's namespace.
+	ErrReservedKey = errors.New("idempotency key in a reserved namespace")
 )
 
 // PayloadError is a payload that does not decode into the command's fields.
@@ -144,8 +164,11 @@ func ValidID(s string) bool { return idPattern.MatchString(s) }
 // *RejectedError with the record.
 func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
 	def, ok := b.defs[req.Type]
-	if !ok {
+	if !ok || (def.internal && !req.Internal) {
 		return Record{}, fmt.Errorf("%w %q", ErrUnknownType, req.Type)
+	}
+	if !req.Internal && strings.HasPrefix(req.CommandID, ReservedPrefix) {
+		return Record{}, fmt.Errorf("%w: command ids starting with %q belong to orderflow's sagas", ErrReservedKey, ReservedPrefix)
 	}
 	p := def.payload()
 	dec := json.NewDecoder(bytes.NewReader(req.Payload))
@@ -168,6 +191,9 @@ func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
 	payload, err := json.Marshal(p)
 	if err != nil {
 		return Record{}, err
+	}
+	if err := checkText(payload); err != nil {
+		return Record{}, &PayloadError{Msg: fmt.Sprintf("payload of %s: %v", req.Type, err)}
 	}
 	if req.CorrelationID == "" {
 		req.CorrelationID = req.CommandID
@@ -291,6 +317,40 @@ func (b *Bus) replay(prior, req Record) (Record, error) {
 		return prior, &RejectedError{Record: prior, Err: &aggregate.Error{Kind: kindOf(prior.ReasonKind), Code: prior.ReasonCode, Message: prior.Reason}}
 	}
 	return prior, nil
+}
+
+// checkText refuses a payload with a NUL character in any string:
+// PostgreSQL's jsonb and text cannot store it, so it would fail every retry
+// of the command (and stall a saga step that carries the text). Invalid
+// UTF-8 cannot reach here: encoding/json replaces it when decoding.
+func checkText(payload []byte) error {
+	if !bytes.Contains(payload, []byte(`\u0000`)) {
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(payload, &v); err != nil {
+		return err
+	}
+	var walk func(v any) bool
+	walk = func(v any) bool {
+		switch v := v.(type) {
+		case string:
+			return strings.ContainsRune(v, 0)
+		case []any:
+			return slices.ContainsFunc(v, walk)
+		case map[string]any:
+			for k, x := range v {
+				if strings.ContainsRune(k, 0) || walk(x) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if walk(v) {
+		return errors.New("a string contains a NUL character (\\u0000)")
+	}
+	return nil
 }
 
 // jsonEqual compares JSON documents regardless of key order and spacing

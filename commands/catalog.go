@@ -28,6 +28,7 @@ func Registry() *eventstore.Registry {
 	eventstore.RegisterEvent[order.Shipped](r, 1)
 	eventstore.RegisterEvent[order.Completed](r, 1)
 	eventstore.RegisterEvent[order.Rejected](r, 1)
+	eventstore.RegisterEvent[order.WrittenOff](r, 1)
 
 	eventstore.RegisterEvent[inventory.StockReceived](r, 1)
 	eventstore.RegisterEvent[inventory.StockReserved](r, 1)
@@ -150,6 +151,12 @@ type RejectOrder struct {
 	Reason  string `json:"reason"`
 }
 
+// WriteOffOrder is sent only by the saga, on an operator's decision.
+type WriteOffOrder struct {
+	OrderID string `json:"order_id"`
+	Reason  string `json:"reason"`
+}
+
 type ScheduleShipment struct {
 	ShipmentID string        `json:"shipment_id"`
 	OrderID    string        `json:"order_id"`
@@ -228,6 +235,8 @@ func Definitions() []Definition {
 			func(o *order.Order, _ *CompleteOrder) error { return o.Complete() }),
 		Define("RejectOrder", order.StreamType, func(p *RejectOrder) string { return p.OrderID },
 			func(o *order.Order, p *RejectOrder) error { return o.Reject(p.Reason) }),
+		InternalOnly(Define("WriteOffOrder", order.StreamType, func(p *WriteOffOrder) string { return p.OrderID },
+			func(o *order.Order, p *WriteOffOrder) error { return o.WriteOff(p.Reason) })),
 
 		Define("ScheduleShipment", shipment.StreamType, func(p *ScheduleShipment) string { return p.ShipmentID },
 			func(s *shipment.Shipment, p *ScheduleShipment) error { return s.Schedule(p.OrderID, p.Address) }),

@@ -69,6 +69,8 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 		p = problem(http.StatusUnprocessableEntity, "unknown_command_type", err.Error())
 	case errors.Is(err, commands.ErrKeyReused):
 		p = problem(http.StatusUnprocessableEntity, "idempotency_key_reused", err.Error())
+	case errors.Is(err, commands.ErrReservedKey):
+		p = problem(http.StatusUnprocessableEntity, "idempotency_key_reserved", err.Error())
 	case errors.Is(err, projections.ErrBadCursor):
 		p = problem(http.StatusUnprocessableEntity, "invalid_cursor", "the cursor is not one this service handed out")
 	case errors.Is(err, projections.ErrResolved):

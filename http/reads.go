@@ -112,6 +112,8 @@ func (s *Server) cancelOrder(direct echo.HandlerFunc) echo.HandlerFunc {
 		switch {
 		case errors.Is(err, sagas.ErrNoSaga):
 			return direct(c)
+		case errors.As(err, &refused) && refused.Code == workflows.ErrInvalidText:
+			return problem(http.StatusUnprocessableEntity, refused.Code, refused.Message)
 		case errors.As(err, &refused):
 			return problem(http.StatusConflict, refused.Code, refused.Message)
 		case err != nil:
@@ -120,6 +122,44 @@ func (s *Server) cancelOrder(direct echo.HandlerFunc) echo.HandlerFunc {
 		return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id),
 			"status": "cancelling", "saga": p})
 	}
+}
+
+// resolveSaga passes an operator's decision to a saga in NEEDS_ATTENTION.
+func (s *Server) resolveSaga(c echo.Context) error {
+	if s.sagas == nil {
+		return problem(http.StatusNotFound, "no_saga", "this service runs without Temporal")
+	}
+	var r workflows.Resolution
+	if err := bind(c, &r); err != nil {
+		return err
+	}
+	r.Operator = c.Request().Header.Get("X-Actor")
+	p, err := s.sagas.Resolve(c.Request().Context(), c.Param("id"), r)
+	var refused *sagas.CancelRefusedError
+	switch {
+	case errors.Is(err, sagas.ErrNoSaga):
+		return problem(http.StatusNotFound, "no_saga", "no running saga for this order")
+	case errors.As(err, &refused) && refused.Code == workflows.ErrInvalidText:
+		return problem(http.StatusUnprocessableEntity, refused.Code, refused.Message)
+	case errors.As(err, &refused):
+		return problem(http.StatusConflict, refused.Code, refused.Message)
+	case err != nil:
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"order_id": c.Param("id"), "workflow_id": workflows.WorkflowID(c.Param("id")), "progress": p})
+}
+
+// listSagas lists sagas by status (NEEDS_ATTENTION: those waiting for an
+// operator).
+func (s *Server) listSagas(c echo.Context) error {
+	if s.sagas == nil {
+		return problem(http.StatusNotFound, "no_saga", "this service runs without Temporal")
+	}
+	list, err := s.sagas.List(c.Request().Context(), c.QueryParam("status"), limit(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"sagas": nonNil(list)})
 }
 
 // read answers a query from one read model after the consistency wait.
@@ -155,6 +195,8 @@ func (s *Server) readRoutes(e *echo.Echo) {
 		return page, err
 	}))
 	e.GET("/orders/:id/saga", s.sagaProgress)
+	e.POST("/orders/:id/saga/resolve", s.resolveSaga)
+	e.GET("/sagas", s.listSagas)
 	e.GET("/orders/:id/timeline", read(s, "timeline_projection", func(c echo.Context) (map[string]any, error) {
 		entries, err := s.reader.Timeline(c.Request().Context(), c.Param("id"))
 		return map[string]any{"order_id": c.Param("id"), "entries": entries}, err

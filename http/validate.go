@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -85,15 +86,37 @@ func readBody(req *http.Request, limit int64) ([]byte, error) {
 	if err != nil {
 		return nil, problem(http.StatusBadRequest, "unreadable_body", "the body could not be read")
 	}
-	if err := checkJSON(body); err != nil {
+	var text *textError
+	if err := checkJSON(body); errors.As(err, &text) {
+		return nil, problem(http.StatusUnprocessableEntity, "invalid_text", err.Error())
+	} else if err != nil {
 		return nil, problem(http.StatusBadRequest, "malformed_json", err.Error())
 	}
 	return body, nil
 }
 
+// textError is well-formed JSON carrying text that cannot be stored.
+type textError struct{ msg string }
+
+func (e *textError) Error() string { return e.msg }
+
 // checkJSON reports the first syntax error with its offset, trailing data,
-// and nesting deeper than MaxDepth, without building the document.
+// nesting deeper than MaxDepth, and text orderflow will not store: invalid
+// UTF-8 (encoding/json would silently replace it) and NUL characters
+// (PostgreSQL refuses them, so they would fail every retry of whatever
+// carries them, a saga's compensation included).
 func checkJSON(body []byte) error {
+	if !utf8.Valid(body) {
+		valid := 0
+		for valid < len(body) {
+			r, n := utf8.DecodeRune(body[valid:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			valid += n
+		}
+		return &textError{fmt.Sprintf("the body is not valid UTF-8 at byte %d", valid)}
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	depth := 0
 	for {
@@ -110,6 +133,9 @@ func checkJSON(body []byte) error {
 				return fmt.Errorf("malformed JSON at byte %d: %s", se.Offset, se.Error())
 			}
 			return fmt.Errorf("malformed JSON at byte %d: %s", dec.InputOffset(), err.Error())
+		}
+		if s, ok := tok.(string); ok && strings.ContainsRune(s, 0) {
+			return &textError{fmt.Sprintf("the string ending at byte %d contains a NUL character (\\u0000)", dec.InputOffset())}
 		}
 		if d, ok := tok.(json.Delim); ok {
 			if d == '{' || d == '[' {

@@ -37,6 +37,8 @@ func ordersProjection() Projection {
 				status, reason = order.StatusCancelled, ev.Reason
 			case order.Rejected:
 				status, reason = order.StatusRejected, ev.Reason
+			case order.WrittenOff:
+				status, reason = order.StatusWrittenOff, ev.Reason
 			default:
 				return fmt.Errorf("orders projection: unexpected event %s", e.EventType)
 			}

@@ -1,15 +1,19 @@
 // Package workflows holds the order-fulfilment saga, a Temporal workflow:
 // reserve stock for every line, authorise the total on the customer's
 // wallet, confirm the order, ship it through the carrier, capture the
-// payment, complete the order — and, when a step fails or the customer
-// cancels before shipment, undo what was done, in reverse order.
+// payment, complete the order — and, when a step before the carrier fails
+// or the customer cancels in time, undo what was done, in reverse order.
+// Once the carrier has the parcel nothing is undone: a failure after it
+// stops the saga for an operator, who retries the step or writes it off.
 package workflows
 
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
@@ -17,6 +21,7 @@ import (
 
 	"github.com/orderflow/orderflow/activities"
 	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/shipment"
 )
 
 // a names the saga's activities in workflow code (the SDK's usual way: a
@@ -30,18 +35,24 @@ const (
 	Name = "OrderFulfilment"
 	// QueryProgress returns the saga's Progress.
 	QueryProgress = "progress"
-	// UpdateCancel asks the saga to cancel the order (with a reason); it is
-	// refused once the order has shipped.
+	// UpdateCancel asks the saga to cancel the order (with a reason). It is
+	// refused once the carrier has the parcel; while the carrier works, the
+	// saga asks the carrier to withdraw and answers with what it said.
 	UpdateCancel = "cancel"
+	// UpdateResolve is an operator's decision for a saga in
+	// NEEDS_ATTENTION (a Resolution).
+	UpdateResolve = "resolve"
 	// DefaultShippingDeadline is how long the carrier may take to dispatch.
 	DefaultShippingDeadline = 24 * time.Hour
+	// MaxReason bounds the text of a cancel or a decision (as the API does).
+	MaxReason = 500
 )
 
 // WorkflowID is the saga's id: one saga per order, so a second start is refused.
 func WorkflowID(orderID string) string { return "order-fulfilment:" + orderID }
 
 // Search attributes kept up to date for operators (Temporal UI filters such
-// as OrderStatus="COMPENSATED").
+// as OrderStatus="NEEDS_ATTENTION").
 var (
 	AttrOrderID     = temporal.NewSearchAttributeKeyKeyword("OrderId")
 	AttrCustomerID  = temporal.NewSearchAttributeKeyKeyword("CustomerId")
@@ -68,8 +79,12 @@ const (
 	StatusCompleted          = "COMPLETED"
 	StatusCompensating       = "COMPENSATING"
 	StatusCompensated        = "COMPENSATED"
-	// StatusNeedsAttention: a step after the point of no return or a
-	// compensation failed for good; an operator has to look.
+	// StatusWrittenOff: the parcel left, the sale could not be finished,
+	// and an operator wrote the order off.
+	StatusWrittenOff = "WRITTEN_OFF"
+	// StatusNeedsAttention: a step failed for good where the saga may not
+	// decide alone; it waits for an operator's Resolution (runs recorded
+	// before VersionGuarded ended in it instead).
 	StatusNeedsAttention = "NEEDS_ATTENTION"
 )
 
@@ -87,6 +102,10 @@ type Input struct {
 	// ShippingDeadline bounds the carrier step (a business deadline, kept
 	// with a timer); zero means DefaultShippingDeadline.
 	ShippingDeadline time.Duration `json:"shipping_deadline,omitempty"`
+	// Repair starts a run that finishes what an ended run left (one that
+	// an operator terminated): it reads the order from the event log, then
+	// completes it if the carrier has the parcel and compensates it if not.
+	Repair bool `json:"repair,omitempty"`
 }
 
 // Progress is what the query returns and the workflow's result.
@@ -97,49 +116,116 @@ type Progress struct {
 	Reason         string   `json:"reason,omitempty"`
 	TrackingNumber string   `json:"tracking_number,omitempty"`
 	Compensated    []string `json:"compensated,omitempty"`
+	// Skipped are compensations an operator settled by hand.
+	Skipped []string `json:"skipped,omitempty"`
+	// Attention is set while the saga waits for an operator.
+	Attention *Attention `json:"attention,omitempty"`
+	// Decisions are the operators' resolutions, oldest first.
+	Decisions []string `json:"decisions,omitempty"`
+	// Carrier says what the carrier answered to a withdrawal, if one was
+	// asked: "withdrawn" or "taken".
+	Carrier string `json:"carrier,omitempty"`
+	Repair  bool   `json:"repair,omitempty"`
 }
 
-// errCancelled ends the forward path when the customer cancels.
-var errCancelled = errors.New("cancelled")
+// Attention is a step the saga stopped at for an operator.
+type Attention struct {
+	Step    string    `json:"step"`
+	Error   string    `json:"error"`
+	Options []string  `json:"options"`
+	Since   time.Time `json:"since"`
+}
 
-// ErrShipped refuses a cancel after shipment.
-const ErrShipped = "order_shipped"
+// Resolution is an operator's decision for a saga in NEEDS_ATTENTION.
+type Resolution struct {
+	Action   string `json:"action"`
+	Reason   string `json:"reason"`
+	Operator string `json:"operator,omitempty"`
+}
 
-// The saga's history versions (workflow.GetVersion). Runs recorded with
-// VersionRegular — every step a regular activity — replay and finish on
-// that path; new runs take VersionLocal: every step that only sends a
-// command through the bus is a local activity (a marker in the history, no
-// trip through matching), the carrier stays a regular activity, and the
-// search attributes are written only where the saga waits and where it ends.
+// What an operator may decide, depending on where the saga stopped.
 const (
-	changeLocalActivities = "local-activities"
-	VersionRegular        = workflow.DefaultVersion
-	VersionLocal          = workflow.Version(1)
+	// ActionRetry runs the failed step again (the cause is fixed).
+	ActionRetry = "retry"
+	// ActionCompensate gives up before the carrier and undoes what was done.
+	ActionCompensate = "compensate"
+	// ActionSkip counts a compensation as done by hand and goes on.
+	ActionSkip = "skip"
+	// ActionWriteOff closes the order after the carrier took the parcel:
+	// the stock is committed, an uncaptured hold is voided, the order
+	// records the write-off.
+	ActionWriteOff = "write_off"
 )
 
-// Timeouts and retries of the steps on VersionLocal. A step is a command
-// through the bus (milliseconds); an infrastructure error (the database
-// restarting) is retried with backoff for up to StepDeadline, a business
-// refusal not at all.
+// Codes of refused updates.
+const (
+	ErrShipped            = "order_shipped"
+	ErrSagaFinished       = "saga_finished"
+	ErrNotWaiting         = "not_waiting"
+	ErrActionNotAllowed   = "action_not_allowed"
+	ErrInvalidText        = "invalid_text"
+	answerWithdrawn       = "withdrawn"
+	answerTaken           = "taken"
+	changeLocalActivities = "local-activities"
+)
+
+// The saga's history versions (workflow.GetVersion, under one change id
+// whose name dates from version 1). Runs recorded with an older version
+// replay and finish on their own path (legacy.go).
+const (
+	// VersionRegular: every step a regular activity.
+	VersionRegular = workflow.DefaultVersion
+	// VersionLocal: steps are local activities, the carrier a regular one.
+	VersionLocal = workflow.Version(1)
+	// VersionGuarded: step keys in the reserved namespace; no compensation
+	// once the carrier has the parcel; a cancel during dispatch asks the
+	// carrier to withdraw; bounded retries that stop for an operator.
+	VersionGuarded = workflow.Version(2)
+)
+
+// Timeouts and retries. A step is a command through the bus (milliseconds);
+// an infrastructure error (the database restarting) is retried with backoff
+// for up to StepDeadline, then the saga waits for an operator.
 const (
 	StepAttemptTimeout = 10 * time.Second
 	StepDeadline       = 10 * time.Minute
 	// CarrierTimeout bounds one call to the carrier; it heartbeats every
 	// few seconds, so a worker that died is noticed after CarrierHeartbeat.
+	// The carrier is retried until the shipping deadline.
 	CarrierTimeout   = 5 * time.Minute
 	CarrierHeartbeat = 10 * time.Second
 )
 
+// errCancelled ends the forward path when the customer cancels.
+var errCancelled = errors.New("cancelled")
+
+// decided is an operator's resolution other than retry.
+type decided struct{ Resolution }
+
+func (d *decided) Error() string { return d.Action + ": " + d.Reason }
+
+type phase int
+
+const (
+	phaseForward     phase = iota // before the carrier: a cancel is taken at the next step
+	phaseDispatching              // the carrier works: a cancel asks it to withdraw
+	phaseShipped                  // the carrier has the parcel: no cancel, no compensation
+	phaseCompensating
+	phaseDone
+)
+
 type fulfilment struct {
 	in       Input
+	wid      string
 	p        Progress
-	version  workflow.Version
 	written  [2]string // the OrderStatus and FailedStep last upserted
 	undo     []compensation
-	cancel   string // the customer's reason, once asked
-	cancelCh workflow.Channel
-	shipped  bool // the carrier has the parcel: no more cancelling
-	done     bool
+	phase    phase
+	cancel   string           // the customer's reason, once the cancel holds
+	asked    string           // a cancel waiting for the carrier's answer
+	answer   string           // the carrier's answer to it
+	asks     workflow.Channel // cancels asked while the carrier works
+	decision *Resolution      // an operator's, while Attention is set
 }
 
 type compensation struct {
@@ -152,282 +238,557 @@ func OrderFulfilment(ctx workflow.Context, in Input) (Progress, error) {
 	if in.ShippingDeadline <= 0 {
 		in.ShippingDeadline = DefaultShippingDeadline
 	}
-	f := &fulfilment{in: in, cancelCh: workflow.NewChannel(ctx)}
 	// First, before any command: old histories have no marker here.
-	f.version = workflow.GetVersion(ctx, changeLocalActivities, VersionRegular, VersionLocal)
-	if f.version != VersionRegular {
-		// The launcher starts the run with OrderStatus=PLACED.
-		f.written = [2]string{StatusPlaced, ""}
+	v := workflow.GetVersion(ctx, changeLocalActivities, VersionRegular, VersionGuarded)
+	if v < VersionGuarded {
+		return runLegacy(ctx, in, v)
 	}
+	f := &fulfilment{in: in, wid: workflow.GetInfo(ctx).WorkflowExecution.ID, asks: workflow.NewChannel(ctx),
+		written: [2]string{StatusPlaced, ""}} // the launcher starts the run with OrderStatus=PLACED
+	f.p = Progress{Status: StatusPlaced, Repair: in.Repair}
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (Progress, error) { return f.p, nil }); err != nil {
 		return f.p, err
 	}
-	err := workflow.SetUpdateHandlerWithOptions(ctx, UpdateCancel, func(ctx workflow.Context, reason string) (Progress, error) {
-		f.cancel = reason
-		f.cancelCh.SendAsync(reason)
-		return f.p, nil
-	}, workflow.UpdateHandlerOptions{Validator: func(reason string) error {
-		switch {
-		case strings.TrimSpace(reason) == "":
-			return temporal.NewApplicationError("a cancellation needs a reason", "reason_required")
-		case f.shipped:
-			return temporal.NewApplicationError("the order has shipped and can no longer be cancelled", ErrShipped)
-		case f.done || f.cancel != "" || f.p.Status == StatusCompensating:
-			return temporal.NewApplicationError("the order is already being cancelled or is finished", "saga_finished")
-		}
-		return nil
-	}})
-	if err != nil {
+	if err := workflow.SetUpdateHandlerWithOptions(ctx, UpdateCancel, f.onCancel,
+		workflow.UpdateHandlerOptions{Validator: f.validateCancel}); err != nil {
 		return f.p, err
 	}
-	f.status(ctx, StatusPlaced, "")
-
-	if f.version == VersionRegular {
-		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-			StartToCloseTimeout: time.Minute,
-			// Infrastructure errors retry with backoff, without limit: business
-			// failures are non-retryable application errors from the activities.
-			RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
-		})
-	} else {
-		ctx = workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-			StartToCloseTimeout: StepAttemptTimeout, ScheduleToCloseTimeout: StepDeadline,
-			RetryPolicy: &temporal.RetryPolicy{InitialInterval: 100 * time.Millisecond, BackoffCoefficient: 2, MaximumInterval: 10 * time.Second},
-		})
-		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-			StartToCloseTimeout: CarrierTimeout, HeartbeatTimeout: CarrierHeartbeat,
-			RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
-		})
+	if err := workflow.SetUpdateHandlerWithOptions(ctx, UpdateResolve, f.onResolve,
+		workflow.UpdateHandlerOptions{Validator: f.validateResolve}); err != nil {
+		return f.p, err
 	}
-	err = f.forward(ctx)
+	ctx = workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: StepAttemptTimeout, ScheduleToCloseTimeout: StepDeadline,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: 100 * time.Millisecond, BackoffCoefficient: 2, MaximumInterval: 10 * time.Second},
+	})
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: CarrierTimeout, HeartbeatTimeout: CarrierHeartbeat,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
+	})
+	if in.Repair {
+		return f.repair(ctx)
+	}
+	if err := f.forward(ctx); err != nil {
+		return f.compensate(ctx, err)
+	}
+	return f.finish(ctx)
+}
+
+// validateCancel refuses a cancel the saga cannot honour, before it is
+// written to the history.
+func (f *fulfilment) validateCancel(reason string) error {
+	if err := checkText(reason); err != nil {
+		return err
+	}
 	switch {
-	case err == nil:
-		f.done = true
-		f.status(ctx, StatusCompleted, "done")
+	case f.phase == phaseShipped:
+		return temporal.NewApplicationError("the carrier has the parcel; the order can no longer be cancelled", ErrShipped)
+	case f.phase >= phaseCompensating || f.cancel != "" || f.asked != "":
+		return temporal.NewApplicationError("the order is already being cancelled or is finished", ErrSagaFinished)
+	}
+	return nil
+}
+
+// onCancel takes the customer's cancel. Before the carrier it holds at
+// once (the forward path stops at its next step); while the carrier works
+// it holds only if the carrier withdraws, and the answer says which.
+func (f *fulfilment) onCancel(ctx workflow.Context, reason string) (Progress, error) {
+	if f.phase == phaseForward {
+		f.cancel = reason
 		return f.p, nil
-	case f.shipped && !errors.Is(err, errCancelled):
-		// Past the point of no return nothing is undone: the goods are gone.
-		f.done = true
-		f.fail(ctx, err)
-		f.status(ctx, StatusNeedsAttention, f.p.Step)
+	}
+	if f.phase != phaseDispatching {
+		return f.p, f.validateCancel(reason) // the carrier answered in between
+	}
+	f.asked, f.answer = reason, ""
+	f.asks.SendAsync(reason)
+	if err := workflow.Await(ctx, func() bool { return f.answer != "" }); err != nil {
 		return f.p, err
 	}
-	return f.compensate(ctx, err)
-}
-
-// step runs one forward step unless a cancel came first.
-func (f *fulfilment) step(ctx workflow.Context, name, status string, run func(workflow.Context) error) error {
-	if f.cancel != "" {
-		return errCancelled
+	f.asked = ""
+	if f.answer == answerTaken {
+		return f.p, temporal.NewApplicationError("the carrier had already taken the parcel; the order can no longer be cancelled", ErrShipped)
 	}
-	f.status(ctx, status, name)
-	return run(ctx)
+	return f.p, nil
 }
 
-// before registers the compensation of the step about to run: it is
-// registered first, so a step that half-happened is undone too (every
-// compensation is a no-op when there is nothing to undo).
-func (f *fulfilment) before(name string, run func(workflow.Context) error) {
-	f.undo = append(f.undo, compensation{step: "compensate:" + name, run: run})
-}
-
-// call runs one step's activity: a local activity on VersionLocal, a
-// regular one on the runs recorded before.
-func (f *fulfilment) call(ctx workflow.Context, activity, arg any) error {
-	if f.version == VersionRegular {
-		return workflow.ExecuteActivity(ctx, activity, arg).Get(ctx, nil)
+// answerCancel settles a cancel waiting for the carrier.
+func (f *fulfilment) answerCancel(answer string) {
+	if f.asked != "" {
+		f.answer = answer
+		if answer == answerWithdrawn {
+			f.cancel = f.asked
+		}
 	}
-	return workflow.ExecuteLocalActivity(ctx, activity, arg).Get(ctx, nil)
+}
+
+func (f *fulfilment) validateResolve(r Resolution) error {
+	if err := checkText(r.Reason); err != nil {
+		return err
+	}
+	switch {
+	case f.p.Attention == nil || f.decision != nil:
+		return temporal.NewApplicationError("the saga is not waiting for an operator", ErrNotWaiting)
+	case !slices.Contains(f.p.Attention.Options, r.Action):
+		return temporal.NewApplicationError(fmt.Sprintf("at %s an operator may decide %s, not %q",
+			f.p.Attention.Step, strings.Join(f.p.Attention.Options, " or "), r.Action), ErrActionNotAllowed)
+	}
+	return nil
+}
+
+func (f *fulfilment) onResolve(_ workflow.Context, r Resolution) (Progress, error) {
+	f.decision = &r
+	return f.p, nil
+}
+
+// checkText refuses text that cannot reach an event: what a customer or an
+// operator writes ends up in the order's or the shipment's events.
+func checkText(s string) error {
+	switch {
+	case strings.TrimSpace(s) == "":
+		return temporal.NewApplicationError("a reason is required", "reason_required")
+	case !utf8.ValidString(s):
+		return temporal.NewApplicationError("the reason is not valid UTF-8", ErrInvalidText)
+	case strings.ContainsRune(s, 0):
+		return temporal.NewApplicationError("the reason contains a NUL character", ErrInvalidText)
+	case utf8.RuneCountInString(s) > MaxReason:
+		return temporal.NewApplicationError(fmt.Sprintf("the reason is longer than %d characters", MaxReason), ErrInvalidText)
+	}
+	return nil
+}
+
+// clip makes text the saga composes safe for an event: valid UTF-8, no
+// NUL, at most MaxReason characters.
+func clip(s string) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+	if r := []rune(s); len(r) > MaxReason {
+		s = string(r[:MaxReason-1]) + "…"
+	}
+	return s
 }
 
 func (f *fulfilment) at(step string) activities.Step {
-	return activities.Step{OrderID: f.in.OrderID, Step: step, CorrelationID: f.in.CorrelationID}
+	return activities.Step{OrderID: f.in.OrderID, Step: step, CorrelationID: f.in.CorrelationID, Key: activities.SagaKey(f.wid, step)}
 }
 
-func (f *fulfilment) forward(ctx workflow.Context) error {
+// call runs one step's local activity.
+func call(ctx workflow.Context, activity, arg, result any) error {
+	return workflow.ExecuteLocalActivity(ctx, activity, arg).Get(ctx, result)
+}
+
+// refused reports a business refusal: a non-retryable application error
+// from the domain (out of stock, no funds, carrier refusal). Timeouts,
+// exhausted retries, key collisions and invalid commands are not: no
+// customer's choice, no compensation — an operator looks.
+func refused(err error) bool {
+	var timeout *temporal.TimeoutError
+	var app *temporal.ApplicationError
+	if errors.As(err, &timeout) || !errors.As(err, &app) || !app.NonRetryable() {
+		return false
+	}
+	return app.Type() != activities.ErrTypeKeyCollision && app.Type() != activities.ErrTypeInvalid
+}
+
+// do runs one step until it succeeds. A business refusal is returned when
+// refusalsStop is false (before the carrier the caller compensates);
+// anything else stops the saga for an operator, who may choose among
+// options: retry runs the step again, another choice is returned as
+// *decided. A customer's cancel ends the wait too where compensating is
+// an option.
+func (f *fulfilment) do(ctx workflow.Context, step string, run func(workflow.Context) error, refusalsStop bool, options ...string) error {
+	for {
+		err := run(ctx)
+		if err == nil || (!refusalsStop && refused(err)) || temporal.IsCanceledError(err) {
+			return err
+		}
+		r, err := f.attend(ctx, step, err, options)
+		if err != nil {
+			return err
+		}
+		if r.Action != ActionRetry {
+			return &decided{r}
+		}
+	}
+}
+
+// attend waits for an operator (or a customer's cancel, where compensating
+// is allowed) with the saga in NEEDS_ATTENTION.
+func (f *fulfilment) attend(ctx workflow.Context, step string, cause error, options []string) (Resolution, error) {
+	status := f.p.Status
+	f.p.Status = StatusNeedsAttention
+	f.p.Attention = &Attention{Step: step, Error: clip(reasonOf(cause)), Options: options, Since: workflow.Now(ctx)}
+	f.publish(ctx)
+	workflow.GetLogger(ctx).Warn("saga needs attention", "step", step, "error", cause)
+	canCancel := slices.Contains(options, ActionCompensate)
+	err := workflow.Await(ctx, func() bool { return f.decision != nil || (canCancel && f.cancel != "") })
+	var r Resolution
+	switch {
+	case f.decision != nil:
+		r = *f.decision
+		who := r.Operator
+		if who == "" {
+			who = "an operator"
+		}
+		f.p.Decisions = append(f.p.Decisions, fmt.Sprintf("%s at %s by %s: %s", r.Action, step, who, r.Reason))
+	case err == nil:
+		err = errCancelled // the customer's cancel ended the wait
+	}
+	f.decision, f.p.Attention, f.p.Status = nil, nil, status
+	f.publish(ctx)
+	return r, err
+}
+
+// stage is a step before the carrier and the compensation registered before
+// it runs (so a step that half-happened is undone too: every compensation
+// is a no-op when there is nothing to undo).
+type stage struct {
+	name, status string
+	run          func(workflow.Context) error
+	undo         string
+	compensate   func(workflow.Context) error
+}
+
+func (f *fulfilment) stages() []stage {
 	in := f.in
-	f.before("cancel_order", func(ctx workflow.Context) error {
-		return f.call(ctx, a.CancelOrder, activities.OrderChange{Step: f.at("compensate:cancel_order"), Reason: f.p.Reason})
-	})
+	out := []stage{{undo: "cancel_order", compensate: func(ctx workflow.Context) error {
+		return call(ctx, a.CancelOrder, activities.OrderChange{Step: f.at("compensate:cancel_order"), Reason: clip(f.p.Reason)}, nil)
+	}}}
 	for _, l := range in.Lines {
 		line := activities.Line{Step: f.at("reserve_stock:" + l.SKU), SKU: l.SKU, Quantity: l.Quantity}
-		f.before("release_stock:"+l.SKU, func(ctx workflow.Context) error {
-			undo := line
-			undo.Step = f.at("compensate:release_stock:" + l.SKU)
-			return f.call(ctx, a.ReleaseStock, undo)
-		})
-		if err := f.step(ctx, line.Step.Step, StatusReservingStock, func(ctx workflow.Context) error {
-			return f.call(ctx, a.ReserveStock, line)
-		}); err != nil {
-			return err
-		}
+		out = append(out, stage{name: line.Step.Step, status: StatusReservingStock,
+			run:  func(ctx workflow.Context) error { return call(ctx, a.ReserveStock, line, nil) },
+			undo: "release_stock:" + l.SKU, compensate: func(ctx workflow.Context) error {
+				undo := line
+				undo.Step = f.at("compensate:release_stock:" + l.SKU)
+				return call(ctx, a.ReleaseStock, undo, nil)
+			}})
 	}
-	pay := activities.Payment{Step: f.at("authorise_payment"), WalletID: in.WalletID, Amount: in.Total, Currency: in.Currency}
-	f.before("void_payment", func(ctx workflow.Context) error {
-		undo := pay
-		undo.Step = f.at("compensate:void_payment")
-		return f.call(ctx, a.VoidPayment, undo)
-	})
-	if err := f.step(ctx, "authorise_payment", StatusAuthorisingPayment, func(ctx workflow.Context) error {
-		return f.call(ctx, a.AuthorisePayment, pay)
-	}); err != nil {
-		return err
-	}
-	if err := f.step(ctx, "confirm_order", StatusConfirmed, func(ctx workflow.Context) error {
-		return f.call(ctx, a.ConfirmOrder, activities.OrderChange{Step: f.at("confirm_order")})
-	}); err != nil {
-		return err
-	}
-	parcel := activities.Parcel{Step: f.at("schedule_shipment"), ShipmentID: "shp-" + in.OrderID, Address: in.ShippingAddress}
-	f.before("fail_shipment", func(ctx workflow.Context) error {
-		undo := parcel
-		undo.Step, undo.Reason = f.at("compensate:fail_shipment"), "order not fulfilled: "+f.p.Reason
-		return f.call(ctx, a.FailShipment, undo)
-	})
-	if err := f.step(ctx, "schedule_shipment", StatusShipping, func(ctx workflow.Context) error {
-		return f.call(ctx, a.ScheduleShipment, parcel)
-	}); err != nil {
-		return err
-	}
-	if err := f.step(ctx, "dispatch_shipment", StatusShipping, func(ctx workflow.Context) error {
-		return f.dispatch(ctx, parcel)
-	}); err != nil {
-		return err
-	}
-	f.shipped = true
-	f.status(ctx, StatusShipped, "dispatch_shipment")
-
-	capture := pay
-	capture.Step = f.at("capture_payment")
-	f.before("refund_payment", func(ctx workflow.Context) error {
-		undo := pay
-		undo.Step = f.at("compensate:refund_payment")
-		return f.call(ctx, a.RefundPayment, undo)
-	})
-	f.status(ctx, StatusShipped, "capture_payment")
-	if err := f.call(ctx, a.CapturePayment, capture); err != nil {
-		// A capture refused for good is undone like an earlier failure: the
-		// payment never happened, so the order is not fulfilled.
-		f.shipped = false
-		return err
-	}
-	f.status(ctx, StatusShipped, "mark_shipped")
-	if err := f.call(ctx, a.MarkOrderShipped, activities.OrderChange{Step: f.at("mark_shipped"), ShipmentID: parcel.ShipmentID}); err != nil {
-		return err
-	}
-	for _, l := range in.Lines {
-		f.status(ctx, StatusShipped, "commit_stock:"+l.SKU)
-		if err := f.call(ctx, a.CommitStock, activities.Line{Step: f.at("commit_stock:" + l.SKU), SKU: l.SKU, Quantity: l.Quantity}); err != nil {
-			return err
-		}
-	}
-	f.status(ctx, StatusShipped, "complete_order")
-	return f.call(ctx, a.CompleteOrder, activities.OrderChange{Step: f.at("complete_order")})
+	out = append(out, stage{name: "authorise_payment", status: StatusAuthorisingPayment,
+		run:  func(ctx workflow.Context) error { return call(ctx, a.AuthorisePayment, f.payment("authorise_payment"), nil) },
+		undo: "void_payment", compensate: func(ctx workflow.Context) error {
+			return call(ctx, a.VoidPayment, f.payment("compensate:void_payment"), nil)
+		}},
+		stage{name: "confirm_order", status: StatusConfirmed, run: func(ctx workflow.Context) error {
+			return call(ctx, a.ConfirmOrder, activities.OrderChange{Step: f.at("confirm_order")}, nil)
+		}},
+		stage{name: "schedule_shipment", status: StatusShipping,
+			run:  func(ctx workflow.Context) error { return call(ctx, a.ScheduleShipment, f.parcel("schedule_shipment"), nil) },
+			undo: "fail_shipment", compensate: func(ctx workflow.Context) error {
+				undo := f.parcel("compensate:fail_shipment")
+				undo.Reason = clip("order not fulfilled: " + f.p.Reason)
+				return call(ctx, a.FailShipment, undo, nil)
+			}})
+	return out
 }
 
-// dispatch waits for the carrier, for the customer's cancel, or for the
-// shipping deadline (a timer: a business deadline, not a workflow timeout),
-// whichever comes first.
-func (f *fulfilment) dispatch(ctx workflow.Context, parcel activities.Parcel) error {
-	actCtx, stop := workflow.WithCancel(ctx)
-	defer stop()
-	p := parcel
-	p.Step = f.at("dispatch_shipment")
-	if f.version != VersionRegular {
-		f.publish(ctx) // SHIPPING, while the carrier works
+func (f *fulfilment) payment(step string) activities.Payment {
+	return activities.Payment{Step: f.at(step), WalletID: f.in.WalletID, Amount: f.in.Total, Currency: f.in.Currency}
+}
+
+func (f *fulfilment) parcel(step string) activities.Parcel {
+	return activities.Parcel{Step: f.at(step), ShipmentID: "shp-" + f.in.OrderID, Address: f.in.ShippingAddress}
+}
+
+// forward runs the steps up to and including the carrier. An error means
+// compensate: a refusal, the customer's cancel, an operator's choice.
+func (f *fulfilment) forward(ctx workflow.Context) error {
+	for _, s := range f.stages() {
+		if s.compensate != nil {
+			f.undo = append(f.undo, compensation{step: "compensate:" + s.undo, run: s.compensate})
+		}
+		if s.run == nil {
+			continue
+		}
+		if f.cancel != "" {
+			return errCancelled
+		}
+		f.p.Status, f.p.Step = s.status, s.name
+		if err := f.do(ctx, s.name, s.run, false, ActionRetry, ActionCompensate); err != nil {
+			return err
+		}
 	}
+	if f.cancel != "" {
+		return errCancelled
+	}
+	return f.dispatch(ctx)
+}
+
+// dispatch hands the parcel to the carrier and waits for it. The customer's
+// cancel, an operator's cancel of the workflow, or the shipping deadline (a
+// timer: a business deadline, not a workflow timeout) ask the carrier to
+// withdraw: if it does, the saga compensates; if it has the parcel, the
+// saga waits for the dispatch and goes on past the point of no return.
+func (f *fulfilment) dispatch(ctx workflow.Context) error {
+	f.phase, f.p.Status, f.p.Step = phaseDispatching, StatusShipping, "dispatch_shipment"
+	f.publish(ctx) // SHIPPING, while the carrier works
+	// The carrier call and the wait outlive a cancel of the workflow: the
+	// carrier is asked first.
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	actCtx, stopCarrier := workflow.WithCancel(dctx)
+	defer stopCarrier()
+	p := f.parcel("dispatch_shipment")
 	dispatched := workflow.ExecuteActivity(actCtx, a.DispatchWithCarrier, p)
-	timerCtx, stopTimer := workflow.WithCancel(ctx)
+	timerCtx, stopTimer := workflow.WithCancel(dctx)
 	defer stopTimer()
 	deadline := workflow.NewTimer(timerCtx, f.in.ShippingDeadline)
-	var err error
-	sel := workflow.NewSelector(ctx)
-	sel.AddFuture(dispatched, func(fut workflow.Future) { err = fut.Get(ctx, &f.p.TrackingNumber) })
-	sel.AddReceive(f.cancelCh, func(c workflow.ReceiveChannel, more bool) { c.Receive(ctx, nil); err = errCancelled })
-	sel.AddFuture(deadline, func(workflow.Future) {
-		err = temporal.NewNonRetryableApplicationError(fmt.Sprintf("the carrier did not dispatch within %s", f.in.ShippingDeadline), "shipping_deadline_passed", nil)
-	})
-	sel.Select(ctx)
-	return err
+	deadlinePassed, cancelled, taken := false, false, false
+	for {
+		var result error
+		var stop error // why to ask the carrier to withdraw
+		done := false
+		sel := workflow.NewSelector(dctx)
+		sel.AddFuture(dispatched, func(fut workflow.Future) { done, result = true, fut.Get(dctx, &f.p.TrackingNumber) })
+		if !taken {
+			sel.AddReceive(f.asks, func(c workflow.ReceiveChannel, _ bool) { c.Receive(dctx, nil); stop = errCancelled })
+			if !deadlinePassed {
+				sel.AddFuture(deadline, func(workflow.Future) {
+					deadlinePassed = true
+					stop = temporal.NewNonRetryableApplicationError(fmt.Sprintf("the carrier did not dispatch within %s", f.in.ShippingDeadline), "shipping_deadline_passed", nil)
+				})
+			}
+			if !cancelled {
+				sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) { cancelled, stop = true, temporal.NewCanceledError() })
+			}
+		}
+		sel.Select(dctx)
+		if done {
+			if result != nil {
+				f.answerCancel(answerWithdrawn) // refused by the carrier: the order is cancelled anyway
+				return result
+			}
+			f.phase = phaseShipped
+			f.answerCancel(answerTaken)
+			return nil
+		}
+		withdrawn, err := f.withdraw(dctx)
+		if err != nil {
+			return err
+		}
+		if withdrawn {
+			f.p.Carrier = answerWithdrawn
+			f.answerCancel(answerWithdrawn)
+			return stop
+		}
+		// The carrier has the parcel: from here on, nothing is undone.
+		taken, f.phase, f.p.Carrier = true, phaseShipped, answerTaken
+		f.answerCancel(answerTaken)
+	}
+}
+
+// withdraw asks the carrier not to take the parcel.
+func (f *fulfilment) withdraw(ctx workflow.Context) (bool, error) {
+	var withdrawn bool
+	err := f.do(ctx, "withdraw_from_carrier", func(ctx workflow.Context) error {
+		return call(ctx, a.WithdrawFromCarrier, f.parcel("dispatch_shipment"), &withdrawn)
+	}, true, ActionRetry)
+	return withdrawn, err
+}
+
+// finish runs the steps after the carrier took the parcel. Nothing here is
+// ever compensated, and a cancel of the workflow changes nothing (the
+// goods are gone): a step that fails for good waits for an operator, who
+// retries it or writes the order off.
+func (f *fulfilment) finish(ctx workflow.Context) (Progress, error) {
+	ctx, _ = workflow.NewDisconnectedContext(ctx)
+	f.phase, f.p.Status = phaseShipped, StatusShipped
+	// Steps, like compensations, are a name and a run.
+	steps := []compensation{
+		{"capture_payment", func(ctx workflow.Context) error { return call(ctx, a.CapturePayment, f.payment("capture_payment"), nil) }},
+		{"mark_shipped", func(ctx workflow.Context) error {
+			return call(ctx, a.MarkOrderShipped, activities.OrderChange{Step: f.at("mark_shipped"), ShipmentID: "shp-" + f.in.OrderID}, nil)
+		}},
+	}
+	for _, l := range f.in.Lines {
+		line := activities.Line{Step: f.at("commit_stock:" + l.SKU), SKU: l.SKU, Quantity: l.Quantity}
+		steps = append(steps, compensation{line.Step.Step, func(ctx workflow.Context) error { return call(ctx, a.CommitStock, line, nil) }})
+	}
+	steps = append(steps, compensation{"complete_order", func(ctx workflow.Context) error {
+		return call(ctx, a.CompleteOrder, activities.OrderChange{Step: f.at("complete_order")}, nil)
+	}})
+	for _, s := range steps {
+		f.p.Step = s.step
+		err := f.do(ctx, s.step, s.run, true, ActionRetry, ActionWriteOff)
+		var d *decided
+		if errors.As(err, &d) {
+			return f.writeOff(ctx, d.Resolution)
+		} else if err != nil {
+			return f.p, err
+		}
+	}
+	f.end(ctx, StatusCompleted, "done")
+	return f.p, nil
+}
+
+// writeOff closes the order on an operator's decision: the goods left, so
+// the stock is committed; what was not captured is released; the order
+// records the write-off and its reason.
+func (f *fulfilment) writeOff(ctx workflow.Context, r Resolution) (Progress, error) {
+	f.p.FailedStep, f.p.Reason = f.p.Step, clip("written off: "+r.Reason)
+	f.p.Status = StatusShipped
+	steps := []compensation{{"write_off:void_payment", func(ctx workflow.Context) error {
+		return call(ctx, a.VoidPayment, f.payment("write_off:void_payment"), nil)
+	}}}
+	for _, l := range f.in.Lines {
+		line := activities.Line{Step: f.at("write_off:commit_stock:" + l.SKU), SKU: l.SKU, Quantity: l.Quantity}
+		steps = append(steps, compensation{line.Step.Step, func(ctx workflow.Context) error { return call(ctx, a.CommitStock, line, nil) }})
+	}
+	steps = append(steps, compensation{"write_off:order", func(ctx workflow.Context) error {
+		return call(ctx, a.WriteOffOrder, activities.OrderChange{Step: f.at("write_off:order"), Reason: f.p.Reason}, nil)
+	}})
+	for _, s := range steps {
+		f.p.Step = s.step
+		if err := f.do(ctx, s.step, s.run, true, ActionRetry, ActionSkip); err != nil {
+			f.p.Skipped = append(f.p.Skipped, s.step)
+		}
+	}
+	f.end(ctx, StatusWrittenOff, "written_off")
+	return f.p, nil
 }
 
 // compensate undoes every registered step in reverse on a disconnected
-// context, so that a cancelled workflow still cleans up.
+// context, so that a cancelled workflow still cleans up. A compensation
+// that keeps failing waits for an operator (retry, or skip it as settled
+// by hand); it never stops the others for good.
 func (f *fulfilment) compensate(ctx workflow.Context, cause error) (Progress, error) {
-	f.fail(ctx, cause)
-	f.status(ctx, StatusCompensating, f.p.Step)
+	f.fail(cause)
+	f.phase, f.p.Status = phaseCompensating, StatusCompensating
+	f.answerCancel(answerWithdrawn)
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
-	var failed error
 	for i := len(f.undo) - 1; i >= 0; i-- {
 		c := f.undo[i]
 		f.p.Step = c.step
-		if err := c.run(dctx); err != nil {
-			failed = errors.Join(failed, fmt.Errorf("%s: %w", c.step, err))
+		if err := f.do(dctx, c.step, c.run, true, ActionRetry, ActionSkip); err != nil {
+			f.p.Skipped = append(f.p.Skipped, c.step)
 			continue
 		}
 		f.p.Compensated = append(f.p.Compensated, c.step)
 	}
-	f.done = true
-	if failed != nil {
-		f.status(dctx, StatusNeedsAttention, f.p.Step)
-		return f.p, failed
-	}
-	f.status(dctx, StatusCompensated, "compensated")
+	f.end(dctx, StatusCompensated, "compensated")
 	return f.p, nil
 }
 
+// repair finishes what an ended run left, from the event log: nothing if
+// the order reached its end, forward if the carrier has the parcel (asked
+// again under the same key), compensation otherwise.
+func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
+	var seen activities.Inspection
+	f.p.Step = "inspect_order"
+	if err := f.do(ctx, "inspect_order", func(ctx workflow.Context) error {
+		return call(ctx, a.InspectOrder, f.parcel("inspect_order"), &seen)
+	}, true, ActionRetry); err != nil {
+		return f.p, err
+	}
+	for _, s := range f.stages() {
+		if s.compensate != nil {
+			f.undo = append(f.undo, compensation{step: "compensate:" + s.undo, run: s.compensate})
+		}
+	}
+	switch seen.OrderStatus {
+	case order.StatusCompleted:
+		f.end(ctx, StatusCompleted, "done")
+		return f.p, nil
+	case order.StatusCancelled, order.StatusRejected:
+		f.p.Step = ""
+		return f.compensate(ctx, errors.New("repaired: the order was "+string(seen.OrderStatus)))
+	case order.StatusWrittenOff:
+		f.end(ctx, StatusWrittenOff, "written_off")
+		return f.p, nil
+	}
+	taken := seen.ShipmentStatus == shipment.StatusDispatched || seen.ShipmentStatus == shipment.StatusDelivered
+	if !taken && seen.ShipmentStatus == shipment.StatusScheduled {
+		withdrawn, err := f.withdraw(ctx)
+		if err != nil {
+			return f.p, err
+		}
+		taken = !withdrawn
+	}
+	if !taken {
+		f.p.Carrier, f.p.Step = answerWithdrawn, ""
+		return f.compensate(ctx, errors.New("repaired: the saga ended before the carrier took the parcel"))
+	}
+	f.p.Carrier = answerTaken
+	if seen.TrackingNumber == "" {
+		// The carrier took it but the dispatch was never recorded: the same
+		// key gets the same tracking number, and the dispatch is recorded.
+		f.p.Step = "dispatch_shipment"
+		if err := f.do(ctx, "dispatch_shipment", func(ctx workflow.Context) error {
+			return workflow.ExecuteActivity(ctx, a.DispatchWithCarrier, f.parcel("dispatch_shipment")).Get(ctx, &f.p.TrackingNumber)
+		}, true, ActionRetry); err != nil {
+			return f.p, err
+		}
+	} else {
+		f.p.TrackingNumber = seen.TrackingNumber
+	}
+	return f.finish(ctx)
+}
+
 // fail records why the forward path stopped.
-func (f *fulfilment) fail(ctx workflow.Context, err error) {
-	var app *temporal.ApplicationError
+func (f *fulfilment) fail(err error) {
+	var d *decided
 	switch {
 	case errors.Is(err, errCancelled):
-		f.p.Reason = "cancelled by the customer: " + f.cancel
-	case temporal.IsCanceledError(err):
-		f.p.Reason = "cancelled by an operator"
-	case errors.As(err, &app):
-		f.p.Reason = app.Message()
-		if app.Type() != "" && !strings.HasPrefix(f.p.Reason, app.Type()) {
-			f.p.Reason = app.Type() + ": " + f.p.Reason
-		}
+		f.p.Reason = clip("cancelled by the customer: " + f.cancel)
+		return
+	case errors.As(err, &d):
+		f.p.Reason = clip("compensated by an operator: " + d.Reason)
 	default:
-		f.p.Reason = err.Error()
+		f.p.Reason = clip(reasonOf(err))
 	}
-	if !errors.Is(err, errCancelled) {
+	if f.p.Step != "" {
 		f.p.FailedStep = f.p.Step
 	}
 }
 
-// status records progress. The runs recorded before VersionLocal upserted
-// the search attributes at every call; VersionLocal writes them (each write
-// is a history event and a visibility update) only where the workflow
-// waits — for the carrier — and when it ends: between those points the
-// steps run as local activities inside one workflow task, and the
-// intermediate values would never be seen. The progress query has the
-// current step at any time.
-func (f *fulfilment) status(ctx workflow.Context, status, step string) {
-	f.p.Status, f.p.Step = status, step
+// reasonOf says why a step failed, in words for the order's events.
+func reasonOf(err error) string {
+	var app *temporal.ApplicationError
 	switch {
-	case f.version == VersionRegular:
-		f.upsert(ctx)
-	case status == StatusCompleted || status == StatusCompensated || status == StatusNeedsAttention:
-		f.publish(ctx)
+	case temporal.IsCanceledError(err):
+		return "cancelled by an operator"
+	case errors.As(err, &app):
+		reason := app.Message()
+		if app.Type() != "" && !strings.HasPrefix(reason, app.Type()) {
+			reason = app.Type() + ": " + reason
+		}
+		return reason
 	}
+	return err.Error()
+}
+
+// end records the saga's outcome.
+func (f *fulfilment) end(ctx workflow.Context, status, step string) {
+	f.phase, f.p.Status, f.p.Step = phaseDone, status, step
+	f.answerCancel(answerTaken)
+	f.publish(ctx)
 }
 
 // publish writes the search attributes when they changed since last time.
+// They are written only where the saga waits (for the carrier, for an
+// operator) and where it ends: between those points the steps run as local
+// activities inside one workflow task, and the intermediate values would
+// never be seen. The progress query has the current step at any time.
 func (f *fulfilment) publish(ctx workflow.Context) {
-	if f.written != [2]string{f.p.Status, f.p.FailedStep} {
-		f.upsert(ctx)
+	failed := f.p.FailedStep
+	if f.p.Attention != nil {
+		failed = f.p.Attention.Step
 	}
+	if f.written == [2]string{f.p.Status, failed} {
+		return
+	}
+	unset := failed == "" && f.written[1] != ""
+	f.written = [2]string{f.p.Status, failed}
+	writeAttrs(ctx, f.in, f.p.Status, failed, unset)
 }
 
-func (f *fulfilment) upsert(ctx workflow.Context) {
-	f.written = [2]string{f.p.Status, f.p.FailedStep}
+// writeAttrs upserts the saga's search attributes.
+func writeAttrs(ctx workflow.Context, in Input, status, failedStep string, unsetFailed bool) {
 	updates := []temporal.SearchAttributeUpdate{
-		AttrOrderID.ValueSet(f.in.OrderID), AttrCustomerID.ValueSet(f.in.CustomerID), AttrOrderStatus.ValueSet(f.p.Status),
+		AttrOrderID.ValueSet(in.OrderID), AttrCustomerID.ValueSet(in.CustomerID), AttrOrderStatus.ValueSet(status),
 	}
-	if f.p.FailedStep != "" {
-		updates = append(updates, AttrFailedStep.ValueSet(f.p.FailedStep))
+	if failedStep != "" {
+		updates = append(updates, AttrFailedStep.ValueSet(failedStep))
+	} else if unsetFailed {
+		updates = append(updates, AttrFailedStep.ValueUnset())
 	}
 	if err := workflow.UpsertTypedSearchAttributes(ctx, updates...); err != nil {
 		workflow.GetLogger(ctx).Warn("upsert search attributes", "err", err)

@@ -3,12 +3,14 @@ package workflows_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
@@ -30,19 +32,22 @@ type saga struct {
 	env   *testsuite.TestWorkflowEnvironment
 	mu    sync.Mutex
 	calls []string
+	keys  []string
 }
 
 func newSaga(t *testing.T) *saga {
 	var suite testsuite.WorkflowTestSuite
 	s := &saga{t: t, env: suite.NewTestWorkflowEnvironment()}
+	s.env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: workflows.WorkflowID(input.OrderID)})
 	workflows.Register(s.env, &activities.Activities{})
 	return s
 }
 
-func (s *saga) record(name string) {
+func (s *saga) record(name string, step activities.Step) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = append(s.calls, name)
+	s.keys = append(s.keys, step.Key)
 }
 
 // mockOpts narrow or delay one mocked activity.
@@ -63,13 +68,13 @@ func (s *saga) on(name string, err error, o mockOpts) {
 	}
 	switch name {
 	case "ReserveStock", "ReleaseStock", "CommitStock":
-		ret = func(_ context.Context, a activities.Line) error { s.record(label(a)); return err }
+		ret = func(_ context.Context, a activities.Line) error { s.record(label(a), a.Step); return err }
 	case "AuthorisePayment", "VoidPayment", "CapturePayment", "RefundPayment":
-		ret = func(_ context.Context, a activities.Payment) error { s.record(label(a)); return err }
-	case "ConfirmOrder", "MarkOrderShipped", "CompleteOrder", "CancelOrder":
-		ret = func(_ context.Context, a activities.OrderChange) error { s.record(label(a)); return err }
+		ret = func(_ context.Context, a activities.Payment) error { s.record(label(a), a.Step); return err }
+	case "ConfirmOrder", "MarkOrderShipped", "CompleteOrder", "CancelOrder", "WriteOffOrder":
+		ret = func(_ context.Context, a activities.OrderChange) error { s.record(label(a), a.Step); return err }
 	case "ScheduleShipment", "FailShipment":
-		ret = func(_ context.Context, a activities.Parcel) error { s.record(label(a)); return err }
+		ret = func(_ context.Context, a activities.Parcel) error { s.record(label(a), a.Step); return err }
 	}
 	c := s.env.OnActivity(name, mock.Anything, mock.MatchedBy(func(arg any) bool { return o.when == nil || o.when(arg) })).Return(ret)
 	if o.once {
@@ -81,16 +86,65 @@ func (s *saga) on(name string, err error, o mockOpts) {
 }
 
 var allActivities = []string{"ReserveStock", "ReleaseStock", "CommitStock", "AuthorisePayment", "VoidPayment", "CapturePayment",
-	"RefundPayment", "ConfirmOrder", "MarkOrderShipped", "CompleteOrder", "CancelOrder", "ScheduleShipment", "FailShipment"}
+	"RefundPayment", "ConfirmOrder", "MarkOrderShipped", "CompleteOrder", "CancelOrder", "WriteOffOrder", "ScheduleShipment", "FailShipment"}
 
 func (s *saga) defaults() {
 	for _, a := range allActivities {
 		s.on(a, nil, mockOpts{})
 	}
-	s.env.OnActivity("DispatchWithCarrier", mock.Anything, mock.Anything).Return(func(context.Context, activities.Parcel) (string, error) {
-		s.record("DispatchWithCarrier")
+	s.env.OnActivity("DispatchWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
+		s.record("DispatchWithCarrier", p.Step)
 		return "TRACK-1", nil
 	})
+	s.withdraw(true)
+}
+
+// withdraw mocks the carrier's answer to a withdrawal.
+func (s *saga) withdraw(withdrawn bool) {
+	s.env.OnActivity("WithdrawFromCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (bool, error) {
+		s.record("WithdrawFromCarrier", p.Step)
+		return withdrawn, nil
+	})
+}
+
+// update sends an update at delay and returns what became of it.
+func (s *saga) update(delay time.Duration, name string, arg any) *updateResult {
+	r := &updateResult{}
+	s.env.RegisterDelayedCallback(func() {
+		s.env.UpdateWorkflow(name, fmt.Sprintf("%s-%s", name, delay), &testsuite.TestUpdateCallback{
+			OnAccept: func() { r.accepted = true }, OnReject: func(err error) { r.rejected = err },
+			OnComplete: func(v any, err error) { r.completed, r.err = true, err },
+		}, arg)
+	}, delay)
+	return r
+}
+
+type updateResult struct {
+	accepted, completed bool
+	rejected, err       error
+}
+
+// code is the type of an update's refusal.
+func code(err error) string {
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		return app.Type()
+	}
+	return ""
+}
+
+// progress runs the progress query.
+func (s *saga) progress() workflows.Progress {
+	s.t.Helper()
+	v, err := s.env.QueryWorkflow(workflows.QueryProgress)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var p workflows.Progress
+	if err := v.Get(&p); err != nil {
+		s.t.Fatal(err)
+	}
+	return p
 }
 
 func (s *saga) run(in workflows.Input) workflows.Progress {
@@ -130,6 +184,12 @@ func TestHappyPathRunsEveryStepInOrder(t *testing.T) {
 	if p.Status != workflows.StatusCompleted || p.TrackingNumber != "TRACK-1" {
 		t.Fatalf("progress %+v", p)
 	}
+	// Every command goes out under a key in the namespace clients cannot use.
+	for i, k := range s.keys {
+		if want := "saga:" + workflows.WorkflowID("o1") + "."; !strings.HasPrefix(k, want) {
+			t.Fatalf("%s sent with key %q, want the prefix %q", s.calls[i], k, want)
+		}
+	}
 }
 
 func TestFailuresCompensateInReverse(t *testing.T) {
@@ -144,9 +204,6 @@ func TestFailuresCompensateInReverse(t *testing.T) {
 			[]string{"ReserveStock:a", "ReserveStock:b", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder"}},
 		{"insufficient funds", "AuthorisePayment", nil, "authorise_payment",
 			[]string{"ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder"}},
-		{"capture refused", "CapturePayment", nil, "capture_payment",
-			[]string{"ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "ConfirmOrder", "ScheduleShipment", "DispatchWithCarrier",
-				"CapturePayment", "RefundPayment", "FailShipment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -164,8 +221,8 @@ func TestFailuresCompensateInReverse(t *testing.T) {
 
 func TestCarrierRejectionFailsTheShipmentAndCompensates(t *testing.T) {
 	s := newSaga(t)
-	s.env.OnActivity("DispatchWithCarrier", mock.Anything, mock.Anything).Return(func(context.Context, activities.Parcel) (string, error) {
-		s.record("DispatchWithCarrier")
+	s.env.OnActivity("DispatchWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
+		s.record("DispatchWithCarrier", p.Step)
 		return "", business("carrier_rejected")
 	})
 	s.defaults()
@@ -191,28 +248,94 @@ func TestInfrastructureErrorsAreRetried(t *testing.T) {
 
 // slowCarrier makes the carrier take d of workflow time.
 func (s *saga) slowCarrier(d time.Duration) {
-	s.env.OnActivity("DispatchWithCarrier", mock.Anything, mock.Anything).After(d).Return(func(context.Context, activities.Parcel) (string, error) {
-		s.record("DispatchWithCarrier")
+	s.env.OnActivity("DispatchWithCarrier", mock.Anything, mock.Anything).After(d).Return(func(_ context.Context, p activities.Parcel) (string, error) {
+		s.record("DispatchWithCarrier", p.Step)
 		return "TRACK-1", nil
 	})
 }
 
-func TestCustomerCancelBeforeShipmentCompensates(t *testing.T) {
+func TestCustomerCancelWhileTheCarrierWorksWithdrawsAndCompensates(t *testing.T) {
 	s := newSaga(t)
 	s.slowCarrier(time.Hour)
 	s.defaults()
-	var accepted bool
-	s.env.RegisterDelayedCallback(func() {
-		s.env.UpdateWorkflow(workflows.UpdateCancel, "u1", &testsuite.TestUpdateCallback{
-			OnAccept: func() { accepted = true }, OnReject: func(err error) { t.Errorf("rejected: %v", err) }, OnComplete: func(any, error) {},
-		}, "changed my mind")
-	}, 10*time.Minute)
+	cancel := s.update(10*time.Minute, workflows.UpdateCancel, "changed my mind")
 	p := s.run(input)
-	if !accepted || p.Status != workflows.StatusCompensated || p.Reason != "cancelled by the customer: changed my mind" {
-		t.Fatalf("accepted %v progress %+v", accepted, p)
+	if !cancel.accepted || !cancel.completed || cancel.err != nil {
+		t.Fatalf("cancel %+v", cancel)
 	}
-	if strings.Contains(strings.Join(s.calls, " "), "CapturePayment") || !strings.HasSuffix(strings.Join(s.calls, " "), "FailShipment VoidPayment ReleaseStock:b ReleaseStock:a CancelOrder") {
+	if p.Status != workflows.StatusCompensated || p.Reason != "cancelled by the customer: changed my mind" || p.Carrier != "withdrawn" {
+		t.Fatalf("progress %+v", p)
+	}
+	calls := strings.Join(s.calls, " ")
+	if strings.Contains(calls, "CapturePayment") || !strings.HasSuffix(calls, "WithdrawFromCarrier FailShipment VoidPayment ReleaseStock:b ReleaseStock:a CancelOrder") {
 		t.Fatalf("calls %v", s.calls)
+	}
+}
+
+func TestCancelWhenTheCarrierHasTheParcelIsRefusedAndTheSagaCompletes(t *testing.T) {
+	s := newSaga(t)
+	s.slowCarrier(time.Hour)
+	s.withdraw(false)
+	s.defaults()
+	cancel := s.update(10*time.Minute, workflows.UpdateCancel, "changed my mind")
+	p := s.run(input)
+	if !cancel.accepted || code(cancel.err) != workflows.ErrShipped {
+		t.Fatalf("cancel %+v", cancel)
+	}
+	if p.Status != workflows.StatusCompleted || p.Carrier != "taken" || strings.Contains(strings.Join(s.calls, " "), "Release") {
+		t.Fatalf("progress %+v calls %v", p, s.calls)
+	}
+}
+
+func TestCancelBeforeTheCarrierCompensatesWithoutAskingIt(t *testing.T) {
+	s := newSaga(t)
+	s.on("AuthorisePayment", nil, mockOpts{after: time.Hour})
+	s.defaults()
+	cancel := s.update(10*time.Minute, workflows.UpdateCancel, "too slow")
+	p := s.run(input)
+	if !cancel.accepted || cancel.err != nil || p.Status != workflows.StatusCompensated {
+		t.Fatalf("cancel %+v progress %+v", cancel, p)
+	}
+	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder")
+}
+
+func TestAReasonThatCannotReachAnEventIsRefused(t *testing.T) {
+	// (Invalid UTF-8 cannot arrive: JSON payloads carry valid text, and the
+	// API refuses a body that is not.)
+	for _, reason := range []string{"x\x00", strings.Repeat("é", workflows.MaxReason+1), " "} {
+		s := newSaga(t)
+		s.slowCarrier(time.Hour)
+		s.defaults()
+		cancel := s.update(10*time.Minute, workflows.UpdateCancel, reason)
+		p := s.run(input)
+		if cancel.accepted || cancel.rejected == nil || p.Status != workflows.StatusCompleted {
+			t.Fatalf("reason %q: cancel %+v progress %+v", reason, cancel, p)
+		}
+	}
+}
+
+func TestAnOperatorCancelDuringDispatchWithdrawsAndCompensates(t *testing.T) {
+	s := newSaga(t)
+	s.slowCarrier(time.Hour)
+	s.defaults()
+	s.env.RegisterDelayedCallback(s.env.CancelWorkflow, 10*time.Minute)
+	p := s.run(input)
+	if p.Status != workflows.StatusCompensated || p.Reason != "cancelled by an operator" || p.Carrier != "withdrawn" {
+		t.Fatalf("progress %+v", p)
+	}
+	if want := []string{"compensate:fail_shipment", "compensate:void_payment", "compensate:release_stock:b", "compensate:release_stock:a",
+		"compensate:cancel_order"}; strings.Join(p.Compensated, " ") != strings.Join(want, " ") {
+		t.Fatalf("compensated %v, want %v", p.Compensated, want)
+	}
+}
+
+func TestAnOperatorCancelAfterTheCarrierChangesNothing(t *testing.T) {
+	s := newSaga(t)
+	s.on("CapturePayment", nil, mockOpts{after: time.Hour})
+	s.defaults()
+	s.env.RegisterDelayedCallback(s.env.CancelWorkflow, 10*time.Minute)
+	if p := s.run(input); p.Status != workflows.StatusCompleted || strings.Contains(strings.Join(s.calls, " "), "Release") {
+		t.Fatalf("progress %+v calls %v", p, s.calls)
 	}
 }
 
@@ -220,16 +343,10 @@ func TestCancelAfterShipmentIsRefused(t *testing.T) {
 	s := newSaga(t)
 	s.on("CapturePayment", nil, mockOpts{after: time.Hour})
 	s.defaults()
-	var refused error
-	s.env.RegisterDelayedCallback(func() {
-		s.env.UpdateWorkflow(workflows.UpdateCancel, "u1", &testsuite.TestUpdateCallback{
-			OnAccept: func() { t.Error("accepted after shipment") }, OnReject: func(err error) { refused = err }, OnComplete: func(any, error) {},
-		}, "too late")
-	}, 10*time.Minute)
+	cancel := s.update(10*time.Minute, workflows.UpdateCancel, "too late")
 	p := s.run(input)
-	var app *temporal.ApplicationError
-	if !errors.As(refused, &app) || app.Type() != workflows.ErrShipped || p.Status != workflows.StatusCompleted {
-		t.Fatalf("refused %v progress %+v", refused, p)
+	if cancel.accepted || code(cancel.rejected) != workflows.ErrShipped || p.Status != workflows.StatusCompleted {
+		t.Fatalf("cancel %+v progress %+v", cancel, p)
 	}
 }
 
@@ -239,6 +356,134 @@ func TestShippingDeadlineIsATimerNotATimeout(t *testing.T) {
 	s.defaults()
 	p := s.run(input) // default deadline: 24 h
 	if p.Status != workflows.StatusCompensated || p.FailedStep != "dispatch_shipment" || !strings.Contains(p.Reason, "shipping_deadline_passed") {
+		t.Fatalf("progress %+v", p)
+	}
+}
+
+func TestACaptureRefusedAfterDispatchWaitsForAnOperatorAndIsWrittenOff(t *testing.T) {
+	s := newSaga(t)
+	s.on("CapturePayment", business("no_hold"), mockOpts{once: true})
+	s.defaults()
+	var waiting workflows.Progress
+	s.env.RegisterDelayedCallback(func() { waiting = s.progress() }, 30*time.Minute)
+	early := s.update(30*time.Minute, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionCompensate, Reason: "undo it"})
+	resolve := s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionWriteOff, Reason: "hold voided by mistake"})
+	p := s.run(input)
+	if waiting.Status != workflows.StatusNeedsAttention || waiting.Attention == nil || waiting.Attention.Step != "capture_payment" ||
+		strings.Join(waiting.Attention.Options, ",") != "retry,write_off" || !strings.Contains(waiting.Attention.Error, "no_hold") {
+		t.Fatalf("while waiting: %+v", waiting)
+	}
+	if code(early.rejected) != workflows.ErrActionNotAllowed || !resolve.accepted {
+		t.Fatalf("compensate after dispatch: %+v; write-off: %+v", early, resolve)
+	}
+	// Nothing is undone: the stock is committed, the hold released, the
+	// order written off.
+	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "ConfirmOrder", "ScheduleShipment", "DispatchWithCarrier",
+		"CapturePayment", "VoidPayment", "CommitStock:a", "CommitStock:b", "WriteOffOrder")
+	if p.Status != workflows.StatusWrittenOff || p.Reason != "written off: hold voided by mistake" || len(p.Decisions) != 1 || p.Attention != nil {
+		t.Fatalf("progress %+v", p)
+	}
+}
+
+func TestAStepRefusedAfterDispatchCanBeRetried(t *testing.T) {
+	s := newSaga(t)
+	s.on("CompleteOrder", business("order_placed"), mockOpts{once: true})
+	s.defaults()
+	s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionRetry, Reason: "fixed", Operator: "ops-1"})
+	p := s.run(input)
+	if p.Status != workflows.StatusCompleted || len(p.Decisions) != 1 || !strings.Contains(p.Decisions[0], "retry at complete_order by ops-1") {
+		t.Fatalf("progress %+v", p)
+	}
+	if strings.Count(strings.Join(s.calls, " "), "CompleteOrder") != 2 {
+		t.Fatalf("calls %v", s.calls)
+	}
+}
+
+func TestAKeyCollisionIsNoRefusal(t *testing.T) {
+	s := newSaga(t)
+	s.on("AuthorisePayment", temporal.NewNonRetryableApplicationError("reused", activities.ErrTypeKeyCollision, nil), mockOpts{once: true})
+	s.defaults()
+	s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionRetry, Reason: "key released"})
+	if p := s.run(input); p.Status != workflows.StatusCompleted {
+		t.Fatalf("a key collision was taken for a refusal: %+v, calls %v", p, s.calls)
+	}
+}
+
+func TestACompensationThatKeepsFailingWaitsForAnOperator(t *testing.T) {
+	s := newSaga(t)
+	fixed := false
+	s.env.OnActivity("FailShipment", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) error {
+		s.record("FailShipment", p.Step)
+		if !fixed {
+			return errors.New("database unreachable")
+		}
+		return nil
+	})
+	s.env.OnActivity("DispatchWithCarrier", mock.Anything, mock.Anything).Return("", business("carrier_rejected"))
+	s.defaults()
+	var waiting workflows.Progress
+	s.env.RegisterDelayedCallback(func() { waiting = s.progress(); fixed = true }, time.Hour)
+	s.update(time.Hour+time.Minute, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionRetry, Reason: "database back"})
+	p := s.run(input)
+	if waiting.Status != workflows.StatusNeedsAttention || waiting.Attention.Step != "compensate:fail_shipment" ||
+		strings.Join(waiting.Attention.Options, ",") != "retry,skip" {
+		t.Fatalf("while waiting: %+v", waiting)
+	}
+	// Retried with backoff within the step's deadline, then held; the
+	// compensations after it ran once the operator retried.
+	if n := strings.Count(strings.Join(s.calls, " "), "FailShipment"); n < 5 || n > 200 {
+		t.Fatalf("FailShipment ran %d times", n)
+	}
+	if p.Status != workflows.StatusCompensated || len(p.Compensated) != 5 || len(p.Skipped) != 0 {
+		t.Fatalf("progress %+v", p)
+	}
+}
+
+func TestAStuckStepBeforeTheCarrierCanBeCompensated(t *testing.T) {
+	s := newSaga(t)
+	s.env.OnActivity("ConfirmOrder", mock.Anything, mock.Anything).Return(errors.New("database unreachable"))
+	s.defaults()
+	s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionCompensate, Reason: "order data broken"})
+	p := s.run(input)
+	if p.Status != workflows.StatusCompensated || p.FailedStep != "confirm_order" || p.Reason != "compensated by an operator: order data broken" {
+		t.Fatalf("progress %+v", p)
+	}
+}
+
+func TestACustomerCancelEndsTheWaitOfAStuckStep(t *testing.T) {
+	s := newSaga(t)
+	s.env.OnActivity("ConfirmOrder", mock.Anything, mock.Anything).Return(errors.New("database unreachable"))
+	s.defaults()
+	cancel := s.update(time.Hour, workflows.UpdateCancel, "waited too long")
+	p := s.run(input)
+	if !cancel.accepted || p.Status != workflows.StatusCompensated || p.Reason != "cancelled by the customer: waited too long" {
+		t.Fatalf("cancel %+v progress %+v", cancel, p)
+	}
+}
+
+func TestRepairCompensatesWhenTheCarrierWithdraws(t *testing.T) {
+	s := newSaga(t)
+	s.env.OnActivity("InspectOrder", mock.Anything, mock.Anything).Return(activities.Inspection{OrderStatus: order.StatusConfirmed, ShipmentStatus: "scheduled"}, nil)
+	s.defaults()
+	in := input
+	in.Repair = true
+	p := s.run(in)
+	s.want("WithdrawFromCarrier", "FailShipment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder")
+	if p.Status != workflows.StatusCompensated || !p.Repair || !strings.HasPrefix(p.Reason, "repaired") {
+		t.Fatalf("progress %+v", p)
+	}
+}
+
+func TestRepairCompletesWhenTheCarrierHasTheParcel(t *testing.T) {
+	s := newSaga(t)
+	s.env.OnActivity("InspectOrder", mock.Anything, mock.Anything).Return(activities.Inspection{
+		OrderStatus: order.StatusConfirmed, ShipmentStatus: "dispatched", TrackingNumber: "T-9"}, nil)
+	s.defaults()
+	in := input
+	in.Repair = true
+	p := s.run(in)
+	s.want("CapturePayment", "MarkOrderShipped", "CommitStock:a", "CommitStock:b", "CompleteOrder")
+	if p.Status != workflows.StatusCompleted || p.TrackingNumber != "T-9" {
 		t.Fatalf("progress %+v", p)
 	}
 }

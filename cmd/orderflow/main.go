@@ -12,6 +12,7 @@
 //	orderflow load                     drive a running orderflow and report throughput and latency
 //	orderflow bench                    the saga's throughput beside its Temporal-only bound, and its latency
 //	orderflow verify                   check the invariants after a load or a fault
+//	orderflow sagas repair             finish the orders whose saga was terminated
 package main
 
 import (
@@ -49,6 +50,9 @@ commands:
                              exits 1 with a report when one fails
   events tail [-topic T] [-from beginning|end|OFFSET]
                              print a topic's messages as they arrive
+  sagas repair [-order ID]   start a repair run for every order (or one) whose saga ended without an
+                             outcome (terminated in the Temporal UI): it completes the order if the carrier
+                             has the parcel, and compensates it if not (needs TEMPORAL_ADDRESS)
 
 Run 'orderflow <command> -h' for its flags.
 `
@@ -62,7 +66,7 @@ func main() {
 	defer stop()
 
 	name, args := os.Args[1], os.Args[2:]
-	if (name == "projections" || name == "poison" || name == "events") && len(args) > 0 {
+	if (name == "projections" || name == "poison" || name == "events" || name == "sagas") && len(args) > 0 {
 		name, args = name+" "+args[0], args[1:]
 	}
 	fs := flag.NewFlagSet("orderflow "+name, flag.ExitOnError)
@@ -129,6 +133,12 @@ func main() {
 		run = func() error {
 			return withPool(ctx, cfg, func(a *app) error { return a.tail(ctx, tool.topic, tool.from) })
 		}
+	case "sagas repair":
+		run = func() error {
+			return withPool(ctx, cfg, func(a *app) error {
+				return a.withTemporal(ctx, true, func() error { return a.repair(ctx, tool.order) })
+			})
+		}
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
@@ -144,6 +154,7 @@ type toolFlags struct {
 	unresolved, all bool
 	topic, from     string
 	settle          time.Duration
+	order           string
 }
 
 func (t *toolFlags) register(fs *flag.FlagSet, name string) {
@@ -157,5 +168,7 @@ func (t *toolFlags) register(fs *flag.FlagSet, name string) {
 	case "events tail":
 		fs.StringVar(&t.topic, "topic", "order_events", "topic to follow: order_events, inventory_events, wallet_events, shipment_events, commands, poison")
 		fs.StringVar(&t.from, "from", "end", "where to start: beginning, end, or a message offset")
+	case "sagas repair":
+		fs.StringVar(&t.order, "order", "", "repair this order only (default: every order whose saga ended without an outcome)")
 	}
 }

@@ -84,8 +84,8 @@ func (a *app) runWorker(ctx context.Context, c client.Client) error {
 		return err
 	}
 	w := worker.New(c, workflows.TaskQueue, workerOptions())
-	workflows.Register(w, &activities.Activities{Bus: a.bus, Carrier: activities.SimulatedCarrier{
-		Latency: a.cfg.CarrierLatency, FailureRate: a.cfg.CarrierFailRate, RejectPostalCode: a.cfg.CarrierRejectZip,
+	workflows.Register(w, &activities.Activities{Bus: a.bus, Store: a.store, Carrier: activities.SimulatedCarrier{
+		Pool: a.pool, Latency: a.cfg.CarrierLatency, FailureRate: a.cfg.CarrierFailRate, RejectPostalCode: a.cfg.CarrierRejectZip,
 	}})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)

@@ -19,6 +19,8 @@ import (
 	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/projections"
+	"github.com/orderflow/orderflow/workflows"
+	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
 func (a *app) projectionsStatus(ctx context.Context) error {
@@ -256,3 +258,27 @@ func (a *app) verify(ctx context.Context, settle time.Duration) error {
 }
 
 var errVerifyFailed = errors.New("invariants violated")
+
+// repair starts a repair run for one order, or for every order whose saga
+// ended without an outcome.
+func (a *app) repair(ctx context.Context, orderID string) error {
+	ids := []string{orderID}
+	if orderID == "" {
+		found, err := sagas.Unfinished(ctx, a.pool, a.sagas.C)
+		if err != nil {
+			return err
+		}
+		ids = ids[:0]
+		for _, st := range found {
+			ids = append(ids, st.OrderID)
+		}
+		fmt.Printf("%d orders whose saga ended without an outcome\n", len(ids))
+	}
+	for _, id := range ids {
+		if err := sagas.Repair(ctx, a.pool, a.sagas.C, id); err != nil {
+			return err
+		}
+		fmt.Printf("order %s: repair run started (workflow %s)\n", id, workflows.WorkflowID(id))
+	}
+	return nil
+}

@@ -1,5 +1,6 @@
 // Package order is the customer's order: placed with lines and a shipping
-// address, then confirmed, shipped and completed, or cancelled or rejected.
+// address, then confirmed, shipped and completed, or cancelled or rejected
+// — or written off, when the goods left but the sale could not be finished.
 package order
 
 import (
@@ -29,6 +30,9 @@ const (
 	StatusCompleted Status = "completed"
 	StatusCancelled Status = "cancelled"
 	StatusRejected  Status = "rejected"
+	// StatusWrittenOff: the parcel left but the payment or a later step
+	// failed for good, and an operator accepted the loss.
+	StatusWrittenOff Status = "written_off"
 )
 
 // Line is one SKU of the order.
@@ -74,12 +78,17 @@ type Rejected struct {
 	Reason string `json:"reason"`
 }
 
-func (Placed) EventType() string    { return "order.placed" }
-func (Confirmed) EventType() string { return "order.confirmed" }
-func (Cancelled) EventType() string { return "order.cancelled" }
-func (Shipped) EventType() string   { return "order.shipped" }
-func (Completed) EventType() string { return "order.completed" }
-func (Rejected) EventType() string  { return "order.rejected" }
+type WrittenOff struct {
+	Reason string `json:"reason"`
+}
+
+func (Placed) EventType() string     { return "order.placed" }
+func (Confirmed) EventType() string  { return "order.confirmed" }
+func (Cancelled) EventType() string  { return "order.cancelled" }
+func (Shipped) EventType() string    { return "order.shipped" }
+func (Completed) EventType() string  { return "order.completed" }
+func (Rejected) EventType() string   { return "order.rejected" }
+func (WrittenOff) EventType() string { return "order.written_off" }
 
 // State is the order as JSON.
 type State struct {
@@ -274,6 +283,26 @@ func (o *Order) Reject(reason string) error {
 	return o.illegal("reject")
 }
 
+// WriteOff closes an order whose parcel left but whose sale could not be
+// finished (the capture failed for good): an operator's decision, with the
+// reason. Writing off twice is a no-op.
+func (o *Order) WriteOff(reason string) error {
+	if err := o.mustExist(); err != nil {
+		return err
+	}
+	if strings.TrimSpace(reason) == "" {
+		return aggregate.Rule("reason_required", "a write-off needs a reason")
+	}
+	switch o.s.Status {
+	case StatusWrittenOff:
+		return nil
+	case StatusConfirmed, StatusShipped:
+		o.record(WrittenOff{Reason: reason})
+		return nil
+	}
+	return o.illegal("write off")
+}
+
 func (o *Order) illegal(action string) error {
 	return aggregate.State("order_"+string(o.s.Status), "cannot %s order %s: it is %s", action, o.id, o.s.Status)
 }
@@ -295,5 +324,7 @@ func (o *Order) apply(e aggregate.Event) {
 		s.Status = StatusCompleted
 	case Rejected:
 		s.Status, s.Reason = StatusRejected, e.Reason
+	case WrittenOff:
+		s.Status, s.Reason = StatusWrittenOff, e.Reason
 	}
 }

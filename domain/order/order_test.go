@@ -42,6 +42,12 @@ func TestOrder(t *testing.T) {
 		{Name: "complete", Given: shipped, When: (*order.Order).Complete, Then: ev{order.Completed{}}},
 		{Name: "complete before shipping", Given: confirmed, When: (*order.Order).Complete, Err: "order_confirmed"},
 		{Name: "reject", Given: ev{placed}, When: func(o *order.Order) error { return o.Reject("out of stock") }, Then: ev{order.Rejected{Reason: "out of stock"}}},
+		{Name: "write off confirmed", Given: confirmed, When: func(o *order.Order) error { return o.WriteOff("capture failed") }, Then: ev{order.WrittenOff{Reason: "capture failed"}}},
+		{Name: "write off shipped", Given: shipped, When: func(o *order.Order) error { return o.WriteOff("x") }, Then: ev{order.WrittenOff{Reason: "x"}}},
+		{Name: "write off twice is a no-op", Given: append(shipped[:3:3], order.WrittenOff{Reason: "x"}), When: func(o *order.Order) error { return o.WriteOff("y") }},
+		{Name: "write off without reason", Given: shipped, When: func(o *order.Order) error { return o.WriteOff("") }, Err: "reason_required"},
+		{Name: "write off placed", Given: ev{placed}, When: func(o *order.Order) error { return o.WriteOff("x") }, Err: "order_placed"},
+		{Name: "cancel written off", Given: append(shipped[:3:3], order.WrittenOff{Reason: "x"}), When: func(o *order.Order) error { return o.Cancel("y") }, Err: "order_written_off"},
 		{Name: "reject completed", Given: append(shipped[:3:3], order.Completed{}), When: func(o *order.Order) error { return o.Reject("x") }, Err: "order_completed"},
 	})
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 
 	"github.com/orderflow/orderflow/domain/inventory"
@@ -22,6 +21,7 @@ import (
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/projections"
 	"github.com/orderflow/orderflow/workflows"
+	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
 // Checker runs the checks.
@@ -103,7 +103,7 @@ func (c *Checker) Run(ctx context.Context) (*Report, error) {
 		}
 		st := o.Status()
 		switch st {
-		case order.StatusCompleted, order.StatusCancelled, order.StatusRejected:
+		case order.StatusCompleted, order.StatusCancelled, order.StatusRejected, order.StatusWrittenOff:
 			terminal[id] = st
 		default:
 			orderFails = append(orderFails, fmt.Sprintf("order %s is still %s", id, st))
@@ -244,24 +244,38 @@ func (c *Checker) streams(ctx context.Context) (map[string][]string, error) {
 	return out, err
 }
 
-// matchesSaga compares the order's state with its saga's result.
+// matchesSaga compares the order's state with its saga: a saga waiting
+// for an operator, or one that ended without a business outcome (an
+// operator terminated it), is named with what to do.
 func (c *Checker) matchesSaga(ctx context.Context, id string, st order.Status) string {
 	if c.Temporal == nil {
 		return ""
 	}
-	var p workflows.Progress
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	err := c.Temporal.GetWorkflow(qctx, workflows.WorkflowID(id), "").Get(qctx, &p)
-	var notFound *serviceerror.NotFound
+	client := sagas.Client{C: c.Temporal}
+	state, err := client.State(qctx, id)
 	switch {
-	case errors.As(err, &notFound):
+	case errors.Is(err, sagas.ErrNoSaga):
 		return fmt.Sprintf("order %s (%s) has no saga", id, st)
+	case err != nil:
+		return fmt.Sprintf("order %s (%s): saga: %v", id, st, err)
+	case state.Status == workflows.StatusNeedsAttention && state.ClosedAt == nil:
+		return fmt.Sprintf("order %s (%s): its saga waits for an operator at %s (GET /orders/%s/saga, then POST /orders/%s/saga/resolve)",
+			id, st, state.FailedStep, id, id)
+	case state.Unfinished():
+		return fmt.Sprintf("order %s (%s): its saga ended %s without an outcome; `orderflow sagas repair -order %s` finishes it",
+			id, st, state.RunStatus, id)
+	}
+	var p workflows.Progress
+	err = c.Temporal.GetWorkflow(qctx, workflows.WorkflowID(id), "").Get(qctx, &p)
+	switch {
 	case err != nil:
 		return fmt.Sprintf("order %s (%s): saga: %v", id, st, err)
 	case p.Status == workflows.StatusCompleted && st != order.StatusCompleted,
 		p.Status == workflows.StatusCompensated && st != order.StatusCancelled,
-		p.Status != workflows.StatusCompleted && p.Status != workflows.StatusCompensated:
+		p.Status == workflows.StatusWrittenOff && st != order.StatusWrittenOff,
+		p.Status != workflows.StatusCompleted && p.Status != workflows.StatusCompensated && p.Status != workflows.StatusWrittenOff:
 		return fmt.Sprintf("order %s is %s but its saga ended %s (%s)", id, st, p.Status, p.Reason)
 	}
 	return ""

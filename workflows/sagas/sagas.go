@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	enumspb "go.temporal.io/api/enums/v1"
 	namespacepb "go.temporal.io/api/namespace/v1"
+	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
@@ -170,21 +171,25 @@ func (l Launcher) launch(ctx context.Context) (int, error) {
 func (l Launcher) start(ctx context.Context, p pending) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := l.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: workflows.WorkflowID(p.OrderID), TaskQueue: workflows.TaskQueue,
-		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-		// The worker shares this client: the first workflow task comes back
-		// in the start's response instead of a trip through matching.
-		EnableEagerStart: true,
-		TypedSearchAttributes: temporal.NewSearchAttributes(workflows.AttrOrderID.ValueSet(p.OrderID),
-			workflows.AttrCustomerID.ValueSet(p.Input.CustomerID), workflows.AttrOrderStatus.ValueSet(workflows.StatusPlaced)),
-	}, workflows.Name, p.Input)
+	_, err := l.Client.ExecuteWorkflow(ctx, startOptions(p.Input, enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE), workflows.Name, p.Input)
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &already) {
 		return nil
 	}
 	return err
+}
+
+func startOptions(in workflows.Input, reuse enumspb.WorkflowIdReusePolicy) client.StartWorkflowOptions {
+	return client.StartWorkflowOptions{
+		ID: workflows.WorkflowID(in.OrderID), TaskQueue: workflows.TaskQueue,
+		WorkflowIDReusePolicy:    reuse,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		// The worker shares this client: the first workflow task comes back
+		// in the start's response instead of a trip through matching.
+		EnableEagerStart: true,
+		TypedSearchAttributes: temporal.NewSearchAttributes(workflows.AttrOrderID.ValueSet(in.OrderID),
+			workflows.AttrCustomerID.ValueSet(in.CustomerID), workflows.AttrOrderStatus.ValueSet(workflows.StatusPlaced)),
+	}
 }
 
 // Client asks running sagas about their progress and to cancel.
@@ -193,7 +198,8 @@ type Client struct{ C client.Client }
 // ErrNoSaga means no saga runs for the order (none started, or finished).
 var ErrNoSaga = errors.New("no running saga for this order")
 
-// CancelRefusedError is the saga refusing a cancel (the order has shipped).
+// CancelRefusedError is the saga refusing an update: a cancel once the
+// carrier has the parcel, a decision it is not waiting for.
 type CancelRefusedError struct{ Code, Message string }
 
 func (e *CancelRefusedError) Error() string { return e.Message }
@@ -215,13 +221,30 @@ func (s Client) Cancel(ctx context.Context, orderID, reason string) (workflows.P
 	return p, nil
 }
 
+// Resolve gives an operator's decision to a saga in NEEDS_ATTENTION; it
+// returns once the saga has taken it (or refused it, *CancelRefusedError).
+func (s Client) Resolve(ctx context.Context, orderID string, r workflows.Resolution) (workflows.Progress, error) {
+	h, err := s.C.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		WorkflowID: workflows.WorkflowID(orderID), UpdateName: workflows.UpdateResolve, Args: []any{r},
+		WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	if err != nil {
+		return workflows.Progress{}, s.mapErr(err)
+	}
+	var p workflows.Progress
+	if err := h.Get(ctx, &p); err != nil {
+		return workflows.Progress{}, s.mapErr(err)
+	}
+	return p, nil
+}
+
 func (s Client) mapErr(err error) error {
 	var notFound *serviceerror.NotFound
 	var app *temporal.ApplicationError
 	switch {
 	case errors.As(err, &notFound):
 		return ErrNoSaga
-	case errors.As(err, &app) && app.Type() == "saga_finished":
+	case errors.As(err, &app) && app.Type() == workflows.ErrSagaFinished:
 		return ErrNoSaga
 	case errors.As(err, &app):
 		return &CancelRefusedError{Code: app.Type(), Message: app.Message()}
@@ -232,6 +255,7 @@ func (s Client) mapErr(err error) error {
 // State is what the Temporal server knows of a saga without asking the
 // workflow (no worker involved, so it is fast even under load).
 type State struct {
+	OrderID    string     `json:"order_id"`
 	WorkflowID string     `json:"workflow_id"`
 	RunStatus  string     `json:"run_status"`
 	Status     string     `json:"status"`
@@ -250,7 +274,12 @@ func (s Client) State(ctx context.Context, orderID string) (State, error) {
 		}
 		return State{}, err
 	}
-	info := d.GetWorkflowExecutionInfo()
+	st := stateOf(d.GetWorkflowExecutionInfo())
+	st.OrderID = orderID
+	return st, nil
+}
+
+func stateOf(info *workflowpb.WorkflowExecutionInfo) State {
 	st := State{WorkflowID: info.GetExecution().GetWorkflowId(), RunStatus: info.GetStatus().String(), StartedAt: info.GetStartTime().AsTime()}
 	if info.GetCloseTime() != nil {
 		t := info.GetCloseTime().AsTime()
@@ -258,11 +287,35 @@ func (s Client) State(ctx context.Context, orderID string) (State, error) {
 	}
 	fields := info.GetSearchAttributes().GetIndexedFields()
 	dc := converter.GetDefaultDataConverter()
+	_ = dc.FromPayload(fields[workflows.AttrOrderID.GetName()], &st.OrderID)
 	_ = dc.FromPayload(fields[workflows.AttrOrderStatus.GetName()], &st.Status)
 	if p, ok := fields[workflows.AttrFailedStep.GetName()]; ok {
 		_ = dc.FromPayload(p, &st.FailedStep)
 	}
-	return st, nil
+	return st
+}
+
+// List returns up to limit sagas whose OrderStatus is status, newest first
+// (Temporal's visibility store: it trails the sagas by a moment).
+func (s Client) List(ctx context.Context, status string, limit int) ([]State, error) {
+	var out []State
+	var token []byte
+	for len(out) < limit {
+		res, err := s.C.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Query:    fmt.Sprintf("%s = %q AND WorkflowType = %q", workflows.AttrOrderStatus.GetName(), status, workflows.Name),
+			PageSize: int32(min(limit-len(out), 1000)), NextPageToken: token,
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, info := range res.GetExecutions() {
+			out = append(out, stateOf(info))
+		}
+		if token = res.GetNextPageToken(); len(token) == 0 {
+			break
+		}
+	}
+	return out, nil
 }
 
 // Progress returns the saga's progress, running or finished.
@@ -319,4 +372,61 @@ func EnsureNamespace(ctx context.Context, c client.Client, namespace string, ret
 		return fmt.Errorf("add search attributes: %w", err)
 	}
 	return nil
+}
+
+// Unfinished reports whether the saga's latest run closed without a
+// business outcome: terminated, timed out or cancelled from outside, or
+// failed (as runs recorded before VersionGuarded did when they ended in
+// NEEDS_ATTENTION). Its order may hold stock, money or a booking.
+func (st State) Unfinished() bool {
+	return st.RunStatus != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING.String() &&
+		st.RunStatus != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED.String()
+}
+
+// ErrNothingToRepair: the order's saga runs, or ended with an outcome.
+var ErrNothingToRepair = errors.New("the saga is running or ended with a business outcome")
+
+// Repair starts a repair run for an order whose saga is Unfinished: the
+// same workflow id — so the same step keys, and what the ended run did is
+// not done twice — and the input of the first start, with Repair set. The
+// run reads the order from the event log and completes or compensates it.
+func Repair(ctx context.Context, pool *pgxpool.Pool, c client.Client, orderID string) error {
+	st, err := Client{C: c}.State(ctx, orderID)
+	if err != nil {
+		return err
+	}
+	if !st.Unfinished() {
+		return fmt.Errorf("order %s: %w (%s, %s)", orderID, ErrNothingToRepair, st.RunStatus, st.Status)
+	}
+	var in workflows.Input
+	if err := pool.QueryRow(ctx, `SELECT input FROM saga_starts WHERE order_id = $1`, orderID).Scan(&in); err != nil {
+		return fmt.Errorf("order %s: the saga's input: %w", orderID, err)
+	}
+	in.Repair = true
+	_, err = c.ExecuteWorkflow(ctx, startOptions(in, enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE), workflows.Name, in)
+	return err
+}
+
+// Unfinished lists the orders not at an end in the read model whose saga
+// is Unfinished.
+func Unfinished(ctx context.Context, pool *pgxpool.Pool, c client.Client) ([]State, error) {
+	rows, _ := pool.Query(ctx, `SELECT order_id FROM read_orders WHERE status IN ('placed', 'confirmed', 'shipped') ORDER BY placed_at`)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	var out []State
+	for _, id := range ids {
+		st, err := (Client{C: c}).State(ctx, id)
+		if errors.Is(err, ErrNoSaga) {
+			continue // not started yet: the launcher's
+		}
+		if err != nil {
+			return nil, fmt.Errorf("order %s: %w", id, err)
+		}
+		if st.Unfinished() {
+			out = append(out, st)
+		}
+	}
+	return out, nil
 }
