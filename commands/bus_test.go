@@ -262,3 +262,49 @@ func TestBadPayloads(t *testing.T) {
 		t.Errorf("unknown type: %v", err)
 	}
 }
+
+func TestTheSagasKeysAreReservedForInternalRequests(t *testing.T) {
+	b, pool := newBus(t)
+	w := openWallet(t, b, 100)
+	key := commands.ReservedPrefix + "order-fulfilment:o-evil.capture_payment"
+	r := req(key, "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 1})
+	if _, err := b.Dispatch(context.Background(), r); !errors.Is(err, commands.ErrReservedKey) {
+		t.Fatalf("a client pre-claimed a saga key: %v", err)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM commands WHERE command_id = $1`, key); n != 0 {
+		t.Fatalf("the refused key was logged %d times", n)
+	}
+	r.Internal = true
+	if rec := mustDispatch(t, b, r); rec.CommandID != key {
+		t.Fatalf("record %+v", rec)
+	}
+}
+
+func TestInternalOnlyCommandsAreUnknownToClients(t *testing.T) {
+	b, _ := newBus(t)
+	r := req("", "WriteOffOrder", commands.WriteOffOrder{OrderID: "o-1", Reason: "x"})
+	if _, err := b.Dispatch(context.Background(), r); !errors.Is(err, commands.ErrUnknownType) {
+		t.Fatalf("a client wrote an order off: %v", err)
+	}
+	r.Internal = true
+	var rejected *commands.RejectedError
+	if _, err := b.Dispatch(context.Background(), r); !errors.As(err, &rejected) || rejected.Record.ReasonCode != "order_not_found" {
+		t.Fatalf("internal write-off of a missing order: %v", err)
+	}
+}
+
+// A NUL character would fail the command's every retry in PostgreSQL (jsonb
+// refuses it); the bus refuses it as a payload error instead, and a
+// backslash followed by "u0000" as text is no NUL.
+func TestTextWithANULIsAPayloadError(t *testing.T) {
+	b, pool := newBus(t)
+	w := openWallet(t, b, 0)
+	var payloadErr *commands.PayloadError
+	if _, err := b.Dispatch(context.Background(), req("", "RenameWallet", commands.RenameWallet{WalletID: w, Name: "a\x00b"})); !errors.As(err, &payloadErr) {
+		t.Fatalf("NUL in a name: %v", err)
+	}
+	mustDispatch(t, b, req("", "RenameWallet", commands.RenameWallet{WalletID: w, Name: `a\u0000b`}))
+	if n := count(t, pool, `SELECT count(*) FROM events WHERE stream_id = $1 AND data->>'name' = $2`, w, `a\u0000b`); n != 1 {
+		t.Fatalf("the literal text was stored %d times", n)
+	}
+}

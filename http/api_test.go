@@ -240,6 +240,13 @@ func TestClientMistakesGetPreciseProblems(t *testing.T) {
 		{"unknown command", "GET", "/commands/nope", "", nil, 404, "not_found", ""},
 		{"bad limit", "GET", "/events?limit=0", "", nil, 422, "validation_failed", "query.limit"},
 		{"unknown route", "GET", "/nope", "", nil, 404, "http_404", ""},
+		{"saga key", "POST", "/wallets/" + w + "/top-ups", `{"amount":5}`, []string{"Idempotency-Key", "saga:order-fulfilment:o-evil.capture_payment"},
+			422, "idempotency_key_reserved", ""},
+		{"NUL in a reason", "POST", "/orders/o-1/cancel", `{"reason":"x\u0000"}`, nil, 422, "invalid_text", ""},
+		{"NUL in a key", "POST", "/wallets", `{"wallet_id\u0000":"w"}`, nil, 422, "invalid_text", ""},
+		{"invalid UTF-8", "POST", "/orders/o-1/cancel", "{\"reason\":\"x\xff\"}", nil, 422, "invalid_text", ""},
+		{"reason too long", "POST", "/orders/o-1/cancel", `{"reason":"` + strings.Repeat("é", 501) + `"}`, nil, 422, "validation_failed", "reason"},
+		{"internal command", "POST", "/commands", `{"type":"WriteOffOrder","payload":{"order_id":"o-1","reason":"x"}}`, nil, 422, "validation_failed", "type"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,127 @@
+package activities_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/orderflow/orderflow/activities"
+	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
+
+var addr = order.Address{Name: "Ada", Line1: "1 Main St", City: "Paris", PostalCode: "75001", Country: "FR"}
+
+func TestARetriedDispatchGetsTheSameBookingAndTrackingNumber(t *testing.T) {
+	pool := pgtest.Pool(t)
+	c := activities.SimulatedCarrier{Pool: pool, Latency: 20 * time.Millisecond}
+	ctx := context.Background()
+	key, shp := "saga:k-"+uuid.NewString(), "shp-"+uuid.NewString()
+	first, err := c.Dispatch(ctx, key, shp, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.Dispatch(ctx, key, shp, addr)
+	if err != nil || again != first {
+		t.Fatalf("retried dispatch: %q %v, first %q", again, err, first)
+	}
+	var bookings int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM carrier_sim_bookings WHERE shipment_id = $1`, shp).Scan(&bookings); err != nil || bookings != 1 {
+		t.Fatalf("%d bookings for one key: %v", bookings, err)
+	}
+	if withdrawn, err := c.Withdraw(ctx, key); err != nil || withdrawn {
+		t.Fatalf("withdrew a parcel the carrier has: %v %v", withdrawn, err)
+	}
+}
+
+func TestAWithdrawnBookingIsNeverTaken(t *testing.T) {
+	pool := pgtest.Pool(t)
+	c := activities.SimulatedCarrier{Pool: pool, Latency: time.Hour}
+	ctx := context.Background()
+	key := "saga:k-" + uuid.NewString()
+	waiting, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { _, err := c.Dispatch(waiting, key, "shp-1", addr); done <- err }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM carrier_sim_bookings WHERE dispatch_key = $1`, key).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the dispatch never booked")
+		}
+	}
+	if withdrawn, err := c.Withdraw(ctx, key); err != nil || !withdrawn {
+		t.Fatalf("withdraw of a pending booking: %v %v", withdrawn, err)
+	}
+	stop()
+	<-done
+	if _, err := c.Dispatch(ctx, key, "shp-1", addr); !errors.Is(err, activities.ErrWithdrawn) {
+		t.Fatalf("dispatch after withdrawal: %v", err)
+	}
+	// A key never booked is withdrawn too: a dispatch arriving late is refused.
+	late := "saga:k-" + uuid.NewString()
+	if withdrawn, err := c.Withdraw(ctx, late); err != nil || !withdrawn {
+		t.Fatalf("withdraw of an unknown key: %v %v", withdrawn, err)
+	}
+	if _, err := c.Dispatch(ctx, late, "shp-2", addr); !errors.Is(err, activities.ErrWithdrawn) {
+		t.Fatalf("late dispatch: %v", err)
+	}
+}
+
+// The carrier activity run twice under one step (a retry after a lost
+// response) books once, gets one tracking number and records one dispatch.
+func TestDispatchWithCarrierRunTwiceRecordsOneDispatch(t *testing.T) {
+	pool := pgtest.Pool(t)
+	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 50})
+	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 5})
+	acts := &activities.Activities{Bus: bus, Store: store, Carrier: activities.SimulatedCarrier{Pool: pool, Latency: 10 * time.Millisecond}}
+	orderID := "o-" + uuid.NewString()
+	parcel := activities.Parcel{ShipmentID: "shp-" + orderID, Address: addr,
+		Step: activities.Step{OrderID: orderID, Step: "dispatch_shipment", Key: activities.SagaKey("order-fulfilment:"+orderID, "dispatch_shipment")}}
+	env := (&testsuite.WorkflowTestSuite{}).NewTestActivityEnvironment()
+	env.RegisterActivity(acts)
+	schedule := parcel
+	schedule.Step.Step, schedule.Step.Key = "schedule_shipment", activities.SagaKey("order-fulfilment:"+orderID, "schedule_shipment")
+	if _, err := env.ExecuteActivity(acts.ScheduleShipment, schedule); err != nil {
+		t.Fatal(err)
+	}
+	var tracking [2]string
+	for i := range tracking {
+		v, err := env.ExecuteActivity(acts.DispatchWithCarrier, parcel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Get(&tracking[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tracking[0] == "" || tracking[0] != tracking[1] {
+		t.Fatalf("tracking numbers %v", tracking)
+	}
+	var dispatched int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE stream_id = $1 AND event_type = 'shipment.dispatched'`,
+		parcel.ShipmentID).Scan(&dispatched); err != nil || dispatched != 1 {
+		t.Fatalf("%d dispatch events: %v", dispatched, err)
+	}
+	seen, err := env.ExecuteActivity(acts.InspectOrder, parcel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ins activities.Inspection
+	if err := seen.Get(&ins); err != nil || ins.ShipmentStatus != "dispatched" || ins.TrackingNumber != tracking[0] {
+		t.Fatalf("inspection %+v %v", ins, err)
+	}
+}
