@@ -464,7 +464,9 @@ func (f *fulfilment) stages() []stage {
 			}})
 	}
 	out = append(out, stage{name: "authorise_payment", status: StatusAuthorisingPayment,
-		run:  func(ctx workflow.Context) error { return call(ctx, a.AuthorisePayment, f.payment("authorise_payment"), nil) },
+		run: func(ctx workflow.Context) error {
+			return call(ctx, a.AuthorisePayment, f.payment("authorise_payment"), nil)
+		},
 		undo: "void_payment", compensate: func(ctx workflow.Context) error {
 			return call(ctx, a.VoidPayment, f.payment("compensate:void_payment"), nil)
 		}},
@@ -472,7 +474,9 @@ func (f *fulfilment) stages() []stage {
 			return call(ctx, a.ConfirmOrder, activities.OrderChange{Step: f.at("confirm_order")}, nil)
 		}},
 		stage{name: "schedule_shipment", status: StatusShipping,
-			run:  func(ctx workflow.Context) error { return call(ctx, a.ScheduleShipment, f.parcel("schedule_shipment"), nil) },
+			run: func(ctx workflow.Context) error {
+				return call(ctx, a.ScheduleShipment, f.parcel("schedule_shipment"), nil)
+			},
 			undo: "fail_shipment", compensate: func(ctx workflow.Context) error {
 				undo := f.parcel("compensate:fail_shipment")
 				undo.Reason = clip("order not fulfilled: " + f.p.Reason)
@@ -593,7 +597,9 @@ func (f *fulfilment) finish(ctx workflow.Context) (Progress, error) {
 	f.phase, f.p.Status = phaseShipped, StatusShipped
 	// Steps, like compensations, are a name and a run.
 	steps := []compensation{
-		{"capture_payment", func(ctx workflow.Context) error { return call(ctx, a.CapturePayment, f.payment("capture_payment"), nil) }},
+		{"capture_payment", func(ctx workflow.Context) error {
+			return call(ctx, a.CapturePayment, f.payment("capture_payment"), nil)
+		}},
 		{"mark_shipped", func(ctx workflow.Context) error {
 			return call(ctx, a.MarkOrderShipped, activities.OrderChange{Step: f.at("mark_shipped"), ShipmentID: "shp-" + f.in.OrderID}, nil)
 		}},
