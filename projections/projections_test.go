@@ -427,3 +427,83 @@ func TestWaitForPositionAndTimeout(t *testing.T) {
 		t.Fatalf("after the wait: %+v %v", got, err)
 	}
 }
+
+// The orders read model applies each version of an order once and in
+// order: a redelivered event changes nothing, an event ahead of the row is
+// refused as a gap (it waits, or goes to the poison topic), and the
+// missing one then the early one apply in turn.
+func TestOrdersProjectionAppliesEachVersionOnceAndInOrder(t *testing.T) {
+	e := newEnv(t)
+	e.run()
+	id := "o-" + uuid.NewString()
+	e.do("PlaceOrder", commands.PlaceOrder{OrderID: id, CustomerID: "c", WalletID: "w", Currency: "EUR",
+		Lines: []order.Line{{SKU: "a", Quantity: 1, UnitPrice: 100}}, ShippingAddress: order.Address{Name: "A", Line1: "1", City: "P", PostalCode: "1", Country: "FR"}})
+	e.do("ConfirmOrder", commands.ConfirmOrder{OrderID: id})
+	e.do("CancelOrder", commands.CancelOrder{OrderID: id, Reason: "changed my mind"})
+	e.settle()
+	orders := projections.All()[0]
+	if orders.Name != "orders_projection" {
+		t.Fatalf("projections.All()[0] is %s", orders.Name)
+	}
+	msgs := map[string]*message.Message{} // by stream version
+	rows, _ := e.pool.Query(e.ctx, `SELECT uuid, payload, metadata FROM watermill_order_events`)
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*message.Message, error) {
+		var uid string
+		var payload []byte
+		var md map[string]string
+		err := r.Scan(&uid, &payload, &md)
+		m := message.NewMessage(uid, payload)
+		m.Metadata = md
+		return m, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range all {
+		if m.Metadata.Get(outbox.MetaStreamID) == id {
+			msgs[m.Metadata.Get(outbox.MetaStreamVersion)] = m
+		}
+	}
+	if len(msgs) != 3 {
+		t.Fatalf("%d messages of the order", len(msgs))
+	}
+	apply := func(v string) error {
+		return pgx.BeginFunc(e.ctx, e.pool, func(tx pgx.Tx) error {
+			return orders.ApplyMessage(e.ctx, tx, e.store.Registry(), msgs[v])
+		})
+	}
+	state := func() (string, int64) {
+		o, err := e.reader.Order(e.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(o.Status), o.Version
+	}
+	// Redelivered: the confirmation must not undo the cancel.
+	for _, v := range []string{"3", "1", "2"} {
+		if err := apply(v); err != nil {
+			t.Fatalf("redelivery of v%s: %v", v, err)
+		}
+	}
+	if st, v := state(); st != "cancelled" || v != 3 {
+		t.Fatalf("after redelivery: %s v%d", st, v)
+	}
+	// The row behind by two: the cancel (v3) is a gap until v2 is applied.
+	if _, err := e.pool.Exec(e.ctx, `UPDATE read_orders SET status = 'placed', version = 1 WHERE order_id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply("3"); !errors.Is(err, projections.ErrGap) {
+		t.Fatalf("an event ahead of the row: %v", err)
+	}
+	if st, v := state(); st != "placed" || v != 1 {
+		t.Fatalf("after the refused gap: %s v%d", st, v)
+	}
+	for _, v := range []string{"2", "3"} {
+		if err := apply(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, v := state(); st != "cancelled" || v != 3 {
+		t.Fatalf("after catching up: %s v%d", st, v)
+	}
+}
