@@ -1,0 +1,150 @@
+package delivery_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/delivery"
+	"github.com/orderflow/orderflow/internal/pgtest"
+	"github.com/orderflow/orderflow/outbox"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
+
+const topic = "wallet_events"
+
+// run publishes n messages of a run of its own to the topic and consumes
+// them with handle, as a consumer group of its own, until every message
+// was handled or poisoned.
+func run(t *testing.T, n int, handle func(msg *message.Message) error) (pool *pgxpool.Pool, runID string, ids []string) {
+	t.Helper()
+	pool = pgtest.Pool(t)
+	ctx := context.Background()
+	runID = uuid.NewString()
+	var msgs []*message.Message
+	for range n {
+		m := message.NewMessage(uuid.NewString(), []byte(`{}`))
+		m.Metadata.Set("test_run", runID)
+		msgs = append(msgs, m)
+		ids = append(ids, m.UUID)
+	}
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return outbox.PublishTo(ctx, tx, topic, msgs...) }); err != nil {
+		t.Fatal(err)
+	}
+	router, err := delivery.NewRouter(pool, delivery.RouterConfig{PollInterval: 10 * time.Millisecond, MaxRetries: 2,
+		RetryInterval: time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		delivery.Handler{Name: "test-" + runID, ConsumerGroup: "test-" + runID, Topic: topic,
+			Handle: func(_ context.Context, msg *message.Message) error {
+				if msg.Metadata.Get("test_run") != runID {
+					return nil
+				}
+				return handle(msg)
+			}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- router.Run(rctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("router: %v", err)
+		}
+	}()
+	<-router.Running()
+	// Settled when the group's offset has passed every message of the run.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var waiting int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM watermill_wallet_events m
+			LEFT JOIN watermill_offsets_wallet_events o ON o.consumer_group = $1
+			WHERE m.metadata->>'test_run' = $2
+			  AND (o.consumer_group IS NULL OR (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked))`,
+			"test-"+runID, runID).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waiting == 0 {
+			return pool, runID, ids
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages still waiting", waiting)
+		}
+	}
+}
+
+func poisoned(t *testing.T, pool *pgxpool.Pool, runID string) map[string]string {
+	t.Helper()
+	rows, _ := pool.Query(context.Background(), `SELECT uuid, metadata->>'reason_poisoned' FROM watermill_poison WHERE metadata->>'test_run' = $1`, runID)
+	out := map[string]string{}
+	var id, reason string
+	_, err := pgx.ForEachRow(rows, []any{&id, &reason}, func() error { out[id] = reason; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A handler whose outside dependency fails more often than the retries
+// allow, then recovers: nothing is poisoned, every message is applied once.
+func TestTransientFailuresAreRedeliveredNotPoisoned(t *testing.T) {
+	var mu sync.Mutex
+	attempts, applied := map[string]int{}, map[string]int{}
+	pool, runID, ids := run(t, 3, func(msg *message.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if attempts[msg.UUID]++; attempts[msg.UUID] <= 5 { // more than MaxRetries (2)
+			return delivery.Transient(errors.New("broker unreachable"))
+		}
+		applied[msg.UUID]++
+		return nil
+	})
+	if p := poisoned(t, pool, runID); len(p) != 0 {
+		t.Fatalf("transient failures were poisoned: %v", p)
+	}
+	for _, id := range ids {
+		if applied[id] != 1 || attempts[id] != 6 {
+			t.Fatalf("message %s: applied %d times after %d attempts", id, applied[id], attempts[id])
+		}
+	}
+}
+
+// A handler that panics on one message: the router survives, the message
+// goes to the poison topic with the panic as its reason, the others apply.
+func TestAPanickingHandlerPoisonsOnlyItsMessage(t *testing.T) {
+	var mu sync.Mutex
+	var bad string
+	applied := map[string]int{}
+	pool, runID, ids := run(t, 3, func(msg *message.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if bad == "" {
+			bad = msg.UUID
+		}
+		if msg.UUID == bad {
+			panic("nil map in the handler")
+		}
+		applied[msg.UUID]++
+		return nil
+	})
+	p := poisoned(t, pool, runID)
+	if len(p) != 1 || p[bad] == "" {
+		t.Fatalf("poisoned %v, want only %s", p, bad)
+	}
+	for _, id := range ids {
+		if id != bad && applied[id] != 1 {
+			t.Fatalf("message %s applied %d times", id, applied[id])
+		}
+	}
+}
