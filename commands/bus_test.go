@@ -308,3 +308,24 @@ func TestTextWithANULIsAPayloadError(t *testing.T) {
 		t.Fatalf("the literal text was stored %d times", n)
 	}
 }
+
+func TestARetryWithTheSameKeyAndStaleExpectedVersionReplays(t *testing.T) {
+	b, pool := newBus(t)
+	w := openWallet(t, b, 0)
+	v := int64(1)
+	r := req("k-"+uuid.NewString(), "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 5})
+	r.ExpectedVersion = &v
+	first := mustDispatch(t, b, r)
+	again := mustDispatch(t, b, r) // version 1 is stale now
+	if !again.Replayed || again.StreamVersion != first.StreamVersion || again.EventIDs[0] != first.EventIDs[0] {
+		t.Fatalf("retry %+v, first %+v", again, first)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM events WHERE stream_id = $1`, w); n != 2 {
+		t.Fatalf("%d events after the retry", n)
+	}
+	r.CommandID = "k-" + uuid.NewString() // a new command with the stale version conflicts
+	var conflict *eventstore.ConflictError
+	if _, err := b.Dispatch(context.Background(), r); !errors.As(err, &conflict) || conflict.Current != 2 {
+		t.Fatalf("stale version under a new key: %v", err)
+	}
+}

@@ -211,6 +211,24 @@ func TestStaleIfMatchIsAConflict(t *testing.T) {
 	c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1}`, "If-Match", "soon"), 422)
 }
 
+// A client that retries after a lost response sends the same key with the
+// same If-Match, stale by then: it gets the recorded outcome, not a conflict.
+func TestARetryWithTheSameKeyAndStaleIfMatchReplays(t *testing.T) {
+	c := newAPI(t)
+	w := "w-" + uuid.NewString()
+	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}`, w)), 201)
+	key := "k-" + uuid.NewString()
+	first := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":5}`, "If-Match", `"1"`, "Idempotency-Key", key), 201)
+	again := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":5}`, "If-Match", `"1"`, "Idempotency-Key", key), 200)
+	if again.header.Get("Idempotent-Replayed") != "true" || again.body["stream_version"] != 2.0 ||
+		fmt.Sprint(again.body["event_ids"]) != fmt.Sprint(first.body["event_ids"]) {
+		t.Fatalf("replay: %s (first %s)", again.raw, first.raw)
+	}
+	if w := c.want(c.do("GET", "/streams/wallet/"+w, ""), 200); w.body["version"] != 2.0 {
+		t.Fatalf("the retry appended: %s", w.raw)
+	}
+}
+
 func TestClientMistakesGetPreciseProblems(t *testing.T) {
 	c := newAPI(t)
 	w := "w-" + uuid.NewString()
