@@ -126,8 +126,8 @@ func TestStaleExpectedVersionConflicts(t *testing.T) {
 			t.Fatalf("expected %d: want conflict at current 2, got %v", expected, err)
 		}
 	}
-	if v, _ := s.StreamVersion(ctx, wallet.StreamType, id); v != 2 {
-		t.Fatalf("version %d after rejected appends", v)
+	if v, err := s.StreamVersion(ctx, wallet.StreamType, id); err != nil || v != 2 {
+		t.Fatalf("version %d after rejected appends: %v", v, err)
 	}
 }
 
@@ -302,8 +302,8 @@ func TestReadAllNeverSkipsLateCommit(t *testing.T) {
 		t.Fatalf("resume read %v", ids(rest))
 	}
 	// Filters narrow the log.
-	only, _ := s.ReadAll(ctx, start, 1000, eventstore.Filter{StreamType: wallet.StreamType, StreamID: b})
-	if len(only) != 1 || only[0].StreamID != b {
+	only, err := s.ReadAll(ctx, start, 1000, eventstore.Filter{StreamType: wallet.StreamType, StreamID: b})
+	if err != nil || len(only) != 1 || only[0].StreamID != b {
 		t.Fatalf("filtered read %v", ids(only))
 	}
 }
@@ -418,7 +418,9 @@ func TestUpcastsOldSchemaVersions(t *testing.T) {
 		t.Fatalf("upcast read %+v", envs)
 	}
 	var stored string
-	_ = pool.QueryRow(ctx, `SELECT data::text FROM events WHERE stream_id = $1`, id).Scan(&stored)
+	if err := pool.QueryRow(ctx, `SELECT data::text FROM events WHERE stream_id = $1`, id).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
 	if stored != `{"title": "old"}` {
 		t.Fatalf("stored event was edited: %s", stored)
 	}

@@ -270,7 +270,7 @@ func TestClientMistakesGetPreciseProblems(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := client{t: t, url: c.url}
 			p := c.want(c.do(tc.method, tc.path, tc.body, tc.headers...), tc.status)
-			if p.body["code"] != tc.code || p.body["detail"] == "" {
+			if detail, _ := p.body["detail"].(string); p.body["code"] != tc.code || detail == "" {
 				t.Fatalf("problem %s", p.raw)
 			}
 			if tc.field != "" {

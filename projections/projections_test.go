@@ -189,7 +189,10 @@ func TestProjectionsAfterConcurrentCommandsOnManyAggregates(t *testing.T) {
 	e.checkAgainstEvents(wallets, skus)
 
 	// The checkpoint names the last event applied, and nothing is poisoned.
-	st, _ := e.reader.Status(e.ctx)
+	st, err := e.reader.Status(e.ctx)
+	if err != nil || len(st) != len(projections.All()) {
+		t.Fatalf("status %+v: %v", st, err)
+	}
 	for _, s := range st {
 		if s.Poisoned != 0 || (s.Applied == 0 && s.Name != "orders_projection") || s.LagEvents != 0 {
 			t.Fatalf("status %+v", s)
@@ -318,7 +321,7 @@ func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
 	}
 	e.settle()
 	e.checkAgainstEvents([]string{good}, nil)
-	if w, _ := e.reader.Wallet(e.ctx, bad); w.Version != 1 {
+	if w, err := e.reader.Wallet(e.ctx, bad); err != nil || w.Version != 1 {
 		t.Fatalf("the bad wallet moved past its poisoned event: %+v", w)
 	}
 	poisoned, err := e.reader.Poison(e.ctx, true)
@@ -329,11 +332,18 @@ func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
 		poisoned[0].Handler != "wallets_projection" || poisoned[1].Position <= poisoned[0].Position {
 		t.Fatalf("poison topic: %+v", poisoned)
 	}
-	st, _ := e.reader.Status(e.ctx)
+	st, err := e.reader.Status(e.ctx)
+	seen := false
 	for _, s := range st {
-		if s.Name == "wallets_projection" && s.Poisoned != 2 {
-			t.Fatalf("status %+v", s)
+		if s.Name == "wallets_projection" {
+			seen = true
+			if s.Poisoned != 2 {
+				t.Fatalf("status %+v", s)
+			}
 		}
+	}
+	if err != nil || !seen {
+		t.Fatalf("no status of wallets_projection: %v", err)
 	}
 
 	// The second can't go first: its predecessor is still missing.
@@ -349,7 +359,7 @@ func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
 	if err := projections.ReplayPoison(e.ctx, e.pool, e.store.Registry(), poisoned[0].Offset); !errors.Is(err, projections.ErrResolved) {
 		t.Fatalf("replaying twice: %v", err)
 	}
-	if left, _ := e.reader.Poison(e.ctx, true); len(left) != 0 {
+	if left, err := e.reader.Poison(e.ctx, true); err != nil || len(left) != 0 {
 		t.Fatalf("unresolved after replay: %+v", left)
 	}
 }

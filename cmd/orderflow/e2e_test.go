@@ -44,9 +44,17 @@ func TestMain(m *testing.M) {
 type withTemporal struct{ m *testing.M }
 
 func (w withTemporal) Run() int {
-	srv, err := devtemporal.Start(devtemporal.Options{Namespace: "default"})
+	// The server picks free ports; another process may take one between
+	// the pick and the bind, so a failed start is tried again.
+	var srv *devtemporal.Server
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		if srv, err = devtemporal.Start(devtemporal.Options{Namespace: "default"}); err == nil {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "embedded temporal, attempt %d: %v\n", attempt, err)
+	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "embedded temporal:", err)
 		return 1
 	}
 	defer srv.Stop()
@@ -134,7 +142,9 @@ func (s *system) call(method, path, body string, want int, headers ...string) ma
 		s.t.Fatalf("%s %s: %d, want %d: %s", method, path, res.StatusCode, want, raw)
 	}
 	var out map[string]any
-	_ = json.Unmarshal(raw, &out)
+	if err := json.Unmarshal(raw, &out); err != nil && len(raw) > 0 {
+		s.t.Fatalf("%s %s: body is not JSON: %s", method, path, raw)
+	}
 	return out
 }
 
@@ -291,7 +301,9 @@ func TestOrderIsFulfilledEndToEnd(t *testing.T) {
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		var pending bool
-		_ = s.a.pool.QueryRow(ctx, `SELECT started_at IS NULL FROM saga_starts WHERE order_id = $1`, id).Scan(&pending)
+		if err := s.a.pool.QueryRow(ctx, `SELECT started_at IS NULL FROM saga_starts WHERE order_id = $1`, id).Scan(&pending); err != nil {
+			t.Fatal(err)
+		}
 		if !pending {
 			break
 		}
@@ -299,7 +311,10 @@ func TestOrderIsFulfilledEndToEnd(t *testing.T) {
 			t.Fatal("the lost start was not launched again")
 		}
 	}
-	after, _ := s.tc.DescribeWorkflowExecution(context.Background(), workflows.WorkflowID(id), "")
+	after, err := s.tc.DescribeWorkflowExecution(context.Background(), workflows.WorkflowID(id), "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if after.WorkflowExecutionInfo.Execution.RunId != before.WorkflowExecutionInfo.Execution.RunId {
 		t.Fatal("a redelivered order.placed started a second saga")
 	}

@@ -168,6 +168,7 @@ func Start(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("temporal server: %w", err)
 	}
 	if err := srv.Start(); err != nil {
+		_ = srv.Stop() // what did start, so that a caller may try again
 		return nil, fmt.Errorf("start temporal server: %w", err)
 	}
 	s := &Server{srv: srv, Frontend: frontend}
