@@ -108,20 +108,27 @@ func (s *Server) cancelOrder(direct echo.HandlerFunc) echo.HandlerFunc {
 		c.Request().Body = io.NopCloser(bytes.NewReader(raw))
 		id := c.Param("id")
 		p, err := s.sagas.Cancel(c.Request().Context(), id, body.Reason)
-		var refused *sagas.CancelRefusedError
-		switch {
-		case errors.Is(err, sagas.ErrNoSaga):
+		if errors.Is(err, sagas.ErrNoSaga) {
 			return direct(c)
-		case errors.As(err, &refused) && refused.Code == workflows.ErrInvalidText:
-			return problem(http.StatusUnprocessableEntity, refused.Code, refused.Message)
-		case errors.As(err, &refused):
-			return problem(http.StatusConflict, refused.Code, refused.Message)
-		case err != nil:
-			return err
+		} else if err != nil {
+			return refusal(err)
 		}
 		return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id),
 			"status": "cancelling", "saga": p})
 	}
+}
+
+// refusal answers a saga's refusal of an update: 422 for text it cannot
+// store, 409 for the rest (shipped, not waiting, action not allowed).
+func refusal(err error) error {
+	var refused *sagas.RefusedError
+	switch {
+	case errors.As(err, &refused) && refused.Code == workflows.ErrInvalidText:
+		return problem(http.StatusUnprocessableEntity, refused.Code, refused.Message)
+	case errors.As(err, &refused):
+		return problem(http.StatusConflict, refused.Code, refused.Message)
+	}
+	return err
 }
 
 // resolveSaga passes an operator's decision to a saga in NEEDS_ATTENTION.
@@ -135,16 +142,10 @@ func (s *Server) resolveSaga(c echo.Context) error {
 	}
 	r.Operator = c.Request().Header.Get("X-Actor")
 	p, err := s.sagas.Resolve(c.Request().Context(), c.Param("id"), r)
-	var refused *sagas.CancelRefusedError
-	switch {
-	case errors.Is(err, sagas.ErrNoSaga):
+	if errors.Is(err, sagas.ErrNoSaga) {
 		return problem(http.StatusNotFound, "no_saga", "no running saga for this order")
-	case errors.As(err, &refused) && refused.Code == workflows.ErrInvalidText:
-		return problem(http.StatusUnprocessableEntity, refused.Code, refused.Message)
-	case errors.As(err, &refused):
-		return problem(http.StatusConflict, refused.Code, refused.Message)
-	case err != nil:
-		return err
+	} else if err != nil {
+		return refusal(err)
 	}
 	return c.JSON(http.StatusOK, map[string]any{"order_id": c.Param("id"), "workflow_id": workflows.WorkflowID(c.Param("id")), "progress": p})
 }

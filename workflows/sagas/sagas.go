@@ -198,34 +198,28 @@ type Client struct{ C client.Client }
 // ErrNoSaga means no saga runs for the order (none started, or finished).
 var ErrNoSaga = errors.New("no running saga for this order")
 
-// CancelRefusedError is the saga refusing an update: a cancel once the
-// carrier has the parcel, a decision it is not waiting for.
-type CancelRefusedError struct{ Code, Message string }
+// RefusedError is the saga refusing an update: a cancel once the carrier
+// has the parcel, a decision it is not waiting for, text it cannot store.
+type RefusedError struct{ Code, Message string }
 
-func (e *CancelRefusedError) Error() string { return e.Message }
+func (e *RefusedError) Error() string { return e.Message }
 
 // Cancel asks the order's running saga to cancel and compensate. It returns
-// once the saga has accepted or refused.
+// once the saga has accepted or refused (while the carrier works, once the
+// carrier has answered).
 func (s Client) Cancel(ctx context.Context, orderID, reason string) (workflows.Progress, error) {
-	h, err := s.C.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		WorkflowID: workflows.WorkflowID(orderID), UpdateName: workflows.UpdateCancel, Args: []any{reason},
-		WaitForStage: client.WorkflowUpdateStageAccepted,
-	})
-	if err != nil {
-		return workflows.Progress{}, s.mapErr(err)
-	}
-	var p workflows.Progress
-	if err := h.Get(ctx, &p); err != nil {
-		return workflows.Progress{}, s.mapErr(err)
-	}
-	return p, nil
+	return s.update(ctx, orderID, workflows.UpdateCancel, reason)
 }
 
 // Resolve gives an operator's decision to a saga in NEEDS_ATTENTION; it
-// returns once the saga has taken it (or refused it, *CancelRefusedError).
+// returns once the saga has taken it (or refused it, *RefusedError).
 func (s Client) Resolve(ctx context.Context, orderID string, r workflows.Resolution) (workflows.Progress, error) {
+	return s.update(ctx, orderID, workflows.UpdateResolve, r)
+}
+
+func (s Client) update(ctx context.Context, orderID, name string, arg any) (workflows.Progress, error) {
 	h, err := s.C.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		WorkflowID: workflows.WorkflowID(orderID), UpdateName: workflows.UpdateResolve, Args: []any{r},
+		WorkflowID: workflows.WorkflowID(orderID), UpdateName: name, Args: []any{arg},
 		WaitForStage: client.WorkflowUpdateStageCompleted,
 	})
 	if err != nil {
@@ -247,7 +241,7 @@ func (s Client) mapErr(err error) error {
 	case errors.As(err, &app) && app.Type() == workflows.ErrSagaFinished:
 		return ErrNoSaga
 	case errors.As(err, &app):
-		return &CancelRefusedError{Code: app.Type(), Message: app.Message()}
+		return &RefusedError{Code: app.Type(), Message: app.Message()}
 	}
 	return err
 }
