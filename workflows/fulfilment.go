@@ -161,6 +161,7 @@ const (
 const (
 	ErrShipped            = "order_shipped"
 	ErrSagaFinished       = "saga_finished"
+	ErrCancelling         = "already_cancelling"
 	ErrNotWaiting         = "not_waiting"
 	ErrActionNotAllowed   = "action_not_allowed"
 	ErrInvalidText        = "invalid_text"
@@ -283,8 +284,10 @@ func (f *fulfilment) validateCancel(reason string) error {
 	switch {
 	case f.phase == phaseShipped:
 		return temporal.NewApplicationError("the carrier has the parcel; the order can no longer be cancelled", ErrShipped)
-	case f.phase >= phaseCompensating || f.cancel != "" || f.asked != "":
-		return temporal.NewApplicationError("the order is already being cancelled or is finished", ErrSagaFinished)
+	case f.phase == phaseDone:
+		return temporal.NewApplicationError("the saga has finished", ErrSagaFinished)
+	case f.phase == phaseCompensating || f.cancel != "" || f.asked != "":
+		return temporal.NewApplicationError("the order is already being cancelled", ErrCancelling)
 	}
 	return nil
 }

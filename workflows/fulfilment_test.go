@@ -293,9 +293,15 @@ func TestCancelBeforeTheCarrierCompensatesWithoutAskingIt(t *testing.T) {
 	s.on("AuthorisePayment", nil, mockOpts{after: time.Hour})
 	s.defaults()
 	cancel := s.update(10*time.Minute, workflows.UpdateCancel, "too slow")
+	again := s.update(20*time.Minute, workflows.UpdateCancel, "really")
 	p := s.run(input)
 	if !cancel.accepted || cancel.err != nil || p.Status != workflows.StatusCompensated {
 		t.Fatalf("cancel %+v progress %+v", cancel, p)
+	}
+	// A second cancel is refused as pending (409), not taken for a finished
+	// saga (which would send CancelOrder to the order behind its back).
+	if code(again.rejected) != workflows.ErrCancelling {
+		t.Fatalf("second cancel %+v", again)
 	}
 	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder")
 }
