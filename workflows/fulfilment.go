@@ -315,9 +315,10 @@ func (f *fulfilment) onCancel(ctx workflow.Context, reason string) (Progress, er
 	return f.p, nil
 }
 
-// answerCancel settles a cancel waiting for the carrier.
+// answerCancel settles a cancel waiting for the carrier; the first answer
+// stands.
 func (f *fulfilment) answerCancel(answer string) {
-	if f.asked != "" {
+	if f.asked != "" && f.answer == "" {
 		f.answer = answer
 		if answer == answerWithdrawn {
 			f.cancel = f.asked
