@@ -506,3 +506,30 @@ func TestProgressQueryReportsTheCurrentStep(t *testing.T) {
 		t.Fatalf("progress while shipping %+v", p)
 	}
 }
+
+// The carrier call retried after an infrastructure error carries the same
+// dispatch key, so the carrier answers with the same booking.
+func TestARetriedDispatchCarriesTheSameKey(t *testing.T) {
+	s := newSaga(t)
+	failed := false
+	s.env.OnActivity("DispatchWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
+		s.record("DispatchWithCarrier", p.Step)
+		if !failed {
+			failed = true
+			return "", errors.New("carrier unreachable")
+		}
+		return "TRACK-1", nil
+	})
+	s.defaults()
+	p := s.run(input)
+	var keys []string
+	for i, c := range s.calls {
+		if c == "DispatchWithCarrier" {
+			keys = append(keys, s.keys[i])
+		}
+	}
+	if p.Status != workflows.StatusCompleted || len(keys) != 2 || keys[0] != keys[1] ||
+		keys[0] != "saga:"+workflows.WorkflowID(input.OrderID)+".dispatch_shipment" {
+		t.Fatalf("progress %+v, dispatch keys %v", p, keys)
+	}
+}
