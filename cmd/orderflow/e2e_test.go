@@ -385,11 +385,12 @@ func TestFailuresCompensateAndRestoreBalances(t *testing.T) {
 }
 
 func TestCustomerCancelsWhileTheSagaRuns(t *testing.T) {
-	s := startSystem(t, 3*time.Second)
+	s := startSystem(t, 30*time.Second)
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 2, "75001")
-	// The carrier takes 3 s: once the saga waits for it, the cancel asks
-	// the carrier to withdraw, which it still can (202).
+	// The carrier takes 30 s: once the saga waits for it, the cancel asks
+	// the carrier to withdraw, which it still can (202), and the saga
+	// compensates without waiting for it.
 	s.until(id, "reached the carrier", func(p workflows.Progress) bool { return p.Step == "dispatch_shipment" })
 	// A reason that cannot reach an event is refused at the edge and
 	// changes nothing.
@@ -439,7 +440,7 @@ func TestAPreClaimedSagaKeyCannotGiveGoodsAway(t *testing.T) {
 // with the holds as they are, and the write-off commits the stock, keeps
 // the customer's money untouched and closes the order.
 func TestACaptureFailingAfterDispatchIsWrittenOffByAnOperator(t *testing.T) {
-	s := startSystem(t, 1500*time.Millisecond)
+	s := startSystem(t, 5*time.Second)
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 2, "75001")
 	s.until(id, "reached the carrier", func(p workflows.Progress) bool { return p.Step == "dispatch_shipment" })
@@ -497,7 +498,7 @@ func TestACaptureFailingAfterDispatchIsWrittenOffByAnOperator(t *testing.T) {
 // hold, a reservation and a booking behind: verify names the order, and
 // orderflow sagas repair withdraws the booking and compensates.
 func TestATerminatedSagaIsFoundAndRepaired(t *testing.T) {
-	s := startSystem(t, 10*time.Second)
+	s := startSystem(t, 30*time.Second)
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 2, "75001")
 	s.until(id, "reached the carrier", func(p workflows.Progress) bool { return p.Step == "dispatch_shipment" })
