@@ -20,6 +20,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/orderflow/orderflow/activities"
+	"github.com/orderflow/orderflow/domain/money"
 	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/domain/shipment"
 )
@@ -772,12 +773,53 @@ func (f *fulfilment) end(ctx workflow.Context, status, step string) {
 	f.publish(ctx)
 }
 
+// Summary is the run's static summary and details in the Temporal UI: who
+// ordered what, so an operator reads the list without opening each run.
+func Summary(in Input) (summary, details string) {
+	what := "order"
+	if in.Repair {
+		what = "repair of order"
+	}
+	summary = fmt.Sprintf("%s %s · customer %s · %d line(s) · %s", what, in.OrderID, in.CustomerID, len(in.Lines), money.New(in.Total, in.Currency))
+	var b strings.Builder
+	fmt.Fprintf(&b, "**Order** %s for customer %s, wallet %s, total %s (minor units)\n\n", in.OrderID, in.CustomerID, in.WalletID, money.New(in.Total, in.Currency))
+	for _, l := range in.Lines {
+		fmt.Fprintf(&b, "- %s × %d at %d\n", l.SKU, l.Quantity, l.UnitPrice)
+	}
+	return clip(summary), b.String()
+}
+
+// show keeps the run's current details in the Temporal UI up to date (no
+// history event: the UI asks the workflow when it shows the run).
+func (f *fulfilment) show(ctx workflow.Context) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "**%s** at `%s`", f.p.Status, f.p.Step)
+	if a := f.p.Attention; a != nil {
+		fmt.Fprintf(&b, "\n\n**Waiting for an operator** at `%s` since %s: %s\n\nAllowed: %s (POST /orders/%s/saga/resolve)",
+			a.Step, a.Since.Format(time.RFC3339), a.Error, strings.Join(a.Options, ", "), f.in.OrderID)
+	}
+	if f.p.Reason != "" {
+		fmt.Fprintf(&b, "\n\nReason: %s", f.p.Reason)
+	}
+	if f.p.TrackingNumber != "" {
+		fmt.Fprintf(&b, "\n\nTracking number: %s", f.p.TrackingNumber)
+	}
+	if f.p.Carrier != "" {
+		fmt.Fprintf(&b, "\n\nCarrier asked to withdraw: %s", f.p.Carrier)
+	}
+	for _, d := range f.p.Decisions {
+		fmt.Fprintf(&b, "\n\n- %s", d)
+	}
+	workflow.SetCurrentDetails(ctx, b.String())
+}
+
 // publish writes the search attributes when they changed since last time.
 // They are written only where the saga waits (for the carrier, for an
 // operator) and where it ends: between those points the steps run as local
 // activities inside one workflow task, and the intermediate values would
 // never be seen. The progress query has the current step at any time.
 func (f *fulfilment) publish(ctx workflow.Context) {
+	f.show(ctx)
 	failed := f.p.FailedStep
 	if f.p.Attention != nil {
 		failed = f.p.Attention.Step

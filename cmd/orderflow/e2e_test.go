@@ -18,9 +18,11 @@ import (
 	"github.com/google/uuid"
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
+	sdkpb "go.temporal.io/api/sdk/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/worker"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -466,7 +468,26 @@ func TestACaptureFailingAfterDispatchIsWrittenOffByAnOperator(t *testing.T) {
 			t.Fatalf("GET /sagas?status=NEEDS_ATTENTION lacks %s: %v", id, list)
 		}
 	}
-	rep, err := (&verify.Checker{Pool: s.a.pool, Store: s.a.store, Reader: s.a.reader, Temporal: s.tc, Settle: time.Second}).Run(context.Background())
+	// The Temporal UI shows who ordered what (static summary) and why the
+	// run waits (current details), without opening its history.
+	ctx := context.Background()
+	d, err := s.tc.DescribeWorkflowExecution(ctx, workflows.WorkflowID(id), "")
+	var summary string
+	if err == nil {
+		err = converter.GetDefaultDataConverter().FromPayload(d.GetExecutionConfig().GetUserMetadata().GetSummary(), &summary)
+	}
+	if err != nil || !strings.Contains(summary, "order "+id) || !strings.Contains(summary, "2000 EUR") {
+		t.Fatalf("static summary %q: %v", summary, err)
+	}
+	v, err := s.tc.QueryWorkflow(ctx, workflows.WorkflowID(id), "", "__temporal_workflow_metadata")
+	var md sdkpb.WorkflowMetadata
+	if err == nil {
+		err = v.Get(&md)
+	}
+	if err != nil || !strings.Contains(md.GetCurrentDetails(), "Waiting for an operator** at `capture_payment`") {
+		t.Fatalf("current details %q: %v", md.GetCurrentDetails(), err)
+	}
+	rep, err := (&verify.Checker{Pool: s.a.pool, Store: s.a.store, Reader: s.a.reader, Temporal: s.tc, Settle: time.Second}).Run(ctx)
 	if err != nil || rep.OK() || !strings.Contains(rep.String(), id+" (confirmed): its saga waits for an operator at capture_payment") {
 		t.Fatalf("verify did not name the waiting saga: %v\n%s", err, rep)
 	}

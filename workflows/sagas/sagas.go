@@ -180,7 +180,10 @@ func (l Launcher) start(ctx context.Context, p pending) error {
 }
 
 func startOptions(in workflows.Input, reuse enumspb.WorkflowIdReusePolicy) client.StartWorkflowOptions {
+	summary, details := workflows.Summary(in)
 	return client.StartWorkflowOptions{
+		// Shown in the Temporal UI's list and on the run's page.
+		StaticSummary: summary, StaticDetails: details,
 		ID: workflows.WorkflowID(in.OrderID), TaskQueue: workflows.TaskQueue,
 		WorkflowIDReusePolicy:    reuse,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
