@@ -63,29 +63,58 @@ func envOr(key, def string) string {
 	return def
 }
 
-func envInt(key string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(key)); err == nil {
-		return v
-	}
-	return def
+// envs reads typed defaults from the environment and remembers every value
+// that does not parse, so that start-up stops naming the variable instead of
+// silently falling back to the default.
+type envs struct{ errs []error }
+
+func (e *envs) bad(key, v, what string) {
+	e.errs = append(e.errs, fmt.Errorf("%s=%q is not %s", key, v, what))
 }
 
-func envDuration(key string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(os.Getenv(key)); err == nil {
-		return v
+func (e *envs) Int(key string, def int) int {
+	v, ok := os.LookupEnv(key)
+	if !ok || v == "" {
+		return def
 	}
-	return def
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		e.bad(key, v, "an integer")
+		return def
+	}
+	return n
 }
 
-func envFloat(key string, def float64) float64 {
-	if v, err := strconv.ParseFloat(os.Getenv(key), 64); err == nil {
-		return v
+func (e *envs) Duration(key string, def time.Duration) time.Duration {
+	v, ok := os.LookupEnv(key)
+	if !ok || v == "" {
+		return def
 	}
-	return def
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		e.bad(key, v, "a duration such as 250ms or 24h")
+		return def
+	}
+	return d
+}
+
+func (e *envs) Float(key string, def float64) float64 {
+	v, ok := os.LookupEnv(key)
+	if !ok || v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		e.bad(key, v, "a number")
+		return def
+	}
+	return f
 }
 
 func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 	c := Config{log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	env := &envs{}
+	envInt, envDuration, envFloat := env.Int, env.Duration, env.Float
 	fs.StringVar(&c.HTTPAddr, "http-addr", envOr("ORDERFLOW_HTTP_ADDR", "127.0.0.1:8080"), "listen address of the API (ORDERFLOW_HTTP_ADDR)")
 	fs.StringVar(&c.DatabaseURL, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL URL (DATABASE_URL); dev starts its own when empty")
 	fs.StringVar(&c.DataDir, "data-dir", envOr("ORDERFLOW_DATA_DIR", ".orderflow"), "where dev keeps its state (ORDERFLOW_DATA_DIR)")
@@ -110,6 +139,9 @@ func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 	fs.StringVar(&c.PprofAddr, "pprof-addr", os.Getenv("ORDERFLOW_PPROF_ADDR"), "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060 (ORDERFLOW_PPROF_ADDR)")
 	fs.StringVar(&c.FaultFailEvent, "fault-fail-event", os.Getenv("ORDERFLOW_FAULT_FAIL_EVENT"), "fault injection: projections fail on <stream id>:<version> (ORDERFLOW_FAULT_FAIL_EVENT)")
 	fs.StringVar(&c.NATSURL, "nats-url", os.Getenv("ORDERFLOW_NATS_URL"), "forward every topic to this NATS JetStream, e.g. nats://127.0.0.1:4222 (ORDERFLOW_NATS_URL)")
+	if err := errors.Join(env.errs...); err != nil {
+		return c, err
+	}
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
