@@ -50,8 +50,10 @@ func (s Step) key(workflowID string) string {
 	return CommandID(workflowID, s.Step)
 }
 
-// Error types of failures that are no business refusal: the saga does not
-// compensate for them but stops for an operator.
+// Error types of the activities' non-retryable failures besides the
+// domain's reason codes. A key collision and an invalid command are no
+// business refusal: the saga does not compensate for them but stops for an
+// operator. The carrier's refusal and a withdrawn booking are refusals.
 const (
 	ErrTypeKeyCollision  = "key_collision"
 	ErrTypeInvalid       = "invalid_command"
