@@ -160,21 +160,25 @@ const (
 
 // Codes of refused updates.
 const (
-	ErrShipped            = "order_shipped"
-	ErrSagaFinished       = "saga_finished"
-	ErrCancelling         = "already_cancelling"
-	ErrNotWaiting         = "not_waiting"
-	ErrActionNotAllowed   = "action_not_allowed"
-	ErrInvalidText        = "invalid_text"
-	answerWithdrawn       = "withdrawn"
-	answerTaken           = "taken"
-	changeLocalActivities = "local-activities"
+	ErrShipped          = "order_shipped"
+	ErrSagaFinished     = "saga_finished"
+	ErrCancelling       = "already_cancelling"
+	ErrNotWaiting       = "not_waiting"
+	ErrActionNotAllowed = "action_not_allowed"
+	ErrInvalidText      = "invalid_text"
+)
+
+// The carrier's answers to a withdrawal (Progress.Carrier).
+const (
+	answerWithdrawn = "withdrawn"
+	answerTaken     = "taken"
 )
 
 // The saga's history versions (workflow.GetVersion, under one change id
 // whose name dates from version 1). Runs recorded with an older version
 // replay and finish on their own path (legacy.go).
 const (
+	changeLocalActivities = "local-activities"
 	// VersionRegular: every step a regular activity.
 	VersionRegular = workflow.DefaultVersion
 	// VersionLocal: steps are local activities, the carrier a regular one.
@@ -221,7 +225,7 @@ type fulfilment struct {
 	wid      string
 	p        Progress
 	written  [2]string // the OrderStatus and FailedStep last upserted
-	undo     []compensation
+	undo     []namedStep
 	phase    phase
 	cancel   string           // the customer's reason, once the cancel holds
 	asked    string           // a cancel waiting for the carrier's answer
@@ -230,7 +234,8 @@ type fulfilment struct {
 	decision *Resolution      // an operator's, while Attention is set
 }
 
-type compensation struct {
+// namedStep is a step (forward, compensation or write-off) and its run.
+type namedStep struct {
 	step string
 	run  func(ctx workflow.Context) error
 }
@@ -490,6 +495,13 @@ func (f *fulfilment) stages() []stage {
 	return out
 }
 
+// register adds a stage's compensation, if it has one, to those to undo.
+func (f *fulfilment) register(s stage) {
+	if s.compensate != nil {
+		f.undo = append(f.undo, namedStep{step: "compensate:" + s.undo, run: s.compensate})
+	}
+}
+
 func (f *fulfilment) payment(step string) activities.Payment {
 	return activities.Payment{Step: f.at(step), WalletID: f.in.WalletID, Amount: f.in.Total, Currency: f.in.Currency}
 }
@@ -502,9 +514,7 @@ func (f *fulfilment) parcel(step string) activities.Parcel {
 // compensate: a refusal, the customer's cancel, an operator's choice.
 func (f *fulfilment) forward(ctx workflow.Context) error {
 	for _, s := range f.stages() {
-		if s.compensate != nil {
-			f.undo = append(f.undo, compensation{step: "compensate:" + s.undo, run: s.compensate})
-		}
+		f.register(s)
 		if s.run == nil {
 			continue
 		}
@@ -600,8 +610,7 @@ func (f *fulfilment) withdraw(ctx workflow.Context) (bool, error) {
 func (f *fulfilment) finish(ctx workflow.Context) (Progress, error) {
 	ctx, _ = workflow.NewDisconnectedContext(ctx)
 	f.phase, f.p.Status = phaseShipped, StatusShipped
-	// Steps, like compensations, are a name and a run.
-	steps := []compensation{
+	steps := []namedStep{
 		{"capture_payment", func(ctx workflow.Context) error {
 			return call(ctx, a.CapturePayment, f.payment("capture_payment"), nil)
 		}},
@@ -609,11 +618,8 @@ func (f *fulfilment) finish(ctx workflow.Context) (Progress, error) {
 			return call(ctx, a.MarkOrderShipped, activities.OrderChange{Step: f.at("mark_shipped"), ShipmentID: "shp-" + f.in.OrderID}, nil)
 		}},
 	}
-	for _, l := range f.in.Lines {
-		line := activities.Line{Step: f.at("commit_stock:" + l.SKU), SKU: l.SKU, Quantity: l.Quantity}
-		steps = append(steps, compensation{line.Step.Step, func(ctx workflow.Context) error { return call(ctx, a.CommitStock, line, nil) }})
-	}
-	steps = append(steps, compensation{"complete_order", func(ctx workflow.Context) error {
+	steps = append(steps, f.commitStock("commit_stock:")...)
+	steps = append(steps, namedStep{"complete_order", func(ctx workflow.Context) error {
 		return call(ctx, a.CompleteOrder, activities.OrderChange{Step: f.at("complete_order")}, nil)
 	}})
 	for _, s := range steps {
@@ -636,22 +642,14 @@ func (f *fulfilment) finish(ctx workflow.Context) (Progress, error) {
 func (f *fulfilment) writeOff(ctx workflow.Context, r Resolution) (Progress, error) {
 	f.p.FailedStep, f.p.Reason = f.p.Step, clip("written off: "+r.Reason)
 	f.p.Status = StatusShipped
-	steps := []compensation{{"write_off:void_payment", func(ctx workflow.Context) error {
+	steps := []namedStep{{"write_off:void_payment", func(ctx workflow.Context) error {
 		return call(ctx, a.VoidPayment, f.payment("write_off:void_payment"), nil)
 	}}}
-	for _, l := range f.in.Lines {
-		line := activities.Line{Step: f.at("write_off:commit_stock:" + l.SKU), SKU: l.SKU, Quantity: l.Quantity}
-		steps = append(steps, compensation{line.Step.Step, func(ctx workflow.Context) error { return call(ctx, a.CommitStock, line, nil) }})
-	}
-	steps = append(steps, compensation{"write_off:order", func(ctx workflow.Context) error {
+	steps = append(steps, f.commitStock("write_off:commit_stock:")...)
+	steps = append(steps, namedStep{"write_off:order", func(ctx workflow.Context) error {
 		return call(ctx, a.WriteOffOrder, activities.OrderChange{Step: f.at("write_off:order"), Reason: f.p.Reason}, nil)
 	}})
-	for _, s := range steps {
-		f.p.Step = s.step
-		if err := f.do(ctx, s.step, s.run, true, ActionRetry, ActionSkip); err != nil {
-			f.p.Skipped = append(f.p.Skipped, s.step)
-		}
-	}
+	f.settle(ctx, steps)
 	f.end(ctx, StatusWrittenOff, "written_off")
 	return f.p, nil
 }
@@ -665,17 +663,38 @@ func (f *fulfilment) compensate(ctx workflow.Context, cause error) (Progress, er
 	f.phase, f.p.Status = phaseCompensating, StatusCompensating
 	f.answerCancel(answerWithdrawn)
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
-	for i := len(f.undo) - 1; i >= 0; i-- {
-		c := f.undo[i]
-		f.p.Step = c.step
-		if err := f.do(dctx, c.step, c.run, true, ActionRetry, ActionSkip); err != nil {
-			f.p.Skipped = append(f.p.Skipped, c.step)
-			continue
-		}
-		f.p.Compensated = append(f.p.Compensated, c.step)
-	}
+	undo := slices.Clone(f.undo)
+	slices.Reverse(undo)
+	f.p.Compensated = f.settle(dctx, undo)
 	f.end(dctx, StatusCompensated, "compensated")
 	return f.p, nil
+}
+
+// settle runs steps that must all happen (compensations, a write-off): one
+// that keeps failing waits for an operator, who retries it or skips it as
+// settled by hand (listed in Skipped). It returns the steps done.
+func (f *fulfilment) settle(ctx workflow.Context, steps []namedStep) []string {
+	var done []string
+	for _, s := range steps {
+		f.p.Step = s.step
+		if err := f.do(ctx, s.step, s.run, true, ActionRetry, ActionSkip); err != nil {
+			f.p.Skipped = append(f.p.Skipped, s.step)
+			continue
+		}
+		done = append(done, s.step)
+	}
+	return done
+}
+
+// commitStock is the step that takes every line's reservation out of the
+// warehouse, under prefix (commit_stock: or write_off:commit_stock:).
+func (f *fulfilment) commitStock(prefix string) []namedStep {
+	var out []namedStep
+	for _, l := range f.in.Lines {
+		line := activities.Line{Step: f.at(prefix + l.SKU), SKU: l.SKU, Quantity: l.Quantity}
+		out = append(out, namedStep{line.Step.Step, func(ctx workflow.Context) error { return call(ctx, a.CommitStock, line, nil) }})
+	}
+	return out
 }
 
 // repair finishes what an ended run left, from the event log: nothing if
@@ -690,9 +709,7 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 		return f.p, err
 	}
 	for _, s := range f.stages() {
-		if s.compensate != nil {
-			f.undo = append(f.undo, compensation{step: "compensate:" + s.undo, run: s.compensate})
-		}
+		f.register(s)
 	}
 	switch seen.OrderStatus {
 	case order.StatusCompleted:

@@ -21,7 +21,7 @@ type legacy struct {
 	p        Progress
 	version  workflow.Version
 	written  [2]string // the OrderStatus and FailedStep last upserted
-	undo     []compensation
+	undo     []namedStep
 	cancel   string // the customer's reason, once asked
 	cancelCh workflow.Channel
 	shipped  bool // the carrier has the parcel: no more cancelling
@@ -105,7 +105,7 @@ func (f *legacy) step(ctx workflow.Context, name, status string, run func(workfl
 // registered first, so a step that half-happened is undone too (every
 // compensation is a no-op when there is nothing to undo).
 func (f *legacy) before(name string, run func(workflow.Context) error) {
-	f.undo = append(f.undo, compensation{step: "compensate:" + name, run: run})
+	f.undo = append(f.undo, namedStep{step: "compensate:" + name, run: run})
 }
 
 // call runs one step's activity: a local activity on VersionLocal, a

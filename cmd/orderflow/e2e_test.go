@@ -163,11 +163,16 @@ func (s *system) order(wallet, sku string, qty int, postalCode string) string {
 	return s.orderWithID("", wallet, sku, qty, postalCode)
 }
 
+// orderWithID places an order under the given id; "" lets the API derive it.
 func (s *system) orderWithID(id, wallet, sku string, qty int, postalCode string) string {
+	orderID := ""
+	if id != "" {
+		orderID = fmt.Sprintf(`"order_id":%q,`, id)
+	}
 	r := s.call("POST", "/orders", fmt.Sprintf(`{%s"customer_id":"c-%s","wallet_id":%q,"currency":"EUR",
 		"lines":[{"sku":%q,"quantity":%d,"unit_price":1000}],
 		"shipping_address":{"name":"Ada","line1":"1 Main St","city":"Paris","postal_code":%q,"country":"FR"}}`,
-		map[bool]string{true: fmt.Sprintf(`"order_id":%q,`, id)}[id != ""], wallet, wallet, sku, qty, postalCode), 201)
+		orderID, wallet, wallet, sku, qty, postalCode), 201)
 	return r["stream_id"].(string)
 }
 
