@@ -22,6 +22,7 @@ import (
 	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/domain/shipment"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/personal"
 )
 
 // Activities are registered on the worker; their method names are the
@@ -30,6 +31,9 @@ type Activities struct {
 	Bus     *commands.Bus
 	Store   *eventstore.Store
 	Carrier Carrier
+	// Keys opens the sealed shipping address for the carrier, the one
+	// place outside the API that needs it in clear.
+	Keys *personal.Keys
 }
 
 // Step says which saga step sends a command and on whose behalf.
@@ -40,6 +44,8 @@ type Step struct {
 	// Key is the command's idempotency key (SagaKey). Runs recorded before
 	// the saga's keys were reserved have none and use CommandID.
 	Key string `json:"key,omitempty"`
+	// OnBehalfOf is who placed the order.
+	OnBehalfOf string `json:"on_behalf_of,omitempty"`
 }
 
 // key is the step's idempotency key.
@@ -77,7 +83,8 @@ func (a *Activities) send(ctx context.Context, s Step, typ string, payload any, 
 		Payload:       raw,
 		CorrelationID: s.CorrelationID,
 		CausationID:   info.WorkflowExecution.ID,
-		Actor:         "saga:" + info.WorkflowType.Name,
+		Actor:         "saga:" + info.WorkflowExecution.ID,
+		OnBehalfOf:    s.OnBehalfOf,
 		Metadata:      map[string]string{"saga_step": s.Step, "order_id": s.OrderID, "workflow_id": info.WorkflowExecution.ID},
 	})
 	var rejected *commands.RejectedError
@@ -226,7 +233,9 @@ type Parcel struct {
 	Step
 	ShipmentID string        `json:"shipment_id"`
 	Address    order.Address `json:"address"`
-	Reason     string        `json:"reason,omitempty"`
+	// CustomerID's key opens the address, which travels sealed.
+	CustomerID string `json:"customer_id,omitempty"`
+	Reason     string `json:"reason,omitempty"`
 }
 
 func (a *Activities) ScheduleShipment(ctx context.Context, p Parcel) error {
@@ -238,10 +247,36 @@ func (a *Activities) ScheduleShipment(ctx context.Context, p Parcel) error {
 // and records the dispatch. A carrier refusal is final (the parcel is
 // failed); a carrier that can't be reached is retried, with the same key,
 // so the carrier answers with the same tracking number.
+// openAddress returns the parcel's address in clear for the carrier. An
+// address whose key was destroyed (the customer was forgotten) cannot be
+// shipped to: the carrier refuses it, and the saga compensates.
+func (a *Activities) openAddress(ctx context.Context, p Parcel) (order.Address, error) {
+	if a.Keys == nil {
+		return p.Address, nil
+	}
+	open := a.Keys.For(p.CustomerID)
+	to := p.Address
+	for _, f := range to.PersonalFields() {
+		v, err := open.Open(ctx, *f)
+		if errors.Is(err, personal.ErrErased) {
+			return to, temporal.NewNonRetryableApplicationError("the shipping address was erased (the customer was forgotten)", ErrTypeCarrierRefuse, nil)
+		}
+		if err != nil {
+			return to, err
+		}
+		*f = v
+	}
+	return to, nil
+}
+
 func (a *Activities) DispatchWithCarrier(ctx context.Context, p Parcel) (string, error) {
 	key := p.key(activity.GetInfo(ctx).WorkflowExecution.ID)
+	to, err := a.openAddress(ctx, p)
+	if err != nil {
+		return "", err
+	}
 	tracking, err := heartbeating(ctx, func(ctx context.Context) (string, error) {
-		return a.Carrier.Dispatch(ctx, key, p.ShipmentID, p.Address)
+		return a.Carrier.Dispatch(ctx, key, p.ShipmentID, to)
 	})
 	switch {
 	case errors.Is(err, ErrCarrierRejected):

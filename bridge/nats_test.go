@@ -78,7 +78,7 @@ func TestBridgeForwardsTopicsToJetStreamOnce(t *testing.T) {
 
 	w := "w-" + uuid.NewString()
 	payload, _ := json.Marshal(commands.OpenWallet{WalletID: w, CustomerID: "c", Currency: "EUR"})
-	rec, err := bus.Dispatch(ctx, commands.Request{Type: "OpenWallet", Payload: payload})
+	rec, err := bus.Dispatch(ctx, commands.Request{Type: "OpenWallet", Payload: payload, Internal: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,18 +9,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/outbox"
+	"github.com/orderflow/orderflow/personal"
 )
 
 // Definition is one command type: its payload, the stream it targets and the
@@ -30,10 +34,21 @@ type Definition struct {
 	StreamType string
 	payload    func() any
 	streamID   func(any) string
-	prepare    func(p any, commandID string)
+	prepare    func(p any, r Request)
 	decide     func(aggregate.Root, any) error
 	internal   bool
+	// customer names the customer a command that creates a stream acts
+	// for (the stream has no owner yet); others take the stream's own.
+	customer func(p any) string
+	// check is a precondition on other streams (PlaceOrder's wallet).
+	check func(ctx context.Context, load Loader, p any) error
+	// personal lists the payload's personal fields, sealed with their
+	// customer's key before anything is logged (crypto-shredding).
+	personal func(p any) []*string
 }
+
+// Loader loads another aggregate for a Definition's check.
+type Loader func(ctx context.Context, streamType, id string) (aggregate.Root, error)
 
 // Define declares command P on aggregates of type A in streamType.
 func Define[A aggregate.Root, P any](name, streamType string, id func(*P) string, decide func(A, *P) error) Definition {
@@ -46,10 +61,33 @@ func Define[A aggregate.Root, P any](name, streamType string, id func(*P) string
 	}
 }
 
-// WithPrepare fills defaults into the payload before it is logged, e.g. an id
-// derived from the command id, so that a retried command gets the same one.
-func WithPrepare[P any](d Definition, f func(p *P, commandID string)) Definition {
-	d.prepare = func(p any, id string) { f(p.(*P), id) }
+// WithPrepare fills the payload before it is logged: defaults such as an id
+// derived from the command id (a retried command gets the same one), or
+// the actor, which the client cannot choose.
+func WithPrepare[P any](d Definition, f func(p *P, r Request)) Definition {
+	d.prepare = func(p any, r Request) { f(p.(*P), r) }
+	return d
+}
+
+// CreatedFor marks a command that creates a customer's stream: the payload
+// names the customer, who must be the principal unless an operator sends it.
+func CreatedFor[P any](d Definition, customer func(*P) string) Definition {
+	d.customer = func(p any) string { return customer(p.(*P)) }
+	return d
+}
+
+// WithPersonal names a command's personal fields (names, addresses): they
+// are sealed with the customer's key before the command is logged, so no
+// cleartext of them reaches the log, the events or anything downstream.
+func WithPersonal[P any](d Definition, fields func(*P) []*string) Definition {
+	d.personal = func(p any) []*string { return fields(p.(*P)) }
+	return d
+}
+
+// WithCheck adds a precondition on other streams, checked before the
+// command is logged, whoever sends it.
+func WithCheck[P any](d Definition, f func(ctx context.Context, load Loader, p *P) error) Definition {
+	d.check = func(ctx context.Context, load Loader, p any) error { return f(ctx, load, p.(*P)) }
 	return d
 }
 
@@ -77,13 +115,18 @@ type Request struct {
 	CorrelationID string
 	// CausationID is what caused this command (an event, a workflow step).
 	CausationID string
-	Actor       string
+	// Actor is who sends the command: for a client, always its principal's
+	// subject; OnBehalfOf is whom an operator (or the saga) acts for.
+	Actor      string
+	OnBehalfOf string
 	// Metadata is logged with the command (e.g. the saga step that sent it).
 	Metadata map[string]string
-	// Internal is set by orderflow's own processes, never from a client's
-	// input: only internal requests may use ReservedPrefix keys and send
-	// InternalOnly commands.
-	Internal bool
+	// Principal is the authenticated client. Every request has one, or is
+	// Internal: set by orderflow's own processes, never from a client's
+	// input; only internal requests may use ReservedPrefix keys and send
+	// InternalOnly commands, and they skip the policy.
+	Principal *auth.Principal
+	Internal  bool
 }
 
 // Errors of the command path besides domain errors (*aggregate.Error) and
@@ -94,6 +137,10 @@ var (
 	ErrKeyReused = errors.New("idempotency key reused with a different command")
 	// ErrReservedKey: a client's command id in the saga's namespace.
 	ErrReservedKey = errors.New("idempotency key in a reserved namespace")
+	// ErrUnauthenticated: a client's request without a principal.
+	ErrUnauthenticated = errors.New("command without a principal")
+	// ErrForbidden: the principal's role may not send this command.
+	ErrForbidden = errors.New("forbidden")
 )
 
 // PayloadError is a payload that does not decode into the command's fields.
@@ -127,6 +174,7 @@ type Bus struct {
 	pool    *pgxpool.Pool
 	store   *eventstore.Store
 	log     *Log
+	keys    *personal.Keys
 	defs    map[string]Definition
 	retries int
 	now     func() time.Time
@@ -135,7 +183,7 @@ type Bus struct {
 
 // NewBus returns a bus for the given definitions.
 func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts Options) *Bus {
-	b := &Bus{pool: pool, store: store, log: NewLog(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock, done: opts.Committed}
+	b := &Bus{pool: pool, store: store, log: NewLog(pool), keys: personal.NewKeys(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock, done: opts.Committed}
 	if b.now == nil {
 		b.now = time.Now
 	}
@@ -159,6 +207,22 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 // ValidID reports whether s can be a stream or command id.
 func ValidID(s string) bool { return idPattern.MatchString(s) }
 
+// keyNamespace scopes clients' idempotency keys.
+var keyNamespace = uuid.MustParse("0b6d3c52-6a7e-4f1e-9f0a-3c1d2e4b5a69")
+
+// ScopedID is the command id of a client's idempotency key: keys are
+// scoped to the principal that sent them, so no client can claim, collide
+// with, or read another's. The key itself is logged as metadata.
+func ScopedID(subject, key string) string {
+	return uuid.NewSHA1(keyNamespace, []byte(subject+"\x00"+key)).String()
+}
+
+// MetaIdempotencyKey and MetaOnBehalfOf are command-log metadata.
+const (
+	MetaIdempotencyKey = "idempotency_key"
+	MetaOnBehalfOf     = "on_behalf_of"
+)
+
 // Dispatch runs one command. A command id seen before returns the recorded
 // outcome and appends nothing. A domain refusal is logged and returned as
 // *RejectedError with the record.
@@ -167,8 +231,19 @@ func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
 	if !ok || (def.internal && !req.Internal) {
 		return Record{}, fmt.Errorf("%w %q", ErrUnknownType, req.Type)
 	}
-	if !req.Internal && strings.HasPrefix(req.CommandID, ReservedPrefix) {
-		return Record{}, fmt.Errorf("%w: command ids starting with %q belong to orderflow's sagas", ErrReservedKey, ReservedPrefix)
+	principal := req.Principal
+	if req.Internal {
+		principal = nil
+	} else {
+		switch {
+		case principal == nil:
+			return Record{}, ErrUnauthenticated
+		case !principal.Allows(auth.CommandAccess(req.Type)):
+			return Record{}, fmt.Errorf("%w: a %s may not send %s", ErrForbidden, principal.Role, req.Type)
+		case strings.HasPrefix(req.CommandID, ReservedPrefix):
+			return Record{}, fmt.Errorf("%w: command ids starting with %q belong to orderflow's sagas", ErrReservedKey, ReservedPrefix)
+		}
+		req.Actor = principal.Subject
 	}
 	p := def.payload()
 	dec := json.NewDecoder(bytes.NewReader(req.Payload))
@@ -176,17 +251,37 @@ func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
 	if err := dec.Decode(p); err != nil {
 		return Record{}, &PayloadError{Msg: fmt.Sprintf("payload of %s: %v", req.Type, err)}
 	}
+	req.Metadata = maps.Clone(req.Metadata)
+	if req.Metadata == nil {
+		req.Metadata = map[string]string{}
+	}
 	if req.CommandID == "" {
 		req.CommandID = uuid.Must(uuid.NewV7()).String()
 	} else if !ValidID(req.CommandID) {
-		return Record{}, &PayloadError{Msg: fmt.Sprintf("command id %q must match %s", req.CommandID, idPattern)}
+		return Record{}, &PayloadError{Msg: fmt.Sprintf("idempotency key %q must match %s", req.CommandID, idPattern)}
+	} else if principal != nil {
+		req.Metadata[MetaIdempotencyKey] = req.CommandID
+		req.CommandID = ScopedID(principal.Subject, req.CommandID)
+	}
+	if req.OnBehalfOf != "" {
+		req.Metadata[MetaOnBehalfOf] = req.OnBehalfOf
 	}
 	if def.prepare != nil {
-		def.prepare(p, req.CommandID)
+		def.prepare(p, req)
+	}
+	var customer string
+	if def.customer != nil {
+		customer = def.customer(p)
+		if principal != nil && !principal.Owns(customer) {
+			return Record{}, fmt.Errorf("%w: a customer sends %s for itself only", ErrForbidden, req.Type)
+		}
 	}
 	streamID := def.streamID(p)
 	if !ValidID(streamID) {
 		return Record{}, &PayloadError{Msg: fmt.Sprintf("%s id %q must match %s", def.StreamType, streamID, idPattern)}
+	}
+	if err := b.seal(ctx, def, streamID, customer, p); err != nil {
+		return Record{}, err
 	}
 	payload, err := json.Marshal(p)
 	if err != nil {
@@ -212,7 +307,13 @@ func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
 	} else if !errors.Is(err, ErrNotFound) {
 		return Record{}, err
 	}
+	if def.check != nil {
+		if err := def.check(ctx, b.load, p); err != nil {
+			return Record{}, err
+		}
+	}
 
+	md := eventstore.Metadata{CorrelationID: rec.CorrelationID, CausationID: rec.CommandID, Actor: rec.Actor, OnBehalfOf: req.OnBehalfOf}
 	for attempt := 0; ; attempt++ {
 		agg, ok := b.store.Registry().NewAggregate(def.StreamType, streamID)
 		if !ok {
@@ -221,6 +322,15 @@ func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
 		if err := b.store.Load(ctx, agg); err != nil {
 			return Record{}, err
 		}
+		owner := customer
+		if o, ok := agg.(interface{ CustomerID() string }); ok && agg.Version() > 0 {
+			owner = o.CustomerID()
+		}
+		if principal != nil && !principal.Owns(owner) {
+			// Another customer's stream reads as missing: existence does not leak.
+			return Record{}, aggregate.NotFound(def.StreamType+"_not_found", "%s %s does not exist", def.StreamType, streamID)
+		}
+		md.CustomerID = owner
 		if req.ExpectedVersion != nil && *req.ExpectedVersion != agg.Version() {
 			return Record{}, &eventstore.ConflictError{StreamType: def.StreamType, StreamID: streamID, Expected: *req.ExpectedVersion, Current: agg.Version()}
 		}
@@ -230,7 +340,7 @@ func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
 		} else if err != nil {
 			return Record{}, err
 		}
-		out, err := b.commit(ctx, rec, agg)
+		out, err := b.commit(ctx, rec, agg, md)
 		if errors.Is(err, eventstore.ErrConflict) && req.ExpectedVersion == nil && attempt < b.retries {
 			continue
 		}
@@ -241,12 +351,12 @@ func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
 var errLogged = errors.New("command id already logged")
 
 // commit is the one transaction of an accepted command.
-func (b *Bus) commit(ctx context.Context, rec Record, agg aggregate.Root) (Record, error) {
+func (b *Bus) commit(ctx context.Context, rec Record, agg aggregate.Root, md eventstore.Metadata) (Record, error) {
 	rec.Status = StatusAccepted
 	rec.StreamVersion = agg.Version()
 	rec.RecordedAt = b.now().UTC().Truncate(time.Microsecond)
 	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		envs, err := b.store.Save(ctx, tx, agg, eventstore.Metadata{CorrelationID: rec.CorrelationID, CausationID: rec.CommandID, Actor: rec.Actor})
+		envs, err := b.store.Save(ctx, tx, agg, md)
 		if err != nil {
 			return err
 		}
@@ -296,6 +406,51 @@ func (b *Bus) reject(ctx context.Context, rec Record, version int64, dErr *aggre
 	}
 	b.done()
 	return rec, &RejectedError{Record: rec, Err: dErr}
+}
+
+// seal seals the payload's personal fields with their customer's key: the
+// customer the command names, or the owner of the stream it targets.
+func (b *Bus) seal(ctx context.Context, def Definition, streamID, customer string, p any) error {
+	if def.personal == nil {
+		return nil
+	}
+	if customer == "" {
+		agg, err := b.load(ctx, def.StreamType, streamID)
+		if err != nil {
+			return err
+		}
+		if o, ok := agg.(interface{ CustomerID() string }); ok {
+			customer = o.CustomerID()
+		}
+		if customer == "" {
+			// Refused before logging: the log never holds unsealed text.
+			return aggregate.NotFound(def.StreamType+"_not_found", "%s %s does not exist", def.StreamType, streamID)
+		}
+	}
+	fields := def.personal(p)
+	for _, f := range fields {
+		*f = strings.TrimSpace(*f)
+		if strings.ContainsRune(*f, 0) {
+			return &PayloadError{Msg: fmt.Sprintf("payload of %s: a string contains a NUL character (\\u0000)", def.Name)}
+		}
+		if n := utf8.RuneCountInString(*f); n > MaxPersonalLength {
+			return &PayloadError{Msg: fmt.Sprintf("a personal field of %s has %d characters, more than %d", def.Name, n, MaxPersonalLength)}
+		}
+	}
+	return b.keys.Seal(ctx, customer, fields...)
+}
+
+// MaxPersonalLength bounds each personal field, checked on the cleartext:
+// the domain only ever sees the sealed text.
+const MaxPersonalLength = 200
+
+// load reads another stream's aggregate, for a Definition's check.
+func (b *Bus) load(ctx context.Context, streamType, id string) (aggregate.Root, error) {
+	agg, ok := b.store.Registry().NewAggregate(streamType, id)
+	if !ok {
+		return nil, fmt.Errorf("stream type %s is not registered", streamType)
+	}
+	return agg, b.store.Load(ctx, agg)
 }
 
 // loggedMeanwhile answers a command whose id a concurrent request logged first.

@@ -12,11 +12,15 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/internal/pgtest"
 )
+
+// ops is the principal of the tests' requests: an operator may send every command.
+var ops = &auth.Principal{Subject: "ops-test", Role: auth.Operator}
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 
@@ -28,7 +32,7 @@ func newBus(t testing.TB) (*commands.Bus, *pgxpool.Pool) {
 
 func req(id, typ string, payload any) commands.Request {
 	raw, _ := json.Marshal(payload)
-	return commands.Request{CommandID: id, Type: typ, Payload: raw}
+	return commands.Request{Principal: ops, CommandID: id, Type: typ, Payload: raw}
 }
 
 func mustDispatch(t testing.TB, b *commands.Bus, r commands.Request) commands.Record {
@@ -61,14 +65,15 @@ func openWallet(t testing.TB, b *commands.Bus, funds int64) string {
 func TestAcceptedCommandWritesEventsLogAndOutboxTogether(t *testing.T) {
 	b, pool := newBus(t)
 	id := openWallet(t, b, 0)
-	rec := mustDispatch(t, b, commands.Request{CommandID: "cmd-" + uuid.NewString(), Type: "TopUpWallet",
+	rec := mustDispatch(t, b, commands.Request{Principal: ops, CommandID: "cmd-" + uuid.NewString(), Type: "TopUpWallet",
 		Payload: json.RawMessage(`{"wallet_id":"` + id + `","amount":700}`), CorrelationID: "corr-9", Actor: "alice",
 		Metadata: map[string]string{"saga_step": "test"}})
 	if rec.Status != commands.StatusAccepted || rec.StreamVersion != 2 || len(rec.EventIDs) != 1 || rec.GlobalPosition == 0 {
 		t.Fatalf("record %+v", rec)
 	}
 	logged, err := b.Log().Get(context.Background(), rec.CommandID)
-	if err != nil || logged.Metadata["saga_step"] != "test" || logged.EventIDs[0] != rec.EventIDs[0] || logged.Actor != "alice" {
+	// The actor is the principal's subject, whatever the request says.
+	if err != nil || logged.Metadata["saga_step"] != "test" || logged.EventIDs[0] != rec.EventIDs[0] || logged.Actor != ops.Subject {
 		t.Fatalf("logged %+v %v", logged, err)
 	}
 	var meta map[string]string
@@ -184,7 +189,7 @@ func TestRejectionIsLoggedAndReplayed(t *testing.T) {
 			t.Fatalf("attempt %d: %+v %v", i, rec, err)
 		}
 	}
-	logged, err := b.Log().Get(context.Background(), r.CommandID)
+	logged, err := b.Log().Get(context.Background(), commands.ScopedID(ops.Subject, r.CommandID))
 	if err != nil || logged.Status != commands.StatusRejected || logged.ReasonCode != "insufficient_funds" || len(logged.EventIDs) != 0 {
 		t.Fatalf("logged %+v %v", logged, err)
 	}
@@ -199,11 +204,11 @@ func TestRollbackLeavesNoTrace(t *testing.T) {
 	b, pool := newBus(t)
 	ctx := context.Background()
 	id := openWallet(t, b, 0)
-	// Make the outbox insert (the last write of the transaction) fail for one name.
+	// Make the outbox insert (the last write of the transaction) fail for one amount.
 	_, err := pool.Exec(ctx, `
 		CREATE OR REPLACE FUNCTION fail_boom() RETURNS trigger AS $$
 		BEGIN
-			IF NEW.payload::jsonb->>'name' = 'boom' THEN RAISE EXCEPTION 'boom'; END IF;
+			IF NEW.payload::jsonb->>'amount' = '13' THEN RAISE EXCEPTION 'boom'; END IF;
 			RETURN NEW;
 		END $$ LANGUAGE plpgsql;
 		CREATE TRIGGER fail_boom BEFORE INSERT ON watermill_wallet_events FOR EACH ROW EXECUTE FUNCTION fail_boom();`)
@@ -212,21 +217,21 @@ func TestRollbackLeavesNoTrace(t *testing.T) {
 	}
 	t.Cleanup(func() { _, _ = pool.Exec(ctx, `DROP TRIGGER fail_boom ON watermill_wallet_events`) })
 
-	cmdID := "rename-" + uuid.NewString()
-	if _, err := b.Dispatch(ctx, req(cmdID, "RenameWallet", commands.RenameWallet{WalletID: id, Name: "boom"})); err == nil {
+	cmdID := "top-up-" + uuid.NewString()
+	if _, err := b.Dispatch(ctx, req(cmdID, "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 13})); err == nil {
 		t.Fatal("the failing transaction reported success")
 	}
 	if n := count(t, pool, `SELECT count(*) FROM events WHERE stream_id = $1`, id); n != 1 {
 		t.Fatalf("%d events, want only the opening one", n)
 	}
-	if n := count(t, pool, `SELECT count(*) FROM commands WHERE command_id = $1`, cmdID); n != 0 {
+	if n := count(t, pool, `SELECT count(*) FROM commands WHERE command_id = $1`, commands.ScopedID(ops.Subject, cmdID)); n != 0 {
 		t.Fatal("the failed command was logged")
 	}
 	if n := count(t, pool, `SELECT count(*) FROM watermill_wallet_events WHERE metadata::jsonb->>'stream_id' = $1`, id); n != 1 {
 		t.Fatalf("%d outbox messages, want only the opening one", n)
 	}
 	// The same command id can then succeed.
-	rec := mustDispatch(t, b, req(cmdID, "RenameWallet", commands.RenameWallet{WalletID: id, Name: "fine"}))
+	rec := mustDispatch(t, b, req(cmdID, "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 14}))
 	if rec.Replayed || rec.StreamVersion != 2 {
 		t.Fatalf("retry after rollback: %+v", rec)
 	}
@@ -234,12 +239,13 @@ func TestRollbackLeavesNoTrace(t *testing.T) {
 
 func TestPlaceOrderDerivesOrderIDFromCommandID(t *testing.T) {
 	b, _ := newBus(t)
-	body := json.RawMessage(`{"customer_id":"c1","wallet_id":"w1","currency":"EUR","lines":[{"sku":"a","quantity":1,"unit_price":5}],
+	w := openWallet(t, b, 0)
+	body := json.RawMessage(`{"customer_id":"c1","wallet_id":"` + w + `","currency":"EUR","lines":[{"sku":"a","quantity":1,"unit_price":5}],
 		"shipping_address":{"name":"A","line1":"1 St","city":"X","postal_code":"1","country":"FR"}}`)
 	key := "place-" + uuid.NewString()
-	first := mustDispatch(t, b, commands.Request{CommandID: key, Type: "PlaceOrder", Payload: body})
-	again := mustDispatch(t, b, commands.Request{CommandID: key, Type: "PlaceOrder", Payload: body})
-	other := mustDispatch(t, b, commands.Request{Type: "PlaceOrder", Payload: body})
+	first := mustDispatch(t, b, commands.Request{Principal: ops, CommandID: key, Type: "PlaceOrder", Payload: body})
+	again := mustDispatch(t, b, commands.Request{Principal: ops, CommandID: key, Type: "PlaceOrder", Payload: body})
+	other := mustDispatch(t, b, commands.Request{Principal: ops, Type: "PlaceOrder", Payload: body})
 	if first.StreamID == "" || again.StreamID != first.StreamID || !again.Replayed || other.StreamID == first.StreamID {
 		t.Fatalf("first %s again %s other %s", first.StreamID, again.StreamID, other.StreamID)
 	}
@@ -248,17 +254,17 @@ func TestPlaceOrderDerivesOrderIDFromCommandID(t *testing.T) {
 func TestBadPayloads(t *testing.T) {
 	b, _ := newBus(t)
 	for _, r := range []commands.Request{
-		{Type: "TopUpWallet", Payload: json.RawMessage(`{"wallet_id":"w","amount":"ten"}`)},
-		{Type: "TopUpWallet", Payload: json.RawMessage(`{"wallet_id":"w","amount":1,"bonus":2}`)},
-		{Type: "TopUpWallet", Payload: json.RawMessage(`{"wallet_id":"no spaces","amount":1}`)},
-		{Type: "TopUpWallet", CommandID: "bad key!", Payload: json.RawMessage(`{"wallet_id":"w","amount":1}`)},
+		{Principal: ops, Type: "TopUpWallet", Payload: json.RawMessage(`{"wallet_id":"w","amount":"ten"}`)},
+		{Principal: ops, Type: "TopUpWallet", Payload: json.RawMessage(`{"wallet_id":"w","amount":1,"bonus":2}`)},
+		{Principal: ops, Type: "TopUpWallet", Payload: json.RawMessage(`{"wallet_id":"no spaces","amount":1}`)},
+		{Principal: ops, Type: "TopUpWallet", CommandID: "bad key!", Payload: json.RawMessage(`{"wallet_id":"w","amount":1}`)},
 	} {
 		var pe *commands.PayloadError
 		if _, err := b.Dispatch(context.Background(), r); !errors.As(err, &pe) {
 			t.Errorf("%s: want a payload error, got %v", r.Payload, err)
 		}
 	}
-	if _, err := b.Dispatch(context.Background(), commands.Request{Type: "Nope", Payload: json.RawMessage(`{}`)}); !errors.Is(err, commands.ErrUnknownType) {
+	if _, err := b.Dispatch(context.Background(), commands.Request{Principal: ops, Type: "Nope", Payload: json.RawMessage(`{}`)}); !errors.Is(err, commands.ErrUnknownType) {
 		t.Errorf("unknown type: %v", err)
 	}
 }
@@ -301,10 +307,13 @@ func TestTextWithANULIsAPayloadError(t *testing.T) {
 	w := openWallet(t, b, 0)
 	var payloadErr *commands.PayloadError
 	if _, err := b.Dispatch(context.Background(), req("", "RenameWallet", commands.RenameWallet{WalletID: w, Name: "a\x00b"})); !errors.As(err, &payloadErr) {
-		t.Fatalf("NUL in a name: %v", err)
+		t.Fatalf("NUL in a (personal, sealed) name: %v", err)
 	}
-	mustDispatch(t, b, req("", "RenameWallet", commands.RenameWallet{WalletID: w, Name: `a\u0000b`}))
-	if n := count(t, pool, `SELECT count(*) FROM events WHERE stream_id = $1 AND data->>'name' = $2`, w, `a\u0000b`); n != 1 {
+	if _, err := b.Dispatch(context.Background(), req("", "SuspendWallet", commands.SuspendWallet{WalletID: w, Reason: "a\x00b"})); !errors.As(err, &payloadErr) {
+		t.Fatalf("NUL in a reason: %v", err)
+	}
+	mustDispatch(t, b, req("", "SuspendWallet", commands.SuspendWallet{WalletID: w, Reason: `a\u0000b`}))
+	if n := count(t, pool, `SELECT count(*) FROM events WHERE stream_id = $1 AND data->>'reason' = $2`, w, `a\u0000b`); n != 1 {
 		t.Fatalf("the literal text was stored %d times", n)
 	}
 }

@@ -1,6 +1,8 @@
 package commands
 
 import (
+	"context"
+
 	"github.com/google/uuid"
 
 	"github.com/orderflow/orderflow/domain/aggregate"
@@ -42,6 +44,8 @@ func Registry() *eventstore.Registry {
 	eventstore.RegisterEvent[wallet.HoldCaptured](r, 1)
 	eventstore.RegisterEvent[wallet.HoldVoided](r, 1)
 	eventstore.RegisterEvent[wallet.CaptureRefunded](r, 1)
+	eventstore.RegisterEvent[wallet.Suspended](r, 1)
+	eventstore.RegisterEvent[wallet.Reinstated](r, 1)
 
 	eventstore.RegisterEvent[shipment.Scheduled](r, 1)
 	eventstore.RegisterEvent[shipment.Dispatched](r, 1)
@@ -94,6 +98,20 @@ type RefundCapture struct {
 	WalletID string `json:"wallet_id"`
 	OrderID  string `json:"order_id"`
 	Amount   int64  `json:"amount"`
+}
+
+// SuspendWallet and ReinstateWallet record the operator who sent them:
+// Operator is filled from the principal, never from the payload.
+type SuspendWallet struct {
+	WalletID string `json:"wallet_id"`
+	Reason   string `json:"reason"`
+	Operator string `json:"operator,omitempty"`
+}
+
+type ReinstateWallet struct {
+	WalletID string `json:"wallet_id"`
+	Reason   string `json:"reason"`
+	Operator string `json:"operator,omitempty"`
 }
 
 type ReceiveStock struct {
@@ -178,16 +196,47 @@ type FailShipment struct {
 	Reason     string `json:"reason"`
 }
 
+// placeOrder: the order's id defaults to one derived from the command id;
+// it names its customer, and its wallet must be that customer's (checked
+// here, so no route around the HTTP handler skips it).
+func placeOrder() Definition {
+	d := Define("PlaceOrder", order.StreamType, func(p *PlaceOrder) string { return p.OrderID },
+		func(o *order.Order, p *PlaceOrder) error {
+			return o.Place(p.CustomerID, p.WalletID, p.Currency, p.Lines, p.ShippingAddress)
+		})
+	d = WithPrepare(d, func(p *PlaceOrder, r Request) {
+		if p.OrderID == "" {
+			p.OrderID = uuid.NewSHA1(orderIDNamespace, []byte(r.CommandID)).String()
+		}
+	})
+	d = CreatedFor(d, func(p *PlaceOrder) string { return p.CustomerID })
+	d = WithPersonal(d, func(p *PlaceOrder) []*string { return p.ShippingAddress.PersonalFields() })
+	return WithCheck(d, func(ctx context.Context, load Loader, p *PlaceOrder) error {
+		agg, err := load(ctx, wallet.StreamType, p.WalletID)
+		if err != nil {
+			return err
+		}
+		if w := agg.(*wallet.Wallet); agg.Version() == 0 || w.CustomerID() != p.CustomerID {
+			// The same answer whether the wallet is missing or another's.
+			return aggregate.NotFound("wallet_not_found", "customer %s has no wallet %s", p.CustomerID, p.WalletID)
+		}
+		return nil
+	})
+}
+
 // orderIDNamespace makes derived order ids stable across processes.
 var orderIDNamespace = uuid.MustParse("6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f")
 
 // Definitions returns every command of orderflow.
 func Definitions() []Definition {
 	return []Definition{
-		Define("OpenWallet", wallet.StreamType, func(p *OpenWallet) string { return p.WalletID },
+		WithPersonal(CreatedFor(Define("OpenWallet", wallet.StreamType, func(p *OpenWallet) string { return p.WalletID },
 			func(w *wallet.Wallet, p *OpenWallet) error { return w.Open(p.CustomerID, p.Name, p.Currency) }),
-		Define("RenameWallet", wallet.StreamType, func(p *RenameWallet) string { return p.WalletID },
+			func(p *OpenWallet) string { return p.CustomerID }),
+			func(p *OpenWallet) []*string { return []*string{&p.Name} }),
+		WithPersonal(Define("RenameWallet", wallet.StreamType, func(p *RenameWallet) string { return p.WalletID },
 			func(w *wallet.Wallet, p *RenameWallet) error { return w.Rename(p.Name) }),
+			func(p *RenameWallet) []*string { return []*string{&p.Name} }),
 		Define("TopUpWallet", wallet.StreamType, func(p *TopUpWallet) string { return p.WalletID },
 			func(w *wallet.Wallet, p *TopUpWallet) error {
 				cur := p.Currency
@@ -206,6 +255,12 @@ func Definitions() []Definition {
 			func(w *wallet.Wallet, p *VoidHold) error { return w.Void(p.OrderID) }),
 		Define("RefundCapture", wallet.StreamType, func(p *RefundCapture) string { return p.WalletID },
 			func(w *wallet.Wallet, p *RefundCapture) error { return w.Refund(p.OrderID, p.Amount) }),
+		WithPrepare(Define("SuspendWallet", wallet.StreamType, func(p *SuspendWallet) string { return p.WalletID },
+			func(w *wallet.Wallet, p *SuspendWallet) error { return w.Suspend(p.Reason, p.Operator) }),
+			func(p *SuspendWallet, r Request) { p.Operator = r.Actor }),
+		WithPrepare(Define("ReinstateWallet", wallet.StreamType, func(p *ReinstateWallet) string { return p.WalletID },
+			func(w *wallet.Wallet, p *ReinstateWallet) error { return w.Reinstate(p.Reason, p.Operator) }),
+			func(p *ReinstateWallet, r Request) { p.Operator = r.Actor }),
 
 		Define("ReceiveStock", inventory.StreamType, func(p *ReceiveStock) string { return p.SKU },
 			func(i *inventory.Item, p *ReceiveStock) error { return i.Receive(p.Quantity) }),
@@ -216,15 +271,7 @@ func Definitions() []Definition {
 		Define("CommitStock", inventory.StreamType, func(p *CommitStock) string { return p.SKU },
 			func(i *inventory.Item, p *CommitStock) error { return i.Commit(p.OrderID) }),
 
-		WithPrepare(Define("PlaceOrder", order.StreamType, func(p *PlaceOrder) string { return p.OrderID },
-			func(o *order.Order, p *PlaceOrder) error {
-				return o.Place(p.CustomerID, p.WalletID, p.Currency, p.Lines, p.ShippingAddress)
-			}),
-			func(p *PlaceOrder, commandID string) {
-				if p.OrderID == "" {
-					p.OrderID = uuid.NewSHA1(orderIDNamespace, []byte(commandID)).String()
-				}
-			}),
+		placeOrder(),
 		Define("ConfirmOrder", order.StreamType, func(p *ConfirmOrder) string { return p.OrderID },
 			func(o *order.Order, _ *ConfirmOrder) error { return o.Confirm() }),
 		Define("CancelOrder", order.StreamType, func(p *CancelOrder) string { return p.OrderID },

@@ -116,6 +116,8 @@ type Filter struct {
 	Status     string
 	StreamType string
 	StreamID   string
+	// Actor keeps the commands that principal sent (a customer's own).
+	Actor string
 	// AfterSeq pages: only commands with a greater seq.
 	AfterSeq int64
 	Limit    int
@@ -141,6 +143,9 @@ func (l *Log) List(ctx context.Context, f Filter) ([]Record, error) {
 	}
 	if f.StreamID != "" {
 		add("stream_id = $%d", f.StreamID)
+	}
+	if f.Actor != "" {
+		add("actor = $%d", f.Actor)
 	}
 	args = append(args, f.Limit)
 	rows, _ := l.pool.Query(ctx, selectSQL+"WHERE "+strings.Join(cond, " AND ")+fmt.Sprintf(" ORDER BY seq LIMIT $%d", len(args)), args...)
@@ -176,7 +181,7 @@ func (l *Log) CursorAt(ctx context.Context, seq int64) (Cursor, error) {
 func (l *Log) ReadAll(ctx context.Context, c Cursor, limit int, f Filter) ([]Logged, error) {
 	where := `WHERE (transaction_id, seq) > ($1::text::xid8, $2) AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
 	args := []any{strconv.FormatUint(c.TransactionID, 10), c.Seq}
-	for _, kv := range []struct{ col, v string }{{"command_type", f.Type}, {"status", f.Status}, {"stream_type", f.StreamType}, {"stream_id", f.StreamID}} {
+	for _, kv := range []struct{ col, v string }{{"command_type", f.Type}, {"status", f.Status}, {"stream_type", f.StreamType}, {"stream_id", f.StreamID}, {"actor", f.Actor}} {
 		if kv.v != "" {
 			args = append(args, kv.v)
 			where += fmt.Sprintf(" AND %s = $%d", kv.col, len(args))

@@ -28,6 +28,12 @@ type Metadata struct {
 	CausationID string
 	// Actor is who issued the command.
 	Actor string
+	// OnBehalfOf is whom the actor acted for (an operator for a customer,
+	// the saga for whoever placed the order).
+	OnBehalfOf string
+	// CustomerID owns the stream (empty for streams of no customer): a
+	// customer's live stream shows only its own events.
+	CustomerID string
 }
 
 // Envelope is a stored event with its metadata.
@@ -43,6 +49,8 @@ type Envelope struct {
 	CorrelationID  string          `json:"correlation_id"`
 	CausationID    string          `json:"causation_id"`
 	Actor          string          `json:"actor"`
+	OnBehalfOf     string          `json:"on_behalf_of,omitempty"`
+	CustomerID     string          `json:"customer_id,omitempty"`
 	Data           json.RawMessage `json:"data"`
 	// TransactionID is the PostgreSQL transaction that wrote the event; the
 	// global log is ordered by (TransactionID, GlobalPosition).
@@ -112,8 +120,8 @@ func (s *Store) Registry() *Registry { return s.reg }
 
 const appendSQL = `
 INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version,
-                    data, correlation_id, causation_id, actor, recorded_at)
-SELECT (e->>'id')::uuid, $1, $2, (e->>'v')::bigint, e->>'t', (e->>'s')::int, e->'d', $4, $5, $6, $7
+                    data, correlation_id, causation_id, actor, recorded_at, on_behalf_of, customer_id)
+SELECT (e->>'id')::uuid, $1, $2, (e->>'v')::bigint, e->>'t', (e->>'s')::int, e->'d', $4, $5, $6, $7, $9, $10
 FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS x(e, n)
 -- an expected version above the stream's current one would leave a gap
 WHERE $8::bigint = 0 OR EXISTS (
@@ -158,13 +166,15 @@ func (s *Store) Append(ctx context.Context, tx pgx.Tx, streamType, streamID stri
 			EventID: id, StreamType: streamType, StreamID: streamID, StreamVersion: rows[i].Version,
 			EventType: name, SchemaVersion: version, RecordedAt: recorded, Data: data, Event: e,
 			CorrelationID: md.CorrelationID, CausationID: md.CausationID, Actor: md.Actor,
+			OnBehalfOf: md.OnBehalfOf, CustomerID: md.CustomerID,
 		}
 	}
 	batch, err := json.Marshal(rows)
 	if err != nil {
 		return nil, err
 	}
-	res, err := tx.Query(ctx, appendSQL, streamType, streamID, batch, md.CorrelationID, md.CausationID, md.Actor, recorded, expected)
+	res, err := tx.Query(ctx, appendSQL, streamType, streamID, batch, md.CorrelationID, md.CausationID, md.Actor, recorded, expected,
+		md.OnBehalfOf, md.CustomerID)
 	if err != nil {
 		return nil, s.appendError(ctx, err, streamType, streamID, expected)
 	}
@@ -321,6 +331,8 @@ type Filter struct {
 	StreamType string
 	StreamID   string
 	EventTypes []string
+	// CustomerID keeps the events of that customer's streams only.
+	CustomerID string
 }
 
 // ReadAll returns up to limit events after cursor in commit order. It reads
@@ -342,6 +354,10 @@ func (s *Store) ReadAll(ctx context.Context, after Cursor, limit int, f Filter) 
 	if len(f.EventTypes) > 0 {
 		args = append(args, f.EventTypes)
 		where += fmt.Sprintf(" AND event_type = ANY($%d)", len(args))
+	}
+	if f.CustomerID != "" {
+		args = append(args, f.CustomerID)
+		where += fmt.Sprintf(" AND customer_id = $%d", len(args))
 	}
 	args = append(args, limit)
 	return s.query(ctx, where+fmt.Sprintf(" ORDER BY transaction_id, global_position LIMIT $%d", len(args)), args...)
@@ -384,7 +400,7 @@ func (s *Store) Events(ctx context.Context, ids []uuid.UUID) ([]Envelope, error)
 // The transaction id is read as text (pgx has no xid8 type) under another
 // name: aliased as transaction_id it would make ORDER BY sort it as text.
 const columns = `SELECT global_position, transaction_id::text AS txid, event_id, stream_type, stream_id, stream_version,
-	event_type, schema_version, data, correlation_id, causation_id, actor, recorded_at FROM events `
+	event_type, schema_version, data, correlation_id, causation_id, actor, recorded_at, on_behalf_of, customer_id FROM events `
 
 // Querier is a pool or a transaction.
 type Querier interface {
@@ -415,7 +431,7 @@ func (s *Store) queryIn(ctx context.Context, q Querier, where string, args ...an
 		var txid string
 		var data []byte
 		if err := row.Scan(&e.GlobalPosition, &txid, &e.EventID, &e.StreamType, &e.StreamID, &e.StreamVersion,
-			&e.EventType, &e.SchemaVersion, &data, &e.CorrelationID, &e.CausationID, &e.Actor, &e.RecordedAt); err != nil {
+			&e.EventType, &e.SchemaVersion, &data, &e.CorrelationID, &e.CausationID, &e.Actor, &e.RecordedAt, &e.OnBehalfOf, &e.CustomerID); err != nil {
 			return e, err
 		}
 		e.TransactionID, _ = strconv.ParseUint(txid, 10, 64)

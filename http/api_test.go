@@ -2,6 +2,8 @@ package httpapi_test
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/eventstore"
 	httpapi "github.com/orderflow/orderflow/http"
@@ -28,6 +31,28 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 type client struct {
 	t   testing.TB
 	url string
+	key ed25519.PrivateKey
+	// token is sent on every request that sets no Authorization itself.
+	token string
+}
+
+// operator is the principal of the tests' requests unless they say otherwise.
+var operator = auth.Principal{Subject: "ops-test", Role: auth.Operator}
+
+// as returns a client that sends p's token.
+func (c client) as(p auth.Principal) client {
+	c.t.Helper()
+	tok, err := auth.Issue(c.key, auth.DevIssuer, auth.DevAudience, p, time.Hour)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.token = tok
+	return c
+}
+
+// customer returns a client acting as customer id.
+func (c client) customer(id string) client {
+	return c.as(auth.Principal{Subject: id, Role: auth.Customer, CustomerID: id})
 }
 
 func newAPI(t *testing.T) client {
@@ -41,13 +66,18 @@ func newAPIWith(t testing.TB, cfg httpapi.Config) client {
 	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 5})
 	cfg.Pool, cfg.Bus, cfg.Store, cfg.MaxBodyBytes = pool, bus, store, 4096
 	cfg.Log = quiet
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Verifier = auth.DevVerifier(key)
 	e, err := httpapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return client{t: t, url: srv.URL}
+	return client{t: t, url: srv.URL, key: key}.as(operator)
 }
 
 type response struct {
@@ -63,6 +93,7 @@ func (c client) do(method, path, body string, headers ...string) response {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
@@ -182,7 +213,8 @@ func TestIdempotencyKeyYieldsOneSetOfEvents(t *testing.T) {
 	key := "key-" + uuid.NewString()
 	first := c.want(c.do("POST", "/wallets", body, "Idempotency-Key", key), 201)
 	second := c.want(c.do("POST", "/wallets", body, "Idempotency-Key", key), 200)
-	if second.header.Get("Idempotent-Replayed") != "true" || second.body["command_id"] != key ||
+	md, _ := second.body["metadata"].(map[string]any)
+	if second.header.Get("Idempotent-Replayed") != "true" || second.body["command_id"] != first.body["command_id"] || md["idempotency_key"] != key ||
 		fmt.Sprint(second.body["event_ids"]) != fmt.Sprint(first.body["event_ids"]) {
 		t.Fatalf("first %s second %s", first.raw, second.raw)
 	}
@@ -268,7 +300,7 @@ func TestClientMistakesGetPreciseProblems(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := client{t: t, url: c.url}
+			c := client{t: t, url: c.url, key: c.key, token: c.token}
 			p := c.want(c.do(tc.method, tc.path, tc.body, tc.headers...), tc.status)
 			if detail, _ := p.body["detail"].(string); p.body["code"] != tc.code || detail == "" {
 				t.Fatalf("problem %s", p.raw)

@@ -26,6 +26,7 @@ func fuzzRequest(t *testing.T, c client, pool *pgxpool.Pool, path, body string, 
 	ev, cmd := writes(t, pool)
 	req, _ := http.NewRequest("POST", c.url+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.token)
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
@@ -68,4 +69,31 @@ func FuzzPlaceOrder(f *testing.F) {
 	f.Add(`{"lines":[{"quantity":1e400}]}`)
 	c, pool := newAPIWith(f, httpapi.Config{}), pgtest.Pool(f)
 	f.Fuzz(func(t *testing.T, body string) { fuzzRequest(t, c, pool, "/orders", body) })
+}
+
+// A customer's hostile bodies: whatever the body names, nothing is
+// written for another customer, and nothing is a 5xx.
+func FuzzCustomerCommand(f *testing.F) {
+	f.Add(`{"type":"AuthoriseHold","payload":{"wallet_id":"w1","order_id":"evil","amount":2500,"currency":"EUR"}}`)
+	f.Add(`{"type":"PlaceOrder","payload":{"customer_id":"c2","wallet_id":"w2","currency":"EUR","lines":[{"sku":"s","quantity":1,"unit_price":1}],"shipping_address":{"name":"a","line1":"b","city":"c","postal_code":"d","country":"FR"}}}`)
+	f.Add(`{"type":"TopUpWallet","payload":{"wallet_id":"w2","amount":5}}`)
+	f.Add(`{"type":"CancelOrder","payload":{"order_id":"o2","reason":"x"}}`)
+	c, pool := newAPIWith(f, httpapi.Config{Limits: httpapi.Limits{CustomerRate: 1e6, CustomerBurst: 1e6}}), pgtest.Pool(f)
+	c = c.customer("fz-mallory")
+	f.Fuzz(func(t *testing.T, body string) {
+		var last int64
+		if err := pool.QueryRow(context.Background(), `SELECT coalesce(max(global_position), 0) FROM events`).Scan(&last); err != nil {
+			t.Fatal(err)
+		}
+		fuzzRequest(t, c, pool, "/commands", body)
+		// Whatever was accepted is mallory's own: no event of another customer's stream.
+		var foreign int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE global_position > $1
+			AND actor = 'fz-mallory' AND customer_id <> 'fz-mallory'`, last).Scan(&foreign); err != nil {
+			t.Fatal(err)
+		}
+		if foreign > 0 {
+			t.Fatalf("%q: a customer wrote to another customer's stream", body)
+		}
+	})
 }

@@ -12,8 +12,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/personal"
 )
 
 // dispatch runs a command built from the request and writes its outcome:
@@ -27,12 +29,18 @@ func (s *Server) dispatch(c echo.Context, typ string, payload any) error {
 }
 
 func (s *Server) dispatchRaw(c echo.Context, typ string, payload json.RawMessage) error {
+	correlationID, onBehalfOf, err := traceHeaders(c)
+	if err != nil {
+		return err
+	}
+	p := principal(c)
 	req := commands.Request{
 		CommandID:     c.Request().Header.Get("Idempotency-Key"),
 		Type:          typ,
 		Payload:       payload,
-		CorrelationID: c.Request().Header.Get("X-Correlation-ID"),
-		Actor:         c.Request().Header.Get("X-Actor"),
+		CorrelationID: correlationID,
+		Principal:     &p,
+		OnBehalfOf:    onBehalfOf,
 	}
 	if m := c.Request().Header.Get("If-Match"); m != "" {
 		v, err := strconv.ParseInt(strings.Trim(m, `"`), 10, 64)
@@ -53,7 +61,40 @@ func (s *Server) dispatchRaw(c echo.Context, typ string, payload json.RawMessage
 		status = http.StatusOK
 		h.Set("Idempotent-Replayed", "true")
 	}
-	return c.JSON(status, rec)
+	return s.reply(c, status, rec)
+}
+
+// reply writes v as JSON with the personal fields the principal may see
+// opened: an operator's all, a customer's its own; a field whose key was
+// destroyed reads as personal.Erased.
+func (s *Server) reply(c echo.Context, status int, v any) error {
+	raw, err := sealedJSON(c.Request().Context(), s.opener(c), v)
+	if err != nil {
+		return err
+	}
+	return c.JSONBlob(status, raw)
+}
+
+func (s *Server) opener(c echo.Context) *personal.Opener {
+	if p := principal(c); p.Role == auth.Customer {
+		return s.keys.For(p.CustomerID)
+	}
+	return s.keys.For("")
+}
+
+// forgetCustomer destroys the customer's key: its personal fields read as
+// erased everywhere from then on (crypto-shredding).
+func (s *Server) forgetCustomer(c echo.Context) error {
+	id := c.Param("id")
+	p := principal(c)
+	if !p.Owns(id) {
+		return problem(http.StatusNotFound, "customer_not_found", fmt.Sprintf("customer %s does not exist", id))
+	}
+	destroyed, err := s.keys.Forget(c.Request().Context(), id, p.Subject)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"customer_id": id, "personal_data": "erased", "key_destroyed": destroyed})
 }
 
 // bind decodes a body that validation has already checked.
@@ -87,6 +128,10 @@ func (s *Server) submitCommand(c echo.Context) error {
 	if err := bind(c, &body); err != nil {
 		return err
 	}
+	// The policy first: a customer learns nothing of an operator's schema.
+	if a := auth.CommandAccess(body.Type); a != auth.Nobody && !principal(c).Allows(a) {
+		return problem(http.StatusForbidden, "forbidden", fmt.Sprintf("a %s may not send %s", principal(c).Role, body.Type))
+	}
 	if err := s.validatePayload(body.Type, body.Payload); err != nil {
 		return err
 	}
@@ -99,21 +144,40 @@ type commandView struct {
 	Events []eventstore.Envelope `json:"events"`
 }
 
+// getCommand finds a command by its id or, for the principal that sent
+// it, by its Idempotency-Key; customers see their own commands only.
 func (s *Server) getCommand(c echo.Context) error {
-	rec, err := s.bus.Log().Get(c.Request().Context(), c.Param("id"))
+	ctx := c.Request().Context()
+	p := principal(c)
+	log := s.bus.Log()
+	rec, err := log.Get(ctx, commands.ScopedID(p.Subject, c.Param("id")))
+	if errors.Is(err, commands.ErrNotFound) {
+		rec, err = log.Get(ctx, c.Param("id"))
+	}
+	if err == nil && p.Role != auth.Operator && rec.Actor != p.Subject {
+		err = commands.ErrNotFound
+	}
 	if err != nil {
 		return err
 	}
-	events, err := s.store.Events(c.Request().Context(), rec.EventIDs)
+	events, err := s.store.Events(ctx, rec.EventIDs)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, commandView{Record: rec, Events: nonNil(events)})
+	return s.reply(c, http.StatusOK, commandView{Record: rec, Events: nonNil(events)})
+}
+
+// ownCommands narrows a customer's view of the command log to its own.
+func ownCommands(c echo.Context, f *commands.Filter) {
+	if p := principal(c); p.Role != auth.Operator {
+		f.Actor = p.Subject
+	}
 }
 
 func (s *Server) listCommands(c echo.Context) error {
 	q := c.QueryParams()
 	f := commands.Filter{Type: q.Get("type"), Status: q.Get("status"), StreamType: q.Get("stream_type"), StreamID: q.Get("stream_id"), Limit: limit(c)}
+	ownCommands(c, &f)
 	f.AfterSeq, _ = strconv.ParseInt(q.Get("cursor"), 10, 64)
 	recs, err := s.bus.Log().List(c.Request().Context(), f)
 	if err != nil {
@@ -123,7 +187,7 @@ func (s *Server) listCommands(c echo.Context) error {
 	if len(recs) == f.Limit {
 		page["next_cursor"] = recs[len(recs)-1].Seq
 	}
-	return c.JSON(http.StatusOK, page)
+	return s.reply(c, http.StatusOK, page)
 }
 
 func (s *Server) listEvents(c echo.Context) error {
@@ -150,7 +214,7 @@ func (s *Server) listEvents(c echo.Context) error {
 	if len(events) == n {
 		page["next_after"] = events[len(events)-1].GlobalPosition
 	}
-	return c.JSON(http.StatusOK, page)
+	return s.reply(c, http.StatusOK, page)
 }
 
 func (s *Server) getEvent(c echo.Context) error {
@@ -162,11 +226,8 @@ func (s *Server) getEvent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, e)
+	return s.reply(c, http.StatusOK, e)
 }
-
-// MaxStreamEvents bounds the events listed with a stream's state.
-const MaxStreamEvents = 1000
 
 func (s *Server) getStream(c echo.Context) error {
 	ctx := c.Request().Context()
@@ -196,13 +257,19 @@ func (s *Server) getStream(c echo.Context) error {
 	if until.Version > agg.Version() {
 		return problem(http.StatusUnprocessableEntity, "version_out_of_range", fmt.Sprintf("stream %s/%s is at version %d", typ, id, agg.Version()))
 	}
-	events, err := s.store.ReadStream(ctx, typ, id, 0, min(int(agg.Version()), MaxStreamEvents))
+	// The state comes from the latest snapshot and the events after it;
+	// the events listed are one page (?after_version=&limit=).
+	after, _ := strconv.ParseInt(q.Get("after_version"), 10, 64)
+	n := limit(c)
+	events, err := s.store.ReadStream(ctx, typ, id, max(after, 0), min(n, int(max(agg.Version()-after, 0))))
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{
-		"stream_type": typ, "stream_id": id, "version": agg.Version(), "state": agg.State(), "events": events,
-	})
+	page := map[string]any{"stream_type": typ, "stream_id": id, "version": agg.Version(), "state": agg.State(), "events": nonNil(events)}
+	if len(events) > 0 && events[len(events)-1].StreamVersion < agg.Version() {
+		page["next_after_version"] = events[len(events)-1].StreamVersion
+	}
+	return s.reply(c, http.StatusOK, page)
 }
 
 func limit(c echo.Context) int {

@@ -69,6 +69,10 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 		p = problem(http.StatusUnprocessableEntity, "unknown_command_type", err.Error())
 	case errors.Is(err, commands.ErrKeyReused):
 		p = problem(http.StatusUnprocessableEntity, "idempotency_key_reused", err.Error())
+	case errors.Is(err, commands.ErrForbidden):
+		p = problem(http.StatusForbidden, "forbidden", err.Error())
+	case errors.Is(err, commands.ErrUnauthenticated):
+		p = problem(http.StatusUnauthorized, "unauthenticated", "send a bearer token: Authorization: Bearer <token>")
 	case errors.Is(err, commands.ErrReservedKey):
 		p = problem(http.StatusUnprocessableEntity, "idempotency_key_reserved", err.Error())
 	case errors.Is(err, projections.ErrBadCursor):

@@ -13,6 +13,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/orderflow/orderflow/auth"
+	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/projections"
 	"github.com/orderflow/orderflow/workflows"
 	"github.com/orderflow/orderflow/workflows/sagas"
@@ -29,6 +31,15 @@ func (s *Server) consistent(c echo.Context, name string) error {
 	pos, err := projections.ParsePosition(raw)
 	if err != nil {
 		return problem(http.StatusUnprocessableEntity, "invalid_min_position", err.Error())
+	}
+	if pos > 0 {
+		release := s.waits.take(principal(c).Subject)
+		if release == nil {
+			c.Response().Header().Set("Retry-After", "1")
+			return problem(http.StatusTooManyRequests, "too_many_waits",
+				fmt.Sprintf("at most %d min_position waits at once per client", s.limits.Waits))
+		}
+		defer release()
 	}
 	p, _ := projections.ByName(name)
 	err = s.reader.WaitFor(c.Request().Context(), p, pos, s.consistencyTimeout)
@@ -76,6 +87,9 @@ func (s *Server) sagaProgress(c echo.Context) error {
 	if s.sagas == nil {
 		return problem(http.StatusNotFound, "no_saga", "this service runs without Temporal")
 	}
+	if err := s.mustOwnOrder(c, c.Param("id")); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 10*time.Second)
 	defer cancel()
 	p, err := s.sagas.Progress(ctx, c.Param("id"))
@@ -107,6 +121,9 @@ func (s *Server) cancelOrder(direct echo.HandlerFunc) echo.HandlerFunc {
 		}
 		c.Request().Body = io.NopCloser(bytes.NewReader(raw))
 		id := c.Param("id")
+		if err := s.mustOwnOrder(c, id); err != nil {
+			return err
+		}
 		p, err := s.sagas.Cancel(c.Request().Context(), id, body.Reason)
 		if errors.Is(err, sagas.ErrNoSaga) {
 			return direct(c)
@@ -116,6 +133,23 @@ func (s *Server) cancelOrder(direct echo.HandlerFunc) echo.HandlerFunc {
 		return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id),
 			"status": "cancelling", "saga": p})
 	}
+}
+
+// mustOwnOrder answers 404 when the order is not the customer's, as when
+// it does not exist. It asks the event store, which is never behind.
+func (s *Server) mustOwnOrder(c echo.Context, id string) error {
+	p := principal(c)
+	if p.Role == auth.Operator {
+		return nil
+	}
+	o := order.New(id)
+	if err := s.store.Load(c.Request().Context(), o); err != nil {
+		return err
+	}
+	if !p.Owns(o.CustomerID()) {
+		return problem(http.StatusNotFound, "order_not_found", fmt.Sprintf("order %s does not exist", id))
+	}
+	return nil
 }
 
 // refusal answers a saga's refusal of an update: 422 for text it cannot
@@ -140,7 +174,7 @@ func (s *Server) resolveSaga(c echo.Context) error {
 	if err := bind(c, &r); err != nil {
 		return err
 	}
-	r.Operator = c.Request().Header.Get("X-Actor")
+	r.Operator = principal(c).Subject
 	p, err := s.sagas.Resolve(c.Request().Context(), c.Param("id"), r)
 	if errors.Is(err, sagas.ErrNoSaga) {
 		return problem(http.StatusNotFound, "no_saga", "no running saga for this order")
@@ -173,13 +207,16 @@ func read[T any](s *Server, projection string, get func(c echo.Context) (T, erro
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, v)
+		return s.reply(c, http.StatusOK, v)
 	}
 }
 
 func (s *Server) readRoutes(e *echo.Echo) {
 	e.GET("/orders/:id", read(s, "orders_projection", func(c echo.Context) (orderView, error) {
 		o, err := s.reader.Order(c.Request().Context(), c.Param("id"))
+		if err == nil && !principal(c).Owns(o.CustomerID) {
+			err = projections.ErrNotFound
+		}
 		if err != nil || s.sagas == nil {
 			return orderView{Order: o}, err
 		}
@@ -187,8 +224,12 @@ func (s *Server) readRoutes(e *echo.Echo) {
 	}))
 	e.GET("/orders", read(s, "orders_projection", func(c echo.Context) (map[string]any, error) {
 		q := c.QueryParams()
+		customer := q.Get("customer_id")
+		if p := principal(c); p.Role != auth.Operator {
+			customer = p.CustomerID // a customer lists its own orders only
+		}
 		orders, next, err := s.reader.Orders(c.Request().Context(), projections.OrderFilter{
-			CustomerID: q.Get("customer_id"), Status: q.Get("status"), Limit: limit(c), Cursor: q.Get("cursor")})
+			CustomerID: customer, Status: q.Get("status"), Limit: limit(c), Cursor: q.Get("cursor")})
 		page := map[string]any{"orders": nonNil(orders)}
 		if next != "" {
 			page["next_cursor"] = next
@@ -199,14 +240,25 @@ func (s *Server) readRoutes(e *echo.Echo) {
 	e.POST("/orders/:id/saga/resolve", s.resolveSaga)
 	e.GET("/sagas", s.listSagas)
 	e.GET("/orders/:id/timeline", read(s, "timeline_projection", func(c echo.Context) (map[string]any, error) {
-		entries, err := s.reader.Timeline(c.Request().Context(), c.Param("id"))
-		return map[string]any{"order_id": c.Param("id"), "entries": entries}, err
+		if err := s.mustOwnOrder(c, c.Param("id")); err != nil {
+			return nil, err
+		}
+		entries, err := s.reader.Timeline(c.Request().Context(), c.Param("id"), c.QueryParam("cursor"), limit(c))
+		page := map[string]any{"order_id": c.Param("id"), "entries": nonNil(entries)}
+		if n := len(entries); n == limit(c) {
+			page["next_cursor"] = entries[n-1].Cursor
+		}
+		return page, err
 	}))
 	e.GET("/products/:sku", read(s, "inventory_projection", func(c echo.Context) (projections.Product, error) {
 		return s.reader.Product(c.Request().Context(), c.Param("sku"))
 	}))
 	e.GET("/wallets/:id", read(s, "wallets_projection", func(c echo.Context) (projections.Wallet, error) {
-		return s.reader.Wallet(c.Request().Context(), c.Param("id"))
+		w, err := s.reader.Wallet(c.Request().Context(), c.Param("id"))
+		if err == nil && !principal(c).Owns(w.CustomerID) {
+			return projections.Wallet{}, projections.ErrNotFound
+		}
+		return w, err
 	}))
 	e.GET("/projections", func(c echo.Context) error {
 		st, err := s.reader.Status(c.Request().Context())
@@ -217,11 +269,16 @@ func (s *Server) readRoutes(e *echo.Echo) {
 	})
 	e.GET("/poison", func(c echo.Context) error {
 		unresolved, _ := strconv.ParseBool(c.QueryParam("unresolved"))
-		msgs, err := s.reader.Poison(c.Request().Context(), unresolved)
+		after, _ := strconv.ParseInt(c.QueryParam("after"), 10, 64)
+		msgs, err := s.reader.Poison(c.Request().Context(), unresolved, after, limit(c))
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, map[string]any{"messages": nonNil(msgs)})
+		page := map[string]any{"messages": nonNil(msgs)}
+		if n := len(msgs); n == limit(c) {
+			page["next_after"] = msgs[n-1].Offset
+		}
+		return s.reply(c, http.StatusOK, page)
 	})
 	e.POST("/poison/:offset/replay", func(c echo.Context) error {
 		offset, _ := strconv.ParseInt(c.Param("offset"), 10, 64)

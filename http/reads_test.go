@@ -126,6 +126,7 @@ type sse struct {
 func (c client) sse(path, lastID string) *sse {
 	c.t.Helper()
 	req, _ := http.NewRequest("GET", c.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+c.token)
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}

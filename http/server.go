@@ -7,6 +7,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"log/slog"
 	"mime"
@@ -22,8 +23,10 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	swaggerfiles "github.com/swaggo/files/v2"
 
+	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/personal"
 	"github.com/orderflow/orderflow/projections"
 	"github.com/orderflow/orderflow/workflows/sagas"
 )
@@ -44,6 +47,10 @@ type Config struct {
 	// Sagas, when set, routes cancels through the running fulfilment saga
 	// and adds its progress to GET /orders/{id}.
 	Sagas *sagas.Client
+	// Verifier checks bearer tokens (required: every route but health and
+	// the docs needs one).
+	Verifier *auth.Verifier
+	Limits   Limits
 }
 
 // Server handles the API.
@@ -63,6 +70,14 @@ type Server struct {
 	sseWriteTimeout    time.Duration
 	router             routers.Router
 	spec               []byte
+
+	verifier     *auth.Verifier
+	keys         *personal.Keys
+	limits       Limits
+	customerRate *middleware.RateLimiterMemoryStore
+	operatorRate *middleware.RateLimiterMemoryStore
+	streams      *slots
+	waits        *slots
 }
 
 // New builds the echo instance with every route.
@@ -74,6 +89,9 @@ func New(cfg Config) (*echo.Echo, error) {
 	spec, err := json.Marshal(doc)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Verifier == nil {
+		return nil, errors.New("httpapi: a token verifier is required")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -89,7 +107,11 @@ func New(cfg Config) (*echo.Echo, error) {
 	}
 	s := &Server{pool: cfg.Pool, bus: cfg.Bus, store: cfg.Store, log: cfg.Log, maxBody: cfg.MaxBodyBytes, doc: doc, router: router, spec: spec,
 		reader: cfg.Reader, sagas: cfg.Sagas, horizon: newHorizon(cfg.Pool, 50*time.Millisecond),
-		consistencyTimeout: cfg.ConsistencyTimeout, heartbeat: cfg.Heartbeat, sseWriteTimeout: 10 * time.Second}
+		consistencyTimeout: cfg.ConsistencyTimeout, heartbeat: cfg.Heartbeat, sseWriteTimeout: 10 * time.Second,
+		verifier: cfg.Verifier, keys: personal.NewKeys(cfg.Pool), limits: cfg.Limits.withDefaults()}
+	s.customerRate = newRateStore(s.limits.CustomerRate, s.limits.CustomerBurst)
+	s.operatorRate = newRateStore(s.limits.OperatorRate, s.limits.OperatorBurst)
+	s.streams, s.waits = newSlots(s.limits.Streams), newSlots(s.limits.Waits)
 	if s.reader == nil {
 		s.reader = projections.NewReader(cfg.Pool)
 	}
@@ -99,6 +121,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.HTTPErrorHandler = errorHandler(cfg.Log)
 	e.Use(middleware.Recover())
 	e.Use(middleware.RequestID())
+	e.Use(s.authenticate)
 	e.Use(s.validate)
 
 	e.GET("/healthz", s.health)
@@ -112,6 +135,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.POST("/orders", command[commands.PlaceOrder](s, "PlaceOrder", nil))
 	e.POST("/orders/:id/cancel", s.cancelOrder(command(s, "CancelOrder", func(p *commands.CancelOrder, c echo.Context) { p.OrderID = c.Param("id") })))
 	e.POST("/commands", s.submitCommand)
+	e.DELETE("/customers/:id/personal-data", s.forgetCustomer)
 
 	e.GET("/commands/updates", s.commandUpdates)
 	e.GET("/events/updates", s.eventUpdates)
@@ -144,7 +168,7 @@ func (s *Server) docsIndex(c echo.Context) error {
 <link rel="stylesheet" href="/docs/swagger-ui.css"></head>
 <body><div id="ui"></div>
 <script src="/docs/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui", persistAuthorization: true});</script>
 </body></html>`)
 }
 

@@ -14,8 +14,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 
+	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/personal"
 )
 
 // horizon wakes live streams when the database's visibility horizon (the
@@ -80,6 +82,12 @@ func resumeFrom(c echo.Context) int64 {
 // its own goroutine and cursor, and a write that blocks longer than the
 // write timeout ends that client only (it resumes with Last-Event-ID).
 func (s *Server) live(c echo.Context, read func(ctx context.Context) (frames []sseFrame, more bool, err error)) error {
+	release := s.streams.take(principal(c).Subject)
+	if release == nil {
+		c.Response().Header().Set("Retry-After", "5")
+		return problem(http.StatusTooManyRequests, "too_many_streams", fmt.Sprintf("at most %d live streams at once per client", s.limits.Streams))
+	}
+	defer release()
 	ctx := c.Request().Context()
 	res := c.Response()
 	rc := http.NewResponseController(res.Writer)
@@ -131,6 +139,15 @@ func (s *Server) live(c echo.Context, read func(ctx context.Context) (frames []s
 	}
 }
 
+// sealedJSON is v as JSON with the personal fields open may open.
+func sealedJSON(ctx context.Context, open *personal.Opener, v any) ([]byte, error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return open.OpenJSON(ctx, raw)
+}
+
 type sseFrame struct {
 	id    int64
 	event string
@@ -156,11 +173,15 @@ func (s *Server) eventUpdates(c echo.Context) error {
 	if t := q.Get("type"); t != "" {
 		f.EventTypes = []string{t}
 	}
+	if p := principal(c); p.Role != auth.Operator {
+		f.CustomerID = p.CustomerID // a customer's own orders and wallets
+	}
+	open := s.opener(c)
 	return s.live(c, func(ctx context.Context) ([]sseFrame, bool, error) {
 		envs, err := s.store.ReadAll(ctx, cursor, livePage, f)
 		frames := make([]sseFrame, 0, len(envs))
 		for _, e := range envs {
-			data, err := json.Marshal(e)
+			data, err := sealedJSON(ctx, open, e)
 			if err != nil {
 				return nil, false, err
 			}
@@ -182,11 +203,13 @@ func (s *Server) commandUpdates(c echo.Context) error {
 	}
 	q := c.QueryParams()
 	f := commands.Filter{Type: q.Get("type"), Status: q.Get("status"), StreamType: q.Get("stream_type"), StreamID: q.Get("stream_id")}
+	ownCommands(c, &f)
+	open := s.opener(c)
 	return s.live(c, func(ctx context.Context) ([]sseFrame, bool, error) {
 		cmds, err := log.ReadAll(ctx, cursor, livePage, f)
 		frames := make([]sseFrame, 0, len(cmds))
 		for _, l := range cmds {
-			data, err := json.Marshal(l)
+			data, err := sealedJSON(ctx, open, l)
 			if err != nil {
 				return nil, false, err
 			}

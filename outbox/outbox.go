@@ -35,6 +35,8 @@ const (
 	MetaCorrelationID  = "correlation_id"
 	MetaCausationID    = "causation_id"
 	MetaActor          = "actor"
+	MetaOnBehalfOf     = "on_behalf_of"
+	MetaCustomerID     = "customer_id"
 )
 
 // Topic is the Watermill topic of a stream type; its tables are
@@ -99,6 +101,7 @@ func Envelope(m *message.Message) (eventstore.Envelope, error) {
 	e := eventstore.Envelope{
 		EventID: id, StreamType: md.Get(MetaStreamType), StreamID: md.Get(MetaStreamID), EventType: md.Get(MetaEventType),
 		CorrelationID: md.Get(MetaCorrelationID), CausationID: md.Get(MetaCausationID), Actor: md.Get(MetaActor),
+		OnBehalfOf: md.Get(MetaOnBehalfOf), CustomerID: md.Get(MetaCustomerID),
 		Data: json.RawMessage(m.Payload),
 	}
 	var errs []error
@@ -136,6 +139,12 @@ func Message(e eventstore.Envelope) *message.Message {
 		MetaCorrelationID:  e.CorrelationID,
 		MetaCausationID:    e.CausationID,
 		MetaActor:          e.Actor,
+	}
+	if e.OnBehalfOf != "" {
+		m.Metadata[MetaOnBehalfOf] = e.OnBehalfOf
+	}
+	if e.CustomerID != "" {
+		m.Metadata[MetaCustomerID] = e.CustomerID
 	}
 	return m
 }

@@ -64,12 +64,12 @@ func scanPoisoned(row pgx.CollectableRow) (Poisoned, error) {
 
 // Poison lists poison messages in the order they were poisoned; with
 // unresolvedOnly, only those not yet replayed or skipped.
-func (r *Reader) Poison(ctx context.Context, unresolvedOnly bool) ([]Poisoned, error) {
-	where := ""
+func (r *Reader) Poison(ctx context.Context, unresolvedOnly bool, after int64, limit int) ([]Poisoned, error) {
+	where := `WHERE pm."offset" > $1 `
 	if unresolvedOnly {
-		where = "WHERE pr.poison_offset IS NULL "
+		where += "AND pr.poison_offset IS NULL "
 	}
-	rows, _ := r.pool.Query(ctx, poisonSQL+where+`ORDER BY pm.transaction_id, pm."offset"`)
+	rows, _ := r.pool.Query(ctx, poisonSQL+where+`ORDER BY pm."offset" LIMIT $2`, after, limit)
 	return pgx.CollectRows(rows, scanPoisoned)
 }
 

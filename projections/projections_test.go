@@ -78,7 +78,7 @@ func (e *env) run(handlers ...delivery.Handler) {
 func (e *env) do(typ string, payload any) commands.Record {
 	e.t.Helper()
 	raw, _ := json.Marshal(payload)
-	rec, err := e.bus.Dispatch(e.ctx, commands.Request{Type: typ, Payload: raw})
+	rec, err := e.bus.Dispatch(e.ctx, commands.Request{Type: typ, Payload: raw, Internal: true})
 	var rej *commands.RejectedError
 	if err != nil && !errors.As(err, &rej) {
 		e.t.Fatalf("%s: %v", typ, err)
@@ -324,7 +324,7 @@ func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
 	if w, err := e.reader.Wallet(e.ctx, bad); err != nil || w.Version != 1 {
 		t.Fatalf("the bad wallet moved past its poisoned event: %+v", w)
 	}
-	poisoned, err := e.reader.Poison(e.ctx, true)
+	poisoned, err := e.reader.Poison(e.ctx, true, 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +359,7 @@ func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
 	if err := projections.ReplayPoison(e.ctx, e.pool, e.store.Registry(), poisoned[0].Offset); !errors.Is(err, projections.ErrResolved) {
 		t.Fatalf("replaying twice: %v", err)
 	}
-	if left, err := e.reader.Poison(e.ctx, true); err != nil || len(left) != 0 {
+	if left, err := e.reader.Poison(e.ctx, true, 0, 100); err != nil || len(left) != 0 {
 		t.Fatalf("unresolved after replay: %+v", left)
 	}
 }
@@ -446,7 +446,8 @@ func TestOrdersProjectionAppliesEachVersionOnceAndInOrder(t *testing.T) {
 	e := newEnv(t)
 	e.run()
 	id := "o-" + uuid.NewString()
-	e.do("PlaceOrder", commands.PlaceOrder{OrderID: id, CustomerID: "c", WalletID: "w", Currency: "EUR",
+	e.do("OpenWallet", commands.OpenWallet{WalletID: "w-" + id, CustomerID: "c", Currency: "EUR"})
+	e.do("PlaceOrder", commands.PlaceOrder{OrderID: id, CustomerID: "c", WalletID: "w-" + id, Currency: "EUR",
 		Lines: []order.Line{{SKU: "a", Quantity: 1, UnitPrice: 100}}, ShippingAddress: order.Address{Name: "A", Line1: "1", City: "P", PostalCode: "1", Country: "FR"}})
 	e.do("ConfirmOrder", commands.ConfirmOrder{OrderID: id})
 	e.do("CancelOrder", commands.CancelOrder{OrderID: id, Reason: "changed my mind"})

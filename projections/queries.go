@@ -123,6 +123,8 @@ func decodeCursor(c string) (time.Time, string, error) {
 
 // TimelineEntry is one command or event of an order.
 type TimelineEntry struct {
+	// Cursor pages: entries after it come on the next page.
+	Cursor         string    `json:"cursor"`
 	Kind           string    `json:"kind"`
 	Type           string    `json:"type"`
 	ID             string    `json:"id"`
@@ -142,19 +144,33 @@ type TimelineEntry struct {
 // Timeline returns every command and event of an order, in order; each
 // event's causation_id is the command that caused it, and a command's is the
 // event or step that caused it.
-func (r *Reader) Timeline(ctx context.Context, orderID string) ([]TimelineEntry, error) {
+// Timeline returns up to limit entries of an order after the entry whose
+// Cursor is after ("" for the first page).
+func (r *Reader) Timeline(ctx context.Context, orderID, after string, limit int) ([]TimelineEntry, error) {
+	var seq int64
+	var index int
+	if after != "" {
+		if _, err := fmt.Sscanf(after, "%d.%d", &seq, &index); err != nil {
+			return nil, ErrBadCursor
+		}
+	}
 	rows, _ := r.pool.Query(ctx, `SELECT kind, type, entry_id, stream_type, stream_id, stream_version, global_position,
-		coalesce(status, ''), coalesce(reason, ''), coalesce(causation_id, ''), correlation_id, actor, coalesce(saga_step, ''), at
-		FROM read_order_timeline WHERE order_id = $1 ORDER BY command_seq, entry_index`, orderID)
+		coalesce(status, ''), coalesce(reason, ''), coalesce(causation_id, ''), correlation_id, actor, coalesce(saga_step, ''), at,
+		command_seq, entry_index
+		FROM read_order_timeline WHERE order_id = $1 AND (command_seq, entry_index) > ($2, $3)
+		ORDER BY command_seq, entry_index LIMIT $4`, orderID, seq, index, limit)
 	entries, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (TimelineEntry, error) {
 		var e TimelineEntry
+		var seq int64
+		var index int
 		err := row.Scan(&e.Kind, &e.Type, &e.ID, &e.StreamType, &e.StreamID, &e.StreamVersion, &e.GlobalPosition,
-			&e.Status, &e.Reason, &e.CausationID, &e.CorrelationID, &e.Actor, &e.SagaStep, &e.At)
+			&e.Status, &e.Reason, &e.CausationID, &e.CorrelationID, &e.Actor, &e.SagaStep, &e.At, &seq, &index)
+		e.Cursor = fmt.Sprintf("%d.%d", seq, index)
 		_, e.ID, _ = strings.Cut(e.ID, ":")
 		e.At = e.At.UTC()
 		return e, err
 	})
-	if err == nil && len(entries) == 0 {
+	if err == nil && len(entries) == 0 && after == "" {
 		err = ErrNotFound
 	}
 	return entries, err
@@ -183,24 +199,29 @@ func (r *Reader) Product(ctx context.Context, sku string) (Product, error) {
 
 // Wallet is one wallet's balance.
 type Wallet struct {
-	WalletID   string    `json:"wallet_id"`
-	CustomerID string    `json:"customer_id"`
-	Name       string    `json:"name,omitempty"`
-	Currency   string    `json:"currency"`
-	Balance    int64     `json:"balance"`
-	Held       int64     `json:"held"`
-	Available  int64     `json:"available"`
-	Version    int64     `json:"version"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	WalletID   string `json:"wallet_id"`
+	CustomerID string `json:"customer_id"`
+	Name       string `json:"name,omitempty"`
+	Currency   string `json:"currency"`
+	Balance    int64  `json:"balance"`
+	Held       int64  `json:"held"`
+	Available  int64  `json:"available"`
+	// Status is active or suspended (with SuspendedReason).
+	Status          string    `json:"status"`
+	SuspendedReason string    `json:"suspended_reason,omitempty"`
+	Version         int64     `json:"version"`
+	UpdatedAt       time.Time `json:"updated_at"`
 }
 
 // Wallet returns one wallet.
 func (r *Reader) Wallet(ctx context.Context, id string) (Wallet, error) {
-	rows, _ := r.pool.Query(ctx, `SELECT wallet_id, customer_id, name, currency, balance, held, available, version, updated_at
+	rows, _ := r.pool.Query(ctx, `SELECT wallet_id, customer_id, name, currency, balance, held, available,
+		CASE WHEN suspended THEN 'suspended' ELSE 'active' END, coalesce(suspended_reason, ''), version, updated_at
 		FROM read_wallets WHERE wallet_id = $1`, id)
 	return one(pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (Wallet, error) {
 		var w Wallet
-		err := row.Scan(&w.WalletID, &w.CustomerID, &w.Name, &w.Currency, &w.Balance, &w.Held, &w.Available, &w.Version, &w.UpdatedAt)
+		err := row.Scan(&w.WalletID, &w.CustomerID, &w.Name, &w.Currency, &w.Balance, &w.Held, &w.Available,
+			&w.Status, &w.SuspendedReason, &w.Version, &w.UpdatedAt)
 		w.UpdatedAt = w.UpdatedAt.UTC()
 		return w, err
 	}))

@@ -86,6 +86,15 @@ func walletsProjection() Projection {
 			var balance, held int64
 			name := ""
 			switch ev := e.Event.(type) {
+			case wallet.Suspended, wallet.Reinstated:
+				suspended, reason := false, ""
+				if s, ok := ev.(wallet.Suspended); ok {
+					suspended, reason = true, s.Reason
+				}
+				return advance(ctx, tx, "read_wallets", "wallet_id", e.StreamID, e.StreamVersion, "", `
+					UPDATE read_wallets SET suspended = $2, suspended_reason = nullif($3, ''), version = $4, position = $5, updated_at = $6
+					WHERE wallet_id = $1 AND version = $4 - 1`,
+					e.StreamID, suspended, reason, e.StreamVersion, e.GlobalPosition, e.RecordedAt)
 			case wallet.Renamed:
 				name = ev.Name
 			case wallet.ToppedUp:

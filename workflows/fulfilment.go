@@ -100,6 +100,9 @@ type Input struct {
 	ShippingAddress order.Address `json:"shipping_address"`
 	// CorrelationID is carried into every command of the saga.
 	CorrelationID string `json:"correlation_id"`
+	// Actor placed the order: the saga's commands are recorded as the
+	// saga's, on the actor's behalf.
+	Actor string `json:"actor,omitempty"`
 	// ShippingDeadline bounds the carrier step (a business deadline, kept
 	// with a timer); zero means DefaultShippingDeadline.
 	ShippingDeadline time.Duration `json:"shipping_deadline,omitempty"`
@@ -378,7 +381,8 @@ func clip(s string) string {
 }
 
 func (f *fulfilment) at(step string) activities.Step {
-	return activities.Step{OrderID: f.in.OrderID, Step: step, CorrelationID: f.in.CorrelationID, Key: activities.SagaKey(f.wid, step)}
+	return activities.Step{OrderID: f.in.OrderID, Step: step, CorrelationID: f.in.CorrelationID, Key: activities.SagaKey(f.wid, step),
+		OnBehalfOf: f.in.Actor}
 }
 
 // call runs one step's local activity.
@@ -507,7 +511,7 @@ func (f *fulfilment) payment(step string) activities.Payment {
 }
 
 func (f *fulfilment) parcel(step string) activities.Parcel {
-	return activities.Parcel{Step: f.at(step), ShipmentID: "shp-" + f.in.OrderID, Address: f.in.ShippingAddress}
+	return activities.Parcel{Step: f.at(step), ShipmentID: "shp-" + f.in.OrderID, Address: f.in.ShippingAddress, CustomerID: f.in.CustomerID}
 }
 
 // forward runs the steps up to and including the carrier. An error means

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/bridge"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
@@ -39,6 +42,8 @@ type app struct {
 	// wake is raised when this process commits outbox messages, and on a
 	// NOTIFY from another process when the roles run apart.
 	wake *outbox.Signal
+	// committed is what a commit of this process raises.
+	committed func()
 }
 
 func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
@@ -60,7 +65,7 @@ func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
 		go outbox.Listen(ctx, pool, outbox.NotifyChannel, wake.Raise, cfg.log)
 	}
 	return f(&app{
-		cfg: cfg, log: cfg.log, pool: pool, store: store, wake: wake,
+		cfg: cfg, log: cfg.log, pool: pool, store: store, wake: wake, committed: committed,
 		bus:    commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: cfg.CommandRetries, Committed: committed}),
 		reader: projections.NewReader(pool),
 	})
@@ -91,6 +96,13 @@ func runDev(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return err
 		}
 		defer stop()
+	}
+	if cfg.JWTPublicKey == "" && cfg.JWKSURL == "" {
+		if _, err := auth.DevKey(cfg.DataDir, true); err != nil {
+			return err
+		}
+		log.Info("the API needs a bearer token: print one with `orderflow token -role operator` or `orderflow token -role customer -customer <id>`",
+			"signing_key", filepath.Join(cfg.DataDir, "jwt-signing-key.pem"))
 	}
 	return withPool(ctx, cfg, func(a *app) error {
 		tc, err := a.dialTemporal(ctx)
@@ -126,6 +138,12 @@ func (a *app) withTemporal(ctx context.Context, required bool, f func() error) e
 }
 
 func connect(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
+	return connectWith(ctx, cfg, 32, 0)
+}
+
+// connectWith opens a pool of size conns (pool_max_conns in the URL wins),
+// with a statement timeout when timeout is set.
+func connectWith(ctx context.Context, cfg Config, conns int32, timeout time.Duration) (*pgxpool.Pool, error) {
 	if cfg.DatabaseURL == "" {
 		return nil, errors.New("DATABASE_URL is not set")
 	}
@@ -134,10 +152,12 @@ func connect(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
 	// pgxpool's default (4 on 2 cores) is too few for one process that runs
-	// a subscriber transaction per consumer group, the saga's activities and
-	// the API; pool_max_conns in the URL still wins.
+	// a subscriber transaction per consumer group and the saga's activities.
 	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
-		pcfg.MaxConns = 32
+		pcfg.MaxConns = conns
+	}
+	if timeout > 0 {
+		pcfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(timeout.Milliseconds(), 10)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
@@ -166,9 +186,53 @@ func runMigrate(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return nil
 }
 
+// verifier checks bearer tokens: against the configured public key or
+// JWKS, or, in dev, against dev's own key.
+func (a *app) verifier(ctx context.Context) (*auth.Verifier, error) {
+	c := a.cfg
+	vc := auth.VerifierConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, Algorithm: c.JWTAlgorithm, JWKSURL: c.JWKSURL}
+	switch {
+	case c.JWTPublicKey != "":
+		raw, err := os.ReadFile(c.JWTPublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("jwt-public-key: %w", err)
+		}
+		if vc.PublicKey, err = auth.ParsePublicKey(raw); err != nil {
+			return nil, fmt.Errorf("jwt-public-key %s: %w", c.JWTPublicKey, err)
+		}
+	case c.JWKSURL != "":
+	case c.oneProcess:
+		key, err := auth.DevKey(c.DataDir, true)
+		if err != nil {
+			return nil, err
+		}
+		vc.PublicKey = key.Public()
+		if vc.Issuer == "" {
+			vc.Issuer = auth.DevIssuer
+		}
+	default:
+		return nil, errors.New("set ORDERFLOW_JWT_PUBLIC_KEY or ORDERFLOW_JWKS_URL (with ORDERFLOW_JWT_ISSUER): the API accepts no request without a verifiable token")
+	}
+	return auth.NewVerifier(ctx, vc)
+}
+
+// serveAPI serves the API on a pool of its own, with a statement timeout:
+// clients' reads, waits and streams never take the connections the
+// projector and the saga need.
 func (a *app) serveAPI(ctx context.Context) error {
-	e, err := httpapi.New(httpapi.Config{Pool: a.pool, Bus: a.bus, Store: a.store, Reader: a.reader, Log: a.log, Sagas: a.sagas,
-		MaxBodyBytes: a.cfg.MaxBodyBytes, ConsistencyTimeout: a.cfg.ConsistencyTimeout})
+	verifier, err := a.verifier(ctx)
+	if err != nil {
+		return err
+	}
+	pool, err := connectWith(ctx, a.cfg, int32(a.cfg.APIPoolSize), a.cfg.StatementTimeout)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: a.cfg.SnapshotEvery})
+	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: a.cfg.CommandRetries, Committed: a.committed})
+	e, err := httpapi.New(httpapi.Config{Pool: pool, Bus: bus, Store: store, Reader: projections.NewReader(pool), Log: a.log, Sagas: a.sagas,
+		MaxBodyBytes: a.cfg.MaxBodyBytes, ConsistencyTimeout: a.cfg.ConsistencyTimeout, Verifier: verifier, Limits: a.cfg.Limits})
 	if err != nil {
 		return err
 	}
@@ -180,6 +244,7 @@ func (a *app) serveAPI(ctx context.Context) error {
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    a.cfg.MaxHeaderBytes,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()

@@ -29,7 +29,7 @@ import (
 
 // benchFlags are the flags of `orderflow bench`.
 type benchFlags struct {
-	url         string
+	url, token  string
 	orders      int
 	concurrency int
 	serial      int
@@ -38,6 +38,7 @@ type benchFlags struct {
 
 func (b *benchFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.url, "url", "http://127.0.0.1:8080", "the running orderflow's API")
+	fs.StringVar(&b.token, "token", os.Getenv("ORDERFLOW_TOKEN"), "an operator's bearer token (ORDERFLOW_TOKEN); default: one signed with dev's key in -data-dir")
 	fs.IntVar(&b.orders, "orders", 300, "sagas in each throughput run")
 	fs.IntVar(&b.concurrency, "concurrency", 32, "sagas in flight at once in the throughput runs")
 	fs.IntVar(&b.serial, "serial", 20, "sagas one after the other, for the end-to-end latency")
@@ -114,7 +115,11 @@ func runBench(ctx context.Context, cfg Config, b benchFlags) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	h := &benchHTTP{url: strings.TrimRight(b.url, "/"), tc: tc}
+	token, err := operatorToken(cfg, b.token)
+	if err != nil {
+		return err
+	}
+	h := &benchHTTP{url: strings.TrimRight(b.url, "/"), token: token, tc: tc}
 	runID := uuid.NewString()[:8]
 	// One wallet and one SKU per concurrent client: the run measures the
 	// saga, not contention on one aggregate.
@@ -200,8 +205,8 @@ func benchRun(ctx context.Context, n, concurrency int, runID string, do func(ctx
 
 // benchHTTP places orders on a running orderflow.
 type benchHTTP struct {
-	url string
-	tc  client.Client
+	url, token string
+	tc         client.Client
 }
 
 func (h *benchHTTP) post(ctx context.Context, path, key string, body any, want int) (map[string]any, error) {
@@ -211,6 +216,7 @@ func (h *benchHTTP) post(ctx context.Context, path, key string, body any, want i
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+h.token)
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}

@@ -8,6 +8,9 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/orderflow/orderflow/auth"
+	httpapi "github.com/orderflow/orderflow/http"
 )
 
 // Config is read once, here, from flags with environment defaults; library
@@ -46,6 +49,19 @@ type Config struct {
 	CarrierRejectZip    string        // ORDERFLOW_CARRIER_REJECT_POSTAL_CODE: always refused
 
 	PprofAddr string // ORDERFLOW_PPROF_ADDR: net/http/pprof on this address when set (profiling)
+
+	// Tokens: verified against a public key file or a JWKS URL; dev signs
+	// and verifies with its own key in the data directory when neither is set.
+	JWTPublicKey string // ORDERFLOW_JWT_PUBLIC_KEY: PEM file
+	JWKSURL      string // ORDERFLOW_JWKS_URL
+	JWTIssuer    string // ORDERFLOW_JWT_ISSUER
+	JWTAudience  string // ORDERFLOW_JWT_AUDIENCE
+	JWTAlgorithm string // ORDERFLOW_JWT_ALGORITHM: the only one accepted
+	// Limits per principal, and the API pool's statement timeout.
+	Limits           httpapi.Limits
+	StatementTimeout time.Duration // ORDERFLOW_STATEMENT_TIMEOUT
+	APIPoolSize      int           // ORDERFLOW_API_POOL_SIZE
+	MaxHeaderBytes   int           // ORDERFLOW_MAX_HEADER_BYTES
 
 	// Args are the positional arguments.
 	Args []string
@@ -139,6 +155,21 @@ func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 	fs.StringVar(&c.PprofAddr, "pprof-addr", os.Getenv("ORDERFLOW_PPROF_ADDR"), "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060 (ORDERFLOW_PPROF_ADDR)")
 	fs.StringVar(&c.FaultFailEvent, "fault-fail-event", os.Getenv("ORDERFLOW_FAULT_FAIL_EVENT"), "fault injection: projections fail on <stream id>:<version> (ORDERFLOW_FAULT_FAIL_EVENT)")
 	fs.StringVar(&c.NATSURL, "nats-url", os.Getenv("ORDERFLOW_NATS_URL"), "forward every topic to this NATS JetStream, e.g. nats://127.0.0.1:4222 (ORDERFLOW_NATS_URL)")
+	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", os.Getenv("ORDERFLOW_JWT_PUBLIC_KEY"), "PEM file of the key that signs bearer tokens (ORDERFLOW_JWT_PUBLIC_KEY); dev uses its own when neither this nor -jwks-url is set")
+	fs.StringVar(&c.JWKSURL, "jwks-url", os.Getenv("ORDERFLOW_JWKS_URL"), "identity provider's JWKS URL to verify bearer tokens with (ORDERFLOW_JWKS_URL)")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", os.Getenv("ORDERFLOW_JWT_ISSUER"), "required iss of bearer tokens (ORDERFLOW_JWT_ISSUER); dev: "+auth.DevIssuer)
+	fs.StringVar(&c.JWTAudience, "jwt-audience", envOr("ORDERFLOW_JWT_AUDIENCE", auth.DevAudience), "required aud of bearer tokens (ORDERFLOW_JWT_AUDIENCE)")
+	fs.StringVar(&c.JWTAlgorithm, "jwt-algorithm", envOr("ORDERFLOW_JWT_ALGORITHM", auth.DevAlgorithm), "the only signing algorithm accepted, e.g. EdDSA, RS256, ES256 (ORDERFLOW_JWT_ALGORITHM)")
+	d := httpapi.DefaultLimits
+	fs.Float64Var(&c.Limits.CustomerRate, "rate-customer", envFloat("ORDERFLOW_RATE_CUSTOMER", d.CustomerRate), "requests per second per customer, and per address without a token (ORDERFLOW_RATE_CUSTOMER)")
+	fs.IntVar(&c.Limits.CustomerBurst, "burst-customer", envInt("ORDERFLOW_BURST_CUSTOMER", d.CustomerBurst), "burst above -rate-customer (ORDERFLOW_BURST_CUSTOMER)")
+	fs.Float64Var(&c.Limits.OperatorRate, "rate-operator", envFloat("ORDERFLOW_RATE_OPERATOR", d.OperatorRate), "requests per second per operator (ORDERFLOW_RATE_OPERATOR)")
+	fs.IntVar(&c.Limits.OperatorBurst, "burst-operator", envInt("ORDERFLOW_BURST_OPERATOR", d.OperatorBurst), "burst above -rate-operator (ORDERFLOW_BURST_OPERATOR)")
+	fs.IntVar(&c.Limits.Streams, "max-streams", envInt("ORDERFLOW_MAX_STREAMS", d.Streams), "live streams one principal may hold open (ORDERFLOW_MAX_STREAMS)")
+	fs.IntVar(&c.Limits.Waits, "max-waits", envInt("ORDERFLOW_MAX_WAITS", d.Waits), "pending min_position waits per principal (ORDERFLOW_MAX_WAITS)")
+	fs.DurationVar(&c.StatementTimeout, "statement-timeout", envDuration("ORDERFLOW_STATEMENT_TIMEOUT", 15*time.Second), "longest SQL statement of the API's pool (ORDERFLOW_STATEMENT_TIMEOUT)")
+	fs.IntVar(&c.APIPoolSize, "api-pool-size", envInt("ORDERFLOW_API_POOL_SIZE", 16), "connections of the API's own pool, apart from the projector's and the saga's (ORDERFLOW_API_POOL_SIZE)")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", envInt("ORDERFLOW_MAX_HEADER_BYTES", 16<<10), "largest request header block accepted (ORDERFLOW_MAX_HEADER_BYTES)")
 	if err := errors.Join(env.errs...); err != nil {
 		return c, err
 	}
@@ -174,6 +205,12 @@ func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 		return c, errors.New("temporal-shards must be >= 1")
 	case c.HTTPAddr == "":
 		return c, errors.New("http-addr is required")
+	case c.Limits.CustomerRate <= 0 || c.Limits.OperatorRate <= 0 || c.Limits.CustomerBurst < 1 || c.Limits.OperatorBurst < 1:
+		return c, errors.New("rates must be positive and bursts at least 1")
+	case c.Limits.Streams < 1 || c.Limits.Waits < 1 || c.APIPoolSize < 2 || c.MaxHeaderBytes < 4096:
+		return c, errors.New("max-streams and max-waits must be >= 1, api-pool-size >= 2, max-header-bytes >= 4096")
+	case c.StatementTimeout < time.Second:
+		return c, errors.New("statement-timeout must be at least 1s")
 	}
 	return c, nil
 }

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/orderflow/orderflow/auth"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/devtemporal"
 	"github.com/orderflow/orderflow/internal/loadgen"
@@ -76,6 +77,23 @@ type system struct {
 	url string
 	a   *app
 	tc  client.Client
+	cfg Config
+	// token is an operator's, sent unless a call sets Authorization.
+	token string
+}
+
+// bearer is the Authorization header of p's token, signed with dev's key.
+func (s *system) bearer(p auth.Principal) string {
+	s.t.Helper()
+	key, err := auth.DevKey(s.cfg.DataDir, false)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	tok, err := auth.Issue(key, auth.DevIssuer, auth.DevAudience, p, time.Hour)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return "Bearer " + tok
 }
 
 func startSystem(t *testing.T, carrierLatency time.Duration) *system {
@@ -85,9 +103,10 @@ func startSystem(t *testing.T, carrierLatency time.Duration) *system {
 		PollInterval: 10 * time.Millisecond, BatchSize: 100, HandlerRetries: 3, ConsistencyTimeout: 30 * time.Second,
 		TemporalAddress: temporalAddr, TemporalNamespace: "default", TemporalRetention: 30 * 24 * time.Hour,
 		ShippingDeadline: time.Hour, CarrierLatency: carrierLatency, CarrierRejectZip: "00000", log: quiet, oneProcess: true,
+		DataDir: t.TempDir(), JWTAudience: auth.DevAudience, JWTAlgorithm: auth.DevAlgorithm,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &system{t: t}
+	s := &system{t: t, cfg: cfg}
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
@@ -98,8 +117,15 @@ func startSystem(t *testing.T, carrierLatency time.Duration) *system {
 			}
 			defer tc.Close()
 			a.sagas = &sagas.Client{C: tc}
+			verifier, err := a.verifier(ctx) // dev's: creates the key in the data directory
+			if err != nil {
+				return err
+			}
+			if s.token, err = operatorToken(cfg, ""); err != nil {
+				return err
+			}
 			e, err := httpapi.New(httpapi.Config{Pool: a.pool, Bus: a.bus, Store: a.store, Reader: a.reader, Log: quiet,
-				Sagas: a.sagas, ConsistencyTimeout: cfg.ConsistencyTimeout})
+				Sagas: a.sagas, ConsistencyTimeout: cfg.ConsistencyTimeout, Verifier: verifier})
 			if err != nil {
 				return err
 			}
@@ -131,6 +157,7 @@ func (s *system) call(method, path, body string, want int, headers ...string) ma
 	s.t.Helper()
 	req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+s.token)
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
@@ -499,7 +526,7 @@ func TestACaptureFailingAfterDispatchIsWrittenOffByAnOperator(t *testing.T) {
 	s.call("POST", "/orders/"+id+"/saga/resolve", `{"action":"compensate","reason":"undo"}`, 409)
 	s.call("POST", "/orders/"+id+"/cancel", `{"reason":"too late"}`, 409)
 	r := s.call("POST", "/orders/"+id+"/saga/resolve", `{"action":"write_off","reason":"hold voided by mistake; customer contacted"}`, 200,
-		"X-Actor", "ops-ada")
+		"Authorization", s.bearer(auth.Principal{Subject: "ops-ada", Role: auth.Operator}))
 	if r["progress"] == nil {
 		t.Fatalf("resolve: %v", r)
 	}
@@ -557,7 +584,7 @@ func TestATerminatedSagaIsFoundAndRepaired(t *testing.T) {
 // and it names what is wrong once a read model is tampered with.
 func TestLoadThenVerify(t *testing.T) {
 	s := startSystem(t, 50*time.Millisecond)
-	res, err := loadgen.Run(context.Background(), loadgen.Config{URL: s.url, Concurrency: 4, Orders: 40, Customers: 3, Products: 2,
+	res, err := loadgen.Run(context.Background(), loadgen.Config{URL: s.url, Token: s.token, Concurrency: 4, Orders: 40, Customers: 3, Products: 2,
 		Duplicates: 0.2, SagaTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)

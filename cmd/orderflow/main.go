@@ -13,6 +13,7 @@
 //	orderflow bench                    the saga's throughput beside its Temporal-only bound, and its latency
 //	orderflow verify                   check the invariants after a load or a fault
 //	orderflow sagas repair             finish the orders whose saga was terminated
+//	orderflow token                    print a bearer token that dev accepts
 package main
 
 import (
@@ -53,6 +54,9 @@ commands:
   sagas repair [-order ID]   start a repair run for every order (or one) whose saga ended without an
                              outcome (terminated in the Temporal UI): it completes the order if the carrier
                              has the parcel, and compensates it if not (needs TEMPORAL_ADDRESS)
+  token -role customer -customer ID | -role operator
+                             print a bearer token signed with dev's key (or -key FILE); the token is
+                             alone on the last line: TOKEN=$(orderflow token -role operator)
 
 Run 'orderflow <command> -h' for its flags.
 `
@@ -80,6 +84,10 @@ func main() {
 	var bf benchFlags
 	if name == "bench" {
 		bf.register(fs)
+	}
+	var tf tokenFlags
+	if name == "token" {
+		tf.register(fs)
 	}
 	cfg, err := parseConfig(fs, args)
 	if err != nil {
@@ -120,9 +128,11 @@ func main() {
 			return withPool(ctx, cfg, func(a *app) error { return a.poisonReplay(ctx, cfg.arg(0), tool.all) })
 		}
 	case "load":
-		run = func() error { return runLoad(ctx, lf, cfg.CarrierRejectZip) }
+		run = func() error { return runLoad(ctx, cfg, lf) }
 	case "bench":
 		run = func() error { return runBench(ctx, cfg, bf) }
+	case "token":
+		run = func() error { return runToken(cfg, tf) }
 	case "verify":
 		run = func() error {
 			return withPool(ctx, cfg, func(a *app) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/orderflow/orderflow/activities"
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/internal/devtemporal"
+	"github.com/orderflow/orderflow/personal"
 	"github.com/orderflow/orderflow/workflows"
 	"github.com/orderflow/orderflow/workflows/sagas"
 )
@@ -84,7 +85,7 @@ func (a *app) runWorker(ctx context.Context, c client.Client) error {
 		return err
 	}
 	w := worker.New(c, workflows.TaskQueue, workerOptions())
-	workflows.Register(w, &activities.Activities{Bus: a.bus, Store: a.store, Carrier: activities.SimulatedCarrier{
+	workflows.Register(w, &activities.Activities{Bus: a.bus, Store: a.store, Keys: personal.NewKeys(a.pool), Carrier: activities.SimulatedCarrier{
 		Pool: a.pool, Latency: a.cfg.CarrierLatency, FailureRate: a.cfg.CarrierFailRate, RejectPostalCode: a.cfg.CarrierRejectZip,
 	}})
 	if err := w.Start(); err != nil {

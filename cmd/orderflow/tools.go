@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -70,7 +71,7 @@ func (a *app) rebuild(ctx context.Context, name string) error {
 }
 
 func (a *app) poisonList(ctx context.Context, unresolved bool) error {
-	msgs, err := a.reader.Poison(ctx, unresolved)
+	msgs, err := a.reader.Poison(ctx, unresolved, 0, math.MaxInt32) // the CLI lists them all
 	if err != nil {
 		return err
 	}
@@ -86,7 +87,7 @@ func (a *app) poisonReplay(ctx context.Context, arg string, all bool) error {
 	var offsets []int64
 	switch {
 	case all:
-		msgs, err := a.reader.Poison(ctx, true)
+		msgs, err := a.reader.Poison(ctx, true, 0, math.MaxInt32)
 		if err != nil {
 			return err
 		}
@@ -159,6 +160,7 @@ func (a *app) tail(ctx context.Context, topic, from string) error {
 // loadFlags are orderflow load's flags.
 type loadFlags struct {
 	url, out, report, mix string
+	token                 string
 	concurrency, orders   int
 	customers, products   int
 	rate, duplicates      float64
@@ -168,6 +170,7 @@ type loadFlags struct {
 
 func (l *loadFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&l.url, "url", "http://127.0.0.1:8080", "orderflow API to drive")
+	fs.StringVar(&l.token, "token", os.Getenv("ORDERFLOW_TOKEN"), "an operator's bearer token (ORDERFLOW_TOKEN); default: one signed with dev's key in -data-dir")
 	fs.IntVar(&l.concurrency, "concurrency", 8, "clients placing orders at once")
 	fs.Float64Var(&l.rate, "rate", 0, "target orders per second (0: as fast as the clients go)")
 	fs.DurationVar(&l.duration, "duration", 30*time.Second, "how long to place orders")
@@ -181,7 +184,11 @@ func (l *loadFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&l.report, "report", "load-report.html", "HTML report file")
 }
 
-func runLoad(ctx context.Context, l loadFlags, rejectZip string) error {
+func runLoad(ctx context.Context, cfg Config, l loadFlags) error {
+	token, err := operatorToken(cfg, l.token)
+	if err != nil {
+		return err
+	}
 	mix := map[string]float64{}
 	for _, kv := range strings.Split(l.mix, ",") {
 		k, v, ok := strings.Cut(kv, "=")
@@ -203,8 +210,8 @@ func runLoad(ctx context.Context, l loadFlags, rejectZip string) error {
 		progressbar.OptionSetVisibility(fi != nil && fi.Mode()&os.ModeCharDevice != 0))
 	start := time.Now()
 	res, err := loadgen.Run(ctx, loadgen.Config{
-		URL: strings.TrimRight(l.url, "/"), Concurrency: l.concurrency, Rate: l.rate, Duration: l.duration, Orders: l.orders,
-		Customers: l.customers, Products: l.products, Mix: mix, Duplicates: l.duplicates, Hot: l.hot, RejectPostalCode: rejectZip,
+		URL: strings.TrimRight(l.url, "/"), Token: token, Concurrency: l.concurrency, Rate: l.rate, Duration: l.duration, Orders: l.orders,
+		Customers: l.customers, Products: l.products, Mix: mix, Duplicates: l.duplicates, Hot: l.hot, RejectPostalCode: cfg.CarrierRejectZip,
 		Progress: func(n int64) {
 			if unit == "orders" {
 				_ = bar.Set64(min(n, total))

@@ -52,6 +52,12 @@ type Address struct {
 	Country    string `json:"country"`
 }
 
+// PersonalFields are the fields that identify a person: everything but
+// the country. orderflow stores them sealed with the customer's key.
+func (a *Address) PersonalFields() []*string {
+	return []*string{&a.Name, &a.Line1, &a.Line2, &a.City, &a.PostalCode}
+}
+
 type Placed struct {
 	OrderID         string  `json:"order_id"`
 	CustomerID      string  `json:"customer_id"`
@@ -120,6 +126,7 @@ func (o *Order) Replay(e aggregate.Event) { o.ReplayWith(e, o.apply) }
 func (o *Order) record(e aggregate.Event) { o.Record(e, o.apply) }
 func (o *Order) State() any               { return o.s }
 func (o *Order) Status() Status           { return o.s.Status }
+func (o *Order) CustomerID() string       { return o.s.CustomerID }
 
 func (o *Order) Restore(version int64, data []byte) error {
 	s := State{}

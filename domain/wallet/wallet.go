@@ -17,9 +17,6 @@ const StreamType = "wallet"
 // SnapshotVersion changes whenever State changes shape; older snapshots are ignored.
 const SnapshotVersion = 1
 
-// MaxNameLength bounds wallet names.
-const MaxNameLength = 200
-
 type Opened struct {
 	WalletID   string `json:"wallet_id"`
 	CustomerID string `json:"customer_id"`
@@ -59,6 +56,18 @@ type CaptureRefunded struct {
 	Amount  int64  `json:"amount"`
 }
 
+// Suspended stops new holds and top-ups; holds taken before still capture,
+// void and refund. Operator is who suspended it.
+type Suspended struct {
+	Reason   string `json:"reason"`
+	Operator string `json:"operator"`
+}
+
+type Reinstated struct {
+	Reason   string `json:"reason"`
+	Operator string `json:"operator"`
+}
+
 func (Opened) EventType() string          { return "wallet.opened" }
 func (Renamed) EventType() string         { return "wallet.renamed" }
 func (ToppedUp) EventType() string        { return "wallet.topped_up" }
@@ -66,6 +75,8 @@ func (HoldAuthorised) EventType() string  { return "wallet.hold_authorised" }
 func (HoldCaptured) EventType() string    { return "wallet.hold_captured" }
 func (HoldVoided) EventType() string      { return "wallet.hold_voided" }
 func (CaptureRefunded) EventType() string { return "wallet.capture_refunded" }
+func (Suspended) EventType() string       { return "wallet.suspended" }
+func (Reinstated) EventType() string      { return "wallet.reinstated" }
 
 // State is the wallet as JSON: for snapshots and for point-in-time reads.
 type State struct {
@@ -82,6 +93,9 @@ type State struct {
 	Holds map[string]int64 `json:"holds"`
 	// Captured is what was captured per order, less refunds.
 	Captured map[string]int64 `json:"captured"`
+	// Suspended, with its reason, while an operator has suspended the wallet.
+	Suspended       bool   `json:"suspended,omitempty"`
+	SuspendedReason string `json:"suspended_reason,omitempty"`
 }
 
 // Wallet is the aggregate.
@@ -100,6 +114,7 @@ func (w *Wallet) StreamType() string       { return StreamType }
 func (w *Wallet) StreamID() string         { return w.id }
 func (w *Wallet) Replay(e aggregate.Event) { w.ReplayWith(e, w.apply) }
 func (w *Wallet) Currency() string         { return w.s.Currency }
+func (w *Wallet) CustomerID() string       { return w.s.CustomerID }
 func (w *Wallet) opened() bool             { return w.s.Currency != "" }
 
 func (w *Wallet) State() any {
@@ -133,7 +148,8 @@ func (w *Wallet) mustBeOpen() error {
 	return nil
 }
 
-// Open creates the wallet for a customer in one currency.
+// Open creates the wallet for a customer in one currency. The name is
+// personal data: it arrives sealed (its length was checked before).
 func (w *Wallet) Open(customerID, name, currency string) error {
 	if w.opened() {
 		return aggregate.State("wallet_exists", "wallet %s already exists", w.id)
@@ -143,9 +159,6 @@ func (w *Wallet) Open(customerID, name, currency string) error {
 	}
 	if !money.ValidCurrency(currency) {
 		return aggregate.Rule("invalid_currency", "currency %q is not an ISO 4217 code", currency)
-	}
-	if len(name) > MaxNameLength {
-		return aggregate.Rule("name_too_long", "name is longer than %d characters", MaxNameLength)
 	}
 	w.record(Opened{WalletID: w.id, CustomerID: customerID, Name: name, Currency: currency})
 	return nil
@@ -160,9 +173,6 @@ func (w *Wallet) Rename(name string) error {
 	if name == "" {
 		return aggregate.Rule("name_required", "name must not be empty")
 	}
-	if len(name) > MaxNameLength {
-		return aggregate.Rule("name_too_long", "name is longer than %d characters", MaxNameLength)
-	}
 	if name == w.s.Name {
 		return nil
 	}
@@ -170,9 +180,46 @@ func (w *Wallet) Rename(name string) error {
 	return nil
 }
 
+func (w *Wallet) mustBeActive() error {
+	if err := w.mustBeOpen(); err != nil {
+		return err
+	}
+	if w.s.Suspended {
+		return aggregate.State("wallet_suspended", "wallet %s is suspended: %s", w.id, w.s.SuspendedReason)
+	}
+	return nil
+}
+
+// Suspend stops new holds and top-ups until Reinstate.
+func (w *Wallet) Suspend(reason, operator string) error {
+	if err := w.mustBeOpen(); err != nil {
+		return err
+	}
+	if w.s.Suspended {
+		return aggregate.State("wallet_suspended", "wallet %s is already suspended", w.id)
+	}
+	if strings.TrimSpace(reason) == "" {
+		return aggregate.Rule("reason_required", "a suspension needs a reason")
+	}
+	w.record(Suspended{Reason: reason, Operator: operator})
+	return nil
+}
+
+// Reinstate lifts a suspension.
+func (w *Wallet) Reinstate(reason, operator string) error {
+	if err := w.mustBeOpen(); err != nil {
+		return err
+	}
+	if !w.s.Suspended {
+		return aggregate.State("wallet_not_suspended", "wallet %s is not suspended", w.id)
+	}
+	w.record(Reinstated{Reason: reason, Operator: operator})
+	return nil
+}
+
 // TopUp adds funds.
 func (w *Wallet) TopUp(amount money.Money) error {
-	if err := w.mustBeOpen(); err != nil {
+	if err := w.mustBeActive(); err != nil {
 		return err
 	}
 	if amount.Amount <= 0 {
@@ -205,6 +252,9 @@ func (w *Wallet) Authorise(orderID string, amount money.Money) error {
 	}
 	if _, ok := w.s.Captured[orderID]; ok {
 		return aggregate.State("hold_captured", "the hold for order %s was already captured", orderID)
+	}
+	if err := w.mustBeActive(); err != nil {
+		return err
 	}
 	if available := w.s.Balance - w.s.Held; amount.Amount > available {
 		return aggregate.Rule("insufficient_funds", "wallet %s has %d %s available, %d needed", w.id, available, w.s.Currency, amount.Amount)
@@ -297,5 +347,9 @@ func (w *Wallet) apply(e aggregate.Event) {
 	case CaptureRefunded:
 		s.Balance += e.Amount
 		s.Captured[e.OrderID] -= e.Amount
+	case Suspended:
+		s.Suspended, s.SuspendedReason = true, e.Reason
+	case Reinstated:
+		s.Suspended, s.SuspendedReason = false, ""
 	}
 }

@@ -14,6 +14,7 @@ type row = aggregatetest.Case[*wallet.Wallet]
 
 var opened = wallet.Opened{WalletID: "w1", CustomerID: "c1", Name: "main", Currency: "EUR"}
 var funded = ev{opened, wallet.ToppedUp{Amount: 1000, Currency: "EUR"}}
+var suspended = wallet.Suspended{Reason: "chargeback", Operator: "ops-ada"}
 
 func eur(n int64) money.Money { return money.New(n, "EUR") }
 
@@ -53,6 +54,26 @@ func TestWallet(t *testing.T) {
 		{Name: "refund twice beyond capture", Given: append(funded[:2:2], wallet.HoldAuthorised{OrderID: "o1", Amount: 600, Currency: "EUR"}, wallet.HoldCaptured{OrderID: "o1", Amount: 600}, wallet.CaptureRefunded{OrderID: "o1", Amount: 600}),
 			When: func(w *wallet.Wallet) error { return w.Refund("o1", 1) }, Err: "refund_exceeds_capture"},
 		{Name: "refund without capture", Given: funded, When: func(w *wallet.Wallet) error { return w.Refund("o1", 1) }, Err: "nothing_captured"},
+
+		{Name: "suspend", Given: funded, When: func(w *wallet.Wallet) error { return w.Suspend("chargeback", "ops-ada") },
+			Then: ev{wallet.Suspended{Reason: "chargeback", Operator: "ops-ada"}}},
+		{Name: "suspend needs a reason", Given: funded, When: func(w *wallet.Wallet) error { return w.Suspend(" ", "ops-ada") }, Err: "reason_required"},
+		{Name: "suspend twice", Given: append(funded[:2:2], suspended), When: func(w *wallet.Wallet) error { return w.Suspend("again", "ops") }, Err: "wallet_suspended"},
+		{Name: "suspended wallet refuses a hold", Given: append(funded[:2:2], suspended),
+			When: func(w *wallet.Wallet) error { return w.Authorise("o1", eur(100)) }, Err: "wallet_suspended"},
+		{Name: "suspended wallet refuses a top-up", Given: append(funded[:2:2], suspended),
+			When: func(w *wallet.Wallet) error { return w.TopUp(eur(100)) }, Err: "wallet_suspended"},
+		{Name: "a hold taken before the suspension is captured", Given: append(funded[:2:2], wallet.HoldAuthorised{OrderID: "o1", Amount: 600, Currency: "EUR"}, suspended),
+			When: func(w *wallet.Wallet) error { return w.Capture("o1", 600) }, Then: ev{wallet.HoldCaptured{OrderID: "o1", Amount: 600}}},
+		{Name: "a hold taken before the suspension is voided", Given: append(funded[:2:2], wallet.HoldAuthorised{OrderID: "o1", Amount: 600, Currency: "EUR"}, suspended),
+			When: func(w *wallet.Wallet) error { return w.Void("o1") }, Then: ev{wallet.HoldVoided{OrderID: "o1", Amount: 600}}},
+		{Name: "a capture is refunded while suspended", Given: append(funded[:2:2], wallet.HoldAuthorised{OrderID: "o1", Amount: 600, Currency: "EUR"}, wallet.HoldCaptured{OrderID: "o1", Amount: 600}, suspended),
+			When: func(w *wallet.Wallet) error { return w.Refund("o1", 600) }, Then: ev{wallet.CaptureRefunded{OrderID: "o1", Amount: 600}}},
+		{Name: "reinstate", Given: append(funded[:2:2], suspended), When: func(w *wallet.Wallet) error { return w.Reinstate("cleared", "ops-bob") },
+			Then: ev{wallet.Reinstated{Reason: "cleared", Operator: "ops-bob"}}},
+		{Name: "reinstated wallet takes holds again", Given: append(funded[:2:2], suspended, wallet.Reinstated{Reason: "cleared", Operator: "ops"}),
+			When: func(w *wallet.Wallet) error { return w.Authorise("o1", eur(100)) }, Then: ev{wallet.HoldAuthorised{OrderID: "o1", Amount: 100, Currency: "EUR"}}},
+		{Name: "reinstate an active wallet", Given: funded, When: func(w *wallet.Wallet) error { return w.Reinstate("x", "ops") }, Err: "wallet_not_suspended"},
 	})
 }
 

@@ -34,7 +34,10 @@ const (
 
 // Config says how hard and how long to push.
 type Config struct {
-	URL         string
+	URL string
+	// Token is the bearer token of every request (an operator's: the run
+	// opens wallets and stocks products).
+	Token       string `json:"-"`
 	Concurrency int
 	// Rate is orders per second; 0 places them as fast as Concurrency allows.
 	Rate float64
@@ -92,7 +95,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Hot {
 		cfg.Customers, cfg.Products = 1, 1
 	}
-	c := &client{base: cfg.URL, http: &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}}
+	c := &client{base: cfg.URL, token: cfg.Token, http: &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}}
 	runID := strconv.FormatInt(time.Now().UnixMilli(), 36)
 	f, err := setUp(ctx, c, cfg, runID)
 	if err != nil {
@@ -290,8 +293,8 @@ func weighted(mix map[string]float64) func(*rand.Rand) string {
 }
 
 type client struct {
-	base string
-	http *http.Client
+	base, token string
+	http        *http.Client
 }
 
 func (c *client) post(ctx context.Context, path, key string, body any) (int, map[string]any, error) {
@@ -310,6 +313,7 @@ func (c *client) get(ctx context.Context, path string) (int, map[string]any, err
 }
 
 func (c *client) do(req *http.Request) (int, map[string]any, error) {
+	req.Header.Set("Authorization", "Bearer "+c.token)
 	res, err := c.http.Do(req)
 	if err != nil {
 		return 0, nil, err

@@ -103,3 +103,26 @@ func Pool(tb testing.TB) *pgxpool.Pool {
 	tb.Cleanup(pool.Close)
 	return pool
 }
+
+// Cleartext searches every table of the database, each row as text (what a
+// dump holds), for any of texts, and returns the first table holding one.
+func Cleartext(ctx context.Context, pool *pgxpool.Pool, texts ...string) (string, error) {
+	rows, _ := pool.Query(ctx, `SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.tables
+		WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')`)
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", err
+	}
+	for _, table := range tables {
+		for _, text := range texts {
+			var found bool
+			if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+table+` t WHERE strpos(t::text, $1) > 0)`, text).Scan(&found); err != nil {
+				return "", fmt.Errorf("%s: %w", table, err)
+			}
+			if found {
+				return table + " (" + text + ")", nil
+			}
+		}
+	}
+	return "", nil
+}

@@ -40,7 +40,7 @@ type world struct {
 func (w *world) do(typ string, payload any) commands.Record {
 	w.t.Helper()
 	raw, _ := json.Marshal(payload)
-	rec, err := w.bus.Dispatch(w.ctx, commands.Request{Type: typ, Payload: raw})
+	rec, err := w.bus.Dispatch(w.ctx, commands.Request{Type: typ, Payload: raw, Internal: true})
 	var rejected *commands.RejectedError
 	if err != nil && !errors.As(err, &rejected) {
 		w.t.Fatalf("%s: %v", typ, err)

@@ -54,7 +54,7 @@ func Starter(shippingDeadline time.Duration) delivery.Handler {
 			}
 			in := workflows.Input{OrderID: p.OrderID, CustomerID: p.CustomerID, WalletID: p.WalletID, Currency: p.Currency, Lines: p.Lines,
 				Total: p.Total, ShippingAddress: p.ShippingAddress, CorrelationID: msg.Metadata.Get(outbox.MetaCorrelationID),
-				ShippingDeadline: shippingDeadline}
+				Actor: msg.Metadata.Get(outbox.MetaActor), ShippingDeadline: shippingDeadline}
 			tx, err := delivery.Tx(ctx)
 			if err != nil {
 				return err

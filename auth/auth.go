@@ -1,0 +1,250 @@
+// Package auth is who may do what: the principal a bearer token names, the
+// verification of those tokens (JWT, alg pinned, issuer, audience and expiry
+// checked), dev's own signing key, and the one policy of roles over routes
+// and command types.
+package auth
+
+import (
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Role is what a principal may do; the policy (policy.go) lists each
+// role's routes and command types.
+type Role string
+
+const (
+	// Customer acts on its own orders and wallets only.
+	Customer Role = "customer"
+	// Operator runs the service: stock, sagas, poison, projections, logs.
+	Operator Role = "operator"
+)
+
+// Principal is the authenticated caller.
+type Principal struct {
+	// Subject is the token's sub: the actor recorded on commands and events.
+	Subject string
+	Role    Role
+	// CustomerID is the customer a customer token acts for.
+	CustomerID string
+}
+
+// Owns reports whether p may see and act on what belongs to customerID:
+// operators on everything, customers on their own.
+func (p Principal) Owns(customerID string) bool {
+	return p.Role == Operator || (p.Role == Customer && customerID != "" && p.CustomerID == customerID)
+}
+
+type principalKey struct{}
+
+// With returns ctx carrying p.
+func With(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// From returns the principal of ctx, if any.
+func From(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
+}
+
+// Claims are orderflow's token claims: the registered ones plus the role
+// and, for customers, the customer id.
+type Claims struct {
+	jwt.RegisteredClaims
+	Role       Role   `json:"role"`
+	CustomerID string `json:"customer_id,omitempty"`
+}
+
+// InvalidTokenError says precisely why a token was refused (401).
+type InvalidTokenError struct{ Reason string }
+
+func (e *InvalidTokenError) Error() string { return e.Reason }
+
+// VerifierConfig says which tokens to accept. Exactly one of PublicKey and
+// JWKSURL is set.
+type VerifierConfig struct {
+	Issuer   string
+	Audience string
+	// Algorithm is the only signing algorithm accepted (e.g. EdDSA, RS256):
+	// a token naming another, "none" included, is refused.
+	Algorithm string
+	PublicKey crypto.PublicKey
+	// JWKSURL is an identity provider's key set, refreshed in the background.
+	JWKSURL string
+}
+
+// Verifier checks bearer tokens.
+type Verifier struct {
+	keys   jwt.Keyfunc
+	parser *jwt.Parser
+}
+
+// NewVerifier returns a verifier for cfg; with a JWKS URL it fetches the
+// key set until ctx ends.
+func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
+	if cfg.Issuer == "" || cfg.Audience == "" || cfg.Algorithm == "" {
+		return nil, errors.New("auth: issuer, audience and algorithm are required")
+	}
+	v := &Verifier{parser: jwt.NewParser(
+		jwt.WithValidMethods([]string{cfg.Algorithm}),
+		jwt.WithIssuer(cfg.Issuer),
+		jwt.WithAudience(cfg.Audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(30*time.Second),
+	)}
+	switch {
+	case cfg.PublicKey != nil && cfg.JWKSURL != "":
+		return nil, errors.New("auth: set a public key or a JWKS URL, not both")
+	case cfg.PublicKey != nil:
+		key := cfg.PublicKey
+		v.keys = func(*jwt.Token) (any, error) { return key, nil }
+	case cfg.JWKSURL != "":
+		k, err := keyfunc.NewDefaultCtx(ctx, []string{cfg.JWKSURL})
+		if err != nil {
+			return nil, fmt.Errorf("auth: JWKS %s: %w", cfg.JWKSURL, err)
+		}
+		v.keys = k.Keyfunc
+	default:
+		return nil, errors.New("auth: no key to verify tokens with")
+	}
+	return v, nil
+}
+
+// Verify returns the principal of a valid token, or an *InvalidTokenError.
+func (v *Verifier) Verify(token string) (Principal, error) {
+	var c Claims
+	_, err := v.parser.ParseWithClaims(token, &c, v.keys)
+	if err != nil {
+		return Principal{}, &InvalidTokenError{Reason: reason(err)}
+	}
+	switch {
+	case c.Subject == "":
+		return Principal{}, &InvalidTokenError{Reason: "the token has no subject (sub)"}
+	case c.Role == Customer && c.CustomerID == "":
+		return Principal{}, &InvalidTokenError{Reason: "a customer token must name its customer (customer_id)"}
+	case c.Role != Customer && c.Role != Operator:
+		return Principal{}, &InvalidTokenError{Reason: fmt.Sprintf("the token's role %q is neither customer nor operator", c.Role)}
+	}
+	p := Principal{Subject: c.Subject, Role: c.Role}
+	if c.Role == Customer {
+		p.CustomerID = c.CustomerID
+	}
+	return p, nil
+}
+
+func reason(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "the token is not a well-formed JWT"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "the token has expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "the token is not valid yet"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "the token is not meant for this service (audience)"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "the token's issuer is not trusted"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "the token lacks a required claim (exp)"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "the token's signature or algorithm is not accepted"
+	}
+	return "the token is not valid"
+}
+
+// Dev's signing key: Ed25519, kept in the data directory.
+const (
+	DevIssuer    = "orderflow-dev"
+	DevAudience  = "orderflow"
+	DevAlgorithm = "EdDSA"
+	devKeyFile   = "jwt-signing-key.pem"
+)
+
+// DevKey returns the signing key kept in dir, creating it (mode 0600) when
+// create is set and there is none.
+func DevKey(dir string, create bool) (ed25519.PrivateKey, error) {
+	return SigningKey(filepath.Join(dir, devKeyFile), create)
+}
+
+// SigningKey reads an Ed25519 private key (PEM, PKCS #8) from path,
+// creating one there when create is set and there is none.
+func SigningKey(path string, create bool) (ed25519.PrivateKey, error) {
+	dir := filepath.Dir(path)
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && create {
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		return key, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w (start `orderflow dev` once to create dev's)", err)
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		return nil, fmt.Errorf("dev signing key %s: not PEM", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("dev signing key %s: %w", path, err)
+	}
+	key, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("dev signing key %s: not Ed25519", path)
+	}
+	return key, nil
+}
+
+// Issue signs a token for p with an Ed25519 key (dev's, or compose's
+// secret), valid for ttl.
+func Issue(key ed25519.PrivateKey, issuer, audience string, p Principal, ttl time.Duration) (string, error) {
+	now := time.Now()
+	c := Claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer: issuer, Subject: p.Subject, Audience: jwt.ClaimStrings{audience},
+			IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		},
+		Role: p.Role, CustomerID: p.CustomerID,
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodEdDSA, c).SignedString(key)
+}
+
+// DevVerifier accepts the tokens Issue signs with key.
+func DevVerifier(key ed25519.PrivateKey) *Verifier {
+	v, err := NewVerifier(context.Background(), VerifierConfig{
+		Issuer: DevIssuer, Audience: DevAudience, Algorithm: DevAlgorithm, PublicKey: key.Public()})
+	if err != nil {
+		panic(err) // the config above is complete
+	}
+	return v
+}
+
+// ParsePublicKey reads a PEM public key (PKIX: RSA, ECDSA or Ed25519).
+func ParsePublicKey(pemBytes []byte) (crypto.PublicKey, error) {
+	block, _ := pem.Decode(pemBytes)
+	if block == nil {
+		return nil, errors.New("the public key is not PEM")
+	}
+	return x509.ParsePKIXPublicKey(block.Bytes)
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/orderflow/orderflow/auth"
+)
+
+// tokenFlags are the flags of `orderflow token`.
+type tokenFlags struct {
+	role, customer, subject, key, issuer string
+	ttl                                  time.Duration
+}
+
+func (t *tokenFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&t.role, "role", "", "customer or operator (required)")
+	fs.StringVar(&t.customer, "customer", "", "the customer a customer token acts for")
+	fs.StringVar(&t.subject, "subject", "", "the token's subject, recorded as the actor (default: the customer id, or ops-<user>)")
+	fs.StringVar(&t.key, "key", "", "Ed25519 signing key, PEM (default: dev's, in the data directory)")
+	fs.StringVar(&t.issuer, "issuer", auth.DevIssuer, "the token's iss")
+	fs.DurationVar(&t.ttl, "ttl", 24*time.Hour, "how long the token is valid")
+}
+
+// runToken prints a token that dev (or a deployment verifying with the
+// same key) accepts: the token alone on the last line.
+func runToken(cfg Config, t tokenFlags) error {
+	p := auth.Principal{Role: auth.Role(t.role), CustomerID: t.customer, Subject: t.subject}
+	switch p.Role {
+	case auth.Customer:
+		if p.CustomerID == "" {
+			return errors.New("a customer token needs -customer <id>")
+		}
+		if p.Subject == "" {
+			p.Subject = p.CustomerID
+		}
+	case auth.Operator:
+		if p.CustomerID != "" {
+			return errors.New("-customer is for customer tokens")
+		}
+		if p.Subject == "" {
+			p.Subject = "ops-" + os.Getenv("USER")
+			if p.Subject == "ops-" {
+				p.Subject = "ops"
+			}
+		}
+	default:
+		return errors.New("-role must be customer or operator")
+	}
+	path := t.key
+	if path == "" {
+		path = filepath.Join(cfg.DataDir, "jwt-signing-key.pem")
+	}
+	key, err := auth.SigningKey(path, false)
+	if err != nil {
+		return err
+	}
+	tok, err := auth.Issue(key, t.issuer, cfg.JWTAudience, p, t.ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "%s token for %s, valid %s; send it as: Authorization: Bearer <token>\n", p.Role, p.Subject, t.ttl)
+	fmt.Println(tok)
+	return nil
+}
+
+// operatorToken is the token the load and bench tools send: the one given,
+// or an operator's signed with dev's key, so that they need no flag
+// against `orderflow dev`.
+func operatorToken(cfg Config, given string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	key, err := auth.DevKey(cfg.DataDir, false)
+	if err != nil {
+		return "", fmt.Errorf("no -token given and no dev key: %w", err)
+	}
+	return auth.Issue(key, auth.DevIssuer, cfg.JWTAudience, auth.Principal{Subject: "ops-load", Role: auth.Operator}, 24*time.Hour)
+}
