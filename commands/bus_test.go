@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/domain/aggregate"
+	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/internal/pgtest"
 )
@@ -336,5 +338,86 @@ func TestARetryWithTheSameKeyAndStaleExpectedVersionReplays(t *testing.T) {
 	var conflict *eventstore.ConflictError
 	if _, err := b.Dispatch(context.Background(), r); !errors.As(err, &conflict) || conflict.Current != 2 {
 		t.Fatalf("stale version under a new key: %v", err)
+	}
+}
+
+// The bus applies the policy and ownership whoever calls it: a customer
+// never sends an operator's command, acts only on its own streams, and an
+// order may only name a wallet of its own customer, even when an operator
+// sends it. A refused request logs nothing.
+func TestTheBusEnforcesPolicyAndOwnership(t *testing.T) {
+	b, pool := newBus(t)
+	ctx := context.Background()
+	victimWallet := openWallet(t, b, 1000) // customer c1
+	mallory := &auth.Principal{Subject: "mallory", Role: auth.Customer, CustomerID: "mallory"}
+	as := func(p *auth.Principal, typ string, payload any) error {
+		raw, _ := json.Marshal(payload)
+		_, err := b.Dispatch(ctx, commands.Request{Principal: p, Type: typ, Payload: raw})
+		return err
+	}
+	order := func(customer, wallet string) commands.PlaceOrder {
+		return commands.PlaceOrder{CustomerID: customer, WalletID: wallet, Currency: "EUR", Lines: []order.Line{{SKU: "a", Quantity: 1, UnitPrice: 5}},
+			ShippingAddress: order.Address{Name: "M", Line1: "1", City: "X", PostalCode: "1", Country: "FR"}}
+	}
+	before := count(t, pool, `SELECT count(*) FROM commands`)
+	var notFound *aggregate.Error
+	for name, err := range map[string]error{
+		"no principal": func() error {
+			_, err := b.Dispatch(ctx, commands.Request{Type: "ReceiveStock", Payload: json.RawMessage(`{"sku":"a","quantity":1}`)})
+			return err
+		}(),
+		"a customer's hold":                                    as(mallory, "AuthoriseHold", commands.AuthoriseHold{WalletID: victimWallet, OrderID: "o", Amount: 1, Currency: "EUR"}),
+		"an order for another":                                 as(mallory, "PlaceOrder", order("c1", victimWallet)),
+		"an order on another's wallet":                         as(mallory, "PlaceOrder", order("mallory", victimWallet)),
+		"a top-up of another's wallet":                         as(mallory, "TopUpWallet", commands.TopUpWallet{WalletID: victimWallet, Amount: 1}),
+		"an operator's order naming another customer's wallet": as(ops, "PlaceOrder", order("c2", victimWallet)),
+	} {
+		switch name {
+		case "no principal":
+			if !errors.Is(err, commands.ErrUnauthenticated) {
+				t.Errorf("%s: %v", name, err)
+			}
+		case "a customer's hold", "an order for another":
+			if !errors.Is(err, commands.ErrForbidden) {
+				t.Errorf("%s: %v", name, err)
+			}
+		default:
+			if !errors.As(err, &notFound) || !errors.Is(err, aggregate.ErrNotFound) {
+				t.Errorf("%s: %v", name, err)
+			}
+		}
+	}
+	if after := count(t, pool, `SELECT count(*) FROM commands`); after != before {
+		t.Fatalf("refused requests logged %d commands", after-before)
+	}
+	// The suspension's operator is the principal, never the payload's.
+	rec := mustDispatch(t, b, req("", "SuspendWallet", commands.SuspendWallet{WalletID: victimWallet, Reason: "r", Operator: "forged"}))
+	if !strings.Contains(string(rec.Payload), `"operator": "ops-test"`) && !strings.Contains(string(rec.Payload), `"operator":"ops-test"`) {
+		t.Fatalf("payload %s", rec.Payload)
+	}
+}
+
+// Personal fields are sealed before they are logged: neither the command
+// log, the events nor the outbox hold them in clear, and a retry with the
+// same key compares equal (the sealing is deterministic per customer).
+func TestPersonalFieldsAreSealedBeforeTheyAreLogged(t *testing.T) {
+	b, pool := newBus(t)
+	w := openWallet(t, b, 0)
+	secret := "Secret Street " + uuid.NewString()
+	body := commands.PlaceOrder{CustomerID: "c1", WalletID: w, Currency: "EUR", Lines: []order.Line{{SKU: "a", Quantity: 1, UnitPrice: 5}},
+		ShippingAddress: order.Address{Name: "Ada", Line1: secret, City: "X", PostalCode: "1", Country: "FR"}}
+	key := "place-" + uuid.NewString()
+	first := mustDispatch(t, b, req(key, "PlaceOrder", body))
+	again := mustDispatch(t, b, req(key, "PlaceOrder", body))
+	if !again.Replayed || again.CommandID != first.CommandID {
+		t.Fatalf("a retry with the same key: %+v", again)
+	}
+	for _, table := range []string{"commands", "events", "watermill_order_events"} {
+		if n := count(t, pool, `SELECT count(*) FROM `+table+` t WHERE strpos(t::text, $1) > 0`, secret); n != 0 {
+			t.Fatalf("%s holds the address in clear", table)
+		}
+	}
+	if !strings.Contains(string(first.Payload), "pii:1:") {
+		t.Fatalf("payload %s", first.Payload)
 	}
 }

@@ -51,7 +51,7 @@ start_dev_once() {
   for _ in $(seq 1 120); do
     if curl -fs "$API/healthz" >/dev/null 2>&1; then
       export DATABASE_URL TEMPORAL_ADDRESS=$ORDERFLOW_TEMPORAL_DEV_ADDR
-      DATABASE_URL=$(grep 'embedded PostgreSQL is up' "$WORK/dev.log" | tail -1 | grep -o 'postgres://[^"]*')
+      DATABASE_URL=$(cat "$ORDERFLOW_DATA_DIR/database-url")
       return 0
     fi
     kill -0 "$DEV_PID" 2>/dev/null || { tail -3 "$WORK/dev.log" | cut -c1-300; DEV_PID=; return 1; }
@@ -108,9 +108,10 @@ scenario_3() {
   log "3. a projection fails on one event"
   local w=w-poison-$RANDOM
   ORDERFLOW_FAULT_FAIL_EVENT=$w:2 start_dev
-  curl -fs -XPOST "$API/wallets" -H 'content-type: application/json' -d "{\"wallet_id\":\"$w\",\"customer_id\":\"c\",\"currency\":\"EUR\"}" >/dev/null
-  curl -fs -XPOST "$API/wallets/$w/top-ups" -H 'content-type: application/json' -d '{"amount":500}' >/dev/null
-  curl -fs -XPOST "$API/wallets/$w/top-ups" -H 'content-type: application/json' -d '{"amount":7}' >/dev/null
+  local auth; auth="authorization: Bearer $("$BIN" token -role operator -subject ops-faults 2>/dev/null | tail -1)"
+  curl -fs -XPOST "$API/wallets" -H 'content-type: application/json' -H "$auth" -d "{\"wallet_id\":\"$w\",\"customer_id\":\"c\",\"currency\":\"EUR\"}" >/dev/null
+  curl -fs -XPOST "$API/wallets/$w/top-ups" -H 'content-type: application/json' -H "$auth" -d '{"amount":500}' >/dev/null
+  curl -fs -XPOST "$API/wallets/$w/top-ups" -H 'content-type: application/json' -H "$auth" -d '{"amount":7}' >/dev/null
   load poison -orders 30 -concurrency 4 | grep -v '^placing orders'
   "$BIN" poison list -unresolved
   if "$BIN" verify -settle 10s; then echo "verify passed with a poisoned event"; exit 1; fi

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -75,7 +78,11 @@ func runDev(ctx context.Context, cfg Config, log *slog.Logger) error {
 	cfg.oneProcess = true
 	if cfg.DatabaseURL == "" {
 		log.Info("starting embedded PostgreSQL", "dir", filepath.Join(cfg.DataDir, "postgres"))
-		srv, err := devpg.Start(ctx, devpg.Options{Dir: cfg.DataDir})
+		password, err := secretFile(filepath.Join(cfg.DataDir, "postgres-password"))
+		if err != nil {
+			return err
+		}
+		srv, err := devpg.Start(ctx, devpg.Options{Dir: cfg.DataDir, Password: password})
 		if err != nil {
 			return fmt.Errorf("embedded PostgreSQL: %w", err)
 		}
@@ -85,7 +92,11 @@ func runDev(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}
 		}()
 		cfg.DatabaseURL = srv.URL
-		log.Info("embedded PostgreSQL is up", "url", srv.URL)
+		// The tools (verify, projections, poison, sagas) read it from here.
+		if err := os.WriteFile(filepath.Join(cfg.DataDir, devURLFile), []byte(srv.URL), 0o600); err != nil {
+			return err
+		}
+		log.Info("embedded PostgreSQL is up", "url", redacted(srv.URL), "full_url_in", filepath.Join(cfg.DataDir, devURLFile))
 	}
 	if err := runMigrate(ctx, cfg, log); err != nil {
 		return err
@@ -312,4 +323,46 @@ func (a *app) runProjector(ctx context.Context) error {
 	}
 	a.log.Info("projector running", "handlers", len(hs), "poll_interval", a.cfg.PollInterval)
 	return router.Run(ctx)
+}
+
+// devURLFile holds dev's database URL, password included (mode 0600).
+const devURLFile = "database-url"
+
+// devDatabaseURL is the URL a running (or last) dev wrote in dataDir, or "".
+func devDatabaseURL(dataDir string) string {
+	raw, err := os.ReadFile(filepath.Join(dataDir, devURLFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(raw))
+}
+
+// secretFile returns the secret kept at path, generating it (mode 0600)
+// the first time.
+func secretFile(path string) (string, error) {
+	if raw, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(raw)), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	secret := base64.RawURLEncoding.EncodeToString(b)
+	// The directory stays traversable: as root, dev's PostgreSQL runs as
+	// nobody inside it; the secret itself is 0600.
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", err
+	}
+	return secret, os.WriteFile(path, []byte(secret), 0o600)
+}
+
+// redacted is a database URL without its password, for logs.
+func redacted(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,7 @@ import (
 	"go.temporal.io/sdk/worker"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/orderflow/orderflow/auth"
 	httpapi "github.com/orderflow/orderflow/http"
@@ -665,4 +667,92 @@ func writeHistory(t *testing.T, tc client.Client, orderID, name string) *history
 		t.Fatal(err)
 	}
 	return hist
+}
+
+// A customer orders with its own token and the saga ships the order; then
+// the customer is forgotten. Neither before nor after is any cleartext of
+// its name or address in any table of the database or in the saga's
+// Temporal history (the saga carries them sealed and opens them only for
+// the carrier); after, the API shows them erased, the streams still
+// replay and every invariant holds.
+func TestAForgottenCustomerLeavesNoCleartextAnywhere(t *testing.T) {
+	s := startSystem(t, 50*time.Millisecond)
+	ctx := context.Background()
+	wallet, sku := s.customer(10000, 5)
+	cust := "c-" + wallet
+	me := s.bearer(auth.Principal{Subject: cust, Role: auth.Customer, CustomerID: cust})
+	name, street := "Grace "+uuid.NewString()[:8], "Impasse "+uuid.NewString()[:8]
+	r := s.call("POST", "/orders", fmt.Sprintf(`{"customer_id":%q,"wallet_id":%q,"currency":"EUR",
+		"lines":[{"sku":%q,"quantity":1,"unit_price":1000}],
+		"shipping_address":{"name":%q,"line1":%q,"city":"Paris","postal_code":"75001","country":"FR"}}`, cust, wallet, sku, name, street),
+		201, "Authorization", me)
+	id := r["stream_id"].(string)
+	if p := s.outcome(id); p.Status != workflows.StatusCompleted {
+		t.Fatalf("saga %+v", p)
+	}
+	// Another customer can neither see nor cancel it.
+	other := s.bearer(auth.Principal{Subject: "mallory", Role: auth.Customer, CustomerID: "mallory"})
+	s.call("GET", "/orders/"+id+"/saga", "", 404, "Authorization", other)
+	s.call("POST", "/orders/"+id+"/cancel", `{"reason":"mine"}`, 404, "Authorization", other)
+
+	nowhere := func(when string) {
+		t.Helper()
+		if where, err := pgtest.Cleartext(ctx, s.a.pool, name, street); err != nil || where != "" {
+			t.Fatalf("%s: cleartext in %s (%v)", when, where, err)
+		}
+		it := s.tc.GetWorkflowHistory(ctx, workflows.WorkflowID(id), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		n := 0
+		for it.HasNext() {
+			e, err := it.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := proto.Marshal(e) // payloads as stored: their JSON bytes
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(raw, []byte(name)) || bytes.Contains(raw, []byte(street)) {
+				t.Fatalf("%s: cleartext in history event %d (%s)", when, e.EventId, e.EventType)
+			}
+			n++
+		}
+		if n < 10 {
+			t.Fatalf("%s: only %d history events read", when, n)
+		}
+	}
+	nowhere("before forgetting")
+	o := s.call("GET", fmt.Sprintf("/orders/%s?min_position=%d", id, s.latest()), "", 200, "Authorization", me)
+	if a := o["shipping_address"].(map[string]any); a["name"] != name || a["line1"] != street {
+		t.Fatalf("the customer's own order: %v", o)
+	}
+	s.call("DELETE", "/customers/"+cust+"/personal-data", "", 200, "Authorization", me)
+	o = s.call("GET", "/orders/"+id, "", 200)
+	if a := o["shipping_address"].(map[string]any); a["name"] != "[erased]" || a["line1"] != "[erased]" || a["city"] != "[erased]" {
+		t.Fatalf("after forgetting: %v", o)
+	}
+	nowhere("after forgetting")
+	s.call("GET", "/streams/order/"+id, "", 200)
+	s.verified()
+}
+
+// An operator suspends a wallet: the saga of an order on it is refused
+// its hold and compensates with wallet_suspended.
+func TestASuspendedWalletStopsTheSagaWhichCompensates(t *testing.T) {
+	s := startSystem(t, 50*time.Millisecond)
+	wallet, sku := s.customer(10000, 5)
+	s.call("POST", "/commands", fmt.Sprintf(`{"type":"SuspendWallet","payload":{"wallet_id":%q,"reason":"chargeback under review"}}`, wallet), 201)
+	id := s.order(wallet, sku, 1, "75001")
+	p := s.outcome(id)
+	if p.Status != workflows.StatusCompensated || p.FailedStep != "authorise_payment" || !strings.Contains(p.Reason, "suspended") {
+		t.Fatalf("saga %+v", p)
+	}
+	avail, onHand, reserved := s.balances(wallet, sku)
+	if avail != 10000 || onHand != 5 || reserved != 0 {
+		t.Fatalf("after compensation: available %v on hand %v reserved %v", avail, onHand, reserved)
+	}
+	w := s.call("GET", fmt.Sprintf("/wallets/%s?min_position=%d", wallet, s.latest()), "", 200)
+	if w["status"] != "suspended" || w["suspended_reason"] != "chargeback under review" {
+		t.Fatalf("wallet %v", w)
+	}
+	s.verified()
 }

@@ -95,6 +95,12 @@ func main() {
 		os.Exit(2)
 	}
 	log := cfg.log
+	if cfg.DatabaseURL == "" && name != "dev" {
+		// Against dev, the tools need no flag: dev's database and Temporal.
+		if cfg.DatabaseURL = devDatabaseURL(cfg.DataDir); cfg.DatabaseURL != "" && cfg.TemporalAddress == "" {
+			cfg.TemporalAddress = cfg.TemporalDevAddr
+		}
+	}
 	if cfg.PprofAddr != "" {
 		go func() { log.Error("pprof", "err", http.ListenAndServe(cfg.PprofAddr, nil)) }()
 	}

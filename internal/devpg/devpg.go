@@ -10,6 +10,7 @@ package devpg
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -41,6 +43,9 @@ type Options struct {
 	BinDir string
 	// Database is created on first start; "orderflow" when empty.
 	Database string
+	// Password, when set, is required of every connection (scram-sha-256,
+	// TCP and socket alike); a cluster created before without one gets it.
+	Password string
 	// Log receives the server's output; discarded when nil.
 	Log io.Writer
 }
@@ -129,13 +134,70 @@ func startLocal(bin string, opts Options) (*Server, error) {
 	if err := run("pg_ctl", "start", "-w", "-t", "60", "-D", data, "-l", filepath.Join(dir, "postgres.log"), "-o", options); err != nil {
 		return nil, err
 	}
-	return &Server{
-		URL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", opts.Port, opts.Database),
+	srv := &Server{
+		URL: serverURL(opts.Port, opts.Database, opts.Password),
 		stop: func() error {
 			return run("pg_ctl", "stop", "-D", data, "-m", "fast", "-w")
 		},
-	}, nil
+	}
+	if opts.Password != "" {
+		if err := requirePassword(data, opts, cred); err != nil {
+			_ = srv.Stop()
+			return nil, err
+		}
+	}
+	return srv, nil
 }
+
+func serverURL(port int, database, password string) string {
+	u := url.URL{Scheme: "postgres", User: url.User("postgres"), Host: fmt.Sprintf("127.0.0.1:%d", port), Path: "/" + database, RawQuery: "sslmode=disable"}
+	if password != "" {
+		u.User = url.UserPassword("postgres", password)
+	}
+	return u.String()
+}
+
+// passwordHBA admits only connections that give the password.
+const passwordHBA = `# written by orderflow dev: every connection needs the password
+local all all scram-sha-256
+host  all all 127.0.0.1/32 scram-sha-256
+host  all all ::1/128 scram-sha-256
+`
+
+// requirePassword sets the superuser's password and makes the cluster ask
+// for it, once: a cluster whose pg_hba.conf is orderflow's already has it.
+func requirePassword(data string, opts Options, cred *syscall.Credential) error {
+	hba := filepath.Join(data, "pg_hba.conf")
+	current, err := os.ReadFile(hba)
+	if err != nil {
+		return err
+	}
+	if string(current) == passwordHBA {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, serverURL(opts.Port, "postgres", ""))
+	if err != nil {
+		return fmt.Errorf("set the dev PostgreSQL's password: %w", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "ALTER ROLE postgres PASSWORD "+quoteLiteral(opts.Password)); err != nil {
+		return fmt.Errorf("set the dev PostgreSQL's password: %w", err)
+	}
+	if err := os.WriteFile(hba, []byte(passwordHBA), 0o600); err != nil {
+		return err
+	}
+	if cred != nil {
+		if err := os.Chown(hba, int(cred.Uid), int(cred.Gid)); err != nil {
+			return err
+		}
+	}
+	_, err = conn.Exec(ctx, "SELECT pg_reload_conf()")
+	return err
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // clusterDir returns where the cluster lives and, when this process is root,
 // the credentials of the unprivileged user that runs the server.
@@ -238,12 +300,13 @@ func startDownloaded(opts Options) (*Server, error) {
 		RuntimePath(filepath.Join(dir, "runtime")).
 		DataPath(filepath.Join(dir, "data")).
 		StartTimeout(60 * time.Second).
+		Password(cmp.Or(opts.Password, "postgres")).
 		Logger(opts.Log))
 	if err := pg.Start(); err != nil {
 		return nil, fmt.Errorf("start downloaded PostgreSQL: %w", err)
 	}
 	return &Server{
-		URL:  fmt.Sprintf("postgres://postgres:postgres@127.0.0.1:%d/%s?sslmode=disable", opts.Port, opts.Database),
+		URL:  serverURL(opts.Port, opts.Database, cmp.Or(opts.Password, "postgres")),
 		stop: pg.Stop,
 	}, nil
 }
