@@ -35,6 +35,7 @@ type Config struct {
 
 	TemporalAddress   string // TEMPORAL_ADDRESS: external Temporal; dev embeds one when empty
 	TemporalNamespace string // TEMPORAL_NAMESPACE
+	TemporalAPIKey    string // TEMPORAL_API_KEY: a token for a server with its authorizer on
 	TemporalUIAddr    string // ORDERFLOW_TEMPORAL_UI_ADDR: dev's embedded Web UI
 	TemporalDevAddr   string // ORDERFLOW_TEMPORAL_DEV_ADDR: dev's embedded frontend
 	// TemporalPersistence (ORDERFLOW_TEMPORAL_PERSISTENCE) is where dev's
@@ -142,6 +143,7 @@ func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 	fs.IntVar(&c.HandlerRetries, "handler-retries", envInt("ORDERFLOW_HANDLER_RETRIES", 3), "projector: retries before a message goes to the poison topic (ORDERFLOW_HANDLER_RETRIES)")
 	fs.DurationVar(&c.ConsistencyTimeout, "consistency-timeout", envDuration("ORDERFLOW_CONSISTENCY_TIMEOUT", 5*time.Second), "longest wait of a query for min_position (ORDERFLOW_CONSISTENCY_TIMEOUT)")
 	fs.StringVar(&c.TemporalAddress, "temporal-address", os.Getenv("TEMPORAL_ADDRESS"), "Temporal frontend host:port (TEMPORAL_ADDRESS); dev starts its own on 127.0.0.1:7233 when empty")
+	fs.StringVar(&c.TemporalAPIKey, "temporal-api-key", os.Getenv("TEMPORAL_API_KEY"), "token sent to Temporal as a bearer credential, for a server with its authorizer on (TEMPORAL_API_KEY)")
 	fs.StringVar(&c.TemporalNamespace, "temporal-namespace", envOr("TEMPORAL_NAMESPACE", "default"), "Temporal namespace (TEMPORAL_NAMESPACE)")
 	fs.StringVar(&c.TemporalUIAddr, "temporal-ui-addr", envOr("ORDERFLOW_TEMPORAL_UI_ADDR", "127.0.0.1:8233"), "dev: Temporal Web UI address, empty = none (ORDERFLOW_TEMPORAL_UI_ADDR)")
 	fs.DurationVar(&c.TemporalRetention, "temporal-retention", envDuration("ORDERFLOW_TEMPORAL_RETENTION", 30*24*time.Hour), "how long finished sagas stay in Temporal (ORDERFLOW_TEMPORAL_RETENTION)")

@@ -64,9 +64,15 @@ func startDevTemporal(ctx context.Context, cfg *Config) (stop func(), err error)
 func (a *app) dialTemporal(ctx context.Context) (client.Client, error) {
 	deadline := time.Now().Add(time.Minute)
 	for {
-		c, err := client.DialContext(ctx, client.Options{
+		opts := client.Options{
 			HostPort: a.cfg.TemporalAddress, Namespace: a.cfg.TemporalNamespace, Logger: tlog.NewStructuredLogger(a.log),
-		})
+		}
+		if a.cfg.TemporalAPIKey != "" {
+			// Sent as "Authorization: Bearer <key>": a JWT for a server
+			// whose authorizer and claim mapper are on (see the README).
+			opts.Credentials = client.NewAPIKeyStaticCredentials(a.cfg.TemporalAPIKey)
+		}
+		c, err := client.DialContext(ctx, opts)
 		if err == nil {
 			return c, nil
 		}
