@@ -290,6 +290,7 @@ func TestClientMistakesGetPreciseProblems(t *testing.T) {
 		{"unknown command", "GET", "/commands/nope", "", nil, 404, "not_found", ""},
 		{"bad limit", "GET", "/events?limit=0", "", nil, 422, "validation_failed", "query.limit"},
 		{"unknown route", "GET", "/nope", "", nil, 404, "http_404", ""},
+		{"poison replay as documented, without a body", "POST", "/poison/999999999/replay", "", nil, 404, "not_found", ""},
 		{"saga key", "POST", "/wallets/" + w + "/top-ups", `{"amount":5}`, []string{"Idempotency-Key", "saga:order-fulfilment:o-evil.capture_payment"},
 			422, "idempotency_key_reserved", ""},
 		{"NUL in a reason", "POST", "/orders/o-1/cancel", `{"reason":"x\u0000"}`, nil, 422, "invalid_text", ""},

@@ -721,6 +721,11 @@ func TestAForgottenCustomerLeavesNoCleartextAnywhere(t *testing.T) {
 		}
 	}
 	nowhere("before forgetting")
+	// The saga's commands are the saga's, on behalf of the customer who ordered.
+	evs := s.call("GET", "/events?stream_type=order&stream_id="+id+"&type=order.confirmed", "", 200)["events"].([]any)
+	if e := evs[0].(map[string]any); e["actor"] != "saga:"+workflows.WorkflowID(id) || e["on_behalf_of"] != cust || e["customer_id"] != cust {
+		t.Fatalf("the saga's event: %v", e)
+	}
 	o := s.call("GET", fmt.Sprintf("/orders/%s?min_position=%d", id, s.latest()), "", 200, "Authorization", me)
 	if a := o["shipping_address"].(map[string]any); a["name"] != name || a["line1"] != street {
 		t.Fatalf("the customer's own order: %v", o)
