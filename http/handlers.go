@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/personal"
 )
@@ -248,7 +250,13 @@ func (s *Server) getStream(c echo.Context) error {
 		}
 		until.Time = ts
 	}
-	if err := s.store.LoadUntil(ctx, agg, until); err != nil {
+	// Now: from the latest snapshot. An earlier point replays from the start
+	// (only the latest snapshot is kept), bounded by the statement timeout.
+	load := s.store.Load
+	if until != (eventstore.Until{}) {
+		load = func(ctx context.Context, agg aggregate.Root) error { return s.store.LoadUntil(ctx, agg, until) }
+	}
+	if err := load(ctx, agg); err != nil {
 		return err
 	}
 	if agg.Version() == 0 {
