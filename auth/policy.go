@@ -20,6 +20,7 @@ const (
 // route of the server is listed.
 var routes = map[string]Access{
 	"GET /healthz":      Public,
+	"GET /readyz":       Public,
 	"GET /openapi.json": Public,
 	"GET /docs":         Public,
 	"GET /docs/*":       Public,

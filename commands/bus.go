@@ -167,6 +167,10 @@ type Options struct {
 	// Committed is called after every commit that wrote outbox messages
 	// (outbox.Signal.Raise wakes this process's subscribers).
 	Committed func()
+	// Observe, when set, is told of every dispatched command: its type,
+	// stream type, outcome (accepted, rejected, replayed, refused, failed),
+	// events appended and time taken (telemetry.Metrics.Command).
+	Observe func(typ, streamType, outcome string, events int, took time.Duration)
 }
 
 // Bus dispatches commands.
@@ -179,6 +183,7 @@ type Bus struct {
 	retries int
 	now     func() time.Time
 	done    func()
+	observe func(typ, streamType, outcome string, events int, took time.Duration)
 }
 
 // NewBus returns a bus for the given definitions.
@@ -189,6 +194,9 @@ func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts
 	}
 	if b.done == nil {
 		b.done = func() {}
+	}
+	if b.observe = opts.Observe; b.observe == nil {
+		b.observe = func(string, string, string, int, time.Duration) {}
 	}
 	for _, d := range defs {
 		if _, dup := b.defs[d.Name]; dup {
@@ -227,6 +235,35 @@ const (
 // outcome and appends nothing. A domain refusal is logged and returned as
 // *RejectedError with the record.
 func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
+	start := time.Now()
+	rec, err := b.dispatch(ctx, req)
+	var rejected *RejectedError
+	outcome := "accepted"
+	switch {
+	case rec.Replayed:
+		outcome = "replayed"
+	case errors.As(err, &rejected):
+		outcome = "rejected"
+	case errors.Is(err, ErrForbidden), errors.Is(err, ErrUnauthenticated), errors.Is(err, ErrUnknownType), errors.Is(err, ErrReservedKey),
+		errors.Is(err, ErrKeyReused), errors.As(err, new(*PayloadError)), errors.As(err, new(*aggregate.Error)),
+		errors.As(err, new(*eventstore.ConflictError)):
+		outcome = "refused"
+	case err != nil:
+		outcome = "failed"
+	}
+	events := 0
+	if outcome == "accepted" {
+		events = len(rec.EventIDs)
+	}
+	typ := req.Type
+	if _, ok := b.defs[typ]; !ok {
+		typ = "unknown" // a label value never comes from a client's free text
+	}
+	b.observe(typ, rec.StreamType, outcome, events, time.Since(start))
+	return rec, err
+}
+
+func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 	def, ok := b.defs[req.Type]
 	if !ok || (def.internal && !req.Internal) {
 		return Record{}, fmt.Errorf("%w %q", ErrUnknownType, req.Type)

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"maps"
+	"slices"
 	"mime"
 	"net/http"
 	"path"
@@ -51,6 +53,12 @@ type Config struct {
 	// the docs needs one).
 	Verifier *auth.Verifier
 	Limits   Limits
+	// Observe, when set, is told of every request: its route pattern,
+	// method, status and duration (telemetry.Metrics.HTTP).
+	Observe func(route, method string, status int, took time.Duration)
+	// Ready returns the readiness checks of GET /readyz by name, besides
+	// the database (the process's roles add theirs as they start).
+	Ready func() map[string]func(context.Context) error
 }
 
 // Server handles the API.
@@ -71,6 +79,7 @@ type Server struct {
 	router             routers.Router
 	spec               []byte
 
+	readyChecks  func() map[string]func(context.Context) error
 	verifier     *auth.Verifier
 	keys         *personal.Keys
 	limits       Limits
@@ -108,7 +117,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	s := &Server{pool: cfg.Pool, bus: cfg.Bus, store: cfg.Store, log: cfg.Log, maxBody: cfg.MaxBodyBytes, doc: doc, router: router, spec: spec,
 		reader: cfg.Reader, sagas: cfg.Sagas, horizon: newHorizon(cfg.Pool, 50*time.Millisecond),
 		consistencyTimeout: cfg.ConsistencyTimeout, heartbeat: cfg.Heartbeat, sseWriteTimeout: 10 * time.Second,
-		verifier: cfg.Verifier, keys: personal.NewKeys(cfg.Pool), limits: cfg.Limits.withDefaults()}
+		verifier: cfg.Verifier, keys: personal.NewKeys(cfg.Pool), limits: cfg.Limits.withDefaults(), readyChecks: cfg.Ready}
 	s.customerRate = newRateStore(s.limits.CustomerRate, s.limits.CustomerBurst)
 	s.operatorRate = newRateStore(s.limits.OperatorRate, s.limits.OperatorBurst)
 	s.streams, s.waits = newSlots(s.limits.Streams), newSlots(s.limits.Waits)
@@ -119,12 +128,16 @@ func New(cfg Config) (*echo.Echo, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(cfg.Log)
+	if cfg.Observe != nil {
+		e.Use(observe(cfg.Observe))
+	}
 	e.Use(middleware.Recover())
 	e.Use(middleware.RequestID())
 	e.Use(s.authenticate)
 	e.Use(s.validate)
 
 	e.GET("/healthz", s.health)
+	e.GET("/readyz", s.ready)
 	e.GET("/openapi.json", s.openapi)
 	e.GET("/docs", s.docsIndex)
 	e.GET("/docs/*", s.docsAsset)
@@ -148,13 +161,60 @@ func New(cfg Config) (*echo.Echo, error) {
 	return e, nil
 }
 
+// health says the process is alive: it answers, whatever its dependencies.
 func (s *Server) health(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
-	defer cancel()
-	if err := s.pool.Ping(ctx); err != nil {
-		return problem(http.StatusServiceUnavailable, "database_unreachable", "the database does not answer")
+	return c.JSON(http.StatusOK, map[string]string{"status": "alive"})
+}
+
+// ready says whether the process can serve: the database answers, and so
+// does everything else it was given to check (Temporal, its projector).
+func (s *Server) ready(c echo.Context) error {
+	checks := map[string]func(context.Context) error{"database": s.pool.Ping}
+	if s.readyChecks != nil {
+		maps.Copy(checks, s.readyChecks())
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	status, failed := Readiness(c.Request().Context(), checks)
+	if len(failed) > 0 {
+		return problem(http.StatusServiceUnavailable, "not_ready", "not ready: "+strings.Join(failed, ", "))
+	}
+	return c.JSON(http.StatusOK, map[string]any{"status": "ready", "checks": status})
+}
+
+// Readiness runs every check with a short timeout; failed names the checks
+// that did not pass, sorted.
+func Readiness(ctx context.Context, checks map[string]func(context.Context) error) (status map[string]string, failed []string) {
+	status = map[string]string{}
+	for name, check := range checks {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := check(ctx); err != nil {
+			status[name] = "failing"
+			failed = append(failed, name)
+		} else {
+			status[name] = "ok"
+		}
+		cancel()
+	}
+	slices.Sort(failed)
+	return status, failed
+}
+
+// observe reports each request's route, status and duration; it runs the
+// error handler itself so that the status is the one the client got.
+func observe(record func(route, method string, status int, took time.Duration)) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			if err := next(c); err != nil {
+				c.Error(err)
+			}
+			route := c.Path()
+			if auth.RouteAccess(c.Request().Method, route) == auth.Nobody {
+				route = "unmatched" // never a client's path as a label
+			}
+			record(route, c.Request().Method, c.Response().Status, time.Since(start))
+			return nil
+		}
+	}
 }
 
 func (s *Server) openapi(c echo.Context) error {

@@ -216,3 +216,31 @@ func ReadTopic(ctx context.Context, pool *pgxpool.Pool, topic string, afterTx ui
 		return s, json.Unmarshal(md, &s.Metadata)
 	})
 }
+
+// Backlog is how many messages of a topic a consumer group has not acked.
+type Backlog struct {
+	Topic, ConsumerGroup string
+	Messages             int64
+}
+
+// Backlogs returns the backlog of every consumer group of every topic: what
+// the outbox still has to deliver.
+func Backlogs(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}) ([]Backlog, error) {
+	var out []Backlog
+	for _, t := range append(Topics, PoisonTopic) {
+		rows, _ := q.Query(ctx, fmt.Sprintf(`SELECT o.consumer_group, (SELECT count(*) FROM watermill_%[1]s m
+			WHERE (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked))
+			FROM watermill_offsets_%[1]s o`, t))
+		b, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Backlog, error) {
+			b := Backlog{Topic: t}
+			return b, row.Scan(&b.ConsumerGroup, &b.Messages)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("backlog of %s: %w", t, err)
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}

@@ -256,6 +256,7 @@ func OrderFulfilment(ctx workflow.Context, in Input) (Progress, error) {
 	f := &fulfilment{in: in, wid: workflow.GetInfo(ctx).WorkflowExecution.ID, asks: workflow.NewChannel(ctx),
 		written: [2]string{StatusPlaced, ""}} // the launcher starts the run with OrderStatus=PLACED
 	f.p = Progress{Status: StatusPlaced, Repair: in.Repair}
+	workflow.GetMetricsHandler(ctx).Counter(MetricStarted).Inc(1)
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (Progress, error) { return f.p, nil }); err != nil {
 		return f.p, err
 	}
@@ -433,6 +434,8 @@ func (f *fulfilment) attend(ctx workflow.Context, step string, cause error, opti
 	f.p.Attention = &Attention{Step: step, Error: clip(reasonOf(cause)), Options: options, Since: workflow.Now(ctx)}
 	f.publish(ctx)
 	workflow.GetLogger(ctx).Warn("saga needs attention", "step", step, "error", cause)
+	kind, _, _ := strings.Cut(step, ":") // reserve_stock:<sku> counts as reserve_stock
+	workflow.GetMetricsHandler(ctx).WithTags(map[string]string{"step": kind}).Counter(MetricAttention).Inc(1)
 	canCancel := slices.Contains(options, ActionCompensate)
 	err := workflow.Await(ctx, func() bool { return f.decision != nil || (canCancel && f.cancel != "") })
 	var r Resolution
@@ -792,7 +795,19 @@ func (f *fulfilment) end(ctx workflow.Context, status, step string) {
 	f.phase, f.p.Status, f.p.Step = phaseDone, status, step
 	f.answerCancel(answerTaken)
 	f.publish(ctx)
+	// The SDK's metrics handler records nothing while replaying.
+	m := workflow.GetMetricsHandler(ctx).WithTags(map[string]string{"outcome": status})
+	m.Counter(MetricFinished).Inc(1)
+	m.Timer(MetricDuration).Record(workflow.Now(ctx).Sub(workflow.GetInfo(ctx).WorkflowStartTime))
 }
+
+// The saga's metrics, through the Temporal SDK's metrics handler.
+const (
+	MetricStarted   = "orderflow_sagas_started"
+	MetricFinished  = "orderflow_sagas_finished"
+	MetricDuration  = "orderflow_saga_duration"
+	MetricAttention = "orderflow_saga_attention_requests"
+)
 
 // Summary is the run's static summary and details in the Temporal UI: who
 // ordered what, so an operator reads the list without opening each run.

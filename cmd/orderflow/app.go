@@ -13,11 +13,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.temporal.io/sdk/client"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/orderflow/orderflow/auth"
@@ -30,6 +32,7 @@ import (
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/projections"
+	"github.com/orderflow/orderflow/telemetry"
 	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
@@ -47,6 +50,12 @@ type app struct {
 	wake *outbox.Signal
 	// committed is what a commit of this process raises.
 	committed func()
+	metrics   *telemetry.Metrics
+	ready     *checks
+	// temporalOnce wires the Temporal SDK's metrics and the sagas gauge once.
+	temporalOnce    sync.Once
+	temporalMetrics client.MetricsHandler
+	sagasGauge      sync.Once
 }
 
 func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
@@ -67,11 +76,25 @@ func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
 		committed = func() { wake.Raise(); n.Raise() }
 		go outbox.Listen(ctx, pool, outbox.NotifyChannel, wake.Raise, cfg.log)
 	}
-	return f(&app{
-		cfg: cfg, log: cfg.log, pool: pool, store: store, wake: wake, committed: committed,
-		bus:    commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: cfg.CommandRetries, Committed: committed}),
+	m := telemetry.NewMetrics(cfg.log)
+	a := &app{
+		cfg: cfg, log: cfg.log, pool: pool, store: store, wake: wake, committed: committed, metrics: m, ready: &checks{},
+		bus: commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: cfg.CommandRetries, Committed: committed,
+			Observe: m.Command}),
 		reader: projections.NewReader(pool),
-	})
+	}
+	m.WatchPool("main", pool)
+	m.WatchDelivery(pool, a.reader)
+	if cfg.OpsAddr != "" {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			if err := a.serveOps(ctx); err != nil {
+				a.log.Error("ops listener", "err", err)
+			}
+		}()
+	}
+	return f(a)
 }
 
 func runDev(ctx context.Context, cfg Config, log *slog.Logger) error {
@@ -241,9 +264,12 @@ func (a *app) serveAPI(ctx context.Context) error {
 	}
 	defer pool.Close()
 	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: a.cfg.SnapshotEvery})
-	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: a.cfg.CommandRetries, Committed: a.committed})
+	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: a.cfg.CommandRetries, Committed: a.committed,
+		Observe: a.metrics.Command})
+	a.metrics.WatchPool("api", pool)
 	e, err := httpapi.New(httpapi.Config{Pool: pool, Bus: bus, Store: store, Reader: projections.NewReader(pool), Log: a.log, Sagas: a.sagas,
-		MaxBodyBytes: a.cfg.MaxBodyBytes, ConsistencyTimeout: a.cfg.ConsistencyTimeout, Verifier: verifier, Limits: a.cfg.Limits})
+		MaxBodyBytes: a.cfg.MaxBodyBytes, ConsistencyTimeout: a.cfg.ConsistencyTimeout, Verifier: verifier, Limits: a.cfg.Limits,
+		Observe: a.metrics.HTTP, Ready: a.ready.all})
 	if err != nil {
 		return err
 	}
@@ -321,6 +347,12 @@ func (a *app) runProjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.ready.add("projector", func(context.Context) error {
+		if router.IsClosed() || !router.IsRunning() {
+			return errors.New("the projector is not running")
+		}
+		return nil
+	})
 	a.log.Info("projector running", "handlers", len(hs), "poll_interval", a.cfg.PollInterval)
 	return router.Run(ctx)
 }

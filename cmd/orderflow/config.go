@@ -50,6 +50,7 @@ type Config struct {
 	CarrierRejectZip    string        // ORDERFLOW_CARRIER_REJECT_POSTAL_CODE: always refused
 
 	PprofAddr string // ORDERFLOW_PPROF_ADDR: net/http/pprof on this address when set (profiling)
+	OpsAddr   string // ORDERFLOW_OPS_ADDR: /metrics, /healthz and /readyz of every role
 
 	// Tokens: verified against a public key file or a JWKS URL; dev signs
 	// and verifies with its own key in the data directory when neither is set.
@@ -154,6 +155,7 @@ func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 	fs.StringVar(&c.TemporalDevAddr, "temporal-dev-addr", envOr("ORDERFLOW_TEMPORAL_DEV_ADDR", "127.0.0.1:7233"), "dev: embedded Temporal frontend address (ORDERFLOW_TEMPORAL_DEV_ADDR)")
 	fs.StringVar(&c.TemporalPersistence, "temporal-persistence", envOr("ORDERFLOW_TEMPORAL_PERSISTENCE", "postgres"), "dev: embedded Temporal's store, postgres or sqlite (ORDERFLOW_TEMPORAL_PERSISTENCE)")
 	fs.IntVar(&c.TemporalShards, "temporal-shards", envInt("ORDERFLOW_TEMPORAL_SHARDS", 4), "dev: history shards when the embedded Temporal's PostgreSQL cluster is created (ORDERFLOW_TEMPORAL_SHARDS)")
+	fs.StringVar(&c.OpsAddr, "ops-addr", envOr("ORDERFLOW_OPS_ADDR", "127.0.0.1:9464"), "/metrics, /healthz and /readyz of this process, empty = none (ORDERFLOW_OPS_ADDR)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", os.Getenv("ORDERFLOW_PPROF_ADDR"), "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060 (ORDERFLOW_PPROF_ADDR)")
 	fs.StringVar(&c.FaultFailEvent, "fault-fail-event", os.Getenv("ORDERFLOW_FAULT_FAIL_EVENT"), "fault injection: projections fail on <stream id>:<version> (ORDERFLOW_FAULT_FAIL_EVENT)")
 	fs.StringVar(&c.NATSURL, "nats-url", os.Getenv("ORDERFLOW_NATS_URL"), "forward every topic to this NATS JetStream, e.g. nats://127.0.0.1:4222 (ORDERFLOW_NATS_URL)")

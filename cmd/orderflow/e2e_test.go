@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -127,7 +128,7 @@ func startSystem(t *testing.T, carrierLatency time.Duration) *system {
 				return err
 			}
 			e, err := httpapi.New(httpapi.Config{Pool: a.pool, Bus: a.bus, Store: a.store, Reader: a.reader, Log: quiet,
-				Sagas: a.sagas, ConsistencyTimeout: cfg.ConsistencyTimeout, Verifier: verifier})
+				Sagas: a.sagas, ConsistencyTimeout: cfg.ConsistencyTimeout, Verifier: verifier, Observe: a.metrics.HTTP, Ready: a.ready.all})
 			if err != nil {
 				return err
 			}
@@ -760,4 +761,57 @@ func TestASuspendedWalletStopsTheSagaWhichCompensates(t *testing.T) {
 		t.Fatalf("wallet %v", w)
 	}
 	s.verified()
+}
+
+// After an order, the metrics endpoint shows every family an operator's
+// dashboard reads, and the real Prometheus tool accepts the exposition.
+func TestMetricsCoverTheSystemAndPassPromtool(t *testing.T) {
+	s := startSystem(t, 20*time.Millisecond)
+	wallet, sku := s.customer(10000, 5)
+	id := s.order(wallet, sku, 1, "75001")
+	if p := s.outcome(id); p.Status != workflows.StatusCompleted {
+		t.Fatalf("saga %+v", p)
+	}
+	s.call("GET", fmt.Sprintf("/orders/%s?min_position=%d", id, s.latest()), "", 200)
+	srv := httptest.NewServer(s.a.metrics.Handler())
+	defer srv.Close()
+	res, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	text := string(raw)
+	for _, want := range []string{
+		`orderflow_http_requests_total{method="POST",route="/orders",status="201"}`,
+		`orderflow_http_request_duration_seconds_bucket{method="GET",route="/orders/:id"`,
+		`orderflow_commands_total{outcome="accepted",type="PlaceOrder"}`,
+		`orderflow_commands_total{outcome="accepted",type="CaptureHold"}`, // the saga's, through the same bus
+		`orderflow_command_duration_seconds_bucket{type="PlaceOrder"`,
+		`orderflow_events_appended_total{stream_type="order"}`,
+		`orderflow_outbox_backlog_messages{consumer_group="orders_projection",topic="order_events"}`,
+		`orderflow_projection_lag_events{projection="wallets_projection"}`,
+		`orderflow_projection_poison_messages{projection="timeline_projection"}`,
+		`orderflow_sagas_started`, `orderflow_sagas_finished`, `outcome="COMPLETED"`, `orderflow_saga_duration`,
+		`orderflow_sagas_needing_attention`,
+		`temporal_workflow_completed`, `temporal_activity_execution_latency`, // the SDK's own worker metrics
+		`orderflow_db_pool_connections{pool="main"}`,
+		`go_goroutines`, `process_resident_memory_bytes`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("promtool is not installed (Debian's prometheus package); CI must check the exposition")
+		}
+		t.Skip("promtool not installed")
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(text)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
 }

@@ -67,6 +67,18 @@ func (a *app) dialTemporal(ctx context.Context) (client.Client, error) {
 		opts := client.Options{
 			HostPort: a.cfg.TemporalAddress, Namespace: a.cfg.TemporalNamespace, Logger: tlog.NewStructuredLogger(a.log),
 		}
+		a.temporalOnce.Do(func() {
+			if a.metrics == nil {
+				return // a tool (bench): no registry
+			}
+			var err error
+			if a.temporalMetrics, err = a.metrics.TemporalHandler(); err != nil {
+				a.log.Error("Temporal SDK metrics", "err", err)
+			}
+		})
+		if a.temporalMetrics != nil {
+			opts.MetricsHandler = a.temporalMetrics
+		}
 		if a.cfg.TemporalAPIKey != "" {
 			// Sent as "Authorization: Bearer <key>": a JWT for a server
 			// whose authorizer and claim mapper are on (see the README).
@@ -74,6 +86,10 @@ func (a *app) dialTemporal(ctx context.Context) (client.Client, error) {
 		}
 		c, err := client.DialContext(ctx, opts)
 		if err == nil {
+			if a.metrics != nil {
+				a.ready.add("temporal", temporalCheck(c))
+				a.sagasGauge.Do(func() { a.metrics.WatchSagas(sagas.Client{C: c}.Count) })
+			}
 			return c, nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {

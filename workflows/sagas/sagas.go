@@ -292,6 +292,19 @@ func stateOf(info *workflowpb.WorkflowExecutionInfo) State {
 	return st
 }
 
+// byStatus is the visibility query of the sagas whose OrderStatus is status.
+func byStatus(status string) string {
+	return fmt.Sprintf("%s = %q AND WorkflowType = %q", workflows.AttrOrderStatus.GetName(), status, workflows.Name)
+}
+
+// Count returns how many sagas have OrderStatus status (running ones only:
+// a finished saga keeps its last status).
+func (s Client) Count(ctx context.Context, status string) (int64, error) {
+	res, err := s.C.CountWorkflow(ctx, &workflowservice.CountWorkflowExecutionsRequest{
+		Query: byStatus(status) + ` AND ExecutionStatus = "Running"`})
+	return res.GetCount(), err
+}
+
 // List returns up to limit sagas whose OrderStatus is status, newest first
 // (Temporal's visibility store: it trails the sagas by a moment).
 func (s Client) List(ctx context.Context, status string, limit int) ([]State, error) {
@@ -299,7 +312,7 @@ func (s Client) List(ctx context.Context, status string, limit int) ([]State, er
 	var token []byte
 	for len(out) < limit {
 		res, err := s.C.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-			Query:    fmt.Sprintf("%s = %q AND WorkflowType = %q", workflows.AttrOrderStatus.GetName(), status, workflows.Name),
+			Query:    byStatus(status),
 			PageSize: int32(min(limit-len(out), 1000)), NextPageToken: token,
 		})
 		if err != nil {

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"maps"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	httpapi "github.com/orderflow/orderflow/http"
+)
+
+// checks are the readiness checks of this process's roles, added as each
+// role starts (the projector's, Temporal's).
+type checks struct {
+	mu sync.Mutex
+	m  map[string]func(context.Context) error
+}
+
+func (c *checks) add(name string, check func(context.Context) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]func(context.Context) error{}
+	}
+	c.m[name] = check
+}
+
+func (c *checks) all() map[string]func(context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.m)
+}
+
+// temporalCheck is ready when the Temporal frontend answers.
+func temporalCheck(tc client.Client) func(context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := tc.CheckHealth(ctx, &client.CheckHealthRequest{})
+		return err
+	}
+}
+
+// serveOps serves /metrics, /healthz and /readyz on the ops address, for
+// every role (the projector and the worker have no other listener).
+func (a *app) serveOps(ctx context.Context) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.metrics.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"alive"}`))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		all := a.ready.all()
+		all["database"] = a.pool.Ping
+		status, failed := httpapi.Readiness(r.Context(), all)
+		w.Header().Set("Content-Type", "application/json")
+		body := map[string]any{"status": "ready", "checks": status}
+		if len(failed) > 0 {
+			body["status"] = "not ready"
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(body)
+	})
+	srv := &http.Server{Addr: a.cfg.OpsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	a.log.Info("ops listening", "metrics", "http://"+a.cfg.OpsAddr+"/metrics", "ready", "http://"+a.cfg.OpsAddr+"/readyz")
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
