@@ -19,12 +19,16 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/personal"
+	"github.com/orderflow/orderflow/tracing"
 )
 
 // Definition is one command type: its payload, the stream it targets and the
@@ -236,6 +240,12 @@ const (
 // *RejectedError with the record.
 func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
 	start := time.Now()
+	typ := req.Type
+	if _, ok := b.defs[typ]; !ok {
+		typ = "unknown" // a label or span name never comes from a client's free text
+	}
+	ctx, span := tracing.Tracer().Start(ctx, "command "+typ, trace.WithAttributes(attribute.String("command.type", typ)))
+	defer span.End()
 	rec, err := b.dispatch(ctx, req)
 	var rejected *RejectedError
 	outcome := "accepted"
@@ -255,9 +265,10 @@ func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
 	if outcome == "accepted" {
 		events = len(rec.EventIDs)
 	}
-	typ := req.Type
-	if _, ok := b.defs[typ]; !ok {
-		typ = "unknown" // a label value never comes from a client's free text
+	span.SetAttributes(attribute.String("command.outcome", outcome), attribute.String("command.id", rec.CommandID),
+		attribute.String("stream.type", rec.StreamType), attribute.String("stream.id", rec.StreamID))
+	if outcome == "failed" {
+		span.SetStatus(codes.Error, err.Error())
 	}
 	b.observe(typ, rec.StreamType, outcome, events, time.Since(start))
 	return rec, err
@@ -350,7 +361,8 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 		}
 	}
 
-	md := eventstore.Metadata{CorrelationID: rec.CorrelationID, CausationID: rec.CommandID, Actor: rec.Actor, OnBehalfOf: req.OnBehalfOf}
+	md := eventstore.Metadata{CorrelationID: rec.CorrelationID, CausationID: rec.CommandID, Actor: rec.Actor, OnBehalfOf: req.OnBehalfOf,
+		TraceParent: tracing.Inject(ctx)}
 	for attempt := 0; ; attempt++ {
 		agg, ok := b.store.Registry().NewAggregate(def.StreamType, streamID)
 		if !ok {

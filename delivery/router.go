@@ -16,9 +16,13 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/outbox"
+	"github.com/orderflow/orderflow/tracing"
 )
 
 // ErrTransient marks a failure of something outside (a broker, Temporal):
@@ -178,11 +182,18 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 	}
 }
 
-// logged runs h with the message's correlation id in every log line.
+// logged runs h in a span continuing the trace the message carries, with
+// the message's correlation id in every log line.
 func logged(log *slog.Logger, h Handler) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
-		err := h.Handle(msg.Context(), msg)
+		ctx := tracing.Extract(msg.Context(), msg.Metadata.Get(outbox.MetaTraceParent))
+		ctx, span := tracing.Tracer().Start(ctx, h.Name+" "+h.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(attribute.String("messaging.system", "watermill"), attribute.String("messaging.destination.name", h.Topic),
+				attribute.String("messaging.consumer.group.name", h.ConsumerGroup), attribute.String("event.type", msg.Metadata.Get(outbox.MetaEventType))))
+		defer span.End()
+		err := h.Handle(ctx, msg)
 		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
 			log.Warn("handler failed", "handler", h.Name, "topic", h.Topic, "message", msg.UUID,
 				"event_type", msg.Metadata.Get(outbox.MetaEventType), "correlation_id", msg.Metadata.Get(outbox.MetaCorrelationID), "err", err)
 		}

@@ -34,6 +34,8 @@ type Metadata struct {
 	// CustomerID owns the stream (empty for streams of no customer): a
 	// customer's live stream shows only its own events.
 	CustomerID string
+	// TraceParent is the W3C trace context of the command (tracing).
+	TraceParent string
 }
 
 // Envelope is a stored event with its metadata.
@@ -51,6 +53,7 @@ type Envelope struct {
 	Actor          string          `json:"actor"`
 	OnBehalfOf     string          `json:"on_behalf_of,omitempty"`
 	CustomerID     string          `json:"customer_id,omitempty"`
+	TraceParent    string          `json:"traceparent,omitempty"`
 	Data           json.RawMessage `json:"data"`
 	// TransactionID is the PostgreSQL transaction that wrote the event; the
 	// global log is ordered by (TransactionID, GlobalPosition).
@@ -120,8 +123,8 @@ func (s *Store) Registry() *Registry { return s.reg }
 
 const appendSQL = `
 INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version,
-                    data, correlation_id, causation_id, actor, recorded_at, on_behalf_of, customer_id)
-SELECT (e->>'id')::uuid, $1, $2, (e->>'v')::bigint, e->>'t', (e->>'s')::int, e->'d', $4, $5, $6, $7, $9, $10
+                    data, correlation_id, causation_id, actor, recorded_at, on_behalf_of, customer_id, traceparent)
+SELECT (e->>'id')::uuid, $1, $2, (e->>'v')::bigint, e->>'t', (e->>'s')::int, e->'d', $4, $5, $6, $7, $9, $10, nullif($11, '')
 FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS x(e, n)
 -- an expected version above the stream's current one would leave a gap
 WHERE $8::bigint = 0 OR EXISTS (
@@ -166,7 +169,7 @@ func (s *Store) Append(ctx context.Context, tx pgx.Tx, streamType, streamID stri
 			EventID: id, StreamType: streamType, StreamID: streamID, StreamVersion: rows[i].Version,
 			EventType: name, SchemaVersion: version, RecordedAt: recorded, Data: data, Event: e,
 			CorrelationID: md.CorrelationID, CausationID: md.CausationID, Actor: md.Actor,
-			OnBehalfOf: md.OnBehalfOf, CustomerID: md.CustomerID,
+			OnBehalfOf: md.OnBehalfOf, CustomerID: md.CustomerID, TraceParent: md.TraceParent,
 		}
 	}
 	batch, err := json.Marshal(rows)
@@ -174,7 +177,7 @@ func (s *Store) Append(ctx context.Context, tx pgx.Tx, streamType, streamID stri
 		return nil, err
 	}
 	res, err := tx.Query(ctx, appendSQL, streamType, streamID, batch, md.CorrelationID, md.CausationID, md.Actor, recorded, expected,
-		md.OnBehalfOf, md.CustomerID)
+		md.OnBehalfOf, md.CustomerID, md.TraceParent)
 	if err != nil {
 		return nil, s.appendError(ctx, err, streamType, streamID, expected)
 	}
@@ -400,7 +403,7 @@ func (s *Store) Events(ctx context.Context, ids []uuid.UUID) ([]Envelope, error)
 // The transaction id is read as text (pgx has no xid8 type) under another
 // name: aliased as transaction_id it would make ORDER BY sort it as text.
 const columns = `SELECT global_position, transaction_id::text AS txid, event_id, stream_type, stream_id, stream_version,
-	event_type, schema_version, data, correlation_id, causation_id, actor, recorded_at, on_behalf_of, customer_id FROM events `
+	event_type, schema_version, data, correlation_id, causation_id, actor, recorded_at, on_behalf_of, customer_id, coalesce(traceparent, '') FROM events `
 
 // Querier is a pool or a transaction.
 type Querier interface {
@@ -431,7 +434,7 @@ func (s *Store) queryIn(ctx context.Context, q Querier, where string, args ...an
 		var txid string
 		var data []byte
 		if err := row.Scan(&e.GlobalPosition, &txid, &e.EventID, &e.StreamType, &e.StreamID, &e.StreamVersion,
-			&e.EventType, &e.SchemaVersion, &data, &e.CorrelationID, &e.CausationID, &e.Actor, &e.RecordedAt, &e.OnBehalfOf, &e.CustomerID); err != nil {
+			&e.EventType, &e.SchemaVersion, &data, &e.CorrelationID, &e.CausationID, &e.Actor, &e.RecordedAt, &e.OnBehalfOf, &e.CustomerID, &e.TraceParent); err != nil {
 			return e, err
 		}
 		e.TransactionID, _ = strconv.ParseUint(txid, 10, 64)

@@ -23,6 +23,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	swaggerfiles "github.com/swaggo/files/v2"
 
 	"github.com/orderflow/orderflow/auth"
@@ -30,6 +34,7 @@ import (
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/personal"
 	"github.com/orderflow/orderflow/projections"
+	"github.com/orderflow/orderflow/tracing"
 	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
@@ -128,6 +133,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(cfg.Log)
+	e.Use(traced)
 	if cfg.Observe != nil {
 		e.Use(observe(cfg.Observe))
 	}
@@ -196,6 +202,32 @@ func Readiness(ctx context.Context, checks map[string]func(context.Context) erro
 	}
 	slices.Sort(failed)
 	return status, failed
+}
+
+// traced runs the request in a server span, continuing the client's trace
+// when it sends a traceparent header.
+func traced(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		route := c.Path()
+		if auth.RouteAccess(req.Method, route) == auth.Nobody {
+			route = "unmatched"
+		}
+		ctx := tracing.Propagator.Extract(req.Context(), propagation.HeaderCarrier(req.Header))
+		ctx, span := tracing.Tracer().Start(ctx, req.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", req.Method), attribute.String("http.route", route)))
+		defer span.End()
+		c.SetRequest(req.WithContext(ctx))
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		status := c.Response().Status
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		if status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(status))
+		}
+		return nil
+	}
 }
 
 // observe reports each request's route, status and duration; it runs the

@@ -37,6 +37,9 @@ const (
 	MetaActor          = "actor"
 	MetaOnBehalfOf     = "on_behalf_of"
 	MetaCustomerID     = "customer_id"
+	// MetaTraceParent is the W3C trace context of the command that wrote
+	// the event: consumers continue its trace.
+	MetaTraceParent = "traceparent"
 )
 
 // Topic is the Watermill topic of a stream type; its tables are
@@ -101,7 +104,7 @@ func Envelope(m *message.Message) (eventstore.Envelope, error) {
 	e := eventstore.Envelope{
 		EventID: id, StreamType: md.Get(MetaStreamType), StreamID: md.Get(MetaStreamID), EventType: md.Get(MetaEventType),
 		CorrelationID: md.Get(MetaCorrelationID), CausationID: md.Get(MetaCausationID), Actor: md.Get(MetaActor),
-		OnBehalfOf: md.Get(MetaOnBehalfOf), CustomerID: md.Get(MetaCustomerID),
+		OnBehalfOf: md.Get(MetaOnBehalfOf), CustomerID: md.Get(MetaCustomerID), TraceParent: md.Get(MetaTraceParent),
 		Data: json.RawMessage(m.Payload),
 	}
 	var errs []error
@@ -145,6 +148,9 @@ func Message(e eventstore.Envelope) *message.Message {
 	}
 	if e.CustomerID != "" {
 		m.Metadata[MetaCustomerID] = e.CustomerID
+	}
+	if e.TraceParent != "" {
+		m.Metadata[MetaTraceParent] = e.TraceParent
 	}
 	return m
 }

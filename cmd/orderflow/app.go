@@ -20,6 +20,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/orderflow/orderflow/auth"
@@ -55,6 +56,7 @@ type app struct {
 	// temporalOnce wires the Temporal SDK's metrics and the sagas gauge once.
 	temporalOnce    sync.Once
 	temporalMetrics client.MetricsHandler
+	temporalTracing interceptor.Interceptor
 	sagasGauge      sync.Once
 }
 

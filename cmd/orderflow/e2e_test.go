@@ -13,11 +13,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	sdkpb "go.temporal.io/api/sdk/v1"
@@ -36,6 +40,7 @@ import (
 	"github.com/orderflow/orderflow/internal/loadgen"
 	"github.com/orderflow/orderflow/internal/pgtest"
 	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/tracing"
 	"github.com/orderflow/orderflow/workflows"
 	"github.com/orderflow/orderflow/workflows/sagas"
 )
@@ -43,7 +48,13 @@ import (
 // One embedded Temporal server (in memory) for the whole package.
 var temporalAddr string
 
+// spans records every span of the package's runs (the global provider,
+// set before anything asks for a tracer).
+var spans = tracetest.NewSpanRecorder()
+
 func TestMain(m *testing.M) {
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)))
+	otel.SetTextMapPropagator(tracing.Propagator)
 	os.Exit(pgtest.Run(withTemporal{m}))
 }
 
@@ -814,4 +825,62 @@ func TestMetricsCoverTheSystemAndPassPromtool(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("promtool check metrics: %v\n%s", err, out)
 	}
+}
+
+// One order is one trace: the client's traceparent is continued by the
+// HTTP span, the command and its events, the projector's handling, the
+// saga's start, run and every step, and the commands those steps send.
+func TestOneTraceFromTheRequestThroughTheSaga(t *testing.T) {
+	s := startSystem(t, 20*time.Millisecond)
+	wallet, sku := s.customer(10000, 5)
+	traceID, parentID := "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	r := s.call("POST", "/orders", fmt.Sprintf(`{"customer_id":"c-%s","wallet_id":%q,"currency":"EUR",
+		"lines":[{"sku":%q,"quantity":1,"unit_price":1000}],
+		"shipping_address":{"name":"Ada","line1":"1 Main St","city":"Paris","postal_code":"75001","country":"FR"}}`, wallet, wallet, sku),
+		201, "traceparent", "00-"+traceID+"-"+parentID+"-01")
+	id := r["stream_id"].(string)
+	if p := s.outcome(id); p.Status != workflows.StatusCompleted {
+		t.Fatalf("saga %+v", p)
+	}
+	s.call("GET", fmt.Sprintf("/orders/%s?min_position=%d", id, s.latest()), "", 200)
+	byName := map[string]sdktrace.ReadOnlySpan{}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		for _, sp := range spans.Ended() {
+			if sp.SpanContext().TraceID().String() == traceID {
+				if _, seen := byName[sp.Name()]; !seen {
+					byName[sp.Name()] = sp
+				}
+			}
+		}
+		if _, ok := byName["command CompleteOrder"]; ok || time.Now().After(deadline) {
+			break
+		}
+	}
+	parent := func(child, parent string) {
+		t.Helper()
+		c, ok1 := byName[child]
+		p, ok2 := byName[parent]
+		if !ok1 || !ok2 {
+			names := make([]string, 0, len(byName))
+			for n := range byName {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			t.Fatalf("the trace lacks %q or %q; it has %q", child, parent, names)
+		}
+		if c.Parent().SpanID() != p.SpanContext().SpanID() {
+			t.Fatalf("%q is not a child of %q", child, parent)
+		}
+	}
+	if http := byName["POST /orders"]; http == nil || http.Parent().SpanID().String() != parentID {
+		t.Fatalf("the HTTP span does not continue the client's traceparent: %v", byName)
+	}
+	parent("command PlaceOrder", "POST /orders")
+	parent("orders_projection order_events", "command PlaceOrder")
+	parent(sagas.StarterGroup+" order_events", "command PlaceOrder")
+	parent("StartWorkflow:"+workflows.Name, sagas.StarterGroup+" order_events")
+	parent("RunWorkflow:"+workflows.Name, "StartWorkflow:"+workflows.Name)
+	parent("command ReserveStock", "RunActivity:ReserveStock")
+	parent("command CaptureHold", "RunActivity:CapturePayment")
+	parent("command CompleteOrder", "RunActivity:CompleteOrder")
 }

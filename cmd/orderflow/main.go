@@ -25,8 +25,11 @@ import (
 	_ "net/http/pprof" // served on -pprof-addr only
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/orderflow/orderflow/tracing"
 )
 
 const usage = `usage: orderflow <command> [flags] [args]
@@ -101,6 +104,16 @@ func main() {
 			cfg.TemporalAddress = cfg.TemporalDevAddr
 		}
 	}
+	stopTracing, err := tracing.Start(ctx, "orderflow-"+strings.ReplaceAll(name, " ", "-"))
+	if err != nil {
+		log.Error("tracing", "err", err)
+		os.Exit(1)
+	}
+	defer func() {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = stopTracing(shutdownCtx)
+	}()
 	if cfg.PprofAddr != "" {
 		go func() { log.Error("pprof", "err", http.ListenAndServe(cfg.PprofAddr, nil)) }()
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+	temporalotel "go.temporal.io/sdk/contrib/opentelemetry"
+	"go.temporal.io/sdk/interceptor"
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 	serverlog "go.temporal.io/server/common/log"
@@ -68,16 +70,24 @@ func (a *app) dialTemporal(ctx context.Context) (client.Client, error) {
 			HostPort: a.cfg.TemporalAddress, Namespace: a.cfg.TemporalNamespace, Logger: tlog.NewStructuredLogger(a.log),
 		}
 		a.temporalOnce.Do(func() {
+			var err error
+			// Workflow starts, runs and every activity continue the trace
+			// of the request that placed the order.
+			if a.temporalTracing, err = temporalotel.NewTracingInterceptor(temporalotel.TracerOptions{}); err != nil {
+				a.log.Error("Temporal tracing", "err", err)
+			}
 			if a.metrics == nil {
 				return // a tool (bench): no registry
 			}
-			var err error
 			if a.temporalMetrics, err = a.metrics.TemporalHandler(); err != nil {
 				a.log.Error("Temporal SDK metrics", "err", err)
 			}
 		})
 		if a.temporalMetrics != nil {
 			opts.MetricsHandler = a.temporalMetrics
+		}
+		if a.temporalTracing != nil {
+			opts.Interceptors = []interceptor.ClientInterceptor{a.temporalTracing}
 		}
 		if a.cfg.TemporalAPIKey != "" {
 			// Sent as "Authorization: Bearer <key>": a JWT for a server

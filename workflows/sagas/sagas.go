@@ -32,6 +32,7 @@ import (
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/outbox"
+	"github.com/orderflow/orderflow/tracing"
 	"github.com/orderflow/orderflow/workflows"
 )
 
@@ -61,9 +62,10 @@ func Starter(shippingDeadline time.Duration) delivery.Handler {
 			}
 			// The notification is delivered when the subscriber's
 			// transaction commits: it wakes the launcher at once.
+			// The start continues this handling's trace (tracing.Inject).
 			_, err = tx.Exec(ctx, `WITH queued AS (
-				INSERT INTO saga_starts (order_id, input) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING RETURNING 1)
-				SELECT pg_notify('`+startsChannel+`', '') FROM queued`, p.OrderID, in)
+				INSERT INTO saga_starts (order_id, input, traceparent) VALUES ($1, $2, nullif($3, '')) ON CONFLICT (order_id) DO NOTHING RETURNING 1)
+				SELECT pg_notify('`+startsChannel+`', '') FROM queued`, p.OrderID, in, tracing.Inject(ctx))
 			return err
 		}}
 }
@@ -121,14 +123,15 @@ func (l Launcher) Run(ctx context.Context) error {
 }
 
 type pending struct {
-	OrderID string
-	Input   workflows.Input
+	OrderID     string
+	Input       workflows.Input
+	TraceParent string
 }
 
 // launch starts one batch of pending sagas, Parallel at a time, and
 // returns how many it started.
 func (l Launcher) launch(ctx context.Context) (int, error) {
-	rows, _ := l.Pool.Query(ctx, `SELECT order_id, input FROM saga_starts WHERE started_at IS NULL
+	rows, _ := l.Pool.Query(ctx, `SELECT order_id, input, coalesce(traceparent, '') FROM saga_starts WHERE started_at IS NULL
 		AND (attempts = 0 OR enqueued_at < now() - make_interval(secs => least(attempts, 30)))
 		ORDER BY enqueued_at LIMIT 100`)
 	batch, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pending])
@@ -169,7 +172,7 @@ func (l Launcher) launch(ctx context.Context) (int, error) {
 
 // start starts one saga; an already started one counts as started.
 func (l Launcher) start(ctx context.Context, p pending) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(tracing.Extract(ctx, p.TraceParent), 10*time.Second)
 	defer cancel()
 	_, err := l.Client.ExecuteWorkflow(ctx, startOptions(p.Input, enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE), workflows.Name, p.Input)
 	var already *serviceerror.WorkflowExecutionAlreadyStarted

@@ -9,6 +9,12 @@ CREATE INDEX events_customer ON events (customer_id, transaction_id, global_posi
 -- A customer's own commands (GET /commands, /commands/updates).
 CREATE INDEX commands_actor ON commands (actor, seq);
 
+-- The W3C trace context of the command that wrote the event, and of the
+-- projector's handling that queued a saga start: one trace from the HTTP
+-- request through the saga (NULL when tracing is off).
+ALTER TABLE events ADD COLUMN traceparent text;
+ALTER TABLE saga_starts ADD COLUMN traceparent text;
+
 -- Crypto-shredding: one AES-256 key per customer. Personal fields are
 -- sealed with it before they reach events, the command log, the outbox or
 -- anything downstream; forgetting a customer deletes the row, and every
@@ -36,4 +42,6 @@ ALTER TABLE read_wallets ADD COLUMN suspended        boolean NOT NULL DEFAULT fa
 ALTER TABLE read_wallets DROP COLUMN suspended_reason, DROP COLUMN suspended;
 DROP TABLE forgotten_customers, customer_keys;
 DROP INDEX commands_actor, events_customer;
+ALTER TABLE saga_starts DROP COLUMN traceparent;
+ALTER TABLE events DROP COLUMN traceparent;
 ALTER TABLE events DROP COLUMN customer_id, DROP COLUMN on_behalf_of;
