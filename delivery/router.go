@@ -70,12 +70,18 @@ type RouterConfig struct {
 	Logger *slog.Logger
 }
 
+// Defaults of RouterConfig (the service's flags start from them too).
+const (
+	DefaultPollInterval = 50 * time.Millisecond
+	DefaultBatchSize    = 100
+)
+
 func (c *RouterConfig) defaults() {
 	if c.PollInterval <= 0 {
-		c.PollInterval = 50 * time.Millisecond
+		c.PollInterval = DefaultPollInterval
 	}
 	if c.BatchSize <= 0 {
-		c.BatchSize = 100
+		c.BatchSize = DefaultBatchSize
 	}
 	if c.AckDeadline <= 0 {
 		c.AckDeadline = 10 * time.Second

@@ -66,6 +66,12 @@ type Config struct {
 	Ready func() map[string]func(context.Context) error
 }
 
+// Defaults of Config (the service's flags start from them too).
+const (
+	DefaultMaxBodyBytes       = 1 << 20
+	DefaultConsistencyTimeout = 5 * time.Second
+)
+
 // Server handles the API.
 type Server struct {
 	pool    *pgxpool.Pool
@@ -111,10 +117,10 @@ func New(cfg Config) (*echo.Echo, error) {
 		cfg.Log = slog.Default()
 	}
 	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 1 << 20
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if cfg.ConsistencyTimeout <= 0 {
-		cfg.ConsistencyTimeout = 5 * time.Second
+		cfg.ConsistencyTimeout = DefaultConsistencyTimeout
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 15 * time.Second

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/orderflow/orderflow/auth"
+	"github.com/orderflow/orderflow/delivery"
 	httpapi "github.com/orderflow/orderflow/http"
 )
 
@@ -43,6 +45,7 @@ type Config struct {
 	// default: measured faster) or sqlite (a file in the data directory).
 	TemporalPersistence string
 	TemporalShards      int           // ORDERFLOW_TEMPORAL_SHARDS: history shards of a new embedded cluster on PostgreSQL
+	TemporalLogLevel    string        // ORDERFLOW_TEMPORAL_LOG_LEVEL: the embedded server's
 	TemporalRetention   time.Duration // ORDERFLOW_TEMPORAL_RETENTION: how long finished sagas stay visible
 	ShippingDeadline    time.Duration // ORDERFLOW_SHIPPING_DEADLINE: the carrier's business deadline
 	CarrierLatency      time.Duration // ORDERFLOW_CARRIER_LATENCY: simulated carrier
@@ -74,106 +77,142 @@ type Config struct {
 	oneProcess bool
 }
 
-func envOr(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok && v != "" {
-		return v
-	}
-	return def
+// settings registers each setting once: its flag, the environment variable
+// that is its default, and the default itself, on the subcommands that use
+// it (others keep the value without showing the flag in -h). A value that
+// does not parse is remembered, so start-up stops naming the variable
+// instead of silently falling back to the default.
+type settings struct {
+	fs   *flag.FlagSet
+	cmd  string
+	errs []error
 }
 
-// envs reads typed defaults from the environment and remembers every value
-// that does not parse, so that start-up stops naming the variable instead of
-// silently falling back to the default.
-type envs struct{ errs []error }
+// Who uses a setting, by subcommand.
+var (
+	apiRoles      = []string{"dev", "api"}
+	workerRoles   = []string{"dev", "worker"}
+	consumerRoles = []string{"dev", "projector", "worker"} // Watermill routers
+	serveRoles    = []string{"dev", "api", "worker", "projector"}
+	temporalUsers = []string{"dev", "api", "worker", "verify", "sagas repair", "bench"}
+	dbUsers       = []string{"dev", "api", "worker", "projector", "migrate", "projections status", "projections rebuild",
+		"poison list", "poison replay", "events tail", "verify", "sagas repair"}
+	everyone = []string(nil)
+)
 
-func (e *envs) bad(key, v, what string) {
-	e.errs = append(e.errs, fmt.Errorf("%s=%q is not %s", key, v, what))
+func (s *settings) lookup(env string) (string, bool) {
+	v, ok := os.LookupEnv(env)
+	return v, ok && v != ""
 }
 
-func (e *envs) Int(key string, def int) int {
-	v, ok := os.LookupEnv(key)
-	if !ok || v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		e.bad(key, v, "an integer")
-		return def
-	}
-	return n
+func (s *settings) bad(env, v, what string) {
+	s.errs = append(s.errs, fmt.Errorf("%s=%q is not %s", env, v, what))
 }
 
-func (e *envs) Duration(key string, def time.Duration) time.Duration {
-	v, ok := os.LookupEnv(key)
-	if !ok || v == "" {
-		return def
+// shown reports whether this subcommand shows the flag.
+func (s *settings) shown(on []string) bool { return on == nil || slices.Contains(on, s.cmd) }
+
+func (s *settings) str(p *string, name, env, def, usage string, on []string) {
+	if v, ok := s.lookup(env); ok {
+		def = v
 	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		e.bad(key, v, "a duration such as 250ms or 24h")
-		return def
+	*p = def
+	if s.shown(on) {
+		s.fs.StringVar(p, name, def, usage+" ("+env+")")
 	}
-	return d
 }
 
-func (e *envs) Float(key string, def float64) float64 {
-	v, ok := os.LookupEnv(key)
-	if !ok || v == "" {
-		return def
+func (s *settings) int(p *int, name, env string, def int, usage string, on []string) {
+	if v, ok := s.lookup(env); ok {
+		if n, err := strconv.Atoi(v); err != nil {
+			s.bad(env, v, "an integer")
+		} else {
+			def = n
+		}
 	}
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil {
-		e.bad(key, v, "a number")
-		return def
+	*p = def
+	if s.shown(on) {
+		s.fs.IntVar(p, name, def, usage+" ("+env+")")
 	}
-	return f
 }
 
-func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
+func (s *settings) float(p *float64, name, env string, def float64, usage string, on []string) {
+	if v, ok := s.lookup(env); ok {
+		if f, err := strconv.ParseFloat(v, 64); err != nil {
+			s.bad(env, v, "a number")
+		} else {
+			def = f
+		}
+	}
+	*p = def
+	if s.shown(on) {
+		s.fs.Float64Var(p, name, def, usage+" ("+env+")")
+	}
+}
+
+func (s *settings) duration(p *time.Duration, name, env string, def time.Duration, usage string, on []string) {
+	if v, ok := s.lookup(env); ok {
+		if d, err := time.ParseDuration(v); err != nil {
+			s.bad(env, v, "a duration such as 250ms or 24h")
+		} else {
+			def = d
+		}
+	}
+	*p = def
+	if s.shown(on) {
+		s.fs.DurationVar(p, name, def, usage+" ("+env+")")
+	}
+}
+
+// parseConfig reads the settings of subcommand cmd from the environment and
+// args.
+func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	c := Config{log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
-	env := &envs{}
-	envInt, envDuration, envFloat := env.Int, env.Duration, env.Float
-	fs.StringVar(&c.HTTPAddr, "http-addr", envOr("ORDERFLOW_HTTP_ADDR", "127.0.0.1:8080"), "listen address of the API (ORDERFLOW_HTTP_ADDR)")
-	fs.StringVar(&c.DatabaseURL, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL URL (DATABASE_URL); dev starts its own when empty")
-	fs.StringVar(&c.DataDir, "data-dir", envOr("ORDERFLOW_DATA_DIR", ".orderflow"), "where dev keeps its state (ORDERFLOW_DATA_DIR)")
-	fs.IntVar(&c.SnapshotEvery, "snapshot-every", envInt("ORDERFLOW_SNAPSHOT_EVERY", 100), "snapshot a stream every N events, 0 = never (ORDERFLOW_SNAPSHOT_EVERY)")
-	fs.IntVar(&c.CommandRetries, "command-retries", envInt("ORDERFLOW_COMMAND_RETRIES", 5), "times a command is decided again after a version conflict (ORDERFLOW_COMMAND_RETRIES)")
-	maxBody := fs.Int("max-body-bytes", envInt("ORDERFLOW_MAX_BODY_BYTES", 1<<20), "largest request body accepted (ORDERFLOW_MAX_BODY_BYTES)")
-	fs.DurationVar(&c.PollInterval, "poll-interval", envDuration("ORDERFLOW_POLL_INTERVAL", 50*time.Millisecond), "projector: idle poll of each topic (ORDERFLOW_POLL_INTERVAL)")
-	fs.IntVar(&c.BatchSize, "batch-size", envInt("ORDERFLOW_BATCH_SIZE", 100), "projector: messages per subscriber transaction (ORDERFLOW_BATCH_SIZE)")
-	fs.IntVar(&c.HandlerRetries, "handler-retries", envInt("ORDERFLOW_HANDLER_RETRIES", 3), "projector: retries before a message goes to the poison topic (ORDERFLOW_HANDLER_RETRIES)")
-	fs.DurationVar(&c.ConsistencyTimeout, "consistency-timeout", envDuration("ORDERFLOW_CONSISTENCY_TIMEOUT", 5*time.Second), "longest wait of a query for min_position (ORDERFLOW_CONSISTENCY_TIMEOUT)")
-	fs.StringVar(&c.TemporalAddress, "temporal-address", os.Getenv("TEMPORAL_ADDRESS"), "Temporal frontend host:port (TEMPORAL_ADDRESS); dev starts its own on 127.0.0.1:7233 when empty")
-	fs.StringVar(&c.TemporalAPIKey, "temporal-api-key", os.Getenv("TEMPORAL_API_KEY"), "token sent to Temporal as a bearer credential, for a server with its authorizer on (TEMPORAL_API_KEY)")
-	fs.StringVar(&c.TemporalNamespace, "temporal-namespace", envOr("TEMPORAL_NAMESPACE", "default"), "Temporal namespace (TEMPORAL_NAMESPACE)")
-	fs.StringVar(&c.TemporalUIAddr, "temporal-ui-addr", envOr("ORDERFLOW_TEMPORAL_UI_ADDR", "127.0.0.1:8233"), "dev: Temporal Web UI address, empty = none (ORDERFLOW_TEMPORAL_UI_ADDR)")
-	fs.DurationVar(&c.TemporalRetention, "temporal-retention", envDuration("ORDERFLOW_TEMPORAL_RETENTION", 30*24*time.Hour), "how long finished sagas stay in Temporal (ORDERFLOW_TEMPORAL_RETENTION)")
-	fs.DurationVar(&c.ShippingDeadline, "shipping-deadline", envDuration("ORDERFLOW_SHIPPING_DEADLINE", 24*time.Hour), "time the carrier has to dispatch before the saga compensates (ORDERFLOW_SHIPPING_DEADLINE)")
-	fs.DurationVar(&c.CarrierLatency, "carrier-latency", envDuration("ORDERFLOW_CARRIER_LATENCY", 200*time.Millisecond), "simulated carrier: time to dispatch (ORDERFLOW_CARRIER_LATENCY)")
-	fs.Float64Var(&c.CarrierFailRate, "carrier-failure-rate", envFloat("ORDERFLOW_CARRIER_FAILURE_RATE", 0), "simulated carrier: share of parcels refused, 0..1 (ORDERFLOW_CARRIER_FAILURE_RATE)")
-	fs.StringVar(&c.CarrierRejectZip, "carrier-reject-postal-code", envOr("ORDERFLOW_CARRIER_REJECT_POSTAL_CODE", "00000"), "simulated carrier: postal code it always refuses (ORDERFLOW_CARRIER_REJECT_POSTAL_CODE)")
-	fs.StringVar(&c.TemporalDevAddr, "temporal-dev-addr", envOr("ORDERFLOW_TEMPORAL_DEV_ADDR", "127.0.0.1:7233"), "dev: embedded Temporal frontend address (ORDERFLOW_TEMPORAL_DEV_ADDR)")
-	fs.StringVar(&c.TemporalPersistence, "temporal-persistence", envOr("ORDERFLOW_TEMPORAL_PERSISTENCE", "postgres"), "dev: embedded Temporal's store, postgres or sqlite (ORDERFLOW_TEMPORAL_PERSISTENCE)")
-	fs.IntVar(&c.TemporalShards, "temporal-shards", envInt("ORDERFLOW_TEMPORAL_SHARDS", 4), "dev: history shards when the embedded Temporal's PostgreSQL cluster is created (ORDERFLOW_TEMPORAL_SHARDS)")
-	fs.StringVar(&c.OpsAddr, "ops-addr", envOr("ORDERFLOW_OPS_ADDR", "127.0.0.1:9464"), "/metrics, /healthz and /readyz of this process, empty = none (ORDERFLOW_OPS_ADDR)")
-	fs.StringVar(&c.PprofAddr, "pprof-addr", os.Getenv("ORDERFLOW_PPROF_ADDR"), "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060 (ORDERFLOW_PPROF_ADDR)")
-	fs.StringVar(&c.FaultFailEvent, "fault-fail-event", os.Getenv("ORDERFLOW_FAULT_FAIL_EVENT"), "fault injection: projections fail on <stream id>:<version> (ORDERFLOW_FAULT_FAIL_EVENT)")
-	fs.StringVar(&c.NATSURL, "nats-url", os.Getenv("ORDERFLOW_NATS_URL"), "forward every topic to this NATS JetStream, e.g. nats://127.0.0.1:4222 (ORDERFLOW_NATS_URL)")
-	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", os.Getenv("ORDERFLOW_JWT_PUBLIC_KEY"), "PEM file of the key that signs bearer tokens (ORDERFLOW_JWT_PUBLIC_KEY); dev uses its own when neither this nor -jwks-url is set")
-	fs.StringVar(&c.JWKSURL, "jwks-url", os.Getenv("ORDERFLOW_JWKS_URL"), "identity provider's JWKS URL to verify bearer tokens with (ORDERFLOW_JWKS_URL)")
-	fs.StringVar(&c.JWTIssuer, "jwt-issuer", os.Getenv("ORDERFLOW_JWT_ISSUER"), "required iss of bearer tokens (ORDERFLOW_JWT_ISSUER); dev: "+auth.DevIssuer)
-	fs.StringVar(&c.JWTAudience, "jwt-audience", envOr("ORDERFLOW_JWT_AUDIENCE", auth.DevAudience), "required aud of bearer tokens (ORDERFLOW_JWT_AUDIENCE)")
-	fs.StringVar(&c.JWTAlgorithm, "jwt-algorithm", envOr("ORDERFLOW_JWT_ALGORITHM", auth.DevAlgorithm), "the only signing algorithm accepted, e.g. EdDSA, RS256, ES256 (ORDERFLOW_JWT_ALGORITHM)")
+	s := &settings{fs: fs, cmd: cmd}
+	var maxBody int
+	s.str(&c.HTTPAddr, "http-addr", "ORDERFLOW_HTTP_ADDR", "127.0.0.1:8080", "listen address of the API", apiRoles)
+	s.str(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL; dev starts its own when empty, and the tools then use dev's", dbUsers)
+	s.str(&c.DataDir, "data-dir", "ORDERFLOW_DATA_DIR", ".orderflow", "where dev keeps its state (its database URL and token key included)", everyone)
+	s.int(&c.SnapshotEvery, "snapshot-every", "ORDERFLOW_SNAPSHOT_EVERY", 100, "snapshot a stream every N events, 0 = never", serveRoles)
+	s.int(&c.CommandRetries, "command-retries", "ORDERFLOW_COMMAND_RETRIES", 5, "times a command is decided again after a version conflict", serveRoles)
+	s.int(&maxBody, "max-body-bytes", "ORDERFLOW_MAX_BODY_BYTES", httpapi.DefaultMaxBodyBytes, "largest request body accepted", apiRoles)
+	s.duration(&c.PollInterval, "poll-interval", "ORDERFLOW_POLL_INTERVAL", delivery.DefaultPollInterval, "idle poll of each topic by each consumer group", consumerRoles)
+	s.int(&c.BatchSize, "batch-size", "ORDERFLOW_BATCH_SIZE", delivery.DefaultBatchSize, "messages per subscriber transaction", consumerRoles)
+	s.int(&c.HandlerRetries, "handler-retries", "ORDERFLOW_HANDLER_RETRIES", 3, "retries before a message goes to the poison topic", consumerRoles)
+	s.duration(&c.ConsistencyTimeout, "consistency-timeout", "ORDERFLOW_CONSISTENCY_TIMEOUT", httpapi.DefaultConsistencyTimeout, "longest wait of a query for min_position", apiRoles)
+	s.str(&c.TemporalAddress, "temporal-address", "TEMPORAL_ADDRESS", "", "Temporal frontend host:port; dev starts its own when empty", temporalUsers)
+	s.str(&c.TemporalAPIKey, "temporal-api-key", "TEMPORAL_API_KEY", "", "token sent to Temporal as a bearer credential, for a server with its authorizer on", temporalUsers)
+	s.str(&c.TemporalNamespace, "temporal-namespace", "TEMPORAL_NAMESPACE", "default", "Temporal namespace", temporalUsers)
+	s.str(&c.TemporalUIAddr, "temporal-ui-addr", "ORDERFLOW_TEMPORAL_UI_ADDR", "127.0.0.1:8233", "the embedded Temporal Web UI's address, empty = none", []string{"dev"})
+	s.duration(&c.TemporalRetention, "temporal-retention", "ORDERFLOW_TEMPORAL_RETENTION", 30*24*time.Hour, "how long finished sagas stay in Temporal", workerRoles)
+	s.duration(&c.ShippingDeadline, "shipping-deadline", "ORDERFLOW_SHIPPING_DEADLINE", 24*time.Hour, "time the carrier has to dispatch before the saga compensates", workerRoles)
+	s.duration(&c.CarrierLatency, "carrier-latency", "ORDERFLOW_CARRIER_LATENCY", 200*time.Millisecond, "simulated carrier: time to dispatch", workerRoles)
+	s.float(&c.CarrierFailRate, "carrier-failure-rate", "ORDERFLOW_CARRIER_FAILURE_RATE", 0, "simulated carrier: share of parcels refused, 0..1", workerRoles)
+	s.str(&c.CarrierRejectZip, "carrier-reject-postal-code", "ORDERFLOW_CARRIER_REJECT_POSTAL_CODE", "00000", "simulated carrier: postal code it always refuses", []string{"dev", "worker", "load"})
+	s.str(&c.TemporalDevAddr, "temporal-dev-addr", "ORDERFLOW_TEMPORAL_DEV_ADDR", "127.0.0.1:7233", "dev's embedded Temporal frontend (the tools use it against dev)", []string{"dev", "verify", "sagas repair", "bench"})
+	s.str(&c.TemporalPersistence, "temporal-persistence", "ORDERFLOW_TEMPORAL_PERSISTENCE", "postgres", "the embedded Temporal's store, postgres or sqlite", []string{"dev", "temporal-server"})
+	s.int(&c.TemporalShards, "temporal-shards", "ORDERFLOW_TEMPORAL_SHARDS", 4, "history shards when the embedded Temporal's PostgreSQL cluster is created", []string{"dev", "temporal-server"})
+	s.str(&c.OpsAddr, "ops-addr", "ORDERFLOW_OPS_ADDR", "127.0.0.1:9464", "/metrics, /healthz and /readyz of this process, empty = none", serveRoles)
+	s.str(&c.PprofAddr, "pprof-addr", "ORDERFLOW_PPROF_ADDR", "", "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060", serveRoles)
+	s.str(&c.FaultFailEvent, "fault-fail-event", "ORDERFLOW_FAULT_FAIL_EVENT", "", "fault injection: projections fail on <stream id>:<version>", []string{"dev", "projector"})
+	s.str(&c.NATSURL, "nats-url", "ORDERFLOW_NATS_URL", "", "forward every topic to this NATS JetStream, e.g. nats://127.0.0.1:4222", []string{"dev", "projector"})
+	s.str(&c.JWTPublicKey, "jwt-public-key", "ORDERFLOW_JWT_PUBLIC_KEY", "", "PEM file of the key that signs bearer tokens; dev uses its own when neither this nor -jwks-url is set", apiRoles)
+	s.str(&c.JWKSURL, "jwks-url", "ORDERFLOW_JWKS_URL", "", "identity provider's JWKS URL to verify bearer tokens with", apiRoles)
+	s.str(&c.JWTIssuer, "jwt-issuer", "ORDERFLOW_JWT_ISSUER", "", "required iss of bearer tokens; dev: "+auth.DevIssuer, apiRoles)
+	s.str(&c.JWTAudience, "jwt-audience", "ORDERFLOW_JWT_AUDIENCE", auth.DevAudience, "required aud of bearer tokens", []string{"dev", "api", "token", "load", "bench"})
+	s.str(&c.JWTAlgorithm, "jwt-algorithm", "ORDERFLOW_JWT_ALGORITHM", auth.DevAlgorithm, "the only signing algorithm accepted, e.g. EdDSA, RS256, ES256", apiRoles)
 	d := httpapi.DefaultLimits
-	fs.Float64Var(&c.Limits.CustomerRate, "rate-customer", envFloat("ORDERFLOW_RATE_CUSTOMER", d.CustomerRate), "requests per second per customer, and per address without a token (ORDERFLOW_RATE_CUSTOMER)")
-	fs.IntVar(&c.Limits.CustomerBurst, "burst-customer", envInt("ORDERFLOW_BURST_CUSTOMER", d.CustomerBurst), "burst above -rate-customer (ORDERFLOW_BURST_CUSTOMER)")
-	fs.Float64Var(&c.Limits.OperatorRate, "rate-operator", envFloat("ORDERFLOW_RATE_OPERATOR", d.OperatorRate), "requests per second per operator (ORDERFLOW_RATE_OPERATOR)")
-	fs.IntVar(&c.Limits.OperatorBurst, "burst-operator", envInt("ORDERFLOW_BURST_OPERATOR", d.OperatorBurst), "burst above -rate-operator (ORDERFLOW_BURST_OPERATOR)")
-	fs.IntVar(&c.Limits.Streams, "max-streams", envInt("ORDERFLOW_MAX_STREAMS", d.Streams), "live streams one principal may hold open (ORDERFLOW_MAX_STREAMS)")
-	fs.IntVar(&c.Limits.Waits, "max-waits", envInt("ORDERFLOW_MAX_WAITS", d.Waits), "pending min_position waits per principal (ORDERFLOW_MAX_WAITS)")
-	fs.DurationVar(&c.StatementTimeout, "statement-timeout", envDuration("ORDERFLOW_STATEMENT_TIMEOUT", 15*time.Second), "longest SQL statement of the API's pool (ORDERFLOW_STATEMENT_TIMEOUT)")
-	fs.IntVar(&c.APIPoolSize, "api-pool-size", envInt("ORDERFLOW_API_POOL_SIZE", 16), "connections of the API's own pool, apart from the projector's and the saga's (ORDERFLOW_API_POOL_SIZE)")
-	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", envInt("ORDERFLOW_MAX_HEADER_BYTES", 16<<10), "largest request header block accepted (ORDERFLOW_MAX_HEADER_BYTES)")
+	s.float(&c.Limits.CustomerRate, "rate-customer", "ORDERFLOW_RATE_CUSTOMER", d.CustomerRate, "requests per second per customer, and per address without a token", apiRoles)
+	s.int(&c.Limits.CustomerBurst, "burst-customer", "ORDERFLOW_BURST_CUSTOMER", d.CustomerBurst, "burst above -rate-customer", apiRoles)
+	s.float(&c.Limits.OperatorRate, "rate-operator", "ORDERFLOW_RATE_OPERATOR", d.OperatorRate, "requests per second per operator", apiRoles)
+	s.int(&c.Limits.OperatorBurst, "burst-operator", "ORDERFLOW_BURST_OPERATOR", d.OperatorBurst, "burst above -rate-operator", apiRoles)
+	s.int(&c.Limits.Streams, "max-streams", "ORDERFLOW_MAX_STREAMS", d.Streams, "live streams one principal may hold open", apiRoles)
+	s.int(&c.Limits.Waits, "max-waits", "ORDERFLOW_MAX_WAITS", d.Waits, "pending min_position waits per principal", apiRoles)
+	s.duration(&c.StatementTimeout, "statement-timeout", "ORDERFLOW_STATEMENT_TIMEOUT", 15*time.Second, "longest SQL statement of the API's pool", apiRoles)
+	s.int(&c.APIPoolSize, "api-pool-size", "ORDERFLOW_API_POOL_SIZE", 16, "connections of the API's own pool, apart from the projector's and the saga's", apiRoles)
+	s.int(&c.MaxHeaderBytes, "max-header-bytes", "ORDERFLOW_MAX_HEADER_BYTES", 16<<10, "largest request header block accepted", apiRoles)
+	s.str(&c.TemporalLogLevel, "temporal-log-level", "ORDERFLOW_TEMPORAL_LOG_LEVEL", "fatal", "the embedded Temporal server's log level (it logs start and stop noise as errors)", []string{"dev", "temporal-server"})
+	env := s
 	if err := errors.Join(env.errs...); err != nil {
 		return c, err
 	}
@@ -187,7 +226,7 @@ func parseConfig(fs *flag.FlagSet, args []string) (Config, error) {
 			return c, err
 		}
 	}
-	c.MaxBodyBytes = int64(*maxBody)
+	c.MaxBodyBytes = int64(maxBody)
 	switch {
 	case c.SnapshotEvery < 0:
 		return c, errors.New("snapshot-every must be >= 0")

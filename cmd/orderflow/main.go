@@ -92,7 +92,7 @@ func main() {
 	if name == "token" {
 		tf.register(fs)
 	}
-	cfg, err := parseConfig(fs, args)
+	cfg, err := parseConfig(fs, name, args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "orderflow:", err)
 		os.Exit(2)

@@ -28,7 +28,7 @@ import (
 func startDevTemporal(ctx context.Context, cfg *Config) (stop func(), err error) {
 	// The server logs membership and polling noise at error level while it
 	// starts and stops; dev keeps only fatal ones unless told otherwise.
-	level := envOr("ORDERFLOW_TEMPORAL_LOG_LEVEL", "fatal")
+	level := cfg.TemporalLogLevel
 	opts := devtemporal.Options{
 		FrontendAddr: cfg.TemporalDevAddr, UIAddr: cfg.TemporalUIAddr, Namespace: cfg.TemporalNamespace,
 		Logger: serverlog.NewZapLogger(serverlog.BuildZapLogger(serverlog.Config{Level: level})),
