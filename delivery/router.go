@@ -68,6 +68,9 @@ type RouterConfig struct {
 	// instead of sleeping out PollInterval.
 	Wake   *outbox.Signal
 	Logger *slog.Logger
+	// Observe, when set, is told of every message handled: the handler and
+	// the error (nil: applied) — telemetry.Metrics.Message.
+	Observe func(handler string, err error)
 }
 
 // Defaults of RouterConfig (the service's flags start from them too).
@@ -139,7 +142,7 @@ func NewRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers ...Handler) (*mess
 		if err != nil {
 			return nil, fmt.Errorf("subscriber %s: %w", h.Name, err)
 		}
-		router.AddConsumerHandler(h.Name, h.Topic, sub, logged(cfg.Logger, h))
+		router.AddConsumerHandler(h.Name, h.Topic, sub, logged(cfg.Logger, cfg.Observe, h))
 	}
 	return router, nil
 }
@@ -190,7 +193,7 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 
 // logged runs h in a span continuing the trace the message carries, with
 // the message's correlation id in every log line.
-func logged(log *slog.Logger, h Handler) message.NoPublishHandlerFunc {
+func logged(log *slog.Logger, observe func(string, error), h Handler) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		ctx := tracing.Extract(msg.Context(), msg.Metadata.Get(outbox.MetaTraceParent))
 		ctx, span := tracing.Tracer().Start(ctx, h.Name+" "+h.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
@@ -198,6 +201,9 @@ func logged(log *slog.Logger, h Handler) message.NoPublishHandlerFunc {
 				attribute.String("messaging.consumer.group.name", h.ConsumerGroup), attribute.String("event.type", msg.Metadata.Get(outbox.MetaEventType))))
 		defer span.End()
 		err := h.Handle(ctx, msg)
+		if observe != nil {
+			observe(h.Name, err)
+		}
 		if err != nil {
 			span.SetStatus(codes.Error, err.Error())
 			log.Warn("handler failed", "handler", h.Name, "topic", h.Topic, "message", msg.UUID,

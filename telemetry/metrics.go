@@ -32,6 +32,7 @@ type Metrics struct {
 	commands        *prometheus.CounterVec
 	commandDuration *prometheus.HistogramVec
 	events          *prometheus.CounterVec
+	messages        *prometheus.CounterVec
 	log             *slog.Logger
 }
 
@@ -54,8 +55,11 @@ func NewMetrics(log *slog.Logger) *Metrics {
 			Help: "Command latency in the bus (load, decide, commit) by type.", Buckets: latency}, []string{"type"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orderflow_events_appended_total",
 			Help: "Events appended, by stream type."}, []string{"stream_type"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orderflow_messages_handled_total",
+			Help: "Watermill messages handled in this process, by handler (consumer group) and outcome (ok, failed: retried or poisoned)."},
+			[]string{"handler", "outcome"}),
 	}
-	r.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.commandDuration, m.events)
+	r.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.commandDuration, m.events, m.messages)
 	return m
 }
 
@@ -77,6 +81,15 @@ func (m *Metrics) Command(typ, streamType, outcome string, events int, d time.Du
 	if events > 0 {
 		m.events.WithLabelValues(streamType).Add(float64(events))
 	}
+}
+
+// Message records one handled message (delivery.RouterConfig.Observe).
+func (m *Metrics) Message(handler string, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "failed"
+	}
+	m.messages.WithLabelValues(handler, outcome).Inc()
 }
 
 // TemporalHandler feeds the Temporal SDK's metrics (worker, workflow and

@@ -94,9 +94,9 @@ var (
 	workerRoles   = []string{"dev", "worker"}
 	consumerRoles = []string{"dev", "projector", "worker"} // Watermill routers
 	serveRoles    = []string{"dev", "api", "worker", "projector"}
-	temporalUsers = []string{"dev", "api", "worker", "verify", "sagas repair", "bench"}
+	temporalUsers = []string{"dev", "api", "worker", "verify", "sagas repair", "bench", "temporal-server"}
 	dbUsers       = []string{"dev", "api", "worker", "projector", "migrate", "projections status", "projections rebuild",
-		"poison list", "poison replay", "events tail", "verify", "sagas repair"}
+		"poison list", "poison replay", "events tail", "verify", "sagas repair", "temporal-server"}
 	everyone = []string(nil)
 )
 
@@ -183,13 +183,13 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.str(&c.TemporalAddress, "temporal-address", "TEMPORAL_ADDRESS", "", "Temporal frontend host:port; dev starts its own when empty", temporalUsers)
 	s.str(&c.TemporalAPIKey, "temporal-api-key", "TEMPORAL_API_KEY", "", "token sent to Temporal as a bearer credential, for a server with its authorizer on", temporalUsers)
 	s.str(&c.TemporalNamespace, "temporal-namespace", "TEMPORAL_NAMESPACE", "default", "Temporal namespace", temporalUsers)
-	s.str(&c.TemporalUIAddr, "temporal-ui-addr", "ORDERFLOW_TEMPORAL_UI_ADDR", "127.0.0.1:8233", "the embedded Temporal Web UI's address, empty = none", []string{"dev"})
+	s.str(&c.TemporalUIAddr, "temporal-ui-addr", "ORDERFLOW_TEMPORAL_UI_ADDR", "127.0.0.1:8233", "the embedded Temporal Web UI's address, empty = none", []string{"dev", "temporal-server"})
 	s.duration(&c.TemporalRetention, "temporal-retention", "ORDERFLOW_TEMPORAL_RETENTION", 30*24*time.Hour, "how long finished sagas stay in Temporal", workerRoles)
 	s.duration(&c.ShippingDeadline, "shipping-deadline", "ORDERFLOW_SHIPPING_DEADLINE", 24*time.Hour, "time the carrier has to dispatch before the saga compensates", workerRoles)
 	s.duration(&c.CarrierLatency, "carrier-latency", "ORDERFLOW_CARRIER_LATENCY", 200*time.Millisecond, "simulated carrier: time to dispatch", workerRoles)
 	s.float(&c.CarrierFailRate, "carrier-failure-rate", "ORDERFLOW_CARRIER_FAILURE_RATE", 0, "simulated carrier: share of parcels refused, 0..1", workerRoles)
 	s.str(&c.CarrierRejectZip, "carrier-reject-postal-code", "ORDERFLOW_CARRIER_REJECT_POSTAL_CODE", "00000", "simulated carrier: postal code it always refuses", []string{"dev", "worker", "load"})
-	s.str(&c.TemporalDevAddr, "temporal-dev-addr", "ORDERFLOW_TEMPORAL_DEV_ADDR", "127.0.0.1:7233", "dev's embedded Temporal frontend (the tools use it against dev)", []string{"dev", "verify", "sagas repair", "bench"})
+	s.str(&c.TemporalDevAddr, "temporal-dev-addr", "ORDERFLOW_TEMPORAL_DEV_ADDR", "127.0.0.1:7233", "dev's embedded Temporal frontend (the tools use it against dev)", []string{"dev", "verify", "sagas repair", "bench", "temporal-server"})
 	s.str(&c.TemporalPersistence, "temporal-persistence", "ORDERFLOW_TEMPORAL_PERSISTENCE", "postgres", "the embedded Temporal's store, postgres or sqlite", []string{"dev", "temporal-server"})
 	s.int(&c.TemporalShards, "temporal-shards", "ORDERFLOW_TEMPORAL_SHARDS", 4, "history shards when the embedded Temporal's PostgreSQL cluster is created", []string{"dev", "temporal-server"})
 	s.str(&c.OpsAddr, "ops-addr", "ORDERFLOW_OPS_ADDR", "127.0.0.1:9464", "/metrics, /healthz and /readyz of this process, empty = none", serveRoles)

@@ -14,6 +14,7 @@
 //	orderflow verify                   check the invariants after a load or a fault
 //	orderflow sagas repair             finish the orders whose saga was terminated
 //	orderflow token                    print a bearer token that dev accepts
+//	orderflow temporal-server          Temporal's server as a process of its own (scripts/cluster.sh)
 package main
 
 import (
@@ -25,6 +26,7 @@ import (
 	_ "net/http/pprof" // served on -pprof-addr only
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -60,6 +62,8 @@ commands:
   token -role customer -customer ID | -role operator
                              print a bearer token signed with dev's key (or -key FILE); the token is
                              alone on the last line: TOKEN=$(orderflow token -role operator)
+  temporal-server            Temporal's server (the one dev embeds) as a process of its own, on DATABASE_URL's
+                             PostgreSQL (its own databases there) or -temporal-persistence sqlite
 
 Run 'orderflow <command> -h' for its flags.
 `
@@ -98,6 +102,9 @@ func main() {
 		os.Exit(2)
 	}
 	log := cfg.log
+	if !slices.Contains(serveRoles, name) {
+		cfg.OpsAddr = "" // the tools serve no metrics
+	}
 	if cfg.DatabaseURL == "" && name != "dev" {
 		// Against dev, the tools need no flag: dev's database and Temporal.
 		if cfg.DatabaseURL = devDatabaseURL(cfg.DataDir); cfg.DatabaseURL != "" && cfg.TemporalAddress == "" {
@@ -152,6 +159,8 @@ func main() {
 		run = func() error { return runBench(ctx, cfg, bf) }
 	case "token":
 		run = func() error { return runToken(cfg, tf) }
+	case "temporal-server":
+		run = func() error { return runTemporalServer(ctx, cfg) }
 	case "verify":
 		run = func() error {
 			return withPool(ctx, cfg, func(a *app) error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -59,6 +60,21 @@ func startDevTemporal(ctx context.Context, cfg *Config) (stop func(), err error)
 			cfg.log.Error("stop embedded Temporal", "err", err)
 		}
 	}, nil
+}
+
+// runTemporalServer runs the Temporal server dev embeds as a process of its
+// own, until a signal: the cluster script's Temporal, on PostgreSQL.
+func runTemporalServer(ctx context.Context, cfg Config) error {
+	if cfg.TemporalPersistence == "postgres" && cfg.DatabaseURL == "" {
+		return errors.New("DATABASE_URL is not set (or use -temporal-persistence sqlite)")
+	}
+	stop, err := startDevTemporal(ctx, &cfg)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	<-ctx.Done()
+	return nil
 }
 
 // dialTemporal connects to TEMPORAL_ADDRESS, waiting for a server that is

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,8 @@ const (
 
 // Config says how hard and how long to push.
 type Config struct {
+	// URL is the API, or several separated by commas: each client then
+	// sends its orders to one of them, in turn (a cluster's APIs).
 	URL string
 	// Token is the bearer token of every request (an operator's: the run
 	// opens wallets and stocks products).
@@ -78,6 +81,8 @@ type Sample struct {
 	Saga      time.Duration `json:"saga_ms,omitempty"`
 	Outcome   string        `json:"outcome,omitempty"`
 	Duplicate bool          `json:"duplicate,omitempty"`
+	// API is the URL the order was sent to.
+	API string `json:"api"`
 }
 
 // Run sets up customers and products, then places orders until the run
@@ -95,7 +100,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Hot {
 		cfg.Customers, cfg.Products = 1, 1
 	}
-	c := &client{base: cfg.URL, token: cfg.Token, http: &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}}
+	apis := strings.Split(cfg.URL, ",")
+	for i := range apis {
+		apis[i] = strings.TrimRight(strings.TrimSpace(apis[i]), "/")
+	}
+	c := &client{base: apis[0], token: cfg.Token, http: &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}}
 	runID := strconv.FormatInt(time.Now().UnixMilli(), 36)
 	f, err := setUp(ctx, c, cfg, runID)
 	if err != nil {
@@ -129,6 +138,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		go func() {
 			defer workers.Done()
 			rnd := rand.New(rand.NewPCG(uint64(w), uint64(start.UnixNano())))
+			c := &client{base: apis[w%len(apis)], token: c.token, http: c.http}
 			for {
 				n := placed.Add(1)
 				if (cfg.Orders > 0 && n > int64(cfg.Orders)) || runCtx.Err() != nil || lim.Wait(runCtx) != nil {
@@ -212,7 +222,7 @@ func setUp(ctx context.Context, c *client, cfg Config, runID string) (*fixture, 
 
 // placeOrder places one order of kind and waits until the read model shows it.
 func placeOrder(ctx context.Context, c *client, f *fixture, cfg Config, runID string, n int64, kind string, rnd *rand.Rand, start time.Time) (Sample, bool) {
-	s := Sample{At: time.Since(start), Kind: kind}
+	s := Sample{At: time.Since(start), Kind: kind, API: c.base}
 	wallet, sku, zip := f.rich[rnd.IntN(len(f.rich))], f.skus[rnd.IntN(len(f.skus))], "75001"
 	switch kind {
 	case KindOutOfStock:

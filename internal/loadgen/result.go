@@ -35,6 +35,8 @@ type Summary struct {
 	SagaMs       Percentiles               `json:"saga_finished_ms"`
 	Outcomes     map[string]map[string]int `json:"saga_outcomes_by_kind"`
 	Duplicates   int                       `json:"duplicate_submissions"`
+	// AcceptedByAPI counts the accepted orders of each API the run drove.
+	AcceptedByAPI map[string]int `json:"accepted_by_api"`
 }
 
 // Percentiles of a latency, in milliseconds.
@@ -60,7 +62,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func (r *Result) summarise() {
 	sort.Slice(r.Samples, func(i, j int) bool { return r.Samples[i].At < r.Samples[j].At })
 	var acc, vis, saga []time.Duration
-	s := Summary{Orders: len(r.Samples), Outcomes: map[string]map[string]int{}}
+	s := Summary{Orders: len(r.Samples), Outcomes: map[string]map[string]int{}, AcceptedByAPI: map[string]int{}}
 	commands := 0
 	for _, x := range r.Samples {
 		acc = append(acc, x.Accepted)
@@ -69,6 +71,7 @@ func (r *Result) summarise() {
 			continue
 		}
 		s.Accepted++
+		s.AcceptedByAPI[x.API]++
 		commands++
 		if x.Kind == KindCancelled {
 			commands++
@@ -124,6 +127,9 @@ func (r *Result) Text() string {
 	}
 	if s.Duplicates > 0 {
 		out += fmt.Sprintf("duplicate submissions answered differently: %d\n", s.Duplicates)
+	}
+	if len(s.AcceptedByAPI) > 1 {
+		out += fmt.Sprintf("accepted per API: %v\n", s.AcceptedByAPI)
 	}
 	out += fmt.Sprintf("errors by status: %v\n", r.Errors)
 	return out
