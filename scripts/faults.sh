@@ -49,7 +49,7 @@ start_dev_once() {
   env -u DATABASE_URL -u TEMPORAL_ADDRESS "$BIN" dev >>"$WORK/dev.log" 2>&1 &
   DEV_PID=$!
   for _ in $(seq 1 120); do
-    if curl -fs "$API/healthz" >/dev/null 2>&1; then
+    if curl -fs "$API/readyz" >/dev/null 2>&1; then
       export DATABASE_URL TEMPORAL_ADDRESS=$ORDERFLOW_TEMPORAL_DEV_ADDR
       DATABASE_URL=$(cat "$ORDERFLOW_DATA_DIR/database-url")
       return 0

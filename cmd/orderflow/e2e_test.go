@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -824,6 +825,39 @@ func TestMetricsCoverTheSystemAndPassPromtool(t *testing.T) {
 	cmd.Stdin = strings.NewReader(text)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+	// The committed dashboard reads metrics that exist, with PromQL that
+	// parses (promtool checks it as recording rules), and the compose
+	// file's Prometheus configuration is valid.
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	raw, err = os.ReadFile(filepath.Join("..", "..", "deploy", "grafana", "dashboards", "orderflow.json"))
+	if err != nil || json.Unmarshal(raw, &dash) != nil || len(dash.Panels) < 8 {
+		t.Fatalf("dashboard: %v", err)
+	}
+	rules := "groups:\n  - name: dashboard\n    rules:\n"
+	for i, p := range dash.Panels {
+		for j, tg := range p.Targets {
+			for _, name := range regexp.MustCompile(`orderflow_[a-z_]+`).FindAllString(tg.Expr, -1) {
+				if !strings.Contains(text, "\n"+name) {
+					t.Errorf("panel %q reads %s, which is not exposed", p.Title, name)
+				}
+			}
+			rules += fmt.Sprintf("      - record: panel_%d_%d\n        expr: %q\n", i, j, tg.Expr)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "rules.yml")
+	if err := os.WriteFile(file, []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"check", "rules", file}, {"check", "config", filepath.Join("..", "..", "deploy", "prometheus.yml")}} {
+		if out, err := exec.Command(promtool, args...).CombinedOutput(); err != nil {
+			t.Fatalf("promtool %v: %v\n%s", args, err, out)
+		}
 	}
 }
 
