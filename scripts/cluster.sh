@@ -108,6 +108,13 @@ echo "killed worker1 ($PID_worker1) and projector1 ($PID_projector1)"
 wait "$LOAD_PID"
 grep -v '^placing orders' "$WORK/load.txt"
 
+if command -v promtool >/dev/null 2>&1; then
+  for port in $((BASE + 21)) $((BASE + 32)) $((BASE + 42)); do
+    curl -fs "http://127.0.0.1:$port/metrics" | promtool check metrics
+  done
+  echo "promtool check metrics on an api, a projector and a worker: OK"
+fi
+
 log "verify"
 "$BIN" verify -settle 3m
 echo "how the work was shared (the killed processes' counts are from just before the kill):"

@@ -56,4 +56,9 @@ sleep 1 # the UI reads the run's current details from the worker
 shot() { [ -n "${UI_CHECK_OUT:-}" ] && echo "$UI_CHECK_OUT/$1.png" || true; }
 node scripts/ui/check.mjs "$UI" "order-fulfilment:$fulfilled" "customer c-ui · 1 line(s) · 1250 EUR" "COMPLETED at done" "$(shot completed)"
 node scripts/ui/check.mjs "$UI" "order-fulfilment:$refused" "customer c-ui · 1 line(s) · 62500 EUR" "COMPENSATED at compensated" "$(shot compensated)"
+# dev's own /metrics, as Prometheus would scrape it, through the real promtool
+if command -v promtool >/dev/null 2>&1; then
+  curl -fs "http://$ORDERFLOW_OPS_ADDR/metrics" | promtool check metrics
+  echo "promtool check metrics on dev's /metrics: OK"
+fi
 echo "ui-check: OK — the Temporal UI shows each saga's summary and current details (completed and compensated)"
