@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -175,6 +176,15 @@ type Options struct {
 	// stream type, outcome (accepted, rejected, replayed, refused, failed),
 	// events appended and time taken (telemetry.Metrics.Command).
 	Observe func(typ, streamType, outcome string, events int, took time.Duration)
+	// Conflict, when set, is told of each version conflict that made a
+	// command be decided again (telemetry.Metrics.Conflict).
+	Conflict func(typ string)
+	// ConcurrentStreams lets commands on one stream run at once in this
+	// process (off: they queue, one writer per stream). For measuring.
+	ConcurrentStreams bool
+	// Streams are the per-stream locks, shared by every bus of a process
+	// (the API's and the saga's); nil: the bus's own.
+	Streams *StreamLocks
 }
 
 // Bus dispatches commands.
@@ -188,6 +198,9 @@ type Bus struct {
 	now     func() time.Time
 	done    func()
 	observe func(typ, streamType, outcome string, events int, took time.Duration)
+	// conflicts counts re-decisions after a version conflict.
+	conflicts func(typ string)
+	streams   *StreamLocks
 }
 
 // NewBus returns a bus for the given definitions.
@@ -201,6 +214,15 @@ func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts
 	}
 	if b.observe = opts.Observe; b.observe == nil {
 		b.observe = func(string, string, string, int, time.Duration) {}
+	}
+	if b.conflicts = opts.Conflict; b.conflicts == nil {
+		b.conflicts = func(string) {}
+	}
+	if b.streams = opts.Streams; b.streams == nil && !opts.ConcurrentStreams {
+		b.streams = NewStreamLocks()
+	}
+	if opts.ConcurrentStreams {
+		b.streams = nil
 	}
 	for _, d := range defs {
 		if _, dup := b.defs[d.Name]; dup {
@@ -363,7 +385,16 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 
 	md := eventstore.Metadata{CorrelationID: rec.CorrelationID, CausationID: rec.CommandID, Actor: rec.Actor, OnBehalfOf: req.OnBehalfOf,
 		TraceParent: tracing.Inject(ctx)}
+	// One writer per stream in this process: concurrent commands on a hot
+	// stream queue here instead of conflicting in the database (other
+	// processes still can; the retry below handles them).
+	if b.streams != nil {
+		defer b.streams.lock(def.StreamType + "/" + streamID)()
+	}
 	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			b.conflicts(req.Type)
+		}
 		agg, ok := b.store.Registry().NewAggregate(def.StreamType, streamID)
 		if !ok {
 			return Record{}, fmt.Errorf("stream type %s is not registered", def.StreamType)
@@ -593,4 +624,40 @@ func kindOf(name string) error {
 		return aggregate.ErrNotFound
 	}
 	return aggregate.ErrRule
+}
+
+// StreamLocks serialise the commands of each stream in a process.
+type StreamLocks struct {
+	mu sync.Mutex
+	m  map[string]*streamLock
+}
+
+// NewStreamLocks returns locks to share between the buses of a process.
+func NewStreamLocks() *StreamLocks { return &StreamLocks{m: map[string]*streamLock{}} }
+
+type streamLock struct {
+	sync.Mutex
+	users int
+}
+
+// lock waits for the stream's turn and returns its release; an entry lives
+// only while someone holds or waits for it.
+func (l *StreamLocks) lock(key string) func() {
+	l.mu.Lock()
+	s := l.m[key]
+	if s == nil {
+		s = &streamLock{}
+		l.m[key] = s
+	}
+	s.users++
+	l.mu.Unlock()
+	s.Lock()
+	return func() {
+		s.Unlock()
+		l.mu.Lock()
+		if s.users--; s.users == 0 {
+			delete(l.m, key)
+		}
+		l.mu.Unlock()
+	}
 }

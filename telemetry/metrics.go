@@ -33,6 +33,7 @@ type Metrics struct {
 	commandDuration *prometheus.HistogramVec
 	events          *prometheus.CounterVec
 	messages        *prometheus.CounterVec
+	conflicts       *prometheus.CounterVec
 	log             *slog.Logger
 }
 
@@ -59,7 +60,9 @@ func NewMetrics(log *slog.Logger) *Metrics {
 			Help: "Watermill messages handled in this process, by handler (consumer group) and outcome (ok, failed: retried or poisoned)."},
 			[]string{"handler", "outcome"}),
 	}
-	r.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.commandDuration, m.events, m.messages)
+	m.conflicts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orderflow_command_conflict_retries_total",
+		Help: "Commands decided again after a version conflict, by type."}, []string{"type"})
+	r.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.commandDuration, m.events, m.messages, m.conflicts)
 	return m
 }
 
@@ -82,6 +85,10 @@ func (m *Metrics) Command(typ, streamType, outcome string, events int, d time.Du
 		m.events.WithLabelValues(streamType).Add(float64(events))
 	}
 }
+
+// Conflict records one re-decision after a version conflict
+// (commands.Options.Conflict).
+func (m *Metrics) Conflict(typ string) { m.conflicts.WithLabelValues(typ).Inc() }
 
 // Message records one handled message (delivery.RouterConfig.Observe).
 func (m *Metrics) Message(handler string, err error) {

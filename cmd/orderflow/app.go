@@ -53,6 +53,8 @@ type app struct {
 	committed func()
 	metrics   *telemetry.Metrics
 	ready     *checks
+	// streams are the per-stream command locks of this process's buses.
+	streams *commands.StreamLocks
 	// temporalOnce wires the Temporal SDK's metrics and the sagas gauge once.
 	temporalOnce    sync.Once
 	temporalMetrics client.MetricsHandler
@@ -79,10 +81,11 @@ func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
 		go outbox.Listen(ctx, pool, outbox.NotifyChannel, wake.Raise, cfg.log)
 	}
 	m := telemetry.NewMetrics(cfg.log)
+	streams := commands.NewStreamLocks()
 	a := &app{
-		cfg: cfg, log: cfg.log, pool: pool, store: store, wake: wake, committed: committed, metrics: m, ready: &checks{},
+		cfg: cfg, log: cfg.log, pool: pool, store: store, wake: wake, committed: committed, metrics: m, ready: &checks{}, streams: streams,
 		bus: commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: cfg.CommandRetries, Committed: committed,
-			Observe: m.Command}),
+			Observe: m.Command, Conflict: m.Conflict, ConcurrentStreams: cfg.ConcurrentStreams, Streams: streams}),
 		reader: projections.NewReader(pool),
 	}
 	m.WatchPool("main", pool)
@@ -267,7 +270,7 @@ func (a *app) serveAPI(ctx context.Context) error {
 	defer pool.Close()
 	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: a.cfg.SnapshotEvery})
 	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: a.cfg.CommandRetries, Committed: a.committed,
-		Observe: a.metrics.Command})
+		Observe: a.metrics.Command, Conflict: a.metrics.Conflict, ConcurrentStreams: a.cfg.ConcurrentStreams, Streams: a.streams})
 	a.metrics.WatchPool("api", pool)
 	e, err := httpapi.New(httpapi.Config{Pool: pool, Bus: bus, Store: store, Reader: projections.NewReader(pool), Log: a.log, Sagas: a.sagas,
 		MaxBodyBytes: a.cfg.MaxBodyBytes, ConsistencyTimeout: a.cfg.ConsistencyTimeout, Verifier: verifier, Limits: a.cfg.Limits,

@@ -23,6 +23,9 @@ type Config struct {
 	DataDir        string // ORDERFLOW_DATA_DIR: dev-mode state (embedded PostgreSQL)
 	SnapshotEvery  int    // ORDERFLOW_SNAPSHOT_EVERY
 	CommandRetries int    // ORDERFLOW_COMMAND_RETRIES
+	// ConcurrentStreams (ORDERFLOW_CONCURRENT_STREAMS) turns off the
+	// in-process serialisation of each stream's commands.
+	ConcurrentStreams bool
 	MaxBodyBytes   int64  // ORDERFLOW_MAX_BODY_BYTES
 
 	PollInterval       time.Duration // ORDERFLOW_POLL_INTERVAL: projector's idle poll
@@ -150,6 +153,20 @@ func (s *settings) float(p *float64, name, env string, def float64, usage string
 	}
 }
 
+func (s *settings) bool(p *bool, name, env string, def bool, usage string, on []string) {
+	if v, ok := s.lookup(env); ok {
+		if b, err := strconv.ParseBool(v); err != nil {
+			s.bad(env, v, "true or false")
+		} else {
+			def = b
+		}
+	}
+	*p = def
+	if s.shown(on) {
+		s.fs.BoolVar(p, name, def, usage+" ("+env+")")
+	}
+}
+
 func (s *settings) duration(p *time.Duration, name, env string, def time.Duration, usage string, on []string) {
 	if v, ok := s.lookup(env); ok {
 		if d, err := time.ParseDuration(v); err != nil {
@@ -175,6 +192,7 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.str(&c.DataDir, "data-dir", "ORDERFLOW_DATA_DIR", ".orderflow", "where dev keeps its state (its database URL and token key included)", everyone)
 	s.int(&c.SnapshotEvery, "snapshot-every", "ORDERFLOW_SNAPSHOT_EVERY", 100, "snapshot a stream every N events, 0 = never", serveRoles)
 	s.int(&c.CommandRetries, "command-retries", "ORDERFLOW_COMMAND_RETRIES", 5, "times a command is decided again after a version conflict", serveRoles)
+	s.bool(&c.ConcurrentStreams, "concurrent-streams", "ORDERFLOW_CONCURRENT_STREAMS", false, "let commands on one stream run at once in a process instead of one writer per stream (for measuring)", serveRoles)
 	s.int(&maxBody, "max-body-bytes", "ORDERFLOW_MAX_BODY_BYTES", httpapi.DefaultMaxBodyBytes, "largest request body accepted", apiRoles)
 	s.duration(&c.PollInterval, "poll-interval", "ORDERFLOW_POLL_INTERVAL", delivery.DefaultPollInterval, "idle poll of each topic by each consumer group", consumerRoles)
 	s.int(&c.BatchSize, "batch-size", "ORDERFLOW_BATCH_SIZE", delivery.DefaultBatchSize, "messages per subscriber transaction", consumerRoles)

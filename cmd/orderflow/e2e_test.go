@@ -620,7 +620,8 @@ func TestLoadThenVerify(t *testing.T) {
 		}
 	}
 	var html strings.Builder
-	if err := res.WriteHTML(&html); err != nil || !strings.Contains(html.String(), "new uPlot(") || strings.Contains(html.String(), "http://") {
+	if err := res.WriteHTML(&html); err != nil || !strings.Contains(html.String(), "new uPlot(") ||
+		regexp.MustCompile(`(src|href)=["']?https?:`).MatchString(html.String()) { // self-contained: no remote asset
 		t.Fatalf("report: %v", err)
 	}
 
