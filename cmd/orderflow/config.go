@@ -26,7 +26,7 @@ type Config struct {
 	// ConcurrentStreams (ORDERFLOW_CONCURRENT_STREAMS) turns off the
 	// in-process serialisation of each stream's commands.
 	ConcurrentStreams bool
-	MaxBodyBytes   int64  // ORDERFLOW_MAX_BODY_BYTES
+	MaxBodyBytes      int64 // ORDERFLOW_MAX_BODY_BYTES
 
 	PollInterval       time.Duration // ORDERFLOW_POLL_INTERVAL: projector's idle poll
 	BatchSize          int           // ORDERFLOW_BATCH_SIZE: messages per subscriber transaction
