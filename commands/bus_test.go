@@ -29,7 +29,8 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 
 func newBus(t testing.TB) (*commands.Bus, *pgxpool.Pool) {
 	pool := pgtest.Pool(t)
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 50})
+	// As the service runs: with the aggregate cache.
+	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 50, CacheSize: 1000})
 	return commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 50}), pool
 }
 

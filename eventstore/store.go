@@ -99,6 +99,9 @@ type Options struct {
 	SnapshotEvery int
 	// Clock gives the recorded time of events; time.Now when nil.
 	Clock func() time.Time
+	// CacheSize is how many aggregates Load keeps in memory at their last
+	// committed version (Remember); 0 keeps none.
+	CacheSize int
 }
 
 // Store reads and writes event streams.
@@ -107,6 +110,7 @@ type Store struct {
 	reg           *Registry
 	now           func() time.Time
 	snapshotEvery int64
+	cache         *cache
 }
 
 // New returns a store on pool decoding with reg.
@@ -115,7 +119,11 @@ func New(pool *pgxpool.Pool, reg *Registry, opts Options) *Store {
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Store{pool: pool, reg: reg, now: clock, snapshotEvery: int64(opts.SnapshotEvery)}
+	s := &Store{pool: pool, reg: reg, now: clock, snapshotEvery: int64(opts.SnapshotEvery)}
+	if opts.CacheSize > 0 {
+		s.cache = newCache(opts.CacheSize)
+	}
+	return s
 }
 
 // Registry returns the store's registry.
@@ -273,6 +281,13 @@ func (s *Store) SaveSnapshot(ctx context.Context, tx pgx.Tx, agg aggregate.Root)
 // Load rebuilds agg from its latest usable snapshot plus the events after it.
 // A snapshot of another schema version is ignored (full replay).
 func (s *Store) Load(ctx context.Context, agg aggregate.Root) error {
+	if s.cache != nil {
+		if hit, err := s.cache.get(agg); err != nil {
+			return fmt.Errorf("restore cached %s/%s: %w", agg.StreamType(), agg.StreamID(), err)
+		} else if hit {
+			return s.replay(ctx, agg, `stream_version > $3`, agg.Version())
+		}
+	}
 	var version int64
 	var schema int
 	var state []byte
@@ -288,6 +303,14 @@ func (s *Store) Load(ctx context.Context, agg aggregate.Root) error {
 		}
 	}
 	return s.replay(ctx, agg, `stream_version > $3`, agg.Version())
+}
+
+// Remember keeps agg's state at its version for the next Load (call it
+// after the transaction that saved agg has committed).
+func (s *Store) Remember(agg aggregate.Root) {
+	if s.cache != nil {
+		s.cache.put(agg)
+	}
 }
 
 // Until bounds a point-in-time load: at most Version (when > 0) and recorded

@@ -68,7 +68,7 @@ func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
 		return err
 	}
 	defer pool.Close()
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: cfg.SnapshotEvery})
+	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: cfg.SnapshotEvery, CacheSize: cfg.AggregateCache})
 	wake := outbox.NewSignal()
 	committed := wake.Raise
 	if !cfg.oneProcess {
@@ -268,7 +268,7 @@ func (a *app) serveAPI(ctx context.Context) error {
 		return err
 	}
 	defer pool.Close()
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: a.cfg.SnapshotEvery})
+	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: a.cfg.SnapshotEvery, CacheSize: a.cfg.AggregateCache})
 	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: a.cfg.CommandRetries, Committed: a.committed,
 		Observe: a.metrics.Command, Conflict: a.metrics.Conflict, ConcurrentStreams: a.cfg.ConcurrentStreams, Streams: a.streams})
 	a.metrics.WatchPool("api", pool)

@@ -26,6 +26,7 @@ type Config struct {
 	// ConcurrentStreams (ORDERFLOW_CONCURRENT_STREAMS) turns off the
 	// in-process serialisation of each stream's commands.
 	ConcurrentStreams bool
+	AggregateCache    int   // ORDERFLOW_AGGREGATE_CACHE
 	MaxBodyBytes      int64 // ORDERFLOW_MAX_BODY_BYTES
 
 	PollInterval       time.Duration // ORDERFLOW_POLL_INTERVAL: projector's idle poll
@@ -192,6 +193,7 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.str(&c.DataDir, "data-dir", "ORDERFLOW_DATA_DIR", ".orderflow", "where dev keeps its state (its database URL and token key included)", everyone)
 	s.int(&c.SnapshotEvery, "snapshot-every", "ORDERFLOW_SNAPSHOT_EVERY", 100, "snapshot a stream every N events, 0 = never", serveRoles)
 	s.int(&c.CommandRetries, "command-retries", "ORDERFLOW_COMMAND_RETRIES", 5, "times a command is decided again after a version conflict", serveRoles)
+	s.int(&c.AggregateCache, "aggregate-cache", "ORDERFLOW_AGGREGATE_CACHE", 10000, "aggregates kept in memory at their last committed version, 0 = none", serveRoles)
 	s.bool(&c.ConcurrentStreams, "concurrent-streams", "ORDERFLOW_CONCURRENT_STREAMS", false, "let commands on one stream run at once in a process instead of one writer per stream (for measuring)", serveRoles)
 	s.int(&maxBody, "max-body-bytes", "ORDERFLOW_MAX_BODY_BYTES", httpapi.DefaultMaxBodyBytes, "largest request body accepted", apiRoles)
 	s.duration(&c.PollInterval, "poll-interval", "ORDERFLOW_POLL_INTERVAL", delivery.DefaultPollInterval, "idle poll of each topic by each consumer group", consumerRoles)
@@ -246,6 +248,8 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	}
 	c.MaxBodyBytes = int64(maxBody)
 	switch {
+	case c.AggregateCache < 0:
+		return c, errors.New("aggregate-cache must be >= 0")
 	case c.SnapshotEvery < 0:
 		return c, errors.New("snapshot-every must be >= 0")
 	case c.CommandRetries < 0:
