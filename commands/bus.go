@@ -276,9 +276,10 @@ func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
 		outcome = "replayed"
 	case errors.As(err, &rejected):
 		outcome = "rejected"
+	case errors.As(err, new(*eventstore.ConflictError)):
+		outcome = "conflict" // a stale If-Match, or out of retries
 	case errors.Is(err, ErrForbidden), errors.Is(err, ErrUnauthenticated), errors.Is(err, ErrUnknownType), errors.Is(err, ErrReservedKey),
-		errors.Is(err, ErrKeyReused), errors.As(err, new(*PayloadError)), errors.As(err, new(*aggregate.Error)),
-		errors.As(err, new(*eventstore.ConflictError)):
+		errors.Is(err, ErrKeyReused), errors.As(err, new(*PayloadError)), errors.As(err, new(*aggregate.Error)):
 		outcome = "refused"
 	case err != nil:
 		outcome = "failed"

@@ -33,6 +33,6 @@ INSERT INTO bench_events (stream_id, stream_version, data) VALUES ('w-' || :clie
 SQL
 for clients in 1 32; do
   echo "-- $clients client(s)"
-  pgbench -n -f "$script" -c "$clients" -j 2 -T "$SECONDS_EACH" "$url" 2>/dev/null | grep -E "tps|latency average"
+  pgbench -n -f "$script" -c "$clients" -j 2 -T "$SECONDS_EACH" "$url" 2>&1 | grep -E "tps|latency average|error|abort" || true
 done
 rm -f "$script"
