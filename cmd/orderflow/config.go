@@ -116,70 +116,55 @@ func (s *settings) bad(env, v, what string) {
 // shown reports whether this subcommand shows the flag.
 func (s *settings) shown(on []string) bool { return on == nil || slices.Contains(on, s.cmd) }
 
-func (s *settings) str(p *string, name, env, def, usage string, on []string) {
+// define registers one setting of type T: the variable env, parsed, is
+// the default in place of def.
+func define[T any](s *settings, p *T, name, env string, def T, usage string, on []string, parse func(string) (T, error), what string) {
 	if v, ok := s.lookup(env); ok {
-		def = v
+		if x, err := parse(v); err != nil {
+			s.bad(env, v, what)
+		} else {
+			def = x
+		}
 	}
 	*p = def
-	if s.shown(on) {
-		s.fs.StringVar(p, name, def, usage+" ("+env+")")
+	if !s.shown(on) {
+		return
 	}
+	usage += " (" + env + ")"
+	switch q := any(p).(type) { // the flag package's own kinds: -h names them
+	case *string:
+		s.fs.StringVar(q, name, *q, usage)
+	case *int:
+		s.fs.IntVar(q, name, *q, usage)
+	case *float64:
+		s.fs.Float64Var(q, name, *q, usage)
+	case *bool:
+		s.fs.BoolVar(q, name, *q, usage)
+	case *time.Duration:
+		s.fs.DurationVar(q, name, *q, usage)
+	default:
+		panic(fmt.Sprintf("setting %s: no flag kind for %T", name, p))
+	}
+}
+
+func (s *settings) str(p *string, name, env, def, usage string, on []string) {
+	define(s, p, name, env, def, usage, on, func(v string) (string, error) { return v, nil }, "text")
 }
 
 func (s *settings) int(p *int, name, env string, def int, usage string, on []string) {
-	if v, ok := s.lookup(env); ok {
-		if n, err := strconv.Atoi(v); err != nil {
-			s.bad(env, v, "an integer")
-		} else {
-			def = n
-		}
-	}
-	*p = def
-	if s.shown(on) {
-		s.fs.IntVar(p, name, def, usage+" ("+env+")")
-	}
+	define(s, p, name, env, def, usage, on, strconv.Atoi, "an integer")
 }
 
 func (s *settings) float(p *float64, name, env string, def float64, usage string, on []string) {
-	if v, ok := s.lookup(env); ok {
-		if f, err := strconv.ParseFloat(v, 64); err != nil {
-			s.bad(env, v, "a number")
-		} else {
-			def = f
-		}
-	}
-	*p = def
-	if s.shown(on) {
-		s.fs.Float64Var(p, name, def, usage+" ("+env+")")
-	}
+	define(s, p, name, env, def, usage, on, func(v string) (float64, error) { return strconv.ParseFloat(v, 64) }, "a number")
 }
 
 func (s *settings) bool(p *bool, name, env string, def bool, usage string, on []string) {
-	if v, ok := s.lookup(env); ok {
-		if b, err := strconv.ParseBool(v); err != nil {
-			s.bad(env, v, "true or false")
-		} else {
-			def = b
-		}
-	}
-	*p = def
-	if s.shown(on) {
-		s.fs.BoolVar(p, name, def, usage+" ("+env+")")
-	}
+	define(s, p, name, env, def, usage, on, strconv.ParseBool, "true or false")
 }
 
 func (s *settings) duration(p *time.Duration, name, env string, def time.Duration, usage string, on []string) {
-	if v, ok := s.lookup(env); ok {
-		if d, err := time.ParseDuration(v); err != nil {
-			s.bad(env, v, "a duration such as 250ms or 24h")
-		} else {
-			def = d
-		}
-	}
-	*p = def
-	if s.shown(on) {
-		s.fs.DurationVar(p, name, def, usage+" ("+env+")")
-	}
+	define(s, p, name, env, def, usage, on, time.ParseDuration, "a duration such as 250ms or 24h")
 }
 
 // parseConfig reads the settings of subcommand cmd from the environment and
