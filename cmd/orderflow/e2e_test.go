@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,7 +113,8 @@ func (s *system) bearer(p auth.Principal) string {
 }
 
 func startSystem(t *testing.T, carrierLatency time.Duration) *system {
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// Errors only, in the test's log (shown when it fails).
+	quiet := slog.New(slog.NewTextHandler(newTestLog(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg := Config{
 		DatabaseURL: pgtest.URL(t), SnapshotEvery: 100, CommandRetries: 20, MaxBodyBytes: 1 << 20,
 		PollInterval: 10 * time.Millisecond, BatchSize: 100, HandlerRetries: 3, ConsistencyTimeout: 30 * time.Second,
@@ -918,4 +920,27 @@ func TestOneTraceFromTheRequestThroughTheSaga(t *testing.T) {
 	parent("command ReserveStock", "RunActivity:ReserveStock")
 	parent("command CaptureHold", "RunActivity:CapturePayment")
 	parent("command CompleteOrder", "RunActivity:CompleteOrder")
+}
+
+// testLog writes a system's log lines into the test's log, until the test
+// has ended (a goroutine still stopping must not log into a finished test).
+type testLog struct {
+	t    *testing.T
+	mu   *sync.Mutex
+	done *bool
+}
+
+func newTestLog(t *testing.T) testLog {
+	w := testLog{t: t, mu: &sync.Mutex{}, done: new(bool)}
+	t.Cleanup(func() { w.mu.Lock(); *w.done = true; w.mu.Unlock() }) // registered first: runs last
+	return w
+}
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !*w.done {
+		w.t.Log(strings.TrimSpace(string(p)))
+	}
+	return len(p), nil
 }

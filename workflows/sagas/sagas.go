@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	enumspb "go.temporal.io/api/enums/v1"
@@ -224,15 +225,29 @@ func (s Client) Resolve(ctx context.Context, orderID string, r workflows.Resolut
 }
 
 func (s Client) update(ctx context.Context, orderID, name string, arg any) (workflows.Progress, error) {
-	h, err := s.C.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+	// The workflow task that runs an update can fail when an event lands
+	// at the same moment (the carrier's answer to a withdrawal): the
+	// server then answers WorkflowNotReady. The same update id again is
+	// the same update, so it is sent again, briefly.
+	opts := client.UpdateWorkflowOptions{
+		UpdateID:   uuid.NewString(),
 		WorkflowID: workflows.WorkflowID(orderID), UpdateName: name, Args: []any{arg},
 		WaitForStage: client.WorkflowUpdateStageCompleted,
-	})
-	if err != nil {
-		return workflows.Progress{}, s.mapErr(err)
 	}
-	var p workflows.Progress
-	if err := h.Get(ctx, &p); err != nil {
+	run := func() (p workflows.Progress, err error) {
+		h, err := s.C.UpdateWorkflow(ctx, opts)
+		if err == nil {
+			err = h.Get(ctx, &p)
+		}
+		return p, err
+	}
+	p, err := run()
+	var notReady *serviceerror.WorkflowNotReady
+	for attempt := 1; errors.As(err, &notReady) && attempt <= 5 && ctx.Err() == nil; attempt++ {
+		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+		p, err = run()
+	}
+	if err != nil {
 		return workflows.Progress{}, s.mapErr(err)
 	}
 	return p, nil
