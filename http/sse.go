@@ -176,8 +176,8 @@ func (s *Server) eventUpdates(c echo.Context) error {
 	if p := principal(c); p.Role != auth.Operator {
 		f.CustomerID = p.CustomerID // a customer's own orders and wallets
 	}
-	open := s.opener(c)
 	return s.live(c, func(ctx context.Context) ([]sseFrame, bool, error) {
+		open := s.opener(c) // per page: a key destroyed meanwhile is not kept
 		envs, err := s.store.ReadAll(ctx, cursor, livePage, f)
 		frames := make([]sseFrame, 0, len(envs))
 		for _, e := range envs {
@@ -204,8 +204,8 @@ func (s *Server) commandUpdates(c echo.Context) error {
 	q := c.QueryParams()
 	f := commands.Filter{Type: q.Get("type"), Status: q.Get("status"), StreamType: q.Get("stream_type"), StreamID: q.Get("stream_id")}
 	ownCommands(c, &f)
-	open := s.opener(c)
 	return s.live(c, func(ctx context.Context) ([]sseFrame, bool, error) {
+		open := s.opener(c) // per page: a key destroyed meanwhile is not kept
 		cmds, err := log.ReadAll(ctx, cursor, livePage, f)
 		frames := make([]sseFrame, 0, len(cmds))
 		for _, l := range cmds {
