@@ -8,7 +8,6 @@ package activities
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -69,18 +68,14 @@ const (
 
 // send dispatches one command of the saga. Rejections whose code is in
 // done mean the effect is already there (or nothing is left to undo).
-func (a *Activities) send(ctx context.Context, s Step, typ string, payload any, done ...string) (commands.Record, error) {
+func (a *Activities) send(ctx context.Context, s Step, cmd commands.Command, done ...string) (commands.Record, error) {
 	info := activity.GetInfo(ctx)
-	raw, err := json.Marshal(payload)
-	if err != nil {
-		return commands.Record{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalid, err)
-	}
+	typ := cmd.CommandType()
 	key := s.key(info.WorkflowExecution.ID)
 	rec, err := a.Bus.Dispatch(ctx, commands.Request{
 		CommandID:     key,
 		Internal:      true,
-		Type:          typ,
-		Payload:       raw,
+		Command:       cmd,
 		CorrelationID: s.CorrelationID,
 		CausationID:   info.WorkflowExecution.ID,
 		Actor:         "saga:" + info.WorkflowExecution.ID,
@@ -147,19 +142,19 @@ type Line struct {
 }
 
 func (a *Activities) ReserveStock(ctx context.Context, l Line) error {
-	_, err := a.send(ctx, l.Step, "ReserveStock", commands.ReserveStock{SKU: l.SKU, OrderID: l.OrderID, Quantity: l.Quantity})
+	_, err := a.send(ctx, l.Step, commands.ReserveStock{SKU: l.SKU, OrderID: l.OrderID, Quantity: l.Quantity})
 	return err
 }
 
 // ReleaseStock is a compensation: a reservation that never happened is a
 // no-op, and stock that already left the warehouse stays gone.
 func (a *Activities) ReleaseStock(ctx context.Context, l Line) error {
-	_, err := a.send(ctx, l.Step, "ReleaseStock", commands.ReleaseStock{SKU: l.SKU, OrderID: l.OrderID}, "reservation_committed")
+	_, err := a.send(ctx, l.Step, commands.ReleaseStock{SKU: l.SKU, OrderID: l.OrderID}, "reservation_committed")
 	return err
 }
 
 func (a *Activities) CommitStock(ctx context.Context, l Line) error {
-	_, err := a.send(ctx, l.Step, "CommitStock", commands.CommitStock{SKU: l.SKU, OrderID: l.OrderID})
+	_, err := a.send(ctx, l.Step, commands.CommitStock{SKU: l.SKU, OrderID: l.OrderID})
 	return err
 }
 
@@ -172,24 +167,24 @@ type Payment struct {
 }
 
 func (a *Activities) AuthorisePayment(ctx context.Context, p Payment) error {
-	_, err := a.send(ctx, p.Step, "AuthoriseHold", commands.AuthoriseHold{WalletID: p.WalletID, OrderID: p.OrderID, Amount: p.Amount, Currency: p.Currency})
+	_, err := a.send(ctx, p.Step, commands.AuthoriseHold{WalletID: p.WalletID, OrderID: p.OrderID, Amount: p.Amount, Currency: p.Currency})
 	return err
 }
 
 // VoidPayment is a compensation; after a capture the refund has done its work.
 func (a *Activities) VoidPayment(ctx context.Context, p Payment) error {
-	_, err := a.send(ctx, p.Step, "VoidHold", commands.VoidHold{WalletID: p.WalletID, OrderID: p.OrderID}, "hold_captured")
+	_, err := a.send(ctx, p.Step, commands.VoidHold{WalletID: p.WalletID, OrderID: p.OrderID}, "hold_captured")
 	return err
 }
 
 func (a *Activities) CapturePayment(ctx context.Context, p Payment) error {
-	_, err := a.send(ctx, p.Step, "CaptureHold", commands.CaptureHold{WalletID: p.WalletID, OrderID: p.OrderID, Amount: p.Amount})
+	_, err := a.send(ctx, p.Step, commands.CaptureHold{WalletID: p.WalletID, OrderID: p.OrderID, Amount: p.Amount})
 	return err
 }
 
 // RefundPayment is a compensation; nothing captured is nothing to refund.
 func (a *Activities) RefundPayment(ctx context.Context, p Payment) error {
-	_, err := a.send(ctx, p.Step, "RefundCapture", commands.RefundCapture{WalletID: p.WalletID, OrderID: p.OrderID, Amount: p.Amount}, "nothing_captured")
+	_, err := a.send(ctx, p.Step, commands.RefundCapture{WalletID: p.WalletID, OrderID: p.OrderID, Amount: p.Amount}, "nothing_captured")
 	return err
 }
 
@@ -201,30 +196,30 @@ type OrderChange struct {
 }
 
 func (a *Activities) ConfirmOrder(ctx context.Context, o OrderChange) error {
-	_, err := a.send(ctx, o.Step, "ConfirmOrder", commands.ConfirmOrder{OrderID: o.OrderID})
+	_, err := a.send(ctx, o.Step, commands.ConfirmOrder{OrderID: o.OrderID})
 	return err
 }
 
 func (a *Activities) MarkOrderShipped(ctx context.Context, o OrderChange) error {
-	_, err := a.send(ctx, o.Step, "MarkOrderShipped", commands.MarkOrderShipped{OrderID: o.OrderID, ShipmentID: o.ShipmentID})
+	_, err := a.send(ctx, o.Step, commands.MarkOrderShipped{OrderID: o.OrderID, ShipmentID: o.ShipmentID})
 	return err
 }
 
 func (a *Activities) CompleteOrder(ctx context.Context, o OrderChange) error {
-	_, err := a.send(ctx, o.Step, "CompleteOrder", commands.CompleteOrder{OrderID: o.OrderID})
+	_, err := a.send(ctx, o.Step, commands.CompleteOrder{OrderID: o.OrderID})
 	return err
 }
 
 // WriteOffOrder closes an order whose parcel left but whose sale could not
 // be finished, on an operator's decision.
 func (a *Activities) WriteOffOrder(ctx context.Context, o OrderChange) error {
-	_, err := a.send(ctx, o.Step, "WriteOffOrder", commands.WriteOffOrder{OrderID: o.OrderID, Reason: o.Reason})
+	_, err := a.send(ctx, o.Step, commands.WriteOffOrder{OrderID: o.OrderID, Reason: o.Reason})
 	return err
 }
 
 // CancelOrder is the last compensation: the order says why it did not happen.
 func (a *Activities) CancelOrder(ctx context.Context, o OrderChange) error {
-	_, err := a.send(ctx, o.Step, "CancelOrder", commands.CancelOrder{OrderID: o.OrderID, Reason: o.Reason})
+	_, err := a.send(ctx, o.Step, commands.CancelOrder{OrderID: o.OrderID, Reason: o.Reason})
 	return err
 }
 
@@ -239,7 +234,7 @@ type Parcel struct {
 }
 
 func (a *Activities) ScheduleShipment(ctx context.Context, p Parcel) error {
-	_, err := a.send(ctx, p.Step, "ScheduleShipment", commands.ScheduleShipment{ShipmentID: p.ShipmentID, OrderID: p.OrderID, Address: p.Address})
+	_, err := a.send(ctx, p.Step, commands.ScheduleShipment{ShipmentID: p.ShipmentID, OrderID: p.OrderID, Address: p.Address})
 	return err
 }
 
@@ -287,7 +282,7 @@ func (a *Activities) DispatchWithCarrier(ctx context.Context, p Parcel) (string,
 	if err != nil {
 		return "", fmt.Errorf("carrier: %w", err)
 	}
-	_, err = a.send(ctx, p.Step, "DispatchShipment", commands.DispatchShipment{ShipmentID: p.ShipmentID, Carrier: a.Carrier.Name(), TrackingNumber: tracking})
+	_, err = a.send(ctx, p.Step, commands.DispatchShipment{ShipmentID: p.ShipmentID, Carrier: a.Carrier.Name(), TrackingNumber: tracking})
 	return tracking, err
 }
 
@@ -321,7 +316,7 @@ func (a *Activities) InspectOrder(ctx context.Context, p Parcel) (Inspection, er
 
 // FailShipment is a compensation for a scheduled shipment.
 func (a *Activities) FailShipment(ctx context.Context, p Parcel) error {
-	_, err := a.send(ctx, p.Step, "FailShipment", commands.FailShipment{ShipmentID: p.ShipmentID, Reason: p.Reason}, "shipment_not_found")
+	_, err := a.send(ctx, p.Step, commands.FailShipment{ShipmentID: p.ShipmentID, Reason: p.Reason}, "shipment_not_found")
 	return err
 }
 

@@ -4,16 +4,19 @@ import (
 	"context"
 	"runtime"
 	"testing"
+
+	"github.com/orderflow/orderflow/commands"
 )
 
-// BenchmarkDispatch is one TopUpWallet through the whole command path: log
-// lookup, load (snapshot + tail), decide, and the transaction that appends,
-// logs and writes the outbox.
+// BenchmarkDispatch is one TopUpWallet, typed as the HTTP handlers and the
+// saga send it, through the whole command path: load (from the aggregate
+// cache and the tail), decide, and the transaction that appends, logs and
+// writes the outbox.
 func BenchmarkDispatch(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
 		bus, _ := newBus(b)
 		id := openWallet(b, bus, 0)
-		r := req("", "TopUpWallet", map[string]any{"wallet_id": id, "amount": 1})
+		r := commands.Request{Principal: ops, Command: commands.TopUpWallet{WalletID: id, Amount: 1}}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			if _, err := bus.Dispatch(context.Background(), r); err != nil {
@@ -28,7 +31,7 @@ func BenchmarkDispatch(b *testing.B) {
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			id := openWallet(b, bus, 0)
-			r := req("", "TopUpWallet", map[string]any{"wallet_id": id, "amount": 1})
+			r := commands.Request{Principal: ops, Command: commands.TopUpWallet{WalletID: id, Amount: 1}}
 			for pb.Next() {
 				if _, err := bus.Dispatch(context.Background(), r); err != nil {
 					b.Error(err)

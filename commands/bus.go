@@ -32,16 +32,21 @@ import (
 	"github.com/orderflow/orderflow/tracing"
 )
 
+// Command is a typed command payload: it names its command type.
+type Command interface{ CommandType() string }
+
 // Definition is one command type: its payload, the stream it targets and the
 // decision it asks of the aggregate.
 type Definition struct {
 	Name       string
 	StreamType string
 	payload    func() any
-	streamID   func(any) string
-	prepare    func(p any, r Request)
-	decide     func(aggregate.Root, any) error
-	internal   bool
+	// typed copies a caller's typed payload (P or *P) into a new *P.
+	typed    func(Command) (any, bool)
+	streamID func(any) string
+	prepare  func(p any, r Request)
+	decide   func(aggregate.Root, any) error
+	internal bool
 	// customer names the customer a command that creates a stream acts
 	// for (the stream has no owner yet); others take the stream's own.
 	customer func(p any) string
@@ -61,9 +66,38 @@ func Define[A aggregate.Root, P any](name, streamType string, id func(*P) string
 		Name:       name,
 		StreamType: streamType,
 		payload:    func() any { return new(P) },
-		streamID:   func(p any) string { return id(p.(*P)) },
-		decide:     func(a aggregate.Root, p any) error { return decide(a.(A), p.(*P)) },
+		typed: func(c Command) (any, bool) {
+			switch v := any(c).(type) {
+			case P:
+				return &v, true
+			case *P:
+				cp := *v
+				return &cp, true
+			}
+			return nil, false
+		},
+		streamID: func(p any) string { return id(p.(*P)) },
+		decide:   func(a aggregate.Root, p any) error { return decide(a.(A), p.(*P)) },
 	}
+}
+
+// decode returns the request's payload as a new *P: the typed payload
+// copied, or the JSON decoded (unknown fields refused).
+func (d Definition) decode(req Request) (any, error) {
+	if req.Command != nil {
+		p, ok := d.typed(req.Command)
+		if !ok {
+			return nil, &PayloadError{Msg: fmt.Sprintf("a %T is not the payload of %s", req.Command, d.Name)}
+		}
+		return p, nil
+	}
+	p := d.payload()
+	dec := json.NewDecoder(bytes.NewReader(req.Payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(p); err != nil {
+		return nil, &PayloadError{Msg: fmt.Sprintf("payload of %s: %v", d.Name, err)}
+	}
+	return p, nil
 }
 
 // WithPrepare fills the payload before it is logged: defaults such as an id
@@ -111,8 +145,12 @@ const ReservedPrefix = "saga:"
 type Request struct {
 	// CommandID is the idempotency key; a new one is generated when empty.
 	CommandID string
-	Type      string
-	Payload   json.RawMessage
+	// Command is the typed payload of an in-process caller (the HTTP
+	// handlers, the saga's activities): no JSON is decoded. Otherwise Type
+	// and Payload (POST /commands) are.
+	Command Command
+	Type    string
+	Payload json.RawMessage
 	// ExpectedVersion, when set, must equal the stream's version; the
 	// command is then never retried on a conflict.
 	ExpectedVersion *int64
@@ -228,6 +266,9 @@ func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts
 		if _, dup := b.defs[d.Name]; dup {
 			panic("commands: " + d.Name + " defined twice")
 		}
+		if c, ok := d.payload().(Command); !ok || c.CommandType() != d.Name {
+			panic("commands: the payload of " + d.Name + " does not name it (CommandType)")
+		}
 		b.defs[d.Name] = d
 	}
 	return b
@@ -262,6 +303,9 @@ const (
 // *RejectedError with the record.
 func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
 	start := time.Now()
+	if req.Command != nil {
+		req.Type = req.Command.CommandType()
+	}
 	typ := req.Type
 	if _, ok := b.defs[typ]; !ok {
 		typ = "unknown" // a label or span name never comes from a client's free text
@@ -316,11 +360,9 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 		}
 		req.Actor = principal.Subject
 	}
-	p := def.payload()
-	dec := json.NewDecoder(bytes.NewReader(req.Payload))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(p); err != nil {
-		return Record{}, &PayloadError{Msg: fmt.Sprintf("payload of %s: %v", req.Type, err)}
+	p, err := def.decode(req)
+	if err != nil {
+		return Record{}, err
 	}
 	req.Metadata = maps.Clone(req.Metadata)
 	if req.Metadata == nil {

@@ -454,3 +454,24 @@ func TestOneWriterPerStreamLeavesNoConflicts(t *testing.T) {
 		t.Fatalf("%d events, %d conflicts", n, conflicts.Load())
 	}
 }
+
+// An in-process caller hands the bus a typed payload: no JSON is decoded,
+// and the command is the same as its JSON form (a retry in either form
+// replays it).
+func TestATypedCommandIsTheSameAsItsJSON(t *testing.T) {
+	b, _ := newBus(t)
+	w := openWallet(t, b, 0)
+	key := "typed-" + uuid.NewString()
+	typed, err := b.Dispatch(context.Background(), commands.Request{Principal: ops, CommandID: key, Command: commands.TopUpWallet{WalletID: w, Amount: 7}})
+	if err != nil || typed.Type != "TopUpWallet" || typed.StreamID != w {
+		t.Fatalf("typed: %+v %v", typed, err)
+	}
+	again := mustDispatch(t, b, req(key, "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 7}))
+	if !again.Replayed || again.CommandID != typed.CommandID {
+		t.Fatalf("the JSON form of the same command: %+v", again)
+	}
+	ptr, err := b.Dispatch(context.Background(), commands.Request{Principal: ops, CommandID: key, Command: &commands.TopUpWallet{WalletID: w, Amount: 7}})
+	if err != nil || !ptr.Replayed {
+		t.Fatalf("a pointer payload: %+v %v", ptr, err)
+	}
+}

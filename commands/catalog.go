@@ -224,6 +224,33 @@ func placeOrder() Definition {
 	})
 }
 
+// Each payload names its command, as each event names its wire type: an
+// in-process caller hands the bus the typed payload, with no JSON between.
+func (OpenWallet) CommandType() string       { return "OpenWallet" }
+func (RenameWallet) CommandType() string     { return "RenameWallet" }
+func (TopUpWallet) CommandType() string      { return "TopUpWallet" }
+func (AuthoriseHold) CommandType() string    { return "AuthoriseHold" }
+func (CaptureHold) CommandType() string      { return "CaptureHold" }
+func (VoidHold) CommandType() string         { return "VoidHold" }
+func (RefundCapture) CommandType() string    { return "RefundCapture" }
+func (SuspendWallet) CommandType() string    { return "SuspendWallet" }
+func (ReinstateWallet) CommandType() string  { return "ReinstateWallet" }
+func (ReceiveStock) CommandType() string     { return "ReceiveStock" }
+func (ReserveStock) CommandType() string     { return "ReserveStock" }
+func (ReleaseStock) CommandType() string     { return "ReleaseStock" }
+func (CommitStock) CommandType() string      { return "CommitStock" }
+func (PlaceOrder) CommandType() string       { return "PlaceOrder" }
+func (ConfirmOrder) CommandType() string     { return "ConfirmOrder" }
+func (CancelOrder) CommandType() string      { return "CancelOrder" }
+func (MarkOrderShipped) CommandType() string { return "MarkOrderShipped" }
+func (CompleteOrder) CommandType() string    { return "CompleteOrder" }
+func (RejectOrder) CommandType() string      { return "RejectOrder" }
+func (WriteOffOrder) CommandType() string    { return "WriteOffOrder" }
+func (ScheduleShipment) CommandType() string { return "ScheduleShipment" }
+func (DispatchShipment) CommandType() string { return "DispatchShipment" }
+func (DeliverShipment) CommandType() string  { return "DeliverShipment" }
+func (FailShipment) CommandType() string     { return "FailShipment" }
+
 // orderIDNamespace makes derived order ids stable across processes.
 var orderIDNamespace = uuid.MustParse("6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f")
 

@@ -20,30 +20,17 @@ import (
 	"github.com/orderflow/orderflow/personal"
 )
 
-// dispatch runs a command built from the request and writes its outcome:
-// 201 when accepted now, 200 when replayed for a known Idempotency-Key.
-func (s *Server) dispatch(c echo.Context, typ string, payload any) error {
-	raw, err := json.Marshal(payload)
-	if err != nil {
-		return err
-	}
-	return s.dispatchRaw(c, typ, raw)
-}
-
-func (s *Server) dispatchRaw(c echo.Context, typ string, payload json.RawMessage) error {
+// dispatch runs a command (a typed payload, or a type and its JSON) with
+// the request's principal and headers, and writes its outcome: 201 when
+// accepted now, 200 when replayed for a known Idempotency-Key.
+func (s *Server) dispatch(c echo.Context, req commands.Request) error {
 	correlationID, onBehalfOf, err := traceHeaders(c)
 	if err != nil {
 		return err
 	}
 	p := principal(c)
-	req := commands.Request{
-		CommandID:     c.Request().Header.Get("Idempotency-Key"),
-		Type:          typ,
-		Payload:       payload,
-		CorrelationID: correlationID,
-		Principal:     &p,
-		OnBehalfOf:    onBehalfOf,
-	}
+	req.CommandID = c.Request().Header.Get("Idempotency-Key")
+	req.CorrelationID, req.Principal, req.OnBehalfOf = correlationID, &p, onBehalfOf
 	if m := c.Request().Header.Get("If-Match"); m != "" {
 		v, err := strconv.ParseInt(strings.Trim(m, `"`), 10, 64)
 		if err != nil {
@@ -108,8 +95,9 @@ func bind(c echo.Context, v any) error {
 }
 
 // command is the handler of a REST command endpoint: the body decoded into
-// payload P, completed from the path by fromPath (may be nil), then dispatched.
-func command[P any](s *Server, typ string, fromPath func(*P, echo.Context)) echo.HandlerFunc {
+// payload P (its one decode), completed from the path by fromPath (may be
+// nil), then handed to the bus typed.
+func command[P commands.Command](s *Server, fromPath func(*P, echo.Context)) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		var p P
 		if err := bind(c, &p); err != nil {
@@ -118,7 +106,7 @@ func command[P any](s *Server, typ string, fromPath func(*P, echo.Context)) echo
 		if fromPath != nil {
 			fromPath(&p, c)
 		}
-		return s.dispatch(c, typ, p)
+		return s.dispatch(c, commands.Request{Command: p})
 	}
 }
 
@@ -137,7 +125,7 @@ func (s *Server) submitCommand(c echo.Context) error {
 	if err := s.validatePayload(body.Type, body.Payload); err != nil {
 		return err
 	}
-	return s.dispatchRaw(c, body.Type, body.Payload)
+	return s.dispatch(c, commands.Request{Type: body.Type, Payload: body.Payload})
 }
 
 // commandView is a logged command with the events it caused.

@@ -154,11 +154,11 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.GET("/docs", s.docsIndex)
 	e.GET("/docs/*", s.docsAsset)
 
-	e.POST("/wallets", command[commands.OpenWallet](s, "OpenWallet", nil))
-	e.POST("/wallets/:id/top-ups", command(s, "TopUpWallet", func(p *commands.TopUpWallet, c echo.Context) { p.WalletID = c.Param("id") }))
-	e.POST("/products/:sku/stock", command(s, "ReceiveStock", func(p *commands.ReceiveStock, c echo.Context) { p.SKU = c.Param("sku") }))
-	e.POST("/orders", command[commands.PlaceOrder](s, "PlaceOrder", nil))
-	e.POST("/orders/:id/cancel", s.cancelOrder(command(s, "CancelOrder", func(p *commands.CancelOrder, c echo.Context) { p.OrderID = c.Param("id") })))
+	e.POST("/wallets", command[commands.OpenWallet](s, nil))
+	e.POST("/wallets/:id/top-ups", command(s, func(p *commands.TopUpWallet, c echo.Context) { p.WalletID = c.Param("id") }))
+	e.POST("/products/:sku/stock", command(s, func(p *commands.ReceiveStock, c echo.Context) { p.SKU = c.Param("sku") }))
+	e.POST("/orders", command[commands.PlaceOrder](s, nil))
+	e.POST("/orders/:id/cancel", s.cancelOrder(command(s, func(p *commands.CancelOrder, c echo.Context) { p.OrderID = c.Param("id") })))
 	e.POST("/commands", s.submitCommand)
 	e.DELETE("/customers/:id/personal-data", s.forgetCustomer)
 
