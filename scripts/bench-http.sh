@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Commands over HTTP beside PostgreSQL's own commit rate, in one run on one
+# server: `orderflow dev` in a scratch directory, 64 wallets, then wrk sending
+# POST /wallets/{id}/top-ups (a random wallet per request, an operator's token)
+# from 1 and 32 connections; then pgbench (one single-row INSERT per
+# transaction into a table shaped like events) on dev's own PostgreSQL.
+# Needs wrk and pgbench (Debian: wrk, postgresql-contrib or postgresql-client).
+# Usage: scripts/bench-http.sh [seconds per run]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+WORK=$(mktemp -d /tmp/orderflow-bench-http-XXXXXX)
+chmod 755 "$WORK"
+BIN=$WORK/orderflow
+export ORDERFLOW_DATA_DIR=$WORK/data ORDERFLOW_HTTP_ADDR=127.0.0.1:18680 ORDERFLOW_OPS_ADDR=127.0.0.1:18681
+export ORDERFLOW_TEMPORAL_DEV_ADDR=127.0.0.1:18682 ORDERFLOW_TEMPORAL_UI_ADDR=
+unset DATABASE_URL TEMPORAL_ADDRESS
+API=http://$ORDERFLOW_HTTP_ADDR
+DEV_PID=
+cleanup() {
+  [ -n "$DEV_PID" ] && { kill -INT "$DEV_PID" 2>/dev/null || true; wait "$DEV_PID" 2>/dev/null || true; }
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+go build -o "$BIN" ./cmd/orderflow
+"$BIN" dev >"$WORK/dev.log" 2>&1 &
+DEV_PID=$!
+for _ in $(seq 1 240); do curl -fs "$API/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
+TOKEN=$("$BIN" token -role operator -subject ops-bench 2>/dev/null | tail -1)
+for i in $(seq 0 63); do
+  curl -fs -XPOST "$API/wallets" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
+    -d "{\"wallet_id\":\"bench-$i\",\"customer_id\":\"c-bench-$i\",\"currency\":\"EUR\"}" >/dev/null
+done
+cat >"$WORK/topup.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+wrk.body = '{"amount":1}'
+request = function()
+  return wrk.format(nil, "/wallets/bench-" .. math.random(0, 63) .. "/top-ups")
+end
+EOF
+for c in 1 32; do
+  echo "-- HTTP top-ups, $c connection(s), ${SECS}s"
+  wrk -t "$(( c < 2 ? 1 : 2 ))" -c "$c" -d "${SECS}s" --latency -s "$WORK/topup.lua" "$API" | grep -E "Requests/sec|50%|99%|Non-2xx"
+done
+
+url=$(cat "$ORDERFLOW_DATA_DIR/database-url")
+psql "$url" -qc "CREATE TABLE bench_events (
+  global_position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
+  stream_id text NOT NULL, stream_version bigint NOT NULL, data jsonb NOT NULL,
+  UNIQUE (stream_id, stream_version));
+  CREATE INDEX ON bench_events (transaction_id, global_position);"
+cat >"$WORK/insert.sql" <<'SQL'
+\set v random(1, 2000000000)
+INSERT INTO bench_events (stream_id, stream_version, data) VALUES ('w-' || :client_id || '-' || :v, 1, '{"amount": 100, "currency": "EUR"}');
+SQL
+for c in 1 32; do
+  echo "-- pgbench on dev's PostgreSQL, $c client(s), ${SECS}s"
+  pgbench -n -f "$WORK/insert.sql" -c "$c" -j 2 -T "$SECS" "$url" 2>&1 | grep -E "tps|latency average" || true
+done
+psql "$url" -qc "DROP TABLE bench_events"
