@@ -542,6 +542,9 @@ func (b *Bus) seal(ctx context.Context, def Definition, streamID, customer strin
 	if def.personal == nil {
 		return nil
 	}
+	if def.customer != nil && customer == "" {
+		return &PayloadError{Msg: fmt.Sprintf("payload of %s: customer_id is required", def.Name)}
+	}
 	if customer == "" {
 		agg, err := b.load(ctx, def.StreamType, streamID)
 		if err != nil {

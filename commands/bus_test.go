@@ -475,3 +475,17 @@ func TestATypedCommandIsTheSameAsItsJSON(t *testing.T) {
 		t.Fatalf("a pointer payload: %+v %v", ptr, err)
 	}
 }
+
+// A command that creates a customer's stream must name the customer: its
+// personal fields are never sealed under no one's key.
+func TestPersonalFieldsNeedTheirCustomer(t *testing.T) {
+	b, pool := newBus(t)
+	_, err := b.Dispatch(context.Background(), req("", "OpenWallet", commands.OpenWallet{WalletID: "w-" + uuid.NewString(), Currency: "EUR", Name: "Ada"}))
+	var payloadErr *commands.PayloadError
+	if !errors.As(err, &payloadErr) {
+		t.Fatalf("a wallet of no customer: %v", err)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM customer_keys WHERE customer_id = ''`); n != 0 {
+		t.Fatal("a key was made for no customer")
+	}
+}
