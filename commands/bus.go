@@ -492,13 +492,19 @@ func (b *Bus) commit(ctx context.Context, rec Record, agg aggregate.Root, md eve
 			rec.GlobalPosition = e.GlobalPosition
 			rec.TransactionID = e.TransactionID
 		}
-		if inserted, err := b.log.insert(ctx, tx, &rec); err != nil {
+		// The log row and the events' outbox rows in one round trip; a key
+		// logged before inserts no row, and the transaction is rolled back.
+		batch := &pgx.Batch{}
+		var inserted bool
+		b.log.queueInsert(batch, &rec, &inserted)
+		if err := outbox.Queue(batch, envs); err != nil {
 			return err
-		} else if !inserted {
-			return errLogged
 		}
-		if err := outbox.Publish(ctx, tx, envs); err != nil {
+		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 			return err
+		}
+		if !inserted {
+			return errLogged
 		}
 		return publish(ctx, tx, rec, envs)
 	})

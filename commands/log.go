@@ -62,21 +62,32 @@ ON CONFLICT (command_id) DO NOTHING
 RETURNING seq`
 
 // insert writes rec in tx; inserted is false when the command id is already logged.
-func (l *Log) insert(ctx context.Context, tx pgx.Tx, rec *Record) (inserted bool, err error) {
+// queueInsert queues the insert of rec on b; once the batch has run,
+// inserted says whether the command id was new (rec.Seq is then set).
+func (l *Log) queueInsert(b *pgx.Batch, rec *Record, inserted *bool) {
 	md := rec.Metadata
 	if md == nil {
 		md = map[string]string{}
 	}
-	err = tx.QueryRow(ctx, insertSQL, rec.CommandID, rec.Type, rec.Payload, rec.Status, rec.ReasonKind, rec.ReasonCode,
+	b.Queue(insertSQL, rec.CommandID, rec.Type, rec.Payload, rec.Status, rec.ReasonKind, rec.ReasonCode,
 		rec.Reason, rec.StreamType, rec.StreamID, rec.StreamVersion, rec.GlobalPosition, rec.EventIDs,
-		rec.CorrelationID, rec.CausationID, rec.Actor, md, rec.RecordedAt).Scan(&rec.Seq)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("record command %s: %w", rec.CommandID, err)
-	}
-	return true, nil
+		rec.CorrelationID, rec.CausationID, rec.Actor, md, rec.RecordedAt).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&rec.Seq)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("record command %s: %w", rec.CommandID, err)
+		}
+		*inserted = true
+		return nil
+	})
+}
+
+func (l *Log) insert(ctx context.Context, tx pgx.Tx, rec *Record) (inserted bool, err error) {
+	b := &pgx.Batch{}
+	l.queueInsert(b, rec, &inserted)
+	return inserted, tx.SendBatch(ctx, b).Close()
 }
 
 const selectSQL = `SELECT command_id, seq, transaction_id::text AS txid, command_type, payload, status, coalesce(reason_kind, ''),

@@ -76,6 +76,18 @@ func PublishTo(ctx context.Context, tx pgx.Tx, topic string, msgs ...*message.Me
 
 // Publish writes one message per event in tx, grouped by topic in order.
 func Publish(ctx context.Context, tx pgx.Tx, envs []eventstore.Envelope) error {
+	b := &pgx.Batch{}
+	if err := Queue(b, envs); err != nil {
+		return err
+	}
+	return tx.SendBatch(ctx, b).Close()
+}
+
+// Queue queues the inserts of one message per event, grouped by topic in
+// order, on b: a command sends them with its other writes in one round
+// trip. The SQL and its arguments are Watermill's own (the schema adapter's
+// insert query), so the rows are those its publisher would write.
+func Queue(b *pgx.Batch, envs []eventstore.Envelope) error {
 	for start := 0; start < len(envs); {
 		end := start + 1
 		for end < len(envs) && envs[end].StreamType == envs[start].StreamType {
@@ -85,9 +97,15 @@ func Publish(ctx context.Context, tx pgx.Tx, envs []eventstore.Envelope) error {
 		for _, e := range envs[start:end] {
 			msgs = append(msgs, Message(e))
 		}
-		if err := PublishTo(ctx, tx, Topic(envs[start].StreamType), msgs...); err != nil {
-			return err
+		topic := Topic(envs[start].StreamType)
+		if !topicName.MatchString(topic) {
+			return fmt.Errorf("outbox: topic %q is not [a-z_]+", topic)
 		}
+		q, err := SchemaAdapter.InsertQuery(wsql.InsertQueryParams{Topic: topic, Msgs: msgs})
+		if err != nil {
+			return fmt.Errorf("outbox insert into %s: %w", topic, err)
+		}
+		b.Queue(q.Query, q.Args...)
 		start = end
 	}
 	return nil
