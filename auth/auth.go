@@ -47,19 +47,6 @@ func (p Principal) Owns(customerID string) bool {
 	return p.Role == Operator || (p.Role == Customer && customerID != "" && p.CustomerID == customerID)
 }
 
-type principalKey struct{}
-
-// With returns ctx carrying p.
-func With(ctx context.Context, p Principal) context.Context {
-	return context.WithValue(ctx, principalKey{}, p)
-}
-
-// From returns the principal of ctx, if any.
-func From(ctx context.Context) (Principal, bool) {
-	p, ok := ctx.Value(principalKey{}).(Principal)
-	return p, ok
-}
-
 // Claims are orderflow's token claims: the registered ones plus the role
 // and, for customers, the customer id.
 type Claims struct {
@@ -176,8 +163,11 @@ const (
 // DevKey returns the signing key kept in dir, creating it (mode 0600) when
 // create is set and there is none.
 func DevKey(dir string, create bool) (ed25519.PrivateKey, error) {
-	return SigningKey(filepath.Join(dir, devKeyFile), create)
+	return SigningKey(DevKeyPath(dir), create)
 }
+
+// DevKeyPath is where dev keeps its signing key in its data directory.
+func DevKeyPath(dir string) string { return filepath.Join(dir, devKeyFile) }
 
 // SigningKey reads an Ed25519 private key (PEM, PKCS #8) from path,
 // creating one there when create is set and there is none.

@@ -39,23 +39,19 @@ var DefaultLimits = Limits{CustomerRate: 20, CustomerBurst: 40, OperatorRate: 20
 
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits
-	pick := func(v *float64, def float64) {
-		if *v <= 0 {
-			*v = def
-		}
-	}
-	pickInt := func(v *int, def int) {
-		if *v <= 0 {
-			*v = def
-		}
-	}
-	pick(&l.CustomerRate, d.CustomerRate)
-	pick(&l.OperatorRate, d.OperatorRate)
-	pickInt(&l.CustomerBurst, d.CustomerBurst)
-	pickInt(&l.OperatorBurst, d.OperatorBurst)
-	pickInt(&l.Streams, d.Streams)
-	pickInt(&l.Waits, d.Waits)
+	orDefault(&l.CustomerRate, d.CustomerRate)
+	orDefault(&l.OperatorRate, d.OperatorRate)
+	orDefault(&l.CustomerBurst, d.CustomerBurst)
+	orDefault(&l.OperatorBurst, d.OperatorBurst)
+	orDefault(&l.Streams, d.Streams)
+	orDefault(&l.Waits, d.Waits)
 	return l
+}
+
+func orDefault[T int | float64](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 const principalCtxKey = "principal"
@@ -78,29 +74,30 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if access == auth.Nobody {
 			return next(c) // not a route: echo's 404 or 405
 		}
+		// A request without a valid token is refused, within its address's
+		// budget (guessing tokens costs requests too).
+		refuse := func(challenge string, p *Problem) error {
+			if err := s.limit(c, "addr:"+c.RealIP(), auth.Customer); err != nil {
+				return err
+			}
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
+			return p
+		}
 		h := c.Request().Header.Get(echo.HeaderAuthorization)
 		scheme, token, _ := strings.Cut(h, " ")
 		if h == "" || !strings.EqualFold(scheme, "Bearer") || token == "" {
-			if err := s.limit(c, "addr:"+c.RealIP(), auth.Customer); err != nil {
-				return err
-			}
-			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="orderflow"`)
-			return problem(http.StatusUnauthorized, "unauthenticated", "send a bearer token: Authorization: Bearer <token>")
+			return refuse(`Bearer realm="orderflow"`,
+				problem(http.StatusUnauthorized, "unauthenticated", "send a bearer token: Authorization: Bearer <token>"))
 		}
 		p, err := s.verifier.Verify(strings.TrimSpace(token))
 		if err != nil {
-			if err := s.limit(c, "addr:"+c.RealIP(), auth.Customer); err != nil {
-				return err
-			}
-			c.Response().Header().Set(echo.HeaderWWWAuthenticate,
-				fmt.Sprintf(`Bearer realm="orderflow", error="invalid_token", error_description=%q`, err.Error()))
-			return problem(http.StatusUnauthorized, "invalid_token", err.Error())
+			return refuse(fmt.Sprintf(`Bearer realm="orderflow", error="invalid_token", error_description=%q`, err.Error()),
+				problem(http.StatusUnauthorized, "invalid_token", err.Error()))
 		}
 		if !p.Allows(access) {
 			return problem(http.StatusForbidden, "forbidden", fmt.Sprintf("a %s may not call %s %s", p.Role, c.Request().Method, c.Path()))
 		}
 		c.Set(principalCtxKey, p)
-		c.SetRequest(c.Request().WithContext(auth.With(c.Request().Context(), p)))
 		return s.limited(c, "sub:"+p.Subject, p.Role, next)
 	}
 }

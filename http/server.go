@@ -139,10 +139,10 @@ func New(cfg Config) (*echo.Echo, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(cfg.Log)
-	e.Use(traced)
-	if cfg.Observe != nil {
-		e.Use(observe(cfg.Observe))
+	if cfg.Observe == nil {
+		cfg.Observe = func(string, string, int, time.Duration) {}
 	}
+	e.Use(instrument(cfg.Observe))
 	e.Use(middleware.Recover())
 	e.Use(middleware.RequestID())
 	e.Use(s.authenticate)
@@ -210,46 +210,32 @@ func Readiness(ctx context.Context, checks map[string]func(context.Context) erro
 	return status, failed
 }
 
-// traced runs the request in a server span, continuing the client's trace
-// when it sends a traceparent header.
-func traced(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		req := c.Request()
-		route := c.Path()
-		if auth.RouteAccess(req.Method, route) == auth.Nobody {
-			route = "unmatched"
-		}
-		ctx := tracing.Propagator.Extract(req.Context(), propagation.HeaderCarrier(req.Header))
-		ctx, span := tracing.Tracer().Start(ctx, req.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("http.request.method", req.Method), attribute.String("http.route", route)))
-		defer span.End()
-		c.SetRequest(req.WithContext(ctx))
-		if err := next(c); err != nil {
-			c.Error(err)
-		}
-		status := c.Response().Status
-		span.SetAttributes(attribute.Int("http.response.status_code", status))
-		if status >= 500 {
-			span.SetStatus(codes.Error, http.StatusText(status))
-		}
-		return nil
-	}
-}
-
-// observe reports each request's route, status and duration; it runs the
-// error handler itself so that the status is the one the client got.
-func observe(record func(route, method string, status int, took time.Duration)) echo.MiddlewareFunc {
+// instrument runs the request in a server span (continuing the client's
+// trace when it sends a traceparent header) and reports its route, status
+// and duration to record. It runs the error handler itself, so that both
+// see the status the client got.
+func instrument(record func(route, method string, status int, took time.Duration)) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			start := time.Now()
+			start, req := time.Now(), c.Request()
+			route := c.Path()
+			if auth.RouteAccess(req.Method, route) == auth.Nobody {
+				route = "unmatched" // never a client's path as a span name or label
+			}
+			ctx := tracing.Propagator.Extract(req.Context(), propagation.HeaderCarrier(req.Header))
+			ctx, span := tracing.Tracer().Start(ctx, req.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
+				trace.WithAttributes(attribute.String("http.request.method", req.Method), attribute.String("http.route", route)))
+			defer span.End()
+			c.SetRequest(req.WithContext(ctx))
 			if err := next(c); err != nil {
 				c.Error(err)
 			}
-			route := c.Path()
-			if auth.RouteAccess(c.Request().Method, route) == auth.Nobody {
-				route = "unmatched" // never a client's path as a label
+			status := c.Response().Status
+			span.SetAttributes(attribute.Int("http.response.status_code", status))
+			if status >= 500 {
+				span.SetStatus(codes.Error, http.StatusText(status))
 			}
-			record(route, c.Request().Method, c.Response().Status, time.Since(start))
+			record(route, req.Method, status, time.Since(start))
 			return nil
 		}
 	}

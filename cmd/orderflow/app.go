@@ -141,7 +141,7 @@ func runDev(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return err
 		}
 		log.Info("the API needs a bearer token: print one with `orderflow token -role operator` or `orderflow token -role customer -customer <id>`",
-			"signing_key", filepath.Join(cfg.DataDir, "jwt-signing-key.pem"))
+			"signing_key", auth.DevKeyPath(cfg.DataDir))
 	}
 	return withPool(ctx, cfg, func(a *app) error {
 		tc, err := a.dialTemporal(ctx)

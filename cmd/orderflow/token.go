@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/orderflow/orderflow/auth"
@@ -53,7 +52,7 @@ func runToken(cfg Config, t tokenFlags) error {
 	}
 	path := t.key
 	if path == "" {
-		path = filepath.Join(cfg.DataDir, "jwt-signing-key.pem")
+		path = auth.DevKeyPath(cfg.DataDir)
 	}
 	key, err := auth.SigningKey(path, false)
 	if err != nil {
