@@ -2,8 +2,8 @@
 # Commands over HTTP beside PostgreSQL's own commit rate, in one run on one
 # server: `orderflow dev` in a scratch directory, 64 wallets, then wrk sending
 # POST /wallets/{id}/top-ups (a random wallet per request, an operator's token)
-# from 1 and 32 connections; then pgbench (one single-row INSERT per
-# transaction into a table shaped like events) on dev's own PostgreSQL.
+# from 1 and 32 connections; then scripts/pgbench-inserts.sh on dev's own
+# PostgreSQL.
 # Needs wrk and pgbench (Debian: wrk, postgresql-contrib or postgresql-client).
 # Usage: scripts/bench-http.sh [seconds per run]
 set -euo pipefail
@@ -46,19 +46,5 @@ for c in 1 32; do
   wrk -t "$(( c < 2 ? 1 : 2 ))" -c "$c" -d "${SECS}s" --latency -s "$WORK/topup.lua" "$API" | grep -E "Requests/sec|50%|99%|Non-2xx"
 done
 
-url=$(cat "$ORDERFLOW_DATA_DIR/database-url")
-psql "$url" -qc "CREATE TABLE bench_events (
-  global_position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
-  stream_id text NOT NULL, stream_version bigint NOT NULL, data jsonb NOT NULL,
-  UNIQUE (stream_id, stream_version));
-  CREATE INDEX ON bench_events (transaction_id, global_position);"
-cat >"$WORK/insert.sql" <<'SQL'
-\set v random(1, 2000000000)
-INSERT INTO bench_events (stream_id, stream_version, data) VALUES ('w-' || :client_id || '-' || :v, 1, '{"amount": 100, "currency": "EUR"}');
-SQL
-for c in 1 32; do
-  echo "-- pgbench on dev's PostgreSQL, $c client(s), ${SECS}s"
-  pgbench -n -f "$WORK/insert.sql" -c "$c" -j 2 -T "$SECS" "$url" 2>&1 | grep -E "tps|latency average" || true
-done
-psql "$url" -qc "DROP TABLE bench_events"
+echo "== on dev's own PostgreSQL"
+scripts/pgbench-inserts.sh "$(cat "$ORDERFLOW_DATA_DIR/database-url")" "$SECS"
