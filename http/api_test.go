@@ -2,9 +2,11 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -347,4 +349,22 @@ func TestHealthAndDocs(t *testing.T) {
 		t.Fatal("docs page does not load the spec")
 	}
 	c.want(c.do("GET", "/docs/swagger-ui-bundle.js", ""), 200)
+}
+
+// /readyz names what is not ready; /healthz only says the process answers.
+func TestReadinessNamesTheFailingCheck(t *testing.T) {
+	projector := errors.New("the projector is not running")
+	c := newAPIWith(t, httpapi.Config{Ready: func() map[string]func(context.Context) error {
+		return map[string]func(context.Context) error{"projector": func(context.Context) error { return projector }}
+	}})
+	r := c.want(c.do("GET", "/readyz", ""), 503)
+	if r.body["code"] != "not_ready" || !strings.Contains(r.body["detail"].(string), "projector") || r.header.Get("Retry-After") == "" {
+		t.Fatal(r.raw)
+	}
+	c.want(c.do("GET", "/healthz", ""), 200)
+	projector = nil
+	r = c.want(c.do("GET", "/readyz", ""), 200)
+	if checks := r.body["checks"].(map[string]any); checks["database"] != "ok" || checks["projector"] != "ok" {
+		t.Fatal(r.raw)
+	}
 }

@@ -90,7 +90,6 @@ type Server struct {
 	router             routers.Router
 	spec               []byte
 
-	readyChecks  func() map[string]func(context.Context) error
 	verifier     *auth.Verifier
 	keys         *personal.Keys
 	limits       Limits
@@ -128,7 +127,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	s := &Server{pool: cfg.Pool, bus: cfg.Bus, store: cfg.Store, log: cfg.Log, maxBody: cfg.MaxBodyBytes, doc: doc, router: router, spec: spec,
 		reader: cfg.Reader, sagas: cfg.Sagas, horizon: newHorizon(cfg.Pool, 50*time.Millisecond),
 		consistencyTimeout: cfg.ConsistencyTimeout, heartbeat: cfg.Heartbeat, sseWriteTimeout: 10 * time.Second,
-		verifier: cfg.Verifier, keys: personal.NewKeys(cfg.Pool), limits: cfg.Limits.withDefaults(), readyChecks: cfg.Ready}
+		verifier: cfg.Verifier, keys: personal.NewKeys(cfg.Pool), limits: cfg.Limits.withDefaults()}
 	s.customerRate = newRateStore(s.limits.CustomerRate, s.limits.CustomerBurst)
 	s.operatorRate = newRateStore(s.limits.OperatorRate, s.limits.OperatorBurst)
 	s.streams, s.waits = newSlots(s.limits.Streams), newSlots(s.limits.Waits)
@@ -148,8 +147,8 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.Use(s.authenticate)
 	e.Use(s.validate)
 
-	e.GET("/healthz", s.health)
-	e.GET("/readyz", s.ready)
+	e.GET("/healthz", echo.WrapHandler(http.HandlerFunc(Alive)))
+	e.GET("/readyz", echo.WrapHandler(Ready(cfg.Pool.Ping, cfg.Ready)))
 	e.GET("/openapi.json", s.openapi)
 	e.GET("/docs", s.docsIndex)
 	e.GET("/docs/*", s.docsAsset)
@@ -173,28 +172,40 @@ func New(cfg Config) (*echo.Echo, error) {
 	return e, nil
 }
 
-// health says the process is alive: it answers, whatever its dependencies.
-func (s *Server) health(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string]string{"status": "alive"})
+// Alive answers /healthz: the process answers, whatever its dependencies.
+func Alive(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"status":"alive"}` + "\n"))
 }
 
-// ready says whether the process can serve: the database answers, and so
-// does everything else it was given to check (Temporal, its projector).
-func (s *Server) ready(c echo.Context) error {
-	checks := map[string]func(context.Context) error{"database": s.pool.Ping}
-	if s.readyChecks != nil {
-		maps.Copy(checks, s.readyChecks())
+// Ready answers /readyz: 200 with each check when the database (ping) and
+// everything else given (Temporal, this process's projector) answer, 503
+// problem+json naming the failing ones otherwise. The API and every role's
+// ops listener serve it alike.
+func Ready(ping func(context.Context) error, checks func() map[string]func(context.Context) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		all := map[string]func(context.Context) error{"database": ping}
+		if checks != nil {
+			maps.Copy(all, checks())
+		}
+		status, failed := readiness(r.Context(), all)
+		if len(failed) > 0 {
+			p := problem(http.StatusServiceUnavailable, "not_ready", "not ready: "+strings.Join(failed, ", "))
+			p.Instance = r.URL.Path
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(p.Status)
+			_ = json.NewEncoder(w).Encode(p)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": "ready", "checks": status})
 	}
-	status, failed := Readiness(c.Request().Context(), checks)
-	if len(failed) > 0 {
-		return problem(http.StatusServiceUnavailable, "not_ready", "not ready: "+strings.Join(failed, ", "))
-	}
-	return c.JSON(http.StatusOK, map[string]any{"status": "ready", "checks": status})
 }
 
-// Readiness runs every check with a short timeout; failed names the checks
+// readiness runs every check with a short timeout; failed names the checks
 // that did not pass, sorted.
-func Readiness(ctx context.Context, checks map[string]func(context.Context) error) (status map[string]string, failed []string) {
+func readiness(ctx context.Context, checks map[string]func(context.Context) error) (status map[string]string, failed []string) {
 	status = map[string]string{}
 	for name, check := range checks {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"maps"
 	"net/http"
@@ -49,22 +48,8 @@ func temporalCheck(tc client.Client) func(context.Context) error {
 func (a *app) serveOps(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", a.metrics.Handler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"status":"alive"}`))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		all := a.ready.all()
-		all["database"] = a.pool.Ping
-		status, failed := httpapi.Readiness(r.Context(), all)
-		w.Header().Set("Content-Type", "application/json")
-		body := map[string]any{"status": "ready", "checks": status}
-		if len(failed) > 0 {
-			body["status"] = "not ready"
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		_ = json.NewEncoder(w).Encode(body)
-	})
+	mux.HandleFunc("GET /healthz", httpapi.Alive)
+	mux.Handle("GET /readyz", httpapi.Ready(a.pool.Ping, a.ready.all))
 	srv := &http.Server{Addr: a.cfg.OpsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
