@@ -190,6 +190,14 @@ const (
 	// once the carrier has the parcel; a cancel during dispatch asks the
 	// carrier to withdraw; bounded retries that stop for an operator.
 	VersionGuarded = workflow.Version(2)
+	// VersionWithdrawActivity: the withdrawal a cancel asks for is a
+	// regular activity. As a local activity it ran inside the workflow
+	// task that accepted the cancel: when that task failed (an event
+	// landed meanwhile), the server dropped the update but the carrier had
+	// withdrawn, and the saga compensated as if the carrier had refused.
+	// A regular activity is scheduled only once the task, and with it the
+	// update's acceptance, is recorded.
+	VersionWithdrawActivity = workflow.Version(3)
 )
 
 // Timeouts and retries. A step is a command through the bus (milliseconds);
@@ -224,6 +232,7 @@ const (
 )
 
 type fulfilment struct {
+	v        workflow.Version
 	in       Input
 	wid      string
 	p        Progress
@@ -249,11 +258,11 @@ func OrderFulfilment(ctx workflow.Context, in Input) (Progress, error) {
 		in.ShippingDeadline = DefaultShippingDeadline
 	}
 	// First, before any command: old histories have no marker here.
-	v := workflow.GetVersion(ctx, changeLocalActivities, VersionRegular, VersionGuarded)
+	v := workflow.GetVersion(ctx, changeLocalActivities, VersionRegular, VersionWithdrawActivity)
 	if v < VersionGuarded {
 		return runLegacy(ctx, in, v)
 	}
-	f := &fulfilment{in: in, wid: workflow.GetInfo(ctx).WorkflowExecution.ID, asks: workflow.NewChannel(ctx),
+	f := &fulfilment{v: v, in: in, wid: workflow.GetInfo(ctx).WorkflowExecution.ID, asks: workflow.NewChannel(ctx),
 		written: [2]string{StatusPlaced, ""}} // the launcher starts the run with OrderStatus=PLACED
 	f.p = Progress{Status: StatusPlaced, Repair: in.Repair}
 	workflow.GetMetricsHandler(ctx).Counter(MetricStarted).Inc(1)
@@ -605,7 +614,10 @@ func (f *fulfilment) dispatch(ctx workflow.Context) error {
 func (f *fulfilment) withdraw(ctx workflow.Context) (bool, error) {
 	var withdrawn bool
 	err := f.do(ctx, "withdraw_from_carrier", func(ctx workflow.Context) error {
-		return call(ctx, a.WithdrawFromCarrier, f.parcel("dispatch_shipment"), &withdrawn)
+		if f.v < VersionWithdrawActivity {
+			return call(ctx, a.WithdrawFromCarrier, f.parcel("dispatch_shipment"), &withdrawn)
+		}
+		return workflow.ExecuteActivity(ctx, a.WithdrawFromCarrier, f.parcel("dispatch_shipment")).Get(ctx, &withdrawn)
 	}, true, ActionRetry)
 	return withdrawn, err
 }

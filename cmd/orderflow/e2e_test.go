@@ -460,6 +460,7 @@ func TestCustomerCancelsWhileTheSagaRuns(t *testing.T) {
 	if n := s.events("shp-"+id, "shipment.dispatched"); n != 0 {
 		t.Fatalf("a withdrawn parcel was dispatched (%d events)", n)
 	}
+	writeHistory(t, s.tc, id, "cancelled")
 	s.verified()
 }
 
@@ -654,7 +655,8 @@ func TestLoadThenVerify(t *testing.T) {
 
 // writeHistory replays the saga's real history against the current code
 // and, with ORDERFLOW_RECORD_HISTORIES=1, saves it for the replay tests of
-// the workflows package.
+// the workflows package, named for the saga's current version (histories
+// of older versions stay, so that they keep replaying).
 func writeHistory(t *testing.T, tc client.Client, orderID, name string) *historypb.History {
 	t.Helper()
 	ctx := context.Background()
@@ -679,7 +681,7 @@ func writeHistory(t *testing.T, tc client.Client, orderID, name string) *history
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "guarded-"+name+".json"), raw, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "withdraw-activity-"+name+".json"), raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return hist
