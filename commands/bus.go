@@ -18,7 +18,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -27,7 +26,6 @@ import (
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/eventstore"
-	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/personal"
 	"github.com/orderflow/orderflow/tracing"
 )
@@ -207,8 +205,8 @@ type Options struct {
 	// conflict (only when the client gave no expected version).
 	Retries int
 	Clock   func() time.Time
-	// Committed is called after every commit that wrote outbox messages
-	// (outbox.Signal.Raise wakes this process's subscribers).
+	// Committed is called after every commit (outbox.Signal.Raise wakes
+	// this process's subscribers), by the bus's own committer.
 	Committed func()
 	// Observe, when set, is told of every dispatched command: its type,
 	// stream type, outcome (accepted, rejected, replayed, refused, failed),
@@ -223,6 +221,10 @@ type Options struct {
 	// Streams are the per-stream locks, shared by every bus of a process
 	// (the API's and the saga's); nil: the bus's own.
 	Streams *StreamLocks
+	// Committer commits the bus's commands in groups, shared by every bus
+	// of a process; nil: the bus's own, configured by Group.
+	Committer *Committer
+	Group     GroupCommit
 }
 
 // Bus dispatches commands.
@@ -234,21 +236,22 @@ type Bus struct {
 	defs    map[string]Definition
 	retries int
 	now     func() time.Time
-	done    func()
 	observe func(typ, streamType, outcome string, events int, took time.Duration)
 	// conflicts counts re-decisions after a version conflict.
 	conflicts func(typ string)
 	streams   *StreamLocks
+	committer *Committer
 }
 
 // NewBus returns a bus for the given definitions.
 func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts Options) *Bus {
-	b := &Bus{pool: pool, store: store, log: NewLog(pool), keys: personal.NewKeys(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock, done: opts.Committed}
+	b := &Bus{pool: pool, store: store, log: NewLog(pool), keys: personal.NewKeys(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock,
+		committer: opts.Committer}
 	if b.now == nil {
 		b.now = time.Now
 	}
-	if b.done == nil {
-		b.done = func() {}
+	if b.committer == nil {
+		b.committer = NewCommitter(pool, store, opts.Group, opts.Committed)
 	}
 	if b.observe = opts.Observe; b.observe == nil {
 		b.observe = func(string, string, string, int, time.Duration) {}
@@ -477,37 +480,20 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 
 var errLogged = errors.New("command id already logged")
 
-// commit is the one transaction of an accepted command.
+// commit commits an accepted command through the group committer.
 func (b *Bus) commit(ctx context.Context, rec Record, agg aggregate.Root, md eventstore.Metadata) (Record, error) {
 	rec.Status = StatusAccepted
 	rec.StreamVersion = agg.Version()
 	rec.RecordedAt = b.now().UTC().Truncate(time.Microsecond)
-	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		envs, err := b.store.Save(ctx, tx, agg, md)
-		if err != nil {
-			return err
-		}
-		for _, e := range envs {
-			rec.EventIDs = append(rec.EventIDs, e.EventID)
-			rec.GlobalPosition = e.GlobalPosition
-			rec.TransactionID = e.TransactionID
-		}
-		// The log row and the events' outbox rows in one round trip; a key
-		// logged before inserts no row, and the transaction is rolled back.
-		batch := &pgx.Batch{}
-		var inserted bool
-		b.log.queueInsert(batch, &rec, &inserted)
-		if err := outbox.Queue(batch, envs); err != nil {
-			return err
-		}
-		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-			return err
-		}
-		if !inserted {
-			return errLogged
-		}
-		return publish(ctx, tx, rec, envs)
-	})
+	envs, err := b.store.Pending(agg, md)
+	if err != nil {
+		return Record{}, err
+	}
+	for _, e := range envs {
+		rec.EventIDs = append(rec.EventIDs, e.EventID)
+	}
+	u := &unit{rec: rec, agg: agg, envs: envs, md: md}
+	err = b.committer.commit(u)
 	if errors.Is(err, errLogged) {
 		return b.loggedMeanwhile(ctx, rec)
 	}
@@ -515,31 +501,24 @@ func (b *Bus) commit(ctx context.Context, rec Record, agg aggregate.Root, md eve
 		return Record{}, err
 	}
 	b.store.Remember(agg)
-	b.done()
-	return rec, nil
+	return u.rec, nil
 }
 
-// reject logs a refused command in its own short transaction.
+// reject logs a refused command (no events) through the group committer.
 func (b *Bus) reject(ctx context.Context, rec Record, version int64, dErr *aggregate.Error) (Record, error) {
 	rec.Status = StatusRejected
 	rec.StreamVersion = version
 	rec.ReasonKind, rec.ReasonCode, rec.Reason = kindName(dErr.Kind), dErr.Code, dErr.Message
 	rec.RecordedAt = b.now().UTC().Truncate(time.Microsecond)
-	var inserted bool
-	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) (err error) {
-		if inserted, err = b.log.insert(ctx, tx, &rec); err != nil || !inserted {
-			return err
-		}
-		return publish(ctx, tx, rec, nil)
-	})
+	u := &unit{rec: rec}
+	err := b.committer.commit(u)
+	if errors.Is(err, errLogged) {
+		return b.loggedMeanwhile(ctx, rec)
+	}
 	if err != nil {
 		return Record{}, err
 	}
-	if !inserted {
-		return b.loggedMeanwhile(ctx, rec)
-	}
-	b.done()
-	return rec, &RejectedError{Record: rec, Err: dErr}
+	return u.rec, &RejectedError{Record: u.rec, Err: dErr}
 }
 
 // seal seals the payload's personal fields with their customer's key: the

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -487,5 +488,85 @@ func TestPersonalFieldsNeedTheirCustomer(t *testing.T) {
 	}
 	if n := count(t, pool, `SELECT count(*) FROM customer_keys WHERE customer_id = ''`); n != 0 {
 		t.Fatal("a key was made for no customer")
+	}
+}
+
+// Concurrent commands commit together, many per transaction; one that
+// conflicts (another process moved its stream while it waited for its
+// group) is taken out and decided again alone, and its neighbours commit
+// without it. Each keeps its events, log row and outbox messages together.
+func TestAGroupCommitsTogetherAndAConflictFailsNoNeighbour(t *testing.T) {
+	pool := pgtest.Pool(t)
+	newStore := func() *eventstore.Store {
+		return eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 50, CacheSize: 1000})
+	}
+	var conflicts, decided atomic.Int64
+	ready := make(chan struct{})
+	// A waits a second for its group; B, another process, commits at once.
+	// A's clock is read once per command, as it goes to the committer.
+	a := commands.NewBus(pool, newStore(), commands.Definitions(), commands.Options{Retries: 5,
+		Conflict: func(string) { conflicts.Add(1) }, Group: commands.GroupCommit{MaxWait: time.Second, Committers: 1},
+		Clock: func() time.Time {
+			if decided.Add(1) == 12 {
+				close(ready)
+			}
+			return time.Now()
+		}})
+	b := commands.NewBus(pool, newStore(), commands.Definitions(), commands.Options{Retries: 5})
+	contended := openWallet(t, b, 0)
+	wallets := []string{contended}
+	for range 11 {
+		wallets = append(wallets, openWallet(t, b, 0))
+	}
+	var wg sync.WaitGroup
+	recs := make([]commands.Record, len(wallets))
+	for i, w := range wallets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec, err := a.Dispatch(context.Background(), req("", "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 10}))
+			if err != nil {
+				t.Errorf("top-up of %s: %v", w, err)
+			}
+			recs[i] = rec
+		}()
+	}
+	<-ready // every command of A's group is decided
+	mustDispatch(t, b, req("", "TopUpWallet", commands.TopUpWallet{WalletID: contended, Amount: 1}))
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if conflicts.Load() != 1 || recs[0].StreamVersion != 3 {
+		t.Fatalf("the contended top-up: %d conflicts, committed at version %d (want 1 conflict, version 3)", conflicts.Load(), recs[0].StreamVersion)
+	}
+	shared := 0
+	for _, r := range recs[1:] {
+		if r.TransactionID == recs[1].TransactionID {
+			shared++
+		}
+		if r.StreamVersion != 2 || r.Seq == 0 || r.GlobalPosition == 0 {
+			t.Fatalf("neighbour %+v", r)
+		}
+	}
+	if shared != len(recs)-1 || recs[0].TransactionID == recs[1].TransactionID {
+		t.Fatalf("%d of %d neighbours share one transaction; the contended one's is %d, theirs %d",
+			shared, len(recs)-1, recs[0].TransactionID, recs[1].TransactionID)
+	}
+	for i, w := range wallets {
+		want := 2
+		if i == 0 {
+			want = 3
+		}
+		if n := count(t, pool, `SELECT count(*) FROM events WHERE stream_id = $1`, w); n != want {
+			t.Fatalf("wallet %s: %d events, want %d", w, n, want)
+		}
+		if n := count(t, pool, `SELECT count(*) FROM watermill_wallet_events WHERE metadata::jsonb->>'stream_id' = $1`, w); n != want {
+			t.Fatalf("wallet %s: %d outbox messages, want %d", w, n, want)
+		}
+		if n := count(t, pool, `SELECT count(*) FROM commands c JOIN events e ON e.event_id = ANY(c.event_ids)
+			WHERE c.stream_id = $1 AND c.transaction_id = e.transaction_id`, w); n != want {
+			t.Fatalf("wallet %s: %d events logged by the command that wrote them, want %d", w, n, want)
+		}
 	}
 }

@@ -54,40 +54,23 @@ type Log struct{ pool *pgxpool.Pool }
 // NewLog returns the command log on pool.
 func NewLog(pool *pgxpool.Pool) *Log { return &Log{pool: pool} }
 
+// insertSQL logs a command with the seq its group commit reserved; a
+// command id logged before is a unique violation of commands_pkey.
 const insertSQL = `
-INSERT INTO commands (command_id, command_type, payload, status, reason_kind, reason_code, reason, stream_type,
+INSERT INTO commands (seq, command_id, command_type, payload, status, reason_kind, reason_code, reason, stream_type,
     stream_id, stream_version, global_position, event_ids, correlation_id, causation_id, actor, metadata, recorded_at)
-VALUES ($1, $2, $3, $4, nullif($5, ''), nullif($6, ''), nullif($7, ''), $8, $9, $10, nullif($11, 0), $12, $13, $14, $15, $16, $17)
-ON CONFLICT (command_id) DO NOTHING
-RETURNING seq`
+OVERRIDING SYSTEM VALUE
+VALUES ($1, $2, $3, $4, $5, nullif($6, ''), nullif($7, ''), nullif($8, ''), $9, $10, $11, nullif($12, 0), $13, $14, $15, $16, $17, $18)`
 
-// insert writes rec in tx; inserted is false when the command id is already logged.
-// queueInsert queues the insert of rec on b; once the batch has run,
-// inserted says whether the command id was new (rec.Seq is then set).
-func (l *Log) queueInsert(b *pgx.Batch, rec *Record, inserted *bool) {
+// queueInsert queues the insert of rec (its Seq set) on b.
+func queueInsert(b *pgx.Batch, rec *Record) {
 	md := rec.Metadata
 	if md == nil {
 		md = map[string]string{}
 	}
-	b.Queue(insertSQL, rec.CommandID, rec.Type, rec.Payload, rec.Status, rec.ReasonKind, rec.ReasonCode,
+	b.Queue(insertSQL, rec.Seq, rec.CommandID, rec.Type, rec.Payload, rec.Status, rec.ReasonKind, rec.ReasonCode,
 		rec.Reason, rec.StreamType, rec.StreamID, rec.StreamVersion, rec.GlobalPosition, rec.EventIDs,
-		rec.CorrelationID, rec.CausationID, rec.Actor, md, rec.RecordedAt).QueryRow(func(row pgx.Row) error {
-		err := row.Scan(&rec.Seq)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("record command %s: %w", rec.CommandID, err)
-		}
-		*inserted = true
-		return nil
-	})
-}
-
-func (l *Log) insert(ctx context.Context, tx pgx.Tx, rec *Record) (inserted bool, err error) {
-	b := &pgx.Batch{}
-	l.queueInsert(b, rec, &inserted)
-	return inserted, tx.SendBatch(ctx, b).Close()
+		rec.CorrelationID, rec.CausationID, rec.Actor, md, rec.RecordedAt)
 }
 
 const selectSQL = `SELECT command_id, seq, transaction_id::text AS txid, command_type, payload, status, coalesce(reason_kind, ''),

@@ -1,7 +1,6 @@
 package commands
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -60,8 +59,8 @@ func refs(envs []eventstore.Envelope) []EventRef {
 	return out
 }
 
-// publish writes the command's message to the commands topic in tx.
-func publish(ctx context.Context, tx pgx.Tx, rec Record, envs []eventstore.Envelope) error {
+// queuePublish queues the command's message to the commands topic on b.
+func queuePublish(b *pgx.Batch, rec Record, envs []eventstore.Envelope) error {
 	payload, err := json.Marshal(Logged{Record: rec, Events: refs(envs)})
 	if err != nil {
 		return err
@@ -80,7 +79,7 @@ func publish(ctx context.Context, tx pgx.Tx, rec Record, envs []eventstore.Envel
 		outbox.MetaActor:          rec.Actor,
 		outbox.MetaRecordedAt:     rec.RecordedAt.Format(time.RFC3339Nano),
 	}
-	return outbox.PublishTo(ctx, tx, outbox.CommandsTopic, m)
+	return outbox.QueueTo(b, outbox.CommandsTopic, m)
 }
 
 // DecodeLogged reads a commands-topic message.

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/domain/aggregate"
 )
 
@@ -129,34 +130,87 @@ func New(pool *pgxpool.Pool, reg *Registry, opts Options) *Store {
 // Registry returns the store's registry.
 func (s *Store) Registry() *Registry { return s.reg }
 
-const appendSQL = `
-INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version,
-                    data, correlation_id, causation_id, actor, recorded_at, on_behalf_of, customer_id, traceparent)
-SELECT (e->>'id')::uuid, $1, $2, (e->>'v')::bigint, e->>'t', (e->>'s')::int, e->'d', $4, $5, $6, $7, $9, $10, nullif($11, '')
+// insertEvents inserts a JSON array of events into one stream; with
+// placed, each event brings its global position (a group commit assigns
+// them before it sends its writes).
+func insertEvents(placed bool) string {
+	cols, pos, override := "", "", ""
+	if placed {
+		cols, pos, override = "global_position, ", "(e->>'p')::bigint, ", "OVERRIDING SYSTEM VALUE"
+	}
+	return fmt.Sprintf(`
+INSERT INTO events (%sevent_id, stream_type, stream_id, stream_version, event_type, schema_version,
+                    data, correlation_id, causation_id, actor, recorded_at, on_behalf_of, customer_id, traceparent) %s
+SELECT %s(e->>'id')::uuid, $1, $2, (e->>'v')::bigint, e->>'t', (e->>'s')::int, e->'d', $4, $5, $6, $7, $9, $10, nullif($11, '')
 FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS x(e, n)
 -- an expected version above the stream's current one would leave a gap
 WHERE $8::bigint = 0 OR EXISTS (
     SELECT 1 FROM events WHERE stream_type = $1 AND stream_id = $2 AND stream_version = $8)
-ORDER BY n
+ORDER BY n`, cols, override, pos)
+}
+
+var (
+	appendSQL = insertEvents(false) + `
 RETURNING global_position, transaction_id::text, stream_version`
+	placeSQL = insertEvents(true)
+)
 
 type appendRow struct {
-	ID      uuid.UUID       `json:"id"`
-	Version int64           `json:"v"`
-	Type    string          `json:"t"`
-	Schema  int             `json:"s"`
-	Data    json.RawMessage `json:"d"`
+	Position int64           `json:"p,omitempty"`
+	ID       uuid.UUID       `json:"id"`
+	Version  int64           `json:"v"`
+	Type     string          `json:"t"`
+	Schema   int             `json:"s"`
+	Data     json.RawMessage `json:"d"`
 }
 
 // Append writes events to a stream inside tx, expecting the stream to be at
 // version expected (0 for a new stream). A stale expectation fails with a
 // *ConflictError carrying the current version; tx is then unusable.
 func (s *Store) Append(ctx context.Context, tx pgx.Tx, streamType, streamID string, expected int64, events []aggregate.Event, md Metadata) ([]Envelope, error) {
-	if len(events) == 0 {
-		return nil, nil
+	envs, err := s.envelopes(streamType, streamID, expected, events, md)
+	if err != nil || len(envs) == 0 {
+		return nil, err
 	}
+	batch, err := insertRows(envs)
+	if err != nil {
+		return nil, err
+	}
+	e := envs[0]
+	res, err := tx.Query(ctx, appendSQL, streamType, streamID, batch, md.CorrelationID, md.CausationID, md.Actor, e.RecordedAt, expected,
+		md.OnBehalfOf, md.CustomerID, md.TraceParent)
+	if err != nil {
+		return nil, s.appendError(ctx, err, streamType, streamID, expected)
+	}
+	n := 0
+	for res.Next() {
+		var pos, version int64
+		var txid string
+		if err := res.Scan(&pos, &txid, &version); err != nil {
+			res.Close()
+			return nil, err
+		}
+		i := version - expected - 1
+		envs[i].GlobalPosition = pos
+		if envs[i].TransactionID, err = commitorder.ParseXID(txid); err != nil {
+			res.Close()
+			return nil, err
+		}
+		n++
+	}
+	if err := res.Err(); err != nil {
+		return nil, s.appendError(ctx, err, streamType, streamID, expected)
+	}
+	if n == 0 {
+		return nil, s.conflict(ctx, streamType, streamID, expected)
+	}
+	return envs, nil
+}
+
+// envelopes are the events to append to a stream at expected, with new
+// ids, not yet placed in the global log.
+func (s *Store) envelopes(streamType, streamID string, expected int64, events []aggregate.Event, md Metadata) ([]Envelope, error) {
 	recorded := s.now().UTC().Truncate(time.Microsecond)
-	rows := make([]appendRow, len(events))
 	envs := make([]Envelope, len(events))
 	for i, e := range events {
 		name := e.EventType()
@@ -172,43 +226,65 @@ func (s *Store) Append(ctx context.Context, tx pgx.Tx, streamType, streamID stri
 		if err != nil {
 			return nil, err
 		}
-		rows[i] = appendRow{ID: id, Version: expected + int64(i) + 1, Type: name, Schema: version, Data: data}
 		envs[i] = Envelope{
-			EventID: id, StreamType: streamType, StreamID: streamID, StreamVersion: rows[i].Version,
+			EventID: id, StreamType: streamType, StreamID: streamID, StreamVersion: expected + int64(i) + 1,
 			EventType: name, SchemaVersion: version, RecordedAt: recorded, Data: data, Event: e,
 			CorrelationID: md.CorrelationID, CausationID: md.CausationID, Actor: md.Actor,
 			OnBehalfOf: md.OnBehalfOf, CustomerID: md.CustomerID, TraceParent: md.TraceParent,
 		}
 	}
-	batch, err := json.Marshal(rows)
-	if err != nil {
-		return nil, err
-	}
-	res, err := tx.Query(ctx, appendSQL, streamType, streamID, batch, md.CorrelationID, md.CausationID, md.Actor, recorded, expected,
-		md.OnBehalfOf, md.CustomerID, md.TraceParent)
-	if err != nil {
-		return nil, s.appendError(ctx, err, streamType, streamID, expected)
-	}
-	n := 0
-	for res.Next() {
-		var pos, version int64
-		var txid string
-		if err := res.Scan(&pos, &txid, &version); err != nil {
-			res.Close()
-			return nil, err
-		}
-		i := version - expected - 1
-		envs[i].GlobalPosition = pos
-		envs[i].TransactionID, _ = strconv.ParseUint(txid, 10, 64)
-		n++
-	}
-	if err := res.Err(); err != nil {
-		return nil, s.appendError(ctx, err, streamType, streamID, expected)
-	}
-	if n == 0 {
-		return nil, s.conflict(ctx, streamType, streamID, expected)
-	}
 	return envs, nil
+}
+
+// insertRows is the JSON array insertEvents reads.
+func insertRows(envs []Envelope) ([]byte, error) {
+	rows := make([]appendRow, len(envs))
+	for i, e := range envs {
+		rows[i] = appendRow{Position: e.GlobalPosition, ID: e.EventID, Version: e.StreamVersion, Type: e.EventType, Schema: e.SchemaVersion, Data: e.Data}
+	}
+	return json.Marshal(rows)
+}
+
+// Pending returns the envelopes of agg's pending changes for a group
+// commit, which places them in the global log (sets GlobalPosition and
+// TransactionID) and queues them with QueueSave.
+func (s *Store) Pending(agg aggregate.Root, md Metadata) ([]Envelope, error) {
+	changes := agg.Changes()
+	return s.envelopes(agg.StreamType(), agg.StreamID(), agg.Version()-int64(len(changes)), changes, md)
+}
+
+// QueueSave queues on b what Save writes: the insert of envs (agg's
+// pending changes, placed) and the snapshot when one is due. When the
+// batch runs, a stream that has moved fails it with a *ConflictError.
+func (s *Store) QueueSave(ctx context.Context, b *pgx.Batch, agg aggregate.Root, envs []Envelope, md Metadata) error {
+	if len(envs) == 0 {
+		return nil
+	}
+	rows, err := insertRows(envs)
+	if err != nil {
+		return err
+	}
+	st, id, before := agg.StreamType(), agg.StreamID(), envs[0].StreamVersion-1
+	q := b.Queue(placeSQL, st, id, rows, md.CorrelationID, md.CausationID, md.Actor, envs[0].RecordedAt, before,
+		md.OnBehalfOf, md.CustomerID, md.TraceParent)
+	q.Fn = func(br pgx.BatchResults) error {
+		tag, err := br.Exec()
+		if err != nil {
+			return s.appendError(ctx, err, st, id, before)
+		}
+		if tag.RowsAffected() != int64(len(envs)) {
+			return s.conflict(ctx, st, id, before)
+		}
+		return nil
+	}
+	if s.snapshotDue(before, agg.Version()) {
+		args, err := s.snapshotArgs(agg)
+		if err != nil {
+			return err
+		}
+		b.Queue(snapshotSQL, args...)
+	}
+	return nil
 }
 
 func (s *Store) appendError(ctx context.Context, err error, streamType, streamID string, expected int64) error {
@@ -246,7 +322,7 @@ func (s *Store) Save(ctx context.Context, tx pgx.Tx, agg aggregate.Root, md Meta
 	if err != nil {
 		return nil, err
 	}
-	if s.snapshotEvery > 0 && before/s.snapshotEvery != agg.Version()/s.snapshotEvery {
+	if s.snapshotDue(before, agg.Version()) {
 		if err := s.SaveSnapshot(ctx, tx, agg); err != nil {
 			return nil, err
 		}
@@ -254,28 +330,40 @@ func (s *Store) Save(ctx context.Context, tx pgx.Tx, agg aggregate.Root, md Meta
 	return envs, nil
 }
 
+func (s *Store) snapshotDue(before, after int64) bool {
+	return s.snapshotEvery > 0 && before/s.snapshotEvery != after/s.snapshotEvery
+}
+
+const snapshotSQL = `
+INSERT INTO snapshots (stream_type, stream_id, stream_version, schema_version, state, taken_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (stream_type, stream_id) DO UPDATE
+SET stream_version = excluded.stream_version, schema_version = excluded.schema_version,
+    state = excluded.state, taken_at = excluded.taken_at
+WHERE snapshots.stream_version < excluded.stream_version`
+
 // SaveSnapshot stores the aggregate's state at its current version.
 func (s *Store) SaveSnapshot(ctx context.Context, tx pgx.Tx, agg aggregate.Root) error {
-	t, ok := s.reg.streams[agg.StreamType()]
-	if !ok {
-		return fmt.Errorf("snapshot: unregistered stream type %s", agg.StreamType())
-	}
-	state, err := json.Marshal(agg.State())
+	args, err := s.snapshotArgs(agg)
 	if err != nil {
-		return fmt.Errorf("encode snapshot of %s/%s: %w", agg.StreamType(), agg.StreamID(), err)
+		return err
 	}
-	_, err = tx.Exec(ctx, `
-		INSERT INTO snapshots (stream_type, stream_id, stream_version, schema_version, state, taken_at)
-		VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT (stream_type, stream_id) DO UPDATE
-		SET stream_version = excluded.stream_version, schema_version = excluded.schema_version,
-		    state = excluded.state, taken_at = excluded.taken_at
-		WHERE snapshots.stream_version < excluded.stream_version`,
-		agg.StreamType(), agg.StreamID(), agg.Version(), t.snapshotVersion, state, s.now().UTC())
-	if err != nil {
+	if _, err = tx.Exec(ctx, snapshotSQL, args...); err != nil {
 		return fmt.Errorf("save snapshot of %s/%s: %w", agg.StreamType(), agg.StreamID(), err)
 	}
 	return nil
+}
+
+func (s *Store) snapshotArgs(agg aggregate.Root) ([]any, error) {
+	t, ok := s.reg.streams[agg.StreamType()]
+	if !ok {
+		return nil, fmt.Errorf("snapshot: unregistered stream type %s", agg.StreamType())
+	}
+	state, err := json.Marshal(agg.State())
+	if err != nil {
+		return nil, fmt.Errorf("encode snapshot of %s/%s: %w", agg.StreamType(), agg.StreamID(), err)
+	}
+	return []any{agg.StreamType(), agg.StreamID(), agg.Version(), t.snapshotVersion, state, s.now().UTC()}, nil
 }
 
 // Load rebuilds agg from its latest usable snapshot plus the events after it.

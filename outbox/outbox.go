@@ -85,8 +85,7 @@ func Publish(ctx context.Context, tx pgx.Tx, envs []eventstore.Envelope) error {
 
 // Queue queues the inserts of one message per event, grouped by topic in
 // order, on b: a command sends them with its other writes in one round
-// trip. The SQL and its arguments are Watermill's own (the schema adapter's
-// insert query), so the rows are those its publisher would write.
+// trip.
 func Queue(b *pgx.Batch, envs []eventstore.Envelope) error {
 	for start := 0; start < len(envs); {
 		end := start + 1
@@ -97,17 +96,26 @@ func Queue(b *pgx.Batch, envs []eventstore.Envelope) error {
 		for _, e := range envs[start:end] {
 			msgs = append(msgs, Message(e))
 		}
-		topic := Topic(envs[start].StreamType)
-		if !topicName.MatchString(topic) {
-			return fmt.Errorf("outbox: topic %q is not [a-z_]+", topic)
+		if err := QueueTo(b, Topic(envs[start].StreamType), msgs...); err != nil {
+			return err
 		}
-		q, err := SchemaAdapter.InsertQuery(wsql.InsertQueryParams{Topic: topic, Msgs: msgs})
-		if err != nil {
-			return fmt.Errorf("outbox insert into %s: %w", topic, err)
-		}
-		b.Queue(q.Query, q.Args...)
 		start = end
 	}
+	return nil
+}
+
+// QueueTo queues the insert of msgs into topic on b. The SQL and its
+// arguments are Watermill's own (the schema adapter's insert query), so
+// the rows are those its publisher would write.
+func QueueTo(b *pgx.Batch, topic string, msgs ...*message.Message) error {
+	if !topicName.MatchString(topic) {
+		return fmt.Errorf("outbox: topic %q is not [a-z_]+", topic)
+	}
+	q, err := SchemaAdapter.InsertQuery(wsql.InsertQueryParams{Topic: topic, Msgs: msgs})
+	if err != nil {
+		return fmt.Errorf("outbox insert into %s: %w", topic, err)
+	}
+	b.Queue(q.Query, q.Args...)
 	return nil
 }
 

@@ -34,6 +34,7 @@ type Metrics struct {
 	events          *prometheus.CounterVec
 	messages        *prometheus.CounterVec
 	conflicts       *prometheus.CounterVec
+	groups          prometheus.Histogram
 	log             *slog.Logger
 }
 
@@ -62,7 +63,9 @@ func NewMetrics(log *slog.Logger) *Metrics {
 	}
 	m.conflicts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orderflow_command_conflict_retries_total",
 		Help: "Commands decided again after a version conflict, by type."}, []string{"type"})
-	r.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.commandDuration, m.events, m.messages, m.conflicts)
+	m.groups = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "orderflow_command_group_size",
+		Help: "Commands committed per transaction by the group committer.", Buckets: prometheus.ExponentialBuckets(1, 2, 9)})
+	r.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.commandDuration, m.events, m.messages, m.conflicts, m.groups)
 	return m
 }
 
@@ -89,6 +92,9 @@ func (m *Metrics) Command(typ, streamType, outcome string, events int, d time.Du
 // Conflict records one re-decision after a version conflict
 // (commands.Options.Conflict).
 func (m *Metrics) Conflict(typ string) { m.conflicts.WithLabelValues(typ).Inc() }
+
+// Group records the size of one committed group (commands.GroupCommit.Observe).
+func (m *Metrics) Group(commands int) { m.groups.Observe(float64(commands)) }
 
 // Message records one handled message (delivery.RouterConfig.Observe).
 func (m *Metrics) Message(handler string, err error) {

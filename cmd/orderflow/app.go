@@ -81,11 +81,12 @@ func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
 		go outbox.Listen(ctx, pool, outbox.NotifyChannel, wake.Raise, cfg.log)
 	}
 	m := telemetry.NewMetrics(cfg.log)
+	cfg.GroupCommit.Observe = m.Group
 	streams := commands.NewStreamLocks()
 	a := &app{
 		cfg: cfg, log: cfg.log, pool: pool, store: store, wake: wake, committed: committed, metrics: m, ready: &checks{}, streams: streams,
 		bus: commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: cfg.CommandRetries, Committed: committed,
-			Observe: m.Command, Conflict: m.Conflict, ConcurrentStreams: cfg.ConcurrentStreams, Streams: streams}),
+			Observe: m.Command, Conflict: m.Conflict, ConcurrentStreams: cfg.ConcurrentStreams, Streams: streams, Group: cfg.GroupCommit}),
 		reader: projections.NewReader(pool),
 	}
 	m.WatchPool("main", pool)
@@ -270,7 +271,7 @@ func (a *app) serveAPI(ctx context.Context) error {
 	defer pool.Close()
 	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: a.cfg.SnapshotEvery, CacheSize: a.cfg.AggregateCache})
 	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: a.cfg.CommandRetries, Committed: a.committed,
-		Observe: a.metrics.Command, Conflict: a.metrics.Conflict, ConcurrentStreams: a.cfg.ConcurrentStreams, Streams: a.streams})
+		Observe: a.metrics.Command, Conflict: a.metrics.Conflict, ConcurrentStreams: a.cfg.ConcurrentStreams, Streams: a.streams, Group: a.cfg.GroupCommit})
 	a.metrics.WatchPool("api", pool)
 	e, err := httpapi.New(httpapi.Config{Pool: pool, Bus: bus, Store: store, Reader: projections.NewReader(pool), Log: a.log, Sagas: a.sagas,
 		MaxBodyBytes: a.cfg.MaxBodyBytes, ConsistencyTimeout: a.cfg.ConsistencyTimeout, Verifier: verifier, Limits: a.cfg.Limits,

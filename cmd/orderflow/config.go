@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/auth"
+	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
 	httpapi "github.com/orderflow/orderflow/http"
 )
@@ -26,8 +27,10 @@ type Config struct {
 	// ConcurrentStreams (ORDERFLOW_CONCURRENT_STREAMS) turns off the
 	// in-process serialisation of each stream's commands.
 	ConcurrentStreams bool
-	AggregateCache    int   // ORDERFLOW_AGGREGATE_CACHE
-	MaxBodyBytes      int64 // ORDERFLOW_MAX_BODY_BYTES
+	AggregateCache    int // ORDERFLOW_AGGREGATE_CACHE
+	// GroupCommit: ORDERFLOW_GROUP_COMMIT_MAX, _WAIT and ORDERFLOW_COMMITTERS.
+	GroupCommit  commands.GroupCommit
+	MaxBodyBytes int64 // ORDERFLOW_MAX_BODY_BYTES
 
 	PollInterval       time.Duration // ORDERFLOW_POLL_INTERVAL: projector's idle poll
 	BatchSize          int           // ORDERFLOW_BATCH_SIZE: messages per subscriber transaction
@@ -179,6 +182,9 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.int(&c.SnapshotEvery, "snapshot-every", "ORDERFLOW_SNAPSHOT_EVERY", 100, "snapshot a stream every N events, 0 = never", serveRoles)
 	s.int(&c.CommandRetries, "command-retries", "ORDERFLOW_COMMAND_RETRIES", 5, "times a command is decided again after a version conflict", serveRoles)
 	s.int(&c.AggregateCache, "aggregate-cache", "ORDERFLOW_AGGREGATE_CACHE", 10000, "aggregates kept in memory at their last committed version, 0 = none", serveRoles)
+	s.int(&c.GroupCommit.MaxCommands, "group-commit-max", "ORDERFLOW_GROUP_COMMIT_MAX", commands.DefaultGroupMax, "most commands committed in one transaction, 1 = a transaction per command", serveRoles)
+	s.duration(&c.GroupCommit.MaxWait, "group-commit-wait", "ORDERFLOW_GROUP_COMMIT_WAIT", 0, "how long a committer waits for more commands before it commits, 0 = it takes what is queued", serveRoles)
+	s.int(&c.GroupCommit.Committers, "committers", "ORDERFLOW_COMMITTERS", commands.DefaultCommitters, "groups committed at once, per bus", serveRoles)
 	s.bool(&c.ConcurrentStreams, "concurrent-streams", "ORDERFLOW_CONCURRENT_STREAMS", false, "let commands on one stream run at once in a process instead of one writer per stream (for measuring)", serveRoles)
 	s.int(&maxBody, "max-body-bytes", "ORDERFLOW_MAX_BODY_BYTES", httpapi.DefaultMaxBodyBytes, "largest request body accepted", apiRoles)
 	s.duration(&c.PollInterval, "poll-interval", "ORDERFLOW_POLL_INTERVAL", delivery.DefaultPollInterval, "idle poll of each topic by each consumer group", consumerRoles)

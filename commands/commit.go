@@ -1,0 +1,288 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/commitorder"
+	"github.com/orderflow/orderflow/domain/aggregate"
+	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/outbox"
+)
+
+// GroupCommit sets how concurrent commands share transactions.
+type GroupCommit struct {
+	// MaxCommands bounds a group; 1 commits each command alone.
+	MaxCommands int
+	// MaxWait is how long a committer holding a command waits for more
+	// before it commits. 0: it takes what is queued at that moment, so a
+	// lone command never waits, and under load the commands that arrive
+	// during one commit form the next group.
+	MaxWait time.Duration
+	// Committers is how many groups commit at once.
+	Committers int
+	// Observe, when set, is told the size of every committed group
+	// (telemetry.Metrics.Group).
+	Observe func(commands int)
+}
+
+// Defaults of GroupCommit (the service's settings start from them too).
+const (
+	DefaultGroupMax   = 64
+	DefaultCommitters = 2
+)
+
+// Committer commits decided commands in groups: one transaction, one
+// round trip of writes, one COMMIT (and so one WAL flush) for every
+// command that is ready at the same time. Each command in a group stays
+// all-or-nothing: its events, log row and outbox messages are written
+// together, and a command that fails alone (a version conflict, a key
+// logged meanwhile) is taken out and the others are committed without it.
+// The buses of a process share one.
+type Committer struct {
+	pool  *pgxpool.Pool
+	store *eventstore.Store
+	cfg   GroupCommit
+	queue chan *unit
+	// committed is called after every commit (outbox.Signal.Raise).
+	committed func()
+}
+
+// unit is one command of a group: its record and, when accepted, its
+// aggregate and events.
+type unit struct {
+	rec  Record
+	agg  aggregate.Root // nil: a rejection, logged without events
+	envs []eventstore.Envelope
+	md   eventstore.Metadata
+	err  error
+	done chan struct{}
+}
+
+// NewCommitter starts cfg.Committers committers on pool; committed may be nil.
+func NewCommitter(pool *pgxpool.Pool, store *eventstore.Store, cfg GroupCommit, committed func()) *Committer {
+	if cfg.MaxCommands <= 0 {
+		cfg.MaxCommands = DefaultGroupMax
+	}
+	if cfg.Committers <= 0 {
+		cfg.Committers = DefaultCommitters
+	}
+	if committed == nil {
+		committed = func() {}
+	}
+	if cfg.Observe == nil {
+		cfg.Observe = func(int) {}
+	}
+	c := &Committer{pool: pool, store: store, cfg: cfg, queue: make(chan *unit, 4*cfg.MaxCommands), committed: committed}
+	for range cfg.Committers {
+		go c.run()
+	}
+	return c
+}
+
+// commit hands u to a committer and waits for its outcome: a 2xx is only
+// ever answered once the group's COMMIT has returned.
+func (c *Committer) commit(u *unit) error {
+	u.done = make(chan struct{})
+	c.queue <- u
+	<-u.done
+	return u.err
+}
+
+func (c *Committer) run() {
+	for u := range c.queue {
+		group := []*unit{u}
+		var wait <-chan time.Time
+		var timer *time.Timer
+		if c.cfg.MaxWait > 0 {
+			timer = time.NewTimer(c.cfg.MaxWait)
+			wait = timer.C
+		}
+	gather:
+		for len(group) < c.cfg.MaxCommands {
+			if wait == nil {
+				select {
+				case u := <-c.queue:
+					group = append(group, u)
+				default:
+					break gather
+				}
+				continue
+			}
+			select {
+			case u := <-c.queue:
+				group = append(group, u)
+			case <-wait:
+				break gather
+			}
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		c.commitGroup(group)
+	}
+}
+
+// commitGroup commits group, taking out the commands that fail alone
+// until the rest commits (or fails as a whole). Every command is answered
+// after that, so a command answered "logged meanwhile" finds the record
+// of its twin in the same group.
+func (c *Committer) commitGroup(group []*unit) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var answered []*unit
+	for len(group) > 0 {
+		alone, err := c.try(ctx, group)
+		if len(alone) == 0 {
+			for _, u := range group {
+				u.err = err
+			}
+			if err == nil {
+				c.cfg.Observe(len(group))
+				c.committed()
+			}
+			answered = append(answered, group...)
+			break
+		}
+		for i := len(group) - 1; i >= 0; i-- {
+			if e, ok := alone[i]; ok {
+				group[i].err = e
+				answered = append(answered, group[i])
+				group = slices.Delete(group, i, i+1)
+			}
+		}
+	}
+	for _, u := range answered {
+		close(u.done)
+	}
+}
+
+// reserveSQL begins a group: its transaction id, a global position per
+// event and a log seq per command (ascending: the order of the group),
+// and which of its command ids are logged already.
+const reserveSQL = `
+WITH s AS (SELECT pg_get_serial_sequence('events', 'global_position') AS events,
+                  pg_get_serial_sequence('commands', 'seq') AS commands)
+SELECT pg_current_xact_id()::text,
+       ARRAY(SELECT nextval(s.events) FROM generate_series(1, $1::int)),
+       ARRAY(SELECT nextval(s.commands) FROM generate_series(1, $2::int)),
+       ARRAY(SELECT command_id FROM commands WHERE command_id = ANY($3::text[]))
+FROM s`
+
+// failedAlone is a write of one command of a group that failed.
+type failedAlone struct {
+	unit int
+	err  error
+}
+
+func (e *failedAlone) Error() string { return e.err.Error() }
+
+// try runs group in one transaction: BEGIN with the reservations, then
+// every write in one pipelined batch, then COMMIT — three round trips
+// whatever the group's size. It returns the commands that failed alone
+// (by index; nothing was committed) or the group's outcome.
+func (c *Committer) try(ctx context.Context, group []*unit) (map[int]error, error) {
+	conn, err := c.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release() // a connection left in a transaction is closed, not reused
+
+	events, ids := 0, make([]string, len(group))
+	for i, u := range group {
+		events += len(u.envs)
+		ids[i] = u.rec.CommandID
+	}
+	var txid string
+	var positions, seqs []int64
+	var logged []string
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	b.Queue(reserveSQL, events, len(group), ids).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&txid, &positions, &seqs, &logged)
+	})
+	br := conn.SendBatch(ctx, b)
+	tx := br.Tx()
+	defer tx.Rollback(context.Background())
+	if err := br.Close(); err != nil {
+		return nil, fmt.Errorf("begin group commit: %w", err)
+	}
+	alone := map[int]error{}
+	for i, u := range group {
+		if slices.Contains(logged, u.rec.CommandID) {
+			alone[i] = errLogged
+		}
+	}
+	if len(alone) > 0 {
+		return alone, nil
+	}
+	xid, err := commitorder.ParseXID(txid)
+	if err != nil {
+		return nil, err
+	}
+
+	w := &pgx.Batch{}
+	var owner []int // the group index of each queued write
+	for i, u := range group {
+		for j := range u.envs {
+			u.envs[j].GlobalPosition, u.envs[j].TransactionID = positions[0], xid
+			positions = positions[1:]
+		}
+		u.rec.Seq, u.rec.TransactionID = seqs[i], xid
+		if n := len(u.envs); n > 0 {
+			u.rec.GlobalPosition = u.envs[n-1].GlobalPosition
+		}
+		if u.agg != nil {
+			if err := c.store.QueueSave(ctx, w, u.agg, u.envs, u.md); err != nil {
+				return map[int]error{i: err}, nil
+			}
+		}
+		queueInsert(w, &u.rec)
+		if err := outbox.Queue(w, u.envs); err != nil {
+			return map[int]error{i: err}, nil
+		}
+		if err := queuePublish(w, u.rec, u.envs); err != nil {
+			return map[int]error{i: err}, nil
+		}
+		for len(owner) < w.Len() {
+			owner = append(owner, i)
+		}
+	}
+	for n, q := range w.QueuedQueries {
+		fn := q.Fn
+		q.Fn = func(br pgx.BatchResults) error {
+			var err error
+			if fn != nil {
+				err = fn(br)
+			} else {
+				_, err = br.Exec()
+			}
+			if err != nil {
+				return &failedAlone{unit: owner[n], err: err}
+			}
+			return nil
+		}
+	}
+	if err := tx.SendBatch(ctx, w).Close(); err != nil {
+		var f *failedAlone
+		if !errors.As(err, &f) {
+			return nil, err
+		}
+		var pgErr *pgconn.PgError
+		switch {
+		case errors.As(f.err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "commands_pkey":
+			return map[int]error{f.unit: errLogged}, nil // a twin in another group or process got there first
+		case errors.As(f.err, &pgErr), errors.Is(f.err, eventstore.ErrConflict):
+			return map[int]error{f.unit: f.err}, nil
+		}
+		return nil, f.err // the connection, not the command
+	}
+	return nil, tx.Commit(ctx)
+}
