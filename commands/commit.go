@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -138,8 +140,13 @@ func (c *Committer) commitGroup(group []*unit) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var answered []*unit
+	oneByOne := len(group) == 1
 	for len(group) > 0 {
-		alone, err := c.try(ctx, group)
+		alone, err := c.try(ctx, group, oneByOne)
+		if errors.Is(err, errOneByOne) {
+			oneByOne = true
+			continue
+		}
 		if len(alone) == 0 {
 			for _, u := range group {
 				u.err = err
@@ -184,11 +191,48 @@ type failedAlone struct {
 
 func (e *failedAlone) Error() string { return e.err.Error() }
 
+// errOneByOne: a write of the group as a set failed; written command by
+// command, the group finds which command failed.
+var errOneByOne = errors.New("write the group command by command")
+
+// queueWrites queues on w the writes of units: their events (and
+// snapshots), log rows, outbox messages and commands-topic messages.
+func (c *Committer) queueWrites(ctx context.Context, w *pgx.Batch, units []*unit) error {
+	var saves []eventstore.Placed
+	var recs []*Record
+	var envs []eventstore.Envelope
+	var msgs []*message.Message
+	for _, u := range units {
+		if u.agg != nil {
+			saves = append(saves, eventstore.Placed{Agg: u.agg, Envs: u.envs})
+		}
+		recs = append(recs, &u.rec)
+		envs = append(envs, u.envs...)
+		m, err := commandMessage(u.rec, u.envs)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
+	}
+	if err := c.store.QueueSaves(ctx, w, saves); err != nil {
+		return err
+	}
+	if err := queueInsert(w, recs); err != nil {
+		return err
+	}
+	// One insert per topic; a topic keeps the group's order.
+	slices.SortStableFunc(envs, func(a, b eventstore.Envelope) int { return strings.Compare(a.StreamType, b.StreamType) })
+	if err := outbox.Queue(w, envs); err != nil {
+		return err
+	}
+	return outbox.QueueTo(w, outbox.CommandsTopic, msgs...)
+}
+
 // try runs group in one transaction: BEGIN with the reservations, then
 // every write in one pipelined batch, then COMMIT — three round trips
 // whatever the group's size. It returns the commands that failed alone
 // (by index; nothing was committed) or the group's outcome.
-func (c *Committer) try(ctx context.Context, group []*unit) (map[int]error, error) {
+func (c *Committer) try(ctx context.Context, group []*unit, alone bool) (map[int]error, error) {
 	conn, err := c.pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -214,22 +258,20 @@ func (c *Committer) try(ctx context.Context, group []*unit) (map[int]error, erro
 	if err := br.Close(); err != nil {
 		return nil, fmt.Errorf("begin group commit: %w", err)
 	}
-	alone := map[int]error{}
+	seen := map[int]error{}
 	for i, u := range group {
 		if slices.Contains(logged, u.rec.CommandID) {
-			alone[i] = errLogged
+			seen[i] = errLogged
 		}
 	}
-	if len(alone) > 0 {
-		return alone, nil
+	if len(seen) > 0 {
+		return seen, nil
 	}
 	xid, err := commitorder.ParseXID(txid)
 	if err != nil {
 		return nil, err
 	}
 
-	w := &pgx.Batch{}
-	var owner []int // the group index of each queued write
 	for i, u := range group {
 		for j := range u.envs {
 			u.envs[j].GlobalPosition, u.envs[j].TransactionID = positions[0], xid
@@ -239,21 +281,23 @@ func (c *Committer) try(ctx context.Context, group []*unit) (map[int]error, erro
 		if n := len(u.envs); n > 0 {
 			u.rec.GlobalPosition = u.envs[n-1].GlobalPosition
 		}
-		if u.agg != nil {
-			if err := c.store.QueueSave(ctx, w, u.agg, u.envs, u.md); err != nil {
+	}
+	// The group's writes as one set: a statement per table and topic. When
+	// that fails, the writes again command by command, to find the one
+	// that failed alone.
+	w := &pgx.Batch{}
+	var owner []int // the group index of each queued write, command by command
+	if alone {
+		for i := range group {
+			if err := c.queueWrites(ctx, w, group[i:i+1]); err != nil {
 				return map[int]error{i: err}, nil
 			}
+			for len(owner) < w.Len() {
+				owner = append(owner, i)
+			}
 		}
-		queueInsert(w, &u.rec)
-		if err := outbox.Queue(w, u.envs); err != nil {
-			return map[int]error{i: err}, nil
-		}
-		if err := queuePublish(w, u.rec, u.envs); err != nil {
-			return map[int]error{i: err}, nil
-		}
-		for len(owner) < w.Len() {
-			owner = append(owner, i)
-		}
+	} else if err := c.queueWrites(ctx, w, group); err != nil {
+		return nil, err
 	}
 	for n, q := range w.QueuedQueries {
 		fn := q.Fn
@@ -264,18 +308,21 @@ func (c *Committer) try(ctx context.Context, group []*unit) (map[int]error, erro
 			} else {
 				_, err = br.Exec()
 			}
-			if err != nil {
+			if err != nil && alone {
 				return &failedAlone{unit: owner[n], err: err}
 			}
-			return nil
+			return err
 		}
 	}
 	if err := tx.SendBatch(ctx, w).Close(); err != nil {
 		var f *failedAlone
+		var pgErr *pgconn.PgError
+		if !alone && (errors.As(err, &pgErr) || errors.Is(err, eventstore.ErrConflict) || errors.Is(err, eventstore.ErrGroupConflict)) {
+			return nil, errOneByOne
+		}
 		if !errors.As(err, &f) {
 			return nil, err
 		}
-		var pgErr *pgconn.PgError
 		switch {
 		case errors.As(f.err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "commands_pkey":
 			return map[int]error{f.unit: errLogged}, nil // a twin in another group or process got there first

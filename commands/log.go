@@ -54,23 +54,58 @@ type Log struct{ pool *pgxpool.Pool }
 // NewLog returns the command log on pool.
 func NewLog(pool *pgxpool.Pool) *Log { return &Log{pool: pool} }
 
-// insertSQL logs a command with the seq its group commit reserved; a
+// insertSQL logs a group's commands with the seqs the group reserved; a
 // command id logged before is a unique violation of commands_pkey.
 const insertSQL = `
 INSERT INTO commands (seq, command_id, command_type, payload, status, reason_kind, reason_code, reason, stream_type,
     stream_id, stream_version, global_position, event_ids, correlation_id, causation_id, actor, metadata, recorded_at)
 OVERRIDING SYSTEM VALUE
-VALUES ($1, $2, $3, $4, $5, nullif($6, ''), nullif($7, ''), nullif($8, ''), $9, $10, $11, nullif($12, 0), $13, $14, $15, $16, $17, $18)`
+SELECT (r->>'seq')::bigint, r->>'id', r->>'type', r->'payload', r->>'status', nullif(r->>'rk', ''), nullif(r->>'rc', ''),
+       nullif(r->>'r', ''), r->>'st', r->>'sid', (r->>'sv')::bigint, nullif((r->>'gp')::bigint, 0),
+       ARRAY(SELECT jsonb_array_elements_text(r->'events'))::uuid[], r->>'corr', r->>'caus', r->>'actor', r->'md',
+       (r->>'at')::timestamptz
+FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(r, n) ORDER BY n`
 
-// queueInsert queues the insert of rec (its Seq set) on b.
-func queueInsert(b *pgx.Batch, rec *Record) {
-	md := rec.Metadata
-	if md == nil {
-		md = map[string]string{}
+// logRow is one command of insertSQL.
+type logRow struct {
+	Seq        int64             `json:"seq"`
+	ID         string            `json:"id"`
+	Type       string            `json:"type"`
+	Payload    json.RawMessage   `json:"payload"`
+	Status     string            `json:"status"`
+	ReasonKind string            `json:"rk"`
+	ReasonCode string            `json:"rc"`
+	Reason     string            `json:"r"`
+	StreamType string            `json:"st"`
+	StreamID   string            `json:"sid"`
+	Version    int64             `json:"sv"`
+	Position   int64             `json:"gp"`
+	Events     []uuid.UUID       `json:"events"`
+	Corr       string            `json:"corr"`
+	Caus       string            `json:"caus"`
+	Actor      string            `json:"actor"`
+	Metadata   map[string]string `json:"md"`
+	At         time.Time         `json:"at"`
+}
+
+// queueInsert queues the insert of recs (their Seq set) on b.
+func queueInsert(b *pgx.Batch, recs []*Record) error {
+	rows := make([]logRow, len(recs))
+	for i, r := range recs {
+		md := r.Metadata
+		if md == nil {
+			md = map[string]string{}
+		}
+		rows[i] = logRow{Seq: r.Seq, ID: r.CommandID, Type: r.Type, Payload: r.Payload, Status: r.Status, ReasonKind: r.ReasonKind,
+			ReasonCode: r.ReasonCode, Reason: r.Reason, StreamType: r.StreamType, StreamID: r.StreamID, Version: r.StreamVersion,
+			Position: r.GlobalPosition, Events: r.EventIDs, Corr: r.CorrelationID, Caus: r.CausationID, Actor: r.Actor, Metadata: md, At: r.RecordedAt}
 	}
-	b.Queue(insertSQL, rec.Seq, rec.CommandID, rec.Type, rec.Payload, rec.Status, rec.ReasonKind, rec.ReasonCode,
-		rec.Reason, rec.StreamType, rec.StreamID, rec.StreamVersion, rec.GlobalPosition, rec.EventIDs,
-		rec.CorrelationID, rec.CausationID, rec.Actor, md, rec.RecordedAt)
+	raw, err := json.Marshal(rows)
+	if err != nil {
+		return err
+	}
+	b.Queue(insertSQL, raw)
+	return nil
 }
 
 const selectSQL = `SELECT command_id, seq, transaction_id::text AS txid, command_type, payload, status, coalesce(reason_kind, ''),

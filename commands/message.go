@@ -8,7 +8,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/outbox"
@@ -59,11 +58,11 @@ func refs(envs []eventstore.Envelope) []EventRef {
 	return out
 }
 
-// queuePublish queues the command's message to the commands topic on b.
-func queuePublish(b *pgx.Batch, rec Record, envs []eventstore.Envelope) error {
+// commandMessage is the command's message on the commands topic.
+func commandMessage(rec Record, envs []eventstore.Envelope) (*message.Message, error) {
 	payload, err := json.Marshal(Logged{Record: rec, Events: refs(envs)})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m := message.NewMessage(MessageUUID(rec.CommandID), payload)
 	m.Metadata = message.Metadata{
@@ -79,7 +78,7 @@ func queuePublish(b *pgx.Batch, rec Record, envs []eventstore.Envelope) error {
 		outbox.MetaActor:          rec.Actor,
 		outbox.MetaRecordedAt:     rec.RecordedAt.Format(time.RFC3339Nano),
 	}
-	return outbox.QueueTo(b, outbox.CommandsTopic, m)
+	return m, nil
 }
 
 // DecodeLogged reads a commands-topic message.

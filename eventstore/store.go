@@ -130,30 +130,46 @@ func New(pool *pgxpool.Pool, reg *Registry, opts Options) *Store {
 // Registry returns the store's registry.
 func (s *Store) Registry() *Registry { return s.reg }
 
-// insertEvents inserts a JSON array of events into one stream; with
-// placed, each event brings its global position (a group commit assigns
-// them before it sends its writes).
-func insertEvents(placed bool) string {
-	cols, pos, override := "", "", ""
-	if placed {
-		cols, pos, override = "global_position, ", "(e->>'p')::bigint, ", "OVERRIDING SYSTEM VALUE"
-	}
-	return fmt.Sprintf(`
-INSERT INTO events (%sevent_id, stream_type, stream_id, stream_version, event_type, schema_version,
-                    data, correlation_id, causation_id, actor, recorded_at, on_behalf_of, customer_id, traceparent) %s
-SELECT %s(e->>'id')::uuid, $1, $2, (e->>'v')::bigint, e->>'t', (e->>'s')::int, e->'d', $4, $5, $6, $7, $9, $10, nullif($11, '')
+const appendSQL = `
+INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version,
+                    data, correlation_id, causation_id, actor, recorded_at, on_behalf_of, customer_id, traceparent)
+SELECT (e->>'id')::uuid, $1, $2, (e->>'v')::bigint, e->>'t', (e->>'s')::int, e->'d', $4, $5, $6, $7, $9, $10, nullif($11, '')
 FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS x(e, n)
 -- an expected version above the stream's current one would leave a gap
 WHERE $8::bigint = 0 OR EXISTS (
     SELECT 1 FROM events WHERE stream_type = $1 AND stream_id = $2 AND stream_version = $8)
-ORDER BY n`, cols, override, pos)
-}
-
-var (
-	appendSQL = insertEvents(false) + `
+ORDER BY n
 RETURNING global_position, transaction_id::text, stream_version`
-	placeSQL = insertEvents(true)
-)
+
+// placeSQL inserts the placed events of any number of streams (a group
+// commit's). Unlike appendSQL it does not check for a gap: its versions
+// follow an aggregate loaded from the store (the cache holds committed
+// versions only), so they can only be stale, which the unique (stream,
+// version) constraint refuses. (A correlated check per row cost more than
+// the rest of the group's writes together once its plan was cached on a
+// small table.)
+const placeSQL = `
+INSERT INTO events (global_position, event_id, stream_type, stream_id, stream_version, event_type, schema_version,
+                    data, correlation_id, causation_id, actor, recorded_at, on_behalf_of, customer_id, traceparent)
+OVERRIDING SYSTEM VALUE
+SELECT (e->>'p')::bigint, (e->>'id')::uuid, e->>'st', e->>'sid', (e->>'v')::bigint, e->>'t', (e->>'s')::int, e->'d',
+       e->>'corr', e->>'caus', e->>'actor', (e->>'at')::timestamptz, e->>'obo', e->>'cust', nullif(e->>'tp', '')
+FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(e, n)
+ORDER BY n`
+
+// placedRow is one event of placeSQL.
+type placedRow struct {
+	appendRow
+	StreamType string    `json:"st"`
+	StreamID   string    `json:"sid"`
+	Corr       string    `json:"corr"`
+	Caus       string    `json:"caus"`
+	Actor      string    `json:"actor"`
+	At         time.Time `json:"at"`
+	OnBehalfOf string    `json:"obo"`
+	Customer   string    `json:"cust"`
+	TraceP     string    `json:"tp"`
+}
 
 type appendRow struct {
 	Position int64           `json:"p,omitempty"`
@@ -236,53 +252,80 @@ func (s *Store) envelopes(streamType, streamID string, expected int64, events []
 	return envs, nil
 }
 
-// insertRows is the JSON array insertEvents reads.
+// insertRows is the JSON array appendSQL reads.
 func insertRows(envs []Envelope) ([]byte, error) {
 	rows := make([]appendRow, len(envs))
 	for i, e := range envs {
-		rows[i] = appendRow{Position: e.GlobalPosition, ID: e.EventID, Version: e.StreamVersion, Type: e.EventType, Schema: e.SchemaVersion, Data: e.Data}
+		rows[i] = appendRow{ID: e.EventID, Version: e.StreamVersion, Type: e.EventType, Schema: e.SchemaVersion, Data: e.Data}
 	}
 	return json.Marshal(rows)
 }
 
 // Pending returns the envelopes of agg's pending changes for a group
 // commit, which places them in the global log (sets GlobalPosition and
-// TransactionID) and queues them with QueueSave.
+// TransactionID) and queues them with QueueSaves.
 func (s *Store) Pending(agg aggregate.Root, md Metadata) ([]Envelope, error) {
 	changes := agg.Changes()
 	return s.envelopes(agg.StreamType(), agg.StreamID(), agg.Version()-int64(len(changes)), changes, md)
 }
 
-// QueueSave queues on b what Save writes: the insert of envs (agg's
-// pending changes, placed) and the snapshot when one is due. When the
-// batch runs, a stream that has moved fails it with a *ConflictError.
-func (s *Store) QueueSave(ctx context.Context, b *pgx.Batch, agg aggregate.Root, envs []Envelope, md Metadata) error {
-	if len(envs) == 0 {
-		return nil
-	}
-	rows, err := insertRows(envs)
-	if err != nil {
-		return err
-	}
-	st, id, before := agg.StreamType(), agg.StreamID(), envs[0].StreamVersion-1
-	q := b.Queue(placeSQL, st, id, rows, md.CorrelationID, md.CausationID, md.Actor, envs[0].RecordedAt, before,
-		md.OnBehalfOf, md.CustomerID, md.TraceParent)
-	q.Fn = func(br pgx.BatchResults) error {
-		tag, err := br.Exec()
-		if err != nil {
-			return s.appendError(ctx, err, st, id, before)
+// Placed is an aggregate with its pending changes as a group commit
+// placed them (GlobalPosition and TransactionID set).
+type Placed struct {
+	Agg  aggregate.Root
+	Envs []Envelope
+}
+
+// ErrGroupConflict is a group's insert that found some stream moved; which
+// one, the group learns by writing its commands one by one.
+var ErrGroupConflict = errors.New("a stream of the group has moved")
+
+// QueueSaves queues on b what Save writes for every aggregate of saves:
+// their events in one statement, and the snapshots due. When the batch
+// runs, a stream that has moved fails it: with a *ConflictError when saves
+// is one aggregate, ErrGroupConflict (or the unique violation) otherwise.
+func (s *Store) QueueSaves(ctx context.Context, b *pgx.Batch, saves []Placed) error {
+	var rows []placedRow
+	for _, p := range saves {
+		for _, e := range p.Envs {
+			rows = append(rows, placedRow{
+				appendRow:  appendRow{Position: e.GlobalPosition, ID: e.EventID, Version: e.StreamVersion, Type: e.EventType, Schema: e.SchemaVersion, Data: e.Data},
+				StreamType: e.StreamType, StreamID: e.StreamID, Corr: e.CorrelationID, Caus: e.CausationID,
+				Actor: e.Actor, At: e.RecordedAt, OnBehalfOf: e.OnBehalfOf, Customer: e.CustomerID, TraceP: e.TraceParent,
+			})
 		}
-		if tag.RowsAffected() != int64(len(envs)) {
-			return s.conflict(ctx, st, id, before)
-		}
-		return nil
 	}
-	if s.snapshotDue(before, agg.Version()) {
-		args, err := s.snapshotArgs(agg)
+	if len(rows) > 0 {
+		raw, err := json.Marshal(rows)
 		if err != nil {
 			return err
 		}
-		b.Queue(snapshotSQL, args...)
+		q := b.Queue(placeSQL, raw)
+		q.Fn = func(br pgx.BatchResults) error {
+			tag, err := br.Exec()
+			if len(saves) == 1 {
+				st, id, before := saves[0].Agg.StreamType(), saves[0].Agg.StreamID(), saves[0].Envs[0].StreamVersion-1
+				if err != nil {
+					return s.appendError(ctx, err, st, id, before)
+				}
+				if tag.RowsAffected() != int64(len(rows)) {
+					return s.conflict(ctx, st, id, before)
+				}
+			}
+			if err == nil && tag.RowsAffected() != int64(len(rows)) {
+				return ErrGroupConflict
+			}
+			return err
+		}
+	}
+	for _, p := range saves {
+		if len(p.Envs) > 0 && s.snapshotDue(p.Envs[0].StreamVersion-1, p.Agg.Version()) {
+			args, err := s.snapshotArgs(p.Agg)
+			if err != nil {
+				return err
+			}
+			b.Queue(snapshotSQL, args...)
+		}
 	}
 	return nil
 }
