@@ -19,6 +19,7 @@ import (
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/hashicorp/golang-lru/v2/expirable"
 )
 
 // Role is what a principal may do; the policy (policy.go) lists each
@@ -77,7 +78,23 @@ type VerifierConfig struct {
 type Verifier struct {
 	keys   jwt.Keyfunc
 	parser *jwt.Parser
+	// verified keeps the principals of tokens verified in the last minute
+	// (never past a token's expiry): a signature check (EdDSA, RSA) cost
+	// more CPU than the rest of a command's HTTP handling. The minute
+	// bounds how long a key removed from the JWKS still passes.
+	verified *expirable.LRU[string, verified]
 }
+
+type verified struct {
+	p       Principal
+	expires time.Time
+}
+
+// Verified tokens are kept at most this long, this many.
+const (
+	verifiedTTL  = time.Minute
+	verifiedSize = 10000
+)
 
 // NewVerifier returns a verifier for cfg; with a JWKS URL it fetches the
 // key set until ctx ends.
@@ -85,7 +102,7 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 	if cfg.Issuer == "" || cfg.Audience == "" || cfg.Algorithm == "" {
 		return nil, errors.New("auth: issuer, audience and algorithm are required")
 	}
-	v := &Verifier{parser: jwt.NewParser(
+	v := &Verifier{verified: expirable.NewLRU[string, verified](verifiedSize, nil, verifiedTTL), parser: jwt.NewParser(
 		jwt.WithValidMethods([]string{cfg.Algorithm}),
 		jwt.WithIssuer(cfg.Issuer),
 		jwt.WithAudience(cfg.Audience),
@@ -112,6 +129,9 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 
 // Verify returns the principal of a valid token, or an *InvalidTokenError.
 func (v *Verifier) Verify(token string) (Principal, error) {
+	if hit, ok := v.verified.Get(token); ok && time.Now().Before(hit.expires) {
+		return hit.p, nil
+	}
 	var c Claims
 	_, err := v.parser.ParseWithClaims(token, &c, v.keys)
 	if err != nil {
@@ -129,6 +149,7 @@ func (v *Verifier) Verify(token string) (Principal, error) {
 	if c.Role == Customer {
 		p.CustomerID = c.CustomerID
 	}
+	v.verified.Add(token, verified{p: p, expires: c.ExpiresAt.Time})
 	return p, nil
 }
 
