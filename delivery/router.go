@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -20,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/tracing"
@@ -43,6 +45,11 @@ type Handler struct {
 	// Handle runs inside the subscriber's transaction (Tx); an error is
 	// retried and, after the retries, the message goes to the poison topic.
 	Handle func(ctx context.Context, msg *message.Message) error
+	// HandleBatch, when set, applies a batch of messages (in order) inside
+	// tx, set-based, and the topic is consumed a batch per transaction
+	// (batchConsumer) rather than by a Watermill subscriber; a batch that
+	// fails is handled again message by message with Handle.
+	HandleBatch func(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error
 }
 
 // RouterConfig tunes delivery.
@@ -57,6 +64,9 @@ type RouterConfig struct {
 	// ack, so it bounds both round trips and how long that transaction (which
 	// holds back every subscriber's xmin horizon) stays open.
 	BatchSize int
+	// SetBatchSize is how many messages a set-based handler (HandleBatch)
+	// takes per transaction.
+	SetBatchSize int
 	// AckDeadline nacks a message whose handler hangs, so the transaction ends.
 	AckDeadline time.Duration
 	// MaxRetries is how often a failing message is retried (with exponential
@@ -77,6 +87,7 @@ type RouterConfig struct {
 const (
 	DefaultPollInterval = 50 * time.Millisecond
 	DefaultBatchSize    = 100
+	DefaultSetBatchSize = 1000
 )
 
 func (c *RouterConfig) defaults() {
@@ -85,6 +96,9 @@ func (c *RouterConfig) defaults() {
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = DefaultBatchSize
+	}
+	if c.SetBatchSize <= 0 {
+		c.SetBatchSize = DefaultSetBatchSize
 	}
 	if c.AckDeadline <= 0 {
 		c.AckDeadline = 10 * time.Second
@@ -100,11 +114,78 @@ func (c *RouterConfig) defaults() {
 	}
 }
 
-// NewRouter builds a Watermill router with one watermill-sql subscriber per
-// handler. Run it with router.Run(ctx); cancelling ctx shuts it down
+// Router runs the handlers: a Watermill router with a watermill-sql
+// subscriber per message handler, and a batch consumer per set-based one.
+type Router struct {
+	pool    *pgxpool.Pool
+	wm      *message.Router // nil without message handlers
+	batches []*batchConsumer
+	running chan struct{}
+	stopped atomic.Bool
+}
+
+// Run runs every handler until ctx ends; cancelling ctx shuts them down
 // gracefully (in-flight batches finish or roll back, nothing is lost).
-func NewRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers ...Handler) (*message.Router, error) {
+func (r *Router) Run(ctx context.Context) error {
+	defer r.stopped.Store(true)
+	g, gctx := errgroup.WithContext(ctx)
+	for _, b := range r.batches {
+		if err := b.start(ctx); err != nil {
+			return err
+		}
+		g.Go(func() error { return b.run(gctx) })
+	}
+	if r.wm != nil {
+		g.Go(func() error { return r.wm.Run(gctx) })
+		go func() {
+			select {
+			case <-r.wm.Running():
+				close(r.running)
+			case <-gctx.Done():
+			}
+		}()
+	} else {
+		close(r.running)
+	}
+	return g.Wait()
+}
+
+// Running is closed once every handler consumes.
+func (r *Router) Running() <-chan struct{} { return r.running }
+
+// IsRunning reports whether every handler consumes (readiness).
+func (r *Router) IsRunning() bool {
+	select {
+	case <-r.running:
+		return !r.stopped.Load() && (r.wm == nil || !r.wm.IsClosed())
+	default:
+		return false
+	}
+}
+
+// NewRouter builds the router of handlers. Run it with Run(ctx).
+func NewRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers ...Handler) (*Router, error) {
 	cfg.defaults()
+	r := &Router{pool: pool, running: make(chan struct{})}
+	var single []Handler
+	for _, h := range handlers {
+		if h.HandleBatch != nil {
+			r.batches = append(r.batches, newBatchConsumer(pool, cfg, h))
+		} else {
+			single = append(single, h)
+		}
+	}
+	if len(single) == 0 {
+		return r, nil
+	}
+	wm, err := newWatermillRouter(pool, cfg, single)
+	r.wm = wm
+	return r, err
+}
+
+// newWatermillRouter builds a Watermill router with one watermill-sql
+// subscriber per handler.
+func newWatermillRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers []Handler) (*message.Router, error) {
 	wlog := watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 15 * time.Second}, wlog)
 	if err != nil {
@@ -216,6 +297,9 @@ func logged(log *slog.Logger, observe func(string, error), h Handler) message.No
 // Tx is the watermill-sql subscriber's transaction carried by msg's context:
 // writes made in it commit with the consumer's offset, or not at all.
 func Tx(ctx context.Context) (pgx.Tx, error) {
+	if tx, ok := ctx.Value(txKey{}).(pgx.Tx); ok {
+		return tx, nil // a batch consumer's
+	}
 	tx, ok := wsql.TxFromContext(ctx)
 	if !ok {
 		return nil, errors.New("no subscriber transaction in the message context")

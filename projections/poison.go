@@ -96,7 +96,7 @@ func ReplayPoison(ctx context.Context, pool *pgxpool.Pool, reg *eventstore.Regis
 		if _, _, err := pauseConsumer(ctx, tx, proj); err != nil {
 			return err
 		}
-		if err := proj.ApplyMessage(ctx, tx, reg, p.message()); err != nil {
+		if err := proj.ApplyMessages(ctx, tx, reg, p.message()); err != nil {
 			return fmt.Errorf("poison message %d still fails: %w", offset, err)
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO poison_resolutions (poison_offset, outcome) VALUES ($1, 'replayed')`, offset)

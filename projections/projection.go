@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -28,9 +27,10 @@ type Projection struct {
 	Source string
 	// Tables are the read model's tables, emptied by a rebuild.
 	Tables []string
-	// OnEvent or OnCommand applies one delivered message inside tx.
-	OnEvent   func(ctx context.Context, tx pgx.Tx, e eventstore.Envelope) error
-	OnCommand func(ctx context.Context, tx pgx.Tx, c commands.Logged) error
+	// OnEvents or OnCommands applies delivered messages, in order, inside
+	// tx: a batch set-based, or one message (the poison path).
+	OnEvents   func(ctx context.Context, tx pgx.Tx, es []eventstore.Envelope) error
+	OnCommands func(ctx context.Context, tx pgx.Tx, cs []commands.Logged) error
 }
 
 // Topic is the Watermill topic the projection consumes.
@@ -62,21 +62,30 @@ func ByName(name string) (Projection, bool) {
 	return Projection{}, false
 }
 
-// Handler is the projection's Watermill handler.
+// Handler is the projection's handler: batches of messages applied
+// set-based, and one message at a time when a batch fails (retries, then
+// the poison topic).
 func (p Projection) Handler(reg *eventstore.Registry) delivery.Handler {
-	return delivery.Handler{Name: p.Name, ConsumerGroup: p.Name, Topic: p.Topic(), Handle: func(ctx context.Context, msg *message.Message) error {
-		tx, err := delivery.Tx(ctx)
-		if err != nil {
-			return err
-		}
-		return p.ApplyMessage(ctx, tx, reg, msg)
-	}}
+	return delivery.Handler{Name: p.Name, ConsumerGroup: p.Name, Topic: p.Topic(),
+		Handle: func(ctx context.Context, msg *message.Message) error {
+			tx, err := delivery.Tx(ctx)
+			if err != nil {
+				return err
+			}
+			return p.ApplyMessages(ctx, tx, reg, msg)
+		},
+		HandleBatch: func(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error {
+			return p.ApplyMessages(ctx, tx, reg, msgs...)
+		}}
 }
 
-// ApplyMessage applies msg in a savepoint of tx and advances the
+// ApplyMessages applies msgs in a savepoint of tx and advances the
 // checkpoint: a failed attempt leaves nothing behind in the shared
 // subscriber transaction.
-func (p Projection) ApplyMessage(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, msg *message.Message) error {
+func (p Projection) ApplyMessages(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, msgs ...*message.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return err
@@ -84,67 +93,49 @@ func (p Projection) ApplyMessage(ctx context.Context, tx pgx.Tx, reg *eventstore
 	defer sp.Rollback(ctx)
 	var position int64
 	var at time.Time
-	if p.OnCommand != nil {
-		c, err := commands.DecodeLogged(msg)
-		if err != nil {
+	if p.OnCommands != nil {
+		cs := make([]commands.Logged, 0, len(msgs))
+		for _, m := range msgs {
+			c, err := commands.DecodeLogged(m)
+			if err != nil {
+				return err
+			}
+			cs = append(cs, c)
+		}
+		if err := p.OnCommands(ctx, sp, cs); err != nil {
 			return err
 		}
-		if err := p.OnCommand(ctx, sp, c); err != nil {
-			return err
-		}
-		position, at = c.GlobalPosition, c.RecordedAt
+		position, at = cs[len(cs)-1].GlobalPosition, cs[len(cs)-1].RecordedAt
 	} else {
-		e, err := outbox.Envelope(msg)
-		if err != nil {
+		es := make([]eventstore.Envelope, 0, len(msgs))
+		for _, m := range msgs {
+			e, err := outbox.Envelope(m)
+			if err != nil {
+				return err
+			}
+			if e.Event, e.Data, e.SchemaVersion, err = reg.Decode(e.EventType, e.SchemaVersion, e.Data); err != nil {
+				return err
+			}
+			es = append(es, e)
+		}
+		if err := p.OnEvents(ctx, sp, es); err != nil {
 			return err
 		}
-		if e.Event, e.Data, e.SchemaVersion, err = reg.Decode(e.EventType, e.SchemaVersion, e.Data); err != nil {
-			return err
-		}
-		if err := p.OnEvent(ctx, sp, e); err != nil {
-			return fmt.Errorf("%s at position %d: %w", e.EventType, e.GlobalPosition, err)
-		}
-		position, at = e.GlobalPosition, e.RecordedAt
+		position, at = es[len(es)-1].GlobalPosition, es[len(es)-1].RecordedAt
 	}
-	if err := checkpoint(ctx, sp, p.Name, position, at); err != nil {
+	if err := checkpoint(ctx, sp, p.Name, len(msgs), position, at); err != nil {
 		return err
 	}
 	return sp.Commit(ctx)
 }
 
-func checkpoint(ctx context.Context, tx pgx.Tx, name string, position int64, at time.Time) error {
+func checkpoint(ctx context.Context, tx pgx.Tx, name string, applied int, position int64, at time.Time) error {
 	_, err := tx.Exec(ctx, `INSERT INTO projection_checkpoints (projection, position, applied, last_event_at, updated_at)
-		VALUES ($1, $2, 1, $3, now())
+		VALUES ($1, $2, $3, $4, now())
 		ON CONFLICT (projection) DO UPDATE SET position = greatest(projection_checkpoints.position, EXCLUDED.position),
-		    applied = projection_checkpoints.applied + 1, last_event_at = EXCLUDED.last_event_at, updated_at = now()`,
-		name, position, at)
+		    applied = projection_checkpoints.applied + EXCLUDED.applied, last_event_at = EXCLUDED.last_event_at, updated_at = now()`,
+		name, position, applied, at)
 	return err
-}
-
-// advance applies the event with stream version v to the row of key in
-// table: insert runs for the stream's first event, update (which must
-// compare "version = $v - 1") for the others. A redelivered event (the row
-// is at v or beyond) changes nothing; a missing predecessor is ErrGap.
-func advance(ctx context.Context, tx pgx.Tx, table, keyCol, key string, v int64, insert, update string, args ...any) error {
-	sql := update
-	if v == 1 {
-		sql = insert
-	}
-	tag, err := tx.Exec(ctx, sql, args...)
-	if err != nil || tag.RowsAffected() == 1 {
-		return err
-	}
-	var current int64
-	err = tx.QueryRow(ctx, fmt.Sprintf(`SELECT version FROM %s WHERE %s = $1`, table, keyCol), key).Scan(&current)
-	if errors.Is(err, pgx.ErrNoRows) {
-		current = 0
-	} else if err != nil {
-		return err
-	}
-	if current >= v {
-		return nil
-	}
-	return fmt.Errorf("%w: %s %s is at version %d, event is version %d", ErrGap, table, key, current, v)
 }
 
 // orderID is the order a command concerns: its stream, its payload's

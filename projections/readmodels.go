@@ -2,7 +2,9 @@ package projections
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -14,15 +16,37 @@ import (
 	"github.com/orderflow/orderflow/outbox"
 )
 
+type orderRow struct {
+	OrderID         string          `json:"order_id"`
+	CustomerID      string          `json:"customer_id"`
+	WalletID        string          `json:"wallet_id"`
+	Status          string          `json:"status"`
+	Currency        string          `json:"currency"`
+	Lines           json.RawMessage `json:"lines"`
+	Total           int64           `json:"total"`
+	ShippingAddress json.RawMessage `json:"shipping_address"`
+	Reason          *string         `json:"reason"`
+	PlacedAt        time.Time       `json:"placed_at"`
+	applied
+}
+
 func ordersProjection() Projection {
-	return Projection{Name: "orders_projection", Source: order.StreamType, Tables: []string{"read_orders"},
-		OnEvent: func(ctx context.Context, tx pgx.Tx, e eventstore.Envelope) error {
+	rows := streamRows[orderRow, *orderRow]{table: "read_orders", key: "order_id",
+		apply: func(row *orderRow, e eventstore.Envelope) (*orderRow, error) {
 			if p, ok := e.Event.(order.Placed); ok {
-				return advance(ctx, tx, "read_orders", "order_id", e.StreamID, e.StreamVersion, `
-					INSERT INTO read_orders (order_id, customer_id, wallet_id, status, currency, lines, total, shipping_address,
-					    version, position, placed_at, updated_at)
-					VALUES ($1, $2, $3, 'placed', $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT (order_id) DO NOTHING`, "",
-					e.StreamID, p.CustomerID, p.WalletID, p.Currency, p.Lines, p.Total, p.ShippingAddress, e.StreamVersion, e.GlobalPosition, e.RecordedAt)
+				lines, err := json.Marshal(p.Lines)
+				if err != nil {
+					return nil, err
+				}
+				addr, err := json.Marshal(p.ShippingAddress)
+				if err != nil {
+					return nil, err
+				}
+				return &orderRow{OrderID: e.StreamID, CustomerID: p.CustomerID, WalletID: p.WalletID, Status: string(order.StatusPlaced),
+					Currency: p.Currency, Lines: lines, Total: p.Total, ShippingAddress: addr, PlacedAt: e.RecordedAt}, nil
+			}
+			if row == nil {
+				return nil, fmt.Errorf("orders projection: %s before order.placed", e.EventType)
 			}
 			var status order.Status
 			reason := ""
@@ -40,105 +64,162 @@ func ordersProjection() Projection {
 			case order.WrittenOff:
 				status, reason = order.StatusWrittenOff, ev.Reason
 			default:
-				return fmt.Errorf("orders projection: unexpected event %s", e.EventType)
+				return nil, fmt.Errorf("orders projection: unexpected event %s", e.EventType)
 			}
-			return advance(ctx, tx, "read_orders", "order_id", e.StreamID, e.StreamVersion, "", `
-				UPDATE read_orders SET status = $2, reason = coalesce(nullif($3, ''), reason), version = $4, position = $5, updated_at = $6
-				WHERE order_id = $1 AND version = $4 - 1`,
-				e.StreamID, string(status), reason, e.StreamVersion, e.GlobalPosition, e.RecordedAt)
+			row.Status = string(status)
+			if reason != "" {
+				row.Reason = &reason
+			}
+			return row, nil
 		}}
+	return Projection{Name: "orders_projection", Source: order.StreamType, Tables: []string{"read_orders"}, OnEvents: rows.Apply}
+}
+
+type inventoryRow struct {
+	SKU      string `json:"sku"`
+	OnHand   int64  `json:"on_hand"`
+	Reserved int64  `json:"reserved"`
+	applied
 }
 
 func inventoryProjection() Projection {
-	return Projection{Name: "inventory_projection", Source: inventory.StreamType, Tables: []string{"read_inventory"},
-		OnEvent: func(ctx context.Context, tx pgx.Tx, e eventstore.Envelope) error {
-			var onHand, reserved int64
+	rows := streamRows[inventoryRow, *inventoryRow]{table: "read_inventory", key: "sku",
+		apply: func(row *inventoryRow, e eventstore.Envelope) (*inventoryRow, error) {
+			if row == nil {
+				row = &inventoryRow{SKU: e.StreamID}
+			}
 			switch ev := e.Event.(type) {
 			case inventory.StockReceived:
-				onHand = ev.Quantity
+				row.OnHand += ev.Quantity
 			case inventory.StockReserved:
-				reserved = ev.Quantity
+				row.Reserved += ev.Quantity
 			case inventory.ReservationReleased:
-				reserved = -ev.Quantity
+				row.Reserved -= ev.Quantity
 			case inventory.ReservationCommitted:
-				onHand, reserved = -ev.Quantity, -ev.Quantity
+				row.OnHand, row.Reserved = row.OnHand-ev.Quantity, row.Reserved-ev.Quantity
 			default:
-				return fmt.Errorf("inventory projection: unexpected event %s", e.EventType)
+				return nil, fmt.Errorf("inventory projection: unexpected event %s", e.EventType)
 			}
-			return advance(ctx, tx, "read_inventory", "sku", e.StreamID, e.StreamVersion, `
-				INSERT INTO read_inventory (sku, on_hand, reserved, version, position, updated_at)
-				VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sku) DO NOTHING`, `
-				UPDATE read_inventory SET on_hand = on_hand + $2, reserved = reserved + $3, version = $4, position = $5, updated_at = $6
-				WHERE sku = $1 AND version = $4 - 1`,
-				e.StreamID, onHand, reserved, e.StreamVersion, e.GlobalPosition, e.RecordedAt)
+			return row, nil
 		}}
+	return Projection{Name: "inventory_projection", Source: inventory.StreamType, Tables: []string{"read_inventory"}, OnEvents: rows.Apply}
+}
+
+type walletRow struct {
+	WalletID        string  `json:"wallet_id"`
+	CustomerID      string  `json:"customer_id"`
+	Name            string  `json:"name"`
+	Currency        string  `json:"currency"`
+	Balance         int64   `json:"balance"`
+	Held            int64   `json:"held"`
+	Suspended       bool    `json:"suspended"`
+	SuspendedReason *string `json:"suspended_reason"`
+	applied
 }
 
 func walletsProjection() Projection {
-	return Projection{Name: "wallets_projection", Source: wallet.StreamType, Tables: []string{"read_wallets"},
-		OnEvent: func(ctx context.Context, tx pgx.Tx, e eventstore.Envelope) error {
+	rows := streamRows[walletRow, *walletRow]{table: "read_wallets", key: "wallet_id",
+		apply: func(row *walletRow, e eventstore.Envelope) (*walletRow, error) {
 			if o, ok := e.Event.(wallet.Opened); ok {
-				return advance(ctx, tx, "read_wallets", "wallet_id", e.StreamID, e.StreamVersion, `
-					INSERT INTO read_wallets (wallet_id, customer_id, name, currency, balance, held, version, position, updated_at)
-					VALUES ($1, $2, $3, $4, 0, 0, $5, $6, $7) ON CONFLICT (wallet_id) DO NOTHING`, "",
-					e.StreamID, o.CustomerID, o.Name, o.Currency, e.StreamVersion, e.GlobalPosition, e.RecordedAt)
+				return &walletRow{WalletID: e.StreamID, CustomerID: o.CustomerID, Name: o.Name, Currency: o.Currency}, nil
 			}
-			var balance, held int64
-			name := ""
+			if row == nil {
+				return nil, fmt.Errorf("wallets projection: %s before wallet.opened", e.EventType)
+			}
 			switch ev := e.Event.(type) {
-			case wallet.Suspended, wallet.Reinstated:
-				suspended, reason := false, ""
-				if s, ok := ev.(wallet.Suspended); ok {
-					suspended, reason = true, s.Reason
+			case wallet.Suspended:
+				row.Suspended, row.SuspendedReason = true, nil
+				if ev.Reason != "" {
+					row.SuspendedReason = &ev.Reason
 				}
-				return advance(ctx, tx, "read_wallets", "wallet_id", e.StreamID, e.StreamVersion, "", `
-					UPDATE read_wallets SET suspended = $2, suspended_reason = nullif($3, ''), version = $4, position = $5, updated_at = $6
-					WHERE wallet_id = $1 AND version = $4 - 1`,
-					e.StreamID, suspended, reason, e.StreamVersion, e.GlobalPosition, e.RecordedAt)
+			case wallet.Reinstated:
+				row.Suspended, row.SuspendedReason = false, nil
 			case wallet.Renamed:
-				name = ev.Name
+				if ev.Name != "" {
+					row.Name = ev.Name
+				}
 			case wallet.ToppedUp:
-				balance = ev.Amount
+				row.Balance += ev.Amount
 			case wallet.HoldAuthorised:
-				held = ev.Amount
+				row.Held += ev.Amount
 			case wallet.HoldCaptured:
-				balance, held = -ev.Amount, -(ev.Amount + ev.Released)
+				row.Balance, row.Held = row.Balance-ev.Amount, row.Held-(ev.Amount+ev.Released)
 			case wallet.HoldVoided:
-				held = -ev.Amount
+				row.Held -= ev.Amount
 			case wallet.CaptureRefunded:
-				balance = ev.Amount
+				row.Balance += ev.Amount
 			default:
-				return fmt.Errorf("wallets projection: unexpected event %s", e.EventType)
+				return nil, fmt.Errorf("wallets projection: unexpected event %s", e.EventType)
 			}
-			return advance(ctx, tx, "read_wallets", "wallet_id", e.StreamID, e.StreamVersion, "", `
-				UPDATE read_wallets SET balance = balance + $2, held = held + $3, name = coalesce(nullif($4, ''), name),
-				    version = $5, position = $6, updated_at = $7
-				WHERE wallet_id = $1 AND version = $5 - 1`,
-				e.StreamID, balance, held, name, e.StreamVersion, e.GlobalPosition, e.RecordedAt)
+			return row, nil
 		}}
+	return Projection{Name: "wallets_projection", Source: wallet.StreamType, Tables: []string{"read_wallets"}, OnEvents: rows.Apply}
 }
 
 // The timeline is fed by the commands topic: each message is one command
 // with the events it caused, so rejected commands show up too.
 func timelineProjection() Projection {
 	return Projection{Name: "timeline_projection", Source: outbox.CommandsTopic, Tables: []string{"read_order_timeline"},
-		OnCommand: func(ctx context.Context, tx pgx.Tx, c commands.Logged) error {
-			id := orderID(c)
-			if id == "" {
+		OnCommands: func(ctx context.Context, tx pgx.Tx, cs []commands.Logged) error {
+			var rows []timelineRow
+			for _, c := range cs {
+				id := orderID(c)
+				if id == "" {
+					continue
+				}
+				step := c.Metadata["saga_step"]
+				rows = append(rows, timelineRow{OrderID: id, EntryID: "command:" + c.CommandID, Seq: c.Seq, Kind: "command", Type: c.Type,
+					StreamType: c.StreamType, StreamID: c.StreamID, Status: null(c.Status), Reason: null(c.Reason), Causation: null(c.CausationID),
+					Correlation: c.CorrelationID, Actor: c.Actor, SagaStep: null(step), At: c.RecordedAt})
+				for i, e := range c.Events {
+					rows = append(rows, timelineRow{OrderID: id, EntryID: "event:" + e.EventID.String(), Seq: c.Seq, Index: i + 1, Kind: "event",
+						Type: e.EventType, StreamType: e.StreamType, StreamID: e.StreamID, Version: &e.StreamVersion, Position: &e.GlobalPosition,
+						Causation: null(c.CommandID), Correlation: c.CorrelationID, Actor: c.Actor, SagaStep: null(step), At: e.RecordedAt})
+				}
+			}
+			if len(rows) == 0 {
 				return nil
 			}
-			step := c.Metadata["saga_step"]
-			const insert = `INSERT INTO read_order_timeline (order_id, entry_id, command_seq, entry_index, kind, type, stream_type,
-				stream_id, stream_version, global_position, status, reason, causation_id, correlation_id, actor, saga_step, at)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, nullif($11, ''), nullif($12, ''), nullif($13, ''), $14, $15, nullif($16, ''), $17)
-				ON CONFLICT (order_id, entry_id) DO NOTHING`
-			b := &pgx.Batch{}
-			b.Queue(insert, id, "command:"+c.CommandID, c.Seq, 0, "command", c.Type, c.StreamType, c.StreamID, nil, nil,
-				c.Status, c.Reason, c.CausationID, c.CorrelationID, c.Actor, step, c.RecordedAt)
-			for i, e := range c.Events {
-				b.Queue(insert, id, "event:"+e.EventID.String(), c.Seq, i+1, "event", e.EventType, e.StreamType, e.StreamID,
-					e.StreamVersion, e.GlobalPosition, "", "", c.CommandID, c.CorrelationID, c.Actor, step, e.RecordedAt)
+			raw, err := json.Marshal(rows)
+			if err != nil {
+				return err
 			}
-			return tx.SendBatch(ctx, b).Close()
+			// A redelivered command adds nothing: its entries are keyed.
+			_, err = tx.Exec(ctx, `INSERT INTO read_order_timeline (order_id, entry_id, command_seq, entry_index, kind, type, stream_type,
+				stream_id, stream_version, global_position, status, reason, causation_id, correlation_id, actor, saga_step, at)
+				SELECT order_id, entry_id, command_seq, entry_index, kind, type, stream_type, stream_id, stream_version, global_position,
+				    status, reason, causation_id, correlation_id, actor, saga_step, at
+				FROM jsonb_populate_recordset(NULL::read_order_timeline, $1)
+				ON CONFLICT (order_id, entry_id) DO NOTHING`, raw)
+			return err
 		}}
+}
+
+// timelineRow is one entry of read_order_timeline.
+type timelineRow struct {
+	OrderID     string    `json:"order_id"`
+	EntryID     string    `json:"entry_id"`
+	Seq         int64     `json:"command_seq"`
+	Index       int       `json:"entry_index"`
+	Kind        string    `json:"kind"`
+	Type        string    `json:"type"`
+	StreamType  string    `json:"stream_type"`
+	StreamID    string    `json:"stream_id"`
+	Version     *int64    `json:"stream_version"`
+	Position    *int64    `json:"global_position"`
+	Status      *string   `json:"status"`
+	Reason      *string   `json:"reason"`
+	Causation   *string   `json:"causation_id"`
+	Correlation string    `json:"correlation_id"`
+	Actor       string    `json:"actor"`
+	SagaStep    *string   `json:"saga_step"`
+	At          time.Time `json:"at"`
+}
+
+// null is s, or SQL NULL when empty.
+func null(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }

@@ -38,7 +38,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, l
 		var upTo int64
 		if acked > 0 {
 			key := "global_position"
-			if p.OnCommand != nil {
+			if p.OnCommands != nil {
 				key = "seq"
 			}
 			var v string
@@ -53,7 +53,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, l
 		}
 		var total int64
 		var count pgx.Row
-		if p.OnCommand != nil {
+		if p.OnCommands != nil {
 			count = tx.QueryRow(ctx, `SELECT count(*) FROM commands WHERE (transaction_id, seq) <= ($1::text::xid8, $2)`, lastTx, upTo)
 		} else {
 			count = tx.QueryRow(ctx, `SELECT count(*) FROM events WHERE stream_type = $1
@@ -128,18 +128,18 @@ type commandsOrEvents struct {
 	at           time.Time
 }
 
-const rebuildPage = 500
+const rebuildPage = 2000
 
 func (c *commandsOrEvents) next(ctx context.Context, tx pgx.Tx, store *eventstore.Store, log *commands.Log, p Projection, txid uint64, upTo int64) (int, error) {
-	if p.OnCommand != nil {
+	if p.OnCommands != nil {
 		page, err := log.ReadUpTo(ctx, tx, c.commandAfter, commands.Cursor{TransactionID: txid, Seq: upTo}, rebuildPage)
 		if err != nil {
 			return 0, err
 		}
+		if err := p.OnCommands(ctx, tx, page); err != nil {
+			return 0, err
+		}
 		for _, l := range page {
-			if err := p.OnCommand(ctx, tx, l); err != nil {
-				return 0, fmt.Errorf("command %s: %w", l.CommandID, err)
-			}
 			c.commandAfter, c.position, c.at = l.Cursor(), max(c.position, l.GlobalPosition), l.RecordedAt
 		}
 		return len(page), nil
@@ -148,11 +148,11 @@ func (c *commandsOrEvents) next(ctx context.Context, tx pgx.Tx, store *eventstor
 	if err != nil {
 		return 0, err
 	}
-	for _, e := range page {
-		if err := p.OnEvent(ctx, tx, e); err != nil {
-			return 0, fmt.Errorf("%s at position %d: %w", e.EventType, e.GlobalPosition, err)
-		}
-		c.eventAfter, c.position, c.at = e.Cursor(), e.GlobalPosition, e.RecordedAt
+	if err := p.OnEvents(ctx, tx, page); err != nil {
+		return 0, err
+	}
+	if n := len(page); n > 0 {
+		c.eventAfter, c.position, c.at = page[n-1].Cursor(), page[n-1].GlobalPosition, page[n-1].RecordedAt
 	}
 	return len(page), nil
 }

@@ -354,7 +354,7 @@ func (a *app) runProjector(ctx context.Context) error {
 		return err
 	}
 	a.ready.add("projector", func(context.Context) error {
-		if router.IsClosed() || !router.IsRunning() {
+		if !router.IsRunning() {
 			return errors.New("the projector is not running")
 		}
 		return nil

@@ -1,0 +1,245 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/orderflow/orderflow/outbox"
+	"github.com/orderflow/orderflow/tracing"
+)
+
+// batchConsumer consumes a topic as a consumer group a batch per
+// transaction, for a Handler with HandleBatch. Watermill's router hands a
+// handler one message at a time; a set-based handler needs the batch. The
+// SQL is watermill-sql's own (the schema adapter's select for the group,
+// which locks the group's offset row, and the offsets adapter's ack), so
+// the offsets, the consumer group and everything that reads them are the
+// same as a Watermill subscriber's, and the two may even take turns.
+type batchConsumer struct {
+	pool    *pgxpool.Pool
+	cfg     RouterConfig
+	h       Handler
+	schema  wsql.DefaultPostgreSQLSchema
+	offsets wsql.DefaultPostgreSQLOffsetsAdapter
+	handle  message.NoPublishHandlerFunc // Handle, traced and observed
+}
+
+func newBatchConsumer(pool *pgxpool.Pool, cfg RouterConfig, h Handler) *batchConsumer {
+	return &batchConsumer{pool: pool, cfg: cfg, h: h, schema: wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: cfg.SetBatchSize},
+		handle: logged(cfg.Logger, cfg.Observe, h)}
+}
+
+// start records the group's zero offset (as a Watermill subscriber does
+// before subscribing: the select locks that row).
+func (c *batchConsumer) start(ctx context.Context) error {
+	qs, err := c.offsets.BeforeSubscribingQueries(wsql.BeforeSubscribingQueriesParams{Topic: c.h.Topic, ConsumerGroup: c.h.ConsumerGroup})
+	if err != nil {
+		return err
+	}
+	for _, q := range qs {
+		if _, err := c.pool.Exec(ctx, q.Query, q.Args...); err != nil {
+			return fmt.Errorf("consumer group %s of %s: %w", c.h.ConsumerGroup, c.h.Topic, err)
+		}
+	}
+	return nil
+}
+
+// run consumes until ctx ends: a full batch is followed at once by the
+// next; an empty read waits for a commit of this process (Wake) or
+// PollInterval, and after a wake looks again after 2, 4 and 8 ms, since a
+// commit is visible only once every older transaction has ended.
+func (c *batchConsumer) run(ctx context.Context) error {
+	quick, failures := 0, 0
+	var armed <-chan struct{}
+	for ctx.Err() == nil {
+		if c.cfg.Wake != nil {
+			armed = c.cfg.Wake.C() // before the read: a commit after it is not missed
+		}
+		n, err := c.step(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			failures++
+			c.cfg.Logger.Warn("batch consumer", "handler", c.h.Name, "topic", c.h.Topic, "err", err)
+			sleep(ctx, min(c.cfg.RetryInterval<<min(failures, 6), 5*time.Second))
+			continue
+		case n > 0:
+			failures, quick = 0, 0
+			continue
+		case quick > 0:
+			sleep(ctx, 2*time.Millisecond<<(3-quick))
+			quick--
+			continue
+		}
+		failures = 0
+		select {
+		case <-ctx.Done():
+		case <-armed:
+			quick = 3
+			sleep(ctx, wakeGap)
+		case <-time.After(c.cfg.PollInterval):
+		}
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// step applies the next batch in one transaction with the ack. When the
+// batch fails, it is handled again message by message (oneByOne).
+func (c *batchConsumer) step(ctx context.Context) (int, error) {
+	rows, err := c.inTx(ctx, func(tx pgx.Tx, rows []wsql.Row) (int, error) {
+		if len(rows) == 0 {
+			return 0, nil
+		}
+		msgs := make([]*message.Message, len(rows))
+		for i, r := range rows {
+			msgs[i] = r.Msg
+		}
+		ctx, span := c.span(ctx, msgs)
+		defer span.End()
+		if err := c.h.HandleBatch(ctx, tx, msgs); err != nil {
+			span.SetStatus(codes.Error, err.Error())
+			return 0, &batchError{err}
+		}
+		return len(rows), c.ack(ctx, tx, rows[len(rows)-1], rows)
+	})
+	var be *batchError
+	if errors.As(err, &be) {
+		c.cfg.Logger.Debug("batch failed: one message at a time", "handler", c.h.Name, "err", be.err)
+		return c.inTx(ctx, c.oneByOne)
+	}
+	if err == nil && c.cfg.Observe != nil {
+		for range rows {
+			c.cfg.Observe(c.h.Name, nil)
+		}
+	}
+	return rows, err
+}
+
+// span traces a batch: a batch of one continues its message's trace, as a
+// message handler does; a larger one links to each message's trace.
+func (c *batchConsumer) span(ctx context.Context, msgs []*message.Message) (context.Context, trace.Span) {
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.system", "watermill"), attribute.String("messaging.destination.name", c.h.Topic),
+			attribute.String("messaging.consumer.group.name", c.h.ConsumerGroup), attribute.Int("messaging.batch.message_count", len(msgs)))}
+	if len(msgs) == 1 {
+		ctx = tracing.Extract(ctx, msgs[0].Metadata.Get(outbox.MetaTraceParent))
+	} else {
+		for _, m := range msgs[:min(len(msgs), maxLinks)] {
+			if sc := trace.SpanContextFromContext(tracing.Extract(ctx, m.Metadata.Get(outbox.MetaTraceParent))); sc.IsValid() {
+				opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+			}
+		}
+	}
+	return tracing.Tracer().Start(ctx, c.h.Name+" "+c.h.Topic, opts...)
+}
+
+// maxLinks bounds the links of a batch's span.
+const maxLinks = 128
+
+type batchError struct{ err error }
+
+func (e *batchError) Error() string { return e.err.Error() }
+
+// inTx reads the group's next batch in a transaction (watermill-sql's
+// isolation level) and commits what f did with it.
+func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.Row) (int, error)) (int, error) {
+	tx, err := c.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(context.Background())
+	q, err := c.schema.SelectQuery(wsql.SelectQueryParams{Topic: c.h.Topic, ConsumerGroup: c.h.ConsumerGroup, OffsetsAdapter: c.offsets})
+	if err != nil {
+		return 0, err
+	}
+	res, err := tx.Query(ctx, q.Query, q.Args...)
+	if err != nil {
+		return 0, err
+	}
+	var rows []wsql.Row
+	for res.Next() {
+		r, err := c.schema.UnmarshalMessage(wsql.UnmarshalMessageParams{Row: res})
+		if err != nil {
+			res.Close()
+			return 0, err
+		}
+		rows = append(rows, r)
+	}
+	if err := res.Err(); err != nil {
+		return 0, err
+	}
+	n, err := f(tx, rows)
+	if err != nil {
+		return n, err
+	}
+	return n, tx.Commit(ctx)
+}
+
+func (c *batchConsumer) ack(ctx context.Context, tx pgx.Tx, last wsql.Row, rows []wsql.Row) error {
+	q, err := c.offsets.AckMessageQuery(wsql.AckMessageQueryParams{Topic: c.h.Topic, LastRow: last, Rows: rows, ConsumerGroup: c.h.ConsumerGroup})
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, q.Query, q.Args...)
+	return err
+}
+
+// oneByOne handles rows through Handle, each with the router's retries;
+// one that still fails goes to the poison topic, in this transaction, and
+// the others are applied. A transient failure ends the batch before that
+// message, which is read again later.
+func (c *batchConsumer) oneByOne(tx pgx.Tx, rows []wsql.Row) (int, error) {
+	ctx := context.WithValue(context.Background(), txKey{}, tx)
+	done := 0
+	for _, r := range rows {
+		m := r.Msg
+		m.SetContext(ctx)
+		err := c.handle(m)
+		for attempt, wait := 1, c.cfg.RetryInterval; err != nil && attempt <= c.cfg.MaxRetries && !errors.Is(err, ErrTransient); attempt++ {
+			time.Sleep(wait)
+			wait = min(2*wait, 2*time.Second)
+			err = c.handle(m)
+		}
+		if errors.Is(err, ErrTransient) {
+			break
+		}
+		if err != nil {
+			m.Metadata.Set(middleware.ReasonForPoisonedKey, err.Error())
+			m.Metadata.Set(middleware.PoisonedTopicKey, c.h.Topic)
+			m.Metadata.Set(middleware.PoisonedHandlerKey, c.h.Name)
+			m.Metadata.Set(middleware.PoisonedSubscriberKey, "batch")
+			if err := outbox.PublishTo(ctx, tx, outbox.PoisonTopic, m); err != nil {
+				return done, err
+			}
+			c.cfg.Logger.Error("message poisoned", slog.String("handler", c.h.Name), slog.String("message", m.UUID), slog.Any("err", err))
+		}
+		done++
+	}
+	if done == 0 {
+		return 0, errors.New("a transient failure: the batch waits")
+	}
+	return done, c.ack(ctx, tx, rows[done-1], rows[:done])
+}
+
+// txKey carries the batch consumer's transaction for Tx.
+type txKey struct{}
