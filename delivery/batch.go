@@ -116,7 +116,7 @@ func (c *batchConsumer) step(ctx context.Context) (int, error) {
 		}
 		ctx, span := c.span(ctx, msgs)
 		defer span.End()
-		if err := c.h.HandleBatch(ctx, tx, msgs); err != nil {
+		if err := safely(func() error { return c.h.HandleBatch(ctx, tx, msgs) }); err != nil {
 			span.SetStatus(codes.Error, err.Error())
 			return 0, &batchError{err}
 		}
@@ -214,11 +214,12 @@ func (c *batchConsumer) oneByOne(tx pgx.Tx, rows []wsql.Row) (int, error) {
 	for _, r := range rows {
 		m := r.Msg
 		m.SetContext(ctx)
-		err := c.handle(m)
+		handle := func() error { return safely(func() error { return c.handle(m) }) }
+		err := handle()
 		for attempt, wait := 1, c.cfg.RetryInterval; err != nil && attempt <= c.cfg.MaxRetries && !errors.Is(err, ErrTransient); attempt++ {
 			time.Sleep(wait)
 			wait = min(2*wait, 2*time.Second)
-			err = c.handle(m)
+			err = handle()
 		}
 		if errors.Is(err, ErrTransient) {
 			break
@@ -239,6 +240,17 @@ func (c *batchConsumer) oneByOne(tx pgx.Tx, rows []wsql.Row) (int, error) {
 		return 0, errors.New("a transient failure: the batch waits")
 	}
 	return done, c.ack(ctx, tx, rows[done-1], rows[:done])
+}
+
+// safely turns a panic of f into its error, as Watermill's Recoverer does
+// for a message handler: one bad message must not stop the consumer.
+func safely(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic occurred: %v", r)
+		}
+	}()
+	return f()
 }
 
 // txKey carries the batch consumer's transaction for Tx.

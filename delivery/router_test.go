@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -146,5 +147,103 @@ func TestAPanickingHandlerPoisonsOnlyItsMessage(t *testing.T) {
 		if id != bad && applied[id] != 1 {
 			t.Fatalf("message %s applied %d times", id, applied[id])
 		}
+	}
+}
+
+// A set-based handler gets the topic in batches, in order, each applied
+// with its ack in one transaction. A batch holding a message that always
+// fails (here a panic) is rolled back and handled one message at a time:
+// that message is poisoned, every other one is applied exactly once.
+func TestABatchHandlerGetsBatchesAndAFailingBatchGoesOneByOne(t *testing.T) {
+	pool := pgtest.Pool(t)
+	ctx := context.Background()
+	runID := uuid.NewString()
+	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS delivery_test_applied (id text PRIMARY KEY, n serial)`); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	var msgs []*message.Message
+	for range 250 {
+		m := message.NewMessage(uuid.NewString(), []byte(`{}`))
+		m.Metadata.Set("test_run", runID)
+		msgs, ids = append(msgs, m), append(ids, m.UUID)
+	}
+	bad := ids[137]
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return outbox.PublishTo(ctx, tx, topic, msgs...) }); err != nil {
+		t.Fatal(err)
+	}
+	apply := func(ctx context.Context, tx pgx.Tx, m *message.Message) error {
+		if m.Metadata.Get("test_run") != runID {
+			return nil
+		}
+		if m.UUID == bad {
+			panic("a bug for this message")
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO delivery_test_applied (id) VALUES ($1)`, m.UUID)
+		return err
+	}
+	var mu sync.Mutex
+	var batches []int
+	router, err := delivery.NewRouter(pool, delivery.RouterConfig{PollInterval: 10 * time.Millisecond, MaxRetries: 1, SetBatchSize: 100,
+		RetryInterval: time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		delivery.Handler{Name: "batch-" + runID, ConsumerGroup: "batch-" + runID, Topic: topic,
+			Handle: func(ctx context.Context, m *message.Message) error {
+				tx, err := delivery.Tx(ctx)
+				if err != nil {
+					return err
+				}
+				return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return apply(ctx, sp, m) })
+			},
+			HandleBatch: func(ctx context.Context, tx pgx.Tx, ms []*message.Message) error {
+				mu.Lock()
+				batches = append(batches, len(ms))
+				mu.Unlock()
+				for _, m := range ms {
+					if err := apply(ctx, tx, m); err != nil {
+						return err
+					}
+				}
+				return nil
+			}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- router.Run(rctx) }()
+	<-router.Running()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM delivery_test_applied WHERE id = ANY($1)`, ids).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == len(ids)-1 && len(poisoned(t, pool, runID)) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d applied, poisoned %v", n, len(ids)-1, poisoned(t, pool, runID))
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if p := poisoned(t, pool, runID); p[bad] == "" {
+		t.Fatalf("poisoned %v, want %s", p, bad)
+	}
+	// In the order published: the serial column numbers the inserts.
+	rows, _ := pool.Query(ctx, `SELECT id FROM delivery_test_applied WHERE id = ANY($1) ORDER BY n`, ids)
+	order, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return id == bad })
+	if !slices.Equal(order, want) {
+		t.Fatal("messages applied out of order")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(batches) == 0 || slices.Max(batches) != 100 {
+		t.Fatalf("batch sizes %v, want batches of up to 100", batches)
 	}
 }
