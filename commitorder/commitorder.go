@@ -21,3 +21,11 @@ func ParseXID(s string) (uint64, error) {
 
 // FormatXID writes an xid8 for a "$n::text::xid8" parameter.
 func FormatXID(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// Cursor is a place in a log read in commit order: the transaction that
+// wrote a row and the row's sequence within the log (a global position,
+// a command seq, a message offset).
+type Cursor struct {
+	TransactionID uint64
+	Seq           int64
+}

@@ -10,72 +10,95 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/eventstore"
 )
 
 // Rebuild recomputes p from the event log (or, for the timeline, the
-// command log) in one transaction while the service keeps running:
+// command log) while the service keeps running, into shadow tables:
 //
-//   - it holds p's consumer offset (pauseConsumer), so the live consumer
-//     waits and the rebuild reads exactly what the live model had applied;
-//   - it empties the tables with DELETE (not TRUNCATE), so queries keep
-//     seeing the old rows until the new ones commit at once;
-//   - it marks p's poison messages resolved, since their events are now
-//     applied (a still failing event aborts the rebuild and changes nothing).
+//   - it creates empty copies of p's tables in the schema
+//     orderflow_rebuild and fills them in chunks, each its own short
+//     transaction whose search_path puts the copies first, up to where
+//     the live consumer stood when the rebuild began; the live consumer
+//     and every query go on with the old tables meanwhile;
+//   - in one last short transaction it holds p's consumer (pauseConsumer),
+//     applies what the consumer applied since, swaps the copies in for the
+//     old tables, sets p's checkpoint and marks p's poison messages
+//     resolved, since their events are now applied (a still failing event
+//     aborts the rebuild and changes nothing).
 //
-// The cost: the transaction is as long as the rebuild and, like any long
-// transaction, holds back every watermill-sql subscriber until it ends.
 // progress is called with (done, total) as events are applied.
 func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, log *commands.Log, p Projection, progress func(done, total int64)) (int64, error) {
-	var done int64
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		acked, lastTx, err := pauseConsumer(ctx, tx, p)
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Release()
+	// One rebuild of a projection at a time (a session lock, released
+	// with the connection's session below).
+	var mine bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext('orderflow rebuild ' || $1))`, p.Name).Scan(&mine); err != nil {
+		return 0, err
+	}
+	if !mine {
+		return 0, fmt.Errorf("a rebuild of %s is running", p.Name)
+	}
+	defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock(hashtext('orderflow rebuild ' || $1))`, p.Name)
+	for _, t := range p.Tables {
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`CREATE SCHEMA IF NOT EXISTS %[1]s; DROP TABLE IF EXISTS %[1]s.%[2]s;
+			CREATE TABLE %[1]s.%[2]s (LIKE public.%[2]s INCLUDING ALL)`, shadowSchema, t)); err != nil {
+			return 0, fmt.Errorf("shadow table of %s: %w", t, err)
+		}
+	}
+	into := func(f func(tx pgx.Tx) error) error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SET LOCAL search_path = `+shadowSchema+`, public`); err != nil {
+				return err
+			}
+			return f(tx)
+		})
+	}
+	// Up to where the consumer stands now, in chunks.
+	var src commandsOrEvents
+	var done, total int64
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		var err error
+		src.upTo, err = consumed(ctx, tx, p, false)
 		if err != nil {
 			return err
 		}
-		txid, _ := strconv.ParseUint(lastTx, 10, 64)
-		// The last acknowledged message names the last event (or command) applied.
-		var upTo int64
-		if acked > 0 {
-			key := "global_position"
-			if p.OnCommands != nil {
-				key = "seq"
-			}
-			var v string
-			err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT metadata->>'%s' FROM watermill_%s WHERE transaction_id = $1::text::xid8 AND "offset" = $2`,
-				key, p.Topic()), lastTx, acked).Scan(&v)
-			if err != nil {
-				return fmt.Errorf("find the last message %s consumed: %w", p.Name, err)
-			}
-			if upTo, err = strconv.ParseInt(v, 10, 64); err != nil {
-				return fmt.Errorf("last message %s consumed: %w", p.Name, err)
-			}
+		total, err = src.count(ctx, tx, p)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	if progress != nil {
+		progress(0, total)
+	}
+	for {
+		var n int
+		if err := into(func(tx pgx.Tx) (err error) { n, err = src.next(ctx, tx, store, log, p); return err }); err != nil {
+			return 0, fmt.Errorf("rebuild %s: %w", p.Name, err)
 		}
-		var total int64
-		var count pgx.Row
-		if p.OnCommands != nil {
-			count = tx.QueryRow(ctx, `SELECT count(*) FROM commands WHERE (transaction_id, seq) <= ($1::text::xid8, $2)`, lastTx, upTo)
-		} else {
-			count = tx.QueryRow(ctx, `SELECT count(*) FROM events WHERE stream_type = $1
-				AND (transaction_id, global_position) <= ($2::text::xid8, $3)`, p.Source, lastTx, upTo)
+		if n == 0 {
+			break
 		}
-		if err := count.Scan(&total); err != nil {
-			return err
-		}
-		for _, t := range p.Tables {
-			if _, err := tx.Exec(ctx, "DELETE FROM "+t); err != nil {
-				return err
-			}
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM projection_checkpoints WHERE projection = $1`, p.Name); err != nil {
-			return err
-		}
+		done += int64(n)
 		if progress != nil {
-			progress(0, total)
+			progress(done, total)
 		}
-		var last commandsOrEvents
+	}
+	// The rest, and the swap, with the live consumer held.
+	err = into(func(tx pgx.Tx) error {
+		upTo, err := consumed(ctx, tx, p, true)
+		if err != nil {
+			return err
+		}
+		src.upTo = upTo
 		for {
-			n, err := last.next(ctx, tx, store, log, p, txid, upTo)
+			n, err := src.next(ctx, tx, store, log, p)
 			if err != nil {
 				return fmt.Errorf("rebuild %s: %w", p.Name, err)
 			}
@@ -83,13 +106,18 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, l
 				break
 			}
 			done += int64(n)
-			if progress != nil {
-				progress(done, total)
+		}
+		for _, t := range p.Tables {
+			if _, err := tx.Exec(ctx, fmt.Sprintf(`DROP TABLE public.%[2]s; ALTER TABLE %[1]s.%[2]s SET SCHEMA public`, shadowSchema, t)); err != nil {
+				return fmt.Errorf("swap %s: %w", t, err)
 			}
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM projection_checkpoints WHERE projection = $1`, p.Name); err != nil {
+			return err
 		}
 		if done > 0 {
 			if _, err := tx.Exec(ctx, `INSERT INTO projection_checkpoints (projection, position, applied, last_event_at)
-				VALUES ($1, $2, $3, $4)`, p.Name, last.position, done, last.at); err != nil {
+				VALUES ($1, $2, $3, $4)`, p.Name, src.position, done, src.at); err != nil {
 				return err
 			}
 		}
@@ -101,7 +129,50 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, l
 	if err != nil {
 		return 0, err
 	}
+	if progress != nil {
+		progress(done, done)
+	}
 	return done, nil
+}
+
+// shadowSchema holds the tables a rebuild fills before they are swapped in.
+const shadowSchema = "orderflow_rebuild"
+
+// consumed is where p's live consumer stands: the transaction and the
+// global position (or command seq) of the last message it acknowledged.
+// With hold, the consumer waits until tx ends (pauseConsumer).
+func consumed(ctx context.Context, tx pgx.Tx, p Projection, hold bool) (commitorder.Cursor, error) {
+	var acked int64
+	var lastTx string
+	var err error
+	if hold {
+		acked, lastTx, err = pauseConsumer(ctx, tx, p)
+	} else {
+		err = tx.QueryRow(ctx, fmt.Sprintf(`SELECT coalesce(max(offset_acked), 0), coalesce(max(last_processed_transaction_id), '0')::text
+			FROM watermill_offsets_%s WHERE consumer_group = $1`, p.Topic()), p.Name).Scan(&acked, &lastTx)
+	}
+	if err != nil || acked == 0 {
+		return commitorder.Cursor{}, err
+	}
+	txid, err := commitorder.ParseXID(lastTx)
+	if err != nil {
+		return commitorder.Cursor{}, err
+	}
+	key := "global_position"
+	if p.OnCommands != nil {
+		key = "seq"
+	}
+	var v string
+	err = tx.QueryRow(ctx, fmt.Sprintf(`SELECT metadata->>'%s' FROM watermill_%s WHERE transaction_id = $1::text::xid8 AND "offset" = $2`,
+		key, p.Topic()), lastTx, acked).Scan(&v)
+	if err != nil {
+		return commitorder.Cursor{}, fmt.Errorf("find the last message %s consumed: %w", p.Name, err)
+	}
+	seq, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return commitorder.Cursor{}, fmt.Errorf("last message %s consumed: %w", p.Name, err)
+	}
+	return commitorder.Cursor{TransactionID: txid, Seq: seq}, nil
 }
 
 // pauseConsumer holds p's consumer offset until tx ends and returns where
@@ -120,19 +191,32 @@ func pauseConsumer(ctx context.Context, tx pgx.Tx, p Projection) (acked int64, l
 	return acked, lastTx, err
 }
 
-// commandsOrEvents pages through the source of a rebuild.
+// commandsOrEvents pages through the source of a rebuild, up to upTo.
 type commandsOrEvents struct {
+	upTo         commitorder.Cursor
 	eventAfter   eventstore.Cursor
 	commandAfter commands.Cursor
 	position     int64
 	at           time.Time
 }
 
-const rebuildPage = 2000
+// rebuildPage is the events (or commands) of one chunk: one read, one
+// set-based apply.
+const rebuildPage = 5000
 
-func (c *commandsOrEvents) next(ctx context.Context, tx pgx.Tx, store *eventstore.Store, log *commands.Log, p Projection, txid uint64, upTo int64) (int, error) {
+func (c *commandsOrEvents) count(ctx context.Context, tx pgx.Tx, p Projection) (int64, error) {
+	var total int64
+	upTx := commitorder.FormatXID(c.upTo.TransactionID)
 	if p.OnCommands != nil {
-		page, err := log.ReadUpTo(ctx, tx, c.commandAfter, commands.Cursor{TransactionID: txid, Seq: upTo}, rebuildPage)
+		return total, tx.QueryRow(ctx, `SELECT count(*) FROM commands WHERE (transaction_id, seq) <= ($1::text::xid8, $2)`, upTx, c.upTo.Seq).Scan(&total)
+	}
+	return total, tx.QueryRow(ctx, `SELECT count(*) FROM events WHERE stream_type = $1
+		AND (transaction_id, global_position) <= ($2::text::xid8, $3)`, p.Source, upTx, c.upTo.Seq).Scan(&total)
+}
+
+func (c *commandsOrEvents) next(ctx context.Context, tx pgx.Tx, store *eventstore.Store, log *commands.Log, p Projection) (int, error) {
+	if p.OnCommands != nil {
+		page, err := log.ReadUpTo(ctx, tx, c.commandAfter, commands.Cursor{TransactionID: c.upTo.TransactionID, Seq: c.upTo.Seq}, rebuildPage)
 		if err != nil {
 			return 0, err
 		}
@@ -144,7 +228,7 @@ func (c *commandsOrEvents) next(ctx context.Context, tx pgx.Tx, store *eventstor
 		}
 		return len(page), nil
 	}
-	page, err := store.ReadUpTo(ctx, tx, p.Source, c.eventAfter, eventstore.Cursor{TransactionID: txid, Position: upTo}, rebuildPage)
+	page, err := store.ReadUpTo(ctx, tx, p.Source, c.eventAfter, eventstore.Cursor{TransactionID: c.upTo.TransactionID, Position: c.upTo.Seq}, rebuildPage)
 	if err != nil {
 		return 0, err
 	}
