@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/domain/shipment"
@@ -68,7 +69,7 @@ const (
 
 // send dispatches one command of the saga. Rejections whose code is in
 // done mean the effect is already there (or nothing is left to undo).
-func (a *Activities) send(ctx context.Context, s Step, cmd commands.Command, done ...string) (commands.Record, error) {
+func (a *Activities) send(ctx context.Context, s Step, cmd commands.Command, done ...string) (commandlog.Record, error) {
 	info := activity.GetInfo(ctx)
 	typ := cmd.CommandType()
 	key := s.key(info.WorkflowExecution.ID)
@@ -98,7 +99,7 @@ func (a *Activities) send(ctx context.Context, s Step, cmd commands.Command, don
 		// a collision, never a business refusal (the saga stops for an
 		// operator instead of compensating).
 		if prior, perr := a.Bus.Log().Get(ctx, key); perr == nil && prior.Type == typ {
-			if prior.Status == commands.StatusRejected && !slices.Contains(done, prior.ReasonCode) {
+			if prior.Status == commandlog.StatusRejected && !slices.Contains(done, prior.ReasonCode) {
 				return prior, temporal.NewNonRetryableApplicationError(prior.Reason, prior.ReasonCode, nil)
 			}
 			return prior, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/orderflow/orderflow/activities"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/internal/pgtest"
 )
@@ -85,7 +86,7 @@ func TestAWithdrawnBookingIsNeverTaken(t *testing.T) {
 // response) books once, gets one tracking number and records one dispatch.
 func TestDispatchWithCarrierRunTwiceRecordsOneDispatch(t *testing.T) {
 	pool := pgtest.Pool(t)
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 50})
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: 50})
 	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 5})
 	acts := &activities.Activities{Bus: bus, Store: store, Carrier: activities.SimulatedCarrier{Pool: pool, Latency: 10 * time.Millisecond}}
 	orderID := "o-" + uuid.NewString()

@@ -18,6 +18,7 @@ import (
 	"github.com/orderflow/orderflow/bridge"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
+	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/internal/pgtest"
 )
@@ -58,7 +59,7 @@ func TestBridgeForwardsTopicsToJetStreamOnce(t *testing.T) {
 
 	ctx := context.Background()
 	pool := pgtest.Pool(t)
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{})
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{})
 	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{})
 	logger := watermill.NewSlogLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	handlers, pub, err := bridge.NATS(natsURL(), logger)

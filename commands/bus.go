@@ -1,6 +1,6 @@
 // Package commands is the write path: one handler per command type that loads
-// the aggregate, decides, and in ONE transaction appends the events, logs the
-// command and writes the outbox messages. It also keeps the command log.
+// the aggregate and decides; a group committer then appends the events, logs
+// the command (commandlog) and writes the outbox messages in one transaction.
 package commands
 
 import (
@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderflow/orderflow/auth"
+	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/personal"
@@ -192,7 +193,7 @@ func (e *PayloadError) Error() string { return e.Msg }
 // RejectedError is a command that the aggregate refused; it wraps the
 // domain error and carries the logged record.
 type RejectedError struct {
-	Record Record
+	Record commandlog.Record
 	Err    *aggregate.Error
 }
 
@@ -231,7 +232,7 @@ type Options struct {
 type Bus struct {
 	pool    *pgxpool.Pool
 	store   *eventstore.Store
-	log     *Log
+	log     *commandlog.Log
 	keys    *personal.Keys
 	defs    map[string]Definition
 	retries int
@@ -245,7 +246,7 @@ type Bus struct {
 
 // NewBus returns a bus for the given definitions.
 func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts Options) *Bus {
-	b := &Bus{pool: pool, store: store, log: NewLog(pool), keys: personal.NewKeys(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock,
+	b := &Bus{pool: pool, store: store, log: commandlog.NewLog(pool), keys: personal.NewKeys(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock,
 		committer: opts.Committer}
 	if b.now == nil {
 		b.now = time.Now
@@ -278,7 +279,7 @@ func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts
 }
 
 // Log returns the command log.
-func (b *Bus) Log() *Log { return b.log }
+func (b *Bus) Log() *commandlog.Log { return b.log }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 
@@ -304,7 +305,7 @@ const (
 // Dispatch runs one command. A command id seen before returns the recorded
 // outcome and appends nothing. A domain refusal is logged and returned as
 // *RejectedError with the record.
-func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
+func (b *Bus) Dispatch(ctx context.Context, req Request) (commandlog.Record, error) {
 	start := time.Now()
 	if req.Command != nil {
 		req.Type = req.Command.CommandType()
@@ -344,10 +345,10 @@ func (b *Bus) Dispatch(ctx context.Context, req Request) (Record, error) {
 	return rec, err
 }
 
-func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
+func (b *Bus) dispatch(ctx context.Context, req Request) (commandlog.Record, error) {
 	def, ok := b.defs[req.Type]
 	if !ok || (def.internal && !req.Internal) {
-		return Record{}, fmt.Errorf("%w %q", ErrUnknownType, req.Type)
+		return commandlog.Record{}, fmt.Errorf("%w %q", ErrUnknownType, req.Type)
 	}
 	principal := req.Principal
 	if req.Internal {
@@ -355,17 +356,17 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 	} else {
 		switch {
 		case principal == nil:
-			return Record{}, ErrUnauthenticated
+			return commandlog.Record{}, ErrUnauthenticated
 		case !principal.Allows(auth.CommandAccess(req.Type)):
-			return Record{}, fmt.Errorf("%w: a %s may not send %s", ErrForbidden, principal.Role, req.Type)
+			return commandlog.Record{}, fmt.Errorf("%w: a %s may not send %s", ErrForbidden, principal.Role, req.Type)
 		case strings.HasPrefix(req.CommandID, ReservedPrefix):
-			return Record{}, fmt.Errorf("%w: command ids starting with %q belong to orderflow's sagas", ErrReservedKey, ReservedPrefix)
+			return commandlog.Record{}, fmt.Errorf("%w: command ids starting with %q belong to orderflow's sagas", ErrReservedKey, ReservedPrefix)
 		}
 		req.Actor = principal.Subject
 	}
 	p, err := def.decode(req)
 	if err != nil {
-		return Record{}, err
+		return commandlog.Record{}, err
 	}
 	req.Metadata = maps.Clone(req.Metadata)
 	if req.Metadata == nil {
@@ -374,7 +375,7 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 	if req.CommandID == "" {
 		req.CommandID = uuid.Must(uuid.NewV7()).String()
 	} else if !ValidID(req.CommandID) {
-		return Record{}, &PayloadError{Msg: fmt.Sprintf("idempotency key %q must match %s", req.CommandID, idPattern)}
+		return commandlog.Record{}, &PayloadError{Msg: fmt.Sprintf("idempotency key %q must match %s", req.CommandID, idPattern)}
 	} else if principal != nil {
 		req.Metadata[MetaIdempotencyKey] = req.CommandID
 		req.CommandID = ScopedID(principal.Subject, req.CommandID)
@@ -389,22 +390,22 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 	if def.customer != nil {
 		customer = def.customer(p)
 		if principal != nil && !principal.Owns(customer) {
-			return Record{}, fmt.Errorf("%w: a customer sends %s for itself only", ErrForbidden, req.Type)
+			return commandlog.Record{}, fmt.Errorf("%w: a customer sends %s for itself only", ErrForbidden, req.Type)
 		}
 	}
 	streamID := def.streamID(p)
 	if !ValidID(streamID) {
-		return Record{}, &PayloadError{Msg: fmt.Sprintf("%s id %q must match %s", def.StreamType, streamID, idPattern)}
+		return commandlog.Record{}, &PayloadError{Msg: fmt.Sprintf("%s id %q must match %s", def.StreamType, streamID, idPattern)}
 	}
 	if err := b.seal(ctx, def, streamID, customer, p); err != nil {
-		return Record{}, err
+		return commandlog.Record{}, err
 	}
 	payload, err := json.Marshal(p)
 	if err != nil {
-		return Record{}, err
+		return commandlog.Record{}, err
 	}
 	if err := checkText(payload); err != nil {
-		return Record{}, &PayloadError{Msg: fmt.Sprintf("payload of %s: %v", req.Type, err)}
+		return commandlog.Record{}, &PayloadError{Msg: fmt.Sprintf("payload of %s: %v", req.Type, err)}
 	}
 	if req.CorrelationID == "" {
 		req.CorrelationID = req.CommandID
@@ -412,7 +413,7 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 	if req.Actor == "" {
 		req.Actor = "anonymous"
 	}
-	rec := Record{
+	rec := commandlog.Record{
 		CommandID: req.CommandID, Type: req.Type, Payload: payload, StreamType: def.StreamType, StreamID: streamID,
 		CorrelationID: req.CorrelationID, CausationID: req.CausationID, Actor: req.Actor, Metadata: req.Metadata,
 		EventIDs: []uuid.UUID{},
@@ -424,7 +425,7 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 	// decided again. One round trip fewer for every new command.
 	if def.check != nil {
 		if err := def.check(ctx, b.load, p); err != nil {
-			return Record{}, err
+			return commandlog.Record{}, err
 		}
 	}
 
@@ -442,10 +443,10 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 		}
 		agg, ok := b.store.Registry().NewAggregate(def.StreamType, streamID)
 		if !ok {
-			return Record{}, fmt.Errorf("stream type %s is not registered", def.StreamType)
+			return commandlog.Record{}, fmt.Errorf("stream type %s is not registered", def.StreamType)
 		}
 		if err := b.store.Load(ctx, agg); err != nil {
-			return Record{}, err
+			return commandlog.Record{}, err
 		}
 		owner := customer
 		if o, ok := agg.(interface{ CustomerID() string }); ok && agg.Version() > 0 {
@@ -453,7 +454,7 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 		}
 		if principal != nil && !principal.Owns(owner) {
 			// Another customer's stream reads as missing: existence does not leak.
-			return Record{}, aggregate.NotFound(def.StreamType+"_not_found", "%s %s does not exist", def.StreamType, streamID)
+			return commandlog.Record{}, aggregate.NotFound(def.StreamType+"_not_found", "%s %s does not exist", def.StreamType, streamID)
 		}
 		md.CustomerID = owner
 		if req.ExpectedVersion != nil && *req.ExpectedVersion != agg.Version() {
@@ -462,13 +463,13 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 			if prior, err := b.log.Get(ctx, req.CommandID); err == nil {
 				return b.replay(prior, rec)
 			}
-			return Record{}, &eventstore.ConflictError{StreamType: def.StreamType, StreamID: streamID, Expected: *req.ExpectedVersion, Current: agg.Version()}
+			return commandlog.Record{}, &eventstore.ConflictError{StreamType: def.StreamType, StreamID: streamID, Expected: *req.ExpectedVersion, Current: agg.Version()}
 		}
 		var dErr *aggregate.Error
 		if err := def.decide(agg, p); errors.As(err, &dErr) {
 			return b.reject(ctx, rec, agg.Version(), dErr)
 		} else if err != nil {
-			return Record{}, err
+			return commandlog.Record{}, err
 		}
 		out, err := b.commit(ctx, rec, agg, md)
 		if errors.Is(err, eventstore.ErrConflict) && req.ExpectedVersion == nil && attempt < b.retries {
@@ -481,13 +482,13 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (Record, error) {
 var errLogged = errors.New("command id already logged")
 
 // commit commits an accepted command through the group committer.
-func (b *Bus) commit(ctx context.Context, rec Record, agg aggregate.Root, md eventstore.Metadata) (Record, error) {
-	rec.Status = StatusAccepted
+func (b *Bus) commit(ctx context.Context, rec commandlog.Record, agg aggregate.Root, md eventstore.Metadata) (commandlog.Record, error) {
+	rec.Status = commandlog.StatusAccepted
 	rec.StreamVersion = agg.Version()
 	rec.RecordedAt = b.now().UTC().Truncate(time.Microsecond)
 	envs, err := b.store.Pending(agg, md)
 	if err != nil {
-		return Record{}, err
+		return commandlog.Record{}, err
 	}
 	for _, e := range envs {
 		rec.EventIDs = append(rec.EventIDs, e.EventID)
@@ -498,15 +499,15 @@ func (b *Bus) commit(ctx context.Context, rec Record, agg aggregate.Root, md eve
 		return b.loggedMeanwhile(ctx, rec)
 	}
 	if err != nil {
-		return Record{}, err
+		return commandlog.Record{}, err
 	}
 	b.store.Remember(agg)
 	return u.rec, nil
 }
 
 // reject logs a refused command (no events) through the group committer.
-func (b *Bus) reject(ctx context.Context, rec Record, version int64, dErr *aggregate.Error) (Record, error) {
-	rec.Status = StatusRejected
+func (b *Bus) reject(ctx context.Context, rec commandlog.Record, version int64, dErr *aggregate.Error) (commandlog.Record, error) {
+	rec.Status = commandlog.StatusRejected
 	rec.StreamVersion = version
 	rec.ReasonKind, rec.ReasonCode, rec.Reason = kindName(dErr.Kind), dErr.Code, dErr.Message
 	rec.RecordedAt = b.now().UTC().Truncate(time.Microsecond)
@@ -516,7 +517,7 @@ func (b *Bus) reject(ctx context.Context, rec Record, version int64, dErr *aggre
 		return b.loggedMeanwhile(ctx, rec)
 	}
 	if err != nil {
-		return Record{}, err
+		return commandlog.Record{}, err
 	}
 	return u.rec, &RejectedError{Record: u.rec, Err: dErr}
 }
@@ -570,21 +571,21 @@ func (b *Bus) load(ctx context.Context, streamType, id string) (aggregate.Root, 
 }
 
 // loggedMeanwhile answers a command whose id a concurrent request logged first.
-func (b *Bus) loggedMeanwhile(ctx context.Context, rec Record) (Record, error) {
+func (b *Bus) loggedMeanwhile(ctx context.Context, rec commandlog.Record) (commandlog.Record, error) {
 	prior, err := b.log.Get(ctx, rec.CommandID)
 	if err != nil {
-		return Record{}, err
+		return commandlog.Record{}, err
 	}
 	return b.replay(prior, rec)
 }
 
 // replay returns the recorded outcome of a command id seen before.
-func (b *Bus) replay(prior, req Record) (Record, error) {
+func (b *Bus) replay(prior, req commandlog.Record) (commandlog.Record, error) {
 	if prior.Type != req.Type || !jsonEqual(prior.Payload, req.Payload) {
-		return Record{}, fmt.Errorf("%w: command %s was %s with another payload", ErrKeyReused, prior.CommandID, prior.Type)
+		return commandlog.Record{}, fmt.Errorf("%w: command %s was %s with another payload", ErrKeyReused, prior.CommandID, prior.Type)
 	}
 	prior.Replayed = true
-	if prior.Status == StatusRejected {
+	if prior.Status == commandlog.StatusRejected {
 		return prior, &RejectedError{Record: prior, Err: &aggregate.Error{Kind: kindOf(prior.ReasonKind), Code: prior.ReasonCode, Message: prior.Reason}}
 	}
 	return prior, nil

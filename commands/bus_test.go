@@ -16,9 +16,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/auth"
+	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/internal/pgtest"
 )
@@ -31,7 +33,7 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
 func newBus(t testing.TB) (*commands.Bus, *pgxpool.Pool) {
 	pool := pgtest.Pool(t)
 	// As the service runs: with the aggregate cache.
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 50, CacheSize: 1000})
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: 50, CacheSize: 1000})
 	return commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 50}), pool
 }
 
@@ -40,7 +42,7 @@ func req(id, typ string, payload any) commands.Request {
 	return commands.Request{Principal: ops, CommandID: id, Type: typ, Payload: raw}
 }
 
-func mustDispatch(t testing.TB, b *commands.Bus, r commands.Request) commands.Record {
+func mustDispatch(t testing.TB, b *commands.Bus, r commands.Request) commandlog.Record {
 	t.Helper()
 	rec, err := b.Dispatch(context.Background(), r)
 	if err != nil {
@@ -73,7 +75,7 @@ func TestAcceptedCommandWritesEventsLogAndOutboxTogether(t *testing.T) {
 	rec := mustDispatch(t, b, commands.Request{Principal: ops, CommandID: "cmd-" + uuid.NewString(), Type: "TopUpWallet",
 		Payload: json.RawMessage(`{"wallet_id":"` + id + `","amount":700}`), CorrelationID: "corr-9", Actor: "alice",
 		Metadata: map[string]string{"saga_step": "test"}})
-	if rec.Status != commands.StatusAccepted || rec.StreamVersion != 2 || len(rec.EventIDs) != 1 || rec.GlobalPosition == 0 {
+	if rec.Status != commandlog.StatusAccepted || rec.StreamVersion != 2 || len(rec.EventIDs) != 1 || rec.GlobalPosition == 0 {
 		t.Fatalf("record %+v", rec)
 	}
 	logged, err := b.Log().Get(context.Background(), rec.CommandID)
@@ -115,7 +117,7 @@ func TestConcurrentSameCommandIDAppendsOnce(t *testing.T) {
 	id := openWallet(t, b, 0)
 	r := req("topup-"+uuid.NewString(), "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100})
 	var wg sync.WaitGroup
-	results := make(chan commands.Record, 16)
+	results := make(chan commandlog.Record, 16)
 	for i := 0; i < 16; i++ {
 		wg.Add(1)
 		go func() {
@@ -195,7 +197,7 @@ func TestRejectionIsLoggedAndReplayed(t *testing.T) {
 		}
 	}
 	logged, err := b.Log().Get(context.Background(), commands.ScopedID(ops.Subject, r.CommandID))
-	if err != nil || logged.Status != commands.StatusRejected || logged.ReasonCode != "insufficient_funds" || len(logged.EventIDs) != 0 {
+	if err != nil || logged.Status != commandlog.StatusRejected || logged.ReasonCode != "insufficient_funds" || len(logged.EventIDs) != 0 {
 		t.Fatalf("logged %+v %v", logged, err)
 	}
 	if n := count(t, pool, `SELECT count(*) FROM events WHERE stream_id = $1`, id); n != 2 {
@@ -430,7 +432,7 @@ func TestPersonalFieldsAreSealedBeforeTheyAreLogged(t *testing.T) {
 // even with no retry allowed.
 func TestOneWriterPerStreamLeavesNoConflicts(t *testing.T) {
 	pool := pgtest.Pool(t)
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 50})
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: 50})
 	var conflicts atomic.Int64
 	b := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 0, Conflict: func(string) { conflicts.Add(1) }})
 	w := openWallet(t, b, 0)
@@ -498,7 +500,7 @@ func TestPersonalFieldsNeedTheirCustomer(t *testing.T) {
 func TestAGroupCommitsTogetherAndAConflictFailsNoNeighbour(t *testing.T) {
 	pool := pgtest.Pool(t)
 	newStore := func() *eventstore.Store {
-		return eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 50, CacheSize: 1000})
+		return eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: 50, CacheSize: 1000})
 	}
 	var conflicts, decided atomic.Int64
 	ready := make(chan struct{})
@@ -519,7 +521,7 @@ func TestAGroupCommitsTogetherAndAConflictFailsNoNeighbour(t *testing.T) {
 		wallets = append(wallets, openWallet(t, b, 0))
 	}
 	var wg sync.WaitGroup
-	recs := make([]commands.Record, len(wallets))
+	recs := make([]commandlog.Record, len(wallets))
 	for i, w := range wallets {
 		wg.Add(1)
 		go func() {

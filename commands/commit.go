@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/eventstore"
@@ -60,7 +61,7 @@ type Committer struct {
 // unit is one command of a group: its record and, when accepted, its
 // aggregate and events.
 type unit struct {
-	rec  Record
+	rec  commandlog.Record
 	agg  aggregate.Root // nil: a rejection, logged without events
 	envs []eventstore.Envelope
 	md   eventstore.Metadata
@@ -199,7 +200,7 @@ var errOneByOne = errors.New("write the group command by command")
 // snapshots), log rows, outbox messages and commands-topic messages.
 func (c *Committer) queueWrites(ctx context.Context, w *pgx.Batch, units []*unit) error {
 	var saves []eventstore.Placed
-	var recs []*Record
+	var recs []*commandlog.Record
 	var envs []eventstore.Envelope
 	var msgs []*message.Message
 	for _, u := range units {
@@ -208,7 +209,7 @@ func (c *Committer) queueWrites(ctx context.Context, w *pgx.Batch, units []*unit
 		}
 		recs = append(recs, &u.rec)
 		envs = append(envs, u.envs...)
-		m, err := commandMessage(u.rec, u.envs)
+		m, err := commandlog.Message(u.rec, u.envs)
 		if err != nil {
 			return err
 		}
@@ -217,7 +218,7 @@ func (c *Committer) queueWrites(ctx context.Context, w *pgx.Batch, units []*unit
 	if err := c.store.QueueSaves(ctx, w, saves); err != nil {
 		return err
 	}
-	if err := queueInsert(w, recs); err != nil {
+	if err := commandlog.QueueInsert(w, recs); err != nil {
 		return err
 	}
 	// One insert per topic; a topic keeps the group's order.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/eventstore"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/pgtest"
@@ -64,7 +65,7 @@ func newAPI(t *testing.T) client {
 // newAPIWith serves the API with cfg's tuning on the package's database.
 func newAPIWith(t testing.TB, cfg httpapi.Config) client {
 	pool := pgtest.Pool(t)
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 100})
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: 100})
 	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 5})
 	cfg.Pool, cfg.Bus, cfg.Store, cfg.MaxBodyBytes = pool, bus, store, 4096
 	cfg.Log = quiet

@@ -16,6 +16,7 @@ import (
 
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/eventstore"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/pgtest"
@@ -24,7 +25,7 @@ import (
 // routes returns every route the server serves.
 func routes(t *testing.T) []*echo.Route {
 	pool := pgtest.Pool(t)
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{})
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{})
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	e, err := httpapi.New(httpapi.Config{Pool: pool, Store: store, Bus: commands.NewBus(pool, store, commands.Definitions(), commands.Options{}),
 		Verifier: auth.DevVerifier(key), Log: quiet})

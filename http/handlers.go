@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/orderflow/auth"
+	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/eventstore"
@@ -130,7 +131,7 @@ func (s *Server) submitCommand(c echo.Context) error {
 
 // commandView is a logged command with the events it caused.
 type commandView struct {
-	commands.Record
+	commandlog.Record
 	Events []eventstore.Envelope `json:"events"`
 }
 
@@ -141,11 +142,11 @@ func (s *Server) getCommand(c echo.Context) error {
 	p := principal(c)
 	log := s.bus.Log()
 	rec, err := log.Get(ctx, commands.ScopedID(p.Subject, c.Param("id")))
-	if errors.Is(err, commands.ErrNotFound) {
+	if errors.Is(err, commandlog.ErrNotFound) {
 		rec, err = log.Get(ctx, c.Param("id"))
 	}
 	if err == nil && p.Role != auth.Operator && rec.Actor != p.Subject {
-		err = commands.ErrNotFound
+		err = commandlog.ErrNotFound
 	}
 	if err != nil {
 		return err
@@ -158,7 +159,7 @@ func (s *Server) getCommand(c echo.Context) error {
 }
 
 // ownCommands narrows a customer's view of the command log to its own.
-func ownCommands(c echo.Context, f *commands.Filter) {
+func ownCommands(c echo.Context, f *commandlog.Filter) {
 	if p := principal(c); p.Role != auth.Operator {
 		f.Actor = p.Subject
 	}
@@ -166,7 +167,7 @@ func ownCommands(c echo.Context, f *commands.Filter) {
 
 func (s *Server) listCommands(c echo.Context) error {
 	q := c.QueryParams()
-	f := commands.Filter{Type: q.Get("type"), Status: q.Get("status"), StreamType: q.Get("stream_type"), StreamID: q.Get("stream_id"), Limit: limit(c)}
+	f := commandlog.Filter{Type: q.Get("type"), Status: q.Get("status"), StreamType: q.Get("stream_type"), StreamID: q.Get("stream_id"), Limit: limit(c)}
 	ownCommands(c, &f)
 	f.AfterSeq, _ = strconv.ParseInt(q.Get("cursor"), 10, 64)
 	recs, err := s.bus.Log().List(c.Request().Context(), f)

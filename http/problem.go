@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 
+	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/eventstore"
@@ -81,7 +82,7 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 		p = problem(http.StatusConflict, "poison_resolved", err.Error())
 	case errors.Is(err, projections.ErrGap):
 		p = problem(http.StatusConflict, "poison_out_of_order", "an earlier event of this stream is still unresolved; replay it first")
-	case errors.Is(err, commands.ErrNotFound), errors.Is(err, eventstore.ErrNotFound), errors.Is(err, projections.ErrNotFound):
+	case errors.Is(err, commandlog.ErrNotFound), errors.Is(err, eventstore.ErrNotFound), errors.Is(err, projections.ErrNotFound):
 		p = problem(http.StatusNotFound, "not_found", "no such resource")
 	case unavailable(err):
 		log.Warn("database unavailable", "path", path, "err", err)

@@ -12,9 +12,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/domain/aggregate"
+	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/domain/wallet"
 	"github.com/orderflow/orderflow/eventstore"
 	httpapi "github.com/orderflow/orderflow/http"
@@ -26,7 +26,7 @@ import (
 // runProjector runs every projection until the test ends.
 func runProjector(t *testing.T) {
 	pool := pgtest.Pool(t)
-	reg := commands.Registry()
+	reg := streams.Registry()
 	var hs []delivery.Handler
 	for _, p := range projections.All() {
 		hs = append(hs, p.Handler(reg))
@@ -176,7 +176,7 @@ func (s *sse) close() { s.res.Body.Close() }
 func TestEventUpdatesResumeWithoutGapOrDuplicate(t *testing.T) {
 	c := newAPIWith(t, httpapi.Config{Heartbeat: 50 * time.Millisecond})
 	pool := pgtest.Pool(t)
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{})
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{})
 	open := func(id string) response {
 		return c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c","currency":"EUR"}`, id)), 201)
 	}

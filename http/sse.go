@@ -15,7 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/orderflow/auth"
-	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/personal"
 )
@@ -196,13 +196,13 @@ func (s *Server) commandUpdates(c echo.Context) error {
 	after := resumeFrom(c)
 	log := s.bus.Log()
 	cursor, err := log.CursorAt(c.Request().Context(), after)
-	if errors.Is(err, commands.ErrNotFound) {
+	if errors.Is(err, commandlog.ErrNotFound) {
 		return problem(http.StatusNotFound, "unknown_sequence", fmt.Sprintf("no command with sequence number %d", after))
 	} else if err != nil {
 		return err
 	}
 	q := c.QueryParams()
-	f := commands.Filter{Type: q.Get("type"), Status: q.Get("status"), StreamType: q.Get("stream_type"), StreamID: q.Get("stream_id")}
+	f := commandlog.Filter{Type: q.Get("type"), Status: q.Get("status"), StreamType: q.Get("stream_type"), StreamID: q.Get("stream_id")}
 	ownCommands(c, &f)
 	return s.live(c, func(ctx context.Context) ([]sseFrame, bool, error) {
 		open := s.opener(c) // per page: a key destroyed meanwhile is not kept

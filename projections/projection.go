@@ -12,7 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/outbox"
@@ -30,7 +30,7 @@ type Projection struct {
 	// OnEvents or OnCommands applies delivered messages, in order, inside
 	// tx: a batch set-based, or one message (the poison path).
 	OnEvents   func(ctx context.Context, tx pgx.Tx, es []eventstore.Envelope) error
-	OnCommands func(ctx context.Context, tx pgx.Tx, cs []commands.Logged) error
+	OnCommands func(ctx context.Context, tx pgx.Tx, cs []commandlog.Logged) error
 }
 
 // Topic is the Watermill topic the projection consumes.
@@ -94,9 +94,9 @@ func (p Projection) ApplyMessages(ctx context.Context, tx pgx.Tx, reg *eventstor
 	var position int64
 	var at time.Time
 	if p.OnCommands != nil {
-		cs := make([]commands.Logged, 0, len(msgs))
+		cs := make([]commandlog.Logged, 0, len(msgs))
 		for _, m := range msgs {
-			c, err := commands.DecodeLogged(m)
+			c, err := commandlog.DecodeLogged(m)
 			if err != nil {
 				return err
 			}
@@ -140,7 +140,7 @@ func checkpoint(ctx context.Context, tx pgx.Tx, name string, applied int, positi
 
 // orderID is the order a command concerns: its stream, its payload's
 // order_id, or the order_id the saga put in its metadata.
-func orderID(c commands.Logged) string {
+func orderID(c commandlog.Logged) string {
 	if c.StreamType == "order" {
 		return c.StreamID
 	}

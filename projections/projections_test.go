@@ -19,11 +19,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/domain/wallet"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/internal/pgtest"
@@ -44,7 +46,7 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	pool := pgtest.Pool(t)
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 50})
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: 50})
 	return &env{t: t, ctx: context.Background(), pool: pool, store: store,
 		bus: commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 20}), reader: projections.NewReader(pool)}
 }
@@ -76,7 +78,7 @@ func (e *env) run(handlers ...delivery.Handler) {
 	})
 }
 
-func (e *env) do(typ string, payload any) commands.Record {
+func (e *env) do(typ string, payload any) commandlog.Record {
 	e.t.Helper()
 	raw, _ := json.Marshal(payload)
 	rec, err := e.bus.Dispatch(e.ctx, commands.Request{Type: typ, Payload: raw, Internal: true})

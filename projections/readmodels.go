@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/domain/wallet"
@@ -160,7 +160,7 @@ func walletsProjection() Projection {
 // with the events it caused, so rejected commands show up too.
 func timelineProjection() Projection {
 	return Projection{Name: "timeline_projection", Source: outbox.CommandsTopic, Tables: []string{"read_order_timeline"},
-		OnCommands: func(ctx context.Context, tx pgx.Tx, cs []commands.Logged) error {
+		OnCommands: func(ctx context.Context, tx pgx.Tx, cs []commandlog.Logged) error {
 			var rows []timelineRow
 			for _, c := range cs {
 				id := orderID(c)

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/eventstore"
 )
@@ -29,7 +29,7 @@ import (
 //     aborts the rebuild and changes nothing).
 //
 // progress is called with (done, total) as events are applied.
-func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, log *commands.Log, p Projection, progress func(done, total int64)) (int64, error) {
+func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, log *commandlog.Log, p Projection, progress func(done, total int64)) (int64, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return 0, err
@@ -195,7 +195,7 @@ func pauseConsumer(ctx context.Context, tx pgx.Tx, p Projection) (acked int64, l
 type commandsOrEvents struct {
 	upTo         commitorder.Cursor
 	eventAfter   eventstore.Cursor
-	commandAfter commands.Cursor
+	commandAfter commandlog.Cursor
 	position     int64
 	at           time.Time
 }
@@ -214,9 +214,9 @@ func (c *commandsOrEvents) count(ctx context.Context, tx pgx.Tx, p Projection) (
 		AND (transaction_id, global_position) <= ($2::text::xid8, $3)`, p.Source, upTx, c.upTo.Seq).Scan(&total)
 }
 
-func (c *commandsOrEvents) next(ctx context.Context, tx pgx.Tx, store *eventstore.Store, log *commands.Log, p Projection) (int, error) {
+func (c *commandsOrEvents) next(ctx context.Context, tx pgx.Tx, store *eventstore.Store, log *commandlog.Log, p Projection) (int, error) {
 	if p.OnCommands != nil {
-		page, err := log.ReadUpTo(ctx, tx, c.commandAfter, commands.Cursor{TransactionID: c.upTo.TransactionID, Seq: c.upTo.Seq}, rebuildPage)
+		page, err := log.ReadUpTo(ctx, tx, c.commandAfter, commandlog.Cursor{TransactionID: c.upTo.TransactionID, Seq: c.upTo.Seq}, rebuildPage)
 		if err != nil {
 			return 0, err
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/orderflow/orderflow/bridge"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
+	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/eventstore"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/devpg"
@@ -68,7 +69,7 @@ func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
 		return err
 	}
 	defer pool.Close()
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: cfg.SnapshotEvery, CacheSize: cfg.AggregateCache})
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: cfg.SnapshotEvery, CacheSize: cfg.AggregateCache})
 	wake := outbox.NewSignal()
 	committed := wake.Raise
 	if !cfg.oneProcess {
@@ -269,7 +270,7 @@ func (a *app) serveAPI(ctx context.Context) error {
 		return err
 	}
 	defer pool.Close()
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: a.cfg.SnapshotEvery, CacheSize: a.cfg.AggregateCache})
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: a.cfg.SnapshotEvery, CacheSize: a.cfg.AggregateCache})
 	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: a.cfg.CommandRetries, Committed: a.committed,
 		Observe: a.metrics.Command, Conflict: a.metrics.Conflict, ConcurrentStreams: a.cfg.ConcurrentStreams, Streams: a.streams, Group: a.cfg.GroupCommit})
 	a.metrics.WatchPool("api", pool)

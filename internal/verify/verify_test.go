@@ -15,11 +15,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/domain/wallet"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/internal/pgtest"
@@ -37,7 +39,7 @@ type world struct {
 	bus   *commands.Bus
 }
 
-func (w *world) do(typ string, payload any) commands.Record {
+func (w *world) do(typ string, payload any) commandlog.Record {
 	w.t.Helper()
 	raw, _ := json.Marshal(payload)
 	rec, err := w.bus.Dispatch(w.ctx, commands.Request{Type: typ, Payload: raw, Internal: true})
@@ -90,7 +92,7 @@ func (w *world) check(name string) []string {
 // terminated.)
 func TestEachCheckFindsItsCorruption(t *testing.T) {
 	pool := pgtest.Pool(t)
-	store := eventstore.New(pool, commands.Registry(), eventstore.Options{SnapshotEvery: 50})
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: 50})
 	w := &world{t: t, ctx: context.Background(), pool: pool, store: store,
 		bus: commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 5})}
 

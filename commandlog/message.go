@@ -1,4 +1,4 @@
-package commands
+package commandlog
 
 import (
 	"encoding/json"
@@ -58,8 +58,8 @@ func refs(envs []eventstore.Envelope) []EventRef {
 	return out
 }
 
-// commandMessage is the command's message on the commands topic.
-func commandMessage(rec Record, envs []eventstore.Envelope) (*message.Message, error) {
+// Message is the command's message on the commands topic.
+func Message(rec Record, envs []eventstore.Envelope) (*message.Message, error) {
 	payload, err := json.Marshal(Logged{Record: rec, Events: refs(envs)})
 	if err != nil {
 		return nil, err

@@ -1,4 +1,8 @@
-package commands
+// Package commandlog is the command log: every command with its outcome
+// and the events it caused, written in the command's own transaction (with
+// its message on the commands topic), read by the API, the timeline
+// projection and the live streams.
+package commandlog
 
 import (
 	"context"
@@ -88,8 +92,8 @@ type logRow struct {
 	At         time.Time         `json:"at"`
 }
 
-// queueInsert queues the insert of recs (their Seq set) on b.
-func queueInsert(b *pgx.Batch, recs []*Record) error {
+// QueueInsert queues the insert of recs (their Seq set) on b.
+func QueueInsert(b *pgx.Batch, recs []*Record) error {
 	rows := make([]logRow, len(recs))
 	for i, r := range recs {
 		md := r.Metadata
