@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/eventstore"
 )
 
@@ -122,11 +122,14 @@ func scanRecord(row pgx.CollectableRow) (Record, error) {
 	err := row.Scan(&r.CommandID, &r.Seq, &txid, &r.Type, &r.Payload, &r.Status, &r.ReasonKind, &r.ReasonCode, &r.Reason,
 		&r.StreamType, &r.StreamID, &r.StreamVersion, &r.GlobalPosition, &r.EventIDs, &r.CorrelationID, &r.CausationID,
 		&r.Actor, &r.Metadata, &r.RecordedAt)
-	r.TransactionID, _ = strconv.ParseUint(txid, 10, 64)
+	if err != nil {
+		return r, err
+	}
 	r.RecordedAt = r.RecordedAt.UTC()
 	if r.EventIDs == nil {
 		r.EventIDs = []uuid.UUID{}
 	}
+	r.TransactionID, err = commitorder.ParseXID(txid)
 	return r, err
 }
 
@@ -185,35 +188,34 @@ func (l *Log) List(ctx context.Context, f Filter) ([]Record, error) {
 	return pgx.CollectRows(rows, scanRecord)
 }
 
-// Cursor is a place in the command log, which is in commit order.
-type Cursor struct {
-	TransactionID uint64
-	Seq           int64
+// Cursor returns the place of r in the log, which is in commit order.
+func (r Record) Cursor() commitorder.Cursor {
+	return commitorder.Cursor{TransactionID: r.TransactionID, Seq: r.Seq}
 }
 
-// Cursor returns the place of r in the commit-ordered log.
-func (r Record) Cursor() Cursor { return Cursor{TransactionID: r.TransactionID, Seq: r.Seq} }
-
 // CursorAt returns the cursor of the command with sequence number seq; 0 is the start.
-func (l *Log) CursorAt(ctx context.Context, seq int64) (Cursor, error) {
+func (l *Log) CursorAt(ctx context.Context, seq int64) (commitorder.Cursor, error) {
 	if seq == 0 {
-		return Cursor{}, nil
+		return commitorder.Cursor{}, nil
 	}
 	var txid string
 	err := l.pool.QueryRow(ctx, `SELECT transaction_id::text FROM commands WHERE seq = $1`, seq).Scan(&txid)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Cursor{}, ErrNotFound
+		return commitorder.Cursor{}, ErrNotFound
 	}
-	tx, _ := strconv.ParseUint(txid, 10, 64)
-	return Cursor{TransactionID: tx, Seq: seq}, err
+	if err != nil {
+		return commitorder.Cursor{}, err
+	}
+	tx, err := commitorder.ParseXID(txid)
+	return commitorder.Cursor{TransactionID: tx, Seq: seq}, err
 }
 
 // ReadAll returns up to limit commands after c in commit order, with their
 // events. Like the event log it reads only transactions older than the
 // oldest one still running, so a late commit is never skipped.
-func (l *Log) ReadAll(ctx context.Context, c Cursor, limit int, f Filter) ([]Logged, error) {
-	where := `WHERE (transaction_id, seq) > ($1::text::xid8, $2) AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
-	args := []any{strconv.FormatUint(c.TransactionID, 10), c.Seq}
+func (l *Log) ReadAll(ctx context.Context, c commitorder.Cursor, limit int, f Filter) ([]Logged, error) {
+	where := `WHERE ` + commitorder.After("seq", 1) + ` AND ` + commitorder.Visible
+	args := c.Args()
 	for _, kv := range []struct{ col, v string }{{"command_type", f.Type}, {"status", f.Status}, {"stream_type", f.StreamType}, {"stream_id", f.StreamID}, {"actor", f.Actor}} {
 		if kv.v != "" {
 			args = append(args, kv.v)
@@ -221,15 +223,14 @@ func (l *Log) ReadAll(ctx context.Context, c Cursor, limit int, f Filter) ([]Log
 		}
 	}
 	args = append(args, limit)
-	return l.readLogged(ctx, l.pool, where+fmt.Sprintf(" ORDER BY transaction_id, seq LIMIT $%d", len(args)), args...)
+	return l.readLogged(ctx, l.pool, where+fmt.Sprintf(" %s LIMIT $%d", commitorder.Order("seq"), len(args)), args...)
 }
 
 // ReadUpTo returns up to limit commands in (after, upTo] in commit order with
 // their events, through q (a rebuild reads inside its own transaction).
-func (l *Log) ReadUpTo(ctx context.Context, q eventstore.Querier, after, upTo Cursor, limit int) ([]Logged, error) {
-	return l.readLogged(ctx, q, `WHERE (transaction_id, seq) > ($1::text::xid8, $2) AND (transaction_id, seq) <= ($3::text::xid8, $4)
-		ORDER BY transaction_id, seq LIMIT $5`,
-		strconv.FormatUint(after.TransactionID, 10), after.Seq, strconv.FormatUint(upTo.TransactionID, 10), upTo.Seq, limit)
+func (l *Log) ReadUpTo(ctx context.Context, q eventstore.Querier, after, upTo commitorder.Cursor, limit int) ([]Logged, error) {
+	return l.readLogged(ctx, q, `WHERE `+commitorder.After("seq", 1)+` AND `+commitorder.UpTo("seq", 3)+` `+commitorder.Order("seq")+` LIMIT $5`,
+		append(append(after.Args(), upTo.Args()...), limit)...)
 }
 
 func (l *Log) readLogged(ctx context.Context, q eventstore.Querier, where string, args ...any) ([]Logged, error) {

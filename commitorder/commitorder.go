@@ -29,3 +29,30 @@ type Cursor struct {
 	TransactionID uint64
 	Seq           int64
 }
+
+// Args are the cursor's two parameters for After and UpTo.
+func (c Cursor) Args() []any { return []any{FormatXID(c.TransactionID), c.Seq} }
+
+// Visible keeps the rows of transactions older than the oldest one still
+// running: a row whose transaction commits late is not visible, nor is
+// anything after it, until it has committed, so a reader that moves its
+// cursor past what it read never skips one.
+const Visible = `transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
+
+// After is the condition "after the cursor at parameters $n and $n+1" on
+// a log whose sequence column is seq.
+func After(seq string, n int) string {
+	return fmt.Sprintf(`(transaction_id, %s) > ($%d::text::xid8, $%d)`, seq, n, n+1)
+}
+
+// UpTo is the condition "at or before the cursor at $n and $n+1".
+func UpTo(seq string, n int) string {
+	return fmt.Sprintf(`(transaction_id, %s) <= ($%d::text::xid8, $%d)`, seq, n, n+1)
+}
+
+// HorizonSQL reads the horizon Visible reads below: when it moves, rows
+// that were invisible may have become visible.
+const HorizonSQL = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`
+
+// Order orders a log by commit.
+func Order(seq string) string { return fmt.Sprintf(`ORDER BY transaction_id, %s`, seq) }

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -63,15 +62,10 @@ type Envelope struct {
 	Event aggregate.Event `json:"-"`
 }
 
-// Cursor is a place in the global log, which is in commit order.
-type Cursor struct {
-	TransactionID uint64
-	Position      int64
-}
-
-// Cursor returns the place of this event in the global log.
-func (e Envelope) Cursor() Cursor {
-	return Cursor{TransactionID: e.TransactionID, Position: e.GlobalPosition}
+// Cursor returns the place of this event in the global log, which is in
+// commit order (Seq is the global position).
+func (e Envelope) Cursor() commitorder.Cursor {
+	return commitorder.Cursor{TransactionID: e.TransactionID, Seq: e.GlobalPosition}
 }
 
 // ErrConflict is matched by every *ConflictError.
@@ -496,10 +490,9 @@ type Filter struct {
 // only transactions older than the oldest one still running, so an event
 // whose transaction commits late is never skipped: it is not visible to this
 // query, nor is anything after it, until it has committed.
-func (s *Store) ReadAll(ctx context.Context, after Cursor, limit int, f Filter) ([]Envelope, error) {
-	where := `WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
-	  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
-	args := []any{strconv.FormatUint(after.TransactionID, 10), after.Position}
+func (s *Store) ReadAll(ctx context.Context, after commitorder.Cursor, limit int, f Filter) ([]Envelope, error) {
+	where := `WHERE ` + commitorder.After("global_position", 1) + ` AND ` + commitorder.Visible
+	args := after.Args()
 	if f.StreamType != "" {
 		args = append(args, f.StreamType)
 		where += fmt.Sprintf(" AND stream_type = $%d", len(args))
@@ -517,24 +510,24 @@ func (s *Store) ReadAll(ctx context.Context, after Cursor, limit int, f Filter) 
 		where += fmt.Sprintf(" AND customer_id = $%d", len(args))
 	}
 	args = append(args, limit)
-	return s.query(ctx, where+fmt.Sprintf(" ORDER BY transaction_id, global_position LIMIT $%d", len(args)), args...)
+	return s.query(ctx, where+fmt.Sprintf(" %s LIMIT $%d", commitorder.Order("global_position"), len(args)), args...)
 }
 
 // CursorAt returns the cursor of the event at a global position; 0 is the start.
-func (s *Store) CursorAt(ctx context.Context, position int64) (Cursor, error) {
+func (s *Store) CursorAt(ctx context.Context, position int64) (commitorder.Cursor, error) {
 	if position == 0 {
-		return Cursor{}, nil
+		return commitorder.Cursor{}, nil
 	}
 	var txid string
 	err := s.pool.QueryRow(ctx, `SELECT transaction_id::text FROM events WHERE global_position = $1`, position).Scan(&txid)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Cursor{}, ErrNotFound
+		return commitorder.Cursor{}, ErrNotFound
 	}
 	if err != nil {
-		return Cursor{}, err
+		return commitorder.Cursor{}, err
 	}
-	tx, _ := strconv.ParseUint(txid, 10, 64)
-	return Cursor{TransactionID: tx, Position: position}, nil
+	tx, err := commitorder.ParseXID(txid)
+	return commitorder.Cursor{TransactionID: tx, Seq: position}, err
 }
 
 // Event returns one event by id.
@@ -567,11 +560,10 @@ type Querier interface {
 // ReadUpTo returns up to limit events of one stream type in (after, upTo] in
 // commit order, through q: a projection rebuild reads inside its own
 // transaction up to where its live consumer stands.
-func (s *Store) ReadUpTo(ctx context.Context, q Querier, streamType string, after, upTo Cursor, limit int) ([]Envelope, error) {
-	return s.queryIn(ctx, q, `WHERE stream_type = $1 AND (transaction_id, global_position) > ($2::text::xid8, $3)
-		AND (transaction_id, global_position) <= ($4::text::xid8, $5) ORDER BY transaction_id, global_position LIMIT $6`,
-		streamType, strconv.FormatUint(after.TransactionID, 10), after.Position,
-		strconv.FormatUint(upTo.TransactionID, 10), upTo.Position, limit)
+func (s *Store) ReadUpTo(ctx context.Context, q Querier, streamType string, after, upTo commitorder.Cursor, limit int) ([]Envelope, error) {
+	return s.queryIn(ctx, q, `WHERE stream_type = $1 AND `+commitorder.After("global_position", 2)+` AND `+commitorder.UpTo("global_position", 4)+
+		` `+commitorder.Order("global_position")+` LIMIT $6`,
+		append(append(append([]any{streamType}, after.Args()...), upTo.Args()...), limit)...)
 }
 
 func (s *Store) query(ctx context.Context, where string, args ...any) ([]Envelope, error) {
@@ -587,13 +579,15 @@ func (s *Store) queryIn(ctx context.Context, q Querier, where string, args ...an
 		var e Envelope
 		var txid string
 		var data []byte
-		if err := row.Scan(&e.GlobalPosition, &txid, &e.EventID, &e.StreamType, &e.StreamID, &e.StreamVersion,
-			&e.EventType, &e.SchemaVersion, &data, &e.CorrelationID, &e.CausationID, &e.Actor, &e.RecordedAt, &e.OnBehalfOf, &e.CustomerID, &e.TraceParent); err != nil {
+		err := row.Scan(&e.GlobalPosition, &txid, &e.EventID, &e.StreamType, &e.StreamID, &e.StreamVersion,
+			&e.EventType, &e.SchemaVersion, &data, &e.CorrelationID, &e.CausationID, &e.Actor, &e.RecordedAt, &e.OnBehalfOf, &e.CustomerID, &e.TraceParent)
+		if err != nil {
 			return e, err
 		}
-		e.TransactionID, _ = strconv.ParseUint(txid, 10, 64)
+		if e.TransactionID, err = commitorder.ParseXID(txid); err != nil {
+			return e, err
+		}
 		e.RecordedAt = e.RecordedAt.UTC()
-		var err error
 		e.Event, e.Data, e.SchemaVersion, err = s.reg.Decode(e.EventType, e.SchemaVersion, data)
 		return e, err
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/domain/money"
 	"github.com/orderflow/orderflow/domain/wallet"
@@ -252,7 +253,7 @@ func TestReadAllNeverSkipsLateCommit(t *testing.T) {
 	// Only this test's two streams count: transaction ids are cluster-wide, so
 	// other test packages sharing the server can hold back (never reorder) what
 	// the global log shows, and earlier tests' events may surface late.
-	ours := func(c eventstore.Cursor) []eventstore.Envelope {
+	ours := func(c commitorder.Cursor) []eventstore.Envelope {
 		t.Helper()
 		var out []eventstore.Envelope
 		for {
@@ -308,9 +309,9 @@ func TestReadAllNeverSkipsLateCommit(t *testing.T) {
 	}
 }
 
-func tail(t *testing.T, s *eventstore.Store) eventstore.Cursor {
+func tail(t *testing.T, s *eventstore.Store) commitorder.Cursor {
 	t.Helper()
-	c := eventstore.Cursor{}
+	c := commitorder.Cursor{}
 	for {
 		envs, err := s.ReadAll(context.Background(), c, 1000, eventstore.Filter{})
 		if err != nil {
@@ -452,7 +453,7 @@ func TestReadAllOrdersTransactionIDsNumerically(t *testing.T) {
 		}
 	}
 	var got []string
-	for c := (eventstore.Cursor{}); ; {
+	for c := (commitorder.Cursor{}); ; {
 		page, err := s.ReadAll(ctx, c, 1, eventstore.Filter{StreamType: wallet.StreamType})
 		if err != nil {
 			t.Fatal(err)

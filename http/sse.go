@@ -16,6 +16,7 @@ import (
 
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commandlog"
+	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/personal"
 )
@@ -53,7 +54,7 @@ func (h *horizon) poll() {
 		}
 		var xmin string
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := h.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`).Scan(&xmin)
+		err := h.pool.QueryRow(ctx, commitorder.HorizonSQL).Scan(&xmin)
 		cancel()
 		if err != nil || xmin == last {
 			continue

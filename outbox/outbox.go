@@ -17,8 +17,10 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/eventstore"
 )
 
@@ -192,7 +194,10 @@ func TopicEnd(ctx context.Context, pool *pgxpool.Pool, topic string) (uint64, in
 	var offset int64
 	err := pool.QueryRow(ctx, fmt.Sprintf(`SELECT coalesce(max(transaction_id), '0')::text, coalesce(max("offset"), 0)
 		FROM watermill_%s WHERE transaction_id = (SELECT max(transaction_id) FROM watermill_%[1]s)`, topic)).Scan(&txid, &offset)
-	tx, _ := strconv.ParseUint(txid, 10, 64)
+	if err != nil {
+		return 0, 0, err
+	}
+	tx, err := commitorder.ParseXID(txid)
 	return tx, offset, err
 }
 
@@ -206,8 +211,70 @@ func MessageTx(ctx context.Context, pool *pgxpool.Pool, topic string, offset int
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("no message at offset %d of %s", offset, topic)
 	}
-	tx, _ := strconv.ParseUint(txid, 10, 64)
-	return tx, err
+	if err != nil {
+		return 0, err
+	}
+	return commitorder.ParseXID(txid)
+}
+
+// AckedSQL selects a consumer group's position in topic (tx, off): the
+// last message it acknowledged, or the start when it has none. group is
+// SQL (a parameter such as "$2").
+func AckedSQL(topic, group string) string {
+	return fmt.Sprintf(`SELECT coalesce(max(last_processed_transaction_id), '0'::xid8) AS tx, coalesce(max(offset_acked), 0) AS off
+		FROM watermill_offsets_%s WHERE consumer_group = %s`, topic, group)
+}
+
+// Querier is a pool or a transaction.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Consumer returns where a consumer group stands in topic: the last
+// message it acknowledged (Seq is its offset; zero: none). With hold, the
+// group waits until q (a transaction) ends: the offset row is updated, not
+// only locked, because watermill-sql reads in REPEATABLE READ, so a
+// consumer that took its snapshot before q commits fails on this row and
+// starts over with a fresh snapshot, instead of applying messages over
+// rows it cannot see.
+func Consumer(ctx context.Context, q Querier, topic, group string, hold bool) (commitorder.Cursor, error) {
+	if !topicName.MatchString(topic) {
+		return commitorder.Cursor{}, fmt.Errorf("topic %q: topics are [a-z_]+", topic)
+	}
+	var offset int64
+	var txid string
+	var err error
+	if hold {
+		if _, err := q.Exec(ctx, fmt.Sprintf(`INSERT INTO watermill_offsets_%s (consumer_group, offset_acked, last_processed_transaction_id)
+			VALUES ($1, 0, '0') ON CONFLICT (consumer_group) DO NOTHING`, topic), group); err != nil {
+			return commitorder.Cursor{}, err
+		}
+		err = q.QueryRow(ctx, fmt.Sprintf(`UPDATE watermill_offsets_%s SET offset_acked = offset_acked WHERE consumer_group = $1
+			RETURNING offset_acked, last_processed_transaction_id::text`, topic), group).Scan(&offset, &txid)
+	} else {
+		err = q.QueryRow(ctx, `SELECT off, tx::text FROM (`+AckedSQL(topic, "$1")+`) a`, group).Scan(&offset, &txid)
+	}
+	if err != nil {
+		return commitorder.Cursor{}, err
+	}
+	tx, err := commitorder.ParseXID(txid)
+	return commitorder.Cursor{TransactionID: tx, Seq: offset}, err
+}
+
+// MessageAt returns the message of topic at c (its transaction and offset).
+func MessageAt(ctx context.Context, q Querier, topic string, c commitorder.Cursor) (Stored, error) {
+	if !topicName.MatchString(topic) {
+		return Stored{}, fmt.Errorf("topic %q: topics are [a-z_]+", topic)
+	}
+	rows, _ := q.Query(ctx, fmt.Sprintf(`SELECT "offset", transaction_id::text AS txid, uuid, created_at, payload, metadata
+		FROM watermill_%s WHERE transaction_id = $1::text::xid8 AND "offset" = $2`, topic), c.Args()...)
+	s, err := pgx.CollectExactlyOneRow(rows, scanStored)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Stored{}, fmt.Errorf("no message at offset %d of %s", c.Seq, topic)
+	}
+	return s, err
 }
 
 // Stored is a message as it sits in a topic table.
@@ -229,24 +296,27 @@ func ReadTopic(ctx context.Context, pool *pgxpool.Pool, topic string, afterTx ui
 		return nil, fmt.Errorf("topic %q: topics are [a-z_]+", topic)
 	}
 	rows, err := pool.Query(ctx, fmt.Sprintf(`SELECT "offset", transaction_id::text AS txid, uuid, created_at, payload, metadata
-		FROM watermill_%s WHERE (transaction_id, "offset") > ($1::text::xid8, $2)
-		AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-		ORDER BY transaction_id, "offset" LIMIT $3`, topic),
-		strconv.FormatUint(afterTx, 10), afterOffset, limit)
+		FROM watermill_%s WHERE %s AND %s %s LIMIT $3`, topic, commitorder.After(`"offset"`, 1), commitorder.Visible, commitorder.Order(`"offset"`)),
+		commitorder.FormatXID(afterTx), afterOffset, limit)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Stored, error) {
-		var s Stored
-		var txid string
-		var payload, md []byte
-		if err := r.Scan(&s.Offset, &txid, &s.UUID, &s.CreatedAt, &payload, &md); err != nil {
-			return s, err
-		}
-		s.TransactionID, _ = strconv.ParseUint(txid, 10, 64)
-		s.Payload = payload
-		return s, json.Unmarshal(md, &s.Metadata)
-	})
+	return pgx.CollectRows(rows, scanStored)
+}
+
+func scanStored(r pgx.CollectableRow) (Stored, error) {
+	var s Stored
+	var txid string
+	var payload, md []byte
+	err := r.Scan(&s.Offset, &txid, &s.UUID, &s.CreatedAt, &payload, &md)
+	if err != nil {
+		return s, err
+	}
+	if s.TransactionID, err = commitorder.ParseXID(txid); err != nil {
+		return s, err
+	}
+	s.Payload = payload
+	return s, json.Unmarshal(md, &s.Metadata)
 }
 
 // Backlog is how many messages of a topic a consumer group has not acked.
@@ -257,9 +327,7 @@ type Backlog struct {
 
 // Backlogs returns the backlog of every consumer group of every topic: what
 // the outbox still has to deliver.
-func Backlogs(ctx context.Context, q interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}) ([]Backlog, error) {
+func Backlogs(ctx context.Context, q eventstore.Querier) ([]Backlog, error) {
 	var out []Backlog
 	for _, t := range append(Topics, PoisonTopic) {
 		rows, _ := q.Query(ctx, fmt.Sprintf(`SELECT o.consumer_group, (SELECT count(*) FROM watermill_%[1]s m

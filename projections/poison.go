@@ -93,7 +93,7 @@ func ReplayPoison(ctx context.Context, pool *pgxpool.Pool, reg *eventstore.Regis
 		if !ok {
 			return fmt.Errorf("poison message %d came from handler %q, which is not a projection", offset, p.Handler)
 		}
-		if _, _, err := pauseConsumer(ctx, tx, proj); err != nil {
+		if _, err := outbox.Consumer(ctx, tx, proj.Topic(), proj.Name, true); err != nil {
 			return err
 		}
 		if err := proj.ApplyMessages(ctx, tx, reg, p.message()); err != nil {

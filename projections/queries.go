@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/outbox"
 )
 
 // Reader answers queries from the read models only.
@@ -278,15 +279,8 @@ func (r *Reader) reached(ctx context.Context, p Projection, position int64) (boo
 		SELECT EXISTS (SELECT 1 FROM target) AND NOT EXISTS (
 		    SELECT 1 FROM watermill_%[1]s m, target, acked
 		    WHERE m.transaction_id <= target.transaction_id AND (m.transaction_id, m."offset") > (acked.tx, acked.off))`,
-		p.Topic(), ackedSQL(p.Topic(), "$2")), position, p.Name).Scan(&reached)
+		p.Topic(), outbox.AckedSQL(p.Topic(), "$2")), position, p.Name).Scan(&reached)
 	return reached, err
-}
-
-// ackedSQL selects a consumer group's position in topic (tx, off): the last
-// message it acknowledged, or the start when it has none.
-func ackedSQL(topic, group string) string {
-	return fmt.Sprintf(`SELECT coalesce(max(last_processed_transaction_id), '0'::xid8) AS tx, coalesce(max(offset_acked), 0) AS off
-		FROM watermill_offsets_%s WHERE consumer_group = %s`, topic, group)
 }
 
 // Status is one projection's progress.
@@ -315,7 +309,7 @@ func (r *Reader) Status(ctx context.Context) ([]Status, error) {
 			       coalesce(extract(epoch FROM localtimestamp - waiting.oldest), 0)::float8,
 			       (SELECT count(*) FROM watermill_poison pm LEFT JOIN poison_resolutions pr ON pr.poison_offset = pm."offset"
 			        WHERE pm.metadata->>'handler_poisoned' = $1 AND pr.poison_offset IS NULL)
-			FROM waiting LEFT JOIN projection_checkpoints c ON c.projection = $1`, p.Topic(), ackedSQL(p.Topic(), "$1")), p.Name).
+			FROM waiting LEFT JOIN projection_checkpoints c ON c.projection = $1`, p.Topic(), outbox.AckedSQL(p.Topic(), "$1")), p.Name).
 			Scan(&s.Position, &s.Applied, &s.LastEventAt, &s.LagEvents, &s.LagSeconds, &s.Poisoned)
 		if err != nil {
 			return nil, fmt.Errorf("status of %s: %w", p.Name, err)

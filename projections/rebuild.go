@@ -12,6 +12,7 @@ import (
 	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/outbox"
 )
 
 // Rebuild recomputes p from the event log (or, for the timeline, the
@@ -140,64 +141,33 @@ const shadowSchema = "orderflow_rebuild"
 
 // consumed is where p's live consumer stands: the transaction and the
 // global position (or command seq) of the last message it acknowledged.
-// With hold, the consumer waits until tx ends (pauseConsumer).
+// With hold, the consumer waits until tx ends.
 func consumed(ctx context.Context, tx pgx.Tx, p Projection, hold bool) (commitorder.Cursor, error) {
-	var acked int64
-	var lastTx string
-	var err error
-	if hold {
-		acked, lastTx, err = pauseConsumer(ctx, tx, p)
-	} else {
-		err = tx.QueryRow(ctx, fmt.Sprintf(`SELECT coalesce(max(offset_acked), 0), coalesce(max(last_processed_transaction_id), '0')::text
-			FROM watermill_offsets_%s WHERE consumer_group = $1`, p.Topic()), p.Name).Scan(&acked, &lastTx)
-	}
-	if err != nil || acked == 0 {
+	at, err := outbox.Consumer(ctx, tx, p.Topic(), p.Name, hold)
+	if err != nil || at.Seq == 0 {
 		return commitorder.Cursor{}, err
 	}
-	txid, err := commitorder.ParseXID(lastTx)
+	m, err := outbox.MessageAt(ctx, tx, p.Topic(), at)
 	if err != nil {
-		return commitorder.Cursor{}, err
+		return commitorder.Cursor{}, fmt.Errorf("the last message %s consumed: %w", p.Name, err)
 	}
-	key := "global_position"
+	key := outbox.MetaGlobalPosition
 	if p.OnCommands != nil {
-		key = "seq"
+		key = commandlog.MetaSeq
 	}
-	var v string
-	err = tx.QueryRow(ctx, fmt.Sprintf(`SELECT metadata->>'%s' FROM watermill_%s WHERE transaction_id = $1::text::xid8 AND "offset" = $2`,
-		key, p.Topic()), lastTx, acked).Scan(&v)
+	seq, err := strconv.ParseInt(m.Metadata[key], 10, 64)
 	if err != nil {
-		return commitorder.Cursor{}, fmt.Errorf("find the last message %s consumed: %w", p.Name, err)
+		return commitorder.Cursor{}, fmt.Errorf("the last message %s consumed: %w", p.Name, err)
 	}
-	seq, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		return commitorder.Cursor{}, fmt.Errorf("last message %s consumed: %w", p.Name, err)
-	}
-	return commitorder.Cursor{TransactionID: txid, Seq: seq}, nil
-}
-
-// pauseConsumer holds p's consumer offset until tx ends and returns where
-// the consumer stands. It updates the row rather than only locking it: the
-// subscriber reads in REPEATABLE READ, so a consumer that took its snapshot
-// before tx commits then fails on this row and starts over with a fresh
-// snapshot, instead of applying messages over read-model rows it can't see.
-func pauseConsumer(ctx context.Context, tx pgx.Tx, p Projection) (acked int64, lastTx string, err error) {
-	offsets := "watermill_offsets_" + p.Topic()
-	if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (consumer_group, offset_acked, last_processed_transaction_id)
-		VALUES ($1, 0, '0') ON CONFLICT (consumer_group) DO NOTHING`, offsets), p.Name); err != nil {
-		return 0, "", err
-	}
-	err = tx.QueryRow(ctx, fmt.Sprintf(`UPDATE %s SET offset_acked = offset_acked WHERE consumer_group = $1
-		RETURNING offset_acked, last_processed_transaction_id::text`, offsets), p.Name).Scan(&acked, &lastTx)
-	return acked, lastTx, err
+	return commitorder.Cursor{TransactionID: at.TransactionID, Seq: seq}, nil
 }
 
 // commandsOrEvents pages through the source of a rebuild, up to upTo.
 type commandsOrEvents struct {
-	upTo         commitorder.Cursor
-	eventAfter   eventstore.Cursor
-	commandAfter commandlog.Cursor
-	position     int64
-	at           time.Time
+	upTo     commitorder.Cursor
+	after    commitorder.Cursor
+	position int64
+	at       time.Time
 }
 
 // rebuildPage is the events (or commands) of one chunk: one read, one
@@ -216,7 +186,7 @@ func (c *commandsOrEvents) count(ctx context.Context, tx pgx.Tx, p Projection) (
 
 func (c *commandsOrEvents) next(ctx context.Context, tx pgx.Tx, store *eventstore.Store, log *commandlog.Log, p Projection) (int, error) {
 	if p.OnCommands != nil {
-		page, err := log.ReadUpTo(ctx, tx, c.commandAfter, commandlog.Cursor{TransactionID: c.upTo.TransactionID, Seq: c.upTo.Seq}, rebuildPage)
+		page, err := log.ReadUpTo(ctx, tx, c.after, c.upTo, rebuildPage)
 		if err != nil {
 			return 0, err
 		}
@@ -224,11 +194,11 @@ func (c *commandsOrEvents) next(ctx context.Context, tx pgx.Tx, store *eventstor
 			return 0, err
 		}
 		for _, l := range page {
-			c.commandAfter, c.position, c.at = l.Cursor(), max(c.position, l.GlobalPosition), l.RecordedAt
+			c.after, c.position, c.at = l.Cursor(), max(c.position, l.GlobalPosition), l.RecordedAt
 		}
 		return len(page), nil
 	}
-	page, err := store.ReadUpTo(ctx, tx, p.Source, c.eventAfter, eventstore.Cursor{TransactionID: c.upTo.TransactionID, Position: c.upTo.Seq}, rebuildPage)
+	page, err := store.ReadUpTo(ctx, tx, p.Source, c.after, c.upTo, rebuildPage)
 	if err != nil {
 		return 0, err
 	}
@@ -236,7 +206,7 @@ func (c *commandsOrEvents) next(ctx context.Context, tx pgx.Tx, store *eventstor
 		return 0, err
 	}
 	if n := len(page); n > 0 {
-		c.eventAfter, c.position, c.at = page[n-1].Cursor(), page[n-1].GlobalPosition, page[n-1].RecordedAt
+		c.after, c.position, c.at = page[n-1].Cursor(), page[n-1].GlobalPosition, page[n-1].RecordedAt
 	}
 	return len(page), nil
 }

@@ -198,22 +198,13 @@ func (c *Checker) settle(ctx context.Context) []string {
 
 func (c *Checker) undelivered(ctx context.Context) ([]string, error) {
 	var out []string
-	for _, topic := range outbox.Topics {
-		rows, _ := c.Pool.Query(ctx, fmt.Sprintf(`SELECT o.consumer_group, count(m.*) FROM watermill_offsets_%[1]s o
-			LEFT JOIN watermill_%[1]s m ON (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked)
-			GROUP BY o.consumer_group`, topic))
-		type row struct {
-			Group   string
-			Waiting int64
-		}
-		groups, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
-		if err != nil {
-			return nil, err
-		}
-		for _, g := range groups {
-			if g.Waiting > 0 {
-				out = append(out, fmt.Sprintf("%s: consumer group %s has %d messages waiting", topic, g.Group, g.Waiting))
-			}
+	backlogs, err := outbox.Backlogs(ctx, c.Pool)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range backlogs {
+		if b.Messages > 0 && b.Topic != outbox.PoisonTopic {
+			out = append(out, fmt.Sprintf("%s: consumer group %s has %d messages waiting", b.Topic, b.ConsumerGroup, b.Messages))
 		}
 	}
 	var pending int64
