@@ -12,8 +12,10 @@ SECONDS_EACH=${SECONDS_EACH:-10}
 
 echo "== go test -bench (event store, command path)"
 go test -run '^$' -bench . -benchtime 3s ./eventstore/ ./commands/
-echo "== go test -bench (projections)"
-go test -run '^$' -bench . -benchtime 2000x ./projections/
+echo "== go test -bench (projections: catch-up, commit to visible, rebuild)"
+go test -run '^$' -bench 'CatchUp' -benchtime 20000x ./projections/
+go test -run '^$' -bench 'CommitToVisible' -benchtime 10000x ./projections/
+go test -run '^$' -bench 'Rebuild' -benchtime 100000x ./projections/
 
 echo "== pgbench: single-row INSERT per transaction, ${SECONDS_EACH}s per run"
 scripts/pgbench-inserts.sh "$DATABASE_URL" "$SECONDS_EACH"

@@ -340,7 +340,7 @@ func faulty(h delivery.Handler, event string) delivery.Handler {
 }
 
 func (a *app) routerConfig() delivery.RouterConfig {
-	return delivery.RouterConfig{PollInterval: a.cfg.PollInterval, BatchSize: a.cfg.BatchSize, MaxRetries: a.cfg.HandlerRetries,
+	return delivery.RouterConfig{PollInterval: a.cfg.PollInterval, BatchSize: a.cfg.BatchSize, SetBatchSize: a.cfg.SetBatchSize, MaxRetries: a.cfg.HandlerRetries,
 		Wake: a.wake, Logger: a.log, Observe: a.metrics.Message}
 }
 

@@ -34,6 +34,7 @@ type Config struct {
 
 	PollInterval       time.Duration // ORDERFLOW_POLL_INTERVAL: projector's idle poll
 	BatchSize          int           // ORDERFLOW_BATCH_SIZE: messages per subscriber transaction
+	SetBatchSize       int           // ORDERFLOW_SET_BATCH_SIZE: messages per transaction of a set-based projection
 	HandlerRetries     int           // ORDERFLOW_HANDLER_RETRIES: before a message is poisoned
 	ConsistencyTimeout time.Duration // ORDERFLOW_CONSISTENCY_TIMEOUT: longest read-your-writes wait
 	NATSURL            string        // ORDERFLOW_NATS_URL: forward topics to NATS JetStream when set
@@ -189,6 +190,7 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.int(&maxBody, "max-body-bytes", "ORDERFLOW_MAX_BODY_BYTES", httpapi.DefaultMaxBodyBytes, "largest request body accepted", apiRoles)
 	s.duration(&c.PollInterval, "poll-interval", "ORDERFLOW_POLL_INTERVAL", delivery.DefaultPollInterval, "idle poll of each topic by each consumer group", consumerRoles)
 	s.int(&c.BatchSize, "batch-size", "ORDERFLOW_BATCH_SIZE", delivery.DefaultBatchSize, "messages per subscriber transaction", consumerRoles)
+	s.int(&c.SetBatchSize, "set-batch-size", "ORDERFLOW_SET_BATCH_SIZE", delivery.DefaultSetBatchSize, "messages per transaction of a set-based projection", consumerRoles)
 	s.int(&c.HandlerRetries, "handler-retries", "ORDERFLOW_HANDLER_RETRIES", 3, "retries before a message goes to the poison topic", consumerRoles)
 	s.duration(&c.ConsistencyTimeout, "consistency-timeout", "ORDERFLOW_CONSISTENCY_TIMEOUT", httpapi.DefaultConsistencyTimeout, "longest wait of a query for min_position", apiRoles)
 	s.str(&c.TemporalAddress, "temporal-address", "TEMPORAL_ADDRESS", "", "Temporal frontend host:port; dev starts its own when empty", temporalUsers)
