@@ -248,15 +248,21 @@ func (c *Committer) try(ctx context.Context, group []*unit, alone bool) (map[int
 	var txid string
 	var positions, seqs []int64
 	var logged []string
+	// The transaction is driven by statements in the batches (BEGIN with
+	// the reservations, COMMIT after the writes), so that it costs no round
+	// trip of its own; whatever does not reach COMMIT is rolled back here.
+	pg := conn.Conn().PgConn()
+	defer func() {
+		if pg.TxStatus() != 'I' && !pg.IsClosed() {
+			_, _ = pg.Exec(context.Background(), "ROLLBACK").ReadAll()
+		}
+	}()
 	b := &pgx.Batch{}
-	b.BeginTx(pgx.TxOptions{})
+	b.Queue("BEGIN")
 	b.Queue(reserveSQL, events, len(group), ids).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&txid, &positions, &seqs, &logged)
 	})
-	br := conn.SendBatch(ctx, b)
-	tx := br.Tx()
-	defer tx.Rollback(context.Background())
-	if err := br.Close(); err != nil {
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("begin group commit: %w", err)
 	}
 	seen := map[int]error{}
@@ -315,10 +321,15 @@ func (c *Committer) try(ctx context.Context, group []*unit, alone bool) (map[int
 			return err
 		}
 	}
-	if err := tx.SendBatch(ctx, w).Close(); err != nil {
+	// COMMIT goes with the writes: when one fails, PostgreSQL skips the
+	// rest of the batch, COMMIT included, and the deferred ROLLBACK ends
+	// the transaction. None of the writes can fail without an error (no
+	// check on a row count), so a COMMIT that runs commits them all.
+	w.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, w).Close(); err != nil {
 		var f *failedAlone
 		var pgErr *pgconn.PgError
-		if !alone && (errors.As(err, &pgErr) || errors.Is(err, eventstore.ErrConflict) || errors.Is(err, eventstore.ErrGroupConflict)) {
+		if !alone && (errors.As(err, &pgErr) || errors.Is(err, eventstore.ErrConflict)) {
 			return nil, errOneByOne
 		}
 		if !errors.As(err, &f) {
@@ -332,5 +343,8 @@ func (c *Committer) try(ctx context.Context, group []*unit, alone bool) (map[int
 		}
 		return nil, f.err // the connection, not the command
 	}
-	return nil, tx.Commit(ctx)
+	if pg.TxStatus() != 'I' {
+		return nil, fmt.Errorf("group commit: the transaction is still open after COMMIT (status %c)", pg.TxStatus())
+	}
+	return nil, nil
 }

@@ -270,14 +270,12 @@ type Placed struct {
 	Envs []Envelope
 }
 
-// ErrGroupConflict is a group's insert that found some stream moved; which
-// one, the group learns by writing its commands one by one.
-var ErrGroupConflict = errors.New("a stream of the group has moved")
-
 // QueueSaves queues on b what Save writes for every aggregate of saves:
 // their events in one statement, and the snapshots due. When the batch
-// runs, a stream that has moved fails it: with a *ConflictError when saves
-// is one aggregate, ErrGroupConflict (or the unique violation) otherwise.
+// runs, a stream that has moved fails it with the unique violation of
+// (stream, version), a *ConflictError when saves is one aggregate. It
+// fails only with an error of PostgreSQL's: a group commit sends COMMIT
+// in the same batch, which PostgreSQL then skips.
 func (s *Store) QueueSaves(ctx context.Context, b *pgx.Batch, saves []Placed) error {
 	var rows []placedRow
 	for _, p := range saves {
@@ -295,21 +293,14 @@ func (s *Store) QueueSaves(ctx context.Context, b *pgx.Batch, saves []Placed) er
 			return err
 		}
 		q := b.Queue(placeSQL, raw)
-		q.Fn = func(br pgx.BatchResults) error {
-			tag, err := br.Exec()
-			if len(saves) == 1 {
-				st, id, before := saves[0].Agg.StreamType(), saves[0].Agg.StreamID(), saves[0].Envs[0].StreamVersion-1
-				if err != nil {
+		if len(saves) == 1 {
+			st, id, before := saves[0].Agg.StreamType(), saves[0].Agg.StreamID(), saves[0].Envs[0].StreamVersion-1
+			q.Fn = func(br pgx.BatchResults) error {
+				if _, err := br.Exec(); err != nil {
 					return s.appendError(ctx, err, st, id, before)
 				}
-				if tag.RowsAffected() != int64(len(rows)) {
-					return s.conflict(ctx, st, id, before)
-				}
+				return nil
 			}
-			if err == nil && tag.RowsAffected() != int64(len(rows)) {
-				return ErrGroupConflict
-			}
-			return err
 		}
 	}
 	for _, p := range saves {
