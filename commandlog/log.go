@@ -195,19 +195,11 @@ func (r Record) Cursor() commitorder.Cursor {
 
 // CursorAt returns the cursor of the command with sequence number seq; 0 is the start.
 func (l *Log) CursorAt(ctx context.Context, seq int64) (commitorder.Cursor, error) {
-	if seq == 0 {
-		return commitorder.Cursor{}, nil
+	c, found, err := commitorder.At(ctx, l.pool, "commands", "seq", seq)
+	if err == nil && !found {
+		err = ErrNotFound
 	}
-	var txid string
-	err := l.pool.QueryRow(ctx, `SELECT transaction_id::text FROM commands WHERE seq = $1`, seq).Scan(&txid)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return commitorder.Cursor{}, ErrNotFound
-	}
-	if err != nil {
-		return commitorder.Cursor{}, err
-	}
-	tx, err := commitorder.ParseXID(txid)
-	return commitorder.Cursor{TransactionID: tx, Seq: seq}, err
+	return c, err
 }
 
 // ReadAll returns up to limit commands after c in commit order, with their

@@ -6,8 +6,12 @@
 package commitorder
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // ParseXID reads an xid8 sent as text (pgx has no xid8 type).
@@ -56,3 +60,26 @@ const HorizonSQL = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`
 
 // Order orders a log by commit.
 func Order(seq string) string { return fmt.Sprintf(`ORDER BY transaction_id, %s`, seq) }
+
+// QueryRower is a pool or a transaction.
+type QueryRower interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// At returns the cursor of the row of table whose column seq is v (0 is
+// the start); found is false when there is no such row.
+func At(ctx context.Context, q QueryRower, table, seq string, v int64) (c Cursor, found bool, err error) {
+	if v == 0 {
+		return Cursor{}, true, nil
+	}
+	var txid string
+	err = q.QueryRow(ctx, fmt.Sprintf(`SELECT transaction_id::text FROM %s WHERE %s = $1`, table, seq), v).Scan(&txid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Cursor{}, false, nil
+	}
+	if err != nil {
+		return Cursor{}, false, err
+	}
+	tx, err := ParseXID(txid)
+	return Cursor{TransactionID: tx, Seq: v}, err == nil, err
+}

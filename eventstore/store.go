@@ -506,19 +506,11 @@ func (s *Store) ReadAll(ctx context.Context, after commitorder.Cursor, limit int
 
 // CursorAt returns the cursor of the event at a global position; 0 is the start.
 func (s *Store) CursorAt(ctx context.Context, position int64) (commitorder.Cursor, error) {
-	if position == 0 {
-		return commitorder.Cursor{}, nil
+	c, found, err := commitorder.At(ctx, s.pool, "events", "global_position", position)
+	if err == nil && !found {
+		err = ErrNotFound
 	}
-	var txid string
-	err := s.pool.QueryRow(ctx, `SELECT transaction_id::text FROM events WHERE global_position = $1`, position).Scan(&txid)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return commitorder.Cursor{}, ErrNotFound
-	}
-	if err != nil {
-		return commitorder.Cursor{}, err
-	}
-	tx, err := commitorder.ParseXID(txid)
-	return commitorder.Cursor{TransactionID: tx, Seq: position}, err
+	return c, err
 }
 
 // Event returns one event by id.

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/interceptor"
@@ -329,12 +331,23 @@ func faulty(h delivery.Handler, event string) delivery.Handler {
 	if event == "" {
 		return h
 	}
-	handle := h.Handle
+	hit := func(msg *message.Message) bool {
+		return msg.Metadata.Get(outbox.MetaStreamID)+":"+msg.Metadata.Get(outbox.MetaStreamVersion) == event
+	}
+	handle, batch := h.Handle, h.HandleBatch
 	h.Handle = func(ctx context.Context, msg *message.Message) error {
-		if msg.Metadata.Get(outbox.MetaStreamID)+":"+msg.Metadata.Get(outbox.MetaStreamVersion) == event {
+		if hit(msg) {
 			return fmt.Errorf("injected fault on %s", event)
 		}
 		return handle(ctx, msg)
+	}
+	if batch != nil { // a batch with the event fails as the event does alone
+		h.HandleBatch = func(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error {
+			if slices.ContainsFunc(msgs, hit) {
+				return fmt.Errorf("injected fault on %s", event)
+			}
+			return batch(ctx, tx, msgs)
+		}
 	}
 	return h
 }
