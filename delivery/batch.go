@@ -188,6 +188,15 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 	if err := res.Err(); err != nil {
 		return 0, err
 	}
+	if len(rows) > 0 {
+		// A read model is derived: its commit need not wait for the WAL
+		// flush (it would queue behind the commands' own). A crash can
+		// lose it only together with its ack, in the same transaction,
+		// so the batch is delivered again.
+		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+			return 0, err
+		}
+	}
 	n, err := f(tx, rows)
 	if err != nil {
 		return n, err

@@ -184,6 +184,7 @@ func TestABatchHandlerGetsBatchesAndAFailingBatchGoesOneByOne(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var batches []int
+	var syncs []string // the batches' synchronous_commit: a read model's commit need not wait for the flush
 	router, err := delivery.NewRouter(pool, delivery.RouterConfig{PollInterval: 10 * time.Millisecond, MaxRetries: 1, SetBatchSize: 100,
 		RetryInterval: time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 		delivery.Handler{Name: "batch-" + runID, ConsumerGroup: "batch-" + runID, Topic: topic,
@@ -195,8 +196,12 @@ func TestABatchHandlerGetsBatchesAndAFailingBatchGoesOneByOne(t *testing.T) {
 				return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return apply(ctx, sp, m) })
 			},
 			HandleBatch: func(ctx context.Context, tx pgx.Tx, ms []*message.Message) error {
+				var mode string
+				if err := tx.QueryRow(ctx, `SELECT current_setting('synchronous_commit')`).Scan(&mode); err != nil {
+					return err
+				}
 				mu.Lock()
-				batches = append(batches, len(ms))
+				batches, syncs = append(batches, len(ms)), append(syncs, mode)
 				mu.Unlock()
 				for _, m := range ms {
 					if err := apply(ctx, tx, m); err != nil {
@@ -245,5 +250,8 @@ func TestABatchHandlerGetsBatchesAndAFailingBatchGoesOneByOne(t *testing.T) {
 	defer mu.Unlock()
 	if len(batches) == 0 || slices.Max(batches) != 100 {
 		t.Fatalf("batch sizes %v, want batches of up to 100", batches)
+	}
+	if slices.ContainsFunc(syncs, func(s string) bool { return s != "off" }) {
+		t.Fatalf("synchronous_commit in the batches: %v", syncs)
 	}
 }
