@@ -229,11 +229,40 @@ func (c *Committer) queueWrites(ctx context.Context, w *pgx.Batch, units []*unit
 	return outbox.QueueTo(w, outbox.CommandsTopic, msgs...)
 }
 
+// queueOneByOne queues the writes of group command by command on w; a
+// failing write names its command (*failedAlone). A command whose writes
+// cannot even be queued is returned.
+func (c *Committer) queueOneByOne(ctx context.Context, w *pgx.Batch, group []*unit) map[int]error {
+	for i := range group {
+		from := w.Len()
+		if err := c.queueWrites(ctx, w, group[i:i+1]); err != nil {
+			return map[int]error{i: err}
+		}
+		for _, q := range w.QueuedQueries[from:] {
+			fn := q.Fn
+			q.Fn = func(br pgx.BatchResults) error {
+				var err error
+				if fn != nil {
+					err = fn(br)
+				} else {
+					_, err = br.Exec()
+				}
+				if err != nil {
+					return &failedAlone{unit: i, err: err}
+				}
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
 // try runs group in one transaction: BEGIN with the reservations, then
-// every write in one pipelined batch, then COMMIT — three round trips
-// whatever the group's size. It returns the commands that failed alone
-// (by index; nothing was committed) or the group's outcome.
-func (c *Committer) try(ctx context.Context, group []*unit, alone bool) (map[int]error, error) {
+// every write in one pipelined batch with COMMIT — two round trips
+// whatever the group's size. The writes go as a set, or with oneByOne
+// command by command. It returns the commands that failed alone (by
+// index; nothing was committed) or the group's outcome.
+func (c *Committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[int]error, error) {
 	conn, err := c.pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -293,33 +322,12 @@ func (c *Committer) try(ctx context.Context, group []*unit, alone bool) (map[int
 	// that fails, the writes again command by command, to find the one
 	// that failed alone.
 	w := &pgx.Batch{}
-	var owner []int // the group index of each queued write, command by command
-	if alone {
-		for i := range group {
-			if err := c.queueWrites(ctx, w, group[i:i+1]); err != nil {
-				return map[int]error{i: err}, nil
-			}
-			for len(owner) < w.Len() {
-				owner = append(owner, i)
-			}
+	if !oneByOne {
+		if err := c.queueWrites(ctx, w, group); err != nil {
+			return nil, err
 		}
-	} else if err := c.queueWrites(ctx, w, group); err != nil {
-		return nil, err
-	}
-	for n, q := range w.QueuedQueries {
-		fn := q.Fn
-		q.Fn = func(br pgx.BatchResults) error {
-			var err error
-			if fn != nil {
-				err = fn(br)
-			} else {
-				_, err = br.Exec()
-			}
-			if err != nil && alone {
-				return &failedAlone{unit: owner[n], err: err}
-			}
-			return err
-		}
+	} else if alone := c.queueOneByOne(ctx, w, group); alone != nil {
+		return alone, nil
 	}
 	// COMMIT goes with the writes: when one fails, PostgreSQL skips the
 	// rest of the batch, COMMIT included, and the deferred ROLLBACK ends
@@ -329,7 +337,7 @@ func (c *Committer) try(ctx context.Context, group []*unit, alone bool) (map[int
 	if err := conn.SendBatch(ctx, w).Close(); err != nil {
 		var f *failedAlone
 		var pgErr *pgconn.PgError
-		if !alone && (errors.As(err, &pgErr) || errors.Is(err, eventstore.ErrConflict)) {
+		if !oneByOne && (errors.As(err, &pgErr) || errors.Is(err, eventstore.ErrConflict)) {
 			return nil, errOneByOne
 		}
 		if !errors.As(err, &f) {
