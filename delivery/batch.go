@@ -106,7 +106,7 @@ func sleep(ctx context.Context, d time.Duration) {
 // step applies the next batch in one transaction with the ack. When the
 // batch fails, it is handled again message by message (oneByOne).
 func (c *batchConsumer) step(ctx context.Context) (int, error) {
-	rows, err := c.inTx(ctx, func(tx pgx.Tx, rows []wsql.Row) (int, error) {
+	n, err := c.inTx(ctx, func(tx pgx.Tx, rows []wsql.Row) (int, error) {
 		if len(rows) == 0 {
 			return 0, nil
 		}
@@ -128,11 +128,11 @@ func (c *batchConsumer) step(ctx context.Context) (int, error) {
 		return c.inTx(ctx, c.oneByOne)
 	}
 	if err == nil && c.cfg.Observe != nil {
-		for range rows {
+		for range n {
 			c.cfg.Observe(c.h.Name, nil)
 		}
 	}
-	return rows, err
+	return n, err
 }
 
 // span traces a batch: a batch of one continues its message's trace, as a
