@@ -819,6 +819,10 @@ func TestMetricsCoverTheSystemAndPassPromtool(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	// The group committer reports what it committed (not only a registered histogram).
+	if i := strings.Index(text, "\norderflow_command_group_size_count "); i < 0 || strings.HasPrefix(text[i+len("\norderflow_command_group_size_count "):], "0\n") {
+		t.Error("metrics lack the committed groups (orderflow_command_group_size_count)")
+	}
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		if os.Getenv("CI") != "" {
