@@ -17,7 +17,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/commitorder"
-	"github.com/orderflow/orderflow/eventstore"
 )
 
 // Status of a logged command.
@@ -220,12 +219,12 @@ func (l *Log) ReadAll(ctx context.Context, c commitorder.Cursor, limit int, f Fi
 
 // ReadUpTo returns up to limit commands in (after, upTo] in commit order with
 // their events, through q (a rebuild reads inside its own transaction).
-func (l *Log) ReadUpTo(ctx context.Context, q eventstore.Querier, after, upTo commitorder.Cursor, limit int) ([]Logged, error) {
+func (l *Log) ReadUpTo(ctx context.Context, q commitorder.Querier, after, upTo commitorder.Cursor, limit int) ([]Logged, error) {
 	return l.readLogged(ctx, q, `WHERE `+commitorder.After("seq", 1)+` AND `+commitorder.UpTo("seq", 3)+` `+commitorder.Order("seq")+` LIMIT $5`,
 		append(append(after.Args(), upTo.Args()...), limit)...)
 }
 
-func (l *Log) readLogged(ctx context.Context, q eventstore.Querier, where string, args ...any) ([]Logged, error) {
+func (l *Log) readLogged(ctx context.Context, q commitorder.Querier, where string, args ...any) ([]Logged, error) {
 	rows, _ := q.Query(ctx, selectSQL+where, args...)
 	recs, err := pgx.CollectRows(rows, scanRecord)
 	if err != nil {

@@ -222,15 +222,12 @@ type Options struct {
 	// Streams are the per-stream locks, shared by every bus of a process
 	// (the API's and the saga's); nil: the bus's own.
 	Streams *StreamLocks
-	// Committer commits the bus's commands in groups, shared by every bus
-	// of a process; nil: the bus's own, configured by Group.
-	Committer *Committer
-	Group     GroupCommit
+	// Group configures the bus's group committer.
+	Group GroupCommit
 }
 
 // Bus dispatches commands.
 type Bus struct {
-	pool    *pgxpool.Pool
 	store   *eventstore.Store
 	log     *commandlog.Log
 	keys    *personal.Keys
@@ -241,18 +238,15 @@ type Bus struct {
 	// conflicts counts re-decisions after a version conflict.
 	conflicts func(typ string)
 	streams   *StreamLocks
-	committer *Committer
+	committer *committer
 }
 
 // NewBus returns a bus for the given definitions.
 func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts Options) *Bus {
-	b := &Bus{pool: pool, store: store, log: commandlog.NewLog(pool), keys: personal.NewKeys(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock,
-		committer: opts.Committer}
+	b := &Bus{store: store, log: commandlog.NewLog(pool), keys: personal.NewKeys(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock,
+		committer: newCommitter(pool, store, opts.Group, opts.Committed)}
 	if b.now == nil {
 		b.now = time.Now
-	}
-	if b.committer == nil {
-		b.committer = NewCommitter(pool, store, opts.Group, opts.Committed)
 	}
 	if b.observe = opts.Observe; b.observe == nil {
 		b.observe = func(string, string, string, int, time.Duration) {}
@@ -485,7 +479,6 @@ var errLogged = errors.New("command id already logged")
 func (b *Bus) commit(ctx context.Context, rec commandlog.Record, agg aggregate.Root, md eventstore.Metadata) (commandlog.Record, error) {
 	rec.Status = commandlog.StatusAccepted
 	rec.StreamVersion = agg.Version()
-	rec.RecordedAt = b.now().UTC().Truncate(time.Microsecond)
 	envs, err := b.store.Pending(agg, md)
 	if err != nil {
 		return commandlog.Record{}, err
@@ -493,16 +486,11 @@ func (b *Bus) commit(ctx context.Context, rec commandlog.Record, agg aggregate.R
 	for _, e := range envs {
 		rec.EventIDs = append(rec.EventIDs, e.EventID)
 	}
-	u := &unit{rec: rec, agg: agg, envs: envs, md: md}
-	err = b.committer.commit(u)
-	if errors.Is(err, errLogged) {
-		return b.loggedMeanwhile(ctx, rec)
+	out, err := b.submit(ctx, &unit{rec: rec, agg: agg, envs: envs})
+	if err == nil && !out.Replayed {
+		b.store.Remember(agg)
 	}
-	if err != nil {
-		return commandlog.Record{}, err
-	}
-	b.store.Remember(agg)
-	return u.rec, nil
+	return out, err
 }
 
 // reject logs a refused command (no events) through the group committer.
@@ -510,16 +498,25 @@ func (b *Bus) reject(ctx context.Context, rec commandlog.Record, version int64, 
 	rec.Status = commandlog.StatusRejected
 	rec.StreamVersion = version
 	rec.ReasonKind, rec.ReasonCode, rec.Reason = kindName(dErr.Kind), dErr.Code, dErr.Message
-	rec.RecordedAt = b.now().UTC().Truncate(time.Microsecond)
-	u := &unit{rec: rec}
+	out, err := b.submit(ctx, &unit{rec: rec})
+	if err == nil && !out.Replayed {
+		err = &RejectedError{Record: out, Err: dErr}
+	}
+	return out, err
+}
+
+// submit stamps u's record and hands it to the committer; a command id
+// logged meanwhile answers with the recorded outcome.
+func (b *Bus) submit(ctx context.Context, u *unit) (commandlog.Record, error) {
+	u.rec.RecordedAt = b.now().UTC().Truncate(time.Microsecond)
 	err := b.committer.commit(u)
 	if errors.Is(err, errLogged) {
-		return b.loggedMeanwhile(ctx, rec)
+		return b.loggedMeanwhile(ctx, u.rec)
 	}
 	if err != nil {
 		return commandlog.Record{}, err
 	}
-	return u.rec, &RejectedError{Record: u.rec, Err: dErr}
+	return u.rec, nil
 }
 
 // seal seals the payload's personal fields with their customer's key: the

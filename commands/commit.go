@@ -42,14 +42,13 @@ const (
 	DefaultCommitters = 2
 )
 
-// Committer commits decided commands in groups: one transaction, one
+// committer commits decided commands in groups: one transaction, one
 // round trip of writes, one COMMIT (and so one WAL flush) for every
 // command that is ready at the same time. Each command in a group stays
 // all-or-nothing: its events, log row and outbox messages are written
 // together, and a command that fails alone (a version conflict, a key
 // logged meanwhile) is taken out and the others are committed without it.
-// The buses of a process share one.
-type Committer struct {
+type committer struct {
 	pool  *pgxpool.Pool
 	store *eventstore.Store
 	cfg   GroupCommit
@@ -64,13 +63,12 @@ type unit struct {
 	rec  commandlog.Record
 	agg  aggregate.Root // nil: a rejection, logged without events
 	envs []eventstore.Envelope
-	md   eventstore.Metadata
 	err  error
 	done chan struct{}
 }
 
-// NewCommitter starts cfg.Committers committers on pool; committed may be nil.
-func NewCommitter(pool *pgxpool.Pool, store *eventstore.Store, cfg GroupCommit, committed func()) *Committer {
+// newCommitter starts cfg.Committers committers on pool; committed may be nil.
+func newCommitter(pool *pgxpool.Pool, store *eventstore.Store, cfg GroupCommit, committed func()) *committer {
 	if cfg.MaxCommands <= 0 {
 		cfg.MaxCommands = DefaultGroupMax
 	}
@@ -83,7 +81,7 @@ func NewCommitter(pool *pgxpool.Pool, store *eventstore.Store, cfg GroupCommit, 
 	if cfg.Observe == nil {
 		cfg.Observe = func(int) {}
 	}
-	c := &Committer{pool: pool, store: store, cfg: cfg, queue: make(chan *unit, 4*cfg.MaxCommands), committed: committed}
+	c := &committer{pool: pool, store: store, cfg: cfg, queue: make(chan *unit, 4*cfg.MaxCommands), committed: committed}
 	for range cfg.Committers {
 		go c.run()
 	}
@@ -92,14 +90,14 @@ func NewCommitter(pool *pgxpool.Pool, store *eventstore.Store, cfg GroupCommit, 
 
 // commit hands u to a committer and waits for its outcome: a 2xx is only
 // ever answered once the group's COMMIT has returned.
-func (c *Committer) commit(u *unit) error {
+func (c *committer) commit(u *unit) error {
 	u.done = make(chan struct{})
 	c.queue <- u
 	<-u.done
 	return u.err
 }
 
-func (c *Committer) run() {
+func (c *committer) run() {
 	for u := range c.queue {
 		group := []*unit{u}
 		var wait <-chan time.Time
@@ -137,7 +135,7 @@ func (c *Committer) run() {
 // until the rest commits (or fails as a whole). Every command is answered
 // after that, so a command answered "logged meanwhile" finds the record
 // of its twin in the same group.
-func (c *Committer) commitGroup(group []*unit) {
+func (c *committer) commitGroup(group []*unit) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var answered []*unit
@@ -198,7 +196,7 @@ var errOneByOne = errors.New("write the group command by command")
 
 // queueWrites queues on w the writes of units: their events (and
 // snapshots), log rows, outbox messages and commands-topic messages.
-func (c *Committer) queueWrites(ctx context.Context, w *pgx.Batch, units []*unit) error {
+func (c *committer) queueWrites(ctx context.Context, w *pgx.Batch, units []*unit) error {
 	var saves []eventstore.Placed
 	var recs []*commandlog.Record
 	var envs []eventstore.Envelope
@@ -232,7 +230,7 @@ func (c *Committer) queueWrites(ctx context.Context, w *pgx.Batch, units []*unit
 // queueOneByOne queues the writes of group command by command on w; a
 // failing write names its command (*failedAlone). A command whose writes
 // cannot even be queued is returned.
-func (c *Committer) queueOneByOne(ctx context.Context, w *pgx.Batch, group []*unit) map[int]error {
+func (c *committer) queueOneByOne(ctx context.Context, w *pgx.Batch, group []*unit) map[int]error {
 	for i := range group {
 		from := w.Len()
 		if err := c.queueWrites(ctx, w, group[i:i+1]); err != nil {
@@ -262,7 +260,7 @@ func (c *Committer) queueOneByOne(ctx context.Context, w *pgx.Batch, group []*un
 // whatever the group's size. The writes go as a set, or with oneByOne
 // command by command. It returns the commands that failed alone (by
 // index; nothing was committed) or the group's outcome.
-func (c *Committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[int]error, error) {
+func (c *committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[int]error, error) {
 	conn, err := c.pool.Acquire(ctx)
 	if err != nil {
 		return nil, err

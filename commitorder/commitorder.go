@@ -12,6 +12,7 @@ import (
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ParseXID reads an xid8 sent as text (pgx has no xid8 type).
@@ -61,14 +62,16 @@ const HorizonSQL = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`
 // Order orders a log by commit.
 func Order(seq string) string { return fmt.Sprintf(`ORDER BY transaction_id, %s`, seq) }
 
-// QueryRower is a pool or a transaction.
-type QueryRower interface {
+// Querier is a pool or a transaction: the logs are read through either.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 // At returns the cursor of the row of table whose column seq is v (0 is
 // the start); found is false when there is no such row.
-func At(ctx context.Context, q QueryRower, table, seq string, v int64) (c Cursor, found bool, err error) {
+func At(ctx context.Context, q Querier, table, seq string, v int64) (c Cursor, found bool, err error) {
 	if v == 0 {
 		return Cursor{}, true, nil
 	}

@@ -154,6 +154,7 @@ ORDER BY n`
 // placedRow is one event of placeSQL.
 type placedRow struct {
 	appendRow
+	Position   int64     `json:"p"`
 	StreamType string    `json:"st"`
 	StreamID   string    `json:"sid"`
 	Corr       string    `json:"corr"`
@@ -166,12 +167,11 @@ type placedRow struct {
 }
 
 type appendRow struct {
-	Position int64           `json:"p,omitempty"`
-	ID       uuid.UUID       `json:"id"`
-	Version  int64           `json:"v"`
-	Type     string          `json:"t"`
-	Schema   int             `json:"s"`
-	Data     json.RawMessage `json:"d"`
+	ID      uuid.UUID       `json:"id"`
+	Version int64           `json:"v"`
+	Type    string          `json:"t"`
+	Schema  int             `json:"s"`
+	Data    json.RawMessage `json:"d"`
 }
 
 // Append writes events to a stream inside tx, expecting the stream to be at
@@ -281,8 +281,8 @@ func (s *Store) QueueSaves(ctx context.Context, b *pgx.Batch, saves []Placed) er
 	for _, p := range saves {
 		for _, e := range p.Envs {
 			rows = append(rows, placedRow{
-				appendRow:  appendRow{Position: e.GlobalPosition, ID: e.EventID, Version: e.StreamVersion, Type: e.EventType, Schema: e.SchemaVersion, Data: e.Data},
-				StreamType: e.StreamType, StreamID: e.StreamID, Corr: e.CorrelationID, Caus: e.CausationID,
+				appendRow: appendRow{ID: e.EventID, Version: e.StreamVersion, Type: e.EventType, Schema: e.SchemaVersion, Data: e.Data},
+				Position:  e.GlobalPosition, StreamType: e.StreamType, StreamID: e.StreamID, Corr: e.CorrelationID, Caus: e.CausationID,
 				Actor: e.Actor, At: e.RecordedAt, OnBehalfOf: e.OnBehalfOf, Customer: e.CustomerID, TraceP: e.TraceParent,
 			})
 		}
@@ -535,15 +535,10 @@ func (s *Store) Events(ctx context.Context, ids []uuid.UUID) ([]Envelope, error)
 const columns = `SELECT global_position, transaction_id::text AS txid, event_id, stream_type, stream_id, stream_version,
 	event_type, schema_version, data, correlation_id, causation_id, actor, recorded_at, on_behalf_of, customer_id, coalesce(traceparent, '') FROM events `
 
-// Querier is a pool or a transaction.
-type Querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
-
 // ReadUpTo returns up to limit events of one stream type in (after, upTo] in
 // commit order, through q: a projection rebuild reads inside its own
 // transaction up to where its live consumer stands.
-func (s *Store) ReadUpTo(ctx context.Context, q Querier, streamType string, after, upTo commitorder.Cursor, limit int) ([]Envelope, error) {
+func (s *Store) ReadUpTo(ctx context.Context, q commitorder.Querier, streamType string, after, upTo commitorder.Cursor, limit int) ([]Envelope, error) {
 	return s.queryIn(ctx, q, `WHERE stream_type = $1 AND `+commitorder.After("global_position", 2)+` AND `+commitorder.UpTo("global_position", 4)+
 		` `+commitorder.Order("global_position")+` LIMIT $6`,
 		append(append(append([]any{streamType}, after.Args()...), upTo.Args()...), limit)...)
@@ -553,7 +548,7 @@ func (s *Store) query(ctx context.Context, where string, args ...any) ([]Envelop
 	return s.queryIn(ctx, s.pool, where, args...)
 }
 
-func (s *Store) queryIn(ctx context.Context, q Querier, where string, args ...any) ([]Envelope, error) {
+func (s *Store) queryIn(ctx context.Context, q commitorder.Querier, where string, args ...any) ([]Envelope, error) {
 	rows, err := q.Query(ctx, columns+where, args...)
 	if err != nil {
 		return nil, err

@@ -17,7 +17,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/commitorder"
@@ -206,15 +205,11 @@ func MessageTx(ctx context.Context, pool *pgxpool.Pool, topic string, offset int
 	if !topicName.MatchString(topic) {
 		return 0, fmt.Errorf("topic %q: topics are [a-z_]+", topic)
 	}
-	var txid string
-	err := pool.QueryRow(ctx, fmt.Sprintf(`SELECT transaction_id::text FROM watermill_%s WHERE "offset" = $1`, topic), offset).Scan(&txid)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, fmt.Errorf("no message at offset %d of %s", offset, topic)
+	c, found, err := commitorder.At(ctx, pool, "watermill_"+topic, `"offset"`, offset)
+	if err == nil && !found {
+		err = fmt.Errorf("no message at offset %d of %s", offset, topic)
 	}
-	if err != nil {
-		return 0, err
-	}
-	return commitorder.ParseXID(txid)
+	return c.TransactionID, err
 }
 
 // AckedSQL selects a consumer group's position in topic (tx, off): the
@@ -225,13 +220,6 @@ func AckedSQL(topic, group string) string {
 		FROM watermill_offsets_%s WHERE consumer_group = %s`, topic, group)
 }
 
-// Querier is a pool or a transaction.
-type Querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
 // Consumer returns where a consumer group stands in topic: the last
 // message it acknowledged (Seq is its offset; zero: none). With hold, the
 // group waits until q (a transaction) ends: the offset row is updated, not
@@ -239,7 +227,7 @@ type Querier interface {
 // consumer that took its snapshot before q commits fails on this row and
 // starts over with a fresh snapshot, instead of applying messages over
 // rows it cannot see.
-func Consumer(ctx context.Context, q Querier, topic, group string, hold bool) (commitorder.Cursor, error) {
+func Consumer(ctx context.Context, q commitorder.Querier, topic, group string, hold bool) (commitorder.Cursor, error) {
 	if !topicName.MatchString(topic) {
 		return commitorder.Cursor{}, fmt.Errorf("topic %q: topics are [a-z_]+", topic)
 	}
@@ -264,7 +252,7 @@ func Consumer(ctx context.Context, q Querier, topic, group string, hold bool) (c
 }
 
 // MessageAt returns the message of topic at c (its transaction and offset).
-func MessageAt(ctx context.Context, q Querier, topic string, c commitorder.Cursor) (Stored, error) {
+func MessageAt(ctx context.Context, q commitorder.Querier, topic string, c commitorder.Cursor) (Stored, error) {
 	if !topicName.MatchString(topic) {
 		return Stored{}, fmt.Errorf("topic %q: topics are [a-z_]+", topic)
 	}
@@ -327,7 +315,7 @@ type Backlog struct {
 
 // Backlogs returns the backlog of every consumer group of every topic: what
 // the outbox still has to deliver.
-func Backlogs(ctx context.Context, q eventstore.Querier) ([]Backlog, error) {
+func Backlogs(ctx context.Context, q commitorder.Querier) ([]Backlog, error) {
 	var out []Backlog
 	for _, t := range append(Topics, PoisonTopic) {
 		rows, _ := q.Query(ctx, fmt.Sprintf(`SELECT o.consumer_group, (SELECT count(*) FROM watermill_%[1]s m

@@ -74,23 +74,24 @@ func (p Projection) Handler(reg *eventstore.Registry) delivery.Handler {
 			}
 			return p.ApplyMessages(ctx, tx, reg, msg)
 		},
+		// A failed batch rolls back its whole transaction: no savepoint.
 		HandleBatch: func(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error {
-			return p.ApplyMessages(ctx, tx, reg, msgs...)
+			return p.apply(ctx, tx, reg, msgs)
 		}}
 }
 
 // ApplyMessages applies msgs in a savepoint of tx and advances the
 // checkpoint: a failed attempt leaves nothing behind in the shared
-// subscriber transaction.
+// transaction (a message handled alone, a poison replay).
 func (p Projection) ApplyMessages(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, msgs ...*message.Message) error {
+	return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return p.apply(ctx, sp, reg, msgs) })
+}
+
+// apply applies msgs, in order, inside tx and advances the checkpoint.
+func (p Projection) apply(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, msgs []*message.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer sp.Rollback(ctx)
 	var position int64
 	var at time.Time
 	if p.OnCommands != nil {
@@ -102,7 +103,7 @@ func (p Projection) ApplyMessages(ctx context.Context, tx pgx.Tx, reg *eventstor
 			}
 			cs = append(cs, c)
 		}
-		if err := p.OnCommands(ctx, sp, cs); err != nil {
+		if err := p.OnCommands(ctx, tx, cs); err != nil {
 			return err
 		}
 		position, at = cs[len(cs)-1].GlobalPosition, cs[len(cs)-1].RecordedAt
@@ -118,15 +119,12 @@ func (p Projection) ApplyMessages(ctx context.Context, tx pgx.Tx, reg *eventstor
 			}
 			es = append(es, e)
 		}
-		if err := p.OnEvents(ctx, sp, es); err != nil {
+		if err := p.OnEvents(ctx, tx, es); err != nil {
 			return err
 		}
 		position, at = es[len(es)-1].GlobalPosition, es[len(es)-1].RecordedAt
 	}
-	if err := checkpoint(ctx, sp, p.Name, len(msgs), position, at); err != nil {
-		return err
-	}
-	return sp.Commit(ctx)
+	return checkpoint(ctx, tx, p.Name, len(msgs), position, at)
 }
 
 func checkpoint(ctx context.Context, tx pgx.Tx, name string, applied int, position int64, at time.Time) error {

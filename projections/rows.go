@@ -118,12 +118,12 @@ func (m streamRows[R, P]) Apply(ctx context.Context, tx pgx.Tx, es []eventstore.
 	if err != nil {
 		return err
 	}
-	cols := strings.Join(m.columns(), ", ")
+	cols := m.columns()
 	var set []string
-	for _, c := range m.columns() {
+	for _, c := range cols {
 		set = append(set, c+" = excluded."+c)
 	}
 	_, err = tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM jsonb_populate_recordset(NULL::%[1]s, $1)
-		ON CONFLICT (%[3]s) DO UPDATE SET %[4]s`, m.table, cols, m.key, strings.Join(set, ", ")), raw)
+		ON CONFLICT (%[3]s) DO UPDATE SET %[4]s`, m.table, strings.Join(cols, ", "), m.key, strings.Join(set, ", ")), raw)
 	return err
 }

@@ -11,14 +11,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.temporal.io/sdk/client"
@@ -310,7 +308,7 @@ func (a *app) serveAPI(ctx context.Context) error {
 func (a *app) handlers() ([]delivery.Handler, func(), error) {
 	var hs []delivery.Handler
 	for _, p := range projections.All() {
-		hs = append(hs, faulty(p.Handler(a.store.Registry()), a.cfg.FaultFailEvent))
+		hs = append(hs, faulty(p, a.cfg.FaultFailEvent).Handler(a.store.Registry()))
 	}
 	closeAll := func() {}
 	if a.cfg.NATSURL != "" {
@@ -325,31 +323,23 @@ func (a *app) handlers() ([]delivery.Handler, func(), error) {
 	return hs, closeAll, nil
 }
 
-// faulty makes h fail on one event (<stream id>:<version>), for the fault
-// scenarios: the event goes to the poison topic, the rest keeps flowing.
-func faulty(h delivery.Handler, event string) delivery.Handler {
-	if event == "" {
-		return h
+// faulty makes projection p fail on one event (<stream id>:<version>), for
+// the fault scenarios: the event goes to the poison topic, the rest keeps
+// flowing.
+func faulty(p projections.Projection, event string) projections.Projection {
+	if event == "" || p.OnEvents == nil {
+		return p
 	}
-	hit := func(msg *message.Message) bool {
-		return msg.Metadata.Get(outbox.MetaStreamID)+":"+msg.Metadata.Get(outbox.MetaStreamVersion) == event
-	}
-	handle, batch := h.Handle, h.HandleBatch
-	h.Handle = func(ctx context.Context, msg *message.Message) error {
-		if hit(msg) {
-			return fmt.Errorf("injected fault on %s", event)
-		}
-		return handle(ctx, msg)
-	}
-	if batch != nil { // a batch with the event fails as the event does alone
-		h.HandleBatch = func(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error {
-			if slices.ContainsFunc(msgs, hit) {
+	apply := p.OnEvents
+	p.OnEvents = func(ctx context.Context, tx pgx.Tx, es []eventstore.Envelope) error {
+		for _, e := range es {
+			if e.StreamID+":"+strconv.FormatInt(e.StreamVersion, 10) == event {
 				return fmt.Errorf("injected fault on %s", event)
 			}
-			return batch(ctx, tx, msgs)
 		}
+		return apply(ctx, tx, es)
 	}
-	return h
+	return p
 }
 
 func (a *app) routerConfig() delivery.RouterConfig {
