@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -56,42 +57,19 @@ func (c *batchConsumer) start(ctx context.Context) error {
 	return nil
 }
 
-// run consumes until ctx ends: a full batch is followed at once by the
-// next; an empty read waits for a commit of this process (Wake) or
-// PollInterval, and after a wake looks again after 2, 4 and 8 ms, since a
-// commit is visible only once every older transaction has ended.
+// run consumes until ctx ends, waiting between reads as a Watermill
+// subscriber does (wakeBackoff): at once after a batch, for a commit of
+// this process or PollInterval after an empty read, a second after an
+// error.
 func (c *batchConsumer) run(ctx context.Context) error {
-	quick, failures := 0, 0
-	var armed <-chan struct{}
+	backoff := newWakeBackoff(c.cfg)
+	wlog := watermill.NewSlogLogger(c.cfg.Logger).With(watermill.LogFields{"handler": c.h.Name, "topic": c.h.Topic}) // logs the errors
 	for ctx.Err() == nil {
-		if c.cfg.Wake != nil {
-			armed = c.cfg.Wake.C() // before the read: a commit after it is not missed
-		}
 		n, err := c.step(ctx)
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return nil
-		case err != nil:
-			failures++
-			c.cfg.Logger.Warn("batch consumer", "handler", c.h.Name, "topic", c.h.Topic, "err", err)
-			sleep(ctx, min(c.cfg.RetryInterval<<min(failures, 6), 5*time.Second))
-			continue
-		case n > 0:
-			failures, quick = 0, 0
-			continue
-		case quick > 0:
-			sleep(ctx, 2*time.Millisecond<<(3-quick))
-			quick--
-			continue
 		}
-		failures = 0
-		select {
-		case <-ctx.Done():
-		case <-armed:
-			quick = 3
-			sleep(ctx, wakeGap)
-		case <-time.After(c.cfg.PollInterval):
-		}
+		sleep(ctx, backoff.HandleError(wlog, n == 0, err))
 	}
 	return nil
 }

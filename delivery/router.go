@@ -217,7 +217,7 @@ func newWatermillRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers []Handler
 			PollInterval:   cfg.PollInterval,
 			ResendInterval: cfg.RetryInterval,
 			RetryInterval:  time.Second,
-			BackoffManager: &wakeBackoff{BackoffManager: wsql.NewDefaultBackoffManager(cfg.PollInterval, time.Second), poll: cfg.PollInterval, wake: cfg.Wake},
+			BackoffManager: newWakeBackoff(cfg),
 			AckDeadline:    &cfg.AckDeadline,
 			SchemaAdapter:  wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: cfg.BatchSize},
 			OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{},
@@ -245,6 +245,12 @@ type wakeBackoff struct {
 }
 
 const wakeGap = 5 * time.Millisecond
+
+// newWakeBackoff is the backoff of every consumer, Watermill's subscribers
+// and the batch consumers alike.
+func newWakeBackoff(cfg RouterConfig) *wakeBackoff {
+	return &wakeBackoff{BackoffManager: wsql.NewDefaultBackoffManager(cfg.PollInterval, time.Second), poll: cfg.PollInterval, wake: cfg.Wake}
+}
 
 func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
 	if b.wake == nil {
