@@ -43,7 +43,7 @@ type Definition struct {
 	// typed copies a caller's typed payload (P or *P) into a new *P.
 	typed    func(Command) (any, bool)
 	streamID func(any) string
-	prepare  func(p any, r Request)
+	prepare  func(p any, r Request) error
 	decide   func(aggregate.Root, any) error
 	internal bool
 	// customer names the customer a command that creates a stream acts
@@ -103,7 +103,14 @@ func (d Definition) decode(req Request) (any, error) {
 // derived from the command id (a retried command gets the same one), or
 // the actor, which the client cannot choose.
 func WithPrepare[P any](d Definition, f func(p *P, r Request)) Definition {
-	d.prepare = func(p any, r Request) { f(p.(*P), r) }
+	d.prepare = func(p any, r Request) error { f(p.(*P), r); return nil }
+	return d
+}
+
+// WithRequestCheck is WithPrepare for a step that may refuse the request
+// (a *PayloadError or a domain error), before anything is logged.
+func WithRequestCheck[P any](d Definition, f func(p *P, r Request) error) Definition {
+	d.prepare = func(p any, r Request) error { return f(p.(*P), r) }
 	return d
 }
 
@@ -378,7 +385,9 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (commandlog.Record, err
 		req.Metadata[MetaOnBehalfOf] = req.OnBehalfOf
 	}
 	if def.prepare != nil {
-		def.prepare(p, req)
+		if err := def.prepare(p, req); err != nil {
+			return commandlog.Record{}, err
+		}
 	}
 	var customer string
 	if def.customer != nil {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/money"
@@ -112,6 +113,9 @@ type ConfirmOrder struct {
 type CancelOrder struct {
 	OrderID string `json:"order_id"`
 	Reason  string `json:"reason"`
+	// by is who sends it (set by the bus from the request, never from a
+	// payload): only the saga's cancel moves the order.
+	by order.Decider
 }
 
 type MarkOrderShipped struct {
@@ -155,18 +159,26 @@ type FailShipment struct {
 	Reason     string `json:"reason"`
 }
 
-// placeOrder: the order's id defaults to one derived from the command id;
-// it names its customer, and its wallet must be that customer's (checked
-// here, so no route around the HTTP handler skips it).
+// placeOrder: a customer's order gets an id from orderflow, random, so no
+// customer can take (or probe for) the id of another's order in advance;
+// operators and orderflow's own processes may name it. The order names its
+// customer, and its wallet must be that customer's (checked here, so no
+// route around the HTTP handler skips it).
 func placeOrder() Definition {
 	d := Define("PlaceOrder", order.StreamType, func(p *PlaceOrder) string { return p.OrderID },
 		func(o *order.Order, p *PlaceOrder) error {
 			return o.Place(p.CustomerID, p.WalletID, p.Currency, p.Lines, p.ShippingAddress)
 		})
-	d = WithPrepare(d, func(p *PlaceOrder, r Request) {
-		if p.OrderID == "" {
-			p.OrderID = uuid.NewSHA1(orderIDNamespace, []byte(r.CommandID)).String()
+	d = WithRequestCheck(d, func(p *PlaceOrder, r Request) error {
+		if p.OrderID != "" && !r.Internal && r.Principal != nil && r.Principal.Role == auth.Customer {
+			return aggregate.Rule("order_id_assigned", "a customer's order gets its id from orderflow: leave order_id out (an Idempotency-Key makes retries safe)")
 		}
+		if p.OrderID == "" {
+			// A retry with the same key is answered from the command log,
+			// with the id given the first time.
+			p.OrderID = uuid.Must(uuid.NewV7()).String()
+		}
+		return nil
 	})
 	d = CreatedFor(d, func(p *PlaceOrder) string { return p.CustomerID })
 	d = WithPersonal(d, func(p *PlaceOrder) []*string { return p.ShippingAddress.PersonalFields() })
@@ -210,8 +222,6 @@ func (DispatchShipment) CommandType() string { return "DispatchShipment" }
 func (DeliverShipment) CommandType() string  { return "DeliverShipment" }
 func (FailShipment) CommandType() string     { return "FailShipment" }
 
-// orderIDNamespace makes derived order ids stable across processes.
-var orderIDNamespace = uuid.MustParse("6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f")
 
 // Definitions returns every command of orderflow.
 func Definitions() []Definition {
@@ -258,16 +268,24 @@ func Definitions() []Definition {
 			func(i *inventory.Item, p *CommitStock) error { return i.Commit(p.OrderID) }),
 
 		placeOrder(),
-		Define("ConfirmOrder", order.StreamType, func(p *ConfirmOrder) string { return p.OrderID },
-			func(o *order.Order, _ *ConfirmOrder) error { return o.Confirm() }),
-		Define("CancelOrder", order.StreamType, func(p *CancelOrder) string { return p.OrderID },
-			func(o *order.Order, p *CancelOrder) error { return o.Cancel(p.Reason) }),
-		Define("MarkOrderShipped", order.StreamType, func(p *MarkOrderShipped) string { return p.OrderID },
-			func(o *order.Order, p *MarkOrderShipped) error { return o.MarkShipped(p.ShipmentID) }),
-		Define("CompleteOrder", order.StreamType, func(p *CompleteOrder) string { return p.OrderID },
-			func(o *order.Order, _ *CompleteOrder) error { return o.Complete() }),
-		Define("RejectOrder", order.StreamType, func(p *RejectOrder) string { return p.OrderID },
-			func(o *order.Order, p *RejectOrder) error { return o.Reject(p.Reason) }),
+		InternalOnly(Define("ConfirmOrder", order.StreamType, func(p *ConfirmOrder) string { return p.OrderID },
+			func(o *order.Order, _ *ConfirmOrder) error { return o.Confirm() })),
+		// A client's cancel reaches the saga (the HTTP layer routes it there);
+		// one that reaches the bus by any other door is refused by the order.
+		WithPrepare(Define("CancelOrder", order.StreamType, func(p *CancelOrder) string { return p.OrderID },
+			func(o *order.Order, p *CancelOrder) error { return o.Cancel(p.Reason, p.by) }),
+			func(p *CancelOrder, r Request) {
+				if r.Internal {
+					p.by = order.BySaga
+				}
+			}),
+		// The order's other changes of status are the saga's alone.
+		InternalOnly(Define("MarkOrderShipped", order.StreamType, func(p *MarkOrderShipped) string { return p.OrderID },
+			func(o *order.Order, p *MarkOrderShipped) error { return o.MarkShipped(p.ShipmentID) })),
+		InternalOnly(Define("CompleteOrder", order.StreamType, func(p *CompleteOrder) string { return p.OrderID },
+			func(o *order.Order, _ *CompleteOrder) error { return o.Complete() })),
+		InternalOnly(Define("RejectOrder", order.StreamType, func(p *RejectOrder) string { return p.OrderID },
+			func(o *order.Order, p *RejectOrder) error { return o.Reject(p.Reason) })),
 		InternalOnly(Define("WriteOffOrder", order.StreamType, func(p *WriteOffOrder) string { return p.OrderID },
 			func(o *order.Order, p *WriteOffOrder) error { return o.WriteOff(p.Reason) })),
 

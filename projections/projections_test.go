@@ -538,3 +538,34 @@ func TestOrdersProjectionAppliesEachVersionOnceAndInOrder(t *testing.T) {
 		t.Fatalf("after catching up: %s v%d", st, v)
 	}
 }
+
+// A command refused on an order id nobody used yet is no part of the
+// story of whoever later places an order under that id: the timeline
+// leaves it out (the command log keeps it for its sender).
+func TestARefusalOnAnUnusedOrderIDStaysOutOfItsLaterTimeline(t *testing.T) {
+	e := newEnv(t)
+	e.run()
+	id := "o-" + uuid.NewString()
+	refused := e.do("CancelOrder", commands.CancelOrder{OrderID: id, Reason: "not mine"})
+	if refused.Status != commandlog.StatusRejected {
+		t.Fatalf("a cancel of an order that does not exist: %+v", refused)
+	}
+	e.do("OpenWallet", commands.OpenWallet{WalletID: "w-" + id, CustomerID: "c", Currency: "EUR"})
+	placed := e.do("PlaceOrder", commands.PlaceOrder{OrderID: id, CustomerID: "c", WalletID: "w-" + id, Currency: "EUR",
+		Lines: []order.Line{{SKU: "a", Quantity: 1, UnitPrice: 100}}, ShippingAddress: order.Address{Name: "A", Line1: "1", City: "P", PostalCode: "1", Country: "FR"}})
+	e.do("CancelOrder", commands.CancelOrder{OrderID: id, Reason: "changed my mind"})
+	e.settle()
+	entries, err := e.reader.Timeline(e.ctx, id, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var commandIDs []string
+	for _, x := range entries {
+		if x.Kind == "command" {
+			commandIDs = append(commandIDs, x.ID)
+		}
+	}
+	if len(commandIDs) != 2 || commandIDs[0] != placed.CommandID || slices.ContainsFunc(commandIDs, func(s string) bool { return s == refused.CommandID }) {
+		t.Fatalf("timeline commands %v: want the placement and the cancel, not the earlier refusal %s", commandIDs, refused.CommandID)
+	}
+}

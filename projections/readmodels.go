@@ -164,7 +164,7 @@ func timelineProjection() Projection {
 			var rows []timelineRow
 			for _, c := range cs {
 				id := orderID(c)
-				if id == "" {
+				if id == "" || refusedBeforeItExisted(c) {
 					continue
 				}
 				step := c.Metadata["saga_step"]
@@ -193,6 +193,14 @@ func timelineProjection() Projection {
 				ON CONFLICT (order_id, entry_id) DO NOTHING`, raw)
 			return err
 		}}
+}
+
+// refusedBeforeItExisted is a command refused on an order that did not
+// exist: it belongs to no order's story (the command log keeps it for its
+// sender), so whoever later places an order under that id does not find
+// another's attempt in its timeline.
+func refusedBeforeItExisted(c commandlog.Logged) bool {
+	return c.StreamType == order.StreamType && c.Status == commandlog.StatusRejected && c.StreamVersion == 0
 }
 
 // timelineRow is one entry of read_order_timeline.

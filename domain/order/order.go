@@ -20,6 +20,25 @@ const SnapshotVersion = 1
 // MaxLines bounds the lines of one order.
 const MaxLines = 100
 
+// MaxIDLength bounds an order id. Ids are derived from it (the shipment is
+// "shp-" + the order id) and every id has at most 128 characters, so an
+// order whose derived ids would not fit is refused when it is placed, not
+// stranded half-way through its fulfilment.
+const MaxIDLength = 120
+
+// Decider is who asks for a change of the order's status. From the moment
+// it is placed, an order belongs to its fulfilment saga: the saga alone
+// ends it, and a customer's cancel is a request the saga answers (it may
+// have to ask the carrier first).
+type Decider int
+
+const (
+	// ByClient is a request from outside orderflow's processes.
+	ByClient Decider = iota
+	// BySaga is the order's fulfilment saga.
+	BySaga
+)
+
 // Status is where the order stands.
 type Status string
 
@@ -151,6 +170,8 @@ func (o *Order) Place(customerID, walletID, currency string, lines []Line, addr 
 		return aggregate.State("order_exists", "order %s already exists", o.id)
 	}
 	switch {
+	case len(o.id) > MaxIDLength:
+		return aggregate.Rule("order_id_too_long", "an order id has at most %d characters (the ids derived from it must fit)", MaxIDLength)
 	case strings.TrimSpace(customerID) == "":
 		return aggregate.Rule("customer_required", "customer_id is required")
 	case strings.TrimSpace(walletID) == "":
@@ -221,10 +242,16 @@ func (o *Order) Confirm() error {
 	return o.illegal("confirm")
 }
 
-// Cancel stops an order that has not shipped. Cancelling twice is a no-op.
-func (o *Order) Cancel(reason string) error {
+// Cancel stops an order that has not shipped: the saga's decision (its
+// last compensation). A client's cancel never moves the order itself — it
+// goes to the saga, which may have to ask the carrier first — so any other
+// door to this method is refused. Cancelling twice is a no-op.
+func (o *Order) Cancel(reason string, by Decider) error {
 	if err := o.mustExist(); err != nil {
 		return err
+	}
+	if by != BySaga {
+		return aggregate.State("saga_decides", "order %s is in fulfilment: only its saga cancels it (POST /orders/%s/cancel asks it)", o.id, o.id)
 	}
 	if strings.TrimSpace(reason) == "" {
 		return aggregate.Rule("reason_required", "a cancellation needs a reason")

@@ -1,6 +1,8 @@
 package order_test
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/orderflow/orderflow/domain/aggregate"
@@ -33,10 +35,12 @@ func TestOrder(t *testing.T) {
 		{Name: "place bad country", When: place(lines, order.Address{Name: "A", Line1: "x", City: "y", PostalCode: "1", Country: "France"}), Err: "invalid_country"},
 		{Name: "confirm", Given: ev{placed}, When: (*order.Order).Confirm, Then: ev{order.Confirmed{}}},
 		{Name: "confirm unknown", When: (*order.Order).Confirm, Err: "order_not_found"},
-		{Name: "cancel placed", Given: ev{placed}, When: func(o *order.Order) error { return o.Cancel("changed my mind") }, Then: ev{order.Cancelled{Reason: "changed my mind"}}},
-		{Name: "cancel without reason", Given: ev{placed}, When: func(o *order.Order) error { return o.Cancel(" ") }, Err: "reason_required"},
-		{Name: "cancel twice is a no-op", Given: ev{placed, order.Cancelled{Reason: "x"}}, When: func(o *order.Order) error { return o.Cancel("y") }},
-		{Name: "cancel shipped", Given: shipped, When: func(o *order.Order) error { return o.Cancel("late") }, Err: "order_shipped"},
+		{Name: "cancel placed", Given: ev{placed}, When: func(o *order.Order) error { return o.Cancel("changed my mind", order.BySaga) }, Then: ev{order.Cancelled{Reason: "changed my mind"}}},
+		{Name: "cancel without reason", Given: ev{placed}, When: func(o *order.Order) error { return o.Cancel(" ", order.BySaga) }, Err: "reason_required"},
+		{Name: "cancel twice is a no-op", Given: ev{placed, order.Cancelled{Reason: "x"}}, When: func(o *order.Order) error { return o.Cancel("y", order.BySaga) }},
+		{Name: "a client's cancel of a placed order is the saga's to decide", Given: ev{placed}, When: func(o *order.Order) error { return o.Cancel("x", order.ByClient) }, Err: "saga_decides"},
+		{Name: "a client's cancel of a confirmed order is the saga's to decide", Given: confirmed, When: func(o *order.Order) error { return o.Cancel("x", order.ByClient) }, Err: "saga_decides"},
+		{Name: "cancel shipped", Given: shipped, When: func(o *order.Order) error { return o.Cancel("late", order.BySaga) }, Err: "order_shipped"},
 		{Name: "ship unconfirmed", Given: ev{placed}, When: func(o *order.Order) error { return o.MarkShipped("s1") }, Err: "order_placed"},
 		{Name: "ship", Given: confirmed, When: func(o *order.Order) error { return o.MarkShipped("s1") }, Then: ev{order.Shipped{ShipmentID: "s1"}}},
 		{Name: "complete", Given: shipped, When: (*order.Order).Complete, Then: ev{order.Completed{}}},
@@ -47,7 +51,24 @@ func TestOrder(t *testing.T) {
 		{Name: "write off twice is a no-op", Given: append(shipped[:3:3], order.WrittenOff{Reason: "x"}), When: func(o *order.Order) error { return o.WriteOff("y") }},
 		{Name: "write off without reason", Given: shipped, When: func(o *order.Order) error { return o.WriteOff("") }, Err: "reason_required"},
 		{Name: "write off placed", Given: ev{placed}, When: func(o *order.Order) error { return o.WriteOff("x") }, Err: "order_placed"},
-		{Name: "cancel written off", Given: append(shipped[:3:3], order.WrittenOff{Reason: "x"}), When: func(o *order.Order) error { return o.Cancel("y") }, Err: "order_written_off"},
+		{Name: "cancel written off", Given: append(shipped[:3:3], order.WrittenOff{Reason: "x"}), When: func(o *order.Order) error { return o.Cancel("y", order.BySaga) }, Err: "order_written_off"},
 		{Name: "reject completed", Given: append(shipped[:3:3], order.Completed{}), When: func(o *order.Order) error { return o.Reject("x") }, Err: "order_completed"},
 	})
+}
+
+// The ids the saga derives from an order's (its shipment's, "shp-" + id)
+// must fit the id limit: an order whose would not is refused when placed.
+func TestAnOrderIDTooLongForItsDerivedIDsIsRefusedAtPlacement(t *testing.T) {
+	long := strings.Repeat("o", order.MaxIDLength+1)
+	err := order.New(long).Place("c1", "w1", "EUR", lines, addr)
+	var dErr *aggregate.Error
+	if !errors.As(err, &dErr) || dErr.Code != "order_id_too_long" {
+		t.Fatalf("placing order %d characters long: %v", len(long), err)
+	}
+	if err := order.New(long[:order.MaxIDLength]).Place("c1", "w1", "EUR", lines, addr); err != nil {
+		t.Fatalf("an id of the maximum length: %v", err)
+	}
+	if len("shp-")+order.MaxIDLength > 128 {
+		t.Fatalf("the shipment id derived from a %d-character order id is over 128 characters", order.MaxIDLength)
+	}
 }
