@@ -239,10 +239,6 @@ func (a *Activities) ScheduleShipment(ctx context.Context, p Parcel) error {
 	return err
 }
 
-// DispatchWithCarrier hands the parcel to the carrier under the step's key
-// and records the dispatch. A carrier refusal is final (the parcel is
-// failed); a carrier that can't be reached is retried, with the same key,
-// so the carrier answers with the same tracking number.
 // openAddress returns the parcel's address in clear for the carrier. An
 // address whose key was destroyed (the customer was forgotten) cannot be
 // shipped to: the carrier refuses it, and the saga compensates.
@@ -265,6 +261,11 @@ func (a *Activities) openAddress(ctx context.Context, p Parcel) (order.Address, 
 	return to, nil
 }
 
+// DispatchWithCarrier hands the parcel to the carrier under the step's key
+// and records the dispatch, in one activity: the saga's runs recorded
+// before VersionDoors call it. Newer runs call BookWithCarrier and record
+// the answer in a step of its own (RecordDispatch), so that no failure of
+// the recording is taken for the carrier's refusal.
 func (a *Activities) DispatchWithCarrier(ctx context.Context, p Parcel) (string, error) {
 	key := p.key(activity.GetInfo(ctx).WorkflowExecution.ID)
 	to, err := a.openAddress(ctx, p)
@@ -287,12 +288,72 @@ func (a *Activities) DispatchWithCarrier(ctx context.Context, p Parcel) (string,
 	return tracking, err
 }
 
+// BookWithCarrier hands the parcel to the carrier under the dispatch key
+// and returns the tracking number once the carrier has taken it; it
+// records nothing. Its only non-retryable failures are the carrier's
+// refusals (carrier_rejected, carrier_withdrawn): the carrier does not
+// have the parcel. Anything else is retried under the same key, so the
+// carrier answers for the parcel it booked.
+//
+// The address is opened for the first call. A later attempt whose address
+// can no longer be opened (the customer was forgotten meanwhile) asks the
+// carrier by key alone: a booking made by an earlier attempt is answered
+// as it stands, and none is made anew without an address.
+func (a *Activities) BookWithCarrier(ctx context.Context, p Parcel) (string, error) {
+	key := p.key(activity.GetInfo(ctx).WorkflowExecution.ID)
+	to, err := a.openAddress(ctx, p)
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) && activity.GetInfo(ctx).Attempt > 1 {
+		to, err = order.Address{}, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	tracking, err := heartbeating(ctx, func(ctx context.Context) (string, error) {
+		return a.Carrier.Dispatch(ctx, key, p.ShipmentID, to)
+	})
+	switch {
+	case errors.Is(err, ErrCarrierRejected):
+		return "", temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeCarrierRefuse, nil)
+	case errors.Is(err, ErrWithdrawn):
+		return "", temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeWithdrawn, nil)
+	case err != nil:
+		return "", fmt.Errorf("carrier: %w", err)
+	}
+	return tracking, nil
+}
+
+// Dispatch is the carrier's answer to record on the shipment.
+type Dispatch struct {
+	Step
+	ShipmentID     string `json:"shipment_id"`
+	TrackingNumber string `json:"tracking_number"`
+}
+
+// RecordDispatch records that the carrier took the parcel (past the point
+// of no return: a failure here never compensates).
+func (a *Activities) RecordDispatch(ctx context.Context, d Dispatch) error {
+	_, err := a.send(ctx, d.Step, commands.DispatchShipment{ShipmentID: d.ShipmentID, Carrier: a.Carrier.Name(), TrackingNumber: d.TrackingNumber})
+	return err
+}
+
 // WithdrawFromCarrier asks the carrier not to take the parcel booked under
 // the dispatch step's key (p.Step is that step) and reports whether it
-// could: false means the carrier has the parcel.
+// could: false means the carrier has the parcel. It heartbeats, so that a
+// worker that died during the call is noticed.
 func (a *Activities) WithdrawFromCarrier(ctx context.Context, p Parcel) (bool, error) {
-	return a.Carrier.Withdraw(ctx, p.key(activity.GetInfo(ctx).WorkflowExecution.ID))
+	key := p.key(activity.GetInfo(ctx).WorkflowExecution.ID)
+	answer, err := heartbeating(ctx, func(ctx context.Context) (string, error) {
+		withdrawn, err := a.Carrier.Withdraw(ctx, key)
+		if withdrawn {
+			return answerWithdrawn, err
+		}
+		return "", err
+	})
+	return answer == answerWithdrawn, err
 }
+
+const answerWithdrawn = "withdrawn"
 
 // Inspection is what the event log says of an order and its shipment, for
 // a saga that repairs a run ended without a business outcome.

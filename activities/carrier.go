@@ -20,9 +20,10 @@ import (
 type Carrier interface {
 	Name() string
 	// Dispatch books the parcel and returns its tracking number once the
-	// carrier has taken it; called again with the same key it returns the
-	// same tracking number. ErrCarrierRejected is a refusal, and
-	// ErrWithdrawn answers a booking withdrawn before.
+	// carrier has taken it; called again with the same key it answers for
+	// that booking (the same tracking number), whatever the address.
+	// ErrCarrierRejected is a refusal, and ErrWithdrawn answers a booking
+	// withdrawn before.
 	Dispatch(ctx context.Context, key, shipmentID string, to order.Address) (tracking string, err error)
 	// Withdraw asks the carrier not to take the parcel. It reports false
 	// when the carrier has it already (the parcel is on its way); a key
@@ -56,6 +57,10 @@ func (c SimulatedCarrier) Name() string { return "simulated-carrier" }
 func (c SimulatedCarrier) Dispatch(ctx context.Context, key, shipmentID string, to order.Address) (string, error) {
 	state, reason := "pending", ""
 	switch {
+	case to.PostalCode == "":
+		// Asked by key alone (the address could not be opened again): a
+		// booking made before stands, none is made without an address.
+		state, reason = "refused", "no shipping address"
 	case c.RejectPostalCode != "" && strings.EqualFold(to.PostalCode, c.RejectPostalCode):
 		state, reason = "refused", "no delivery to postal code "+to.PostalCode
 	case c.FailureRate > 0 && rand.Float64() < c.FailureRate:

@@ -110,6 +110,10 @@ type Input struct {
 	// an operator terminated): it reads the order from the event log, then
 	// completes it if the carrier has the parcel and compensates it if not.
 	Repair bool `json:"repair,omitempty"`
+	// LegacyKeys: the run being repaired was recorded before
+	// VersionGuarded and sent its commands (and booked the carrier) under
+	// the keys of that time (activities.CommandID): the repair uses them.
+	LegacyKeys bool `json:"legacy_keys,omitempty"`
 }
 
 // Progress is what the query returns and the workflow's result.
@@ -198,6 +202,14 @@ const (
 	// A regular activity is scheduled only once the task, and with it the
 	// update's acceptance, is recorded.
 	VersionWithdrawActivity = workflow.Version(3)
+	// VersionDoors: the carrier call (BookWithCarrier, which only books and
+	// waits) and the recording of its answer (record_dispatch, after the
+	// point of no return) are separate steps; an invalid command before the
+	// carrier compensates; an operator's retry after a logged failure sends
+	// the step under a new attempt key; the withdrawal is bounded and
+	// heartbeats; a repair run answers a cancel with its reading of the
+	// carrier and uses the keys of the run it repairs.
+	VersionDoors = workflow.Version(4)
 )
 
 // Timeouts and retries. A step is a command through the bus (milliseconds);
@@ -211,6 +223,10 @@ const (
 	// The carrier is retried until the shipping deadline.
 	CarrierTimeout   = 5 * time.Minute
 	CarrierHeartbeat = 10 * time.Second
+	// WithdrawTimeout bounds one withdrawal call and WithdrawDeadline all
+	// of its retries; past it the saga waits for an operator.
+	WithdrawTimeout  = time.Minute
+	WithdrawDeadline = 5 * time.Minute
 )
 
 // errCancelled ends the forward path when the customer cancels.
@@ -229,6 +245,9 @@ const (
 	phaseShipped                  // the carrier has the parcel: no cancel, no compensation
 	phaseCompensating
 	phaseDone
+	// phaseRepairing: a repair run reads the order and the carrier; a
+	// cancel waits for what it finds.
+	phaseRepairing
 )
 
 type fulfilment struct {
@@ -244,6 +263,9 @@ type fulfilment struct {
 	answer   string           // the carrier's answer to it
 	asks     workflow.Channel // cancels asked while the carrier works
 	decision *Resolution      // an operator's, while Attention is set
+	// attempts counts the operators' retries of a step whose command was
+	// refused (or collided): each retry is a new command under a new key.
+	attempts map[string]int
 }
 
 // namedStep is a step (forward, compensation or write-off) and its run.
@@ -258,12 +280,13 @@ func OrderFulfilment(ctx workflow.Context, in Input) (Progress, error) {
 		in.ShippingDeadline = DefaultShippingDeadline
 	}
 	// First, before any command: old histories have no marker here.
-	v := workflow.GetVersion(ctx, changeLocalActivities, VersionRegular, VersionWithdrawActivity)
+	v := workflow.GetVersion(ctx, changeLocalActivities, VersionRegular, VersionDoors)
 	if v < VersionGuarded {
 		return runLegacy(ctx, in, v)
 	}
 	f := &fulfilment{v: v, in: in, wid: workflow.GetInfo(ctx).WorkflowExecution.ID, asks: workflow.NewChannel(ctx),
-		written: [2]string{StatusPlaced, ""}} // the launcher starts the run with OrderStatus=PLACED
+		written: [2]string{StatusPlaced, ""}, // the launcher starts the run with OrderStatus=PLACED
+		attempts: map[string]int{}}
 	f.p = Progress{Status: StatusPlaced, Repair: in.Repair}
 	workflow.GetMetricsHandler(ctx).Counter(MetricStarted).Inc(1)
 	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (Progress, error) { return f.p, nil }); err != nil {
@@ -286,6 +309,9 @@ func OrderFulfilment(ctx workflow.Context, in Input) (Progress, error) {
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
 	})
 	if in.Repair {
+		if v >= VersionDoors {
+			f.phase = phaseRepairing
+		}
 		return f.repair(ctx)
 	}
 	if err := f.forward(ctx); err != nil {
@@ -315,6 +341,9 @@ func (f *fulfilment) validateCancel(reason string) error {
 // once (the forward path stops at its next step); while the carrier works
 // it holds only if the carrier withdraws, and the answer says which.
 func (f *fulfilment) onCancel(ctx workflow.Context, reason string) (Progress, error) {
+	if f.phase == phaseRepairing {
+		return f.cancelRepair(ctx, reason)
+	}
 	if f.phase == phaseForward {
 		f.cancel = reason
 		return f.p, nil
@@ -330,6 +359,22 @@ func (f *fulfilment) onCancel(ctx workflow.Context, reason string) (Progress, er
 	f.asked = ""
 	if f.answer == answerTaken {
 		return f.p, temporal.NewApplicationError("the carrier had already taken the parcel; the order can no longer be cancelled", ErrShipped)
+	}
+	return f.p, nil
+}
+
+// cancelRepair answers a cancel sent to a repair run with what the repair
+// finds: accepted when it compensates (the carrier does not have the
+// parcel), refused when it finishes the order (the carrier has it, or the
+// order reached its end). Never accepted and then ignored.
+func (f *fulfilment) cancelRepair(ctx workflow.Context, reason string) (Progress, error) {
+	f.asked, f.answer = reason, ""
+	if err := workflow.Await(ctx, func() bool { return f.answer != "" }); err != nil {
+		return f.p, err
+	}
+	f.asked = ""
+	if f.answer == answerTaken {
+		return f.p, temporal.NewApplicationError("the order can no longer be cancelled: "+f.p.Status, ErrShipped)
 	}
 	return f.p, nil
 }
@@ -390,9 +435,21 @@ func clip(s string) string {
 	return s
 }
 
+// at is the step's command context. Its key is the saga's key of the step
+// — the keys of the time for a repair of a run recorded before
+// VersionGuarded — and, after an operator retried a refused command, that
+// of the new attempt.
 func (f *fulfilment) at(step string) activities.Step {
-	return activities.Step{OrderID: f.in.OrderID, Step: step, CorrelationID: f.in.CorrelationID, Key: activities.SagaKey(f.wid, step),
-		OnBehalfOf: f.in.Actor}
+	s := activities.Step{OrderID: f.in.OrderID, Step: step, CorrelationID: f.in.CorrelationID, OnBehalfOf: f.in.Actor}
+	switch n := f.attempts[step]; {
+	case f.in.LegacyKeys && n == 0:
+		// activities.CommandID, the key a run of that time used.
+	case n > 0:
+		s.Key = activities.SagaKey(f.wid, fmt.Sprintf("%s.%d", step, n+1))
+	default:
+		s.Key = activities.SagaKey(f.wid, step)
+	}
+	return s
 }
 
 // call runs one step's local activity.
@@ -402,15 +459,34 @@ func call(ctx workflow.Context, activity, arg, result any) error {
 
 // refused reports a business refusal: a non-retryable application error
 // from the domain (out of stock, no funds, carrier refusal). Timeouts,
-// exhausted retries, key collisions and invalid commands are not: no
-// customer's choice, no compensation — an operator looks.
-func refused(err error) bool {
-	var timeout *temporal.TimeoutError
-	var app *temporal.ApplicationError
-	if errors.As(err, &timeout) || !errors.As(err, &app) || !app.NonRetryable() {
+// exhausted retries and key collisions are not: no customer's choice, no
+// compensation — an operator looks. An invalid command (an id the order
+// gave that does not fit) is one from VersionDoors on: before the carrier
+// nothing is gained by waiting, the order cannot be fulfilled as placed.
+func (f *fulfilment) refused(err error) bool {
+	if !logged(err) {
 		return false
 	}
-	return app.Type() != activities.ErrTypeKeyCollision && app.Type() != activities.ErrTypeInvalid
+	var app *temporal.ApplicationError
+	errors.As(err, &app)
+	return app.Type() != activities.ErrTypeKeyCollision && (f.v >= VersionDoors || app.Type() != activities.ErrTypeInvalid)
+}
+
+// carrierRefused reports the carrier's own refusal of the parcel (or of a
+// booking withdrawn before): the one failure of the carrier call that says
+// the carrier does not have it.
+func carrierRefused(err error) bool {
+	var app *temporal.ApplicationError
+	return errors.As(err, &app) && (app.Type() == activities.ErrTypeCarrierRefuse || app.Type() == activities.ErrTypeWithdrawn)
+}
+
+// logged reports a failure that is the command's recorded outcome (a
+// refusal, a collision, an invalid command): sending it again under the
+// same key can only get the same answer.
+func logged(err error) bool {
+	var timeout *temporal.TimeoutError
+	var app *temporal.ApplicationError
+	return !errors.As(err, &timeout) && errors.As(err, &app) && app.NonRetryable()
 }
 
 // do runs one step until it succeeds. A business refusal is returned when
@@ -422,15 +498,22 @@ func refused(err error) bool {
 func (f *fulfilment) do(ctx workflow.Context, step string, run func(workflow.Context) error, refusalsStop bool, options ...string) error {
 	for {
 		err := run(ctx)
-		if err == nil || (!refusalsStop && refused(err)) || temporal.IsCanceledError(err) {
+		if err == nil || (!refusalsStop && f.refused(err)) || temporal.IsCanceledError(err) {
 			return err
 		}
-		r, err := f.attend(ctx, step, err, options)
-		if err != nil {
-			return err
+		r, aerr := f.attend(ctx, step, err, options)
+		if aerr != nil {
+			return aerr
 		}
 		if r.Action != ActionRetry {
 			return &decided{r}
+		}
+		// (Never the carrier's: its booking key must not change, or the
+		// carrier would take a second parcel.)
+		if f.v >= VersionDoors && logged(err) && step != "dispatch_shipment" {
+			// The refused attempt stays in the log; the retry is a new
+			// command (the cause was fixed, e.g. the hold re-authorised).
+			f.attempts[step]++
 		}
 	}
 }
@@ -480,12 +563,13 @@ func (f *fulfilment) stages() []stage {
 		return call(ctx, a.CancelOrder, activities.OrderChange{Step: f.at("compensate:cancel_order"), Reason: clip(f.p.Reason)}, nil)
 	}}}
 	for _, l := range in.Lines {
-		line := activities.Line{Step: f.at("reserve_stock:" + l.SKU), SKU: l.SKU, Quantity: l.Quantity}
-		out = append(out, stage{name: line.Step.Step, status: StatusReservingStock,
-			run:  func(ctx workflow.Context) error { return call(ctx, a.ReserveStock, line, nil) },
+		step := "reserve_stock:" + l.SKU
+		out = append(out, stage{name: step, status: StatusReservingStock,
+			run: func(ctx workflow.Context) error {
+				return call(ctx, a.ReserveStock, activities.Line{Step: f.at(step), SKU: l.SKU, Quantity: l.Quantity}, nil)
+			},
 			undo: "release_stock:" + l.SKU, compensate: func(ctx workflow.Context) error {
-				undo := line
-				undo.Step = f.at("compensate:release_stock:" + l.SKU)
+				undo := activities.Line{Step: f.at("compensate:release_stock:" + l.SKU), SKU: l.SKU, Quantity: l.Quantity}
 				return call(ctx, a.ReleaseStock, undo, nil)
 			}})
 	}
@@ -562,7 +646,12 @@ func (f *fulfilment) dispatch(ctx workflow.Context) error {
 	actCtx, stopCarrier := workflow.WithCancel(dctx)
 	defer stopCarrier()
 	p := f.parcel("dispatch_shipment")
-	dispatched := workflow.ExecuteActivity(actCtx, a.DispatchWithCarrier, p)
+	var dispatched workflow.Future
+	if f.v >= VersionDoors {
+		dispatched = workflow.ExecuteActivity(actCtx, a.BookWithCarrier, p)
+	} else {
+		dispatched = workflow.ExecuteActivity(actCtx, a.DispatchWithCarrier, p)
+	}
 	timerCtx, stopTimer := workflow.WithCancel(dctx)
 	defer stopTimer()
 	deadline := workflow.NewTimer(timerCtx, f.in.ShippingDeadline)
@@ -587,6 +676,15 @@ func (f *fulfilment) dispatch(ctx workflow.Context) error {
 		}
 		sel.Select(dctx)
 		if done {
+			if result != nil && f.v >= VersionDoors && !carrierRefused(result) {
+				// Not the carrier's refusal: it may have the parcel. Never
+				// compensated; an operator has the carrier asked again
+				// (the same key gets the same answer).
+				if err := f.retryCarrier(dctx, result); err != nil {
+					return err
+				}
+				result = nil
+			}
 			if result != nil {
 				f.answerCancel(answerWithdrawn) // refused by the carrier: the order is cancelled anyway
 				return result
@@ -610,9 +708,32 @@ func (f *fulfilment) dispatch(ctx workflow.Context) error {
 	}
 }
 
-// withdraw asks the carrier not to take the parcel.
+// retryCarrier stops for an operator after the carrier call failed in a
+// way that says nothing of the parcel; each retry asks the carrier again
+// under the same key, until it answers.
+func (f *fulfilment) retryCarrier(ctx workflow.Context, cause error) error {
+	f.p.Status = StatusShipping
+	return f.do(ctx, "dispatch_shipment", func(ctx workflow.Context) error {
+		if cause != nil {
+			err := cause
+			cause = nil
+			return err
+		}
+		return workflow.ExecuteActivity(ctx, a.BookWithCarrier, f.parcel("dispatch_shipment")).Get(ctx, &f.p.TrackingNumber)
+	}, true, ActionRetry)
+}
+
+// withdraw asks the carrier not to take the parcel. From VersionDoors the
+// call heartbeats and is bounded: a carrier that does not answer within
+// WithdrawDeadline stops the saga for an operator.
 func (f *fulfilment) withdraw(ctx workflow.Context) (bool, error) {
 	var withdrawn bool
+	if f.v >= VersionDoors {
+		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			StartToCloseTimeout: WithdrawTimeout, HeartbeatTimeout: CarrierHeartbeat, ScheduleToCloseTimeout: WithdrawDeadline,
+			RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second},
+		})
+	}
 	err := f.do(ctx, "withdraw_from_carrier", func(ctx workflow.Context) error {
 		if f.v < VersionWithdrawActivity {
 			return call(ctx, a.WithdrawFromCarrier, f.parcel("dispatch_shipment"), &withdrawn)
@@ -629,14 +750,22 @@ func (f *fulfilment) withdraw(ctx workflow.Context) (bool, error) {
 func (f *fulfilment) finish(ctx workflow.Context) (Progress, error) {
 	ctx, _ = workflow.NewDisconnectedContext(ctx)
 	f.phase, f.p.Status = phaseShipped, StatusShipped
-	steps := []namedStep{
+	var steps []namedStep
+	if f.v >= VersionDoors {
+		// The carrier's answer, recorded past the point of no return.
+		steps = append(steps, namedStep{"record_dispatch", func(ctx workflow.Context) error {
+			return call(ctx, a.RecordDispatch, activities.Dispatch{Step: f.at("record_dispatch"), ShipmentID: "shp-" + f.in.OrderID,
+				TrackingNumber: f.p.TrackingNumber}, nil)
+		}})
+	}
+	steps = append(steps, []namedStep{
 		{"capture_payment", func(ctx workflow.Context) error {
 			return call(ctx, a.CapturePayment, f.payment("capture_payment"), nil)
 		}},
 		{"mark_shipped", func(ctx workflow.Context) error {
 			return call(ctx, a.MarkOrderShipped, activities.OrderChange{Step: f.at("mark_shipped"), ShipmentID: "shp-" + f.in.OrderID}, nil)
 		}},
-	}
+	}...)
 	steps = append(steps, f.commitStock("commit_stock:")...)
 	steps = append(steps, namedStep{"complete_order", func(ctx workflow.Context) error {
 		return call(ctx, a.CompleteOrder, activities.OrderChange{Step: f.at("complete_order")}, nil)
@@ -710,8 +839,10 @@ func (f *fulfilment) settle(ctx workflow.Context, steps []namedStep) []string {
 func (f *fulfilment) commitStock(prefix string) []namedStep {
 	var out []namedStep
 	for _, l := range f.in.Lines {
-		line := activities.Line{Step: f.at(prefix + l.SKU), SKU: l.SKU, Quantity: l.Quantity}
-		out = append(out, namedStep{line.Step.Step, func(ctx workflow.Context) error { return call(ctx, a.CommitStock, line, nil) }})
+		step := prefix + l.SKU
+		out = append(out, namedStep{step, func(ctx workflow.Context) error {
+			return call(ctx, a.CommitStock, activities.Line{Step: f.at(step), SKU: l.SKU, Quantity: l.Quantity}, nil)
+		}})
 	}
 	return out
 }
@@ -736,7 +867,7 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 		return f.p, nil
 	case order.StatusCancelled, order.StatusRejected:
 		f.p.Step = ""
-		return f.compensate(ctx, errors.New("repaired: the order was "+string(seen.OrderStatus)))
+		return f.compensate(ctx, f.repairCause("repaired: the order was "+string(seen.OrderStatus)))
 	case order.StatusWrittenOff:
 		f.end(ctx, StatusWrittenOff, "written_off")
 		return f.p, nil
@@ -751,14 +882,23 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 	}
 	if !taken {
 		f.p.Carrier, f.p.Step = answerWithdrawn, ""
-		return f.compensate(ctx, errors.New("repaired: the saga ended before the carrier took the parcel"))
+		return f.compensate(ctx, f.repairCause("repaired: the saga ended before the carrier took the parcel"))
 	}
 	f.p.Carrier = answerTaken
+	if f.v >= VersionDoors {
+		// Past the point of no return: a cancel waiting for the repair's
+		// reading is refused now, not when the order is finished.
+		f.phase = phaseShipped
+		f.answerCancel(answerTaken)
+	}
 	if seen.TrackingNumber == "" {
 		// The carrier took it but the dispatch was never recorded: the same
 		// key gets the same tracking number, and the dispatch is recorded.
 		f.p.Step = "dispatch_shipment"
 		if err := f.do(ctx, "dispatch_shipment", func(ctx workflow.Context) error {
+			if f.v >= VersionDoors {
+				return workflow.ExecuteActivity(ctx, a.BookWithCarrier, f.parcel("dispatch_shipment")).Get(ctx, &f.p.TrackingNumber)
+			}
 			return workflow.ExecuteActivity(ctx, a.DispatchWithCarrier, f.parcel("dispatch_shipment")).Get(ctx, &f.p.TrackingNumber)
 		}, true, ActionRetry); err != nil {
 			return f.p, err
@@ -767,6 +907,17 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 		f.p.TrackingNumber = seen.TrackingNumber
 	}
 	return f.finish(ctx)
+}
+
+// repairCause is why a repair compensates: the customer's cancel when one
+// waits for the repair's reading (from VersionDoors), the repair's own
+// finding otherwise.
+func (f *fulfilment) repairCause(finding string) error {
+	if f.v >= VersionDoors && f.asked != "" {
+		f.cancel = f.asked
+		return errCancelled
+	}
+	return errors.New(finding)
 }
 
 // fail records why the forward path stopped.

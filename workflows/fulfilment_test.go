@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/mock"
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
@@ -75,6 +76,8 @@ func (s *saga) on(name string, err error, o mockOpts) {
 		ret = func(_ context.Context, a activities.OrderChange) error { s.record(label(a), a.Step); return err }
 	case "ScheduleShipment", "FailShipment":
 		ret = func(_ context.Context, a activities.Parcel) error { s.record(label(a), a.Step); return err }
+	case "RecordDispatch":
+		ret = func(_ context.Context, a activities.Dispatch) error { s.record(label(a), a.Step); return err }
 	}
 	c := s.env.OnActivity(name, mock.Anything, mock.MatchedBy(func(arg any) bool { return o.when == nil || o.when(arg) })).Return(ret)
 	if o.once {
@@ -86,14 +89,14 @@ func (s *saga) on(name string, err error, o mockOpts) {
 }
 
 var allActivities = []string{"ReserveStock", "ReleaseStock", "CommitStock", "AuthorisePayment", "VoidPayment", "CapturePayment",
-	"RefundPayment", "ConfirmOrder", "MarkOrderShipped", "CompleteOrder", "CancelOrder", "WriteOffOrder", "ScheduleShipment", "FailShipment"}
+	"RefundPayment", "ConfirmOrder", "MarkOrderShipped", "CompleteOrder", "CancelOrder", "WriteOffOrder", "ScheduleShipment", "FailShipment", "RecordDispatch"}
 
 func (s *saga) defaults() {
 	for _, a := range allActivities {
 		s.on(a, nil, mockOpts{})
 	}
-	s.env.OnActivity("DispatchWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
-		s.record("DispatchWithCarrier", p.Step)
+	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
+		s.record("BookWithCarrier", p.Step)
 		return "TRACK-1", nil
 	})
 	s.withdraw(true)
@@ -180,7 +183,7 @@ func TestHappyPathRunsEveryStepInOrder(t *testing.T) {
 	s := newSaga(t)
 	s.defaults()
 	p := s.run(input)
-	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "ConfirmOrder", "ScheduleShipment", "DispatchWithCarrier",
+	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "ConfirmOrder", "ScheduleShipment", "BookWithCarrier", "RecordDispatch",
 		"CapturePayment", "MarkOrderShipped", "CommitStock:a", "CommitStock:b", "CompleteOrder")
 	if p.Status != workflows.StatusCompleted || p.TrackingNumber != "TRACK-1" {
 		t.Fatalf("progress %+v", p)
@@ -222,13 +225,13 @@ func TestFailuresCompensateInReverse(t *testing.T) {
 
 func TestCarrierRejectionFailsTheShipmentAndCompensates(t *testing.T) {
 	s := newSaga(t)
-	s.env.OnActivity("DispatchWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
-		s.record("DispatchWithCarrier", p.Step)
+	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
+		s.record("BookWithCarrier", p.Step)
 		return "", business("carrier_rejected")
 	})
 	s.defaults()
 	p := s.run(input)
-	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "ConfirmOrder", "ScheduleShipment", "DispatchWithCarrier",
+	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "ConfirmOrder", "ScheduleShipment", "BookWithCarrier",
 		"FailShipment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder")
 	if p.Status != workflows.StatusCompensated || p.FailedStep != "dispatch_shipment" {
 		t.Fatalf("progress %+v", p)
@@ -249,8 +252,8 @@ func TestInfrastructureErrorsAreRetried(t *testing.T) {
 
 // slowCarrier makes the carrier take d of workflow time.
 func (s *saga) slowCarrier(d time.Duration) {
-	s.env.OnActivity("DispatchWithCarrier", mock.Anything, mock.Anything).After(d).Return(func(_ context.Context, p activities.Parcel) (string, error) {
-		s.record("DispatchWithCarrier", p.Step)
+	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).After(d).Return(func(_ context.Context, p activities.Parcel) (string, error) {
+		s.record("BookWithCarrier", p.Step)
 		return "TRACK-1", nil
 	})
 }
@@ -385,7 +388,7 @@ func TestACaptureRefusedAfterDispatchWaitsForAnOperatorAndIsWrittenOff(t *testin
 	}
 	// Nothing is undone: the stock is committed, the hold released, the
 	// order written off.
-	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "ConfirmOrder", "ScheduleShipment", "DispatchWithCarrier",
+	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "ConfirmOrder", "ScheduleShipment", "BookWithCarrier", "RecordDispatch",
 		"CapturePayment", "VoidPayment", "CommitStock:a", "CommitStock:b", "WriteOffOrder")
 	if p.Status != workflows.StatusWrittenOff || p.Reason != "written off: hold voided by mistake" || len(p.Decisions) != 1 || p.Attention != nil {
 		t.Fatalf("progress %+v", p)
@@ -426,7 +429,7 @@ func TestACompensationThatKeepsFailingWaitsForAnOperator(t *testing.T) {
 		}
 		return nil
 	})
-	s.env.OnActivity("DispatchWithCarrier", mock.Anything, mock.Anything).Return("", business("carrier_rejected"))
+	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).Return("", business("carrier_rejected"))
 	s.defaults()
 	var waiting workflows.Progress
 	s.env.RegisterDelayedCallback(func() { waiting = s.progress(); fixed = true }, time.Hour)
@@ -489,7 +492,9 @@ func TestRepairCompletesWhenTheCarrierHasTheParcel(t *testing.T) {
 	in := input
 	in.Repair = true
 	p := s.run(in)
-	s.want("CapturePayment", "MarkOrderShipped", "CommitStock:a", "CommitStock:b", "CompleteOrder")
+	// The dispatch is recorded again under its key (a no-op when the ended
+	// run recorded it).
+	s.want("RecordDispatch", "CapturePayment", "MarkOrderShipped", "CommitStock:a", "CommitStock:b", "CompleteOrder")
 	if p.Status != workflows.StatusCompleted || p.TrackingNumber != "T-9" {
 		t.Fatalf("progress %+v", p)
 	}
@@ -512,8 +517,8 @@ func TestProgressQueryReportsTheCurrentStep(t *testing.T) {
 func TestARetriedDispatchCarriesTheSameKey(t *testing.T) {
 	s := newSaga(t)
 	failed := false
-	s.env.OnActivity("DispatchWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
-		s.record("DispatchWithCarrier", p.Step)
+	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
+		s.record("BookWithCarrier", p.Step)
 		if !failed {
 			failed = true
 			return "", errors.New("carrier unreachable")
@@ -524,12 +529,170 @@ func TestARetriedDispatchCarriesTheSameKey(t *testing.T) {
 	p := s.run(input)
 	var keys []string
 	for i, c := range s.calls {
-		if c == "DispatchWithCarrier" {
+		if c == "BookWithCarrier" {
 			keys = append(keys, s.keys[i])
 		}
 	}
 	if p.Status != workflows.StatusCompleted || len(keys) != 2 || keys[0] != keys[1] ||
 		keys[0] != "saga:"+workflows.WorkflowID(input.OrderID)+".dispatch_shipment" {
 		t.Fatalf("progress %+v, dispatch keys %v", p, keys)
+	}
+}
+
+// keysOf returns the keys the named activity was called with, in order.
+func (s *saga) keysOf(name string) []string {
+	var keys []string
+	for i, c := range s.calls {
+		if c == name {
+			keys = append(keys, s.keys[i])
+		}
+	}
+	return keys
+}
+
+// The point of no return is the carrier's answer: recording it is a step
+// of its own, and its failure — a refusal, a collision, anything — stops
+// the saga for an operator (retry or write off) and undoes nothing.
+func TestAFailureToRecordTheDispatchNeverCompensates(t *testing.T) {
+	for name, err := range map[string]error{
+		"refused":   business("shipment_failed"),
+		"collision": temporal.NewNonRetryableApplicationError("reused", activities.ErrTypeKeyCollision, nil),
+		"invalid":   temporal.NewNonRetryableApplicationError("bad id", activities.ErrTypeInvalid, nil),
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := newSaga(t)
+			s.on("RecordDispatch", err, mockOpts{once: true})
+			s.defaults()
+			var waiting workflows.Progress
+			s.env.RegisterDelayedCallback(func() { waiting = s.progress() }, 30*time.Minute)
+			s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionRetry, Reason: "fixed"})
+			p := s.run(input)
+			if waiting.Attention == nil || waiting.Attention.Step != "record_dispatch" || strings.Join(waiting.Attention.Options, ",") != "retry,write_off" {
+				t.Fatalf("while waiting: %+v", waiting)
+			}
+			s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "ConfirmOrder", "ScheduleShipment", "BookWithCarrier", "RecordDispatch",
+				"RecordDispatch", "CapturePayment", "MarkOrderShipped", "CommitStock:a", "CommitStock:b", "CompleteOrder")
+			if p.Status != workflows.StatusCompleted {
+				t.Fatalf("progress %+v", p)
+			}
+		})
+	}
+}
+
+// A carrier call that fails other than by the carrier's refusal says
+// nothing of the parcel: no compensation; the operator's retry asks the
+// carrier again under the same key.
+func TestACarrierFailureThatIsNoRefusalIsNeverCompensated(t *testing.T) {
+	s := newSaga(t)
+	calls := 0
+	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
+		s.record("BookWithCarrier", p.Step)
+		if calls++; calls == 1 {
+			return "", temporal.NewNonRetryableApplicationError("unexpected answer", "carrier_protocol", nil)
+		}
+		return "TRACK-1", nil
+	})
+	s.defaults()
+	s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionRetry, Reason: "carrier fixed"})
+	p := s.run(input)
+	keys := s.keysOf("BookWithCarrier")
+	if p.Status != workflows.StatusCompleted || len(keys) != 2 || keys[0] != keys[1] {
+		t.Fatalf("progress %+v, carrier keys %v, calls %v", p, keys, s.calls)
+	}
+}
+
+// An id the order gave that a command refuses as invalid cannot be fixed
+// by waiting: before the carrier, the saga compensates.
+func TestAnInvalidCommandBeforeTheCarrierCompensates(t *testing.T) {
+	s := newSaga(t)
+	s.on("ScheduleShipment", temporal.NewNonRetryableApplicationError("shipment id too long", activities.ErrTypeInvalid, nil), mockOpts{})
+	s.defaults()
+	p := s.run(input)
+	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "ConfirmOrder", "ScheduleShipment",
+		"FailShipment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder")
+	if p.Status != workflows.StatusCompensated || p.FailedStep != "schedule_shipment" {
+		t.Fatalf("progress %+v", p)
+	}
+}
+
+// An operator's retry after a refused command is a new attempt: the same
+// key would only replay the logged refusal.
+func TestARetryAfterARefusalSendsANewAttempt(t *testing.T) {
+	s := newSaga(t)
+	s.on("CapturePayment", business("no_hold"), mockOpts{once: true})
+	s.defaults()
+	s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionRetry, Reason: "re-authorised"})
+	p := s.run(input)
+	keys := s.keysOf("CapturePayment")
+	wid := workflows.WorkflowID(input.OrderID)
+	if p.Status != workflows.StatusCompleted || len(keys) != 2 || keys[0] != "saga:"+wid+".capture_payment" || keys[1] != "saga:"+wid+".capture_payment.2" {
+		t.Fatalf("progress %+v, capture keys %v", p, keys)
+	}
+}
+
+// An infrastructure failure is retried under the same key: the command
+// may have been applied.
+func TestARetryAfterAnInfrastructureFailureKeepsTheKey(t *testing.T) {
+	s := newSaga(t)
+	s.env.OnActivity("CompleteOrder", mock.Anything, mock.Anything).Return(func(_ context.Context, o activities.OrderChange) error {
+		s.record("CompleteOrder", o.Step)
+		if len(s.keysOf("CompleteOrder")) == 1 {
+			return temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_START_TO_CLOSE, nil)
+		}
+		return nil
+	})
+	s.defaults()
+	s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionRetry, Reason: "back"})
+	p := s.run(input)
+	keys := s.keysOf("CompleteOrder")
+	if p.Status != workflows.StatusCompleted || len(keys) < 2 || keys[0] != keys[len(keys)-1] {
+		t.Fatalf("progress %+v, keys %v", p, keys)
+	}
+}
+
+// A repair run answers a cancel with what it finds: accepted when the
+// carrier withdraws (the order is cancelled for the customer's reason),
+// refused when the carrier has the parcel — never accepted and ignored.
+func TestARepairRunAnswersACancelWithItsReadingOfTheCarrier(t *testing.T) {
+	for _, withdrawn := range []bool{true, false} {
+		t.Run(fmt.Sprint("withdrawn=", withdrawn), func(t *testing.T) {
+			s := newSaga(t)
+			s.env.OnActivity("InspectOrder", mock.Anything, mock.Anything).After(time.Minute).Return(
+				activities.Inspection{OrderStatus: order.StatusConfirmed, ShipmentStatus: "scheduled"}, nil)
+			s.withdraw(withdrawn)
+			s.defaults()
+			cancel := s.update(time.Second, workflows.UpdateCancel, "changed my mind")
+			in := input
+			in.Repair = true
+			p := s.run(in)
+			if withdrawn && (!cancel.completed || cancel.err != nil || p.Status != workflows.StatusCompensated ||
+				p.Reason != "cancelled by the customer: changed my mind") {
+				t.Fatalf("cancel %+v, progress %+v", cancel, p)
+			}
+			if !withdrawn && (cancel.err == nil || code(cancel.err) != workflows.ErrShipped || p.Status != workflows.StatusCompleted) {
+				t.Fatalf("cancel %+v, progress %+v", cancel, p)
+			}
+		})
+	}
+}
+
+// A repair of a run recorded before VersionGuarded uses that run's keys:
+// the carrier is asked for the booking the run made, and its commands are
+// not sent twice under other keys.
+func TestARepairOfALegacyRunUsesItsKeys(t *testing.T) {
+	s := newSaga(t)
+	s.env.OnActivity("InspectOrder", mock.Anything, mock.Anything).Return(activities.Inspection{OrderStatus: order.StatusConfirmed, ShipmentStatus: "scheduled"}, nil)
+	s.withdraw(false)
+	s.defaults()
+	in := input
+	in.Repair, in.LegacyKeys = true, true
+	p := s.run(in)
+	if p.Status != workflows.StatusCompleted {
+		t.Fatalf("progress %+v", p)
+	}
+	for i, k := range s.keys {
+		if k != "" {
+			t.Fatalf("%s ran with key %q: a legacy run's steps have none (activities.CommandID)", s.calls[i], k)
+		}
 	}
 }
