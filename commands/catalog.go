@@ -222,7 +222,6 @@ func (DispatchShipment) CommandType() string { return "DispatchShipment" }
 func (DeliverShipment) CommandType() string  { return "DeliverShipment" }
 func (FailShipment) CommandType() string     { return "FailShipment" }
 
-
 // Definitions returns every command of orderflow.
 func Definitions() []Definition {
 	return []Definition{

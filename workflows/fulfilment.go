@@ -285,7 +285,7 @@ func OrderFulfilment(ctx workflow.Context, in Input) (Progress, error) {
 		return runLegacy(ctx, in, v)
 	}
 	f := &fulfilment{v: v, in: in, wid: workflow.GetInfo(ctx).WorkflowExecution.ID, asks: workflow.NewChannel(ctx),
-		written: [2]string{StatusPlaced, ""}, // the launcher starts the run with OrderStatus=PLACED
+		written:  [2]string{StatusPlaced, ""}, // the launcher starts the run with OrderStatus=PLACED
 		attempts: map[string]int{}}
 	f.p = Progress{Status: StatusPlaced, Repair: in.Repair}
 	workflow.GetMetricsHandler(ctx).Counter(MetricStarted).Inc(1)
