@@ -37,6 +37,7 @@ type client struct {
 	key ed25519.PrivateKey
 	// token is sent on every request that sets no Authorization itself.
 	token string
+	bus   *commands.Bus
 }
 
 // operator is the principal of the tests' requests unless they say otherwise.
@@ -80,7 +81,19 @@ func newAPIWith(t testing.TB, cfg httpapi.Config) client {
 	}
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return client{t: t, url: srv.URL, key: key}.as(operator)
+	return client{t: t, url: srv.URL, key: key, bus: bus}.as(operator)
+}
+
+// sagaCancels cancels an order as its saga does (these tests run no
+// Temporal): the one door by which an order is cancelled. It answers like
+// a command's response, with the position of the cancel.
+func (c client) sagaCancels(orderID, reason string) response {
+	c.t.Helper()
+	rec, err := c.bus.Dispatch(context.Background(), commands.Request{Command: commands.CancelOrder{OrderID: orderID, Reason: reason}, Internal: true})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return response{status: http.StatusCreated, body: map[string]any{"global_position": float64(rec.GlobalPosition)}}
 }
 
 type response struct {
@@ -172,8 +185,18 @@ func TestPlaceAnOrderThroughTheAPI(t *testing.T) {
 		t.Fatalf("stream %s", stream.raw)
 	}
 
-	// Cancel, then read the order as it was at version 1.
-	c.want(c.do("POST", "/orders/"+orderID+"/cancel", `{"reason":"changed my mind"}`, "If-Match", `"1"`), 201)
+	// A client's cancel goes to the order's saga, by either door: without
+	// Temporal there is none to ask, and the order is left as it is.
+	for _, r := range []response{
+		c.do("POST", "/orders/"+orderID+"/cancel", `{"reason":"changed my mind"}`),
+		c.do("POST", "/commands", fmt.Sprintf(`{"type":"CancelOrder","payload":{"order_id":%q,"reason":"x"}}`, orderID)),
+	} {
+		if r.status != http.StatusServiceUnavailable || r.body["code"] != "sagas_unavailable" {
+			t.Fatalf("a cancel without a saga to ask: %s", r.raw)
+		}
+	}
+	// The saga cancels it; then read the order as it was at version 1.
+	c.sagaCancels(orderID, "changed my mind")
 	at1 := c.want(c.do("GET", "/streams/order/"+orderID+"?at_version=1", ""), 200)
 	if at1.body["state"].(map[string]any)["status"] != "placed" {
 		t.Fatalf("at version 1: %s", at1.raw)

@@ -126,6 +126,14 @@ func (s *Server) submitCommand(c echo.Context) error {
 	if err := s.validatePayload(body.Type, body.Payload); err != nil {
 		return err
 	}
+	if body.Type == (commands.CancelOrder{}).CommandType() {
+		// The same door as POST /orders/{id}/cancel: the saga decides.
+		var p commands.CancelOrder
+		if err := json.Unmarshal(body.Payload, &p); err != nil {
+			return problem(http.StatusBadRequest, "malformed_json", "the payload of CancelOrder is not a JSON object")
+		}
+		return s.cancelThroughSaga(c, p.OrderID, p.Reason)
+	}
 	return s.dispatch(c, commands.Request{Type: body.Type, Payload: body.Payload})
 }
 

@@ -1,12 +1,9 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -102,37 +99,63 @@ func (s *Server) sagaProgress(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"order_id": c.Param("id"), "workflow_id": workflows.WorkflowID(c.Param("id")), "progress": p})
 }
 
-// cancelOrder sends a cancel to the order's running saga, which compensates
-// or refuses; without one, the CancelOrder command goes to the order.
-func (s *Server) cancelOrder(direct echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		if s.sagas == nil {
-			return direct(c)
-		}
-		var body struct {
-			Reason string `json:"reason"`
-		}
-		raw, err := readBody(c.Request(), s.maxBody)
-		if err != nil {
-			return err
-		}
-		if err := json.Unmarshal(raw, &body); err != nil {
-			return problem(http.StatusBadRequest, "malformed_json", "the body is not a JSON object")
-		}
-		c.Request().Body = io.NopCloser(bytes.NewReader(raw))
-		id := c.Param("id")
-		if err := s.mustOwnOrder(c, id); err != nil {
-			return err
-		}
-		p, err := s.sagas.Cancel(c.Request().Context(), id, body.Reason)
-		if errors.Is(err, sagas.ErrNoSaga) {
-			return direct(c)
-		} else if err != nil {
-			return refusal(err)
-		}
-		return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id),
-			"status": "cancelling", "saga": p})
+// cancelOrder is POST /orders/{id}/cancel.
+func (s *Server) cancelOrder(c echo.Context) error {
+	var body struct {
+		Reason string `json:"reason"`
 	}
+	if err := bind(c, &body); err != nil {
+		return err
+	}
+	return s.cancelThroughSaga(c, c.Param("id"), body.Reason)
+}
+
+// cancelThroughSaga is a client's cancel, by whichever door it came (POST
+// /orders/{id}/cancel, or CancelOrder through POST /commands): the order's
+// saga alone decides it — while the carrier works it asks the carrier
+// first, and after a terminate the repair run answers with its reading of
+// the carrier. The order itself refuses any cancel but the saga's.
+func (s *Server) cancelThroughSaga(c echo.Context, id, reason string) error {
+	ctx := c.Request().Context()
+	o, err := s.ownOrder(c, id)
+	if err != nil {
+		return err
+	}
+	if s.sagas == nil {
+		return problem(http.StatusServiceUnavailable, "sagas_unavailable", "an order is cancelled by its saga, and this API has no connection to Temporal")
+	}
+	p, err := s.sagas.CancelOrder(ctx, id, reason)
+	switch {
+	case errors.Is(err, sagas.ErrSagaStarting):
+		c.Response().Header().Set("Retry-After", "1")
+		return problem(http.StatusServiceUnavailable, "saga_starting", fmt.Sprintf("the saga of order %s is starting: send the cancel again in a moment", id))
+	case errors.Is(err, sagas.ErrNoSaga):
+		// The saga finished with an outcome: it stands.
+		if err := s.store.Load(ctx, o); err != nil {
+			return err
+		}
+		if st := o.Status(); st != order.StatusCancelled && st != order.StatusRejected {
+			return problem(http.StatusConflict, "order_"+string(st), fmt.Sprintf("order %s is %s: it can no longer be cancelled", id, st))
+		}
+		return c.JSON(http.StatusOK, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id), "status": string(o.Status())})
+	case err != nil:
+		return refusal(err)
+	}
+	return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id),
+		"status": "cancelling", "saga": p})
+}
+
+// ownOrder loads the order and answers 404 when it does not exist or is
+// not the customer's (the same answer: existence does not leak).
+func (s *Server) ownOrder(c echo.Context, id string) (*order.Order, error) {
+	o := order.New(id)
+	if err := s.store.Load(c.Request().Context(), o); err != nil {
+		return nil, err
+	}
+	if o.Version() == 0 || !principal(c).Owns(o.CustomerID()) {
+		return nil, problem(http.StatusNotFound, "order_not_found", fmt.Sprintf("order %s does not exist", id))
+	}
+	return o, nil
 }
 
 // mustOwnOrder answers 404 when the order is not the customer's, as when

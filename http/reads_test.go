@@ -66,7 +66,7 @@ func TestReadYourWritesThroughTheReadModels(t *testing.T) {
 		last = c.want(c.do("POST", "/orders", strings.Replace(orderBody(w, sku, 1), `"c1"`, fmt.Sprintf("%q", cust), 1)), 201)
 		ids = append(ids, last.body["stream_id"].(string))
 	}
-	cancel := c.want(c.do("POST", "/orders/"+ids[0]+"/cancel", `{"reason":"changed my mind"}`), 201)
+	cancel := c.sagaCancels(ids[0], "changed my mind")
 	o := c.want(c.do("GET", "/orders/"+ids[0]+"?min_position="+pos(cancel), ""), 200)
 	if o.body["status"] != "cancelled" || o.body["reason"] != "changed my mind" || o.body["total"] != 1250.0 {
 		t.Fatalf("order %s", o.raw)

@@ -157,7 +157,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.POST("/wallets/:id/top-ups", command(s, func(p *commands.TopUpWallet, c echo.Context) { p.WalletID = c.Param("id") }))
 	e.POST("/products/:sku/stock", command(s, func(p *commands.ReceiveStock, c echo.Context) { p.SKU = c.Param("sku") }))
 	e.POST("/orders", command[commands.PlaceOrder](s, nil))
-	e.POST("/orders/:id/cancel", s.cancelOrder(command(s, func(p *commands.CancelOrder, c echo.Context) { p.OrderID = c.Param("id") })))
+	e.POST("/orders/:id/cancel", s.cancelOrder)
 	e.POST("/commands", s.submitCommand)
 	e.DELETE("/customers/:id/personal-data", s.forgetCustomer)
 

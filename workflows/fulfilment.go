@@ -185,7 +185,9 @@ const (
 // whose name dates from version 1). Runs recorded with an older version
 // replay and finish on their own path (legacy.go).
 const (
-	changeLocalActivities = "local-activities"
+	// ChangeID names the saga's version marker (its name dates from
+	// version 1).
+	ChangeID = "local-activities"
 	// VersionRegular: every step a regular activity.
 	VersionRegular = workflow.DefaultVersion
 	// VersionLocal: steps are local activities, the carrier a regular one.
@@ -280,7 +282,7 @@ func OrderFulfilment(ctx workflow.Context, in Input) (Progress, error) {
 		in.ShippingDeadline = DefaultShippingDeadline
 	}
 	// First, before any command: old histories have no marker here.
-	v := workflow.GetVersion(ctx, changeLocalActivities, VersionRegular, VersionDoors)
+	v := workflow.GetVersion(ctx, ChangeID, VersionRegular, VersionDoors)
 	if v < VersionGuarded {
 		return runLegacy(ctx, in, v)
 	}

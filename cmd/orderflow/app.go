@@ -151,7 +151,7 @@ func runDev(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return err
 		}
 		defer tc.Close()
-		a.sagas = &sagas.Client{C: tc}
+		a.sagas = &sagas.Client{C: tc, Pool: a.pool}
 		g, ctx := errgroup.WithContext(ctx)
 		g.Go(func() error { return a.runWorker(ctx, tc) })
 		g.Go(func() error { return a.serveAPI(ctx) })
@@ -166,7 +166,7 @@ func (a *app) withTemporal(ctx context.Context, required bool, f func() error) e
 		if required {
 			return errors.New("TEMPORAL_ADDRESS is not set")
 		}
-		a.log.Warn("TEMPORAL_ADDRESS is not set: cancels go straight to the order, GET /orders/{id} shows no saga")
+		a.log.Warn("TEMPORAL_ADDRESS is not set: cancels are refused (the saga decides them), GET /orders/{id} shows no saga")
 		return f()
 	}
 	tc, err := a.dialTemporal(ctx)
@@ -174,7 +174,7 @@ func (a *app) withTemporal(ctx context.Context, required bool, f func() error) e
 		return err
 	}
 	defer tc.Close()
-	a.sagas = &sagas.Client{C: tc}
+	a.sagas = &sagas.Client{C: tc, Pool: a.pool}
 	return f()
 }
 

@@ -133,7 +133,7 @@ func startSystem(t *testing.T, carrierLatency time.Duration) *system {
 				return err
 			}
 			defer tc.Close()
-			a.sagas = &sagas.Client{C: tc}
+			a.sagas = &sagas.Client{C: tc, Pool: a.pool}
 			verifier, err := a.verifier(ctx) // dev's: creates the key in the data directory
 			if err != nil {
 				return err

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -28,6 +30,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/orderflow/orderflow/delivery"
@@ -200,10 +203,19 @@ func startOptions(in workflows.Input, reuse enumspb.WorkflowIdReusePolicy) clien
 }
 
 // Client asks running sagas about their progress and to cancel.
-type Client struct{ C client.Client }
+type Client struct {
+	C client.Client
+	// Pool, when set, lets a customer's cancel of an order whose saga
+	// ended without an outcome start its repair run (which answers it).
+	Pool *pgxpool.Pool
+}
 
 // ErrNoSaga means no saga runs for the order (none started, or finished).
 var ErrNoSaga = errors.New("no running saga for this order")
+
+// ErrSagaStarting: the order is placed and its saga not started yet (the
+// launcher is about to): a cancel is to be sent again in a moment.
+var ErrSagaStarting = errors.New("the order's saga is starting")
 
 // RefusedError is the saga refusing an update: a cancel once the carrier
 // has the parcel, a decision it is not waiting for, text it cannot store.
@@ -216,6 +228,33 @@ func (e *RefusedError) Error() string { return e.Message }
 // carrier has answered).
 func (s Client) Cancel(ctx context.Context, orderID, reason string) (workflows.Progress, error) {
 	return s.update(ctx, orderID, workflows.UpdateCancel, reason)
+}
+
+// CancelOrder is a customer's cancel of an order, through the one door
+// that decides it: the running saga (which may have to ask the carrier
+// first). A saga that ended without an outcome (terminated) is repaired,
+// and the repair run answers with its reading of the carrier. ErrNoSaga:
+// the saga finished with an outcome, which stands; ErrSagaStarting: none
+// runs yet.
+func (s Client) CancelOrder(ctx context.Context, orderID, reason string) (workflows.Progress, error) {
+	p, err := s.Cancel(ctx, orderID, reason)
+	if !errors.Is(err, ErrNoSaga) {
+		return p, err
+	}
+	st, err := s.State(ctx, orderID)
+	switch {
+	case errors.Is(err, ErrNoSaga):
+		return p, ErrSagaStarting
+	case err != nil:
+		return p, err
+	case !st.Unfinished() || s.Pool == nil:
+		return p, ErrNoSaga
+	}
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	if err := Repair(ctx, s.Pool, s.C, orderID); err != nil && !errors.Is(err, ErrNothingToRepair) && !errors.As(err, &already) {
+		return p, err
+	}
+	return s.Cancel(ctx, orderID, reason)
 }
 
 // Resolve gives an operator's decision to a saga in NEEDS_ATTENTION; it
@@ -272,6 +311,7 @@ func (s Client) mapErr(err error) error {
 type State struct {
 	OrderID    string     `json:"order_id"`
 	WorkflowID string     `json:"workflow_id"`
+	RunID      string     `json:"run_id,omitempty"`
 	RunStatus  string     `json:"run_status"`
 	Status     string     `json:"status"`
 	FailedStep string     `json:"failed_step,omitempty"`
@@ -295,7 +335,7 @@ func (s Client) State(ctx context.Context, orderID string) (State, error) {
 }
 
 func stateOf(info *workflowpb.WorkflowExecutionInfo) State {
-	st := State{WorkflowID: info.GetExecution().GetWorkflowId(), RunStatus: info.GetStatus().String(), StartedAt: info.GetStartTime().AsTime()}
+	st := State{WorkflowID: info.GetExecution().GetWorkflowId(), RunID: info.GetExecution().GetRunId(), RunStatus: info.GetStatus().String(), StartedAt: info.GetStartTime().AsTime()}
 	if info.GetCloseTime() != nil {
 		t := info.GetCloseTime().AsTime()
 		st.ClosedAt = &t
@@ -430,31 +470,87 @@ func Repair(ctx context.Context, pool *pgxpool.Pool, c client.Client, orderID st
 	if err := pool.QueryRow(ctx, `SELECT input FROM saga_starts WHERE order_id = $1`, orderID).Scan(&in); err != nil {
 		return fmt.Errorf("order %s: the saga's input: %w", orderID, err)
 	}
-	in.Repair = true
+	legacy, err := legacyKeys(ctx, c, st.WorkflowID, st.RunID)
+	if err != nil {
+		return fmt.Errorf("order %s: the ended run's keys: %w", orderID, err)
+	}
+	in.Repair, in.LegacyKeys = true, legacy
 	_, err = c.ExecuteWorkflow(ctx, startOptions(in, enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE), workflows.Name, in)
 	return err
 }
 
-// Unfinished lists the orders not at an end in the read model whose saga
-// is Unfinished.
-func Unfinished(ctx context.Context, pool *pgxpool.Pool, c client.Client) ([]State, error) {
-	rows, _ := pool.Query(ctx, `SELECT order_id FROM read_orders WHERE status IN ('placed', 'confirmed', 'shipped') ORDER BY placed_at`)
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, err
-	}
-	var out []State
-	for _, id := range ids {
-		st, err := (Client{C: c}).State(ctx, id)
-		if errors.Is(err, ErrNoSaga) {
-			continue // not started yet: the launcher's
-		}
+// legacyKeys reports whether a run sent its commands under the keys of
+// the runs recorded before workflows.VersionGuarded: its version marker
+// says so, or it repaired such a run itself.
+func legacyKeys(ctx context.Context, c client.Client, workflowID, runID string) (bool, error) {
+	it := c.GetWorkflowHistory(ctx, workflowID, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	dc := converter.GetDefaultDataConverter()
+	for it.HasNext() {
+		e, err := it.Next()
 		if err != nil {
-			return nil, fmt.Errorf("order %s: %w", id, err)
+			return false, err
 		}
-		if st.Unfinished() {
-			out = append(out, st)
+		if started := e.GetWorkflowExecutionStartedEventAttributes(); started != nil {
+			var in workflows.Input
+			if p := started.GetInput().GetPayloads(); len(p) > 0 && dc.FromPayload(p[0], &in) == nil && in.LegacyKeys {
+				return true, nil
+			}
+		}
+		if m := e.GetMarkerRecordedEventAttributes(); m != nil && m.GetMarkerName() == "Version" {
+			var change string
+			var v workflow.Version
+			if dc.FromPayloads(m.GetDetails()["change-id"], &change) == nil && change == workflows.ChangeID &&
+				dc.FromPayloads(m.GetDetails()["version"], &v) == nil {
+				return v < workflows.VersionGuarded, nil
+			}
+		}
+		if e.GetActivityTaskScheduledEventAttributes() != nil || e.GetMarkerRecordedEventAttributes() != nil && e.GetMarkerRecordedEventAttributes().GetMarkerName() != "Version" {
+			// A step ran before any version marker: the first version.
+			return true, nil
 		}
 	}
+	return false, nil
+}
+
+// Unfinished lists the sagas whose latest run ended without a business
+// outcome (terminated, timed out, cancelled from outside, failed), whatever
+// their order's status, from Temporal's visibility store: the orders that
+// may hold stock, money or a booking no run looks after.
+func Unfinished(ctx context.Context, c client.Client) ([]State, error) {
+	var out []State
+	seen := map[string]bool{}
+	var token []byte
+	for {
+		res, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Query:    fmt.Sprintf(`WorkflowType = %q AND ExecutionStatus != "Running" AND ExecutionStatus != "Completed"`, workflows.Name),
+			PageSize: 1000, NextPageToken: token,
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, info := range res.GetExecutions() {
+			wid := info.GetExecution().GetWorkflowId()
+			if seen[wid] {
+				continue
+			}
+			seen[wid] = true
+			orderID, ok := strings.CutPrefix(wid, workflows.WorkflowID(""))
+			if !ok {
+				continue
+			}
+			// The latest run decides: a repaired order has a newer one.
+			st, err := (Client{C: c}).State(ctx, orderID)
+			if err != nil {
+				return nil, fmt.Errorf("order %s: %w", orderID, err)
+			}
+			if st.Unfinished() {
+				out = append(out, st)
+			}
+		}
+		if token = res.GetNextPageToken(); len(token) == 0 {
+			break
+		}
+	}
+	slices.SortFunc(out, func(a, b State) int { return a.StartedAt.Compare(b.StartedAt) })
 	return out, nil
 }
