@@ -159,11 +159,12 @@ type FailShipment struct {
 	Reason     string `json:"reason"`
 }
 
-// placeOrder: a customer's order gets an id from orderflow, random, so no
-// customer can take (or probe for) the id of another's order in advance;
-// operators and orderflow's own processes may name it. The order names its
-// customer, and its wallet must be that customer's (checked here, so no
-// route around the HTTP handler skips it).
+// placeOrder: the order's id defaults to one derived from the command id
+// (so a retry with the same key is the same order). Only operators and
+// orderflow's own processes may name it: a customer naming one could take,
+// in advance, the id another customer's key derives, or probe for others'
+// orders. The order names its customer, and its wallet must be that
+// customer's (checked here, so no route around the HTTP handler skips it).
 func placeOrder() Definition {
 	d := Define("PlaceOrder", order.StreamType, func(p *PlaceOrder) string { return p.OrderID },
 		func(o *order.Order, p *PlaceOrder) error {
@@ -174,9 +175,7 @@ func placeOrder() Definition {
 			return aggregate.Rule("order_id_assigned", "a customer's order gets its id from orderflow: leave order_id out (an Idempotency-Key makes retries safe)")
 		}
 		if p.OrderID == "" {
-			// A retry with the same key is answered from the command log,
-			// with the id given the first time.
-			p.OrderID = uuid.Must(uuid.NewV7()).String()
+			p.OrderID = uuid.NewSHA1(orderIDNamespace, []byte(r.CommandID)).String()
 		}
 		return nil
 	})
@@ -221,6 +220,9 @@ func (ScheduleShipment) CommandType() string { return "ScheduleShipment" }
 func (DispatchShipment) CommandType() string { return "DispatchShipment" }
 func (DeliverShipment) CommandType() string  { return "DeliverShipment" }
 func (FailShipment) CommandType() string     { return "FailShipment" }
+
+// orderIDNamespace makes derived order ids stable across processes.
+var orderIDNamespace = uuid.MustParse("6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f")
 
 // Definitions returns every command of orderflow.
 func Definitions() []Definition {

@@ -681,7 +681,7 @@ func writeHistory(t *testing.T, tc client.Client, orderID, name string) *history
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "withdraw-activity-"+name+".json"), raw, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "doors-"+name+".json"), raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return hist

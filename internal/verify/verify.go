@@ -294,13 +294,15 @@ func (c *Checker) projectionsComplete(ctx context.Context, orders []string) ([]s
 			out = append(out, fmt.Sprintf("%s %s is at version %d, its stream at %d", q.table, b.ID, b.Got, b.Want))
 		}
 	}
-	// The timeline holds each event of an order's commands exactly once.
+	// The timeline holds each event of an order's commands exactly once
+	// (a command refused on an order that did not exist belongs to none).
 	rows, _ := c.Pool.Query(ctx, `
 		WITH per_order AS (
 		    SELECT CASE WHEN stream_type = 'order' THEN stream_id
 		                ELSE coalesce(nullif(payload->>'order_id', ''), nullif(metadata->>'order_id', '')) END AS order_id,
 		           cardinality(event_ids) AS events, 1 AS commands
-		    FROM commands),
+		    FROM commands
+		    WHERE NOT (stream_type = 'order' AND status = 'rejected' AND stream_version = 0)),
 		want AS (SELECT order_id, sum(events) AS events, sum(commands) AS commands FROM per_order WHERE order_id IS NOT NULL GROUP BY order_id),
 		got AS (SELECT order_id, count(*) FILTER (WHERE kind = 'event') AS events, count(*) FILTER (WHERE kind = 'command') AS commands
 		        FROM read_order_timeline GROUP BY order_id)
