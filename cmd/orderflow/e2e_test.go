@@ -472,9 +472,9 @@ func TestAPreClaimedSagaKeyCannotGiveGoodsAway(t *testing.T) {
 	s := startSystem(t, 50*time.Millisecond)
 	wallet, sku := s.customer(10000, 5)
 	id := "o-evil-" + uuid.NewString()[:8]
-	confirm := fmt.Sprintf(`{"type":"ConfirmOrder","payload":{"order_id":%q}}`, id)
-	s.call("POST", "/commands", confirm, 422, "Idempotency-Key", "saga:"+workflows.WorkflowID(id)+".capture_payment")
-	s.call("POST", "/commands", confirm, 404, "Idempotency-Key", workflows.WorkflowID(id)+".capture_payment")
+	capture := fmt.Sprintf(`{"type":"CaptureHold","payload":{"wallet_id":%q,"order_id":%q,"amount":2000}}`, wallet, id)
+	s.call("POST", "/commands", capture, 422, "Idempotency-Key", "saga:"+workflows.WorkflowID(id)+".capture_payment")
+	s.call("POST", "/commands", capture, 409, "Idempotency-Key", workflows.WorkflowID(id)+".capture_payment")
 	s.orderWithID(id, wallet, sku, 2, "75001")
 	p := s.outcome(id)
 	if p.Status != workflows.StatusCompleted {
