@@ -160,6 +160,25 @@ func TestEachCheckFindsItsCorruption(t *testing.T) {
 			w.forge(inventory.StreamType, id, 0, inventory.StockReceived{SKU: id, Quantity: 3}, inventory.StockReserved{OrderID: oid, Quantity: 1})
 			return "sku " + id + " reserves 1 for cancelled order " + oid
 		}},
+		{"the carrier took a parcel exactly for each completed or written-off order", func() string {
+			// The case a customer's direct cancel once made: cancelled, but
+			// the carrier has the parcel.
+			w.exec(`INSERT INTO carrier_sim_bookings (dispatch_key, shipment_id, tracking_number, ready_at, state)
+				VALUES ($1, $2, 'T-1', now(), 'taken')`, fresh("k-"), "shp-"+oid)
+			return "order " + oid + " is cancelled but the carrier took its parcel"
+		}},
+		{"the carrier took a parcel exactly for each completed or written-off order", func() string {
+			id := fresh("o-done-")
+			w.forge(order.StreamType, id, 0, order.Placed{OrderID: id, CustomerID: "c", WalletID: wid, Currency: "EUR"}, order.Confirmed{},
+				order.Shipped{ShipmentID: "shp-" + id}, order.Completed{})
+			return "order " + id + " is completed but the carrier never took its parcel"
+		}},
+		{"money captured only for a parcel the carrier took", func() string {
+			id, o := fresh("w-captured-"), fresh("o-untaken-")
+			w.forge(wallet.StreamType, id, 0, wallet.Opened{WalletID: id, CustomerID: "c", Currency: "EUR"}, wallet.ToppedUp{Amount: 100, Currency: "EUR"},
+				wallet.HoldAuthorised{OrderID: o, Amount: 50, Currency: "EUR"}, wallet.HoldCaptured{OrderID: o, Amount: 50})
+			return "wallet " + id + " captured 50 for order " + o
+		}},
 		{"no event missing or duplicated in any projection", func() string {
 			w.exec(`UPDATE read_orders SET version = version - 1 WHERE order_id = $1`, oid)
 			return "read_orders " + oid + " is at version 1, its stream at 2"
