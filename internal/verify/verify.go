@@ -279,7 +279,8 @@ func (c *Checker) streams(ctx context.Context) (map[string][]string, error) {
 // sagaView is what Temporal says of an order's saga.
 type sagaView struct {
 	// problem is what is wrong whatever the order's state (no saga, one
-	// waiting for an operator, one ended without an outcome).
+	// waiting for an operator, one ended without an outcome), to follow
+	// "order <id> (<status>): ".
 	problem string
 	// running is the status of a saga that has not finished.
 	running string
@@ -299,21 +300,21 @@ func (c *Checker) describeSaga(ctx context.Context, id string) sagaView {
 	state, err := client.State(qctx, id)
 	switch {
 	case errors.Is(err, sagas.ErrNoSaga):
-		return sagaView{problem: fmt.Sprintf("order %s has no saga", id)}
+		return sagaView{problem: "it has no saga"}
 	case err != nil:
-		return sagaView{problem: fmt.Sprintf("order %s: saga: %v", id, err)}
+		return sagaView{problem: fmt.Sprintf("saga: %v", err)}
 	case state.Status == workflows.StatusNeedsAttention && state.ClosedAt == nil:
-		return sagaView{problem: fmt.Sprintf("order %s: its saga waits for an operator at %s (GET /orders/%s/saga, then POST /orders/%s/saga/resolve)",
-			id, state.FailedStep, id, id)}
+		return sagaView{problem: fmt.Sprintf("its saga waits for an operator at %s (GET /orders/%s/saga, then POST /orders/%s/saga/resolve)",
+			state.FailedStep, id, id)}
 	case state.ClosedAt == nil:
 		return sagaView{running: state.Status}
 	case state.Unfinished():
-		return sagaView{problem: fmt.Sprintf("order %s: its saga ended %s without an outcome; `orderflow sagas repair -order %s` finishes it",
-			id, state.RunStatus, id)}
+		return sagaView{problem: fmt.Sprintf("its saga ended %s without an outcome; `orderflow sagas repair -order %s` finishes it",
+			state.RunStatus, id)}
 	}
 	v := sagaView{checked: true}
 	if err := c.Temporal.GetWorkflow(qctx, workflows.WorkflowID(id), state.RunID).Get(qctx, &v.p); err != nil {
-		return sagaView{problem: fmt.Sprintf("order %s: saga: %v", id, err)}
+		return sagaView{problem: fmt.Sprintf("saga: %v", err)}
 	}
 	return v
 }
@@ -322,7 +323,7 @@ func (c *Checker) describeSaga(ctx context.Context, id string) sagaView {
 func (v sagaView) matches(id string, st order.Status) string {
 	switch {
 	case v.problem != "":
-		return v.problem + " (order " + string(st) + ")"
+		return fmt.Sprintf("order %s (%s): %s", id, st, v.problem)
 	case !v.checked:
 		return ""
 	case v.p.Status == workflows.StatusCompleted && st != order.StatusCompleted,
