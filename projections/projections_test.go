@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -302,6 +303,7 @@ func (e *env) dump() map[string][]map[string]any {
 func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
 	e := newEnv(t)
 	bad, good := "w-bad-"+uuid.NewString(), "w-good-"+uuid.NewString()
+	var gapAttempts atomic.Int32 // the gap's attempts alone: no retry can apply it
 	var handlers []delivery.Handler
 	for _, p := range projections.All() {
 		if p.Name == "wallets_projection" {
@@ -316,6 +318,15 @@ func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
 			}
 		}
 		h := p.Handler(e.store.Registry())
+		if p.Name == "wallets_projection" {
+			handle := h.Handle
+			h.Handle = func(ctx context.Context, msg *message.Message) error {
+				if msg.Metadata.Get(outbox.MetaStreamID) == bad && msg.Metadata.Get(outbox.MetaStreamVersion) == "3" {
+					gapAttempts.Add(1)
+				}
+				return handle(ctx, msg)
+			}
+		}
 		handlers = append(handlers, h)
 	}
 	e.run(handlers...)
@@ -336,6 +347,9 @@ func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
 	if len(poisoned) != 2 || poisoned[0].StreamID != bad || poisoned[0].Reason != "simulated bug" ||
 		poisoned[0].Handler != "wallets_projection" || poisoned[1].Position <= poisoned[0].Position {
 		t.Fatalf("poison topic: %+v", poisoned)
+	}
+	if n := gapAttempts.Load(); n != 1 {
+		t.Fatalf("the event after the poisoned one (a gap) was tried alone %d times; want it poisoned at once", n)
 	}
 	st, err := e.reader.Status(e.ctx)
 	seen := false
