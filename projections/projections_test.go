@@ -552,3 +552,54 @@ func TestOrdersProjectionAppliesEachVersionOnceAndInOrder(t *testing.T) {
 		t.Fatalf("after catching up: %s v%d", st, v)
 	}
 }
+
+// The poison list pages in commit order: a message poisoned by a
+// transaction that took its offset first but committed last is not skipped
+// by a reader paging with the offsets it was given.
+func TestPoisonListSkipsNoLateCommit(t *testing.T) {
+	e := newEnv(t)
+	msg := func() *message.Message {
+		m := message.NewMessage(uuid.NewString(), []byte(`{}`))
+		m.Metadata.Set("handler", "test")
+		return m
+	}
+	late, early := msg(), msg()
+	tx, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(e.ctx)
+	if err := outbox.PublishTo(e.ctx, tx, outbox.PoisonTopic, late); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgx.BeginFunc(e.ctx, e.pool, func(tx pgx.Tx) error { return outbox.PublishTo(e.ctx, tx, outbox.PoisonTopic, early) }); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	var after int64
+	read := func() {
+		t.Helper()
+		for {
+			page, err := e.reader.Poison(e.ctx, false, after, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				return
+			}
+			seen[page[0].MessageID]++
+			after = page[0].Offset
+		}
+	}
+	read()
+	if err := tx.Commit(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	read()
+	if seen[late.UUID] != 1 || seen[early.UUID] != 1 {
+		t.Fatalf("paged %v; want %s and %s once each", seen, late.UUID, early.UUID)
+	}
+	if _, err := e.reader.Poison(e.ctx, false, 1<<60, 1); !errors.Is(err, projections.ErrBadCursor) {
+		t.Fatalf("an offset that is no poison message's: %v", err)
+	}
+}
