@@ -153,20 +153,27 @@ type Filter struct {
 	StreamID   string
 	// Actor keeps the commands that principal sent (a customer's own).
 	Actor string
-	// AfterSeq pages: only commands with a greater seq.
+	// AfterSeq pages: only commands logged after the one with this seq
+	// (0: from the start), in commit order.
 	AfterSeq int64
 	Limit    int
 }
 
-// List returns commands in the order they were logged (seq).
+// List returns commands in commit order after f.AfterSeq (ErrNotFound if
+// no command has that seq). Like ReadAll it reads only transactions older
+// than the oldest one still running, so a page never skips a command that
+// commits late with a lower seq.
 func (l *Log) List(ctx context.Context, f Filter) ([]Record, error) {
-	var cond []string
-	var args []any
+	after, err := l.CursorAt(ctx, f.AfterSeq)
+	if err != nil {
+		return nil, err
+	}
+	cond := []string{commitorder.After("seq", 1), commitorder.Visible}
+	args := after.Args()
 	add := func(expr string, v any) {
 		args = append(args, v)
 		cond = append(cond, fmt.Sprintf(expr, len(args)))
 	}
-	add("seq > $%d", f.AfterSeq)
 	if f.Type != "" {
 		add("command_type = $%d", f.Type)
 	}
@@ -183,7 +190,7 @@ func (l *Log) List(ctx context.Context, f Filter) ([]Record, error) {
 		add("actor = $%d", f.Actor)
 	}
 	args = append(args, f.Limit)
-	rows, _ := l.pool.Query(ctx, selectSQL+"WHERE "+strings.Join(cond, " AND ")+fmt.Sprintf(" ORDER BY seq LIMIT $%d", len(args)), args...)
+	rows, _ := l.pool.Query(ctx, selectSQL+"WHERE "+strings.Join(cond, " AND ")+fmt.Sprintf(" %s LIMIT $%d", commitorder.Order("seq"), len(args)), args...)
 	return pgx.CollectRows(rows, scanRecord)
 }
 

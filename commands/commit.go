@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -140,15 +141,29 @@ func (c *committer) commitGroup(group []*unit) {
 	defer cancel()
 	var answered []*unit
 	oneByOne := len(group) == 1
+	retries := 0
 	for len(group) > 0 {
 		alone, err := c.try(ctx, group, oneByOne)
 		if errors.Is(err, errOneByOne) {
 			oneByOne = true
 			continue
 		}
+		var again *retryGroup
+		if errors.As(err, &again) {
+			if retries < maxGroupRetries && ctx.Err() == nil {
+				retries++
+				sleepCtx(ctx, groupBackoff(retries))
+				continue
+			}
+			err = again.err // still failing: answered as the database's failure (503, retry: nothing was committed)
+		}
 		if len(alone) == 0 {
+			var unknown *errUnknownOutcome
 			for _, u := range group {
 				u.err = err
+				if errors.As(err, &unknown) {
+					u.err = &UnknownOutcomeError{CommandID: u.rec.CommandID, Err: unknown.err}
+				}
 			}
 			if err == nil {
 				c.cfg.Observe(len(group))
@@ -170,13 +185,118 @@ func (c *committer) commitGroup(group []*unit) {
 	}
 }
 
-// reserveSQL begins a group: its transaction id, a global position per
-// event and a log seq per command (ascending: the order of the group),
-// and which of its command ids are logged already.
+// maxGroupRetries bounds how often a group whose transaction was rolled
+// back as a whole (retryGroup) is written again.
+const maxGroupRetries = 8
+
+// groupBackoff is the wait before the n-th retry of a group: short, and
+// jittered so that two groups that deadlocked do not meet again.
+func groupBackoff(n int) time.Duration {
+	d := min(5*time.Millisecond<<n, 500*time.Millisecond)
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// retryGroup is a group whose transaction was rolled back as a whole for a
+// reason that is no command's own: a deadlock, a statement timeout, a
+// serialization failure, a connection lost before COMMIT ran. Nothing of
+// it was committed; it is written again.
+type retryGroup struct{ err error }
+
+func (e *retryGroup) Error() string { return e.err.Error() }
+func (e *retryGroup) Unwrap() error { return e.err }
+
+// groupWide reports a PostgreSQL error that rolls back the group's
+// transaction without being any one command's fault.
+func groupWide(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "40P01", // deadlock_detected
+		"40001", // serialization_failure
+		"57014", // query_canceled: statement_timeout
+		"55P03": // lock_not_available: lock_timeout
+		return true
+	}
+	return false
+}
+
+// UnknownOutcomeError is a command whose group lost its connection at
+// COMMIT and whose transaction's fate could not be learned (the database
+// stayed unreachable): it may or may not have been applied. A retry with
+// the same idempotency key (or a look at the command id) tells.
+type UnknownOutcomeError struct {
+	CommandID string
+	Err       error
+}
+
+func (e *UnknownOutcomeError) Error() string {
+	return fmt.Sprintf("command %s: outcome unknown after a lost connection: %v", e.CommandID, e.Err)
+}
+func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
+
+// errUnknownOutcome is the group's outcome before it is given to each command.
+type errUnknownOutcome struct{ err error }
+
+func (e *errUnknownOutcome) Error() string { return e.err.Error() }
+
+// resolve learns what became of the group's transaction xid after its
+// connection was lost in the round trip that carried COMMIT, asking on
+// another connection: committed (nil), or rolled back (retryGroup). A
+// transaction still in progress is waited for; one that stays so (its
+// server process has not noticed the client is gone) is ended by
+// terminating that process, whose outcome is then read.
+func (c *committer) resolve(xid uint64, pid uint32, cause error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	asked := time.Now()
+	for wait := time.Millisecond; ; wait = min(2*wait, 250*time.Millisecond) {
+		var status *string
+		err := c.pool.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, commitorder.FormatXID(xid)).Scan(&status)
+		switch {
+		case err != nil:
+		case status == nil:
+			// Too old to be known: cannot happen within a minute.
+			return &errUnknownOutcome{fmt.Errorf("transaction %d: no status: %w", xid, cause)}
+		case *status == "committed":
+			return nil
+		case *status == "aborted":
+			return &retryGroup{cause}
+		case time.Since(asked) > stuckAfter:
+			_, _ = c.pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+				WHERE pid = $1 AND backend_xid = xid($2::text::xid8)`, int64(pid), commitorder.FormatXID(xid))
+		}
+		if ctx.Err() != nil {
+			return &errUnknownOutcome{fmt.Errorf("transaction %d: %w", xid, cause)}
+		}
+		sleepCtx(ctx, wait)
+	}
+}
+
+// How long resolve waits for an answer, and for a transaction whose
+// client is gone to end by itself.
+const (
+	resolveTimeout = time.Minute
+	stuckAfter     = 2 * time.Second
+)
+
+// reserveSQL begins a group: its transaction id (and server process), a
+// global position per event and a log seq per command (ascending: the
+// order of the group), and which of its command ids are logged already.
 const reserveSQL = `
 WITH s AS (SELECT pg_get_serial_sequence('events', 'global_position') AS events,
                   pg_get_serial_sequence('commands', 'seq') AS commands)
-SELECT pg_current_xact_id()::text,
+SELECT pg_current_xact_id()::text, pg_backend_pid(),
        ARRAY(SELECT nextval(s.events) FROM generate_series(1, $1::int)),
        ARRAY(SELECT nextval(s.commands) FROM generate_series(1, $2::int)),
        ARRAY(SELECT command_id FROM commands WHERE command_id = ANY($3::text[]))
@@ -189,6 +309,7 @@ type failedAlone struct {
 }
 
 func (e *failedAlone) Error() string { return e.err.Error() }
+func (e *failedAlone) Unwrap() error { return e.err }
 
 // errOneByOne: a write of the group as a set failed; written command by
 // command, the group finds which command failed.
@@ -273,6 +394,7 @@ func (c *committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[
 		ids[i] = u.rec.CommandID
 	}
 	var txid string
+	var pid uint32
 	var positions, seqs []int64
 	var logged []string
 	// The transaction is driven by statements in the batches (BEGIN with
@@ -287,10 +409,11 @@ func (c *committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(reserveSQL, events, len(group), ids).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&txid, &positions, &seqs, &logged)
+		return row.Scan(&txid, &pid, &positions, &seqs, &logged)
 	})
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("begin group commit: %w", err)
+		// No write was sent: whatever failed, nothing can have committed.
+		return nil, &retryGroup{fmt.Errorf("begin group commit: %w", err)}
 	}
 	seen := map[int]error{}
 	for i, u := range group {
@@ -335,19 +458,21 @@ func (c *committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[
 	if err := conn.SendBatch(ctx, w).Close(); err != nil {
 		var f *failedAlone
 		var pgErr *pgconn.PgError
-		if !oneByOne && (errors.As(err, &pgErr) || errors.Is(err, eventstore.ErrConflict)) {
-			return nil, errOneByOne
-		}
-		if !errors.As(err, &f) {
-			return nil, err
-		}
 		switch {
+		case !errors.As(err, &pgErr) && !errors.Is(err, eventstore.ErrConflict):
+			// No answer from the server: the connection was lost, perhaps
+			// after COMMIT ran. Only the server knows.
+			return nil, c.resolve(xid, pid, err)
+		case groupWide(err):
+			return nil, &retryGroup{err}
+		case !oneByOne:
+			return nil, errOneByOne
+		case !errors.As(err, &f):
+			return nil, err
 		case errors.As(f.err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "commands_pkey":
 			return map[int]error{f.unit: errLogged}, nil // a twin in another group or process got there first
-		case errors.As(f.err, &pgErr), errors.Is(f.err, eventstore.ErrConflict):
-			return map[int]error{f.unit: f.err}, nil
 		}
-		return nil, f.err // the connection, not the command
+		return map[int]error{f.unit: f.err}, nil
 	}
 	if pg.TxStatus() != 'I' {
 		return nil, fmt.Errorf("group commit: the transaction is still open after COMMIT (status %c)", pg.TxStatus())

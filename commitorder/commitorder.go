@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -58,6 +59,22 @@ func UpTo(seq string, n int) string {
 // HorizonSQL reads the horizon Visible reads below: when it moves, rows
 // that were invisible may have become visible.
 const HorizonSQL = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`
+
+// Now is where a reader that starts "from now" begins: after every row of
+// the transactions below the horizon (all ended), before every row of the
+// others, running or not. Starting after the last row instead would skip
+// the rows of a transaction still running with a lower transaction id.
+func Now(ctx context.Context, q Querier) (Cursor, error) {
+	var xmin string
+	if err := q.QueryRow(ctx, HorizonSQL).Scan(&xmin); err != nil {
+		return Cursor{}, err
+	}
+	tx, err := ParseXID(xmin)
+	if err != nil {
+		return Cursor{}, err
+	}
+	return Cursor{TransactionID: tx - 1, Seq: math.MaxInt64}, nil
+}
 
 // Order orders a log by commit.
 func Order(seq string) string { return fmt.Sprintf(`ORDER BY transaction_id, %s`, seq) }

@@ -35,6 +35,7 @@ type batchConsumer struct {
 	schema  wsql.DefaultPostgreSQLSchema
 	offsets wsql.DefaultPostgreSQLOffsetsAdapter
 	handle  message.NoPublishHandlerFunc // Handle, traced and observed
+	failing failing
 }
 
 func newBatchConsumer(pool *pgxpool.Pool, cfg RouterConfig, h Handler) *batchConsumer {
@@ -68,6 +69,11 @@ func (c *batchConsumer) run(ctx context.Context) error {
 		n, err := c.step(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		var retry *retryLater
+		if errors.As(err, &retry) {
+			sleep(ctx, retry.wait) // outside any transaction: the other consumers go on
+			continue
 		}
 		sleep(ctx, backoff.HandleError(wlog, n == 0, err))
 	}
@@ -176,10 +182,14 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 		}
 	}
 	n, err := f(tx, rows)
-	if err != nil {
+	if err != nil && !errors.As(err, new(*retryLater)) {
 		return n, err
 	}
-	return n, tx.Commit(ctx)
+	// A message to retry later: what came before it commits now.
+	if cErr := tx.Commit(ctx); cErr != nil {
+		return 0, cErr
+	}
+	return n, err
 }
 
 func (c *batchConsumer) ack(ctx context.Context, tx pgx.Tx, last wsql.Row, rows []wsql.Row) error {
@@ -191,43 +201,87 @@ func (c *batchConsumer) ack(ctx context.Context, tx pgx.Tx, last wsql.Row, rows 
 	return err
 }
 
-// oneByOne handles rows through Handle, each with the router's retries;
-// one that still fails goes to the poison topic, in this transaction, and
-// the others are applied. A transient failure ends the batch before that
-// message, which is read again later.
+// oneByOne handles rows through Handle, each in a savepoint of this
+// transaction: the ones that apply are acked with it. A message that fails
+// is not retried here, for nothing may sleep while this transaction holds
+// the group's offset row (and, open, every reader's horizon): the
+// transaction commits what came before it and the consumer reads it again
+// after retryWait. Once it has failed MaxRetries times more, or at once
+// when no retry can mend it (ErrPermanent), it goes to the poison topic in
+// the transaction that acks it, and the messages after it go on.
 func (c *batchConsumer) oneByOne(tx pgx.Tx, rows []wsql.Row) (int, error) {
-	ctx := context.WithValue(context.Background(), txKey{}, tx)
+	ctx := context.Background()
 	done := 0
+	var retry error
 	for _, r := range rows {
 		m := r.Msg
-		m.SetContext(ctx)
-		handle := func() error { return safely(func() error { return c.handle(m) }) }
-		err := handle()
-		for attempt, wait := 1, c.cfg.RetryInterval; err != nil && attempt <= c.cfg.MaxRetries && !errors.Is(err, ErrTransient); attempt++ {
-			time.Sleep(wait)
-			wait = min(2*wait, 2*time.Second)
-			err = handle()
+		err := c.handleAlone(ctx, tx, m)
+		if err == nil {
+			c.failing = failing{}
+			done++
+			continue
 		}
-		if errors.Is(err, ErrTransient) {
+		if c.failing.id != m.UUID {
+			c.failing = failing{id: m.UUID}
+		}
+		if c.failing.attempts++; c.failing.attempts <= c.cfg.MaxRetries && !errors.Is(err, ErrPermanent) {
+			retry = &retryLater{wait: min(c.cfg.RetryInterval<<(c.failing.attempts-1), maxRetryWait), err: err}
 			break
 		}
-		if err != nil {
-			m.Metadata.Set(middleware.ReasonForPoisonedKey, err.Error())
-			m.Metadata.Set(middleware.PoisonedTopicKey, c.h.Topic)
-			m.Metadata.Set(middleware.PoisonedHandlerKey, c.h.Name)
-			m.Metadata.Set(middleware.PoisonedSubscriberKey, "batch")
-			if err := outbox.PublishTo(ctx, tx, outbox.PoisonTopic, m); err != nil {
-				return done, err
-			}
-			c.cfg.Logger.Error("message poisoned", slog.String("handler", c.h.Name), slog.String("message", m.UUID), slog.Any("err", err))
+		c.failing = failing{}
+		m.Metadata.Set(middleware.ReasonForPoisonedKey, err.Error())
+		m.Metadata.Set(middleware.PoisonedTopicKey, c.h.Topic)
+		m.Metadata.Set(middleware.PoisonedHandlerKey, c.h.Name)
+		m.Metadata.Set(middleware.PoisonedSubscriberKey, "batch")
+		if err := outbox.PublishTo(ctx, tx, outbox.PoisonTopic, m); err != nil {
+			return 0, err
 		}
+		c.cfg.Logger.Error("message poisoned", slog.String("handler", c.h.Name), slog.String("message", m.UUID), slog.Any("err", err))
 		done++
 	}
-	if done == 0 {
-		return 0, errors.New("a transient failure: the batch waits")
+	if done > 0 {
+		if err := c.ack(ctx, tx, rows[done-1], rows[:done]); err != nil {
+			return 0, err
+		}
 	}
-	return done, c.ack(ctx, tx, rows[done-1], rows[:done])
+	return done, retry
 }
+
+// handleAlone runs Handle on m in a savepoint of tx: a failure leaves the
+// transaction as it was, so the others can still be applied and acked.
+func (c *batchConsumer) handleAlone(ctx context.Context, tx pgx.Tx, m *message.Message) error {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	m.SetContext(context.WithValue(ctx, txKey{}, sp))
+	if err := safely(func() error { return c.handle(m) }); err != nil {
+		if rbErr := sp.Rollback(ctx); rbErr != nil {
+			return errors.Join(err, rbErr)
+		}
+		return err
+	}
+	return sp.Commit(ctx)
+}
+
+// failing is the message at the head of the group that failed last, and
+// how often: its retries are counted across transactions.
+type failing struct {
+	id       string
+	attempts int
+}
+
+// maxRetryWait caps the backoff between a failing message's attempts.
+const maxRetryWait = 2 * time.Second
+
+// retryLater is a failed message to read again after wait.
+type retryLater struct {
+	wait time.Duration
+	err  error
+}
+
+func (e *retryLater) Error() string { return e.err.Error() }
+func (e *retryLater) Unwrap() error { return e.err }
 
 // safely turns a panic of f into its error, as Watermill's Recoverer does
 // for a message handler: one bad message must not stop the consumer.

@@ -27,12 +27,21 @@ import (
 	"github.com/orderflow/orderflow/tracing"
 )
 
-// ErrTransient marks a failure of something outside (a broker, Temporal):
-// the message is not poisoned but redelivered until it goes through.
+// ErrTransient marks a failure of something outside (a broker, Temporal)
+// in a message handler on the router (Handle without HandleBatch): the
+// message is not poisoned but redelivered until it goes through.
 var ErrTransient = errors.New("transient failure")
 
 // Transient wraps err as ErrTransient.
 func Transient(err error) error { return fmt.Errorf("%w: %w", ErrTransient, err) }
+
+// ErrPermanent marks a failure that no retry can mend before an operator
+// acts (an event whose stream's earlier event is poisoned): the batch
+// consumer poisons the message at once instead of retrying it.
+var ErrPermanent = errors.New("permanent failure")
+
+// Permanent wraps err as ErrPermanent.
+func Permanent(err error) error { return fmt.Errorf("%w: %w", ErrPermanent, err) }
 
 // Handler consumes one topic as one consumer group. Projections, the saga
 // starter and the broker bridge are all Handlers on one router.
@@ -48,7 +57,10 @@ type Handler struct {
 	// HandleBatch, when set, applies a batch of messages (in order) inside
 	// tx, set-based, and the topic is consumed a batch per transaction
 	// (batchConsumer) rather than by a Watermill subscriber; a batch that
-	// fails is handled again message by message with Handle.
+	// fails is handled again message by message with Handle, where a
+	// failure is retried MaxRetries times (none if ErrPermanent), each
+	// attempt in a transaction of its own, then poisoned. Such a handler's
+	// failures are never transient.
 	HandleBatch func(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error
 }
 

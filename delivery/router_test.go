@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,4 +255,148 @@ func TestABatchHandlerGetsBatchesAndAFailingBatchGoesOneByOne(t *testing.T) {
 	if slices.ContainsFunc(syncs, func(s string) bool { return s != "off" }) {
 		t.Fatalf("synchronous_commit in the batches: %v", syncs)
 	}
+}
+
+// A message that keeps failing in a set-based handler is retried outside
+// any transaction: while it waits, the messages before it are committed,
+// and the consumers of other topics and other groups of its own topic see
+// the commits that come after it. (Were it retried inside the transaction
+// that holds its group's offset row, that transaction would hold every
+// reader's horizon, pg_snapshot_xmin, until the message was poisoned.)
+func TestAFailingMessageHoldsNoOtherConsumerBack(t *testing.T) {
+	pool := pgtest.Pool(t)
+	ctx := context.Background()
+	runID := uuid.NewString()
+	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS delivery_test_applied (id text PRIMARY KEY, n serial)`); err != nil {
+		t.Fatal(err)
+	}
+	msg := func() *message.Message {
+		m := message.NewMessage(uuid.NewString(), []byte(`{}`))
+		m.Metadata.Set("test_run", runID)
+		return m
+	}
+	publish := func(topic string, ms ...*message.Message) {
+		t.Helper()
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return outbox.PublishTo(ctx, tx, topic, ms...) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, bad, after := msg(), msg(), msg()
+	var released atomic.Bool
+	var attempts atomic.Int32
+	apply := func(ctx context.Context, tx pgx.Tx, m *message.Message) error {
+		if m.Metadata.Get("test_run") != runID {
+			return nil
+		}
+		if m.UUID == bad.UUID && !released.Load() {
+			attempts.Add(1)
+			return errors.New("a bug until it is fixed")
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO delivery_test_applied (id) VALUES ($1)`, m.UUID)
+		return err
+	}
+	failing := delivery.Handler{Name: "failing-" + runID, ConsumerGroup: "failing-" + runID, Topic: topic,
+		Handle: func(ctx context.Context, m *message.Message) error {
+			tx, err := delivery.Tx(ctx)
+			if err != nil {
+				return err
+			}
+			return apply(ctx, tx, m)
+		},
+		HandleBatch: func(ctx context.Context, tx pgx.Tx, ms []*message.Message) error {
+			for _, m := range ms {
+				if err := apply(ctx, tx, m); err != nil {
+					return err
+				}
+			}
+			return nil
+		}}
+	seen := make(chan string, 100)
+	record := func(_ context.Context, m *message.Message) error {
+		if m.Metadata.Get("test_run") == runID {
+			seen <- m.UUID
+		}
+		return nil
+	}
+	// Another group of the same topic (set-based) and a Watermill
+	// subscriber of another topic.
+	peer := delivery.Handler{Name: "peer-" + runID, ConsumerGroup: "peer-" + runID, Topic: topic, Handle: record,
+		HandleBatch: func(ctx context.Context, _ pgx.Tx, ms []*message.Message) error {
+			for _, m := range ms {
+				_ = record(ctx, m)
+			}
+			return nil
+		}}
+	other := delivery.Handler{Name: "other-" + runID, ConsumerGroup: "other-" + runID, Topic: "shipment_events", Handle: record}
+	publish(topic, first, bad, after)
+	router, err := delivery.NewRouter(pool, delivery.RouterConfig{PollInterval: 10 * time.Millisecond, MaxRetries: 1000,
+		RetryInterval: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, failing, peer, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- router.Run(rctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	<-router.Running()
+	wait := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("still waiting for %s (the failing message was tried %d times)", what, attempts.Load())
+			}
+		}
+	}
+	applied := func(id string) bool {
+		return count(t, pool, `SELECT count(*) FROM delivery_test_applied WHERE id = $1`, id) == 1
+	}
+	wait("a retry of the failing message", func() bool { return attempts.Load() >= 3 })
+	wait("the message before it to be committed", func() bool { return applied(first.UUID) })
+
+	// Commits after the failing message reach the other consumers while
+	// it is still failing.
+	later, elsewhere := msg(), msg()
+	publish(topic, later)
+	publish("shipment_events", elsewhere)
+	got := map[string]bool{}
+	wait("the other consumers", func() bool {
+		for {
+			select {
+			case id := <-seen:
+				got[id] = true
+				continue
+			default:
+			}
+			return got[later.UUID] && got[elsewhere.UUID]
+		}
+	})
+	if applied(bad.UUID) || applied(after.UUID) || len(poisoned(t, pool, runID)) != 0 {
+		t.Fatal("the failing message was resolved before the others went on")
+	}
+	// Fixed: it applies (not poisoned), then what follows it.
+	released.Store(true)
+	wait("the fixed message and the ones after it", func() bool { return applied(after.UUID) && applied(later.UUID) })
+	rows, _ := pool.Query(ctx, `SELECT id FROM delivery_test_applied WHERE id = ANY($1) ORDER BY n`,
+		[]string{first.UUID, bad.UUID, after.UUID, later.UUID})
+	order, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(order, []string{first.UUID, bad.UUID, after.UUID, later.UUID}) || len(poisoned(t, pool, runID)) != 0 {
+		t.Fatalf("applied %v, poisoned %v", order, poisoned(t, pool, runID))
+	}
+}
+
+func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

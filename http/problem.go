@@ -53,6 +53,7 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 		conflict *eventstore.ConflictError
 		payload  *commands.PayloadError
 		he       *echo.HTTPError
+		unknown  *commands.UnknownOutcomeError
 	)
 	switch {
 	case errors.As(err, &p):
@@ -84,6 +85,11 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 		p = problem(http.StatusConflict, "poison_out_of_order", "an earlier event of this stream is still unresolved; replay it first")
 	case errors.Is(err, commandlog.ErrNotFound), errors.Is(err, eventstore.ErrNotFound), errors.Is(err, projections.ErrNotFound):
 		p = problem(http.StatusNotFound, "not_found", "no such resource")
+	case errors.As(err, &unknown):
+		log.Warn("command outcome unknown", "path", path, "err", err)
+		p = problem(http.StatusServiceUnavailable, "outcome_unknown",
+			"the database was lost while the command committed; retry with the same Idempotency-Key, or look up command_id")
+		p.CommandID = unknown.CommandID
 	case unavailable(err):
 		log.Warn("database unavailable", "path", path, "err", err)
 		p = problem(http.StatusServiceUnavailable, "database_unavailable", "the database is not reachable right now; retry")
@@ -136,8 +142,13 @@ func unavailable(err error) bool {
 	case errors.As(err, &connect), errors.As(err, &netErr), errors.Is(err, io.ErrUnexpectedEOF):
 		return true
 	case errors.As(err, &pgErr):
-		// admin shutdown, cannot connect now, crash shutdown
-		return pgErr.Code == "57P01" || pgErr.Code == "57P03" || pgErr.Code == "57P02"
+		// admin shutdown, cannot connect now, crash shutdown; a deadlock, a
+		// serialization failure or a timeout that outlasted the bus's retries
+		switch pgErr.Code {
+		case "57P01", "57P03", "57P02", "40P01", "40001", "57014", "55P03":
+			return true
+		}
+		return false
 	}
 	return pgconn.SafeToRetry(err)
 }

@@ -184,7 +184,10 @@ func Message(e eventstore.Envelope) *message.Message {
 
 var topicName = regexp.MustCompile(`^[a-z_]+$`)
 
-// TopicEnd returns the position of the last message of topic (zero when empty).
+// TopicEnd returns the position of the last message of topic (zero when
+// empty): where a consumer that has caught up stands. Not a place to start
+// reading from (a transaction still running may yet commit messages below
+// it): see TailFrom.
 func TopicEnd(ctx context.Context, pool *pgxpool.Pool, topic string) (uint64, int64, error) {
 	if !topicName.MatchString(topic) {
 		return 0, 0, fmt.Errorf("topic %q: topics are [a-z_]+", topic)
@@ -198,6 +201,26 @@ func TopicEnd(ctx context.Context, pool *pgxpool.Pool, topic string) (uint64, in
 	}
 	tx, err := commitorder.ParseXID(txid)
 	return tx, offset, err
+}
+
+// TailFrom is where a reader of topic starts (ReadTopic after it): from
+// "beginning", from "end" (what commits from now on: commitorder.Now, so a
+// transaction still running is not skipped), or from a message offset
+// (that message included).
+func TailFrom(ctx context.Context, pool *pgxpool.Pool, topic, from string) (uint64, int64, error) {
+	switch from {
+	case "beginning":
+		return 0, 0, nil
+	case "end":
+		c, err := commitorder.Now(ctx, pool)
+		return c.TransactionID, c.Seq, err
+	}
+	o, err := strconv.ParseInt(from, 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("-from %q: want beginning, end or an offset", from)
+	}
+	tx, err := MessageTx(ctx, pool, topic, o)
+	return tx, o - 1, err // just before the message at that offset
 }
 
 // MessageTx returns the transaction id of the message at offset in topic.

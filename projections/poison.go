@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/outbox"
 )
@@ -62,14 +63,25 @@ func scanPoisoned(row pgx.CollectableRow) (Poisoned, error) {
 	return p, nil
 }
 
-// Poison lists poison messages in the order they were poisoned; with
-// unresolvedOnly, only those not yet replayed or skipped.
+// Poison lists poison messages after the one at offset after (0: from
+// the start) in the order they were poisoned, which is commit order: a
+// message is listed once every transaction older than its own has ended,
+// so paging never skips one poisoned by a transaction that committed late
+// (two consumer groups poison at once). With unresolvedOnly, only those
+// not yet replayed or skipped.
 func (r *Reader) Poison(ctx context.Context, unresolvedOnly bool, after int64, limit int) ([]Poisoned, error) {
-	where := `WHERE pm."offset" > $1 `
+	c, found, err := commitorder.At(ctx, r.pool, "watermill_poison", `"offset"`, after)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("poison message %d: %w", after, ErrBadCursor)
+	}
+	where := `WHERE ` + commitorder.After(`pm."offset"`, 1) + ` AND ` + commitorder.Visible + ` `
 	if unresolvedOnly {
 		where += "AND pr.poison_offset IS NULL "
 	}
-	rows, _ := r.pool.Query(ctx, poisonSQL+where+`ORDER BY pm."offset" LIMIT $2`, after, limit)
+	rows, _ := r.pool.Query(ctx, poisonSQL+where+commitorder.Order(`pm."offset"`)+` LIMIT $3`, append(c.Args(), limit)...)
 	return pgx.CollectRows(rows, scanPoisoned)
 }
 

@@ -42,9 +42,10 @@ func (p Projection) Topic() string {
 }
 
 // ErrGap means an event arrived before an earlier event of its stream was
-// applied (that one is in the poison topic): it is retried and poisoned in
-// turn, so a stream's row never skips a version; replaying the poison topic
-// in order repairs it.
+// applied (that one is in the poison topic): no retry can apply it before
+// that one is replayed, so it is poisoned in turn at once (a permanent
+// failure) and a stream's row never skips a version; replaying the poison
+// topic in order repairs it.
 var ErrGap = errors.New("earlier event of the stream not applied yet")
 
 // All returns every projection. Names are consumer groups: never rename one.
@@ -72,7 +73,11 @@ func (p Projection) Handler(reg *eventstore.Registry) delivery.Handler {
 			if err != nil {
 				return err
 			}
-			return p.ApplyMessages(ctx, tx, reg, msg)
+			err = p.ApplyMessages(ctx, tx, reg, msg)
+			if errors.Is(err, ErrGap) {
+				return delivery.Permanent(err)
+			}
+			return err
 		},
 		// A failed batch rolls back its whole transaction: no savepoint.
 		HandleBatch: func(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error {

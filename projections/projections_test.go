@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -302,6 +303,7 @@ func (e *env) dump() map[string][]map[string]any {
 func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
 	e := newEnv(t)
 	bad, good := "w-bad-"+uuid.NewString(), "w-good-"+uuid.NewString()
+	var gapAttempts atomic.Int32 // the gap's attempts alone: no retry can apply it
 	var handlers []delivery.Handler
 	for _, p := range projections.All() {
 		if p.Name == "wallets_projection" {
@@ -316,6 +318,15 @@ func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
 			}
 		}
 		h := p.Handler(e.store.Registry())
+		if p.Name == "wallets_projection" {
+			handle := h.Handle
+			h.Handle = func(ctx context.Context, msg *message.Message) error {
+				if msg.Metadata.Get(outbox.MetaStreamID) == bad && msg.Metadata.Get(outbox.MetaStreamVersion) == "3" {
+					gapAttempts.Add(1)
+				}
+				return handle(ctx, msg)
+			}
+		}
 		handlers = append(handlers, h)
 	}
 	e.run(handlers...)
@@ -336,6 +347,9 @@ func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
 	if len(poisoned) != 2 || poisoned[0].StreamID != bad || poisoned[0].Reason != "simulated bug" ||
 		poisoned[0].Handler != "wallets_projection" || poisoned[1].Position <= poisoned[0].Position {
 		t.Fatalf("poison topic: %+v", poisoned)
+	}
+	if n := gapAttempts.Load(); n != 1 {
+		t.Fatalf("the event after the poisoned one (a gap) was tried alone %d times; want it poisoned at once", n)
 	}
 	st, err := e.reader.Status(e.ctx)
 	seen := false
@@ -567,5 +581,56 @@ func TestARefusalOnAnUnusedOrderIDStaysOutOfItsLaterTimeline(t *testing.T) {
 	}
 	if len(commandIDs) != 2 || commandIDs[0] != placed.CommandID || slices.ContainsFunc(commandIDs, func(s string) bool { return s == refused.CommandID }) {
 		t.Fatalf("timeline commands %v: want the placement and the cancel, not the earlier refusal %s", commandIDs, refused.CommandID)
+	}
+}
+
+// The poison list pages in commit order: a message poisoned by a
+// transaction that took its offset first but committed last is not skipped
+// by a reader paging with the offsets it was given.
+func TestPoisonListSkipsNoLateCommit(t *testing.T) {
+	e := newEnv(t)
+	msg := func() *message.Message {
+		m := message.NewMessage(uuid.NewString(), []byte(`{}`))
+		m.Metadata.Set("handler", "test")
+		return m
+	}
+	late, early := msg(), msg()
+	tx, err := e.pool.Begin(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(e.ctx)
+	if err := outbox.PublishTo(e.ctx, tx, outbox.PoisonTopic, late); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgx.BeginFunc(e.ctx, e.pool, func(tx pgx.Tx) error { return outbox.PublishTo(e.ctx, tx, outbox.PoisonTopic, early) }); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	var after int64
+	read := func() {
+		t.Helper()
+		for {
+			page, err := e.reader.Poison(e.ctx, false, after, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				return
+			}
+			seen[page[0].MessageID]++
+			after = page[0].Offset
+		}
+	}
+	read()
+	if err := tx.Commit(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	read()
+	if seen[late.UUID] != 1 || seen[early.UUID] != 1 {
+		t.Fatalf("paged %v; want %s and %s once each", seen, late.UUID, early.UUID)
+	}
+	if _, err := e.reader.Poison(e.ctx, false, 1<<60, 1); !errors.Is(err, projections.ErrBadCursor) {
+		t.Fatalf("an offset that is no poison message's: %v", err)
 	}
 }

@@ -115,25 +115,9 @@ func (a *app) poisonReplay(ctx context.Context, arg string, all bool) error {
 
 // tail prints a topic's messages, one JSON line each, as they commit.
 func (a *app) tail(ctx context.Context, topic, from string) error {
-	var tx uint64
-	var offset int64
-	switch from {
-	case "beginning":
-	case "end":
-		var err error
-		if tx, offset, err = outbox.TopicEnd(ctx, a.pool, topic); err != nil {
-			return err
-		}
-	default:
-		o, err := strconv.ParseInt(from, 10, 64)
-		if err != nil {
-			return fmt.Errorf("-from %q: want beginning, end or an offset", from)
-		}
-		// Start just before the message at that offset.
-		if tx, err = outbox.MessageTx(ctx, a.pool, topic, o); err != nil {
-			return err
-		}
-		offset = o - 1
+	tx, offset, err := outbox.TailFrom(ctx, a.pool, topic, from)
+	if err != nil {
+		return err
 	}
 	enc := json.NewEncoder(os.Stdout)
 	for {
