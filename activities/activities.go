@@ -70,11 +70,15 @@ const (
 // send dispatches one command of the saga. Rejections whose code is in
 // done mean the effect is already there (or nothing is left to undo).
 func (a *Activities) send(ctx context.Context, s Step, cmd commands.Command, done ...string) (commandlog.Record, error) {
+	rec, err := a.Bus.Dispatch(ctx, a.request(ctx, s, cmd))
+	return a.outcome(ctx, s, cmd, rec, err, done)
+}
+
+// request is the bus request of one step's command.
+func (a *Activities) request(ctx context.Context, s Step, cmd commands.Command) commands.Request {
 	info := activity.GetInfo(ctx)
-	typ := cmd.CommandType()
-	key := s.key(info.WorkflowExecution.ID)
-	rec, err := a.Bus.Dispatch(ctx, commands.Request{
-		CommandID:     key,
+	return commands.Request{
+		CommandID:     s.key(info.WorkflowExecution.ID),
 		Internal:      true,
 		Command:       cmd,
 		CorrelationID: s.CorrelationID,
@@ -82,7 +86,13 @@ func (a *Activities) send(ctx context.Context, s Step, cmd commands.Command, don
 		Actor:         "saga:" + info.WorkflowExecution.ID,
 		OnBehalfOf:    s.OnBehalfOf,
 		Metadata:      map[string]string{"saga_step": s.Step, "order_id": s.OrderID, "workflow_id": info.WorkflowExecution.ID},
-	})
+	}
+}
+
+// outcome is what a step's command came to, as the saga sees it.
+func (a *Activities) outcome(ctx context.Context, s Step, cmd commands.Command, rec commandlog.Record, err error, done []string) (commandlog.Record, error) {
+	typ := cmd.CommandType()
+	key := s.key(activity.GetInfo(ctx).WorkflowExecution.ID)
 	var rejected *commands.RejectedError
 	if errors.As(err, &rejected) {
 		if slices.Contains(done, rejected.Record.ReasonCode) {
@@ -111,6 +121,87 @@ func (a *Activities) send(ctx context.Context, s Step, cmd commands.Command, don
 		return rec, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalid, nil)
 	}
 	return rec, err
+}
+
+// stepCommand is one step of a stage and its command.
+type stepCommand struct {
+	step Step
+	cmd  commands.Command
+}
+
+// sendAll sends independent steps together (Bus.DispatchAll: one group
+// commit when the committer is free) and returns the first failure, in
+// the steps' order.
+func (a *Activities) sendAll(ctx context.Context, steps ...stepCommand) error {
+	reqs := make([]commands.Request, len(steps))
+	for i, s := range steps {
+		reqs[i] = a.request(ctx, s.step, s.cmd)
+	}
+	recs, errs := a.Bus.DispatchAll(ctx, reqs...)
+	for i, s := range steps {
+		if _, err := a.outcome(ctx, s.step, s.cmd, recs[i], errs[i], nil); err != nil {
+			return fmt.Errorf("%s: %w", s.step.Step, err)
+		}
+	}
+	return nil
+}
+
+// ForwardStage is the saga's steps before the carrier, sent together.
+type ForwardStage struct {
+	Reserve   []Line      `json:"reserve"`
+	Authorise Payment     `json:"authorise"`
+	Confirm   OrderChange `json:"confirm"`
+	Schedule  Parcel      `json:"schedule"`
+}
+
+// RunForwardStage sends the steps before the carrier in two group
+// commits: every reservation with the authorisation, then — once all of
+// them were applied — the confirmation with the shipment's schedule. A
+// step not applied fails the stage: the saga then runs the stage step by
+// step, where each step applied here is answered from the command log
+// under its key, so nothing is applied twice.
+func (a *Activities) RunForwardStage(ctx context.Context, s ForwardStage) error {
+	var first []stepCommand
+	for _, l := range s.Reserve {
+		first = append(first, stepCommand{l.Step, commands.ReserveStock{SKU: l.SKU, OrderID: l.OrderID, Quantity: l.Quantity}})
+	}
+	p := s.Authorise
+	first = append(first, stepCommand{p.Step, commands.AuthoriseHold{WalletID: p.WalletID, OrderID: p.OrderID, Amount: p.Amount, Currency: p.Currency}})
+	if err := a.sendAll(ctx, first...); err != nil {
+		return err
+	}
+	return a.sendAll(ctx, stepCommand{s.Confirm.Step, commands.ConfirmOrder{OrderID: s.Confirm.OrderID}},
+		stepCommand{s.Schedule.Step, commands.ScheduleShipment{ShipmentID: s.Schedule.ShipmentID, OrderID: s.Schedule.OrderID, Address: s.Schedule.Address}})
+}
+
+// FinishStage is the saga's steps after the carrier took the parcel.
+type FinishStage struct {
+	Record      Dispatch    `json:"record"`
+	Capture     Payment     `json:"capture"`
+	MarkShipped OrderChange `json:"mark_shipped"`
+	Commit      []Line      `json:"commit"`
+	Complete    OrderChange `json:"complete"`
+}
+
+// RunFinishStage sends the steps after the carrier took the parcel in two
+// group commits: the dispatch's record, the capture, the order's shipment
+// and every line's stock, then the order's completion. As with the
+// forward stage, a step not applied fails the stage and the saga goes on
+// step by step.
+func (a *Activities) RunFinishStage(ctx context.Context, s FinishStage) error {
+	d, p := s.Record, s.Capture
+	first := []stepCommand{
+		{d.Step, commands.DispatchShipment{ShipmentID: d.ShipmentID, Carrier: a.Carrier.Name(), TrackingNumber: d.TrackingNumber}},
+		{p.Step, commands.CaptureHold{WalletID: p.WalletID, OrderID: p.OrderID, Amount: p.Amount}},
+		{s.MarkShipped.Step, commands.MarkOrderShipped{OrderID: s.MarkShipped.OrderID, ShipmentID: s.MarkShipped.ShipmentID}},
+	}
+	for _, l := range s.Commit {
+		first = append(first, stepCommand{l.Step, commands.CommitStock{SKU: l.SKU, OrderID: l.OrderID}})
+	}
+	if err := a.sendAll(ctx, first...); err != nil {
+		return err
+	}
+	return a.sendAll(ctx, stepCommand{s.Complete.Step, commands.CompleteOrder{OrderID: s.Complete.OrderID}})
 }
 
 // SagaKey is the idempotency key of a saga step's command: the workflow id

@@ -303,6 +303,22 @@ const (
 	MetaOnBehalfOf     = "on_behalf_of"
 )
 
+// DispatchAll dispatches independent commands (on different streams) at
+// once: each is decided at the same time as the others, so they reach the
+// group committer together and share its transaction and WAL flush when it
+// is free — one commit for several commands of one sender (a saga's
+// stage). Each keeps its own key, outcome and log row; results are in the
+// order of reqs.
+func (b *Bus) DispatchAll(ctx context.Context, reqs ...Request) ([]commandlog.Record, []error) {
+	recs, errs := make([]commandlog.Record, len(reqs)), make([]error, len(reqs))
+	var wg sync.WaitGroup
+	for i, req := range reqs {
+		wg.Go(func() { recs[i], errs[i] = b.Dispatch(ctx, req) })
+	}
+	wg.Wait()
+	return recs, errs
+}
+
 // Dispatch runs one command. A command id seen before returns the recorded
 // outcome and appends nothing. A domain refusal is logged and returned as
 // *RejectedError with the record.

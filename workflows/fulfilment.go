@@ -212,6 +212,12 @@ const (
 	// heartbeats; a repair run answers a cancel with its reading of the
 	// carrier and uses the keys of the run it repairs.
 	VersionDoors = workflow.Version(4)
+	// VersionStages: the steps before the carrier run as one local
+	// activity (RunForwardStage), and those after it as another
+	// (RunFinishStage), each sending its commands in two group commits.
+	// A stage that fails is run again step by step, as before: every step
+	// it applied is answered from the command log under the same key.
+	VersionStages = workflow.Version(5)
 )
 
 // Timeouts and retries. A step is a command through the bus (milliseconds);
@@ -282,7 +288,7 @@ func OrderFulfilment(ctx workflow.Context, in Input) (Progress, error) {
 		in.ShippingDeadline = DefaultShippingDeadline
 	}
 	// First, before any command: old histories have no marker here.
-	v := workflow.GetVersion(ctx, ChangeID, VersionRegular, VersionDoors)
+	v := workflow.GetVersion(ctx, ChangeID, VersionRegular, VersionStages)
 	if v < VersionGuarded {
 		return runLegacy(ctx, in, v)
 	}
@@ -597,6 +603,42 @@ func (f *fulfilment) stages() []stage {
 	return out
 }
 
+// stage runs a stage's local activity once (no retries: a stage that
+// fails is run again step by step by the caller) and reports whether every
+// step of it was applied.
+func (f *fulfilment) stage(ctx workflow.Context, run, arg any) bool {
+	ctx = workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: StepAttemptTimeout, RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 1},
+	})
+	return workflow.ExecuteLocalActivity(ctx, run, arg).Get(ctx, nil) == nil
+}
+
+// forwardStage is the steps before the carrier, with the keys the steps
+// have when run one by one.
+func (f *fulfilment) forwardStage() activities.ForwardStage {
+	s := activities.ForwardStage{Authorise: f.payment("authorise_payment"), Confirm: activities.OrderChange{Step: f.at("confirm_order")},
+		Schedule: f.parcel("schedule_shipment")}
+	for _, l := range f.in.Lines {
+		s.Reserve = append(s.Reserve, activities.Line{Step: f.at("reserve_stock:" + l.SKU), SKU: l.SKU, Quantity: l.Quantity})
+	}
+	return s
+}
+
+// finishStage is the steps after the carrier took the parcel.
+func (f *fulfilment) finishStage() activities.FinishStage {
+	shipmentID := "shp-" + f.in.OrderID
+	s := activities.FinishStage{
+		Record:      activities.Dispatch{Step: f.at("record_dispatch"), ShipmentID: shipmentID, TrackingNumber: f.p.TrackingNumber},
+		Capture:     f.payment("capture_payment"),
+		MarkShipped: activities.OrderChange{Step: f.at("mark_shipped"), ShipmentID: shipmentID},
+		Complete:    activities.OrderChange{Step: f.at("complete_order")},
+	}
+	for _, l := range f.in.Lines {
+		s.Commit = append(s.Commit, activities.Line{Step: f.at("commit_stock:" + l.SKU), SKU: l.SKU, Quantity: l.Quantity})
+	}
+	return s
+}
+
 // register adds a stage's compensation, if it has one, to those to undo.
 func (f *fulfilment) register(s stage) {
 	if s.compensate != nil {
@@ -615,8 +657,26 @@ func (f *fulfilment) parcel(step string) activities.Parcel {
 // forward runs the steps up to and including the carrier. An error means
 // compensate: a refusal, the customer's cancel, an operator's choice.
 func (f *fulfilment) forward(ctx workflow.Context) error {
+	staged := f.v >= VersionStages && f.cancel == ""
+	if staged {
+		// The whole stage at once, every compensation registered first:
+		// any step of it may have been applied when it fails.
+		for _, s := range f.stages() {
+			f.register(s)
+		}
+		f.p.Status, f.p.Step = StatusReservingStock, "reserve_stock:"+f.in.Lines[0].SKU
+		if f.stage(ctx, a.RunForwardStage, f.forwardStage()) {
+			f.p.Status, f.p.Step = StatusConfirmed, "schedule_shipment"
+			if f.cancel != "" {
+				return errCancelled
+			}
+			return f.dispatch(ctx)
+		}
+	}
 	for _, s := range f.stages() {
-		f.register(s)
+		if !staged {
+			f.register(s)
+		}
 		if s.run == nil {
 			continue
 		}
@@ -772,6 +832,12 @@ func (f *fulfilment) finish(ctx workflow.Context) (Progress, error) {
 	steps = append(steps, namedStep{"complete_order", func(ctx workflow.Context) error {
 		return call(ctx, a.CompleteOrder, activities.OrderChange{Step: f.at("complete_order")}, nil)
 	}})
+	if f.v >= VersionStages {
+		f.p.Step = steps[0].step
+		if f.stage(ctx, a.RunFinishStage, f.finishStage()) {
+			steps = nil
+		}
+	}
 	for _, s := range steps {
 		f.p.Step = s.step
 		err := f.do(ctx, s.step, s.run, true, ActionRetry, ActionWriteOff)

@@ -95,6 +95,10 @@ func (s *saga) defaults() {
 	for _, a := range allActivities {
 		s.on(a, nil, mockOpts{})
 	}
+	// Unless a test runs the stages (stages), each stage fails and the
+	// saga goes step by step, which most tests look at.
+	s.env.OnActivity("RunForwardStage", mock.Anything, mock.Anything).Return(errors.New("stage not run in this test"))
+	s.env.OnActivity("RunFinishStage", mock.Anything, mock.Anything).Return(errors.New("stage not run in this test"))
 	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
 		s.record("BookWithCarrier", p.Step)
 		return "TRACK-1", nil
@@ -196,6 +200,9 @@ func TestHappyPathRunsEveryStepInOrder(t *testing.T) {
 	}
 }
 
+// (Here the stage before the carrier fails and the saga goes step by step:
+// every compensation was registered before the stage, each a no-op when
+// its step was not done.)
 func TestFailuresCompensateInReverse(t *testing.T) {
 	cases := []struct {
 		name       string
@@ -205,9 +212,9 @@ func TestFailuresCompensateInReverse(t *testing.T) {
 		want       []string
 	}{
 		{"out of stock on the second line", "ReserveStock", sku("b"), "reserve_stock:b",
-			[]string{"ReserveStock:a", "ReserveStock:b", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder"}},
+			[]string{"ReserveStock:a", "ReserveStock:b", "FailShipment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder"}},
 		{"insufficient funds", "AuthorisePayment", nil, "authorise_payment",
-			[]string{"ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder"}},
+			[]string{"ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "FailShipment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -306,7 +313,9 @@ func TestCancelBeforeTheCarrierCompensatesWithoutAskingIt(t *testing.T) {
 	if code(again.rejected) != workflows.ErrCancelling {
 		t.Fatalf("second cancel %+v", again)
 	}
-	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder")
+	// The stage registered every compensation first (each a no-op when
+	// nothing was done).
+	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "FailShipment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder")
 }
 
 func TestAReasonThatCannotReachAnEventIsRefused(t *testing.T) {
@@ -694,5 +703,82 @@ func TestARepairOfALegacyRunUsesItsKeys(t *testing.T) {
 		if k != "" {
 			t.Fatalf("%s ran with key %q: a legacy run's steps have none (activities.CommandID)", s.calls[i], k)
 		}
+	}
+}
+
+// stages makes the stages succeed (recorded as one call each) unless
+// failForward or failFinish.
+func (s *saga) stages(failForward, failFinish bool) {
+	s.env.OnActivity("RunForwardStage", mock.Anything, mock.Anything).Return(func(_ context.Context, st activities.ForwardStage) error {
+		s.record("RunForwardStage", st.Confirm.Step)
+		if failForward {
+			return business("out_of_stock")
+		}
+		return nil
+	})
+	s.env.OnActivity("RunFinishStage", mock.Anything, mock.Anything).Return(func(_ context.Context, st activities.FinishStage) error {
+		s.record("RunFinishStage", st.Complete.Step)
+		if failFinish {
+			return business("no_hold")
+		}
+		return nil
+	})
+}
+
+// A stage sends its steps together: the happy path is two local
+// activities and the carrier, each stage's steps with the keys they have
+// one by one.
+func TestStagesRunTheStepsTogether(t *testing.T) {
+	s := newSaga(t)
+	var forward activities.ForwardStage
+	var finish activities.FinishStage
+	s.env.OnActivity("RunForwardStage", mock.Anything, mock.Anything).Return(func(_ context.Context, st activities.ForwardStage) error {
+		forward = st
+		s.record("RunForwardStage", st.Confirm.Step)
+		return nil
+	})
+	s.env.OnActivity("RunFinishStage", mock.Anything, mock.Anything).Return(func(_ context.Context, st activities.FinishStage) error {
+		finish = st
+		s.record("RunFinishStage", st.Complete.Step)
+		return nil
+	})
+	s.defaults()
+	p := s.run(input)
+	s.want("RunForwardStage", "BookWithCarrier", "RunFinishStage")
+	wid := workflows.WorkflowID(input.OrderID)
+	if p.Status != workflows.StatusCompleted || len(forward.Reserve) != 2 || forward.Reserve[1].Step.Key != "saga:"+wid+".reserve_stock:b" ||
+		forward.Authorise.Amount != 3500 || finish.Record.TrackingNumber != "TRACK-1" || len(finish.Commit) != 2 ||
+		finish.Capture.Step.Key != "saga:"+wid+".capture_payment" {
+		t.Fatalf("progress %+v\nforward %+v\nfinish %+v", p, forward, finish)
+	}
+}
+
+// A stage that fails is run again step by step: the steps it applied are
+// answered from the log under the same keys, and the one that failed is
+// handled as it always was (here compensated, or held for an operator).
+func TestAFailedStageGoesOnStepByStep(t *testing.T) {
+	s := newSaga(t)
+	s.stages(true, false)
+	s.on("ReserveStock", business("out_of_stock"), mockOpts{when: sku("b"), once: true})
+	s.defaults()
+	p := s.run(input)
+	// Every compensation of the stage runs: the authorisation (say) may
+	// have been applied in it, so the hold is voided though the step by
+	// step run stopped before authorising.
+	s.want("RunForwardStage", "ReserveStock:a", "ReserveStock:b", "FailShipment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder")
+	if p.Status != workflows.StatusCompensated || p.FailedStep != "reserve_stock:b" {
+		t.Fatalf("progress %+v", p)
+	}
+
+	s = newSaga(t)
+	s.stages(false, true)
+	s.on("CapturePayment", business("no_hold"), mockOpts{once: true})
+	s.defaults()
+	s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionRetry, Reason: "re-authorised"})
+	p = s.run(input)
+	s.want("RunForwardStage", "BookWithCarrier", "RunFinishStage", "RecordDispatch", "CapturePayment", "CapturePayment",
+		"MarkOrderShipped", "CommitStock:a", "CommitStock:b", "CompleteOrder")
+	if p.Status != workflows.StatusCompleted {
+		t.Fatalf("progress %+v", p)
 	}
 }
