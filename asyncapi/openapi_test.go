@@ -114,4 +114,3 @@ func agree(o *openapi3.Schema, a map[string]any, path string, checkRequired bool
 	}
 	return out
 }
-
