@@ -76,13 +76,13 @@ type Variable struct {
 
 // SQLBinding is how a topic sits in PostgreSQL and how to subscribe to it.
 type SQLBinding struct {
-	Package              string   `json:"package"`
-	SchemaAdapter        string   `json:"schemaAdapter"`
-	OffsetsAdapter       string   `json:"offsetsAdapter"`
-	InitializeSchema     bool     `json:"initializeSchema"`
-	MessagesTable        string   `json:"messagesTable,omitempty"`
-	OffsetsTable         string   `json:"offsetsTable,omitempty"`
-	ReservedConsumerGrps []string `json:"reservedConsumerGroups,omitempty"`
+	Package          string   `json:"package"`
+	SchemaAdapter    string   `json:"schemaAdapter"`
+	OffsetsAdapter   string   `json:"offsetsAdapter"`
+	InitializeSchema bool     `json:"initializeSchema"`
+	MessagesTable    string   `json:"messagesTable,omitempty"`
+	OffsetsTable     string   `json:"offsetsTable,omitempty"`
+	ReservedGroups   []string `json:"reservedConsumerGroups,omitempty"`
 }
 
 // NATSBinding is the subject and stream the optional bridge forwards a topic to.
@@ -304,10 +304,10 @@ func channel(topic string, names []string) Channel {
 		Delivery: Delivery{Guarantee: "at-least-once", Order: "commit order within the topic", DeduplicateBy: "message UUID"},
 		WatermillSQL: SQLBinding{
 			Package: reflect.TypeOf(schema).PkgPath(), SchemaAdapter: reflect.TypeOf(schema).Name(),
-			OffsetsAdapter:       reflect.TypeOf(offsets).Name(),
-			MessagesTable:        strings.Trim(schema.MessagesTable(topic), `"`),
-			OffsetsTable:         strings.Trim(offsets.MessagesOffsetsTable(topic), `"`),
-			ReservedConsumerGrps: reservedGroups()[topic],
+			OffsetsAdapter: reflect.TypeOf(offsets).Name(),
+			MessagesTable:  strings.Trim(schema.MessagesTable(topic), `"`),
+			OffsetsTable:   strings.Trim(offsets.MessagesOffsetsTable(topic), `"`),
+			ReservedGroups: reservedGroups()[topic],
 		},
 	}
 	if slices.Contains(outbox.Topics, topic) {

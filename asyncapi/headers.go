@@ -22,6 +22,7 @@ import (
 // have one (Generate fails otherwise).
 type headerDoc struct {
 	desc, format, pattern string
+	enum                  []string
 }
 
 const digits = `^[0-9]+$`
@@ -44,7 +45,7 @@ var headerDocs = map[string]headerDoc{
 
 	commandlog.MetaCommandID:   {desc: "the command's id (the message UUID is derived from it)"},
 	commandlog.MetaCommandType: {desc: "the command's type"},
-	commandlog.MetaStatus:      {desc: "accepted or rejected"},
+	commandlog.MetaStatus:      {desc: "the command's outcome", enum: []string{commandlog.StatusAccepted, commandlog.StatusRejected}},
 	commandlog.MetaSeq:         {desc: "the command's position in the command log", pattern: digits},
 
 	middleware.ReasonForPoisonedKey:  {desc: "why the handler gave up (its last error)"},
@@ -64,6 +65,9 @@ func headers(full, minimal message.Metadata, consts map[string]string) *jsonsche
 			panic(fmt.Sprintf("asyncapi: metadata key %q is not documented", k))
 		}
 		p := &jsonschema.Schema{Type: "string", Description: d.desc, Format: d.format, Pattern: d.pattern}
+		for _, e := range d.enum {
+			p.Enum = append(p.Enum, e)
+		}
 		if c, ok := consts[k]; ok {
 			p.Const, p.Pattern = c, ""
 		}

@@ -80,6 +80,12 @@ func fields(s *jsonschema.Schema) []field {
 			switch {
 			case f.Const != nil:
 				c = "= " + toString(f.Const)
+			case len(f.Enum) > 0:
+				var vals []string
+				for _, e := range f.Enum {
+					vals = append(vals, toString(e))
+				}
+				c = "one of " + strings.Join(vals, ", ")
 			case f.Pattern != "":
 				c = "pattern " + f.Pattern
 			}
@@ -145,7 +151,7 @@ th{background:#f7f7f7} .personal{background:#fff4e5} .tag{font-size:12px;padding
 <table>
 <tr><th>delivery</th><td>{{.Delivery.Guarantee}}, {{.Delivery.Order}}; deduplicate by the {{.Delivery.DeduplicateBy}}</td></tr>
 <tr><th>watermill-sql</th><td>table <code>{{.WatermillSQL.MessagesTable}}</code>, offsets <code>{{.WatermillSQL.OffsetsTable}}</code>; <code>{{.WatermillSQL.SchemaAdapter}}</code> and <code>{{.WatermillSQL.OffsetsAdapter}}</code> of <code>{{.WatermillSQL.Package}}</code>, schema initialisation off</td></tr>
-<tr><th>orderflow's consumer groups</th><td>{{range .WatermillSQL.ReservedConsumerGrps}}<code>{{.}}</code> {{end}}(choose a name of your own)</td></tr>
+<tr><th>orderflow's consumer groups</th><td>{{range .WatermillSQL.ReservedGroups}}<code>{{.}}</code> {{end}}(choose a name of your own)</td></tr>
 {{with .NATS}}<tr><th>NATS JetStream</th><td>subject <code>{{.Subject}}</code>, stream <code>{{.Stream}}</code>, header <code>{{.MsgIDHeader}}</code> = message UUID</td></tr>{{end}}
 </table>
 {{range .Messages}}
