@@ -227,7 +227,8 @@ func (s *system) call(method, path, body string, want int, headers ...string) ma
 // customer opens a wallet with balance and receives stock of one SKU.
 func (s *system) customer(balance, stock int) (wallet, sku string) {
 	wallet, sku = "w-"+uuid.NewString(), "sku-"+uuid.NewString()
-	s.call("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c-%s","currency":"EUR"}`, wallet, wallet), 201)
+	// A named wallet: its name is personal, sealed on every topic.
+	s.call("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c-%s","currency":"EUR","name":"Ada's"}`, wallet, wallet), 201)
 	s.call("POST", "/wallets/"+wallet+"/top-ups", fmt.Sprintf(`{"amount":%d}`, balance), 201)
 	s.call("POST", "/products/"+sku+"/stock", fmt.Sprintf(`{"quantity":%d}`, stock), 201)
 	return wallet, sku
