@@ -47,6 +47,7 @@ func TestRealMessagesMatchTheContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	dispatch(t, bus, commands.ScheduleShipment{ShipmentID: "shp-" + o, OrderID: o, Address: addr})
+	dispatch(t, bus, commands.CancelOrder{OrderID: o, Reason: "test"}) // every order ends (verify's other tests)
 
 	// A handler that gives up on every wallet event poisons them.
 	group := "contract_poisoner"
