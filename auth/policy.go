@@ -19,11 +19,13 @@ const (
 // A route missing here is refused for everyone; a test checks that every
 // route of the server is listed.
 var routes = map[string]Access{
-	"GET /healthz":      Public,
-	"GET /readyz":       Public,
-	"GET /openapi.json": Public,
-	"GET /docs":         Public,
-	"GET /docs/*":       Public,
+	"GET /healthz":       Public,
+	"GET /readyz":        Public,
+	"GET /openapi.json":  Public,
+	"GET /docs":          Public,
+	"GET /docs/*":        Public,
+	"GET /asyncapi.json": Public,
+	"GET /docs/events":   Public,
 
 	"POST /orders":                        Customers,
 	"POST /orders/:id/cancel":             Customers,

@@ -20,8 +20,8 @@ import (
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/domain/order"
-	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/eventstore/streams"
 	"github.com/orderflow/orderflow/internal/pgtest"
 )
 

@@ -1,8 +1,11 @@
 package eventstore
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"reflect"
+	"slices"
 
 	"github.com/orderflow/orderflow/domain/aggregate"
 )
@@ -11,6 +14,8 @@ import (
 type Upcaster func(json.RawMessage) (json.RawMessage, error)
 
 type eventType struct {
+	stream    string
+	goType    reflect.Type
 	version   int
 	decode    func(json.RawMessage) (aggregate.Event, error)
 	upcasters map[int]Upcaster // from version -> to version+1
@@ -34,9 +39,10 @@ func NewRegistry() *Registry {
 	return &Registry{events: map[string]*eventType{}, streams: map[string]streamType{}}
 }
 
-// RegisterEvent registers event type E under the wire name its EventType
-// method returns, at the given current schema version.
-func RegisterEvent[E aggregate.Event](r *Registry, version int) {
+// RegisterEvent registers event type E, recorded by the aggregates of
+// stream type stream, under the wire name its EventType method returns, at
+// the given current schema version.
+func RegisterEvent[E aggregate.Event](r *Registry, stream string, version int) {
 	var zero E
 	name := zero.EventType()
 	if _, dup := r.events[name]; dup {
@@ -46,6 +52,8 @@ func RegisterEvent[E aggregate.Event](r *Registry, version int) {
 		panic(fmt.Sprintf("eventstore: event %q needs a schema version >= 1", name))
 	}
 	r.events[name] = &eventType{
+		stream:    stream,
+		goType:    reflect.TypeFor[E](),
 		version:   version,
 		upcasters: map[int]Upcaster{},
 		decode: func(data json.RawMessage) (aggregate.Event, error) {
@@ -87,6 +95,45 @@ func (r *Registry) NewAggregate(stream, id string) (aggregate.Root, bool) {
 		return nil, false
 	}
 	return t.new(id), true
+}
+
+// EventInfo describes one registered event type: what a published contract
+// of the events is generated from.
+type EventInfo struct {
+	Name       string
+	StreamType string
+	Version    int
+	// Type is the Go type the current version decodes into.
+	Type reflect.Type
+	// UpcastFrom lists the older versions an upcaster starts from.
+	UpcastFrom []int
+}
+
+// Events returns every registered event type, by stream type and name.
+func (r *Registry) Events() []EventInfo {
+	out := make([]EventInfo, 0, len(r.events))
+	for name, t := range r.events {
+		info := EventInfo{Name: name, StreamType: t.stream, Version: t.version, Type: t.goType}
+		for from := range t.upcasters {
+			info.UpcastFrom = append(info.UpcastFrom, from)
+		}
+		slices.Sort(info.UpcastFrom)
+		out = append(out, info)
+	}
+	slices.SortFunc(out, func(a, b EventInfo) int {
+		return cmp.Or(cmp.Compare(a.StreamType, b.StreamType), cmp.Compare(a.Name, b.Name))
+	})
+	return out
+}
+
+// StreamTypes returns the registered stream types, sorted.
+func (r *Registry) StreamTypes() []string {
+	out := make([]string, 0, len(r.streams))
+	for name := range r.streams {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // SchemaVersion returns the current schema version of an event type.

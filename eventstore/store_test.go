@@ -35,11 +35,11 @@ func (Renamed) EventType() string { return "test.renamed" }
 func registry() *eventstore.Registry {
 	r := eventstore.NewRegistry()
 	r.RegisterStream(wallet.StreamType, wallet.SnapshotVersion, func(id string) aggregate.Root { return wallet.New(id) })
-	eventstore.RegisterEvent[wallet.Opened](r, 1)
-	eventstore.RegisterEvent[wallet.ToppedUp](r, 1)
-	eventstore.RegisterEvent[wallet.Renamed](r, 1)
-	eventstore.RegisterEvent[wallet.HoldAuthorised](r, 1)
-	eventstore.RegisterEvent[Renamed](r, 2)
+	eventstore.RegisterEvent[wallet.Opened](r, wallet.StreamType, 1)
+	eventstore.RegisterEvent[wallet.ToppedUp](r, wallet.StreamType, 1)
+	eventstore.RegisterEvent[wallet.Renamed](r, wallet.StreamType, 1)
+	eventstore.RegisterEvent[wallet.HoldAuthorised](r, wallet.StreamType, 1)
+	eventstore.RegisterEvent[Renamed](r, "test", 2)
 	r.RegisterUpcaster("test.renamed", 1, func(in json.RawMessage) (json.RawMessage, error) {
 		var v1 struct {
 			Title string `json:"title"`

@@ -16,8 +16,8 @@ import (
 
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
-	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/eventstore/streams"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/pgtest"
 )

@@ -14,9 +14,9 @@ import (
 
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/domain/aggregate"
-	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/domain/wallet"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/eventstore/streams"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/pgtest"
 	"github.com/orderflow/orderflow/outbox"

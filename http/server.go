@@ -29,6 +29,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/orderflow/orderflow/asyncapi"
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/eventstore"
@@ -152,6 +153,8 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.GET("/openapi.json", s.openapi)
 	e.GET("/docs", s.docsIndex)
 	e.GET("/docs/*", s.docsAsset)
+	e.GET("/asyncapi.json", asyncapiDoc)
+	e.GET("/docs/events", asyncapiPage)
 
 	e.POST("/wallets", command[commands.OpenWallet](s, nil))
 	e.POST("/wallets/:id/top-ups", command(s, func(p *commands.TopUpWallet, c echo.Context) { p.WalletID = c.Param("id") }))
@@ -265,6 +268,24 @@ func (s *Server) docsIndex(c echo.Context) error {
 <script src="/docs/swagger-ui-bundle.js"></script>
 <script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui", persistAuthorization: true});</script>
 </body></html>`)
+}
+
+// asyncapiDoc serves the AsyncAPI document of the Watermill topics, and
+// asyncapiPage its rendering: the contract of event consumers.
+func asyncapiDoc(c echo.Context) error {
+	doc, err := asyncapi.JSON()
+	if err != nil {
+		return err
+	}
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, doc)
+}
+
+func asyncapiPage(c echo.Context) error {
+	page, err := asyncapi.Page()
+	if err != nil {
+		return err
+	}
+	return c.HTMLBlob(http.StatusOK, page)
 }
 
 func (s *Server) docsAsset(c echo.Context) error {

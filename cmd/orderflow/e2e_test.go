@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -36,6 +37,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/orderflow/orderflow/asyncapi"
 	"github.com/orderflow/orderflow/auth"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/devtemporal"
@@ -84,7 +86,35 @@ func (w withTemporal) Run() int {
 		return 1
 	}
 	temporalAddr = srv.Frontend
-	return w.m.Run()
+	if code := w.m.Run(); code != 0 {
+		return code
+	}
+	return topicsMatchTheContract()
+}
+
+// topicsMatchTheContract validates every message the package's tests wrote
+// (every event and command of the end-to-end and load tests, and any
+// poisoned message) against the AsyncAPI document, read back from the
+// topic tables once they all ran.
+func topicsMatchTheContract() int {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, pgtest.RunURL())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer pool.Close()
+	fails, err := asyncapi.CheckTopics(ctx, pool)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "check the topics against the AsyncAPI document:", err)
+		return 1
+	}
+	if len(fails) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: %d messages on the topics do not match the AsyncAPI document (docs/asyncapi.json):\n  %s\n",
+			len(fails), strings.Join(fails, "\n  "))
+		return 1
+	}
+	return 0
 }
 
 // system is the whole service wired as in dev: API, projector, saga worker.
@@ -197,7 +227,8 @@ func (s *system) call(method, path, body string, want int, headers ...string) ma
 // customer opens a wallet with balance and receives stock of one SKU.
 func (s *system) customer(balance, stock int) (wallet, sku string) {
 	wallet, sku = "w-"+uuid.NewString(), "sku-"+uuid.NewString()
-	s.call("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c-%s","currency":"EUR"}`, wallet, wallet), 201)
+	// A named wallet: its name is personal, sealed on every topic.
+	s.call("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c-%s","currency":"EUR","name":"Ada's"}`, wallet, wallet), 201)
 	s.call("POST", "/wallets/"+wallet+"/top-ups", fmt.Sprintf(`{"amount":%d}`, balance), 201)
 	s.call("POST", "/products/"+sku+"/stock", fmt.Sprintf(`{"quantity":%d}`, stock), 201)
 	return wallet, sku

@@ -62,6 +62,8 @@ commands:
   token -role customer -customer ID | -role operator
                              print a bearer token signed with dev's key (or -key FILE); the token is
                              alone on the last line: TOKEN=$(orderflow token -role operator)
+  asyncapi [-o FILE]         print the AsyncAPI document of the Watermill topics (or write it, refusing a
+                             change that breaks consumers of the FILE it replaces)
   temporal-server            Temporal's server (the one dev embeds) as a process of its own, on DATABASE_URL's
                              PostgreSQL (its own databases there) or -temporal-persistence sqlite
 
@@ -77,6 +79,13 @@ func main() {
 	defer stop()
 
 	name, args := os.Args[1], os.Args[2:]
+	if name == "asyncapi" { // needs no configuration
+		if err := runAsyncAPI(args); err != nil {
+			fmt.Fprintln(os.Stderr, "orderflow:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if (name == "projections" || name == "poison" || name == "events" || name == "sagas") && len(args) > 0 {
 		name, args = name+" "+args[0], args[1:]
 	}

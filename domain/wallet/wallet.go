@@ -68,6 +68,13 @@ type Reinstated struct {
 	Operator string `json:"operator"`
 }
 
+// PersonalFields are the fields that identify a person: the wallet's name
+// (its holder's, as the customer chose it), stored sealed.
+func (e *Opened) PersonalFields() []*string { return []*string{&e.Name} }
+
+// PersonalFields: the new name, stored sealed.
+func (e *Renamed) PersonalFields() []*string { return []*string{&e.Name} }
+
 func (Opened) EventType() string          { return "wallet.opened" }
 func (Renamed) EventType() string         { return "wallet.renamed" }
 func (ToppedUp) EventType() string        { return "wallet.topped_up" }

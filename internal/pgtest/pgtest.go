@@ -86,6 +86,10 @@ func URL(tb testing.TB) string {
 	return dbURL
 }
 
+// RunURL is the package database's connection string while Run runs the
+// tests (for what TestMain checks after them); empty otherwise.
+func RunURL() string { return dbURL }
+
 // Pool returns a pool on the package database, closed when the test ends.
 func Pool(tb testing.TB) *pgxpool.Pool {
 	tb.Helper()

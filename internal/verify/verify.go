@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
+	"github.com/orderflow/orderflow/asyncapi"
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/domain/wallet"
@@ -207,6 +208,11 @@ func (c *Checker) Run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	r.add("no command id produced two sets of events", dupFails)
+	topicFails, err := asyncapi.CheckTopics(ctx, c.Pool)
+	if err != nil {
+		return nil, err
+	}
+	r.add("every message on every topic matches the AsyncAPI document", topicFails)
 	return r, nil
 }
 

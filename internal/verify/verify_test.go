@@ -21,9 +21,9 @@ import (
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/order"
-	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/domain/wallet"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/eventstore/streams"
 	"github.com/orderflow/orderflow/internal/pgtest"
 	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/projections"
@@ -190,6 +190,11 @@ func TestEachCheckFindsItsCorruption(t *testing.T) {
 			}
 			w.exec(`UPDATE events SET causation_id = $1 WHERE causation_id = (SELECT command_id FROM commands WHERE stream_id = $2 AND command_type = 'OpenWallet')`, cmd, wid)
 			return "command " + cmd + " caused 2 events, its log row names 1"
+		}},
+		{"every message on every topic matches the AsyncAPI document", func() string {
+			w.exec(`UPDATE watermill_wallet_events SET payload = jsonb_set(payload::jsonb, '{amount}', '"lots"')::json
+				WHERE metadata->>'stream_id' = $1 AND metadata->>'event_type' = 'wallet.topped_up'`, wid)
+			return `wallet.topped_up payload at "/amount": got string, want integer`
 		}},
 	}
 	for _, c := range cases {
