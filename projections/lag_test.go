@@ -15,8 +15,8 @@ import (
 
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
-	"github.com/orderflow/orderflow/domain/streams"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/eventstore/streams"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/projections"
 )
