@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	namespacepb "go.temporal.io/api/namespace/v1"
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/serviceerror"
@@ -480,36 +481,48 @@ func Repair(ctx context.Context, pool *pgxpool.Pool, c client.Client, orderID st
 }
 
 // legacyKeys reports whether a run sent its commands under the keys of
-// the runs recorded before workflows.VersionGuarded: its version marker
-// says so, or it repaired such a run itself.
+// the runs recorded before workflows.VersionGuarded (LegacyKeys).
 func legacyKeys(ctx context.Context, c client.Client, workflowID, runID string) (bool, error) {
 	it := c.GetWorkflowHistory(ctx, workflowID, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	dc := converter.GetDefaultDataConverter()
+	var events []*historypb.HistoryEvent
 	for it.HasNext() {
 		e, err := it.Next()
 		if err != nil {
 			return false, err
 		}
+		events = append(events, e)
+	}
+	return LegacyKeys(events), nil
+}
+
+// LegacyKeys reports whether the run whose history this is sent its
+// commands (and booked the carrier) under the keys of the runs recorded
+// before workflows.VersionGuarded: its version marker says so, or no marker
+// came before its first step (the first version), or it repaired such a run
+// itself.
+func LegacyKeys(events []*historypb.HistoryEvent) bool {
+	dc := converter.GetDefaultDataConverter()
+	for _, e := range events {
 		if started := e.GetWorkflowExecutionStartedEventAttributes(); started != nil {
 			var in workflows.Input
 			if p := started.GetInput().GetPayloads(); len(p) > 0 && dc.FromPayload(p[0], &in) == nil && in.LegacyKeys {
-				return true, nil
+				return true
 			}
 		}
-		if m := e.GetMarkerRecordedEventAttributes(); m != nil && m.GetMarkerName() == "Version" {
+		m := e.GetMarkerRecordedEventAttributes()
+		if m != nil && m.GetMarkerName() == "Version" {
 			var change string
 			var v workflow.Version
 			if dc.FromPayloads(m.GetDetails()["change-id"], &change) == nil && change == workflows.ChangeID &&
 				dc.FromPayloads(m.GetDetails()["version"], &v) == nil {
-				return v < workflows.VersionGuarded, nil
+				return v < workflows.VersionGuarded
 			}
 		}
-		if e.GetActivityTaskScheduledEventAttributes() != nil || e.GetMarkerRecordedEventAttributes() != nil && e.GetMarkerRecordedEventAttributes().GetMarkerName() != "Version" {
-			// A step ran before any version marker: the first version.
-			return true, nil
+		if e.GetActivityTaskScheduledEventAttributes() != nil || m != nil {
+			return true // a step before any version marker: the first version
 		}
 	}
-	return false, nil
+	return false
 }
 
 // Unfinished lists the sagas whose latest run ended without a business
