@@ -386,15 +386,15 @@ func (a *Activities) DispatchWithCarrier(ctx context.Context, p Parcel) (string,
 // have the parcel. Anything else is retried under the same key, so the
 // carrier answers for the parcel it booked.
 //
-// The address is opened for the first call. A later attempt whose address
-// can no longer be opened (the customer was forgotten meanwhile) asks the
-// carrier by key alone: a booking made by an earlier attempt is answered
-// as it stands, and none is made anew without an address.
+// An address that can no longer be opened (the customer was forgotten)
+// is not taken for a refusal: an earlier attempt may have booked the
+// parcel. The carrier is asked by key alone; it answers for a booking it
+// has, and refuses to book anew without an address.
 func (a *Activities) BookWithCarrier(ctx context.Context, p Parcel) (string, error) {
 	key := p.key(activity.GetInfo(ctx).WorkflowExecution.ID)
 	to, err := a.openAddress(ctx, p)
 	var app *temporal.ApplicationError
-	if errors.As(err, &app) && activity.GetInfo(ctx).Attempt > 1 {
+	if errors.As(err, &app) {
 		to, err = order.Address{}, nil
 	}
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/orderflow/orderflow/activities"
@@ -16,6 +17,7 @@ import (
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/eventstore/streams"
 	"github.com/orderflow/orderflow/internal/pgtest"
+	"github.com/orderflow/orderflow/personal"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
@@ -124,5 +126,48 @@ func TestDispatchWithCarrierRunTwiceRecordsOneDispatch(t *testing.T) {
 	var ins activities.Inspection
 	if err := seen.Get(&ins); err != nil || ins.ShipmentStatus != "dispatched" || ins.TrackingNumber != tracking[0] {
 		t.Fatalf("inspection %+v %v", ins, err)
+	}
+}
+
+// A parcel booked before the customer was forgotten is the carrier's: a
+// later attempt of the carrier call, which can no longer open the address,
+// asks the carrier by key and gets the booking's tracking number — never a
+// refusal that would compensate a parcel the carrier has. Without a booking
+// the carrier refuses (nothing to ship to), and the saga may compensate.
+func TestACarrierCallAfterAForgetAnswersForTheBookingItMade(t *testing.T) {
+	pool := pgtest.Pool(t)
+	ctx := context.Background()
+	keys := personal.NewKeys(pool)
+	customer := "c-" + uuid.NewString()
+	sealed := addr
+	if err := keys.Seal(ctx, customer, sealed.PersonalFields()...); err != nil {
+		t.Fatal(err)
+	}
+	carrier := activities.SimulatedCarrier{Pool: pool, Latency: 10 * time.Millisecond}
+	acts := &activities.Activities{Carrier: carrier, Keys: keys}
+	env := (&testsuite.WorkflowTestSuite{}).NewTestActivityEnvironment()
+	env.RegisterActivity(acts)
+	parcel := func(orderID string) activities.Parcel {
+		return activities.Parcel{ShipmentID: "shp-" + orderID, Address: sealed, CustomerID: customer,
+			Step: activities.Step{OrderID: orderID, Step: "dispatch_shipment", Key: activities.SagaKey("order-fulfilment:"+orderID, "dispatch_shipment")}}
+	}
+	booked := parcel("o-" + uuid.NewString())
+	v, err := env.ExecuteActivity(acts.BookWithCarrier, booked)
+	var first string
+	if err != nil || v.Get(&first) != nil || first == "" {
+		t.Fatalf("the first call: %q %v", first, err)
+	}
+	if _, err := keys.Forget(ctx, customer, "test"); err != nil {
+		t.Fatal(err)
+	}
+	v, err = env.ExecuteActivity(acts.BookWithCarrier, booked)
+	var again string
+	if err != nil || v.Get(&again) != nil || again != first {
+		t.Fatalf("the call after the forget: %q %v, want %q", again, err, first)
+	}
+	_, err = env.ExecuteActivity(acts.BookWithCarrier, parcel("o-"+uuid.NewString()))
+	var app *temporal.ApplicationError
+	if !errors.As(err, &app) || app.Type() != activities.ErrTypeCarrierRefuse {
+		t.Fatalf("a first call after the forget: %v, want the carrier's refusal", err)
 	}
 }
