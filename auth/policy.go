@@ -76,11 +76,13 @@ var commandTypes = map[string]Access{
 	"ReserveStock":     Operators,
 	"ReleaseStock":     Operators,
 	"CommitStock":      Operators,
+	// The order's changes of status are the saga's alone
+	// (commands.InternalOnly): no client sends them, whatever its role.
 	"ConfirmOrder":     Operators,
 	"MarkOrderShipped": Operators,
 	"CompleteOrder":    Operators,
 	"RejectOrder":      Operators,
-	"WriteOffOrder":    Operators, // and then only from the saga (commands.InternalOnly)
+	"WriteOffOrder":    Operators,
 	"ScheduleShipment": Operators,
 	"DispatchShipment": Operators,
 	"DeliverShipment":  Operators,
