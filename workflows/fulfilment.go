@@ -740,12 +740,9 @@ func (f *fulfilment) dispatch(ctx workflow.Context) error {
 		if done {
 			if result != nil && f.v >= VersionDoors && !carrierRefused(result) {
 				// Not the carrier's refusal: it may have the parcel. Never
-				// compensated; an operator has the carrier asked again
-				// (the same key gets the same answer).
-				if err := f.retryCarrier(dctx, result); err != nil {
-					return err
-				}
-				result = nil
+				// compensated on that; an operator has the carrier asked
+				// again (the same key gets the same answer).
+				result = f.retryCarrier(dctx, result)
 			}
 			if result != nil {
 				f.answerCancel(answerWithdrawn) // refused by the carrier: the order is cancelled anyway
@@ -772,17 +769,18 @@ func (f *fulfilment) dispatch(ctx workflow.Context) error {
 
 // retryCarrier stops for an operator after the carrier call failed in a
 // way that says nothing of the parcel; each retry asks the carrier again
-// under the same key, until it answers.
+// under the same key, until it answers: with the parcel's tracking number
+// (nil), or with its refusal, which the caller compensates.
 func (f *fulfilment) retryCarrier(ctx workflow.Context, cause error) error {
-	f.p.Status = StatusShipping
-	return f.do(ctx, "dispatch_shipment", func(ctx workflow.Context) error {
-		if cause != nil {
-			err := cause
-			cause = nil
+	for {
+		if _, err := f.attend(ctx, "dispatch_shipment", cause, []string{ActionRetry}); err != nil {
 			return err
 		}
-		return workflow.ExecuteActivity(ctx, a.BookWithCarrier, f.parcel("dispatch_shipment")).Get(ctx, &f.p.TrackingNumber)
-	}, true, ActionRetry)
+		cause = workflow.ExecuteActivity(ctx, a.BookWithCarrier, f.parcel("dispatch_shipment")).Get(ctx, &f.p.TrackingNumber)
+		if cause == nil || carrierRefused(cause) {
+			return cause
+		}
+	}
 }
 
 // withdraw asks the carrier not to take the parcel. From VersionDoors the

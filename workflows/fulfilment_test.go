@@ -782,3 +782,24 @@ func TestAFailedStageGoesOnStepByStep(t *testing.T) {
 		t.Fatalf("progress %+v", p)
 	}
 }
+
+// A carrier that refuses when asked again after a failure that was no
+// refusal does not have the parcel: the saga compensates (it used to stop
+// for an operator again, whose retries could only be refused).
+func TestACarrierRefusalOnARetryCompensates(t *testing.T) {
+	s := newSaga(t)
+	calls := 0
+	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
+		s.record("BookWithCarrier", p.Step)
+		if calls++; calls == 1 {
+			return "", temporal.NewNonRetryableApplicationError("unexpected answer", "carrier_protocol", nil)
+		}
+		return "", business(activities.ErrTypeCarrierRefuse)
+	})
+	s.defaults()
+	s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionRetry, Reason: "carrier fixed"})
+	p := s.run(input)
+	if p.Status != workflows.StatusCompensated || p.FailedStep != "dispatch_shipment" || len(s.keysOf("BookWithCarrier")) != 2 {
+		t.Fatalf("progress %+v, calls %v", p, s.calls)
+	}
+}

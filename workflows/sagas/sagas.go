@@ -45,34 +45,55 @@ import (
 const StarterGroup = "saga_starter"
 
 // Starter is the Watermill handler that queues a saga for every placed
-// order: it records the start in the saga_starts inbox, in the subscriber's
+// order: it records the start in the saga_starts inbox, in the consumer's
 // transaction, so the offset is acknowledged only with the start recorded.
-// Launcher starts them.
+// Launcher starts them. It consumes a batch per transaction (HandleBatch):
+// a message that fails is retried outside the transaction that holds the
+// group's offset, and then poisoned, so it holds back no other consumer.
 func Starter(shippingDeadline time.Duration) delivery.Handler {
 	return delivery.Handler{Name: StarterGroup, ConsumerGroup: StarterGroup, Topic: outbox.Topic(order.StreamType),
 		Handle: func(ctx context.Context, msg *message.Message) error {
-			if msg.Metadata.Get(outbox.MetaEventType) != (order.Placed{}).EventType() {
-				return nil
-			}
-			var p order.Placed
-			if err := json.Unmarshal(msg.Payload, &p); err != nil {
-				return fmt.Errorf("order.placed payload: %w", err)
-			}
-			in := workflows.Input{OrderID: p.OrderID, CustomerID: p.CustomerID, WalletID: p.WalletID, Currency: p.Currency, Lines: p.Lines,
-				Total: p.Total, ShippingAddress: p.ShippingAddress, CorrelationID: msg.Metadata.Get(outbox.MetaCorrelationID),
-				Actor: msg.Metadata.Get(outbox.MetaActor), ShippingDeadline: shippingDeadline}
 			tx, err := delivery.Tx(ctx)
 			if err != nil {
 				return err
 			}
-			// The notification is delivered when the subscriber's
-			// transaction commits: it wakes the launcher at once.
 			// The start continues this handling's trace (tracing.Inject).
-			_, err = tx.Exec(ctx, `WITH queued AS (
-				INSERT INTO saga_starts (order_id, input, traceparent) VALUES ($1, $2, nullif($3, '')) ON CONFLICT (order_id) DO NOTHING RETURNING 1)
-				SELECT pg_notify('`+startsChannel+`', '') FROM queued`, p.OrderID, in, tracing.Inject(ctx))
-			return err
+			return queue(ctx, tx, msg, tracing.Inject(ctx), shippingDeadline)
+		},
+		HandleBatch: func(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error {
+			for _, msg := range msgs {
+				// One message continues its trace in ctx; in a larger
+				// batch each start continues its own order's trace.
+				traceparent := msg.Metadata.Get(outbox.MetaTraceParent)
+				if len(msgs) == 1 {
+					traceparent = tracing.Inject(ctx)
+				}
+				if err := queue(ctx, tx, msg, traceparent, shippingDeadline); err != nil {
+					return err
+				}
+			}
+			return nil
 		}}
+}
+
+// queue records the saga start of an order.placed message in tx (other
+// events of the topic are no start). The notification is delivered when
+// tx commits: it wakes the launcher at once.
+func queue(ctx context.Context, tx pgx.Tx, msg *message.Message, traceparent string, shippingDeadline time.Duration) error {
+	if msg.Metadata.Get(outbox.MetaEventType) != (order.Placed{}).EventType() {
+		return nil
+	}
+	var p order.Placed
+	if err := json.Unmarshal(msg.Payload, &p); err != nil {
+		return delivery.Permanent(fmt.Errorf("order.placed payload: %w", err))
+	}
+	in := workflows.Input{OrderID: p.OrderID, CustomerID: p.CustomerID, WalletID: p.WalletID, Currency: p.Currency, Lines: p.Lines,
+		Total: p.Total, ShippingAddress: p.ShippingAddress, CorrelationID: msg.Metadata.Get(outbox.MetaCorrelationID),
+		Actor: msg.Metadata.Get(outbox.MetaActor), ShippingDeadline: shippingDeadline}
+	_, err := tx.Exec(ctx, `WITH queued AS (
+		INSERT INTO saga_starts (order_id, input, traceparent) VALUES ($1, $2, nullif($3, '')) ON CONFLICT (order_id) DO NOTHING RETURNING 1)
+		SELECT pg_notify('`+startsChannel+`', '') FROM queued`, p.OrderID, in, traceparent)
+	return err
 }
 
 // startsChannel is the PostgreSQL notification channel of new saga starts.
