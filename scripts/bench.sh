@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Performance figures for the README: Go benchmarks of the event store, the
+# Performance figures (docs/performance.md): Go benchmarks of the event store, the
 # command path and the projections, and beside them PostgreSQL's own insert
 # rate at the same concurrency (pgbench, one single-row INSERT per
 # transaction into a table shaped like the event table), measured in the
