@@ -1,0 +1,187 @@
+package workflows
+
+// The carrier: the call that hands it the parcel, the withdrawal a
+// cancel or the shipping deadline asks for, and the customer's cancel,
+// which while the carrier works holds only if the carrier withdraws.
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/orderflow/orderflow/activities"
+)
+
+// validateCancel refuses a cancel the saga cannot honour, before it is
+// written to the history.
+func (f *fulfilment) validateCancel(reason string) error {
+	if err := checkText(reason); err != nil {
+		return err
+	}
+	switch {
+	case f.phase == phaseShipped:
+		return temporal.NewApplicationError("the carrier has the parcel; the order can no longer be cancelled", ErrShipped)
+	case f.phase == phaseDone:
+		return temporal.NewApplicationError("the saga has finished", ErrSagaFinished)
+	case f.phase == phaseCompensating || f.cancel != "" || f.asked != "":
+		return temporal.NewApplicationError("the order is already being cancelled", ErrCancelling)
+	}
+	return nil
+}
+
+// onCancel takes the customer's cancel. Before the carrier it holds at
+// once (the forward path stops at its next step); while the carrier works
+// it holds only if the carrier withdraws, and the answer says which.
+func (f *fulfilment) onCancel(ctx workflow.Context, reason string) (Progress, error) {
+	if f.phase == phaseRepairing {
+		return f.cancelRepair(ctx, reason)
+	}
+	if f.phase == phaseForward {
+		f.cancel = reason
+		return f.p, nil
+	}
+	if f.phase != phaseDispatching {
+		return f.p, f.validateCancel(reason) // the carrier answered in between
+	}
+	f.asked, f.answer = reason, ""
+	f.asks.SendAsync(reason)
+	if err := workflow.Await(ctx, func() bool { return f.answer != "" }); err != nil {
+		return f.p, err
+	}
+	f.asked = ""
+	if f.answer == answerTaken {
+		return f.p, temporal.NewApplicationError("the carrier had already taken the parcel; the order can no longer be cancelled", ErrShipped)
+	}
+	return f.p, nil
+}
+
+// answerCancel settles a cancel waiting for the carrier; the first answer
+// stands.
+func (f *fulfilment) answerCancel(answer string) {
+	if f.asked != "" && f.answer == "" {
+		f.answer = answer
+		if answer == answerWithdrawn {
+			f.cancel = f.asked
+		}
+	}
+}
+
+// carrierRefused reports the carrier's own refusal of the parcel (or of a
+// booking withdrawn before): the one failure of the carrier call that says
+// the carrier does not have it.
+func carrierRefused(err error) bool {
+	var app *temporal.ApplicationError
+	return errors.As(err, &app) && (app.Type() == activities.ErrTypeCarrierRefuse || app.Type() == activities.ErrTypeWithdrawn)
+}
+
+// dispatch hands the parcel to the carrier and waits for it. The customer's
+// cancel, an operator's cancel of the workflow, or the shipping deadline (a
+// timer: a business deadline, not a workflow timeout) ask the carrier to
+// withdraw: if it does, the saga compensates; if it has the parcel, the
+// saga waits for the dispatch and goes on past the point of no return.
+func (f *fulfilment) dispatch(ctx workflow.Context) error {
+	f.phase, f.p.Status, f.p.Step = phaseDispatching, StatusShipping, "dispatch_shipment"
+	f.publish(ctx) // SHIPPING, while the carrier works
+	// The carrier call and the wait outlive a cancel of the workflow: the
+	// carrier is asked first.
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	actCtx, stopCarrier := workflow.WithCancel(dctx)
+	defer stopCarrier()
+	p := f.parcel("dispatch_shipment")
+	var dispatched workflow.Future
+	if f.v >= VersionDoors {
+		dispatched = workflow.ExecuteActivity(actCtx, a.BookWithCarrier, p)
+	} else {
+		dispatched = workflow.ExecuteActivity(actCtx, a.DispatchWithCarrier, p)
+	}
+	timerCtx, stopTimer := workflow.WithCancel(dctx)
+	defer stopTimer()
+	deadline := workflow.NewTimer(timerCtx, f.in.ShippingDeadline)
+	deadlinePassed, cancelled, taken := false, false, false
+	for {
+		var result error
+		var stop error // why to ask the carrier to withdraw
+		done := false
+		sel := workflow.NewSelector(dctx)
+		sel.AddFuture(dispatched, func(fut workflow.Future) { done, result = true, fut.Get(dctx, &f.p.TrackingNumber) })
+		if !taken {
+			sel.AddReceive(f.asks, func(c workflow.ReceiveChannel, _ bool) { c.Receive(dctx, nil); stop = errCancelled })
+			if !deadlinePassed {
+				sel.AddFuture(deadline, func(workflow.Future) {
+					deadlinePassed = true
+					stop = temporal.NewNonRetryableApplicationError(fmt.Sprintf("the carrier did not dispatch within %s", f.in.ShippingDeadline), "shipping_deadline_passed", nil)
+				})
+			}
+			if !cancelled {
+				sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) { cancelled, stop = true, temporal.NewCanceledError() })
+			}
+		}
+		sel.Select(dctx)
+		if done {
+			if result != nil && f.v >= VersionDoors && !carrierRefused(result) {
+				// Not the carrier's refusal: it may have the parcel. Never
+				// compensated on that; an operator has the carrier asked
+				// again (the same key gets the same answer).
+				result = f.retryCarrier(dctx, result)
+			}
+			if result != nil {
+				f.answerCancel(answerWithdrawn) // refused by the carrier: the order is cancelled anyway
+				return result
+			}
+			f.phase = phaseShipped
+			f.answerCancel(answerTaken)
+			return nil
+		}
+		withdrawn, err := f.withdraw(dctx)
+		if err != nil {
+			return err
+		}
+		if withdrawn {
+			f.p.Carrier = answerWithdrawn
+			f.answerCancel(answerWithdrawn)
+			return stop
+		}
+		// The carrier has the parcel: from here on, nothing is undone.
+		taken, f.phase, f.p.Carrier = true, phaseShipped, answerTaken
+		f.answerCancel(answerTaken)
+	}
+}
+
+// retryCarrier stops for an operator after the carrier call failed in a
+// way that says nothing of the parcel; each retry asks the carrier again
+// under the same key, until it answers: with the parcel's tracking number
+// (nil), or with its refusal, which the caller compensates.
+func (f *fulfilment) retryCarrier(ctx workflow.Context, cause error) error {
+	for {
+		if _, err := f.attend(ctx, "dispatch_shipment", cause, []string{ActionRetry}); err != nil {
+			return err
+		}
+		cause = workflow.ExecuteActivity(ctx, a.BookWithCarrier, f.parcel("dispatch_shipment")).Get(ctx, &f.p.TrackingNumber)
+		if cause == nil || carrierRefused(cause) {
+			return cause
+		}
+	}
+}
+
+// withdraw asks the carrier not to take the parcel. From VersionDoors the
+// call heartbeats and is bounded: a carrier that does not answer within
+// WithdrawDeadline stops the saga for an operator.
+func (f *fulfilment) withdraw(ctx workflow.Context) (bool, error) {
+	var withdrawn bool
+	if f.v >= VersionDoors {
+		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			StartToCloseTimeout: WithdrawTimeout, HeartbeatTimeout: CarrierHeartbeat, ScheduleToCloseTimeout: WithdrawDeadline,
+			RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second},
+		})
+	}
+	err := f.do(ctx, "withdraw_from_carrier", func(ctx workflow.Context) error {
+		if f.v < VersionWithdrawActivity {
+			return call(ctx, a.WithdrawFromCarrier, f.parcel("dispatch_shipment"), &withdrawn)
+		}
+		return workflow.ExecuteActivity(ctx, a.WithdrawFromCarrier, f.parcel("dispatch_shipment")).Get(ctx, &withdrawn)
+	}, true, ActionRetry)
+	return withdrawn, err
+}

@@ -1,0 +1,104 @@
+package workflows
+
+// Repair: a run that finishes what an ended run (terminated by an
+// operator) left, from the event log and the carrier's answer.
+
+import (
+	"errors"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/orderflow/orderflow/activities"
+	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/shipment"
+)
+
+// cancelRepair answers a cancel sent to a repair run with what the repair
+// finds: accepted when it compensates (the carrier does not have the
+// parcel), refused when it finishes the order (the carrier has it, or the
+// order reached its end). Never accepted and then ignored.
+func (f *fulfilment) cancelRepair(ctx workflow.Context, reason string) (Progress, error) {
+	f.asked, f.answer = reason, ""
+	if err := workflow.Await(ctx, func() bool { return f.answer != "" }); err != nil {
+		return f.p, err
+	}
+	f.asked = ""
+	if f.answer == answerTaken {
+		return f.p, temporal.NewApplicationError("the order can no longer be cancelled: "+f.p.Status, ErrShipped)
+	}
+	return f.p, nil
+}
+
+// repair finishes what an ended run left, from the event log: nothing if
+// the order reached its end, forward if the carrier has the parcel (asked
+// again under the same key), compensation otherwise.
+func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
+	var seen activities.Inspection
+	f.p.Step = "inspect_order"
+	if err := f.do(ctx, "inspect_order", func(ctx workflow.Context) error {
+		return call(ctx, a.InspectOrder, f.parcel("inspect_order"), &seen)
+	}, true, ActionRetry); err != nil {
+		return f.p, err
+	}
+	for _, s := range f.stages() {
+		f.register(s)
+	}
+	switch seen.OrderStatus {
+	case order.StatusCompleted:
+		f.end(ctx, StatusCompleted, "done")
+		return f.p, nil
+	case order.StatusCancelled, order.StatusRejected:
+		f.p.Step = ""
+		return f.compensate(ctx, f.repairCause("repaired: the order was "+string(seen.OrderStatus)))
+	case order.StatusWrittenOff:
+		f.end(ctx, StatusWrittenOff, "written_off")
+		return f.p, nil
+	}
+	taken := seen.ShipmentStatus == shipment.StatusDispatched || seen.ShipmentStatus == shipment.StatusDelivered
+	if !taken && seen.ShipmentStatus == shipment.StatusScheduled {
+		withdrawn, err := f.withdraw(ctx)
+		if err != nil {
+			return f.p, err
+		}
+		taken = !withdrawn
+	}
+	if !taken {
+		f.p.Carrier, f.p.Step = answerWithdrawn, ""
+		return f.compensate(ctx, f.repairCause("repaired: the saga ended before the carrier took the parcel"))
+	}
+	f.p.Carrier = answerTaken
+	if f.v >= VersionDoors {
+		// Past the point of no return: a cancel waiting for the repair's
+		// reading is refused now, not when the order is finished.
+		f.phase = phaseShipped
+		f.answerCancel(answerTaken)
+	}
+	if seen.TrackingNumber == "" {
+		// The carrier took it but the dispatch was never recorded: the same
+		// key gets the same tracking number, and the dispatch is recorded.
+		f.p.Step = "dispatch_shipment"
+		if err := f.do(ctx, "dispatch_shipment", func(ctx workflow.Context) error {
+			if f.v >= VersionDoors {
+				return workflow.ExecuteActivity(ctx, a.BookWithCarrier, f.parcel("dispatch_shipment")).Get(ctx, &f.p.TrackingNumber)
+			}
+			return workflow.ExecuteActivity(ctx, a.DispatchWithCarrier, f.parcel("dispatch_shipment")).Get(ctx, &f.p.TrackingNumber)
+		}, true, ActionRetry); err != nil {
+			return f.p, err
+		}
+	} else {
+		f.p.TrackingNumber = seen.TrackingNumber
+	}
+	return f.finish(ctx)
+}
+
+// repairCause is why a repair compensates: the customer's cancel when one
+// waits for the repair's reading (from VersionDoors), the repair's own
+// finding otherwise.
+func (f *fulfilment) repairCause(finding string) error {
+	if f.v >= VersionDoors && f.asked != "" {
+		f.cancel = f.asked
+		return errCancelled
+	}
+	return errors.New(finding)
+}
