@@ -183,15 +183,19 @@ type FinishStage struct {
 	Complete    OrderChange `json:"complete"`
 }
 
-// RunFinishStage sends the steps after the carrier took the parcel in two
-// group commits: the dispatch's record, the capture, the order's shipment
-// and every line's stock, then the order's completion. As with the
+// RunFinishStage sends the steps after the carrier took the parcel in
+// three group commits: the dispatch's record; the capture, the order's
+// shipment and every line's stock; then the order's completion. As with the
 // forward stage, a step not applied fails the stage and the saga goes on
 // step by step.
 func (a *Activities) RunFinishStage(ctx context.Context, s FinishStage) error {
 	d, p := s.Record, s.Capture
+	// The record first, alone: money is captured only for a dispatch on
+	// record, as step by step.
+	if err := a.sendAll(ctx, stepCommand{d.Step, commands.DispatchShipment{ShipmentID: d.ShipmentID, Carrier: a.Carrier.Name(), TrackingNumber: d.TrackingNumber}}); err != nil {
+		return err
+	}
 	first := []stepCommand{
-		{d.Step, commands.DispatchShipment{ShipmentID: d.ShipmentID, Carrier: a.Carrier.Name(), TrackingNumber: d.TrackingNumber}},
 		{p.Step, commands.CaptureHold{WalletID: p.WalletID, OrderID: p.OrderID, Amount: p.Amount}},
 		{s.MarkShipped.Step, commands.MarkOrderShipped{OrderID: s.MarkShipped.OrderID, ShipmentID: s.MarkShipped.ShipmentID}},
 	}
@@ -323,6 +327,8 @@ type Parcel struct {
 	// CustomerID's key opens the address, which travels sealed.
 	CustomerID string `json:"customer_id,omitempty"`
 	Reason     string `json:"reason,omitempty"`
+	// Steps are the steps whose retried attempts InspectOrder counts.
+	Steps []string `json:"steps,omitempty"`
 }
 
 func (a *Activities) ScheduleShipment(ctx context.Context, p Parcel) error {
@@ -452,7 +458,14 @@ type Inspection struct {
 	OrderStatus    order.Status    `json:"order_status"`
 	ShipmentStatus shipment.Status `json:"shipment_status,omitempty"`
 	TrackingNumber string          `json:"tracking_number,omitempty"`
+	// Attempts counts, per step of p.Steps, the attempts an operator's
+	// retries added (the keys SagaKey(workflow, step.N) in the log): the
+	// repair sends each step under its latest attempt's key.
+	Attempts map[string]int `json:"attempts,omitempty"`
 }
+
+// MaxAttempts bounds the attempts of a step an inspection looks for.
+const MaxAttempts = 20
 
 // InspectOrder reads the order and its shipment from the event store.
 func (a *Activities) InspectOrder(ctx context.Context, p Parcel) (Inspection, error) {
@@ -464,7 +477,32 @@ func (a *Activities) InspectOrder(ctx context.Context, p Parcel) (Inspection, er
 		return Inspection{}, err
 	}
 	st := s.State().(shipment.State)
-	return Inspection{OrderStatus: o.Status(), ShipmentStatus: st.Status, TrackingNumber: st.TrackingNumber}, nil
+	ins := Inspection{OrderStatus: o.Status(), ShipmentStatus: st.Status, TrackingNumber: st.TrackingNumber}
+	wid := activity.GetInfo(ctx).WorkflowExecution.ID
+	keys := map[string][2]any{}
+	var ids []string
+	for _, step := range p.Steps {
+		for n := 2; n <= MaxAttempts; n++ {
+			key := SagaKey(wid, fmt.Sprintf("%s.%d", step, n))
+			keys[key] = [2]any{step, n}
+			ids = append(ids, key)
+		}
+	}
+	if len(ids) == 0 {
+		return ins, nil
+	}
+	logged, err := a.Bus.Log().Logged(ctx, ids)
+	if err != nil {
+		return Inspection{}, err
+	}
+	for _, id := range logged {
+		step, n := keys[id][0].(string), keys[id][1].(int)
+		if ins.Attempts == nil {
+			ins.Attempts = map[string]int{}
+		}
+		ins.Attempts[step] = max(ins.Attempts[step], n-1)
+	}
+	return ins, nil
 }
 
 // FailShipment is a compensation for a scheduled shipment.

@@ -135,6 +135,12 @@ func scanRecord(row pgx.CollectableRow) (Record, error) {
 // ErrNotFound is returned for an unknown command id.
 var ErrNotFound = errors.New("command not found")
 
+// Logged returns which of ids are in the log.
+func (l *Log) Logged(ctx context.Context, ids []string) ([]string, error) {
+	rows, _ := l.pool.Query(ctx, `SELECT command_id FROM commands WHERE command_id = ANY($1)`, ids)
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
 // Get returns one command.
 func (l *Log) Get(ctx context.Context, id string) (Record, error) {
 	rows, _ := l.pool.Query(ctx, selectSQL+`WHERE command_id = $1`, id)

@@ -150,11 +150,28 @@ func (f *fulfilment) dispatch(ctx workflow.Context) error {
 	}
 }
 
+// changeCarrierRefusalOnRetry marks the runs in which a carrier refusal
+// answering an operator's retry compensates (a version of its own: only
+// the runs that reach the retry record it).
+const changeCarrierRefusalOnRetry = "carrier-refusal-on-retry"
+
 // retryCarrier stops for an operator after the carrier call failed in a
 // way that says nothing of the parcel; each retry asks the carrier again
 // under the same key, until it answers: with the parcel's tracking number
 // (nil), or with its refusal, which the caller compensates.
 func (f *fulfilment) retryCarrier(ctx workflow.Context, cause error) error {
+	if workflow.GetVersion(ctx, changeCarrierRefusalOnRetry, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		// Runs that reached this point before: each retry's answer,
+		// refusals too, stopped the saga for an operator again.
+		return f.do(ctx, "dispatch_shipment", func(ctx workflow.Context) error {
+			if cause != nil {
+				err := cause
+				cause = nil
+				return err
+			}
+			return workflow.ExecuteActivity(ctx, a.BookWithCarrier, f.parcel("dispatch_shipment")).Get(ctx, &f.p.TrackingNumber)
+		}, true, ActionRetry)
+	}
 	for {
 		if _, err := f.attend(ctx, "dispatch_shipment", cause, []string{ActionRetry}); err != nil {
 			return err

@@ -7,6 +7,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -86,10 +87,12 @@ func (f *fulfilment) stages() []stage {
 
 // stage runs a stage's local activity once (no retries: a stage that
 // fails is run again step by step by the caller) and reports whether every
-// step of it was applied.
+// step of it was applied. Its timeout outlasts the bus's resolution of a
+// lost commit, so that no command of the stage is still in flight when
+// the saga goes on without it.
 func (f *fulfilment) stage(ctx workflow.Context, run, arg any) bool {
 	ctx = workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-		StartToCloseTimeout: StepAttemptTimeout, RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 1},
+		StartToCloseTimeout: StageTimeout, RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 1},
 	})
 	return workflow.ExecuteLocalActivity(ctx, run, arg).Get(ctx, nil) == nil
 }
@@ -138,15 +141,23 @@ func (f *fulfilment) parcel(step string) activities.Parcel {
 // forward runs the steps up to and including the carrier. An error means
 // compensate: a refusal, the customer's cancel, an operator's choice.
 func (f *fulfilment) forward(ctx workflow.Context) error {
+	stages := f.stages()
+	// The stage sends its steps in two groups: the reservations with the
+	// authorisation, then the confirmation with the schedule. Before it,
+	// the compensations of the first group are registered, all of them:
+	// any step of that group may have been applied when the stage fails.
+	// Those of the second group are registered when it is reached.
+	first := slices.IndexFunc(stages, func(s stage) bool { return s.name == "confirm_order" })
 	staged := f.v >= VersionStages && f.cancel == ""
 	if staged {
-		// The whole stage at once, every compensation registered first:
-		// any step of it may have been applied when it fails.
-		for _, s := range f.stages() {
+		for _, s := range stages[:first] {
 			f.register(s)
 		}
 		f.p.Status, f.p.Step = StatusReservingStock, "reserve_stock:"+f.in.Lines[0].SKU
 		if f.stage(ctx, a.RunForwardStage, f.forwardStage()) {
+			for _, s := range stages[first:] {
+				f.register(s)
+			}
 			f.p.Status, f.p.Step = StatusConfirmed, "schedule_shipment"
 			if f.cancel != "" {
 				return errCancelled
@@ -154,8 +165,8 @@ func (f *fulfilment) forward(ctx workflow.Context) error {
 			return f.dispatch(ctx)
 		}
 	}
-	for _, s := range f.stages() {
-		if !staged {
+	for i, s := range stages {
+		if !staged || i >= first {
 			f.register(s)
 		}
 		if s.run == nil {

@@ -208,7 +208,10 @@ const (
 // for up to StepDeadline, then the saga waits for an operator.
 const (
 	StepAttemptTimeout = 10 * time.Second
-	StepDeadline       = 10 * time.Minute
+	// StageTimeout bounds a stage's local activity: longer than the bus
+	// takes to learn what became of a commit whose connection was lost.
+	StageTimeout = 2 * time.Minute
+	StepDeadline = 10 * time.Minute
 	// CarrierTimeout bounds one call to the carrier; it heartbeats every
 	// few seconds, so a worker that died is noticed after CarrierHeartbeat.
 	// The carrier is retried until the shipping deadline.

@@ -37,9 +37,18 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 	var seen activities.Inspection
 	f.p.Step = "inspect_order"
 	if err := f.do(ctx, "inspect_order", func(ctx workflow.Context) error {
-		return call(ctx, a.InspectOrder, f.parcel("inspect_order"), &seen)
+		p := f.parcel("inspect_order")
+		if f.v >= VersionStages {
+			p.Steps = f.retriable()
+		}
+		return call(ctx, a.InspectOrder, p, &seen)
 	}, true, ActionRetry); err != nil {
 		return f.p, err
+	}
+	// An operator's retries in the ended run sent steps under new keys:
+	// the repair goes on from the latest attempt of each.
+	for step, n := range seen.Attempts {
+		f.attempts[step] = n
 	}
 	for _, s := range f.stages() {
 		f.register(s)
@@ -90,6 +99,16 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 		f.p.TrackingNumber = seen.TrackingNumber
 	}
 	return f.finish(ctx)
+}
+
+// retriable are the steps after the carrier, where an operator's retry
+// sends a new attempt: those a repair may send again.
+func (f *fulfilment) retriable() []string {
+	steps := []string{"record_dispatch", "capture_payment", "mark_shipped", "complete_order", "write_off:void_payment", "write_off:order"}
+	for _, l := range f.in.Lines {
+		steps = append(steps, "commit_stock:"+l.SKU, "write_off:commit_stock:"+l.SKU)
+	}
+	return steps
 }
 
 // repairCause is why a repair compensates: the customer's cancel when one

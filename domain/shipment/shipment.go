@@ -116,7 +116,9 @@ func (s *Shipment) Dispatch(carrier, tracking string) error {
 		return aggregate.Rule("carrier_required", "carrier and tracking_number are required")
 	}
 	switch s.s.Status {
-	case StatusDispatched:
+	case StatusDispatched, StatusDelivered:
+		// The same dispatch recorded again (a repair run's record of a
+		// parcel delivered meanwhile) changes nothing.
 		if s.s.TrackingNumber == tracking {
 			return nil
 		}

@@ -26,6 +26,8 @@ func TestShipment(t *testing.T) {
 		{Name: "deliver", Given: ev{scheduled, dispatched}, When: (*shipment.Shipment).Deliver, Then: ev{shipment.Delivered{}}},
 		{Name: "deliver before dispatch", Given: ev{scheduled}, When: (*shipment.Shipment).Deliver, Err: "shipment_scheduled"},
 		{Name: "fail", Given: ev{scheduled, dispatched}, When: func(s *shipment.Shipment) error { return s.Fail("lost") }, Then: ev{shipment.Failed{Reason: "lost"}}},
+		{Name: "the same dispatch again after delivery is a no-op", Given: ev{scheduled, dispatched, shipment.Delivered{}},
+			When: func(s *shipment.Shipment) error { return s.Dispatch(dispatched.Carrier, dispatched.TrackingNumber) }},
 		{Name: "fail delivered", Given: ev{scheduled, dispatched, shipment.Delivered{}}, When: func(s *shipment.Shipment) error { return s.Fail("x") }, Err: "shipment_delivered"},
 	})
 }
