@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"go.temporal.io/api/serviceerror"
 
 	"github.com/orderflow/orderflow/auth"
+	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/projections"
 	"github.com/orderflow/orderflow/workflows"
@@ -121,28 +123,59 @@ func (s *Server) cancelThroughSaga(c echo.Context, id, reason string) error {
 	if err != nil {
 		return err
 	}
+	// An order at its end stays there, whatever became of its saga's run.
+	if answered, err := s.cancelEnded(c, o); answered || err != nil {
+		return err
+	}
 	if s.sagas == nil {
 		return problem(http.StatusServiceUnavailable, "sagas_unavailable", "an order is cancelled by its saga, and this API has no connection to Temporal")
 	}
-	p, err := s.sagas.CancelOrder(ctx, id, reason)
+	// A key makes the cancel idempotent: the same update, the same answer.
+	updateID := ""
+	if key := c.Request().Header.Get("Idempotency-Key"); key != "" {
+		updateID = commands.ScopedID(principal(c).Subject, "cancel\x00"+id+"\x00"+key)
+	}
+	wait, stop := context.WithTimeout(ctx, s.cancelWait)
+	defer stop()
+	p, err := s.sagas.CancelOrder(wait, id, reason, updateID)
+	var unavailable *serviceerror.Unavailable
 	switch {
 	case errors.Is(err, sagas.ErrSagaStarting):
 		c.Response().Header().Set("Retry-After", "1")
 		return problem(http.StatusServiceUnavailable, "saga_starting", fmt.Sprintf("the saga of order %s is starting: send the cancel again in a moment", id))
 	case errors.Is(err, sagas.ErrNoSaga):
-		// The saga finished with an outcome: it stands.
+		// The saga finished meanwhile: its outcome stands.
 		if err := s.store.Load(ctx, o); err != nil {
 			return err
 		}
-		if st := o.Status(); st != order.StatusCancelled && st != order.StatusRejected {
-			return problem(http.StatusConflict, "order_"+string(st), fmt.Sprintf("order %s is %s: it can no longer be cancelled", id, st))
+		if answered, err := s.cancelEnded(c, o); answered || err != nil {
+			return err
 		}
-		return c.JSON(http.StatusOK, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id), "status": string(o.Status())})
+		return problem(http.StatusConflict, "order_"+string(o.Status()), fmt.Sprintf("order %s is %s and its saga has ended", id, o.Status()))
+	case wait.Err() != nil && ctx.Err() == nil:
+		// The saga has not answered yet (the carrier is slow to): the
+		// cancel was sent; its outcome shows in the saga's progress.
+		return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id), "status": "pending"})
+	case errors.As(err, &unavailable):
+		c.Response().Header().Set("Retry-After", "1")
+		return problem(http.StatusServiceUnavailable, "temporal_unavailable", "the saga cannot be reached right now; send the cancel again in a moment")
 	case err != nil:
 		return refusal(err)
 	}
 	return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id),
 		"status": "cancelling", "saga": p})
+}
+
+// cancelEnded answers a cancel of an order at its end: 200 for one
+// cancelled or rejected, 409 for one completed or written off.
+func (s *Server) cancelEnded(c echo.Context, o *order.Order) (bool, error) {
+	switch st := o.Status(); st {
+	case order.StatusCancelled, order.StatusRejected:
+		return true, c.JSON(http.StatusOK, map[string]any{"order_id": o.StreamID(), "workflow_id": workflows.WorkflowID(o.StreamID()), "status": string(st)})
+	case order.StatusCompleted, order.StatusWrittenOff:
+		return true, problem(http.StatusConflict, "order_"+string(st), fmt.Sprintf("order %s is %s: it can no longer be cancelled", o.StreamID(), st))
+	}
+	return false, nil
 }
 
 // ownOrder loads the order and answers 404 when it does not exist or is
@@ -180,7 +213,7 @@ func (s *Server) mustOwnOrder(c echo.Context, id string) error {
 func refusal(err error) error {
 	var refused *sagas.RefusedError
 	switch {
-	case errors.As(err, &refused) && refused.Code == workflows.ErrInvalidText:
+	case errors.As(err, &refused) && (refused.Code == workflows.ErrInvalidText || refused.Code == workflows.ErrReasonRequired):
 		return problem(http.StatusUnprocessableEntity, refused.Code, refused.Message)
 	case errors.As(err, &refused):
 		return problem(http.StatusConflict, refused.Code, refused.Message)

@@ -82,8 +82,10 @@ type Server struct {
 	maxBody int64
 	reader  *projections.Reader
 	sagas   *sagas.Client
-	horizon *horizon
-	doc     *openapi3.T
+	// cancelWait bounds how long a cancel waits for the saga's answer.
+	cancelWait time.Duration
+	horizon    *horizon
+	doc        *openapi3.T
 
 	consistencyTimeout time.Duration
 	heartbeat          time.Duration
@@ -127,7 +129,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	}
 	s := &Server{pool: cfg.Pool, bus: cfg.Bus, store: cfg.Store, log: cfg.Log, maxBody: cfg.MaxBodyBytes, doc: doc, router: router, spec: spec,
 		reader: cfg.Reader, sagas: cfg.Sagas, horizon: newHorizon(cfg.Pool, 50*time.Millisecond),
-		consistencyTimeout: cfg.ConsistencyTimeout, heartbeat: cfg.Heartbeat, sseWriteTimeout: 10 * time.Second,
+		consistencyTimeout: cfg.ConsistencyTimeout, cancelWait: 10 * time.Second, heartbeat: cfg.Heartbeat, sseWriteTimeout: 10 * time.Second,
 		verifier: cfg.Verifier, keys: personal.NewKeys(cfg.Pool), limits: cfg.Limits.withDefaults()}
 	s.customerRate = newRateStore(s.limits.CustomerRate, s.limits.CustomerBurst)
 	s.operatorRate = newRateStore(s.limits.OperatorRate, s.limits.OperatorBurst)

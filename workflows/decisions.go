@@ -47,7 +47,7 @@ func (f *fulfilment) onResolve(_ workflow.Context, r Resolution) (Progress, erro
 func checkText(s string) error {
 	switch {
 	case strings.TrimSpace(s) == "":
-		return temporal.NewApplicationError("a reason is required", "reason_required")
+		return temporal.NewApplicationError("a reason is required", ErrReasonRequired)
 	case !utf8.ValidString(s):
 		return temporal.NewApplicationError("the reason is not valid UTF-8", ErrInvalidText)
 	case strings.ContainsRune(s, 0):

@@ -156,6 +156,7 @@ const (
 	ErrNotWaiting       = "not_waiting"
 	ErrActionNotAllowed = "action_not_allowed"
 	ErrInvalidText      = "invalid_text"
+	ErrReasonRequired   = "reason_required"
 )
 
 // The carrier's answers to a withdrawal (Progress.Carrier).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -35,10 +36,16 @@ func TestACustomersCancelThroughCommandsGoesThroughTheSaga(t *testing.T) {
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 2, "75001")
 	s.until(id, "reached the carrier", func(p workflows.Progress) bool { return p.Step == "dispatch_shipment" })
-	r := s.call("POST", "/commands", fmt.Sprintf(`{"type":"CancelOrder","payload":{"order_id":%q,"reason":"changed my mind"}}`, id), 202,
-		s.customerOf(wallet)...)
+	cancel := fmt.Sprintf(`{"type":"CancelOrder","payload":{"order_id":%q,"reason":"changed my mind"}}`, id)
+	keyed := append(s.customerOf(wallet), "Idempotency-Key", "cancel-1")
+	r := s.call("POST", "/commands", cancel, 202, keyed...)
 	if r["status"] != "cancelling" {
 		t.Fatalf("cancel: %v", r)
+	}
+	// The same cancel again under its key is the same cancel: its answer
+	// again (202 while the saga runs, 200 once it cancelled), never a 409.
+	if st := s.status("POST", "/commands", cancel, keyed...); st != 202 && st != 200 {
+		t.Fatalf("the cancel sent again under its key: %d", st)
 	}
 	p := s.outcome(id)
 	if p.Status != workflows.StatusCompensated || p.Carrier != "withdrawn" || p.Reason != "cancelled by the customer: changed my mind" {
@@ -123,7 +130,7 @@ func TestBulkRepairFindsATerminatedSagaWhateverTheOrdersStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		found, err := sagas.Unfinished(ctx, s.tc)
+		found, err := sagas.Unfinished(ctx, s.a.pool, s.tc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -253,4 +260,21 @@ func TestARetryAfterAReauthorisationCompletesTheSaga(t *testing.T) {
 	}
 	writeHistory(t, s.tc, id, "retried")
 	s.verified()
+}
+
+// status sends a request and returns its status alone.
+func (s *system) status(method, path, body string, headers ...string) int {
+	s.t.Helper()
+	req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
 }

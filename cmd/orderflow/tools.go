@@ -255,7 +255,7 @@ var errVerifyFailed = errors.New("invariants violated")
 func (a *app) repair(ctx context.Context, orderID string) error {
 	ids := []string{orderID}
 	if orderID == "" {
-		found, err := sagas.Unfinished(ctx, a.sagas.C)
+		found, err := sagas.Unfinished(ctx, a.pool, a.sagas.C)
 		if err != nil {
 			return err
 		}

@@ -249,7 +249,7 @@ func (e *RefusedError) Error() string { return e.Message }
 // once the saga has accepted or refused (while the carrier works, once the
 // carrier has answered).
 func (s Client) Cancel(ctx context.Context, orderID, reason string) (workflows.Progress, error) {
-	return s.update(ctx, orderID, workflows.UpdateCancel, reason)
+	return s.update(ctx, orderID, workflows.UpdateCancel, reason, "")
 }
 
 // CancelOrder is a customer's cancel of an order, through the one door
@@ -258,40 +258,67 @@ func (s Client) Cancel(ctx context.Context, orderID, reason string) (workflows.P
 // and the repair run answers with its reading of the carrier. ErrNoSaga:
 // the saga finished with an outcome, which stands; ErrSagaStarting: none
 // runs yet.
-func (s Client) CancelOrder(ctx context.Context, orderID, reason string) (workflows.Progress, error) {
-	p, err := s.Cancel(ctx, orderID, reason)
+//
+// updateID, when not empty, makes the cancel idempotent: Temporal answers a
+// cancel sent again under the same id with the first one's outcome.
+func (s Client) CancelOrder(ctx context.Context, orderID, reason, updateID string) (workflows.Progress, error) {
+	p, err := s.update(ctx, orderID, workflows.UpdateCancel, reason, updateID)
 	if !errors.Is(err, ErrNoSaga) {
 		return p, err
 	}
 	st, err := s.State(ctx, orderID)
 	switch {
 	case errors.Is(err, ErrNoSaga):
-		return p, ErrSagaStarting
+		// Not started yet, or its runs are past the namespace's
+		// retention: the inbox says which.
+		if started, err := Started(ctx, s.Pool, orderID); err != nil || !started {
+			return p, errors.Join(ErrSagaStarting, err)
+		}
 	case err != nil:
 		return p, err
-	case !st.Unfinished() || s.Pool == nil:
+	case !st.Unfinished():
+		return p, ErrNoSaga
+	}
+	if s.Pool == nil {
 		return p, ErrNoSaga
 	}
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	if err := Repair(ctx, s.Pool, s.C, orderID); err != nil && !errors.Is(err, ErrNothingToRepair) && !errors.As(err, &already) {
 		return p, err
 	}
-	return s.Cancel(ctx, orderID, reason)
+	return s.update(ctx, orderID, workflows.UpdateCancel, reason, updateID)
+}
+
+// Started reports whether the order's saga was started (its start left
+// the inbox); false without a pool.
+func Started(ctx context.Context, pool *pgxpool.Pool, orderID string) (bool, error) {
+	if pool == nil {
+		return false, nil
+	}
+	var started bool
+	err := pool.QueryRow(ctx, `SELECT started_at IS NOT NULL FROM saga_starts WHERE order_id = $1`, orderID).Scan(&started)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return started, err
 }
 
 // Resolve gives an operator's decision to a saga in NEEDS_ATTENTION; it
 // returns once the saga has taken it (or refused it, *RefusedError).
 func (s Client) Resolve(ctx context.Context, orderID string, r workflows.Resolution) (workflows.Progress, error) {
-	return s.update(ctx, orderID, workflows.UpdateResolve, r)
+	return s.update(ctx, orderID, workflows.UpdateResolve, r, "")
 }
 
-func (s Client) update(ctx context.Context, orderID, name string, arg any) (workflows.Progress, error) {
+func (s Client) update(ctx context.Context, orderID, name string, arg any, updateID string) (workflows.Progress, error) {
+	if updateID == "" {
+		updateID = uuid.NewString()
+	}
 	// The workflow task that runs an update can fail when an event lands
 	// at the same moment (the carrier's answer to a withdrawal): the
 	// server then answers WorkflowNotReady. The same update id again is
 	// the same update, so it is sent again, briefly.
 	opts := client.UpdateWorkflowOptions{
-		UpdateID:   uuid.NewString(),
+		UpdateID:   updateID,
 		WorkflowID: workflows.WorkflowID(orderID), UpdateName: name, Args: []any{arg},
 		WaitForStage: client.WorkflowUpdateStageCompleted,
 	}
@@ -482,19 +509,26 @@ var ErrNothingToRepair = errors.New("the saga is running or ended with a busines
 // run reads the order from the event log and completes or compensates it.
 func Repair(ctx context.Context, pool *pgxpool.Pool, c client.Client, orderID string) error {
 	st, err := Client{C: c}.State(ctx, orderID)
-	if err != nil {
+	if errors.Is(err, ErrNoSaga) {
+		// Its runs are past the namespace's retention: repaired like an
+		// ended one, if it was started at all.
+		if started, serr := Started(ctx, pool, orderID); serr != nil || !started {
+			return errors.Join(err, serr)
+		}
+	} else if err != nil {
 		return err
-	}
-	if !st.Unfinished() {
+	} else if !st.Unfinished() {
 		return fmt.Errorf("order %s: %w (%s, %s)", orderID, ErrNothingToRepair, st.RunStatus, st.Status)
 	}
 	var in workflows.Input
 	if err := pool.QueryRow(ctx, `SELECT input FROM saga_starts WHERE order_id = $1`, orderID).Scan(&in); err != nil {
 		return fmt.Errorf("order %s: the saga's input: %w", orderID, err)
 	}
-	legacy, err := legacyKeys(ctx, c, st.WorkflowID, st.RunID)
-	if err != nil {
-		return fmt.Errorf("order %s: the ended run's keys: %w", orderID, err)
+	legacy := false
+	if st.WorkflowID != "" {
+		if legacy, err = legacyKeys(ctx, c, st.WorkflowID, st.RunID); err != nil {
+			return fmt.Errorf("order %s: the ended run's keys: %w", orderID, err)
+		}
 	}
 	in.Repair, in.LegacyKeys = true, legacy
 	_, err = c.ExecuteWorkflow(ctx, startOptions(in, enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE), workflows.Name, in)
@@ -550,7 +584,11 @@ func LegacyKeys(events []*historypb.HistoryEvent) bool {
 // outcome (terminated, timed out, cancelled from outside, failed), whatever
 // their order's status, from Temporal's visibility store: the orders that
 // may hold stock, money or a booking no run looks after.
-func Unfinished(ctx context.Context, c client.Client) ([]State, error) {
+//
+// Orders not at an end in the read model whose saga was started but has no
+// run left (past the namespace's retention) are listed too, with the run
+// status "GONE".
+func Unfinished(ctx context.Context, pool *pgxpool.Pool, c client.Client) ([]State, error) {
 	var out []State
 	seen := map[string]bool{}
 	var token []byte
@@ -583,6 +621,22 @@ func Unfinished(ctx context.Context, c client.Client) ([]State, error) {
 		}
 		if token = res.GetNextPageToken(); len(token) == 0 {
 			break
+		}
+	}
+	rows, _ := pool.Query(ctx, `SELECT r.order_id FROM read_orders r JOIN saga_starts s USING (order_id)
+		WHERE r.status IN ('placed', 'confirmed', 'shipped') AND s.started_at IS NOT NULL ORDER BY r.placed_at`)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if seen[workflows.WorkflowID(id)] {
+			continue
+		}
+		if _, err := (Client{C: c}).State(ctx, id); errors.Is(err, ErrNoSaga) {
+			out = append(out, State{OrderID: id, WorkflowID: workflows.WorkflowID(id), RunStatus: "GONE"})
+		} else if err != nil {
+			return nil, fmt.Errorf("order %s: %w", id, err)
 		}
 	}
 	slices.SortFunc(out, func(a, b State) int { return a.StartedAt.Compare(b.StartedAt) })
