@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
@@ -64,6 +65,14 @@ func newAPI(t *testing.T) client {
 
 // newAPIWith serves the API with cfg's tuning on the package's database.
 func newAPIWith(t testing.TB, cfg httpapi.Config) client {
+	e, key := newServer(t, cfg)
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	return client{t: t, url: srv.URL, key: key}.as(operator)
+}
+
+// newServer builds the API (4 KiB bodies) with its token key.
+func newServer(t testing.TB, cfg httpapi.Config) (*echo.Echo, ed25519.PrivateKey) {
 	pool := pgtest.Pool(t)
 	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: 100})
 	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 5})
@@ -78,9 +87,7 @@ func newAPIWith(t testing.TB, cfg httpapi.Config) client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(e)
-	t.Cleanup(srv.Close)
-	return client{t: t, url: srv.URL, key: key}.as(operator)
+	return e, key
 }
 
 type response struct {

@@ -112,7 +112,7 @@ func (s *Server) cancelOrder(direct echo.HandlerFunc) echo.HandlerFunc {
 		var body struct {
 			Reason string `json:"reason"`
 		}
-		raw, err := readBody(c.Request(), s.maxBody)
+		raw, err := s.body(c)
 		if err != nil {
 			return err
 		}

@@ -141,10 +141,12 @@ func New(cfg Config) (*echo.Echo, error) {
 	if cfg.Observe == nil {
 		cfg.Observe = func(string, string, int, time.Duration) {}
 	}
+	e.Pre(s.edge)
 	e.Use(instrument(cfg.Observe))
 	e.Use(middleware.Recover())
 	e.Use(middleware.RequestID())
 	e.Use(s.authenticate)
+	e.Use(s.checkBody)
 	e.Use(s.validate)
 
 	e.GET("/healthz", echo.WrapHandler(http.HandlerFunc(Alive)))

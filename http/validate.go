@@ -57,7 +57,7 @@ func (s *Server) validate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		// A POST that takes no body (the poison replay) needs no content type.
 		if req.Method == http.MethodPost && (route.Operation.RequestBody != nil || req.ContentLength != 0) {
-			body, err := readBody(req, s.maxBody)
+			body, err := s.body(c)
 			if err != nil {
 				return err
 			}
@@ -75,25 +75,33 @@ func (s *Server) validate(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 func readBody(req *http.Request, limit int64) ([]byte, error) {
-	mt, _, err := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType))
-	if err != nil || mt != echo.MIMEApplicationJSON {
-		return nil, problem(http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as application/json")
-	}
 	body, err := io.ReadAll(http.MaxBytesReader(nil, req.Body, limit))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return nil, problem(http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body is larger than %d bytes", limit))
+		return nil, tooLarge(limit)
 	}
 	if err != nil {
 		return nil, problem(http.StatusBadRequest, "unreadable_body", "the body could not be read")
 	}
-	var text *textError
-	if err := checkJSON(body); errors.As(err, &text) {
-		return nil, problem(http.StatusUnprocessableEntity, "invalid_text", err.Error())
-	} else if err != nil {
-		return nil, problem(http.StatusBadRequest, "malformed_json", err.Error())
+	if err := checkContent(req, body); err != nil {
+		return nil, err
 	}
 	return body, nil
+}
+
+// checkContent checks a body's media type and JSON (checkJSON).
+func checkContent(req *http.Request, body []byte) error {
+	mt, _, err := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType))
+	if err != nil || mt != echo.MIMEApplicationJSON {
+		return problem(http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as application/json")
+	}
+	var text *textError
+	if err := checkJSON(body); errors.As(err, &text) {
+		return problem(http.StatusUnprocessableEntity, "invalid_text", err.Error())
+	} else if err != nil {
+		return problem(http.StatusBadRequest, "malformed_json", err.Error())
+	}
+	return nil
 }
 
 // textError is well-formed JSON carrying text that cannot be stored.
