@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"maps"
 	"mime"
+	"net"
 	"net/http"
 	"path"
 	"slices"
@@ -58,6 +59,9 @@ type Config struct {
 	// the docs needs one).
 	Verifier *auth.Verifier
 	Limits   Limits
+	// TrustedProxies are the proxies whose X-Forwarded-For and X-Real-IP
+	// name the client; without any, the client is the direct peer.
+	TrustedProxies []*net.IPNet
 	// Observe, when set, is told of every request: its route pattern,
 	// method, status and duration (telemetry.Metrics.HTTP).
 	Observe func(route, method string, status int, took time.Duration)
@@ -93,8 +97,8 @@ type Server struct {
 	verifier     *auth.Verifier
 	keys         *personal.Keys
 	limits       Limits
-	customerRate *middleware.RateLimiterMemoryStore
-	operatorRate *middleware.RateLimiterMemoryStore
+	customerRate *rateStore
+	operatorRate *rateStore
 	streams      *slots
 	waits        *slots
 }
@@ -137,6 +141,7 @@ func New(cfg Config) (*echo.Echo, error) {
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = clientIP(cfg.TrustedProxies)
 	e.HTTPErrorHandler = errorHandler(cfg.Log)
 	if cfg.Observe == nil {
 		cfg.Observe = func(string, string, int, time.Duration) {}
