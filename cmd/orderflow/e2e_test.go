@@ -510,6 +510,25 @@ func TestACaptureFailingAfterDispatchIsWrittenOffByAnOperator(t *testing.T) {
 	if n := s.events("shp-"+id, "shipment.failed") + s.events(sku, "inventory.reservation_released"); n != 0 {
 		t.Fatalf("something was compensated after dispatch (%d events)", n)
 	}
+	// The customer sees where its saga is, not the operators' view (the
+	// raw error, the options, who decided what).
+	me := s.bearer(auth.Principal{Subject: "c-" + wallet, Role: auth.Customer, CustomerID: "c-" + wallet})
+	customerView := func(want map[string]any) {
+		t.Helper()
+		got := s.call("GET", "/orders/"+id+"/saga", "", 200, "Authorization", me)["progress"].(map[string]any)
+		for k, v := range got {
+			if k != "tracking_number" && want[k] != v {
+				t.Fatalf("the customer's view %v, want %v", got, want)
+			}
+		}
+		if len(got) != len(want)+1 {
+			t.Fatalf("the customer's view %v, want %v", got, want)
+		}
+	}
+	customerView(map[string]any{"status": workflows.StatusNeedsAttention, "step": "capture_payment"})
+	if ops := s.call("GET", "/orders/"+id+"/saga", "", 200)["progress"].(map[string]any); ops["attention"] == nil {
+		t.Fatalf("the operators' view %v", ops)
+	}
 	// Operators find it: by the search attribute, in the API and in verify.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		list := s.call("GET", "/sagas?status=NEEDS_ATTENTION", "", 200)["sagas"].([]any)
@@ -558,6 +577,7 @@ func TestACaptureFailingAfterDispatchIsWrittenOffByAnOperator(t *testing.T) {
 	if p.Status != workflows.StatusWrittenOff || len(p.Decisions) != 1 || !strings.Contains(p.Decisions[0], "by ops-ada") {
 		t.Fatalf("saga %+v", p)
 	}
+	customerView(map[string]any{"status": workflows.StatusWrittenOff, "step": p.Step, "failed_step": p.FailedStep, "reason": "written_off"})
 	avail, onHand, reserved := s.balances(wallet, sku)
 	if avail != 10000 || onHand != 3 || reserved != 0 {
 		t.Fatalf("after the write-off: available %v on hand %v reserved %v", avail, onHand, reserved)
