@@ -79,8 +79,14 @@ func checkQuery(raw string) error {
 	return nil
 }
 
-// bodyKey holds a request's checked body: read once, by checkBody.
+// bodyKey holds a request's checked body and its decoded value: read and
+// parsed once, by checkBody.
 const bodyKey = "body"
+
+type checked struct {
+	body  []byte
+	value any
+}
 
 // checkBody reads and checks the body of every request to a route (after
 // authentication: a client without a token costs no read): its size, and
@@ -108,19 +114,20 @@ func (s *Server) checkBody(next echo.HandlerFunc) echo.HandlerFunc {
 		if req.Method != http.MethodPost {
 			return problem(http.StatusBadRequest, "unexpected_body", req.Method+" takes no body")
 		}
-		if err := checkContent(req, body); err != nil {
+		v, err := checkContent(req, body)
+		if err != nil {
 			return err
 		}
-		c.Set(bodyKey, body)
+		c.Set(bodyKey, checked{body, v})
 		return next(c)
 	}
 }
 
 // body is the request's body, checked: by checkBody, or here when it was
 // empty there (a route that requires one gets 415 or 400).
-func (s *Server) body(c echo.Context) ([]byte, error) {
-	if b, ok := c.Get(bodyKey).([]byte); ok {
-		return b, nil
+func (s *Server) body(c echo.Context) ([]byte, any, error) {
+	if b, ok := c.Get(bodyKey).(checked); ok {
+		return b.body, b.value, nil
 	}
 	return readBody(c.Request(), s.maxBody)
 }

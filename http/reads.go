@@ -188,7 +188,7 @@ func (s *Server) cancelOrder(direct echo.HandlerFunc) echo.HandlerFunc {
 		var body struct {
 			Reason string `json:"reason"`
 		}
-		raw, err := s.body(c)
+		raw, _, err := s.body(c)
 		if err != nil {
 			return err
 		}
