@@ -1,11 +1,14 @@
 package httpapi_test
 
 import (
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 
@@ -145,5 +148,20 @@ func TestEveryQueryParameterRefusesNULAndInvalidUTF8(t *testing.T) {
 	cust.want(cust.do("GET", "/commands?stream_id=%00", ""), 400)
 	if r := cust.do("GET", "/commands?stream_id=%zz", ""); r.status != 400 || r.body["code"] != "invalid_query" {
 		t.Fatalf("%d %s", r.status, r.raw)
+	}
+}
+
+// What the edge refuses before routing is observed too, as "unmatched"
+// (never the client's path as a label).
+func TestRequestsRefusedBeforeRoutingAreObserved(t *testing.T) {
+	var seen []string
+	e, _ := newServer(t, httpapi.Config{Observe: func(route, method string, status int, _ time.Duration) {
+		seen = append(seen, fmt.Sprintf("%s %s %d", method, route, status))
+	}})
+	for _, path := range []string{"/wallets//top-ups", "/orders?x=%00"} {
+		e.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", path, nil))
+	}
+	if want := []string{"POST unmatched 400", "POST unmatched 400"}; !slices.Equal(seen, want) {
+		t.Fatalf("observed %v, want %v", seen, want)
 	}
 }

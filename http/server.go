@@ -146,8 +146,9 @@ func New(cfg Config) (*echo.Echo, error) {
 	if cfg.Observe == nil {
 		cfg.Observe = func(string, string, int, time.Duration) {}
 	}
+	// Instrumented from before routing: requests the edge refuses count too.
+	e.Pre(instrument(cfg.Observe))
 	e.Pre(s.edge)
-	e.Use(instrument(cfg.Observe))
 	e.Use(middleware.Recover())
 	e.Use(middleware.RequestID())
 	e.Use(s.authenticate)
@@ -236,18 +237,21 @@ func instrument(record func(route, method string, status int, took time.Duration
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			start, req := time.Now(), c.Request()
-			route := c.Path()
-			if auth.RouteAccess(req.Method, route) == auth.Nobody {
-				route = "unmatched" // never a client's path as a span name or label
-			}
 			ctx := tracing.Propagator.Extract(req.Context(), propagation.HeaderCarrier(req.Header))
-			ctx, span := tracing.Tracer().Start(ctx, req.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
-				trace.WithAttributes(attribute.String("http.request.method", req.Method), attribute.String("http.route", route)))
+			ctx, span := tracing.Tracer().Start(ctx, req.Method, trace.WithSpanKind(trace.SpanKindServer),
+				trace.WithAttributes(attribute.String("http.request.method", req.Method)))
 			defer span.End()
 			c.SetRequest(req.WithContext(ctx))
 			if err := next(c); err != nil {
 				c.Error(err)
 			}
+			// The route is known once routed (empty when the edge refused first).
+			route := c.Path()
+			if auth.RouteAccess(req.Method, route) == auth.Nobody {
+				route = "unmatched" // never a client's path as a span name or label
+			}
+			span.SetName(req.Method + " " + route)
+			span.SetAttributes(attribute.String("http.route", route))
 			status := c.Response().Status
 			span.SetAttributes(attribute.Int("http.response.status_code", status))
 			if status >= 500 {
