@@ -17,6 +17,13 @@ import (
 // Carrier is where a real carrier's API plugs in. Both calls carry the
 // saga's dispatch key, so that the carrier can tell a retry from a new
 // parcel.
+//
+// A refusal's reason is a code and text that hold nothing of the customer:
+// never the address or any part of it (a postal code, a name). The reason
+// becomes the saga's, and reaches events, the command log, read models,
+// Temporal's history and the process log, where forgetting the customer
+// (destroying its key) cannot erase it. An adapter maps a real carrier's
+// answer to such a reason; it never copies the carrier's text.
 type Carrier interface {
 	Name() string
 	// Dispatch books the parcel and returns its tracking number once the
@@ -30,6 +37,13 @@ type Carrier interface {
 	// never booked is withdrawn, so a dispatch arriving later is refused.
 	Withdraw(ctx context.Context, key string) (withdrawn bool, err error)
 }
+
+// The simulated carrier's refusals: codes and text with nothing of the
+// customer.
+const (
+	ReasonPostalCodeNotServed = "postal_code_not_served: the carrier does not deliver to this postal code"
+	ReasonParcelRefused       = "parcel_refused: the carrier refused the parcel"
+)
 
 var (
 	// ErrCarrierRejected is the carrier refusing a parcel: a business failure.
@@ -62,9 +76,9 @@ func (c SimulatedCarrier) Dispatch(ctx context.Context, key, shipmentID string, 
 		// booking made before stands, none is made without an address.
 		state, reason = "refused", "no shipping address"
 	case c.RejectPostalCode != "" && strings.EqualFold(to.PostalCode, c.RejectPostalCode):
-		state, reason = "refused", "no delivery to postal code "+to.PostalCode
+		state, reason = "refused", ReasonPostalCodeNotServed
 	case c.FailureRate > 0 && rand.Float64() < c.FailureRate:
-		state, reason = "refused", "parcel refused"
+		state, reason = "refused", ReasonParcelRefused
 	}
 	tracking := "SIM-" + strings.ToUpper(shipmentID[max(0, len(shipmentID)-12):])
 	if _, err := c.Pool.Exec(ctx, `INSERT INTO carrier_sim_bookings (dispatch_key, shipment_id, tracking_number, ready_at, state, reason)

@@ -2,8 +2,10 @@ package activities_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/orderflow/orderflow/activities"
+	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/eventstore"
@@ -91,7 +94,7 @@ func TestDispatchWithCarrierRunTwiceRecordsOneDispatch(t *testing.T) {
 	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: 50})
 	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 5})
 	acts := &activities.Activities{Bus: bus, Store: store, Carrier: activities.SimulatedCarrier{Pool: pool, Latency: 10 * time.Millisecond}}
-	orderID := "o-" + uuid.NewString()
+	orderID := placed(t, bus, addr)
 	parcel := activities.Parcel{ShipmentID: "shp-" + orderID, Address: addr,
 		Step: activities.Step{OrderID: orderID, Step: "dispatch_shipment", Key: activities.SagaKey("order-fulfilment:"+orderID, "dispatch_shipment")}}
 	env := (&testsuite.WorkflowTestSuite{}).NewTestActivityEnvironment()
@@ -169,5 +172,97 @@ func TestACarrierCallAfterAForgetAnswersForTheBookingItMade(t *testing.T) {
 	var app *temporal.ApplicationError
 	if !errors.As(err, &app) || app.Type() != activities.ErrTypeCarrierRefuse {
 		t.Fatalf("a first call after the forget: %v, want the carrier's refusal", err)
+	}
+}
+
+// placed places an order to address to (its customer's wallet opened
+// first) and returns its id.
+func placed(t *testing.T, bus *commands.Bus, to order.Address) string {
+	t.Helper()
+	ctx := context.Background()
+	cust, wallet, orderID := "c-"+uuid.NewString(), "w-"+uuid.NewString(), "o-"+uuid.NewString()
+	for _, cmd := range []commands.Command{
+		commands.OpenWallet{WalletID: wallet, CustomerID: cust, Currency: "EUR"},
+		commands.PlaceOrder{OrderID: orderID, CustomerID: cust, WalletID: wallet, Currency: "EUR",
+			Lines: []order.Line{{SKU: "s", Quantity: 1, UnitPrice: 100}}, ShippingAddress: to},
+	} {
+		if _, err := bus.Dispatch(ctx, commands.Request{Internal: true, Command: cmd}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return orderID
+}
+
+// The carrier's refusal says why in a code and words that hold nothing of
+// the customer: the postal code it refuses is in neither the error (the
+// saga's reason) nor the booking.
+func TestACarrierRefusalQuotesNothingOfTheCustomer(t *testing.T) {
+	pool := pgtest.Pool(t)
+	zip := "Z" + uuid.NewString()[:8]
+	c := activities.SimulatedCarrier{Pool: pool, RejectPostalCode: zip}
+	to := addr
+	to.PostalCode = zip
+	key := "saga:k-" + uuid.NewString()
+	_, err := c.Dispatch(context.Background(), key, "shp-"+uuid.NewString(), to)
+	if !errors.Is(err, activities.ErrCarrierRejected) || strings.Contains(err.Error(), zip) || !strings.Contains(err.Error(), "postal_code_not_served") {
+		t.Fatalf("refusal: %v", err)
+	}
+	var reason string
+	if err := pool.QueryRow(context.Background(), `SELECT reason FROM carrier_sim_bookings WHERE dispatch_key = $1`, key).Scan(&reason); err != nil || strings.Contains(reason, zip) {
+		t.Fatalf("booking's reason %q %v", reason, err)
+	}
+}
+
+// ScheduleShipment's address is personal, whoever sends it: an operator's
+// cleartext is sealed with the order's customer's key before it is logged;
+// the saga's, sealed already, is kept; another customer's sealed text is
+// refused.
+func TestAShipmentsAddressIsSealedWithItsOrdersCustomersKey(t *testing.T) {
+	pool := pgtest.Pool(t)
+	ctx := context.Background()
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{})
+	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 5})
+	street := "Rue " + uuid.NewString()[:8]
+	to := addr
+	to.Line1 = street
+	orderID := placed(t, bus, to)
+	ops := &auth.Principal{Subject: "ops-1", Role: auth.Operator}
+	if _, err := bus.Dispatch(ctx, commands.Request{Principal: ops, Actor: "ops-1", Command: commands.ScheduleShipment{ShipmentID: "shp-" + orderID, OrderID: orderID, Address: to}}); err != nil {
+		t.Fatal(err)
+	}
+	if where, err := pgtest.Cleartext(ctx, pool, street); err != nil || where != "" {
+		t.Fatalf("cleartext address in %s (%v)", where, err)
+	}
+	// The order's sealed address, as the saga passes it on, stays as it is.
+	var sealed order.Address
+	o := order.New(orderID)
+	if err := store.Load(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		ShippingAddress order.Address `json:"shipping_address"`
+	}
+	raw, _ := json.Marshal(o.State())
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatal(err)
+	}
+	sealed = st.ShippingAddress
+	if !personal.IsSealed(sealed.Line1) {
+		t.Fatalf("the order's address: %+v", sealed)
+	}
+	rec, err := bus.Dispatch(ctx, commands.Request{Internal: true, Command: commands.ScheduleShipment{ShipmentID: "shp2-" + orderID, OrderID: orderID, Address: sealed}})
+	if err != nil || !strings.Contains(string(rec.Payload), sealed.Line1) {
+		t.Fatalf("%s %v", rec.Payload, err)
+	}
+	// Another customer's order takes none of it.
+	other := placed(t, bus, addr)
+	_, err = bus.Dispatch(ctx, commands.Request{Internal: true, Command: commands.ScheduleShipment{ShipmentID: "shp-" + other, OrderID: other, Address: sealed}})
+	var payload *commands.PayloadError
+	if !errors.As(err, &payload) {
+		t.Fatalf("another customer's sealed address: %v", err)
+	}
+	// A shipment of no order has no customer to seal for: refused.
+	if _, err := bus.Dispatch(ctx, commands.Request{Principal: ops, Command: commands.ScheduleShipment{ShipmentID: "shp-x", OrderID: "nope-" + uuid.NewString(), Address: to}}); err == nil {
+		t.Fatal("a shipment of no order was accepted")
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -72,12 +74,27 @@ type VerifierConfig struct {
 	PublicKey crypto.PublicKey
 	// JWKSURL is an identity provider's key set, refreshed in the background.
 	JWKSURL string
+	// MaxTTL is the longest life a token may have (exp - iat);
+	// DefaultMaxTTL when zero.
+	MaxTTL time.Duration
 }
+
+// DefaultMaxTTL is the longest token life accepted unless configured.
+const DefaultMaxTTL = 24 * time.Hour
+
+// Leeway is the clock skew tolerated on exp, nbf and iat.
+const Leeway = 30 * time.Second
+
+// asymmetric are the algorithms a verifier may pin: a signature only the
+// key's owner can make. HMAC would make every verifier a signer (and a
+// JWKS can publish an HMAC key); "none" signs nothing.
+var asymmetric = []string{"EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
 
 // Verifier checks bearer tokens.
 type Verifier struct {
 	keys   jwt.Keyfunc
 	parser *jwt.Parser
+	maxTTL time.Duration
 	// verified keeps the principals of tokens verified in the last minute
 	// (never past a token's expiry): a signature check (EdDSA, RSA) cost
 	// more CPU than the rest of a command's HTTP handling. The minute
@@ -102,12 +119,19 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 	if cfg.Issuer == "" || cfg.Audience == "" || cfg.Algorithm == "" {
 		return nil, errors.New("auth: issuer, audience and algorithm are required")
 	}
-	v := &Verifier{verified: expirable.NewLRU[string, verified](verifiedSize, nil, verifiedTTL), parser: jwt.NewParser(
+	if !slices.Contains(asymmetric, cfg.Algorithm) {
+		return nil, fmt.Errorf("auth: algorithm %q is refused: pin one of %s (never HMAC or none)", cfg.Algorithm, strings.Join(asymmetric, ", "))
+	}
+	if cfg.MaxTTL <= 0 {
+		cfg.MaxTTL = DefaultMaxTTL
+	}
+	v := &Verifier{maxTTL: cfg.MaxTTL, verified: expirable.NewLRU[string, verified](verifiedSize, nil, verifiedTTL), parser: jwt.NewParser(
 		jwt.WithValidMethods([]string{cfg.Algorithm}),
 		jwt.WithIssuer(cfg.Issuer),
 		jwt.WithAudience(cfg.Audience),
 		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(30*time.Second),
+		jwt.WithIssuedAt(), // an iat in the future (past the leeway) is refused
+		jwt.WithLeeway(Leeway),
 	)}
 	switch {
 	case cfg.PublicKey != nil && cfg.JWKSURL != "":
@@ -138,6 +162,10 @@ func (v *Verifier) Verify(token string) (Principal, error) {
 		return Principal{}, &InvalidTokenError{Reason: reason(err)}
 	}
 	switch {
+	case c.IssuedAt == nil:
+		return Principal{}, &InvalidTokenError{Reason: "the token lacks a required claim (iat)"}
+	case c.ExpiresAt.Sub(c.IssuedAt.Time) > v.maxTTL:
+		return Principal{}, &InvalidTokenError{Reason: fmt.Sprintf("the token lives longer than %s (exp - iat)", v.maxTTL)}
 	case c.Subject == "":
 		return Principal{}, &InvalidTokenError{Reason: "the token has no subject (sub)"}
 	case c.Role == Customer && c.CustomerID == "":

@@ -1,5 +1,10 @@
 package auth
 
+import (
+	"maps"
+	"slices"
+)
+
 // Access is who may call a route or send a command type.
 type Access int
 
@@ -88,6 +93,9 @@ var commandTypes = map[string]Access{
 	"DeliverShipment":  Operators,
 	"FailShipment":     Operators,
 }
+
+// Routes lists the policy's routes ("GET /orders/:id"), sorted.
+func Routes() []string { return slices.Sorted(maps.Keys(routes)) }
 
 // RouteAccess is the policy of one route ("GET /orders/:id").
 func RouteAccess(method, pattern string) Access { return routes[method+" "+pattern] }

@@ -54,6 +54,9 @@ type Definition struct {
 	// personal lists the payload's personal fields, sealed with their
 	// customer's key before anything is logged (crypto-shredding).
 	personal func(p any) []*string
+	// owner names the stream whose customer owns a command's personal
+	// fields when its own stream has no owner yet (a shipment: its order).
+	owner func(p any) (streamType, id string)
 }
 
 // Loader loads another aggregate for a Definition's check.
@@ -126,6 +129,15 @@ func CreatedFor[P any](d Definition, customer func(*P) string) Definition {
 // cleartext of them reaches the log, the events or anything downstream.
 func WithPersonal[P any](d Definition, fields func(*P) []*string) Definition {
 	d.personal = func(p any) []*string { return fields(p.(*P)) }
+	return d
+}
+
+// WithPersonalOf names a command's personal fields whose customer is the
+// owner of another stream (streamType, id(p)): a shipment's address is its
+// order's customer's.
+func WithPersonalOf[P any](d Definition, streamType string, id func(*P) string, fields func(*P) []*string) Definition {
+	d = WithPersonal(d, fields)
+	d.owner = func(p any) (string, string) { return streamType, id(p.(*P)) }
 	return d
 }
 
@@ -554,7 +566,14 @@ func (b *Bus) seal(ctx context.Context, def Definition, streamID, customer strin
 		return &PayloadError{Msg: fmt.Sprintf("payload of %s: customer_id is required", def.Name)}
 	}
 	if customer == "" {
-		agg, err := b.load(ctx, def.StreamType, streamID)
+		typ, id := def.StreamType, streamID
+		if def.owner != nil {
+			typ, id = def.owner(p)
+		}
+		if !ValidID(id) {
+			return &PayloadError{Msg: fmt.Sprintf("%s id %q must match %s", typ, id, idPattern)}
+		}
+		agg, err := b.load(ctx, typ, id)
 		if err != nil {
 			return err
 		}
@@ -563,7 +582,7 @@ func (b *Bus) seal(ctx context.Context, def Definition, streamID, customer strin
 		}
 		if customer == "" {
 			// Refused before logging: the log never holds unsealed text.
-			return aggregate.NotFound(def.StreamType+"_not_found", "%s %s does not exist", def.StreamType, streamID)
+			return aggregate.NotFound(typ+"_not_found", "%s %s does not exist", typ, id)
 		}
 	}
 	fields := def.personal(p)
@@ -576,7 +595,12 @@ func (b *Bus) seal(ctx context.Context, def Definition, streamID, customer strin
 			return &PayloadError{Msg: fmt.Sprintf("a personal field of %s has %d characters, more than %d", def.Name, n, MaxPersonalLength)}
 		}
 	}
-	return b.keys.Seal(ctx, customer, fields...)
+	if err := b.keys.Seal(ctx, customer, fields...); errors.Is(err, personal.ErrNotTheirs) {
+		return &PayloadError{Msg: fmt.Sprintf("payload of %s: a personal field is sealed for another customer", def.Name)}
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // MaxPersonalLength bounds each personal field, checked on the cleartext:

@@ -290,8 +290,12 @@ func Definitions() []Definition {
 		InternalOnly(Define("WriteOffOrder", order.StreamType, func(p *WriteOffOrder) string { return p.OrderID },
 			func(o *order.Order, p *WriteOffOrder) error { return o.WriteOff(p.Reason) })),
 
-		Define("ScheduleShipment", shipment.StreamType, func(p *ScheduleShipment) string { return p.ShipmentID },
+		// The address is the order's customer's: sealed with that key (the
+		// saga's, from the order, is sealed already and kept as it is).
+		WithPersonalOf(Define("ScheduleShipment", shipment.StreamType, func(p *ScheduleShipment) string { return p.ShipmentID },
 			func(s *shipment.Shipment, p *ScheduleShipment) error { return s.Schedule(p.OrderID, p.Address) }),
+			order.StreamType, func(p *ScheduleShipment) string { return p.OrderID },
+			func(p *ScheduleShipment) []*string { return p.Address.PersonalFields() }),
 		Define("DispatchShipment", shipment.StreamType, func(p *DispatchShipment) string { return p.ShipmentID },
 			func(s *shipment.Shipment, p *DispatchShipment) error { return s.Dispatch(p.Carrier, p.TrackingNumber) }),
 		Define("DeliverShipment", shipment.StreamType, func(p *DeliverShipment) string { return p.ShipmentID },

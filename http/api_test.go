@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
@@ -65,23 +66,10 @@ func newAPI(t *testing.T) client {
 
 // newAPIWith serves the API with cfg's tuning on the package's database.
 func newAPIWith(t testing.TB, cfg httpapi.Config) client {
-	pool := pgtest.Pool(t)
-	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: 100})
-	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 5})
-	cfg.Pool, cfg.Bus, cfg.Store, cfg.MaxBodyBytes = pool, bus, store, 4096
-	cfg.Log = quiet
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Verifier = auth.DevVerifier(key)
-	e, err := httpapi.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, key := newServer(t, &cfg)
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return client{t: t, url: srv.URL, key: key, bus: bus}.as(operator)
+	return client{t: t, url: srv.URL, key: key, bus: cfg.Bus}.as(operator)
 }
 
 // sagaCancels cancels an order as its saga does (these tests run no
@@ -94,6 +82,26 @@ func (c client) sagaCancels(orderID, reason string) response {
 		c.t.Fatal(err)
 	}
 	return response{status: http.StatusCreated, body: map[string]any{"global_position": float64(rec.GlobalPosition)}}
+}
+
+// newServer builds the API (4 KiB bodies) with its token key; cfg.Bus is
+// set to the API's bus.
+func newServer(t testing.TB, cfg *httpapi.Config) (*echo.Echo, ed25519.PrivateKey) {
+	pool := pgtest.Pool(t)
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: 100})
+	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 5})
+	cfg.Pool, cfg.Bus, cfg.Store, cfg.MaxBodyBytes = pool, bus, store, 4096
+	cfg.Log = quiet
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Verifier = auth.DevVerifier(key)
+	e, err := httpapi.New(*cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, key
 }
 
 type response struct {

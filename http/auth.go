@@ -3,6 +3,7 @@ package httpapi
 import (
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -10,8 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 	"golang.org/x/time/rate"
 
 	"github.com/orderflow/orderflow/auth"
@@ -69,7 +70,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		access := auth.RouteAccess(c.Request().Method, c.Path())
 		if access == auth.Public {
-			return s.limited(c, "addr:"+c.RealIP(), auth.Customer, next)
+			return s.limited(c, addrKey(c.RealIP()), auth.Customer, next)
 		}
 		if access == auth.Nobody {
 			return next(c) // not a route: echo's 404 or 405
@@ -77,7 +78,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		// A request without a valid token is refused, within its address's
 		// budget (guessing tokens costs requests too).
 		refuse := func(challenge string, p *Problem) error {
-			if err := s.limit(c, "addr:"+c.RealIP(), auth.Customer); err != nil {
+			if err := s.limit(c, addrKey(c.RealIP()), auth.Customer); err != nil {
 				return err
 			}
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
@@ -115,16 +116,73 @@ func (s *Server) limit(c echo.Context, id string, role auth.Role) error {
 	if role == auth.Operator {
 		store, r = s.operatorRate, s.limits.OperatorRate
 	}
-	if ok, _ := store.Allow(id); ok {
+	if store.Allow(id) {
 		return nil
 	}
 	c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Max(1, math.Ceil(1/r)))))
 	return problem(http.StatusTooManyRequests, "rate_limited", fmt.Sprintf("more than %g requests per second; retry later", r))
 }
 
-func newRateStore(perSecond float64, burst int) *middleware.RateLimiterMemoryStore {
-	return middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
-		Rate: rate.Limit(perSecond), Burst: burst, ExpiresIn: 3 * time.Minute})
+// rateStore keeps one token bucket per principal or address: at most
+// rateKeys of them (the least recently used goes first), each dropped after
+// rateIdle without a request, so many addresses cannot grow it unbounded.
+type rateStore struct {
+	limit   rate.Limit
+	burst   int
+	mu      sync.Mutex
+	buckets *expirable.LRU[string, *rate.Limiter]
+}
+
+const (
+	rateKeys = 1 << 16
+	rateIdle = 3 * time.Minute
+)
+
+func newRateStore(perSecond float64, burst int) *rateStore {
+	return &rateStore{limit: rate.Limit(perSecond), burst: burst, buckets: expirable.NewLRU[string, *rate.Limiter](rateKeys, nil, rateIdle)}
+}
+
+// Allow takes one request from id's bucket.
+func (r *rateStore) Allow(id string) bool {
+	r.mu.Lock()
+	l, ok := r.buckets.Get(id)
+	if !ok {
+		l = rate.NewLimiter(r.limit, r.burst)
+		r.buckets.Add(id, l)
+	}
+	r.mu.Unlock()
+	return l.Allow()
+}
+
+// clientIP is the client's address: the direct peer, or, when the peer is
+// one of the trusted proxies, what X-Forwarded-For (or X-Real-IP) says
+// (echo's extractors, with nothing trusted by default: not loopback, not
+// private networks).
+func clientIP(trusted []*net.IPNet) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, n := range trusted {
+		opts = append(opts, echo.TrustIPRange(n))
+	}
+	xff, realIP := echo.ExtractIPFromXFFHeader(opts...), echo.ExtractIPFromRealIPHeader(opts...)
+	return func(r *http.Request) string {
+		if r.Header.Get(echo.HeaderXForwardedFor) == "" {
+			return realIP(r)
+		}
+		return xff(r)
+	}
+}
+
+// addrKey is the rate limit's key of an address: an IPv6 client holds a
+// whole /64, so it is counted as one.
+func addrKey(ip string) string {
+	a := net.ParseIP(ip)
+	if a != nil && a.To4() == nil {
+		return "addr:" + a.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	}
+	return "addr:" + ip
 }
 
 // slots counts what each principal holds open (live streams, waits).

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -105,7 +106,7 @@ func TestHostileTokensAreRefusedPrecisely(t *testing.T) {
 	_, other, _ := ed25519.GenerateKey(rand.Reader)
 	now := time.Now()
 	good := func() jwt.MapClaims {
-		return jwt.MapClaims{"iss": auth.DevIssuer, "aud": auth.DevAudience, "sub": "ops-eve", "role": "operator", "exp": now.Add(time.Hour).Unix()}
+		return jwt.MapClaims{"iss": auth.DevIssuer, "aud": auth.DevAudience, "sub": "ops-eve", "role": "operator", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix()}
 	}
 	with := func(k string, v any) jwt.MapClaims {
 		m := good()
@@ -125,6 +126,14 @@ func TestHostileTokensAreRefusedPrecisely(t *testing.T) {
 		{"HMAC with a guessed secret", hs, "signature or algorithm"},
 		{"expired", signed(t, jwt.SigningMethodEdDSA, c.key, with("exp", now.Add(-time.Hour).Unix())), "expired"},
 		{"no expiry", signed(t, jwt.SigningMethodEdDSA, c.key, with("exp", nil)), "required claim"},
+		{"no iat", signed(t, jwt.SigningMethodEdDSA, c.key, with("iat", nil)), "required claim (iat)"},
+		{"iat in the future", signed(t, jwt.SigningMethodEdDSA, c.key, with("iat", now.Add(time.Minute).Unix())), "not valid yet"},
+		{"a life past the maximum", signed(t, jwt.SigningMethodEdDSA, c.key, with("exp", now.Add(25*time.Hour).Unix())), "lives longer than 24h"},
+		{"an old iat and a far exp", signed(t, jwt.SigningMethodEdDSA, c.key, func() jwt.MapClaims {
+			m := with("iat", now.Add(-48*time.Hour).Unix())
+			m["exp"] = now.Add(time.Hour).Unix()
+			return m
+		}()), "lives longer than"},
 		{"wrong audience", signed(t, jwt.SigningMethodEdDSA, c.key, with("aud", "another-service")), "audience"},
 		{"wrong issuer", signed(t, jwt.SigningMethodEdDSA, c.key, with("iss", "evil")), "issuer"},
 		{"no role", signed(t, jwt.SigningMethodEdDSA, c.key, with("role", nil)), "role"},
@@ -369,4 +378,55 @@ func cleartext(t *testing.T, pool *pgxpool.Pool, texts ...string) string {
 		t.Fatal(err)
 	}
 	return where
+}
+
+// X-Forwarded-For and X-Real-IP name the client only when the direct peer
+// is a configured proxy: from any other peer (here loopback, which echo
+// trusts by default) a spoofed address per request changes nothing, and
+// the requests without a valid token still run out of their budget.
+func TestSpoofedForwardingHeadersChangeNothing(t *testing.T) {
+	limits := httpapi.Limits{CustomerRate: 0.01, CustomerBurst: 3}
+	spoof := func(c client, i int) response {
+		return c.do("GET", "/orders", "", "Authorization", "Bearer not-a-token",
+			"X-Forwarded-For", fmt.Sprintf("198.51.100.%d", i), "X-Real-IP", fmt.Sprintf("203.0.113.%d", i))
+	}
+	untrusted := newAPIWith(t, httpapi.Config{Limits: limits})
+	for i := range 3 {
+		untrusted.want(spoof(untrusted, i), 401)
+	}
+	for i := 3; i < 20; i++ {
+		untrusted.want(spoof(untrusted, i), 429)
+	}
+	// Behind a configured proxy the header names the client: one budget each.
+	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
+	proxied := newAPIWith(t, httpapi.Config{Limits: limits, TrustedProxies: []*net.IPNet{loopback}})
+	for i := range 20 {
+		proxied.want(spoof(proxied, i), 401)
+	}
+	for range 3 {
+		proxied.want(proxied.do("GET", "/orders", "", "Authorization", "Bearer x", "X-Real-IP", "203.0.113.7"), 401)
+	}
+	proxied.want(proxied.do("GET", "/orders", "", "Authorization", "Bearer x", "X-Real-IP", "203.0.113.7"), 429)
+}
+
+// A verifier refuses to start with HMAC, none or any algorithm that is not
+// a public-key signature, whatever its key source (a JWKS may publish an
+// HMAC key), so no configuration accepts a token anyone holding the
+// verification key could sign.
+func TestAVerifierRefusesHMACAndNoneWhateverTheKeySource(t *testing.T) {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	for _, alg := range []string{"HS256", "HS384", "HS512", "none", "None", "hs256", "RS1"} {
+		for source, cfg := range map[string]auth.VerifierConfig{
+			"public key": {PublicKey: pub},
+			"JWKS":       {JWKSURL: "http://127.0.0.1:1/jwks.json"}, // never fetched: refused first
+		} {
+			cfg.Issuer, cfg.Audience, cfg.Algorithm = "iss", "aud", alg
+			if _, err := auth.NewVerifier(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "refused") {
+				t.Errorf("%s with a %s: %v", alg, source, err)
+			}
+		}
+	}
+	if _, err := auth.NewVerifier(context.Background(), auth.VerifierConfig{Issuer: "i", Audience: "a", Algorithm: "EdDSA", PublicKey: pub}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -3,11 +3,17 @@ package httpapi_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/auth"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/pgtest"
 )
@@ -96,4 +102,83 @@ func FuzzCustomerCommand(f *testing.F) {
 			t.Fatalf("%q: a customer wrote to another customer's stream", body)
 		}
 	})
+}
+
+// FuzzEdge sends anything to the whole edge: a method, a request target
+// (any route, with empty, odd or encoded segments and any query), one
+// header, a body with or without a JSON media type, as nobody, a customer
+// or an operator. The contract: never a 5xx (but a read model behind,
+// 503 projection_behind, which is an answer), every error problem+json,
+// and a refused request writes no event and accepts no command (a domain
+// rejection is logged as rejected, by design).
+func FuzzEdge(f *testing.F) {
+	methods := []string{"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"}
+	fill := []string{"x1", "", "%00", "%FF", "..", "%2F", "a%20b", "x1/extra", "-", strings.Repeat("a", 200)}
+	for _, route := range auth.Routes() {
+		method, pattern, _ := strings.Cut(route, " ")
+		m := uint8(slices.Index(methods, method))
+		for i, v := range fill {
+			path := strings.NewReplacer(":id", v, ":sku", v, ":type", "order", ":offset", v, "*", v).Replace(pattern)
+			f.Add(m, path, "X-Min-Position", "1", "", uint8(i%3), true)
+		}
+		f.Add(m, pattern+"?limit=0&cursor=%zz", "Idempotency-Key", "saga:x", `{}`, uint8(2), true)
+		f.Add(m, pattern+"?min_position=99999999&after=99999999", "Last-Event-ID", "-1", `{"reason":"x"}`, uint8(1), true)
+	}
+	f.Add(uint8(1), "/commands", "If-Match", `"0"`, `{"type":"OpenWallet","payload":{"wallet_id":"fz-w","customer_id":"fz-c","currency":"EUR"}}`, uint8(2), true)
+	f.Add(uint8(1), "/wallets/fz-w/top-ups", "X-Actor", "ops", `{"amount":5}`, uint8(1), true)
+	f.Add(uint8(1), "/orders", "X-Correlation-ID", "c1", `{"customer_id":"fz-c","wallet_id":"fz-w","currency":"EUR","lines":[{"sku":"s","quantity":1,"unit_price":1}],"shipping_address":{"name":"a","line1":"b","city":"c","postal_code":"d","country":"FR"}}`, uint8(1), true)
+	f.Add(uint8(1), "/wallets//top-ups", "Content-Length", "5", strings.Repeat(`{"a":`, 40), uint8(1), false)
+	f.Add(uint8(0), "/commands?stream_id=%00", "", "", "", uint8(1), false)
+
+	e, key := newServer(f, &httpapi.Config{ConsistencyTimeout: time.Millisecond, Heartbeat: time.Millisecond,
+		Limits: httpapi.Limits{CustomerRate: 1e9, CustomerBurst: 1 << 30, OperatorRate: 1e9, OperatorBurst: 1 << 30, Streams: 1 << 20, Waits: 1 << 20}})
+	pool := pgtest.Pool(f)
+	c := client{t: f, key: key}
+	tokens := []string{"", c.customer("fz-c").token, c.as(operator).token}
+	f.Fuzz(func(t *testing.T, method uint8, target, header, value, body string, role uint8, asJSON bool) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil || u.Host != "" || u.Scheme != "" || !strings.HasPrefix(target, "/") {
+			return // not a request target a client could send
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond) // ends live streams
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, methods[int(method)%len(methods)], "http://orderflow"+target, strings.NewReader(body))
+		if err != nil {
+			return
+		}
+		if asJSON {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if headerName.MatchString(header) && !strings.ContainsFunc(value, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) &&
+			!strings.EqualFold(header, "Content-Length") {
+			req.Header.Set(header, value)
+		}
+		if tok := tokens[int(role)%len(tokens)]; tok != "" && !strings.EqualFold(header, "Authorization") {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		ev, accepted := edgeWrites(t, pool)
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		code := rec.Code
+		if code >= 500 && !(code == 503 && strings.Contains(rec.Body.String(), "projection_behind")) {
+			t.Fatalf("%s %q: %d %s", req.Method, target, code, rec.Body)
+		}
+		if code >= 400 && rec.Header().Get("Content-Type") != "application/problem+json" {
+			t.Fatalf("%s %q: %d without problem+json", req.Method, target, code)
+		}
+		if ev2, accepted2 := edgeWrites(t, pool); code >= 400 && (ev2 != ev || accepted2 != accepted) {
+			t.Fatalf("%s %q: %d but events %d->%d accepted commands %d->%d", req.Method, target, code, ev, ev2, accepted, accepted2)
+		}
+	})
+}
+
+// headerName is what a client can send as a header's name.
+var headerName = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
+
+// edgeWrites counts the events and the accepted commands.
+func edgeWrites(t testing.TB, pool *pgxpool.Pool) (events, accepted int64) {
+	if err := pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM commands WHERE status = 'accepted')`).Scan(&events, &accepted); err != nil {
+		t.Fatal(err)
+	}
+	return events, accepted
 }

@@ -123,7 +123,14 @@ func (s *Server) submitCommand(c echo.Context) error {
 	if a := auth.CommandAccess(body.Type); a != auth.Nobody && !principal(c).Allows(a) {
 		return problem(http.StatusForbidden, "forbidden", fmt.Sprintf("a %s may not send %s", principal(c).Role, body.Type))
 	}
-	if err := s.validatePayload(body.Type, body.Payload); err != nil {
+	// The payload's value as checkBody decoded it: not parsed again.
+	var payload any
+	if b, ok := c.Get(bodyKey).(checked); ok {
+		if m, ok := b.value.(map[string]any); ok {
+			payload = m["payload"]
+		}
+	}
+	if err := s.validatePayload(body.Type, payload); err != nil {
 		return err
 	}
 	if body.Type == (commands.CancelOrder{}).CommandType() {

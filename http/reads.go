@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -30,6 +32,9 @@ func (s *Server) consistent(c echo.Context, name string) error {
 	pos, err := projections.ParsePosition(raw)
 	if err != nil {
 		return problem(http.StatusUnprocessableEntity, "invalid_min_position", err.Error())
+	}
+	if pos, err = s.knownEvent(c, pos); err != nil {
+		return err
 	}
 	if pos > 0 {
 		release := s.waits.take(principal(c).Subject)
@@ -98,7 +103,78 @@ func (s *Server) sagaProgress(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"order_id": c.Param("id"), "workflow_id": workflows.WorkflowID(c.Param("id")), "progress": p})
+	return c.JSON(http.StatusOK, map[string]any{"order_id": c.Param("id"), "workflow_id": workflows.WorkflowID(c.Param("id")), "progress": progressFor(c, p)})
+}
+
+// customerProgress is what a customer sees of its order's saga: where it
+// is and why it stopped, as a code. Operators see the whole progress: the
+// raw error of a step waiting for them (attention.error), their decisions
+// and who took them, the compensations.
+type customerProgress struct {
+	Status         string `json:"status"`
+	Step           string `json:"step"`
+	FailedStep     string `json:"failed_step,omitempty"`
+	Reason         string `json:"reason,omitempty"`
+	TrackingNumber string `json:"tracking_number,omitempty"`
+}
+
+func progressFor(c echo.Context, p workflows.Progress) any {
+	if principal(c).Role == auth.Operator {
+		return p
+	}
+	return customerProgress{Status: p.Status, Step: p.Step, FailedStep: p.FailedStep, Reason: reasonCode(p.Reason), TrackingNumber: p.TrackingNumber}
+}
+
+// reasonCode is the code a saga's reason starts with (a domain's or an
+// activity's error type: insufficient_funds, carrier_rejected, ...), or
+// the code of the saga's own words; never the text after it, which may
+// be a customer's, an operator's or an internal error's.
+func reasonCode(reason string) string {
+	for prefix, code := range map[string]string{
+		"cancelled by the customer":  "cancelled_by_customer",
+		"cancelled by an operator":   "cancelled_by_operator",
+		"compensated by an operator": "compensated_by_operator",
+		"written off":                "written_off",
+		"order not fulfilled":        "not_fulfilled",
+	} {
+		if strings.HasPrefix(reason, prefix) {
+			return code
+		}
+	}
+	code, _, _ := strings.Cut(reason, ":")
+	if reason == "" || reasonCodePattern.MatchString(code) {
+		return code
+	}
+	return "failed"
+}
+
+var reasonCodePattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+
+// knownEvent is, for a customer, the global position of its own latest
+// event at or before pos: a customer knows the positions of its own events
+// only, and every position past them (past the head of the log included)
+// is answered as that one, so no answer tells how many events the whole
+// system holds. Operators' positions are taken as they are.
+func (s *Server) knownEvent(c echo.Context, pos int64) (int64, error) {
+	p := principal(c)
+	if p.Role == auth.Operator || pos <= 0 {
+		return pos, nil
+	}
+	err := s.pool.QueryRow(c.Request().Context(), `SELECT coalesce(max(global_position), 0) FROM events
+		WHERE customer_id = $1 AND customer_id <> '' AND global_position <= $2`, p.CustomerID, pos).Scan(&pos)
+	return pos, err
+}
+
+// knownCommand is knownEvent for the command log: a customer's own latest
+// command at or before seq.
+func (s *Server) knownCommand(c echo.Context, seq int64) (int64, error) {
+	p := principal(c)
+	if p.Role == auth.Operator || seq <= 0 {
+		return seq, nil
+	}
+	err := s.pool.QueryRow(c.Request().Context(), `SELECT coalesce(max(seq), 0) FROM commands WHERE actor = $1 AND seq <= $2`,
+		p.Subject, seq).Scan(&seq)
+	return seq, err
 }
 
 // cancelOrder is POST /orders/{id}/cancel.
@@ -163,7 +239,7 @@ func (s *Server) cancelThroughSaga(c echo.Context, id, reason string) error {
 		return refusal(err)
 	}
 	return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id),
-		"status": "cancelling", "saga": p})
+		"status": "cancelling", "saga": progressFor(c, p)})
 }
 
 // cancelEnded answers a cancel of an order at its end: 200 for one

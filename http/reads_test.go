@@ -243,3 +243,40 @@ func TestCommandUpdatesStreamCommandsWithTheirEvents(t *testing.T) {
 	}
 	c.want(c.do("GET", "/commands/updates?after=999999999", ""), 404)
 }
+
+// A customer knows the positions of its own events only: every position
+// past them, another customer's or past the head of the log, is answered
+// as its own latest (the same status, at once), so neither a live stream's
+// ?after= nor a read's ?min_position= tells how many events the system
+// holds. Operators still get 404 for a position with no event.
+func TestACustomerCannotTellHowFarTheLogsGo(t *testing.T) {
+	runProjector(t)
+	c := newAPIWith(t, httpapi.Config{ConsistencyTimeout: 2 * time.Second, Heartbeat: 50 * time.Millisecond,
+		Limits: httpapi.Limits{Streams: 100, CustomerRate: 1e6, CustomerBurst: 1e6}})
+	a, b, wa, wb := "ca-"+uuid.NewString(), "cb-"+uuid.NewString(), "w-"+uuid.NewString(), "w-"+uuid.NewString()
+	own := c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":%q,"currency":"EUR"}`, wa, a)), 201)
+	other := c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":%q,"currency":"EUR"}`, wb, b)), 201)
+	head := int64(other.body["global_position"].(float64))
+	ca := c.customer(a)
+	status := func(cl client, path string) int {
+		req, _ := http.NewRequest("GET", cl.url+path, nil)
+		req.Header.Set("Authorization", "Bearer "+cl.token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, n := range []string{pos(own), pos(other), fmt.Sprint(head + 1), fmt.Sprint(head + 1_000_000)} {
+		ca.want(ca.do("GET", "/wallets/"+wa+"?min_position="+n, ""), 200)
+		for _, path := range []string{"/events/updates?after=" + n, "/commands/updates?after=" + n} {
+			if got := status(ca, path); got != 200 {
+				t.Errorf("customer %s: %d", path, got)
+			}
+		}
+	}
+	if got := status(c, fmt.Sprintf("/events/updates?after=%d", head+1_000_000)); got != 404 {
+		t.Errorf("operator past the head: %d", got)
+	}
+}

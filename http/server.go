@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"maps"
 	"mime"
+	"net"
 	"net/http"
 	"path"
 	"slices"
@@ -59,6 +60,9 @@ type Config struct {
 	// the docs needs one).
 	Verifier *auth.Verifier
 	Limits   Limits
+	// TrustedProxies are the proxies whose X-Forwarded-For and X-Real-IP
+	// name the client; without any, the client is the direct peer.
+	TrustedProxies []*net.IPNet
 	// Observe, when set, is told of every request: its route pattern,
 	// method, status and duration (telemetry.Metrics.HTTP).
 	Observe func(route, method string, status int, took time.Duration)
@@ -96,8 +100,8 @@ type Server struct {
 	verifier     *auth.Verifier
 	keys         *personal.Keys
 	limits       Limits
-	customerRate *middleware.RateLimiterMemoryStore
-	operatorRate *middleware.RateLimiterMemoryStore
+	customerRate *rateStore
+	operatorRate *rateStore
 	streams      *slots
 	waits        *slots
 }
@@ -140,14 +144,18 @@ func New(cfg Config) (*echo.Echo, error) {
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = clientIP(cfg.TrustedProxies)
 	e.HTTPErrorHandler = errorHandler(cfg.Log)
 	if cfg.Observe == nil {
 		cfg.Observe = func(string, string, int, time.Duration) {}
 	}
-	e.Use(instrument(cfg.Observe))
+	// Instrumented from before routing: requests the edge refuses count too.
+	e.Pre(instrument(cfg.Observe))
+	e.Pre(s.edge)
 	e.Use(middleware.Recover())
 	e.Use(middleware.RequestID())
 	e.Use(s.authenticate)
+	e.Use(s.checkBody)
 	e.Use(s.validate)
 
 	e.GET("/healthz", echo.WrapHandler(http.HandlerFunc(Alive)))
@@ -234,18 +242,21 @@ func instrument(record func(route, method string, status int, took time.Duration
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			start, req := time.Now(), c.Request()
-			route := c.Path()
-			if auth.RouteAccess(req.Method, route) == auth.Nobody {
-				route = "unmatched" // never a client's path as a span name or label
-			}
 			ctx := tracing.Propagator.Extract(req.Context(), propagation.HeaderCarrier(req.Header))
-			ctx, span := tracing.Tracer().Start(ctx, req.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
-				trace.WithAttributes(attribute.String("http.request.method", req.Method), attribute.String("http.route", route)))
+			ctx, span := tracing.Tracer().Start(ctx, req.Method, trace.WithSpanKind(trace.SpanKindServer),
+				trace.WithAttributes(attribute.String("http.request.method", req.Method)))
 			defer span.End()
 			c.SetRequest(req.WithContext(ctx))
 			if err := next(c); err != nil {
 				c.Error(err)
 			}
+			// The route is known once routed (empty when the edge refused first).
+			route := c.Path()
+			if auth.RouteAccess(req.Method, route) == auth.Nobody {
+				route = "unmatched" // never a client's path as a span name or label
+			}
+			span.SetName(req.Method + " " + route)
+			span.SetAttributes(attribute.String("http.route", route))
 			status := c.Response().Status
 			span.SetAttributes(attribute.Int("http.response.status_code", status))
 			if status >= 500 {

@@ -162,7 +162,10 @@ func (f sseFrame) bytes() []byte {
 const livePage = 500
 
 func (s *Server) eventUpdates(c echo.Context) error {
-	after := resumeFrom(c)
+	after, err := s.knownEvent(c, resumeFrom(c))
+	if err != nil {
+		return err
+	}
 	cursor, err := s.store.CursorAt(c.Request().Context(), after)
 	if errors.Is(err, eventstore.ErrNotFound) {
 		return problem(http.StatusNotFound, "unknown_position", fmt.Sprintf("no event at global position %d", after))
@@ -194,7 +197,10 @@ func (s *Server) eventUpdates(c echo.Context) error {
 }
 
 func (s *Server) commandUpdates(c echo.Context) error {
-	after := resumeFrom(c)
+	after, err := s.knownCommand(c, resumeFrom(c))
+	if err != nil {
+		return err
+	}
 	log := s.bus.Log()
 	cursor, err := log.CursorAt(c.Request().Context(), after)
 	if errors.Is(err, commandlog.ErrNotFound) {

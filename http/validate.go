@@ -56,44 +56,62 @@ func (s *Server) validate(next echo.HandlerFunc) echo.HandlerFunc {
 			return next(c) // unknown routes get echo's 404/405
 		}
 		// A POST that takes no body (the poison replay) needs no content type.
+		var value any
 		if req.Method == http.MethodPost && (route.Operation.RequestBody != nil || req.ContentLength != 0) {
-			body, err := readBody(req, s.maxBody)
+			body, v, err := s.body(c)
 			if err != nil {
 				return err
 			}
-			req.Body = io.NopCloser(bytes.NewReader(body))
+			req.Body, value = io.NopCloser(bytes.NewReader(body)), v
 		}
+		// Parameters here; the body's value, decoded once by checkJSON,
+		// against its schema below (kin-openapi would parse it again).
 		in := &openapi3filter.RequestValidationInput{
 			Request: req, PathParams: params, Route: route,
-			Options: &openapi3filter.Options{MultiError: true, AuthenticationFunc: openapi3filter.NoopAuthenticationFunc},
+			Options: &openapi3filter.Options{MultiError: true, ExcludeRequestBody: true, AuthenticationFunc: openapi3filter.NoopAuthenticationFunc},
 		}
-		if err := openapi3filter.ValidateRequest(req.Context(), in); err != nil {
+		err = openapi3filter.ValidateRequest(req.Context(), in)
+		if err == nil && value != nil {
+			err = validateBody(route.Operation.RequestBody, value)
+		}
+		if err != nil {
 			return invalid(fieldErrors(err))
 		}
 		return next(c)
 	}
 }
 
-func readBody(req *http.Request, limit int64) ([]byte, error) {
+func readBody(req *http.Request, limit int64) ([]byte, any, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, req.Body, limit))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, nil, tooLarge(limit)
+	}
+	if err != nil {
+		return nil, nil, problem(http.StatusBadRequest, "unreadable_body", "the body could not be read")
+	}
+	v, err := checkContent(req, body)
+	if err != nil {
+		return nil, nil, err
+	}
+	return body, v, nil
+}
+
+// checkContent checks a body's media type and JSON (checkJSON), and
+// returns its decoded value.
+func checkContent(req *http.Request, body []byte) (any, error) {
 	mt, _, err := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType))
 	if err != nil || mt != echo.MIMEApplicationJSON {
 		return nil, problem(http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as application/json")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, req.Body, limit))
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		return nil, problem(http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body is larger than %d bytes", limit))
-	}
-	if err != nil {
-		return nil, problem(http.StatusBadRequest, "unreadable_body", "the body could not be read")
-	}
 	var text *textError
-	if err := checkJSON(body); errors.As(err, &text) {
+	v, err := checkJSON(body)
+	if errors.As(err, &text) {
 		return nil, problem(http.StatusUnprocessableEntity, "invalid_text", err.Error())
 	} else if err != nil {
 		return nil, problem(http.StatusBadRequest, "malformed_json", err.Error())
 	}
-	return body, nil
+	return v, nil
 }
 
 // textError is well-formed JSON carrying text that cannot be stored.
@@ -105,8 +123,10 @@ func (e *textError) Error() string { return e.msg }
 // nesting deeper than MaxDepth, and text orderflow will not store: invalid
 // UTF-8 (encoding/json would silently replace it) and NUL characters
 // (PostgreSQL refuses them, so they would fail every retry of whatever
-// carries them, a saga's compensation included).
-func checkJSON(body []byte) error {
+// carries them, a saga's compensation included). The same pass builds the
+// decoded value (as json.Unmarshal into any would), which the schema
+// validation takes instead of parsing the body again.
+func checkJSON(body []byte) (any, error) {
 	if !utf8.Valid(body) {
 		valid := 0
 		for valid < len(body) {
@@ -116,46 +136,92 @@ func checkJSON(body []byte) error {
 			}
 			valid += n
 		}
-		return &textError{fmt.Sprintf("the body is not valid UTF-8 at byte %d", valid)}
+		return nil, &textError{fmt.Sprintf("the body is not valid UTF-8 at byte %d", valid)}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	depth := 0
+	var b valueBuilder
 	for {
 		tok, err := dec.Token()
 		if err == io.EOF {
-			if depth != 0 {
-				return errors.New("the body ends inside an object or array")
+			if len(b.open) != 0 {
+				return nil, errors.New("the body ends inside an object or array")
 			}
 			break
 		}
 		if err != nil {
 			var se *json.SyntaxError
 			if errors.As(err, &se) {
-				return fmt.Errorf("malformed JSON at byte %d: %s", se.Offset, se.Error())
+				return nil, fmt.Errorf("malformed JSON at byte %d: %s", se.Offset, se.Error())
 			}
-			return fmt.Errorf("malformed JSON at byte %d: %s", dec.InputOffset(), err.Error())
+			return nil, fmt.Errorf("malformed JSON at byte %d: %s", dec.InputOffset(), err.Error())
 		}
 		if s, ok := tok.(string); ok && strings.ContainsRune(s, 0) {
-			return &textError{fmt.Sprintf("the string ending at byte %d contains a NUL character (\\u0000)", dec.InputOffset())}
+			return nil, &textError{fmt.Sprintf("the string ending at byte %d contains a NUL character (\\u0000)", dec.InputOffset())}
 		}
-		if d, ok := tok.(json.Delim); ok {
-			if d == '{' || d == '[' {
-				depth++
-				if depth > MaxDepth {
-					return fmt.Errorf("JSON nested deeper than %d levels", MaxDepth)
-				}
-			} else {
-				depth--
-			}
+		b.add(tok)
+		if len(b.open) > MaxDepth {
+			return nil, fmt.Errorf("JSON nested deeper than %d levels", MaxDepth)
 		}
-		if depth == 0 && dec.More() {
-			return fmt.Errorf("unexpected data after the JSON value at byte %d", dec.InputOffset())
+		if len(b.open) == 0 && dec.More() {
+			return nil, fmt.Errorf("unexpected data after the JSON value at byte %d", dec.InputOffset())
 		}
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return errors.New("the body is empty")
+		return nil, errors.New("the body is empty")
 	}
-	return nil
+	return b.root, nil
+}
+
+// valueBuilder assembles a decoded JSON value from json.Decoder tokens:
+// objects as map[string]any, arrays as []any, numbers as float64.
+type valueBuilder struct {
+	root any
+	open []*container
+}
+
+type container struct {
+	obj    map[string]any
+	arr    []any
+	key    string
+	hasKey bool
+}
+
+func (b *valueBuilder) add(tok json.Token) {
+	if d, ok := tok.(json.Delim); ok {
+		switch d {
+		case '{':
+			b.open = append(b.open, &container{obj: map[string]any{}})
+		case '[':
+			b.open = append(b.open, &container{arr: []any{}})
+		default:
+			top := b.open[len(b.open)-1]
+			b.open = b.open[:len(b.open)-1]
+			if top.obj != nil {
+				b.put(top.obj)
+			} else {
+				b.put(top.arr)
+			}
+		}
+		return
+	}
+	if n := len(b.open); n > 0 && b.open[n-1].obj != nil && !b.open[n-1].hasKey {
+		b.open[n-1].key, b.open[n-1].hasKey = tok.(string), true
+		return
+	}
+	b.put(tok)
+}
+
+func (b *valueBuilder) put(v any) {
+	if len(b.open) == 0 {
+		b.root = v
+		return
+	}
+	top := b.open[len(b.open)-1]
+	if top.obj != nil {
+		top.obj[top.key], top.hasKey = v, false
+	} else {
+		top.arr = append(top.arr, v)
+	}
 }
 
 func invalid(errs []FieldError) *Problem {
@@ -234,15 +300,25 @@ func orBody(field string) string {
 	return field
 }
 
-// validatePayload checks a command payload against the schema of its type.
-func (s *Server) validatePayload(typ string, payload json.RawMessage) error {
+// validateBody checks a body's decoded value against its JSON schema, with
+// the options kin-openapi's request validation uses.
+func validateBody(body *openapi3.RequestBodyRef, value any) error {
+	if body == nil || body.Value == nil {
+		return nil
+	}
+	mt := body.Value.Content.Get(echo.MIMEApplicationJSON)
+	if mt == nil || mt.Schema == nil {
+		return nil
+	}
+	return mt.Schema.Value.VisitJSON(value, openapi3.VisitAsRequest(), openapi3.MultiErrors())
+}
+
+// validatePayload checks a command payload (decoded already) against the
+// schema of its type.
+func (s *Server) validatePayload(typ string, v any) error {
 	ref, ok := s.doc.Components.Schemas[typ]
 	if !ok {
 		return problem(http.StatusUnprocessableEntity, "unknown_command_type", fmt.Sprintf("unknown command type %q", typ))
-	}
-	var v any
-	if err := json.Unmarshal(payload, &v); err != nil {
-		return problem(http.StatusBadRequest, "malformed_json", err.Error())
 	}
 	if err := ref.Value.VisitJSON(v, openapi3.MultiErrors()); err != nil {
 		errs := fieldErrors(err)

@@ -98,8 +98,14 @@ func (k *Keys) keyFor(ctx context.Context, customerID string) (key, error) {
 	return newKey(id, customerID, stored)
 }
 
+// ErrNotTheirs: a value arrived sealed, but not under its customer's key.
+var ErrNotTheirs = errors.New("a sealed value of another customer")
+
 // Seal replaces each non-empty field with its sealed form under
-// customerID's key.
+// customerID's key. A field sealed already (the saga passes on its order's
+// sealed address) stays as it is when it is under this customer's key or
+// under a key destroyed since (it reads as erased); under another
+// customer's key it is refused with ErrNotTheirs.
 func (k *Keys) Seal(ctx context.Context, customerID string, fields ...*string) error {
 	key, err := k.keyFor(ctx, customerID)
 	if err != nil {
@@ -109,11 +115,37 @@ func (k *Keys) Seal(ctx context.Context, customerID string, fields ...*string) e
 		if *f == "" {
 			continue
 		}
+		if IsSealed(*f) {
+			if err := k.sealedFor(ctx, key, *f); err != nil {
+				return err
+			}
+			continue
+		}
 		m := hmac.New(sha256.New, key.nonceKey)
 		m.Write([]byte(*f))
 		nonce := m.Sum(nil)[:key.aead.NonceSize()]
 		ct := key.aead.Seal(nonce, nonce, []byte(*f), []byte(customerID))
 		*f = prefix + key.id.String() + ":" + base64.RawURLEncoding.EncodeToString(ct)
+	}
+	return nil
+}
+
+// sealedFor checks that a sealed value s may stand for key's customer.
+func (k *Keys) sealedFor(ctx context.Context, key key, s string) error {
+	idPart, _, _ := strings.Cut(strings.TrimPrefix(s, prefix), ":")
+	id, err := uuid.Parse(idPart)
+	if err != nil {
+		return fmt.Errorf("%w: not a sealed value", ErrNotTheirs)
+	}
+	if id == key.id {
+		return nil
+	}
+	var exists bool
+	if err := k.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM customer_keys WHERE key_id = $1)`, id).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		return ErrNotTheirs
 	}
 	return nil
 }

@@ -231,7 +231,7 @@ func runMigrate(ctx context.Context, cfg Config, log *slog.Logger) error {
 // JWKS, or, in dev, against dev's own key.
 func (a *app) verifier(ctx context.Context) (*auth.Verifier, error) {
 	c := a.cfg
-	vc := auth.VerifierConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, Algorithm: c.JWTAlgorithm, JWKSURL: c.JWKSURL}
+	vc := auth.VerifierConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, Algorithm: c.JWTAlgorithm, JWKSURL: c.JWKSURL, MaxTTL: c.JWTMaxTTL}
 	switch {
 	case c.JWTPublicKey != "":
 		raw, err := os.ReadFile(c.JWTPublicKey)
@@ -275,7 +275,7 @@ func (a *app) serveAPI(ctx context.Context) error {
 		Observe: a.metrics.Command, Conflict: a.metrics.Conflict, ConcurrentStreams: a.cfg.ConcurrentStreams, Streams: a.streams, Group: a.cfg.GroupCommit})
 	a.metrics.WatchPool("api", pool)
 	e, err := httpapi.New(httpapi.Config{Pool: pool, Bus: bus, Store: store, Reader: projections.NewReader(pool), Log: a.log, Sagas: a.sagas,
-		MaxBodyBytes: a.cfg.MaxBodyBytes, ConsistencyTimeout: a.cfg.ConsistencyTimeout, Verifier: verifier, Limits: a.cfg.Limits,
+		MaxBodyBytes: a.cfg.MaxBodyBytes, ConsistencyTimeout: a.cfg.ConsistencyTimeout, Verifier: verifier, Limits: a.cfg.Limits, TrustedProxies: a.cfg.TrustedProxies,
 		Observe: a.metrics.HTTP, Ready: a.ready.all})
 	if err != nil {
 		return err

@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/orderflow/orderflow/auth"
@@ -70,6 +72,13 @@ type Config struct {
 	JWTIssuer    string // ORDERFLOW_JWT_ISSUER
 	JWTAudience  string // ORDERFLOW_JWT_AUDIENCE
 	JWTAlgorithm string // ORDERFLOW_JWT_ALGORITHM: the only one accepted
+	// JWTMaxTTL (ORDERFLOW_JWT_MAX_TTL) is the longest life a token may
+	// have (exp - iat); `orderflow token` mints none longer.
+	JWTMaxTTL time.Duration
+	// TrustedProxies (ORDERFLOW_TRUSTED_PROXIES: CIDRs or addresses,
+	// comma-separated) may name the client in X-Forwarded-For/X-Real-IP;
+	// without any, the client is the direct peer.
+	TrustedProxies []*net.IPNet
 	// Limits per principal, and the API pool's statement timeout.
 	Limits           httpapi.Limits
 	StatementTimeout time.Duration // ORDERFLOW_STATEMENT_TIMEOUT
@@ -214,6 +223,9 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.str(&c.JWTIssuer, "jwt-issuer", "ORDERFLOW_JWT_ISSUER", "", "required iss of bearer tokens; dev: "+auth.DevIssuer, apiRoles)
 	s.str(&c.JWTAudience, "jwt-audience", "ORDERFLOW_JWT_AUDIENCE", auth.DevAudience, "required aud of bearer tokens", []string{"dev", "api", "token", "load", "bench"})
 	s.str(&c.JWTAlgorithm, "jwt-algorithm", "ORDERFLOW_JWT_ALGORITHM", auth.DevAlgorithm, "the only signing algorithm accepted, e.g. EdDSA, RS256, ES256", apiRoles)
+	s.duration(&c.JWTMaxTTL, "jwt-max-ttl", "ORDERFLOW_JWT_MAX_TTL", auth.DefaultMaxTTL, "longest life of a bearer token (exp - iat)", []string{"dev", "api", "token"})
+	var proxies string
+	s.str(&proxies, "trusted-proxies", "ORDERFLOW_TRUSTED_PROXIES", "", "proxies (CIDRs, comma-separated) whose X-Forwarded-For/X-Real-IP name the client; none: the direct peer", apiRoles)
 	d := httpapi.DefaultLimits
 	s.float(&c.Limits.CustomerRate, "rate-customer", "ORDERFLOW_RATE_CUSTOMER", d.CustomerRate, "requests per second per customer, and per address without a token", apiRoles)
 	s.int(&c.Limits.CustomerBurst, "burst-customer", "ORDERFLOW_BURST_CUSTOMER", d.CustomerBurst, "burst above -rate-customer", apiRoles)
@@ -240,6 +252,10 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 		}
 	}
 	c.MaxBodyBytes = int64(maxBody)
+	var err error
+	if c.TrustedProxies, err = parseCIDRs(proxies); err != nil {
+		return c, fmt.Errorf("trusted-proxies: %w", err)
+	}
 	switch {
 	case c.AggregateCache < 0:
 		return c, errors.New("aggregate-cache must be >= 0")
@@ -269,8 +285,35 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 		return c, errors.New("max-streams and max-waits must be >= 1, api-pool-size >= 2, max-header-bytes >= 4096")
 	case c.StatementTimeout < time.Second:
 		return c, errors.New("statement-timeout must be at least 1s")
+	case c.JWTMaxTTL < time.Minute:
+		return c, errors.New("jwt-max-ttl must be at least 1m")
 	}
 	return c, nil
+}
+
+// parseCIDRs reads comma-separated CIDRs; a bare address is its own range.
+func parseCIDRs(list string) ([]*net.IPNet, error) {
+	var out []*net.IPNet
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if ip := net.ParseIP(item); ip != nil {
+			bits := 128
+			if ip.To4() != nil {
+				ip, bits = ip.To4(), 32
+			}
+			out = append(out, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+			continue
+		}
+		_, n, err := net.ParseCIDR(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither a CIDR nor an address", item)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func (c Config) arg(i int) string {

@@ -3,8 +3,12 @@ package main
 import (
 	"flag"
 	"io"
+	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/orderflow/orderflow/auth"
 )
 
 // A value that does not parse stops start-up, naming the variable, instead
@@ -67,5 +71,54 @@ func TestEachSubcommandHasItsOwnFlags(t *testing.T) {
 			t.Errorf("%s=%s was accepted", key, value)
 		}
 		t.Setenv(key, "")
+	}
+}
+
+// ORDERFLOW_TRUSTED_PROXIES is parsed once: CIDRs and bare addresses, and
+// anything else stops start-up; ORDERFLOW_JWT_MAX_TTL is bounded.
+func TestTrustedProxiesAndTokenLifeAreValidated(t *testing.T) {
+	t.Setenv("ORDERFLOW_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7,2001:db8::/32")
+	c, err := parseConfig(flag.NewFlagSet("api", flag.ContinueOnError), "api", nil)
+	if err != nil || len(c.TrustedProxies) != 3 || c.TrustedProxies[1].String() != "192.0.2.7/32" || c.JWTMaxTTL != 24*time.Hour {
+		t.Fatalf("%v %v %v", c.TrustedProxies, c.JWTMaxTTL, err)
+	}
+	for key, value := range map[string]string{"ORDERFLOW_TRUSTED_PROXIES": "10.0.0.0/33", "ORDERFLOW_JWT_MAX_TTL": "1s"} {
+		t.Setenv(key, value)
+		if _, err := parseConfig(flag.NewFlagSet("api", flag.ContinueOnError), "api", nil); err == nil {
+			t.Errorf("%s=%s was accepted", key, value)
+		}
+		t.Setenv(key, "")
+	}
+}
+
+// `orderflow token` mints a token that the API's verifier (dev's key, the
+// default maximum life) accepts, and refuses to mint one that lives longer.
+func TestTheTokenCommandMintsTokensThatPass(t *testing.T) {
+	c, err := parseConfig(flag.NewFlagSet("token", flag.ContinueOnError), "token", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DataDir = t.TempDir()
+	key, err := auth.DevKey(c.DataDir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, _ := os.Pipe()
+	stdout := os.Stdout
+	os.Stdout = w
+	err = runToken(c, tokenFlags{role: "customer", customer: "c1", issuer: auth.DevIssuer, ttl: 24 * time.Hour})
+	os.Stdout = stdout
+	w.Close()
+	out, _ := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	p, err := auth.DevVerifier(key).Verify(lines[len(lines)-1])
+	if err != nil || p.CustomerID != "c1" {
+		t.Fatalf("%+v %v", p, err)
+	}
+	if err := runToken(c, tokenFlags{role: "operator", issuer: auth.DevIssuer, ttl: 25 * time.Hour}); err == nil {
+		t.Fatal("minted a token past the maximum life")
 	}
 }

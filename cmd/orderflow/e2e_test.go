@@ -142,7 +142,9 @@ func (s *system) bearer(p auth.Principal) string {
 	return "Bearer " + tok
 }
 
-func startSystem(t *testing.T, carrierLatency time.Duration) *system {
+// startSystem starts the system; opts adjust its configuration (its log
+// included) before it starts.
+func startSystem(t *testing.T, carrierLatency time.Duration, opts ...func(*Config)) *system {
 	// Errors only, in the test's log (shown when it fails).
 	quiet := slog.New(slog.NewTextHandler(newTestLog(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg := Config{
@@ -152,6 +154,10 @@ func startSystem(t *testing.T, carrierLatency time.Duration) *system {
 		ShippingDeadline: time.Hour, CarrierLatency: carrierLatency, CarrierRejectZip: "00000", log: quiet, oneProcess: true,
 		DataDir: t.TempDir(), JWTAudience: auth.DevAudience, JWTAlgorithm: auth.DevAlgorithm,
 	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	quiet = cfg.log
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &system{t: t, cfg: cfg}
 	ready := make(chan struct{})
@@ -536,6 +542,25 @@ func TestACaptureFailingAfterDispatchIsWrittenOffByAnOperator(t *testing.T) {
 	if n := s.events("shp-"+id, "shipment.failed") + s.events(sku, "inventory.reservation_released"); n != 0 {
 		t.Fatalf("something was compensated after dispatch (%d events)", n)
 	}
+	// The customer sees where its saga is, not the operators' view (the
+	// raw error, the options, who decided what).
+	me := s.bearer(auth.Principal{Subject: "c-" + wallet, Role: auth.Customer, CustomerID: "c-" + wallet})
+	customerView := func(want map[string]any) {
+		t.Helper()
+		got := s.call("GET", "/orders/"+id+"/saga", "", 200, "Authorization", me)["progress"].(map[string]any)
+		for k, v := range got {
+			if k != "tracking_number" && want[k] != v {
+				t.Fatalf("the customer's view %v, want %v", got, want)
+			}
+		}
+		if len(got) != len(want)+1 {
+			t.Fatalf("the customer's view %v, want %v", got, want)
+		}
+	}
+	customerView(map[string]any{"status": workflows.StatusNeedsAttention, "step": "capture_payment"})
+	if ops := s.call("GET", "/orders/"+id+"/saga", "", 200)["progress"].(map[string]any); ops["attention"] == nil {
+		t.Fatalf("the operators' view %v", ops)
+	}
 	// Operators find it: by the search attribute, in the API and in verify.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		list := s.call("GET", "/sagas?status=NEEDS_ATTENTION", "", 200)["sagas"].([]any)
@@ -584,6 +609,7 @@ func TestACaptureFailingAfterDispatchIsWrittenOffByAnOperator(t *testing.T) {
 	if p.Status != workflows.StatusWrittenOff || len(p.Decisions) != 1 || !strings.Contains(p.Decisions[0], "by ops-ada") {
 		t.Fatalf("saga %+v", p)
 	}
+	customerView(map[string]any{"status": workflows.StatusWrittenOff, "step": p.Step, "failed_step": p.FailedStep, "reason": "written_off"})
 	avail, onHand, reserved := s.balances(wallet, sku)
 	if avail != 10000 || onHand != 3 || reserved != 0 {
 		t.Fatalf("after the write-off: available %v on hand %v reserved %v", avail, onHand, reserved)
@@ -719,55 +745,79 @@ func writeHistory(t *testing.T, tc client.Client, orderID, name string) *history
 	return hist
 }
 
-// A customer orders with its own token and the saga ships the order; then
-// the customer is forgotten. Neither before nor after is any cleartext of
-// its name or address in any table of the database or in the saga's
-// Temporal history (the saga carries them sealed and opens them only for
-// the carrier); after, the API shows them erased, the streams still
-// replay and every invariant holds.
+// A customer orders with its own token and the saga ships the order; a
+// second order goes to the postal code the carrier refuses, and its saga
+// compensates; then the customer is forgotten. Neither before nor after is
+// any cleartext of its name, address or that postal code in any table of
+// the database, in either saga's Temporal history (the saga carries them
+// sealed, opens them only for the carrier, and the carrier's refusal quotes
+// nothing of them) or in the process's log at every level; after, the API
+// shows them erased, the streams still replay and every invariant holds.
 func TestAForgottenCustomerLeavesNoCleartextAnywhere(t *testing.T) {
-	s := startSystem(t, 50*time.Millisecond)
+	zip := "Z" + strings.ToUpper(uuid.NewString()[:7])
+	var logged lockedBuffer
+	s := startSystem(t, 50*time.Millisecond, func(c *Config) {
+		c.CarrierRejectZip = zip
+		c.log = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
 	ctx := context.Background()
 	wallet, sku := s.customer(10000, 5)
 	cust := "c-" + wallet
 	me := s.bearer(auth.Principal{Subject: cust, Role: auth.Customer, CustomerID: cust})
 	name, street := "Grace "+uuid.NewString()[:8], "Impasse "+uuid.NewString()[:8]
-	r := s.call("POST", "/orders", fmt.Sprintf(`{"customer_id":%q,"wallet_id":%q,"currency":"EUR",
+	place := func(postalCode string) string {
+		r := s.call("POST", "/orders", fmt.Sprintf(`{"customer_id":%q,"wallet_id":%q,"currency":"EUR",
 		"lines":[{"sku":%q,"quantity":1,"unit_price":1000}],
-		"shipping_address":{"name":%q,"line1":%q,"city":"Paris","postal_code":"75001","country":"FR"}}`, cust, wallet, sku, name, street),
-		201, "Authorization", me)
-	id := r["stream_id"].(string)
+		"shipping_address":{"name":%q,"line1":%q,"city":"Paris","postal_code":%q,"country":"FR"}}`, cust, wallet, sku, name, street, postalCode),
+			201, "Authorization", me)
+		return r["stream_id"].(string)
+	}
+	id := place("75001")
 	if p := s.outcome(id); p.Status != workflows.StatusCompleted {
 		t.Fatalf("saga %+v", p)
+	}
+	refused := place(zip)
+	if p := s.outcome(refused); p.Status != workflows.StatusCompensated || !strings.Contains(p.Reason, "postal_code_not_served") {
+		t.Fatalf("saga of the refused parcel %+v", p)
 	}
 	// Another customer can neither see nor cancel it.
 	other := s.bearer(auth.Principal{Subject: "mallory", Role: auth.Customer, CustomerID: "mallory"})
 	s.call("GET", "/orders/"+id+"/saga", "", 404, "Authorization", other)
 	s.call("POST", "/orders/"+id+"/cancel", `{"reason":"mine"}`, 404, "Authorization", other)
 
+	secrets := []string{name, street, zip}
 	nowhere := func(when string) {
 		t.Helper()
-		if where, err := pgtest.Cleartext(ctx, s.a.pool, name, street); err != nil || where != "" {
+		if where, err := pgtest.Cleartext(ctx, s.a.pool, secrets...); err != nil || where != "" {
 			t.Fatalf("%s: cleartext in %s (%v)", when, where, err)
 		}
-		it := s.tc.GetWorkflowHistory(ctx, workflows.WorkflowID(id), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-		n := 0
-		for it.HasNext() {
-			e, err := it.Next()
-			if err != nil {
-				t.Fatal(err)
+		for _, order := range []string{id, refused} {
+			it := s.tc.GetWorkflowHistory(ctx, workflows.WorkflowID(order), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+			n := 0
+			for it.HasNext() {
+				e, err := it.Next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				raw, err := proto.Marshal(e) // payloads as stored: their JSON bytes
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, secret := range secrets {
+					if bytes.Contains(raw, []byte(secret)) {
+						t.Fatalf("%s: cleartext in history event %d (%s) of %s", when, e.EventId, e.EventType, order)
+					}
+				}
+				n++
 			}
-			raw, err := proto.Marshal(e) // payloads as stored: their JSON bytes
-			if err != nil {
-				t.Fatal(err)
+			if n < 10 {
+				t.Fatalf("%s: only %d history events read", when, n)
 			}
-			if bytes.Contains(raw, []byte(name)) || bytes.Contains(raw, []byte(street)) {
-				t.Fatalf("%s: cleartext in history event %d (%s)", when, e.EventId, e.EventType)
-			}
-			n++
 		}
-		if n < 10 {
-			t.Fatalf("%s: only %d history events read", when, n)
+		for _, secret := range secrets {
+			if logged.contains(secret) {
+				t.Fatalf("%s: cleartext in the process log", when)
+			}
 		}
 	}
 	nowhere("before forgetting")
@@ -781,13 +831,42 @@ func TestAForgottenCustomerLeavesNoCleartextAnywhere(t *testing.T) {
 		t.Fatalf("the customer's own order: %v", o)
 	}
 	s.call("DELETE", "/customers/"+cust+"/personal-data", "", 200, "Authorization", me)
-	o = s.call("GET", "/orders/"+id, "", 200)
-	if a := o["shipping_address"].(map[string]any); a["name"] != "[erased]" || a["line1"] != "[erased]" || a["city"] != "[erased]" {
-		t.Fatalf("after forgetting: %v", o)
+	for _, order := range []string{id, refused} {
+		o = s.call("GET", "/orders/"+order, "", 200)
+		if a := o["shipping_address"].(map[string]any); a["name"] != "[erased]" || a["line1"] != "[erased]" || a["postal_code"] != "[erased]" {
+			t.Fatalf("after forgetting: %v", o)
+		}
 	}
 	nowhere("after forgetting")
+	if logged.len() == 0 {
+		t.Fatal("the process logged nothing: the log was not captured")
+	}
 	s.call("GET", "/streams/order/"+id, "", 200)
 	s.verified()
+}
+
+// lockedBuffer is a process log kept for searching.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) contains(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Contains(l.b.Bytes(), []byte(s))
+}
+
+func (l *lockedBuffer) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Len()
 }
 
 // An operator suspends a wallet: the saga of an order on it is refused

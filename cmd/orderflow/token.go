@@ -50,6 +50,9 @@ func runToken(cfg Config, t tokenFlags) error {
 	default:
 		return errors.New("-role must be customer or operator")
 	}
+	if t.ttl <= 0 || t.ttl > cfg.JWTMaxTTL {
+		return fmt.Errorf("-ttl must be positive and at most %s (ORDERFLOW_JWT_MAX_TTL)", cfg.JWTMaxTTL)
+	}
 	path := t.key
 	if path == "" {
 		path = auth.DevKeyPath(cfg.DataDir)
@@ -78,5 +81,9 @@ func operatorToken(cfg Config, given string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("no -token given and no dev key: %w", err)
 	}
-	return auth.Issue(key, auth.DevIssuer, cfg.JWTAudience, auth.Principal{Subject: "ops-load", Role: auth.Operator}, 24*time.Hour)
+	ttl := 24 * time.Hour
+	if cfg.JWTMaxTTL > 0 {
+		ttl = min(ttl, cfg.JWTMaxTTL)
+	}
+	return auth.Issue(key, auth.DevIssuer, cfg.JWTAudience, auth.Principal{Subject: "ops-load", Role: auth.Operator}, ttl)
 }

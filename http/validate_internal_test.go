@@ -1,0 +1,168 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/getkin/kin-openapi/openapi3filter"
+)
+
+// oldCheckJSON is checkJSON as it was before it built the decoded value:
+// the reference its errors must still match.
+func oldCheckJSON(body []byte) error {
+	if !utf8.Valid(body) {
+		valid := 0
+		for valid < len(body) {
+			r, n := utf8.DecodeRune(body[valid:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			valid += n
+		}
+		return &textError{fmt.Sprintf("the body is not valid UTF-8 at byte %d", valid)}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	depth := 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			if depth != 0 {
+				return errors.New("the body ends inside an object or array")
+			}
+			break
+		}
+		if err != nil {
+			var se *json.SyntaxError
+			if errors.As(err, &se) {
+				return fmt.Errorf("malformed JSON at byte %d: %s", se.Offset, se.Error())
+			}
+			return fmt.Errorf("malformed JSON at byte %d: %s", dec.InputOffset(), err.Error())
+		}
+		if s, ok := tok.(string); ok && strings.ContainsRune(s, 0) {
+			return &textError{fmt.Sprintf("the string ending at byte %d contains a NUL character (\\u0000)", dec.InputOffset())}
+		}
+		if d, ok := tok.(json.Delim); ok {
+			if d == '{' || d == '[' {
+				depth++
+				if depth > MaxDepth {
+					return fmt.Errorf("JSON nested deeper than %d levels", MaxDepth)
+				}
+			} else {
+				depth--
+			}
+		}
+		if depth == 0 && dec.More() {
+			return fmt.Errorf("unexpected data after the JSON value at byte %d", dec.InputOffset())
+		}
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return errors.New("the body is empty")
+	}
+	return nil
+}
+
+// bodies are the fuzz corpora's and a hand-made set of schema violations.
+func bodies(t *testing.T) []string {
+	out := []string{
+		`{}`, `[]`, `null`, `1`, `"x"`, `{"amount":"5"}`, `{"amount":-1}`, `{"amount":1.5}`, `{"amount":1e400}`,
+		`{"amount":12345678901234567890}`, `{"amount":5,"extra":1}`, `{"amount":5,"amount":"x"}`, `{"quantity":0}`,
+		`{"reason":""}`, `{"reason":null}`, `{"reason":"` + strings.Repeat("é", 600) + `"}`, `{"reason":"a\u0000b"}`,
+		`{"wallet_id":"w 1","customer_id":"c","currency":"eur"}`, `{"wallet_id":"w1","customer_id":"c","currency":"EUR","name":7}`,
+		`{"customer_id":"c","wallet_id":"w","currency":"EUR","lines":[],"shipping_address":{}}`,
+		`{"customer_id":"c","wallet_id":"w","currency":"EUR","lines":[{"sku":"","quantity":-1,"unit_price":"1"}],"shipping_address":{"name":"a","line1":"b","city":"c","postal_code":"d","country":"France"}}`,
+		`{"action":"explode","reason":"x"}`, `{"action":"retry"}`, `{"type":"Nope","payload":{}}`, `{"type":"OpenWallet"}`,
+		`{"type":"OpenWallet","payload":[]}`, `{"type":7,"payload":{"a":[1,2,{"b":null}]}}`, `{"a":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`,
+		`{"a":1} {"b":2}`, `{"a":1`, "\xff", ``, ` `, `{"a":"\ud800"}`,
+	}
+	for _, dir := range []string{"FuzzPostCommand", "FuzzPlaceOrder"} {
+		files, _ := filepath.Glob(filepath.Join("testdata", "fuzz", dir, "*"))
+		for _, f := range files {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, line := range strings.Split(string(raw), "\n") {
+				if q, ok := strings.CutPrefix(line, "string("); ok {
+					if s, err := strconv.Unquote(strings.TrimSuffix(q, ")")); err == nil {
+						out = append(out, s)
+					}
+				}
+			}
+		}
+	}
+	if len(out) < 50 {
+		t.Fatalf("only %d bodies", len(out))
+	}
+	return out
+}
+
+// One parse per body changes no answer: checkJSON's errors are those of
+// the token check before it, its value is json.Unmarshal's, and the schema
+// errors of every route's body (and of /commands' payloads), validated on
+// that value, are kin-openapi's own request validation's, field by field.
+func TestOneParsePerBodyChangesNoError(t *testing.T) {
+	doc, router, err := loadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	compared, refused := 0, 0
+	for _, body := range bodies(t) {
+		v, err := checkJSON([]byte(body))
+		old := oldCheckJSON([]byte(body))
+		var t1, t2 *textError
+		if fmt.Sprint(err) != fmt.Sprint(old) || errors.As(err, &t1) != errors.As(old, &t2) {
+			t.Fatalf("%q: checkJSON %v, before %v", body, err, old)
+		}
+		if err != nil {
+			continue
+		}
+		var want any
+		if err := json.Unmarshal([]byte(body), &want); err != nil || !reflect.DeepEqual(v, want) {
+			t.Fatalf("%q: value %#v, json.Unmarshal %#v (%v)", body, v, want, err)
+		}
+		for path, item := range doc.Paths.Map() {
+			op := item.Post
+			if op == nil || op.RequestBody == nil {
+				continue
+			}
+			target := strings.NewReplacer("{id}", "x1", "{sku}", "x1", "{offset}", "1").Replace(path)
+			req, _ := http.NewRequest("POST", "http://orderflow"+target, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			route, params, err := router.FindRoute(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := openapi3filter.ValidateRequest(context.Background(), &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
+				Options: &openapi3filter.Options{MultiError: true, AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}})
+			now := validateBody(route.Operation.RequestBody, v)
+			errs := func(err error) []FieldError {
+				if err == nil {
+					return nil
+				}
+				return fieldErrors(err)
+			}
+			if a, b := errs(before), errs(now); !reflect.DeepEqual(a, b) {
+				t.Errorf("POST %s %q:\n before %v\n now    %v", path, body, a, b)
+			} else if len(a) > 0 {
+				refused++
+			}
+			compared++
+		}
+	}
+	if compared < 200 || refused < 100 {
+		t.Fatalf("only %d comparisons, %d with errors", compared, refused)
+	}
+	t.Logf("%d bodies compared, %d refused with the same field errors", compared, refused)
+}
