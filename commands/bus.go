@@ -1,21 +1,22 @@
 // Package commands is the write path: one handler per command type that loads
 // the aggregate and decides; a group committer then appends the events, logs
 // the command (commandlog) and writes the outbox messages in one transaction.
+//
+// Its rooms: bus.go dispatches (the policy and ownership every door passes,
+// the decision, conflicts retried); definition.go and catalog.go declare
+// the commands; keys.go is idempotency; personal.go seals personal fields;
+// locks.go keeps one writer per stream; commit.go commits groups.
 package commands
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
-	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -30,134 +31,6 @@ import (
 	"github.com/orderflow/orderflow/personal"
 	"github.com/orderflow/orderflow/tracing"
 )
-
-// Command is a typed command payload: it names its command type.
-type Command interface{ CommandType() string }
-
-// Definition is one command type: its payload, the stream it targets and the
-// decision it asks of the aggregate.
-type Definition struct {
-	Name       string
-	StreamType string
-	payload    func() any
-	// typed copies a caller's typed payload (P or *P) into a new *P.
-	typed    func(Command) (any, bool)
-	streamID func(any) string
-	prepare  func(p any, r Request) error
-	decide   func(aggregate.Root, any) error
-	internal bool
-	// customer names the customer a command that creates a stream acts
-	// for (the stream has no owner yet); others take the stream's own.
-	customer func(p any) string
-	// check is a precondition on other streams (PlaceOrder's wallet).
-	check func(ctx context.Context, load Loader, p any) error
-	// personal lists the payload's personal fields, sealed with their
-	// customer's key before anything is logged (crypto-shredding).
-	personal func(p any) []*string
-	// owner names the stream whose customer owns a command's personal
-	// fields when its own stream has no owner yet (a shipment: its order).
-	owner func(p any) (streamType, id string)
-}
-
-// Loader loads another aggregate for a Definition's check.
-type Loader func(ctx context.Context, streamType, id string) (aggregate.Root, error)
-
-// Define declares command P on aggregates of type A in streamType.
-func Define[A aggregate.Root, P any](name, streamType string, id func(*P) string, decide func(A, *P) error) Definition {
-	return Definition{
-		Name:       name,
-		StreamType: streamType,
-		payload:    func() any { return new(P) },
-		typed: func(c Command) (any, bool) {
-			switch v := any(c).(type) {
-			case P:
-				return &v, true
-			case *P:
-				cp := *v
-				return &cp, true
-			}
-			return nil, false
-		},
-		streamID: func(p any) string { return id(p.(*P)) },
-		decide:   func(a aggregate.Root, p any) error { return decide(a.(A), p.(*P)) },
-	}
-}
-
-// decode returns the request's payload as a new *P: the typed payload
-// copied, or the JSON decoded (unknown fields refused).
-func (d Definition) decode(req Request) (any, error) {
-	if req.Command != nil {
-		p, ok := d.typed(req.Command)
-		if !ok {
-			return nil, &PayloadError{Msg: fmt.Sprintf("a %T is not the payload of %s", req.Command, d.Name)}
-		}
-		return p, nil
-	}
-	p := d.payload()
-	dec := json.NewDecoder(bytes.NewReader(req.Payload))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(p); err != nil {
-		return nil, &PayloadError{Msg: fmt.Sprintf("payload of %s: %v", d.Name, err)}
-	}
-	return p, nil
-}
-
-// WithPrepare fills the payload before it is logged: defaults such as an id
-// derived from the command id (a retried command gets the same one), or
-// the actor, which the client cannot choose.
-func WithPrepare[P any](d Definition, f func(p *P, r Request)) Definition {
-	d.prepare = func(p any, r Request) error { f(p.(*P), r); return nil }
-	return d
-}
-
-// WithRequestCheck is WithPrepare for a step that may refuse the request
-// (a *PayloadError or a domain error), before anything is logged.
-func WithRequestCheck[P any](d Definition, f func(p *P, r Request) error) Definition {
-	d.prepare = func(p any, r Request) error { return f(p.(*P), r) }
-	return d
-}
-
-// CreatedFor marks a command that creates a customer's stream: the payload
-// names the customer, who must be the principal unless an operator sends it.
-func CreatedFor[P any](d Definition, customer func(*P) string) Definition {
-	d.customer = func(p any) string { return customer(p.(*P)) }
-	return d
-}
-
-// WithPersonal names a command's personal fields (names, addresses): they
-// are sealed with the customer's key before the command is logged, so no
-// cleartext of them reaches the log, the events or anything downstream.
-func WithPersonal[P any](d Definition, fields func(*P) []*string) Definition {
-	d.personal = func(p any) []*string { return fields(p.(*P)) }
-	return d
-}
-
-// WithPersonalOf names a command's personal fields whose customer is the
-// owner of another stream (streamType, id(p)): a shipment's address is its
-// order's customer's.
-func WithPersonalOf[P any](d Definition, streamType string, id func(*P) string, fields func(*P) []*string) Definition {
-	d = WithPersonal(d, fields)
-	d.owner = func(p any) (string, string) { return streamType, id(p.(*P)) }
-	return d
-}
-
-// WithCheck adds a precondition on other streams, checked before the
-// command is logged, whoever sends it.
-func WithCheck[P any](d Definition, f func(ctx context.Context, load Loader, p *P) error) Definition {
-	d.check = func(ctx context.Context, load Loader, p any) error { return f(ctx, load, p.(*P)) }
-	return d
-}
-
-// InternalOnly marks a command that only orderflow's own processes (the
-// saga) may send: a client's request for it is refused as unknown.
-func InternalOnly(d Definition) Definition {
-	d.internal = true
-	return d
-}
-
-// ReservedPrefix starts the command ids of orderflow's own processes (the
-// saga's step keys): a client cannot use, and so cannot pre-claim, them.
-const ReservedPrefix = "saga:"
 
 // Request is a command as submitted.
 type Request struct {
@@ -217,6 +90,7 @@ type RejectedError struct {
 }
 
 func (e *RejectedError) Error() string { return e.Err.Error() }
+
 func (e *RejectedError) Unwrap() error { return e.Err }
 
 // Options configure a Bus.
@@ -293,27 +167,6 @@ func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts
 
 // Log returns the command log.
 func (b *Bus) Log() *commandlog.Log { return b.log }
-
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
-
-// ValidID reports whether s can be a stream or command id.
-func ValidID(s string) bool { return idPattern.MatchString(s) }
-
-// keyNamespace scopes clients' idempotency keys.
-var keyNamespace = uuid.MustParse("0b6d3c52-6a7e-4f1e-9f0a-3c1d2e4b5a69")
-
-// ScopedID is the command id of a client's idempotency key: keys are
-// scoped to the principal that sent them, so no client can claim, collide
-// with, or read another's. The key itself is logged as metadata.
-func ScopedID(subject, key string) string {
-	return uuid.NewSHA1(keyNamespace, []byte(subject+"\x00"+key)).String()
-}
-
-// MetaIdempotencyKey and MetaOnBehalfOf are command-log metadata.
-const (
-	MetaIdempotencyKey = "idempotency_key"
-	MetaOnBehalfOf     = "on_behalf_of"
-)
 
 // DispatchAll dispatches independent commands (on different streams) at
 // once: each is decided at the same time as the others, so they reach the
@@ -510,8 +363,6 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (commandlog.Record, err
 	}
 }
 
-var errLogged = errors.New("command id already logged")
-
 // commit commits an accepted command through the group committer.
 func (b *Bus) commit(ctx context.Context, rec commandlog.Record, agg aggregate.Root, md eventstore.Metadata) (commandlog.Record, error) {
 	rec.Status = commandlog.StatusAccepted
@@ -556,57 +407,6 @@ func (b *Bus) submit(ctx context.Context, u *unit) (commandlog.Record, error) {
 	return u.rec, nil
 }
 
-// seal seals the payload's personal fields with their customer's key: the
-// customer the command names, or the owner of the stream it targets.
-func (b *Bus) seal(ctx context.Context, def Definition, streamID, customer string, p any) error {
-	if def.personal == nil {
-		return nil
-	}
-	if def.customer != nil && customer == "" {
-		return &PayloadError{Msg: fmt.Sprintf("payload of %s: customer_id is required", def.Name)}
-	}
-	if customer == "" {
-		typ, id := def.StreamType, streamID
-		if def.owner != nil {
-			typ, id = def.owner(p)
-		}
-		if !ValidID(id) {
-			return &PayloadError{Msg: fmt.Sprintf("%s id %q must match %s", typ, id, idPattern)}
-		}
-		agg, err := b.load(ctx, typ, id)
-		if err != nil {
-			return err
-		}
-		if o, ok := agg.(interface{ CustomerID() string }); ok {
-			customer = o.CustomerID()
-		}
-		if customer == "" {
-			// Refused before logging: the log never holds unsealed text.
-			return aggregate.NotFound(typ+"_not_found", "%s %s does not exist", typ, id)
-		}
-	}
-	fields := def.personal(p)
-	for _, f := range fields {
-		*f = strings.TrimSpace(*f)
-		if strings.ContainsRune(*f, 0) {
-			return &PayloadError{Msg: fmt.Sprintf("payload of %s: a string contains a NUL character (\\u0000)", def.Name)}
-		}
-		if n := utf8.RuneCountInString(*f); n > MaxPersonalLength {
-			return &PayloadError{Msg: fmt.Sprintf("a personal field of %s has %d characters, more than %d", def.Name, n, MaxPersonalLength)}
-		}
-	}
-	if err := b.keys.Seal(ctx, customer, fields...); errors.Is(err, personal.ErrNotTheirs) {
-		return &PayloadError{Msg: fmt.Sprintf("payload of %s: a personal field is sealed for another customer", def.Name)}
-	} else if err != nil {
-		return err
-	}
-	return nil
-}
-
-// MaxPersonalLength bounds each personal field, checked on the cleartext:
-// the domain only ever sees the sealed text.
-const MaxPersonalLength = 200
-
 // load reads another stream's aggregate, for a Definition's check.
 func (b *Bus) load(ctx context.Context, streamType, id string) (aggregate.Root, error) {
 	agg, ok := b.store.Registry().NewAggregate(streamType, id)
@@ -614,133 +414,4 @@ func (b *Bus) load(ctx context.Context, streamType, id string) (aggregate.Root, 
 		return nil, fmt.Errorf("stream type %s is not registered", streamType)
 	}
 	return agg, b.store.Load(ctx, agg)
-}
-
-// loggedMeanwhile answers a command whose id a concurrent request logged first.
-func (b *Bus) loggedMeanwhile(ctx context.Context, rec commandlog.Record) (commandlog.Record, error) {
-	prior, err := b.log.Get(ctx, rec.CommandID)
-	if err != nil {
-		return commandlog.Record{}, err
-	}
-	return b.replay(prior, rec)
-}
-
-// replay returns the recorded outcome of a command id seen before.
-func (b *Bus) replay(prior, req commandlog.Record) (commandlog.Record, error) {
-	if prior.Type != req.Type || !jsonEqual(prior.Payload, req.Payload) {
-		return commandlog.Record{}, fmt.Errorf("%w: command %s was %s with another payload", ErrKeyReused, prior.CommandID, prior.Type)
-	}
-	prior.Replayed = true
-	if prior.Status == commandlog.StatusRejected {
-		return prior, &RejectedError{Record: prior, Err: &aggregate.Error{Kind: kindOf(prior.ReasonKind), Code: prior.ReasonCode, Message: prior.Reason}}
-	}
-	return prior, nil
-}
-
-// checkText refuses a payload with a NUL character in any string:
-// PostgreSQL's jsonb and text cannot store it, so it would fail every retry
-// of the command (and stall a saga step that carries the text). Invalid
-// UTF-8 cannot reach here: encoding/json replaces it when decoding.
-func checkText(payload []byte) error {
-	if !bytes.Contains(payload, []byte(`\u0000`)) {
-		return nil
-	}
-	var v any
-	if err := json.Unmarshal(payload, &v); err != nil {
-		return err
-	}
-	var walk func(v any) bool
-	walk = func(v any) bool {
-		switch v := v.(type) {
-		case string:
-			return strings.ContainsRune(v, 0)
-		case []any:
-			return slices.ContainsFunc(v, walk)
-		case map[string]any:
-			for k, x := range v {
-				if strings.ContainsRune(k, 0) || walk(x) {
-					return true
-				}
-			}
-		}
-		return false
-	}
-	if walk(v) {
-		return errors.New("a string contains a NUL character (\\u0000)")
-	}
-	return nil
-}
-
-// jsonEqual compares JSON documents regardless of key order and spacing
-// (the log stores payloads as jsonb); numbers compare exactly.
-func jsonEqual(a, b json.RawMessage) bool {
-	canon := func(raw json.RawMessage) ([]byte, bool) {
-		var v any
-		d := json.NewDecoder(bytes.NewReader(raw))
-		d.UseNumber()
-		if d.Decode(&v) != nil {
-			return nil, false
-		}
-		out, err := json.Marshal(v)
-		return out, err == nil
-	}
-	x, ok1 := canon(a)
-	y, ok2 := canon(b)
-	return ok1 && ok2 && bytes.Equal(x, y)
-}
-
-func kindName(k error) string {
-	switch k {
-	case aggregate.ErrState:
-		return "state"
-	case aggregate.ErrNotFound:
-		return "not_found"
-	}
-	return "rule"
-}
-
-func kindOf(name string) error {
-	switch name {
-	case "state":
-		return aggregate.ErrState
-	case "not_found":
-		return aggregate.ErrNotFound
-	}
-	return aggregate.ErrRule
-}
-
-// StreamLocks serialise the commands of each stream in a process.
-type StreamLocks struct {
-	mu sync.Mutex
-	m  map[string]*streamLock
-}
-
-// NewStreamLocks returns locks to share between the buses of a process.
-func NewStreamLocks() *StreamLocks { return &StreamLocks{m: map[string]*streamLock{}} }
-
-type streamLock struct {
-	sync.Mutex
-	users int
-}
-
-// lock waits for the stream's turn and returns its release; an entry lives
-// only while someone holds or waits for it.
-func (l *StreamLocks) lock(key string) func() {
-	l.mu.Lock()
-	s := l.m[key]
-	if s == nil {
-		s = &streamLock{}
-		l.m[key] = s
-	}
-	s.users++
-	l.mu.Unlock()
-	s.Lock()
-	return func() {
-		s.Unlock()
-		l.mu.Lock()
-		if s.users--; s.users == 0 {
-			delete(l.m, key)
-		}
-		l.mu.Unlock()
-	}
 }
