@@ -64,6 +64,8 @@ type Config struct {
 	// Ready returns the readiness checks of GET /readyz by name, besides
 	// the database (the process's roles add theirs as they start).
 	Ready func() map[string]func(context.Context) error
+	// InFlight bounds the requests served at once (overload.go).
+	InFlight InFlight
 }
 
 // Defaults of Config (the service's flags start from them too).
@@ -143,6 +145,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	}
 	e.Use(instrument(cfg.Observe))
 	e.Use(middleware.Recover())
+	e.Use(cfg.InFlight.middleware())
 	e.Use(middleware.RequestID())
 	e.Use(s.authenticate)
 	e.Use(s.validate)
