@@ -113,6 +113,11 @@ func (s *system) bearer(p auth.Principal) string {
 }
 
 func startSystem(t *testing.T, carrierLatency time.Duration) *system {
+	return startSystemWith(t, carrierLatency, nil)
+}
+
+// startSystemWith starts the system with settings changed by tune.
+func startSystemWith(t *testing.T, carrierLatency time.Duration, tune func(*Config)) *system {
 	// Errors only, in the test's log (shown when it fails).
 	quiet := slog.New(slog.NewTextHandler(newTestLog(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg := Config{
@@ -121,6 +126,9 @@ func startSystem(t *testing.T, carrierLatency time.Duration) *system {
 		TemporalAddress: temporalAddr, TemporalNamespace: "default", TemporalRetention: 30 * 24 * time.Hour,
 		ShippingDeadline: time.Hour, CarrierLatency: carrierLatency, CarrierRejectZip: "00000", log: quiet, oneProcess: true,
 		DataDir: t.TempDir(), JWTAudience: auth.DevAudience, JWTAlgorithm: auth.DevAlgorithm,
+	}
+	if tune != nil {
+		tune(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &system{t: t, cfg: cfg}
