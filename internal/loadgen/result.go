@@ -36,7 +36,7 @@ type Summary struct {
 	Failed   int `json:"failed"`
 	NoStatus int `json:"no_status"`
 	// Late were answered (whatever the status) after more than a second.
-	Late int `json:"answered_after_1s"`
+	Late         int                       `json:"answered_after_1s"`
 	OrdersPerS   float64                   `json:"accepted_orders_per_second"`
 	CommandsPerS float64                   `json:"commands_per_second"`
 	AcceptedMs   Percentiles               `json:"command_accepted_ms"`
