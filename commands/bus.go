@@ -382,7 +382,7 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (commandlog.Record, err
 		}
 		req.Actor = principal.Subject
 		if b.admit != nil {
-			if err := b.admit(ctx, req.Type); err != nil {
+			if err := b.admit(ctx, req.Type); err != nil && !b.logged(ctx, principal.Subject, req.CommandID) {
 				return commandlog.Record{}, err
 			}
 		}
@@ -505,6 +505,17 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (commandlog.Record, err
 }
 
 var errLogged = errors.New("command id already logged")
+
+// logged reports whether a client's idempotency key names a command
+// already logged: its retry is answered as before even when Admit refuses
+// new commands (it adds nothing).
+func (b *Bus) logged(ctx context.Context, subject, key string) bool {
+	if key == "" || !ValidID(key) {
+		return false
+	}
+	_, err := b.log.Get(ctx, ScopedID(subject, key))
+	return err == nil
+}
 
 // commit commits an accepted command through the group committer.
 func (b *Bus) commit(ctx context.Context, rec commandlog.Record, agg aggregate.Root, md eventstore.Metadata) (commandlog.Record, error) {

@@ -88,8 +88,9 @@ func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
 	streams := commands.NewStreamLocks()
 	// One count of the sagas' backlog per process, shared by its buses.
 	var admit func(context.Context, string) error
-	if cfg.SagaBacklogMax > 0 {
-		admit = (&sagas.Admission{Backlog: &sagas.Backlog{Pool: pool, Window: cfg.SagaWindow}, Max: int64(cfg.SagaBacklogMax), RetryAfter: time.Second}).Admit
+	if cfg.SagaBacklogWait > 0 {
+		admit = (&sagas.Admission{Backlog: &sagas.Backlog{Pool: pool, Window: cfg.SagaWindow}, Wait: cfg.SagaBacklogWait,
+			Min: int64(max(1, cfg.SagaBacklogMin)), RetryAfter: time.Second}).Admit
 	}
 	a := &app{admit: admit,
 		cfg: cfg, log: cfg.log, pool: pool, store: store, wake: wake, committed: committed, metrics: m, ready: &checks{}, streams: streams,

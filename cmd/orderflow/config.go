@@ -17,8 +17,11 @@ import (
 	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
-// defaultSagaBacklogMax: measured on 2 cores (docs/operations.md).
-const defaultSagaBacklogMax = 64
+// Admission control's defaults: chosen by measurement (docs/operations.md).
+const (
+	defaultSagaBacklogWait = 2 * time.Second
+	defaultSagaBacklogMin  = 16
+)
 
 // Config is read once, here, from flags with environment defaults; library
 // packages never read the environment.
@@ -79,13 +82,15 @@ type Config struct {
 	StatementTimeout time.Duration // ORDERFLOW_STATEMENT_TIMEOUT
 	APIPoolSize      int           // ORDERFLOW_API_POOL_SIZE
 	MaxHeaderBytes   int           // ORDERFLOW_MAX_HEADER_BYTES
-	// Overload (docs/operations.md): the sagas' backlog beyond which orders
-	// are refused, the sagas a launcher keeps running, how long a saga
-	// counts as running at most, and the API's bound on requests at once.
-	SagaBacklogMax int           // ORDERFLOW_SAGA_BACKLOG_MAX
-	SagaMaxRunning int           // ORDERFLOW_SAGA_MAX_RUNNING
-	SagaWindow     time.Duration // ORDERFLOW_SAGA_WINDOW
-	InFlight       httpapi.InFlight
+	// Overload (docs/operations.md): how long the sagas' backlog may take
+	// before orders are refused, the backlog always admitted, the sagas a
+	// launcher keeps running, how long a saga counts as running at most,
+	// and the API's bound on requests at once.
+	SagaBacklogWait time.Duration // ORDERFLOW_SAGA_BACKLOG_WAIT
+	SagaBacklogMin  int           // ORDERFLOW_SAGA_BACKLOG_MIN
+	SagaMaxRunning  int           // ORDERFLOW_SAGA_MAX_RUNNING
+	SagaWindow      time.Duration // ORDERFLOW_SAGA_WINDOW
+	InFlight        httpapi.InFlight
 
 	// Args are the positional arguments.
 	Args []string
@@ -235,7 +240,8 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.duration(&c.StatementTimeout, "statement-timeout", "ORDERFLOW_STATEMENT_TIMEOUT", 15*time.Second, "longest SQL statement of the API's pool", apiRoles)
 	s.int(&c.APIPoolSize, "api-pool-size", "ORDERFLOW_API_POOL_SIZE", 16, "connections of the API's own pool, apart from the projector's and the saga's", apiRoles)
 	s.int(&c.MaxHeaderBytes, "max-header-bytes", "ORDERFLOW_MAX_HEADER_BYTES", 16<<10, "largest request header block accepted", apiRoles)
-	s.int(&c.SagaBacklogMax, "saga-backlog-max", "ORDERFLOW_SAGA_BACKLOG_MAX", defaultSagaBacklogMax, "orders are refused (503, Retry-After) while this many sagas wait to start or run, 0 = never", apiRoles)
+	s.duration(&c.SagaBacklogWait, "saga-backlog-wait", "ORDERFLOW_SAGA_BACKLOG_WAIT", defaultSagaBacklogWait, "orders are refused (503, Retry-After) while the sagas queued and running would take longer than this at the pace sagas start now, 0 = never", apiRoles)
+	s.int(&c.SagaBacklogMin, "saga-backlog-min", "ORDERFLOW_SAGA_BACKLOG_MIN", defaultSagaBacklogMin, "a backlog of fewer sagas never refuses an order (a cold start has no pace yet)", apiRoles)
 	s.int(&c.SagaMaxRunning, "saga-max-running", "ORDERFLOW_SAGA_MAX_RUNNING", sagas.DefaultMaxRunning, "sagas the launcher keeps running at once; further starts wait in the inbox", workerRoles)
 	s.duration(&c.SagaWindow, "saga-window", "ORDERFLOW_SAGA_WINDOW", sagas.DefaultWindow, "a saga running longer waits for the carrier or an operator: it no longer counts as running", []string{"dev", "api", "worker"})
 	s.int(&c.InFlight.Max, "max-in-flight", "ORDERFLOW_MAX_IN_FLIGHT", httpapi.DefaultMaxInFlight, "requests the API serves at once (streams and min_position waits apart), 0 = no bound", apiRoles)
@@ -285,8 +291,8 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 		return c, errors.New("max-streams and max-waits must be >= 1, api-pool-size >= 2, max-header-bytes >= 4096")
 	case c.StatementTimeout < time.Second:
 		return c, errors.New("statement-timeout must be at least 1s")
-	case c.SagaBacklogMax < 0 || c.SagaMaxRunning < 1 || c.SagaWindow < time.Second:
-		return c, errors.New("saga-backlog-max must be >= 0, saga-max-running >= 1 and saga-window at least 1s")
+	case c.SagaBacklogWait < 0 || c.SagaBacklogMin < 1 || c.SagaMaxRunning < 1 || c.SagaWindow < time.Second:
+		return c, errors.New("saga-backlog-wait must be >= 0, saga-backlog-min and saga-max-running >= 1, saga-window at least 1s")
 	case c.InFlight.Max < 0 || c.InFlight.Wait < 0 || c.InFlight.Wait > time.Second:
 		return c, errors.New("max-in-flight must be >= 0 and in-flight-wait between 0 and 1s (every request is answered within a second)")
 	}

@@ -23,11 +23,14 @@ func TestOrdersAreRefusedWhileTheSagasBacklogIsFull(t *testing.T) {
 	// The carrier takes an hour: the sagas stay running until the test
 	// hands their parcels over.
 	s := startSystemWith(t, time.Hour, func(c *Config) {
-		c.SagaBacklogMax, c.SagaMaxRunning, c.SagaWindow = 2, 1, 10*time.Minute
+		// Two sagas refuse orders, whatever their pace.
+		c.SagaBacklogWait, c.SagaBacklogMin, c.SagaMaxRunning, c.SagaWindow = time.Millisecond, 2, 1, 10*time.Minute
 	})
 	ctx := context.Background()
 	wallet, sku := s.customer(100000, 50)
-	first := s.order(wallet, sku, 1, "75001")
+	body := fmt.Sprintf(`{"customer_id":"c-%s","wallet_id":%q,"currency":"EUR","lines":[{"sku":%q,"quantity":1,"unit_price":1000}],
+		"shipping_address":{"name":"Ada","line1":"1 Main St","city":"Paris","postal_code":"75001","country":"FR"}}`, wallet, wallet, sku)
+	first := s.call("POST", "/orders", body, 201, "Idempotency-Key", "overload-first")["stream_id"].(string)
 	second := s.order(wallet, sku, 1, "75001")
 
 	// One saga runs (the launcher's bound), the other waits in the inbox.
@@ -54,8 +57,6 @@ func TestOrdersAreRefusedWhileTheSagasBacklogIsFull(t *testing.T) {
 		return events, logged
 	}
 	events, logged := counts()
-	body := fmt.Sprintf(`{"customer_id":"c-%s","wallet_id":%q,"currency":"EUR","lines":[{"sku":%q,"quantity":1,"unit_price":1000}],
-		"shipping_address":{"name":"Ada","line1":"1 Main St","city":"Paris","postal_code":"75001","country":"FR"}}`, wallet, wallet, sku)
 	refused := func(path, body string) {
 		t.Helper()
 		req, _ := http.NewRequest("POST", s.url+path, strings.NewReader(body))
@@ -76,7 +77,7 @@ func TestOrdersAreRefusedWhileTheSagasBacklogIsFull(t *testing.T) {
 	refused("/commands", `{"type":"PlaceOrder","payload":`+body+`}`)
 	// Another process's bus (its own count of the backlog, the same database).
 	other := commands.NewBus(s.a.pool, s.a.store, commands.Definitions(), commands.Options{
-		Admit: (&sagas.Admission{Backlog: &sagas.Backlog{Pool: s.a.pool}, Max: 2, RetryAfter: time.Second}).Admit})
+		Admit: (&sagas.Admission{Backlog: &sagas.Backlog{Pool: s.a.pool}, Wait: time.Millisecond, Min: 2, RetryAfter: time.Second}).Admit})
 	_, err := other.Dispatch(ctx, commands.Request{CommandID: "overload-2", Principal: &auth.Principal{Subject: "ops", Role: auth.Operator},
 		Command: commands.PlaceOrder{CustomerID: "c-" + wallet, WalletID: wallet, Currency: "EUR"}})
 	var overloaded *commands.OverloadedError
@@ -85,6 +86,10 @@ func TestOrdersAreRefusedWhileTheSagasBacklogIsFull(t *testing.T) {
 	}
 	if e, l := counts(); e != events || l != logged {
 		t.Fatalf("refused orders wrote: events %d -> %d, command log %d -> %d", events, e, logged, l)
+	}
+	// A retry of an order already accepted is answered as before.
+	if r := s.call("POST", "/orders", body, 200, "Idempotency-Key", "overload-first"); r["stream_id"] != first {
+		t.Fatalf("retry of an accepted order while the backlog is full: %v", r)
 	}
 	// Other commands still pass.
 	s.call("POST", "/wallets/"+wallet+"/top-ups", `{"amount":100}`, 201)

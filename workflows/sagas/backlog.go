@@ -13,9 +13,11 @@ import (
 	"github.com/orderflow/orderflow/commands"
 )
 
-// Backlog is the sagas' backlog as the API's admission control sees it:
+// Backlog reads the sagas' backlog as the API's admission control sees it:
 // the starts queued in the saga_starts inbox plus the sagas started within
-// Window and not seen finished by their launcher. It is read from the
+// Window and not seen finished by their launcher, and the pace at which
+// the launchers start sagas (they start one as one finishes, so once they
+// are saturated it is the pace at which sagas finish). It is read from the
 // database, so every API process sees every worker's, and kept for TTL, so
 // that a burst of orders costs one count.
 type Backlog struct {
@@ -24,57 +26,74 @@ type Backlog struct {
 	TTL    time.Duration
 
 	mu   sync.Mutex // held by the one counting
-	last atomic.Pointer[snapshot]
+	last atomic.Pointer[Figures]
 }
 
-type snapshot struct {
-	n  int64
-	at time.Time
+// Figures are one count of the backlog.
+type Figures struct {
+	Backlog int64   // sagas queued or running
+	PerSec  float64 // sagas started per second, over PaceOver
+	at      time.Time
 }
 
-// DefaultBacklogTTL is how long a count of the backlog is used.
-const DefaultBacklogTTL = 200 * time.Millisecond
+// Defaults of Backlog.
+const (
+	DefaultBacklogTTL = 200 * time.Millisecond
+	// PaceOver is how far back the starts are counted for the pace.
+	PaceOver = 10 * time.Second
+)
 
-// Count returns the backlog, at most TTL old. While one caller counts, the
+// Read returns the figures, at most TTL old. While one caller counts, the
 // others take the last count (never waiting behind the database).
-func (b *Backlog) Count(ctx context.Context) (int64, error) {
+func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 	ttl := cmp.Or(b.TTL, DefaultBacklogTTL)
-	fresh := func() (*snapshot, bool) {
-		s := b.last.Load()
-		return s, s != nil && time.Since(s.at) < ttl
+	fresh := func() (*Figures, bool) {
+		f := b.last.Load()
+		return f, f != nil && time.Since(f.at) < ttl
 	}
-	if s, ok := fresh(); ok {
-		return s.n, nil
+	if f, ok := fresh(); ok {
+		return *f, nil
 	}
 	if !b.mu.TryLock() {
-		if s := b.last.Load(); s != nil {
-			return s.n, nil
+		if f := b.last.Load(); f != nil {
+			return *f, nil
 		}
 		b.mu.Lock() // the first count: wait for it
 	}
 	defer b.mu.Unlock()
-	if s, ok := fresh(); ok {
-		return s.n, nil
+	if f, ok := fresh(); ok {
+		return *f, nil
 	}
-	var n int64
+	var f Figures
+	var started int64
 	err := b.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NULL)
-		+ (SELECT count(*) FROM saga_starts WHERE finished_at IS NULL AND started_at > now() - make_interval(secs => $1))`,
-		cmp.Or(b.Window, DefaultWindow).Seconds()).Scan(&n)
+		+ (SELECT count(*) FROM saga_starts WHERE finished_at IS NULL AND started_at > now() - make_interval(secs => $1)),
+		(SELECT count(*) FROM saga_starts WHERE started_at > now() - make_interval(secs => $2))`,
+		cmp.Or(b.Window, DefaultWindow).Seconds(), PaceOver.Seconds()).Scan(&f.Backlog, &started)
 	if err != nil {
-		return 0, fmt.Errorf("count the sagas' backlog: %w", err)
+		return Figures{}, fmt.Errorf("count the sagas' backlog: %w", err)
 	}
-	b.last.Store(&snapshot{n: n, at: time.Now()})
-	return n, nil
+	f.PerSec, f.at = float64(started)/PaceOver.Seconds(), time.Now()
+	b.last.Store(&f)
+	return f, nil
 }
 
-// Admission refuses new orders while the sagas' backlog is at Max or
-// beyond: the bus asks it before anything of a PlaceOrder is decided or
-// logged, whichever door the order came through.
+// Admission refuses new orders while the sagas' backlog would take longer
+// than Wait to work off at the pace sagas are started now: the bus asks it
+// before anything of a PlaceOrder is decided or logged, whichever door the
+// order came through. A backlog under Min is always admitted (a cold
+// start, when no pace is measured yet).
 type Admission struct {
 	Backlog *Backlog
-	Max     int64
+	Wait    time.Duration
+	Min     int64
 	// RetryAfter is what a refused client is told to wait.
 	RetryAfter time.Duration
+}
+
+// Full reports whether f is a backlog that refuses orders.
+func (a *Admission) Full(f Figures) bool {
+	return f.Backlog >= a.Min && float64(f.Backlog) > f.PerSec*a.Wait.Seconds()
 }
 
 // Admit implements commands.Options.Admit.
@@ -82,12 +101,12 @@ func (a *Admission) Admit(ctx context.Context, commandType string) error {
 	if commandType != (commands.PlaceOrder{}).CommandType() {
 		return nil
 	}
-	n, err := a.Backlog.Count(ctx)
+	f, err := a.Backlog.Read(ctx)
 	if err != nil {
 		// The database is not answering: the command itself will say so.
 		return nil
 	}
-	if n >= a.Max {
+	if a.Full(f) {
 		return &commands.OverloadedError{RetryAfter: a.RetryAfter,
 			Reason: "orders are arriving faster than they are fulfilled; place the order again after Retry-After"}
 	}
