@@ -82,9 +82,9 @@ type Config struct {
 	StatementTimeout time.Duration // ORDERFLOW_STATEMENT_TIMEOUT
 	APIPoolSize      int           // ORDERFLOW_API_POOL_SIZE
 	MaxHeaderBytes   int           // ORDERFLOW_MAX_HEADER_BYTES
-	// Overload (docs/operations.md): how long the sagas' backlog may take
-	// before orders are refused, the backlog always admitted, the sagas a
-	// launcher keeps running, how long a saga counts as running at most,
+	// Overload (docs/operations.md): how long the queued saga starts may
+	// wait before orders are refused, the queue always admitted, the sagas
+	// a launcher keeps running, how long a saga counts as running at most,
 	// and the API's bound on requests at once.
 	SagaBacklogWait time.Duration // ORDERFLOW_SAGA_BACKLOG_WAIT
 	SagaBacklogMin  int           // ORDERFLOW_SAGA_BACKLOG_MIN
@@ -240,8 +240,8 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.duration(&c.StatementTimeout, "statement-timeout", "ORDERFLOW_STATEMENT_TIMEOUT", 15*time.Second, "longest SQL statement of the API's pool", apiRoles)
 	s.int(&c.APIPoolSize, "api-pool-size", "ORDERFLOW_API_POOL_SIZE", 16, "connections of the API's own pool, apart from the projector's and the saga's", apiRoles)
 	s.int(&c.MaxHeaderBytes, "max-header-bytes", "ORDERFLOW_MAX_HEADER_BYTES", 16<<10, "largest request header block accepted", apiRoles)
-	s.duration(&c.SagaBacklogWait, "saga-backlog-wait", "ORDERFLOW_SAGA_BACKLOG_WAIT", defaultSagaBacklogWait, "orders are refused (503, Retry-After) while the sagas queued and running would take longer than this at the pace sagas start now, 0 = never", apiRoles)
-	s.int(&c.SagaBacklogMin, "saga-backlog-min", "ORDERFLOW_SAGA_BACKLOG_MIN", defaultSagaBacklogMin, "a backlog of fewer sagas never refuses an order (a cold start has no pace yet)", apiRoles)
+	s.duration(&c.SagaBacklogWait, "saga-backlog-wait", "ORDERFLOW_SAGA_BACKLOG_WAIT", defaultSagaBacklogWait, "orders are refused (503, Retry-After) while the queued saga starts would wait longer than this at the pace sagas start now, 0 = never", apiRoles)
+	s.int(&c.SagaBacklogMin, "saga-backlog-min", "ORDERFLOW_SAGA_BACKLOG_MIN", defaultSagaBacklogMin, "fewer queued saga starts never refuse an order (a cold start has no pace yet)", apiRoles)
 	s.int(&c.SagaMaxRunning, "saga-max-running", "ORDERFLOW_SAGA_MAX_RUNNING", sagas.DefaultMaxRunning, "sagas the launcher keeps running at once; further starts wait in the inbox", workerRoles)
 	s.duration(&c.SagaWindow, "saga-window", "ORDERFLOW_SAGA_WINDOW", sagas.DefaultWindow, "a saga running longer waits for the carrier or an operator: it no longer counts as running", []string{"dev", "api", "worker"})
 	s.int(&c.InFlight.Max, "max-in-flight", "ORDERFLOW_MAX_IN_FLIGHT", httpapi.DefaultMaxInFlight, "requests the API serves at once (streams and min_position waits apart), 0 = no bound", apiRoles)

@@ -23,8 +23,9 @@ func TestOrdersAreRefusedWhileTheSagasBacklogIsFull(t *testing.T) {
 	// The carrier takes an hour: the sagas stay running until the test
 	// hands their parcels over.
 	s := startSystemWith(t, time.Hour, func(c *Config) {
-		// Two sagas refuse orders, whatever their pace.
-		c.SagaBacklogWait, c.SagaBacklogMin, c.SagaMaxRunning, c.SagaWindow = time.Millisecond, 2, 1, 10*time.Minute
+		// One saga runs at a time; one start queued behind it refuses
+		// orders, whatever the pace.
+		c.SagaBacklogWait, c.SagaBacklogMin, c.SagaMaxRunning, c.SagaWindow = time.Millisecond, 1, 1, 10*time.Minute
 	})
 	ctx := context.Background()
 	wallet, sku := s.customer(100000, 50)
@@ -77,7 +78,7 @@ func TestOrdersAreRefusedWhileTheSagasBacklogIsFull(t *testing.T) {
 	refused("/commands", `{"type":"PlaceOrder","payload":`+body+`}`)
 	// Another process's bus (its own count of the backlog, the same database).
 	other := commands.NewBus(s.a.pool, s.a.store, commands.Definitions(), commands.Options{
-		Admit: (&sagas.Admission{Backlog: &sagas.Backlog{Pool: s.a.pool}, Wait: time.Millisecond, Min: 2, RetryAfter: time.Second}).Admit})
+		Admit: (&sagas.Admission{Backlog: &sagas.Backlog{Pool: s.a.pool}, Wait: time.Millisecond, Min: 1, RetryAfter: time.Second}).Admit})
 	_, err := other.Dispatch(ctx, commands.Request{CommandID: "overload-2", Principal: &auth.Principal{Subject: "ops", Role: auth.Operator},
 		Command: commands.PlaceOrder{CustomerID: "c-" + wallet, WalletID: wallet, Currency: "EUR"}})
 	var overloaded *commands.OverloadedError

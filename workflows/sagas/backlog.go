@@ -14,7 +14,7 @@ import (
 )
 
 // Backlog reads the sagas' backlog as the API's admission control sees it:
-// the starts queued in the saga_starts inbox plus the sagas started within
+// the starts queued in the saga_starts inbox, the sagas started within
 // Window and not seen finished by their launcher, and the pace at which
 // the launchers start sagas (they start one as one finishes, so once they
 // are saturated it is the pace at which sagas finish). It is read from the
@@ -31,7 +31,8 @@ type Backlog struct {
 
 // Figures are one count of the backlog.
 type Figures struct {
-	Backlog int64   // sagas queued or running
+	Queued  int64   // starts waiting in the inbox
+	Running int64   // started within Window, not seen finished
 	PerSec  float64 // sagas started per second, over PaceOver
 	at      time.Time
 }
@@ -66,10 +67,10 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 	}
 	var f Figures
 	var started int64
-	err := b.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NULL)
-		+ (SELECT count(*) FROM saga_starts WHERE finished_at IS NULL AND started_at > now() - make_interval(secs => $1)),
+	err := b.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NULL),
+		(SELECT count(*) FROM saga_starts WHERE finished_at IS NULL AND started_at > now() - make_interval(secs => $1)),
 		(SELECT count(*) FROM saga_starts WHERE started_at > now() - make_interval(secs => $2))`,
-		cmp.Or(b.Window, DefaultWindow).Seconds(), PaceOver.Seconds()).Scan(&f.Backlog, &started)
+		cmp.Or(b.Window, DefaultWindow).Seconds(), PaceOver.Seconds()).Scan(&f.Queued, &f.Running, &started)
 	if err != nil {
 		return Figures{}, fmt.Errorf("count the sagas' backlog: %w", err)
 	}
@@ -78,11 +79,12 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 	return f, nil
 }
 
-// Admission refuses new orders while the sagas' backlog would take longer
-// than Wait to work off at the pace sagas are started now: the bus asks it
-// before anything of a PlaceOrder is decided or logged, whichever door the
-// order came through. A backlog under Min is always admitted (a cold
-// start, when no pace is measured yet).
+// Admission refuses new orders while the starts queued in the inbox would
+// wait longer than Wait at the pace sagas are started now (the launchers
+// keep a bounded number running, so the queue is where a backlog grows):
+// the bus asks it before anything of a PlaceOrder is decided or logged,
+// whichever door the order came through. A queue under Min is always
+// admitted (a cold start, when no pace is measured yet).
 type Admission struct {
 	Backlog *Backlog
 	Wait    time.Duration
@@ -93,7 +95,7 @@ type Admission struct {
 
 // Full reports whether f is a backlog that refuses orders.
 func (a *Admission) Full(f Figures) bool {
-	return f.Backlog >= a.Min && float64(f.Backlog) > f.PerSec*a.Wait.Seconds()
+	return f.Queued >= a.Min && float64(f.Queued) > f.PerSec*a.Wait.Seconds()
 }
 
 // Admit implements commands.Options.Admit.

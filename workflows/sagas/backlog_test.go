@@ -5,22 +5,22 @@ import (
 	"time"
 )
 
-// The backlog refuses orders once it is more than the pace of the sagas
-// can work off within Wait, and never below Min.
+// The queue of starts refuses orders once it is more than the pace of the
+// sagas works off within Wait, and never below Min.
 func TestAdmissionFull(t *testing.T) {
 	a := &Admission{Wait: 2 * time.Second, Min: 8}
 	for _, c := range []struct {
 		f    Figures
 		full bool
 	}{
-		{Figures{Backlog: 7, PerSec: 0}, false},   // under Min: a cold start
-		{Figures{Backlog: 8, PerSec: 0}, true},    // nothing finishes
-		{Figures{Backlog: 40, PerSec: 20}, false}, // two seconds of work
-		{Figures{Backlog: 41, PerSec: 20}, true},
-		{Figures{Backlog: 41, PerSec: 25}, false},
+		{Figures{Queued: 7, PerSec: 0}, false},   // under Min: a cold start
+		{Figures{Queued: 8, PerSec: 0}, true},    // nothing finishes
+		{Figures{Queued: 40, PerSec: 20}, false}, // two seconds of work
+		{Figures{Queued: 41, PerSec: 20}, true},
+		{Figures{Queued: 41, PerSec: 25}, false},
 	} {
 		if got := a.Full(c.f); got != c.full {
-			t.Errorf("backlog %d at %.0f/s: full %v, want %v", c.f.Backlog, c.f.PerSec, got, c.full)
+			t.Errorf("backlog %d at %.0f/s: full %v, want %v", c.f.Queued, c.f.PerSec, got, c.full)
 		}
 	}
 }
