@@ -11,10 +11,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/outbox"
 )
 
 // Backlog reads the sagas' backlog as the API's admission control sees it:
-// the starts queued in the saga_starts inbox, the sagas started within
+// the starts queued (in the saga_starts inbox, or placed orders the starter
+// has yet to queue), the sagas started within
 // Window and not seen finished by their launcher, and the pace at which
 // the launchers start sagas (they start one as one finishes, so once they
 // are saturated it is the pace at which sagas finish). It is read from the
@@ -67,7 +70,13 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 	}
 	var f Figures
 	var started int64
-	err := b.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NULL),
+	// Queued: the inbox's waiting starts, and the orders placed that the
+	// starter has not queued yet (its consumer group lags under load).
+	err := b.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NULL)
+		+ (SELECT count(*) FROM watermill_`+outbox.Topic(order.StreamType)+` m JOIN watermill_offsets_`+outbox.Topic(order.StreamType)+` o
+			ON o.consumer_group = '`+StarterGroup+`'
+			WHERE (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked)
+			AND m.metadata->>'`+outbox.MetaEventType+`' = '`+(order.Placed{}).EventType()+`'),
 		(SELECT count(*) FROM saga_starts WHERE finished_at IS NULL AND started_at > now() - make_interval(secs => $1)),
 		(SELECT count(*) FROM saga_starts WHERE started_at > now() - make_interval(secs => $2))`,
 		cmp.Or(b.Window, DefaultWindow).Seconds(), PaceOver.Seconds()).Scan(&f.Queued, &f.Running, &started)

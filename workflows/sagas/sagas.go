@@ -135,7 +135,8 @@ func (l Launcher) Run(ctx context.Context) error {
 		}
 	}
 	go outbox.Listen(ctx, l.Pool, startsChannel, raise, l.Log)
-	r := &running{slots: make(chan struct{}, l.MaxRunning), freed: raise, finished: make(chan string, l.MaxRunning)}
+	r := &running{slots: make(chan struct{}, l.MaxRunning), starts: make(chan struct{}, l.Parallel), freed: raise,
+		finished: make(chan string, l.MaxRunning), starting: map[string]bool{}}
 	var watchers sync.WaitGroup
 	defer watchers.Wait()
 	go l.recordFinished(ctx, r.finished)
@@ -160,15 +161,42 @@ func (l Launcher) Run(ctx context.Context) error {
 	}
 }
 
-// running is the launcher's slots: one per saga it started and has not
-// seen finish.
+// running is the launcher's slots: one per saga it is starting or started
+// and has not seen finish.
 type running struct {
 	slots    chan struct{}
-	freed    func()      // wakes the launcher
-	finished chan string // order ids of sagas seen closed
+	starts   chan struct{} // starts in flight (Parallel)
+	freed    func()        // wakes the launcher
+	finished chan string   // order ids of sagas seen closed
+
+	mu       sync.Mutex
+	starting map[string]bool
 }
 
 func (r *running) free() int { return cap(r.slots) - len(r.slots) }
+
+func (r *running) release() { <-r.slots; r.freed() }
+
+// inFlight lists the starts under way (the next batch skips them).
+func (r *running) inFlight() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := make([]string, 0, len(r.starting))
+	for id := range r.starting {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func (r *running) mark(id string, on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if on {
+		r.starting[id] = true
+	} else {
+		delete(r.starting, id)
+	}
+}
 
 // rewatch takes a slot for each saga started within the window and not
 // seen finished (the launcher restarted while they ran).
@@ -191,7 +219,7 @@ func (l Launcher) rewatch(ctx context.Context, r *running, watchers *sync.WaitGr
 // watch holds a slot until the saga closes or until, at the latest.
 func (l Launcher) watch(ctx context.Context, r *running, watchers *sync.WaitGroup, orderID string, until time.Time) {
 	defer watchers.Done()
-	defer func() { <-r.slots; r.freed() }()
+	defer r.release()
 	ctx, cancel := context.WithDeadline(ctx, until)
 	defer cancel()
 	for ctx.Err() == nil {
@@ -245,8 +273,10 @@ type pending struct {
 	TraceParent string
 }
 
-// launch starts one batch of pending sagas, as many as there are free
-// slots, Parallel at a time, and returns how many it started.
+// launch starts a batch of pending sagas, as many as there are free
+// slots, and returns how many starts it began. Each start takes its slot
+// first, so a saga never runs unaccounted, and records itself when done:
+// a slow start holds back no other.
 func (l Launcher) launch(ctx context.Context, r *running, watchers *sync.WaitGroup) (int, error) {
 	free := min(r.free(), 100)
 	if free == 0 {
@@ -254,52 +284,43 @@ func (l Launcher) launch(ctx context.Context, r *running, watchers *sync.WaitGro
 	}
 	rows, _ := l.Pool.Query(ctx, `SELECT order_id, input, coalesce(traceparent, '') FROM saga_starts WHERE started_at IS NULL
 		AND (attempts = 0 OR enqueued_at < now() - make_interval(secs => least(attempts, 30)))
-		ORDER BY enqueued_at LIMIT $1`, free)
+		AND order_id <> ALL($2) ORDER BY enqueued_at LIMIT $1`, free, r.inFlight())
 	batch, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pending])
 	if err != nil || len(batch) == 0 {
 		return 0, err
 	}
-	errs := make([]error, len(batch))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, l.Parallel)
-	for i, p := range batch {
-		wg.Add(1)
-		sem <- struct{}{}
-		// The slot is taken before the start: a saga never runs unaccounted.
+	for _, p := range batch {
 		r.slots <- struct{}{}
+		r.mark(p.OrderID, true)
+		watchers.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			var ours bool
-			ours, errs[i] = l.start(ctx, p)
-			if !ours {
+			r.starts <- struct{}{}
+			ours, err := l.start(ctx, p)
+			<-r.starts
+			if err == nil {
+				_, err = l.Pool.Exec(ctx, `UPDATE saga_starts SET started_at = now(), last_error = NULL WHERE order_id = $1`, p.OrderID)
+			} else {
+				// Temporal is unreachable or slow: try again later, with backoff.
+				if _, uerr := l.Pool.Exec(ctx, `UPDATE saga_starts SET attempts = attempts + 1, last_error = $2,
+					enqueued_at = now() WHERE order_id = $1`, p.OrderID, err.Error()); uerr != nil {
+					err = errors.Join(err, uerr)
+				}
+				if ctx.Err() == nil {
+					l.Log.Warn("saga launcher: start", "order_id", p.OrderID, "err", err)
+				}
+			}
+			r.mark(p.OrderID, false)
+			if err != nil || !ours {
 				// Not started (it is retried), or started by another
 				// launcher or before a restart (rewatch has it then).
-				<-r.slots
+				watchers.Done()
+				r.release()
 				return
 			}
-			watchers.Add(1)
-			go l.watch(ctx, r, watchers, p.OrderID, time.Now().Add(l.Window))
+			l.watch(ctx, r, watchers, p.OrderID, time.Now().Add(l.Window))
 		}()
 	}
-	wg.Wait()
-	var started []string
-	var failed error
-	for i, p := range batch {
-		if errs[i] == nil {
-			started = append(started, p.OrderID)
-			continue
-		}
-		// Temporal is unreachable or slow: try again later, with backoff.
-		_, uerr := l.Pool.Exec(ctx, `UPDATE saga_starts SET attempts = attempts + 1, last_error = $2,
-			enqueued_at = now() WHERE order_id = $1`, p.OrderID, errs[i].Error())
-		failed = errors.Join(failed, fmt.Errorf("start saga for order %s: %w", p.OrderID, errs[i]), uerr)
-	}
-	if len(started) > 0 {
-		if _, err := l.Pool.Exec(ctx, `UPDATE saga_starts SET started_at = now(), last_error = NULL WHERE order_id = ANY($1)`, started); err != nil {
-			return 0, errors.Join(failed, err)
-		}
-	}
-	return len(started), failed
+	return len(batch), nil
 }
 
 // start starts one saga; an already started one counts as started (ours is
