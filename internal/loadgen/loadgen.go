@@ -297,7 +297,14 @@ func (c *client) awaitSaga(ctx context.Context, orderID string, timeout time.Dur
 				}
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		// Every 100 ms for two seconds, then every 500 ms: each poll
+		// describes the saga on Temporal, and a run with many sagas
+		// waiting must not become the load it measures.
+		if time.Since(t0) < 2*time.Second {
+			time.Sleep(100 * time.Millisecond)
+		} else {
+			time.Sleep(500 * time.Millisecond)
+		}
 	}
 	return 0, "timeout"
 }
