@@ -30,6 +30,10 @@ type Backlog struct {
 
 	mu   sync.Mutex // held by the one counting
 	last atomic.Pointer[Figures]
+	// admitted counts the orders this process let through: those since
+	// the last count began are added to it (a count under load can take
+	// long, and many orders arrive meanwhile).
+	admitted atomic.Int64
 }
 
 // Figures are one count of the backlog.
@@ -38,6 +42,17 @@ type Figures struct {
 	Running int64   // started within Window, not seen finished
 	PerSec  float64 // sagas started per second, over PaceOver
 	at      time.Time
+	base    int64 // admitted when the count began
+}
+
+// Admitted notes an order let through.
+func (b *Backlog) Admitted() { b.admitted.Add(1) }
+
+// since adds the orders admitted since f was counted.
+func (b *Backlog) since(f *Figures) Figures {
+	out := *f
+	out.Queued += b.admitted.Load() - f.base
+	return out
 }
 
 // Defaults of Backlog.
@@ -56,19 +71,19 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 		return f, f != nil && time.Since(f.at) < ttl
 	}
 	if f, ok := fresh(); ok {
-		return *f, nil
+		return b.since(f), nil
 	}
 	if !b.mu.TryLock() {
 		if f := b.last.Load(); f != nil {
-			return *f, nil
+			return b.since(f), nil
 		}
 		b.mu.Lock() // the first count: wait for it
 	}
 	defer b.mu.Unlock()
 	if f, ok := fresh(); ok {
-		return *f, nil
+		return b.since(f), nil
 	}
-	var f Figures
+	f := Figures{base: b.admitted.Load()}
 	var started int64
 	// Queued: the inbox's waiting starts, and the orders placed that the
 	// starter has not queued yet (its consumer group lags under load).
@@ -85,7 +100,7 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 	}
 	f.PerSec, f.at = float64(started)/PaceOver.Seconds(), time.Now()
 	b.last.Store(&f)
-	return f, nil
+	return b.since(&f), nil
 }
 
 // Admission refuses new orders while the starts queued in the inbox would
@@ -121,5 +136,6 @@ func (a *Admission) Admit(ctx context.Context, commandType string) error {
 		return &commands.OverloadedError{RetryAfter: a.RetryAfter,
 			Reason: "orders are arriving faster than they are fulfilled; place the order again after Retry-After"}
 	}
+	a.Backlog.Admitted()
 	return nil
 }
