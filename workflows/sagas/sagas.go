@@ -109,7 +109,7 @@ type Launcher struct {
 
 // Defaults of Launcher (and of the service's flags).
 const (
-	DefaultMaxRunning = 64
+	DefaultMaxRunning = 16
 	DefaultWindow     = 30 * time.Second
 )
 
