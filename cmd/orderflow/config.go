@@ -20,7 +20,7 @@ import (
 // Admission control's defaults: chosen by measurement (docs/operations.md).
 const (
 	defaultSagaBacklogWait = 2 * time.Second
-	defaultSagaBacklogMin  = 16
+	defaultSagaBacklogMin  = 4
 )
 
 // Config is read once, here, from flags with environment defaults; library
