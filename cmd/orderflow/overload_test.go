@@ -32,6 +32,18 @@ func TestOrdersAreRefusedWhileTheSagasBacklogIsFull(t *testing.T) {
 	body := fmt.Sprintf(`{"customer_id":"c-%s","wallet_id":%q,"currency":"EUR","lines":[{"sku":%q,"quantity":1,"unit_price":1000}],
 		"shipping_address":{"name":"Ada","line1":"1 Main St","city":"Paris","postal_code":"75001","country":"FR"}}`, wallet, wallet, sku)
 	first := s.call("POST", "/orders", body, 201, "Idempotency-Key", "overload-first")["stream_id"].(string)
+	// Once the first saga runs, nothing is queued: the second order passes.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var started bool
+		err := s.a.pool.QueryRow(ctx, `SELECT started_at IS NOT NULL FROM saga_starts WHERE order_id = $1`, first).Scan(&started)
+		if err == nil && started {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the saga of %s never started: %v", first, err)
+		}
+	}
+	time.Sleep(2 * sagas.DefaultBacklogTTL) // the API's last count of the backlog is older than that
 	second := s.order(wallet, sku, 1, "75001")
 
 	// One saga runs (the launcher's bound), the other waits in the inbox.
