@@ -82,6 +82,16 @@ type PayloadError struct{ Msg string }
 
 func (e *PayloadError) Error() string { return e.Msg }
 
+// OverloadedError is a command refused for now, before anything of it was
+// decided or logged: the service is behind (Options.Admit). The client may
+// send it again after RetryAfter.
+type OverloadedError struct {
+	RetryAfter time.Duration
+	Reason     string
+}
+
+func (e *OverloadedError) Error() string { return e.Reason }
+
 // RejectedError is a command that the aggregate refused; it wraps the
 // domain error and carries the logged record.
 type RejectedError struct {
@@ -117,6 +127,10 @@ type Options struct {
 	Streams *StreamLocks
 	// Group configures the bus's group committer.
 	Group GroupCommit
+	// Admit, when set, is asked about every client's command once it is
+	// authorised, before it is decoded, decided or logged; an error
+	// (*OverloadedError) refuses it. Orderflow's own commands skip it.
+	Admit func(ctx context.Context, commandType string) error
 }
 
 // Bus dispatches commands.
@@ -132,12 +146,13 @@ type Bus struct {
 	conflicts func(typ string)
 	streams   *StreamLocks
 	committer *committer
+	admit     func(ctx context.Context, commandType string) error
 }
 
 // NewBus returns a bus for the given definitions.
 func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts Options) *Bus {
 	b := &Bus{store: store, log: commandlog.NewLog(pool), keys: personal.NewKeys(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock,
-		committer: newCommitter(pool, store, opts.Group, opts.Committed)}
+		committer: newCommitter(pool, store, opts.Group, opts.Committed), admit: opts.Admit}
 	if b.now == nil {
 		b.now = time.Now
 	}
@@ -208,6 +223,8 @@ func (b *Bus) Dispatch(ctx context.Context, req Request) (commandlog.Record, err
 		outcome = "rejected"
 	case errors.As(err, new(*eventstore.ConflictError)):
 		outcome = "conflict" // a stale If-Match, or out of retries
+	case errors.As(err, new(*OverloadedError)):
+		outcome = "overloaded"
 	case errors.Is(err, ErrForbidden), errors.Is(err, ErrUnauthenticated), errors.Is(err, ErrUnknownType), errors.Is(err, ErrReservedKey),
 		errors.Is(err, ErrKeyReused), errors.As(err, new(*PayloadError)), errors.As(err, new(*aggregate.Error)):
 		outcome = "refused"
@@ -245,6 +262,11 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (commandlog.Record, err
 			return commandlog.Record{}, fmt.Errorf("%w: command ids starting with %q belong to orderflow's sagas", ErrReservedKey, ReservedPrefix)
 		}
 		req.Actor = principal.Subject
+		if b.admit != nil {
+			if err := b.admit(ctx, req.Type); err != nil && !b.logged(ctx, principal.Subject, req.CommandID) {
+				return commandlog.Record{}, err
+			}
+		}
 	}
 	p, err := def.decode(req)
 	if err != nil {
@@ -361,6 +383,17 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (commandlog.Record, err
 		}
 		return out, err
 	}
+}
+
+// logged reports whether a client's idempotency key names a command
+// already logged: its retry is answered as before even when Admit refuses
+// new commands (it adds nothing).
+func (b *Bus) logged(ctx context.Context, subject, key string) bool {
+	if key == "" || !ValidID(key) {
+		return false
+	}
+	_, err := b.log.Get(ctx, ScopedID(subject, key))
+	return err == nil
 }
 
 // commit commits an accepted command through the group committer.

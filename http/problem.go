@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
@@ -29,6 +31,8 @@ type Problem struct {
 	CommandID      string       `json:"command_id,omitempty"`
 	CurrentVersion *int64       `json:"current_version,omitempty"`
 	Errors         []FieldError `json:"errors,omitempty"`
+	// RetryAfter, for a 503 or 429, is sent as the Retry-After header.
+	RetryAfter time.Duration `json:"-"`
 }
 
 // FieldError names one invalid field.
@@ -54,6 +58,7 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 		payload  *commands.PayloadError
 		he       *echo.HTTPError
 		unknown  *commands.UnknownOutcomeError
+		overload *commands.OverloadedError
 	)
 	switch {
 	case errors.As(err, &p):
@@ -85,6 +90,9 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 		p = problem(http.StatusConflict, "poison_out_of_order", "an earlier event of this stream is still unresolved; replay it first")
 	case errors.Is(err, commandlog.ErrNotFound), errors.Is(err, eventstore.ErrNotFound), errors.Is(err, projections.ErrNotFound):
 		p = problem(http.StatusNotFound, "not_found", "no such resource")
+	case errors.As(err, &overload):
+		p = problem(http.StatusServiceUnavailable, "overloaded", overload.Reason)
+		p.RetryAfter = overload.RetryAfter
 	case errors.As(err, &unknown):
 		log.Warn("command outcome unknown", "path", path, "err", err)
 		p = problem(http.StatusServiceUnavailable, "outcome_unknown",
@@ -123,7 +131,9 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		}
 		p := toProblem(err, log, c.Request().URL.Path)
 		c.Response().Header().Set(echo.HeaderContentType, "application/problem+json")
-		if p.Status == http.StatusServiceUnavailable && c.Response().Header().Get("Retry-After") == "" {
+		if p.RetryAfter > 0 {
+			c.Response().Header().Set("Retry-After", retryAfter(p.RetryAfter))
+		} else if p.Status == http.StatusServiceUnavailable && c.Response().Header().Get("Retry-After") == "" {
 			c.Response().Header().Set("Retry-After", "1")
 		}
 		if err := c.JSON(p.Status, p); err != nil {
@@ -151,4 +161,9 @@ func unavailable(err error) bool {
 		return false
 	}
 	return pgconn.SafeToRetry(err)
+}
+
+// retryAfter is a Retry-After header's whole seconds, at least 1.
+func retryAfter(d time.Duration) string {
+	return strconv.FormatInt(max(1, int64((d+time.Second-1)/time.Second)), 10)
 }

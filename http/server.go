@@ -69,6 +69,8 @@ type Config struct {
 	// Ready returns the readiness checks of GET /readyz by name, besides
 	// the database (the process's roles add theirs as they start).
 	Ready func() map[string]func(context.Context) error
+	// InFlight bounds the requests served at once (overload.go).
+	InFlight InFlight
 }
 
 // Defaults of Config (the service's flags start from them too).
@@ -153,6 +155,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.Pre(instrument(cfg.Observe))
 	e.Pre(s.edge)
 	e.Use(middleware.Recover())
+	e.Use(cfg.InFlight.middleware())
 	e.Use(middleware.RequestID())
 	e.Use(s.authenticate)
 	e.Use(s.checkBody)

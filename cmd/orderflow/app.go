@@ -61,6 +61,8 @@ type app struct {
 	temporalMetrics client.MetricsHandler
 	temporalTracing interceptor.Interceptor
 	sagasGauge      sync.Once
+	// admit refuses orders while the sagas' backlog is full (nil: never).
+	admit func(ctx context.Context, commandType string) error
 }
 
 func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
@@ -84,10 +86,16 @@ func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
 	m := telemetry.NewMetrics(cfg.log)
 	cfg.GroupCommit.Observe = m.Group
 	streams := commands.NewStreamLocks()
-	a := &app{
+	// One count of the sagas' backlog per process, shared by its buses.
+	var admit func(context.Context, string) error
+	if cfg.SagaBacklogWait > 0 {
+		admit = (&sagas.Admission{Backlog: &sagas.Backlog{Pool: pool, Window: cfg.SagaWindow}, Wait: cfg.SagaBacklogWait,
+			Min: int64(max(1, cfg.SagaBacklogMin)), RetryAfter: time.Second}).Admit
+	}
+	a := &app{admit: admit,
 		cfg: cfg, log: cfg.log, pool: pool, store: store, wake: wake, committed: committed, metrics: m, ready: &checks{}, streams: streams,
 		bus: commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: cfg.CommandRetries, Committed: committed,
-			Observe: m.Command, Conflict: m.Conflict, ConcurrentStreams: cfg.ConcurrentStreams, Streams: streams, Group: cfg.GroupCommit}),
+			Observe: m.Command, Conflict: m.Conflict, ConcurrentStreams: cfg.ConcurrentStreams, Streams: streams, Group: cfg.GroupCommit, Admit: admit}),
 		reader: projections.NewReader(pool),
 	}
 	m.WatchPool("main", pool)
@@ -272,11 +280,12 @@ func (a *app) serveAPI(ctx context.Context) error {
 	defer pool.Close()
 	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: a.cfg.SnapshotEvery, CacheSize: a.cfg.AggregateCache})
 	bus := commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: a.cfg.CommandRetries, Committed: a.committed,
-		Observe: a.metrics.Command, Conflict: a.metrics.Conflict, ConcurrentStreams: a.cfg.ConcurrentStreams, Streams: a.streams, Group: a.cfg.GroupCommit})
+		Observe: a.metrics.Command, Conflict: a.metrics.Conflict, ConcurrentStreams: a.cfg.ConcurrentStreams, Streams: a.streams, Group: a.cfg.GroupCommit,
+		Admit: a.admit})
 	a.metrics.WatchPool("api", pool)
 	e, err := httpapi.New(httpapi.Config{Pool: pool, Bus: bus, Store: store, Reader: projections.NewReader(pool), Log: a.log, Sagas: a.sagas,
 		MaxBodyBytes: a.cfg.MaxBodyBytes, ConsistencyTimeout: a.cfg.ConsistencyTimeout, Verifier: verifier, Limits: a.cfg.Limits, TrustedProxies: a.cfg.TrustedProxies,
-		Observe: a.metrics.HTTP, Ready: a.ready.all})
+		Observe: a.metrics.HTTP, Ready: a.ready.all, InFlight: a.cfg.InFlight})
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,13 @@ import (
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
 	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/workflows/sagas"
+)
+
+// Admission control's defaults: chosen by measurement (docs/operations.md).
+const (
+	defaultSagaBacklogWait = 2 * time.Second
+	defaultSagaBacklogMin  = 4
 )
 
 // Config is read once, here, from flags with environment defaults; library
@@ -84,6 +91,15 @@ type Config struct {
 	StatementTimeout time.Duration // ORDERFLOW_STATEMENT_TIMEOUT
 	APIPoolSize      int           // ORDERFLOW_API_POOL_SIZE
 	MaxHeaderBytes   int           // ORDERFLOW_MAX_HEADER_BYTES
+	// Overload (docs/operations.md): how long the queued saga starts may
+	// wait before orders are refused, the queue always admitted, the sagas
+	// a launcher keeps running, how long a saga counts as running at most,
+	// and the API's bound on requests at once.
+	SagaBacklogWait time.Duration // ORDERFLOW_SAGA_BACKLOG_WAIT
+	SagaBacklogMin  int           // ORDERFLOW_SAGA_BACKLOG_MIN
+	SagaMaxRunning  int           // ORDERFLOW_SAGA_MAX_RUNNING
+	SagaWindow      time.Duration // ORDERFLOW_SAGA_WINDOW
+	InFlight        httpapi.InFlight
 
 	// Args are the positional arguments.
 	Args []string
@@ -236,6 +252,12 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.duration(&c.StatementTimeout, "statement-timeout", "ORDERFLOW_STATEMENT_TIMEOUT", 15*time.Second, "longest SQL statement of the API's pool", apiRoles)
 	s.int(&c.APIPoolSize, "api-pool-size", "ORDERFLOW_API_POOL_SIZE", 16, "connections of the API's own pool, apart from the projector's and the saga's", apiRoles)
 	s.int(&c.MaxHeaderBytes, "max-header-bytes", "ORDERFLOW_MAX_HEADER_BYTES", 16<<10, "largest request header block accepted", apiRoles)
+	s.duration(&c.SagaBacklogWait, "saga-backlog-wait", "ORDERFLOW_SAGA_BACKLOG_WAIT", defaultSagaBacklogWait, "orders are refused (503, Retry-After) while the queued saga starts would wait longer than this at the pace sagas start now, 0 = never", apiRoles)
+	s.int(&c.SagaBacklogMin, "saga-backlog-min", "ORDERFLOW_SAGA_BACKLOG_MIN", defaultSagaBacklogMin, "fewer queued saga starts never refuse an order (a cold start has no pace yet)", apiRoles)
+	s.int(&c.SagaMaxRunning, "saga-max-running", "ORDERFLOW_SAGA_MAX_RUNNING", sagas.DefaultMaxRunning, "sagas the launcher keeps running at once; further starts wait in the inbox", workerRoles)
+	s.duration(&c.SagaWindow, "saga-window", "ORDERFLOW_SAGA_WINDOW", sagas.DefaultWindow, "a saga running longer waits for the carrier or an operator: it no longer counts as running", []string{"dev", "api", "worker"})
+	s.int(&c.InFlight.Max, "max-in-flight", "ORDERFLOW_MAX_IN_FLIGHT", httpapi.DefaultMaxInFlight, "requests the API serves at once (streams and min_position waits apart), 0 = no bound", apiRoles)
+	s.duration(&c.InFlight.Wait, "in-flight-wait", "ORDERFLOW_IN_FLIGHT_WAIT", httpapi.DefaultInFlightWait, "longest wait of a request for one of -max-in-flight before it is answered 503", apiRoles)
 	s.str(&c.TemporalLogLevel, "temporal-log-level", "ORDERFLOW_TEMPORAL_LOG_LEVEL", "fatal", "the embedded Temporal server's log level (it logs start and stop noise as errors)", []string{"dev", "temporal-server"})
 	env := s
 	if err := errors.Join(env.errs...); err != nil {
@@ -287,6 +309,10 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 		return c, errors.New("statement-timeout must be at least 1s")
 	case c.JWTMaxTTL < time.Minute:
 		return c, errors.New("jwt-max-ttl must be at least 1m")
+	case c.SagaBacklogWait < 0 || c.SagaBacklogMin < 1 || c.SagaMaxRunning < 1 || c.SagaWindow < time.Second:
+		return c, errors.New("saga-backlog-wait must be >= 0, saga-backlog-min and saga-max-running >= 1, saga-window at least 1s")
+	case c.InFlight.Max < 0 || c.InFlight.Wait < 0 || c.InFlight.Wait > time.Second:
+		return c, errors.New("max-in-flight must be >= 0 and in-flight-wait between 0 and 1s (every request is answered within a second)")
 	}
 	return c, nil
 }

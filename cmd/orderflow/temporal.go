@@ -147,7 +147,9 @@ func (a *app) runWorker(ctx context.Context, c client.Client) error {
 	a.log.Info("saga worker running", "temporal", a.cfg.TemporalAddress, "namespace", a.cfg.TemporalNamespace, "task_queue", workflows.TaskQueue)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return router.Run(ctx) })
-	g.Go(func() error { return sagas.Launcher{Pool: a.pool, Client: c, Log: a.log}.Run(ctx) })
+	g.Go(func() error {
+		return sagas.Launcher{Pool: a.pool, Client: c, Log: a.log, MaxRunning: a.cfg.SagaMaxRunning, Window: a.cfg.SagaWindow}.Run(ctx)
+	})
 	return g.Wait()
 }
 

@@ -148,7 +148,7 @@ type loadFlags struct {
 	concurrency, orders   int
 	customers, products   int
 	rate, duplicates      float64
-	duration              time.Duration
+	duration, drain       time.Duration
 	hot                   bool
 }
 
@@ -158,6 +158,7 @@ func (l *loadFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&l.concurrency, "concurrency", 8, "clients placing orders at once")
 	fs.Float64Var(&l.rate, "rate", 0, "target orders per second (0: as fast as the clients go)")
 	fs.DurationVar(&l.duration, "duration", 30*time.Second, "how long to place orders")
+	fs.DurationVar(&l.drain, "drain", loadgen.DefaultDrain, "how long the orders in flight when -duration ends may still take")
 	fs.IntVar(&l.orders, "orders", 0, "place this many orders instead of running for -duration")
 	fs.IntVar(&l.customers, "customers", 20, "wallets to create")
 	fs.IntVar(&l.products, "products", 10, "products to stock")
@@ -194,7 +195,7 @@ func runLoad(ctx context.Context, cfg Config, l loadFlags) error {
 		progressbar.OptionSetVisibility(fi != nil && fi.Mode()&os.ModeCharDevice != 0))
 	start := time.Now()
 	res, err := loadgen.Run(ctx, loadgen.Config{
-		URL: strings.TrimRight(l.url, "/"), Token: token, Concurrency: l.concurrency, Rate: l.rate, Duration: l.duration, Orders: l.orders,
+		URL: strings.TrimRight(l.url, "/"), Token: token, Concurrency: l.concurrency, Rate: l.rate, Duration: l.duration, Drain: l.drain, Orders: l.orders,
 		Customers: l.customers, Products: l.products, Mix: mix, Duplicates: l.duplicates, Hot: l.hot, RejectPostalCode: cfg.CarrierRejectZip,
 		Progress: func(n int64) {
 			if unit == "orders" {

@@ -47,6 +47,10 @@ type Config struct {
 	// Duration or Orders ends the run (whichever is set; Orders wins).
 	Duration time.Duration
 	Orders   int
+	// Drain is how long the requests in flight when Duration ends may
+	// still take (DefaultDrain when 0): they finish and are counted, and a
+	// request without a status is a real transport failure.
+	Drain time.Duration
 	// Customers and Products are how many wallets and SKUs the run creates.
 	Customers, Products int
 	// Mix weights the kinds of order.
@@ -83,7 +87,12 @@ type Sample struct {
 	Duplicate bool          `json:"duplicate,omitempty"`
 	// API is the URL the order was sent to.
 	API string `json:"api"`
+	// RetryAfter: the answer carried a Retry-After header.
+	RetryAfter bool `json:"retry_after,omitempty"`
 }
+
+// DefaultDrain is Config.Drain's default.
+const DefaultDrain = 10 * time.Second
 
 // Run sets up customers and products, then places orders until the run
 // ends and every saga it started has finished (or timed out).
@@ -122,10 +131,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Rate > 0 {
 		lim = rate.NewLimiter(rate.Limit(cfg.Rate), 1)
 	}
-	runCtx := ctx
+	if cfg.Drain <= 0 {
+		cfg.Drain = DefaultDrain
+	}
+	// runCtx ends the placing; reqCtx, Drain later, the requests still in
+	// flight then.
+	runCtx, reqCtx := ctx, ctx
 	if cfg.Orders == 0 {
 		var cancel context.CancelFunc
 		runCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+		reqCtx, cancel = context.WithTimeout(ctx, cfg.Duration+cfg.Drain)
 		defer cancel()
 	}
 	start := time.Now()
@@ -148,10 +164,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 					cfg.Progress(n)
 				}
 				kind := kinds(rnd)
-				s, ok := placeOrder(runCtx, c, f, cfg, runID, n, kind, rnd, start)
+				s, ok := placeOrder(reqCtx, c, f, cfg, runID, n, kind, rnd, start)
 				if !ok {
 					record(s)
-					if s.Status == 0 || s.Status >= 500 {
+					if !refused(s) && (s.Status == 0 || s.Status >= 500) {
 						time.Sleep(200 * time.Millisecond) // the service is down: don't hammer it
 					}
 					continue
@@ -173,6 +189,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	workers.Wait()
 	res.PlacingTook = time.Since(start)
+	if cfg.Orders == 0 {
+		// The rate is over the placing window; answers drained after it
+		// count in it.
+		res.PlacingTook = min(res.PlacingTook, cfg.Duration)
+	}
 	sagas.Wait()
 	res.Took = time.Since(start)
 	res.summarise()
@@ -239,8 +260,8 @@ func placeOrder(ctx context.Context, c *client, f *fixture, cfg Config, runID st
 	}
 	key := fmt.Sprintf("load-%s-%d", runID, n)
 	t0 := time.Now()
-	status, out, err := c.post(ctx, "/orders", key, body)
-	s.Accepted, s.Status = time.Since(t0), status
+	status, out, header, err := c.send(ctx, http.MethodPost, "/orders", key, body)
+	s.Accepted, s.Status, s.RetryAfter = time.Since(t0), status, header.Get("Retry-After") != ""
 	if err != nil || status != http.StatusCreated {
 		return s, false
 	}
@@ -276,7 +297,14 @@ func (c *client) awaitSaga(ctx context.Context, orderID string, timeout time.Dur
 				}
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		// Every 100 ms for two seconds, then every 500 ms: each poll
+		// describes the saga on Temporal, and a run with many sagas
+		// waiting must not become the load it measures.
+		if time.Since(t0) < 2*time.Second {
+			time.Sleep(100 * time.Millisecond)
+		} else {
+			time.Sleep(500 * time.Millisecond)
+		}
 	}
 	return 0, "timeout"
 }
@@ -308,34 +336,42 @@ type client struct {
 }
 
 func (c *client) post(ctx context.Context, path, key string, body any) (int, map[string]any, error) {
-	raw, _ := json.Marshal(body)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(raw))
-	req.Header.Set("Content-Type", "application/json")
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
-	}
-	return c.do(req)
+	st, out, _, err := c.send(ctx, http.MethodPost, path, key, body)
+	return st, out, err
 }
 
 func (c *client) get(ctx context.Context, path string) (int, map[string]any, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
-	return c.do(req)
+	st, out, _, err := c.send(ctx, http.MethodGet, path, "", nil)
+	return st, out, err
 }
 
-func (c *client) do(req *http.Request) (int, map[string]any, error) {
+// send makes one request; the header is empty when no answer came.
+func (c *client) send(ctx context.Context, method, path, key string, body any) (int, map[string]any, http.Header, error) {
+	var rd io.Reader
+	if body != nil {
+		raw, _ := json.Marshal(body)
+		rd = bytes.NewReader(raw)
+	}
+	req, _ := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	res, err := c.http.Do(req)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, http.Header{}, err
 	}
 	defer res.Body.Close()
 	raw, err := io.ReadAll(res.Body)
 	if err != nil {
-		return res.StatusCode, nil, err
+		return res.StatusCode, nil, res.Header, err
 	}
 	var out map[string]any
 	_ = json.Unmarshal(raw, &out)
-	return res.StatusCode, out, nil
+	return res.StatusCode, out, res.Header, nil
 }
 
 // mustPost is a set-up step that has to succeed.

@@ -26,11 +26,21 @@ type Result struct {
 
 // Summary is what the report shows.
 type Summary struct {
-	Orders       int                       `json:"orders"`
-	Accepted     int                       `json:"accepted"`
+	Orders   int `json:"orders"`
+	Accepted int `json:"accepted"`
+	// Refused are the orders answered 429 or 503 with Retry-After: the
+	// service pushed back, at once. Failed got any other answer but 201;
+	// NoStatus got none (a transport failure: connection refused or
+	// reset, or no answer within the run's drain).
+	Refused  int `json:"refused"`
+	Failed   int `json:"failed"`
+	NoStatus int `json:"no_status"`
+	// Late were answered (whatever the status) after more than a second.
+	Late         int                       `json:"answered_after_1s"`
 	OrdersPerS   float64                   `json:"accepted_orders_per_second"`
 	CommandsPerS float64                   `json:"commands_per_second"`
 	AcceptedMs   Percentiles               `json:"command_accepted_ms"`
+	AnsweredMs   Percentiles               `json:"answered_ms"`
 	VisibleMs    Percentiles               `json:"read_model_visible_ms"`
 	SagaMs       Percentiles               `json:"saga_finished_ms"`
 	Outcomes     map[string]map[string]int `json:"saga_outcomes_by_kind"`
@@ -61,15 +71,29 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func (r *Result) summarise() {
 	sort.Slice(r.Samples, func(i, j int) bool { return r.Samples[i].At < r.Samples[j].At })
-	var acc, vis, saga []time.Duration
+	var acc, answered, vis, saga []time.Duration
 	s := Summary{Orders: len(r.Samples), Outcomes: map[string]map[string]int{}, AcceptedByAPI: map[string]int{}}
 	commands := 0
 	for _, x := range r.Samples {
-		acc = append(acc, x.Accepted)
+		if x.Status != 0 {
+			answered = append(answered, x.Accepted)
+			if x.Accepted > time.Second {
+				s.Late++
+			}
+		}
 		if x.Status != 201 {
 			r.Errors[strconv.Itoa(x.Status)]++
+			switch {
+			case x.Status == 0:
+				s.NoStatus++
+			case refused(x):
+				s.Refused++
+			default:
+				s.Failed++
+			}
 			continue
 		}
+		acc = append(acc, x.Accepted)
 		s.Accepted++
 		s.AcceptedByAPI[x.API]++
 		commands++
@@ -90,7 +114,7 @@ func (r *Result) summarise() {
 		}
 		s.Outcomes[x.Kind][x.Outcome]++
 	}
-	s.AcceptedMs, s.VisibleMs, s.SagaMs = percentiles(acc), percentiles(vis), percentiles(saga)
+	s.AcceptedMs, s.AnsweredMs, s.VisibleMs, s.SagaMs = percentiles(acc), percentiles(answered), percentiles(vis), percentiles(saga)
 	if secs := r.PlacingTook.Seconds(); secs > 0 {
 		s.OrdersPerS = float64(s.Accepted) / secs
 		s.CommandsPerS = float64(commands) / secs
@@ -108,12 +132,14 @@ func (r *Result) WriteJSON(w io.Writer) error {
 // Text is the summary printed at the end of a run.
 func (r *Result) Text() string {
 	s := r.Summary
-	out := fmt.Sprintf("orders: %d placed, %d accepted in %s (%.1f orders/s, %.1f commands/s)\n",
+	out := fmt.Sprintf("orders: %d placed, %d accepted in %s (%.1f accepted orders/s, %.1f commands/s)\n",
 		s.Orders, s.Accepted, r.PlacingTook.Round(time.Millisecond), s.OrdersPerS, s.CommandsPerS)
+	out += fmt.Sprintf("refused (429/503 with Retry-After): %d, failed: %d, without a status: %d, answered after more than 1 s: %d\n",
+		s.Refused, s.Failed, s.NoStatus, s.Late)
 	for _, l := range []struct {
 		name string
 		p    Percentiles
-	}{{"command accepted", s.AcceptedMs}, {"read model visible", s.VisibleMs}, {"saga finished", s.SagaMs}} {
+	}{{"command accepted", s.AcceptedMs}, {"answered (any)", s.AnsweredMs}, {"read model visible", s.VisibleMs}, {"saga finished", s.SagaMs}} {
 		out += fmt.Sprintf("%-19s n=%-6d p50 %8.1f ms  p90 %8.1f ms  p99 %8.1f ms  max %8.1f ms\n", l.name, l.p.N, l.p.P50, l.p.P90, l.p.P99, l.p.Max)
 	}
 	kinds := make([]string, 0, len(s.Outcomes))
@@ -221,3 +247,8 @@ hist("hsaga", "saga finished after placing", d.hist.saga);
 </script>
 </body></html>
 `))
+
+// refused: the service pushed back (429 or 503) and said when to come back.
+func refused(x Sample) bool {
+	return (x.Status == 429 || x.Status == 503) && x.RetryAfter
+}

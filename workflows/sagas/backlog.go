@@ -1,0 +1,141 @@
+package sagas
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/outbox"
+)
+
+// Backlog reads the sagas' backlog as the API's admission control sees it:
+// the starts queued (in the saga_starts inbox, or placed orders the starter
+// has yet to queue), the sagas started within
+// Window and not seen finished by their launcher, and the pace at which
+// the launchers start sagas (they start one as one finishes, so once they
+// are saturated it is the pace at which sagas finish). It is read from the
+// database, so every API process sees every worker's, and kept for TTL, so
+// that a burst of orders costs one count.
+type Backlog struct {
+	Pool   *pgxpool.Pool
+	Window time.Duration
+	TTL    time.Duration
+
+	mu   sync.Mutex // held by the one counting
+	last atomic.Pointer[Figures]
+	// admitted counts the orders this process let through: those since
+	// the last count began are added to it (a count under load can take
+	// long, and many orders arrive meanwhile).
+	admitted atomic.Int64
+}
+
+// Figures are one count of the backlog.
+type Figures struct {
+	Queued  int64   // starts waiting in the inbox
+	Running int64   // started within Window, not seen finished
+	PerSec  float64 // sagas started per second, over PaceOver
+	at      time.Time
+	base    int64 // admitted when the count began
+}
+
+// Admitted notes an order let through.
+func (b *Backlog) Admitted() { b.admitted.Add(1) }
+
+// since adds the orders admitted since f was counted.
+func (b *Backlog) since(f *Figures) Figures {
+	out := *f
+	out.Queued += b.admitted.Load() - f.base
+	return out
+}
+
+// Defaults of Backlog.
+const (
+	DefaultBacklogTTL = 200 * time.Millisecond
+	// PaceOver is how far back the starts are counted for the pace.
+	PaceOver = 10 * time.Second
+)
+
+// Read returns the figures, at most TTL old. While one caller counts, the
+// others take the last count (never waiting behind the database).
+func (b *Backlog) Read(ctx context.Context) (Figures, error) {
+	ttl := cmp.Or(b.TTL, DefaultBacklogTTL)
+	fresh := func() (*Figures, bool) {
+		f := b.last.Load()
+		return f, f != nil && time.Since(f.at) < ttl
+	}
+	if f, ok := fresh(); ok {
+		return b.since(f), nil
+	}
+	if !b.mu.TryLock() {
+		if f := b.last.Load(); f != nil {
+			return b.since(f), nil
+		}
+		b.mu.Lock() // the first count: wait for it
+	}
+	defer b.mu.Unlock()
+	if f, ok := fresh(); ok {
+		return b.since(f), nil
+	}
+	f := Figures{base: b.admitted.Load()}
+	var started int64
+	// Queued: the inbox's waiting starts, and the orders placed that the
+	// starter has not queued yet (its consumer group lags under load).
+	err := b.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NULL)
+		+ (SELECT count(*) FROM watermill_`+outbox.Topic(order.StreamType)+` m JOIN watermill_offsets_`+outbox.Topic(order.StreamType)+` o
+			ON o.consumer_group = '`+StarterGroup+`'
+			WHERE (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked)
+			AND m.metadata->>'`+outbox.MetaEventType+`' = '`+(order.Placed{}).EventType()+`'),
+		(SELECT count(*) FROM saga_starts WHERE finished_at IS NULL AND started_at > now() - make_interval(secs => $1)),
+		(SELECT count(*) FROM saga_starts WHERE started_at > now() - make_interval(secs => $2))`,
+		cmp.Or(b.Window, DefaultWindow).Seconds(), PaceOver.Seconds()).Scan(&f.Queued, &f.Running, &started)
+	if err != nil {
+		return Figures{}, fmt.Errorf("count the sagas' backlog: %w", err)
+	}
+	f.PerSec, f.at = float64(started)/PaceOver.Seconds(), time.Now()
+	b.last.Store(&f)
+	return b.since(&f), nil
+}
+
+// Admission refuses new orders while the starts queued in the inbox would
+// wait longer than Wait at the pace sagas are started now (the launchers
+// keep a bounded number running, so the queue is where a backlog grows):
+// the bus asks it before anything of a PlaceOrder is decided or logged,
+// whichever door the order came through. A queue under Min is always
+// admitted (a cold start, when no pace is measured yet).
+type Admission struct {
+	Backlog *Backlog
+	Wait    time.Duration
+	Min     int64
+	// RetryAfter is what a refused client is told to wait.
+	RetryAfter time.Duration
+}
+
+// Full reports whether f is a backlog that refuses orders.
+func (a *Admission) Full(f Figures) bool {
+	return f.Queued >= a.Min && float64(f.Queued) > f.PerSec*a.Wait.Seconds()
+}
+
+// Admit implements commands.Options.Admit.
+func (a *Admission) Admit(ctx context.Context, commandType string) error {
+	if commandType != (commands.PlaceOrder{}).CommandType() {
+		return nil
+	}
+	f, err := a.Backlog.Read(ctx)
+	if err != nil {
+		// The database is not answering: the command itself will say so.
+		return nil
+	}
+	if a.Full(f) {
+		return &commands.OverloadedError{RetryAfter: a.RetryAfter,
+			Reason: "orders are arriving faster than they are fulfilled; place the order again after Retry-After"}
+	}
+	a.Backlog.Admitted()
+	return nil
+}
