@@ -50,7 +50,9 @@ func TestTailFromEndSkipsNoLateCommit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		has := func(id string) bool { return slices.ContainsFunc(msgs, func(m outbox.Stored) bool { return m.UUID == id }) }
+		has := func(id string) bool {
+			return slices.ContainsFunc(msgs, func(m outbox.Stored) bool { return m.UUID == id })
+		}
 		if has(late.UUID) {
 			break
 		}
