@@ -256,20 +256,38 @@ func (e *errUnknownOutcome) Error() string { return e.err.Error() }
 // transaction still in progress is waited for; one that stays so (its
 // server process has not noticed the client is gone) is ended by
 // terminating that process, whose outcome is then read.
-func (c *committer) resolve(xid uint64, pid uint32, cause error) error {
+//
+// A server that crashed before the COMMIT reached its WAL forgets the
+// transaction, and may give its id to another one after recovery: the
+// status of the id is then another's. So a "committed" is believed only
+// with the group's own log row (commandID) written under that id, and an
+// id the server has not reached again ("in the future") was rolled back.
+func (c *committer) resolve(xid uint64, pid uint32, commandID string, cause error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 	defer cancel()
 	asked := time.Now()
 	for wait := time.Millisecond; ; wait = min(2*wait, 250*time.Millisecond) {
 		var status *string
 		err := c.pool.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, commitorder.FormatXID(xid)).Scan(&status)
+		var pgErr *pgconn.PgError
 		switch {
+		case errors.As(err, &pgErr) && strings.Contains(pgErr.Message, "in the future"):
+			return &retryGroup{cause}
 		case err != nil:
 		case status == nil:
 			// Too old to be known: cannot happen within a minute.
 			return &errUnknownOutcome{fmt.Errorf("transaction %d: no status: %w", xid, cause)}
 		case *status == "committed":
-			return nil
+			var ours bool
+			err := c.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM commands WHERE command_id = $1 AND transaction_id = $2::text::xid8)`,
+				commandID, commitorder.FormatXID(xid)).Scan(&ours)
+			switch {
+			case err != nil:
+			case ours:
+				return nil
+			default:
+				return &retryGroup{cause} // the id is another transaction's now
+			}
 		case *status == "aborted":
 			return &retryGroup{cause}
 		case time.Since(asked) > stuckAfter:
@@ -462,7 +480,7 @@ func (c *committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[
 		case !errors.As(err, &pgErr) && !errors.Is(err, eventstore.ErrConflict):
 			// No answer from the server: the connection was lost, perhaps
 			// after COMMIT ran. Only the server knows.
-			return nil, c.resolve(xid, pid, err)
+			return nil, c.resolve(xid, pid, group[0].rec.CommandID, err)
 		case groupWide(err):
 			return nil, &retryGroup{err}
 		case !oneByOne:
