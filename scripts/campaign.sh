@@ -49,6 +49,7 @@ SECONDS_OF_LOAD=${2:-60}
 FAULTS=${CAMPAIGN_FAULTS:-kill-api1,kill-api2,kill-worker1,kill-worker2,kill-projector1,kill-projector2,kill-temporal,restart-postgres,cut-connection}
 # The carrier takes a second: time for a cancel, a void or a terminate while it works.
 export ORDERFLOW_CARRIER_LATENCY=${ORDERFLOW_CARRIER_LATENCY:-1s}
+export ORDERFLOW_CLUSTER_BASE_PORT=${ORDERFLOW_CLUSTER_BASE_PORT:-27000}   # beside a cluster.sh run
 cluster_init campaign
 export CAMPAIGN_WORK=$WORK
 cluster_base

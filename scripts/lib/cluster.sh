@@ -10,7 +10,7 @@
 cluster_vars() {
   BIN=$WORK/orderflow
   BASE=${ORDERFLOW_CLUSTER_BASE_PORT:-26000}   # every port below 32768 (Temporal's membership table)
-  PG_PORT=$((BASE + 1)) TEMPORAL_PORT=$((BASE + 2)) PROXY_PORT=$((BASE + 3))
+  PG_PORT=$((BASE + 1)) TEMPORAL_PORT=$((BASE + 2)) PROXY_PORT=$((BASE + 50))  # Temporal takes the 8 ports after its own
   ISSUER=orderflow-cluster
   PG_BIN=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | tail -1 || command -v initdb)")
   export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/orderflow?sslmode=disable"
@@ -32,6 +32,7 @@ cluster_init() {
   cluster_vars
   set -o errtrace
   trap cluster_cleanup EXIT
+  trap "exit 143" TERM INT
   trap 'echo "$CLUSTER_NAME: failed at line $LINENO" >&2; for f in "$WORK"/*.log; do echo "--- $f"; tail -5 "$f"; done >&2' ERR
 }
 
@@ -56,7 +57,7 @@ start() {
 
 # ready URL: wait until it answers 200
 ready() {
-  for _ in $(seq 1 240); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  for _ in $(seq 1 240); do curl -fs -m 5 "$1" >/dev/null 2>&1 && return 0; sleep 0.5; done
   echo "not ready: $1"; return 1
 }
 
