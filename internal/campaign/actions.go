@@ -456,8 +456,10 @@ func (a *act) terminate() {
 			break
 		}
 		var notFound *serviceerror.NotFound
-		if !errors.As(err, &notFound) && !faulty(0, err) {
-			break
+		if errors.As(err, &notFound) {
+			if _, e := (sagas.Client{C: a.r.cfg.Temporal}).State(a.ctx, id); e == nil {
+				break // the saga exists and has ended already: nothing to terminate
+			}
 		}
 		sleep(a.ctx, 500*time.Millisecond)
 	}

@@ -196,6 +196,21 @@ var actions = []struct {
 	{"terminate_then_cancel", 2},        // operator terminates, the customer cancels
 }
 
+// pick draws an action by weight.
+func pick(rnd *rand.Rand) string {
+	total := 0
+	for _, a := range actions {
+		total += a.weight
+	}
+	x := rnd.IntN(total)
+	for _, a := range actions {
+		if x -= a.weight; x < 0 {
+			return a.name
+		}
+	}
+	return actions[len(actions)-1].name
+}
+
 // customer is a customer of the campaign's: its wallet and token.
 type customer struct {
 	id, wallet, poorWallet string
@@ -387,19 +402,8 @@ func (r *run) must(ctx context.Context, c *loadgen.Client, path string, body any
 }
 
 func (r *run) actor(ctx, outer context.Context, rnd *rand.Rand, n int) {
-	total := 0
-	for _, a := range actions {
-		total += a.weight
-	}
 	for step := 0; ctx.Err() == nil; step++ {
-		x := rnd.IntN(total)
-		name := actions[len(actions)-1].name
-		for _, a := range actions {
-			if x -= a.weight; x < 0 {
-				name = a.name
-				break
-			}
-		}
+		name := pick(rnd)
 		r.mu.Lock()
 		r.rep.Actions[name]++
 		r.mu.Unlock()
