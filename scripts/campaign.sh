@@ -63,7 +63,7 @@ start campaign "$BIN" campaign -seed "$SEED" -duration "${SECONDS_OF_LOAD}s" \
   -url "http://127.0.0.1:$(api_port 1),http://127.0.0.1:$(api_port 2)" \
   -key "$WORK/signing.pem" -issuer "$ISSUER" -faults "$FAULTS" -fault-every "${CAMPAIGN_FAULT_EVERY:-10s}" \
   -fault-exec "$PWD/scripts/campaign.sh fault" \
-  -proxy-listen "127.0.0.1:$PROXY_PORT" -proxy-upstream "127.0.0.1:$PG_PORT"
+  -proxy-listen "127.0.0.1:$PROXY_PORT" -proxy-upstream "127.0.0.1:$PG_PORT" ${CAMPAIGN_ACTIONS:+-actions "$CAMPAIGN_ACTIONS"}
 # api2 reaches PostgreSQL through the campaign's proxy (the connections it cuts).
 for _ in $(seq 1 240); do (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && break; sleep 0.5; done
 export API2_DATABASE_URL="postgres://postgres@127.0.0.1:$PROXY_PORT/orderflow?sslmode=disable"

@@ -23,6 +23,7 @@ type campaignFlags struct {
 	faults, faultExec      string
 	faultEvery             time.Duration
 	proxyListen, proxyPeer string
+	actions                string
 }
 
 func (f *campaignFlags) register(fs *flag.FlagSet) {
@@ -37,6 +38,7 @@ func (f *campaignFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.faultExec, "fault-exec", "", "command (split at spaces) run with a fault kind as last argument: it injects the fault and returns once the service is back")
 	fs.StringVar(&f.proxyListen, "proxy-listen", "", "listen address of a TCP proxy to PostgreSQL whose connections cut-connection cuts (point one API's DATABASE_URL at it)")
 	fs.StringVar(&f.proxyPeer, "proxy-upstream", "", "PostgreSQL address behind the proxy (host:port)")
+	fs.StringVar(&f.actions, "actions", "", "only these actions, separated by commas (default: the whole mix): "+strings.Join(campaign.Actions(), ", "))
 	fs.DurationVar(&f.settle, "settle", 5*time.Minute, "longest wait for every saga to end, then for verify's consumers")
 }
 
@@ -71,6 +73,10 @@ func runCampaign(ctx context.Context, cfg Config, f campaignFlags) error {
 		}
 	}
 	exec = strings.Fields(f.faultExec)
+	var only []string
+	if f.actions != "" {
+		only = strings.Split(f.actions, ",")
+	}
 	return withPool(ctx, cfg, func(a *app) error {
 		return a.withTemporal(ctx, true, func() error {
 			rep, err := campaign.Run(ctx, campaign.Config{
@@ -79,7 +85,7 @@ func runCampaign(ctx context.Context, cfg Config, f campaignFlags) error {
 					return auth.Issue(key, f.issuer, cfg.JWTAudience, p, 24*time.Hour)
 				},
 				Temporal: a.sagas.C, Pool: a.pool, RejectPostalCode: cfg.CarrierRejectZip,
-				Faults: kinds, FaultEvery: f.faultEvery, FaultExec: exec, Proxy: proxy, Settle: f.settle,
+				Faults: kinds, FaultEvery: f.faultEvery, FaultExec: exec, Proxy: proxy, Settle: f.settle, Actions: only,
 				Verify: func(ctx context.Context) (*verify.Report, error) {
 					chk := &verify.Checker{Pool: a.pool, Store: a.store, Reader: a.reader, Temporal: a.sagas.C, Settle: f.settle}
 					return chk.Run(ctx)

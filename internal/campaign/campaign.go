@@ -64,6 +64,9 @@ type Config struct {
 	Settle time.Duration
 	// Verify checks the invariants once every saga has ended.
 	Verify func(context.Context) (*verify.Report, error)
+	// Actions, when set, narrows the mix to these actions (to reproduce a
+	// finding with fewer moving parts).
+	Actions []string
 	// Logf reports progress.
 	Logf func(format string, args ...any)
 }
@@ -196,19 +199,33 @@ var actions = []struct {
 	{"terminate_then_cancel", 2},        // operator terminates, the customer cancels
 }
 
-// pick draws an action by weight.
-func pick(rnd *rand.Rand) string {
+// pick draws an action by weight, among only when it is not empty.
+func pick(rnd *rand.Rand, only []string) string {
 	total := 0
 	for _, a := range actions {
-		total += a.weight
+		if len(only) == 0 || slices.Contains(only, a.name) {
+			total += a.weight
+		}
 	}
 	x := rnd.IntN(total)
 	for _, a := range actions {
+		if len(only) > 0 && !slices.Contains(only, a.name) {
+			continue
+		}
 		if x -= a.weight; x < 0 {
 			return a.name
 		}
 	}
 	return actions[len(actions)-1].name
+}
+
+// Actions are the names of the campaign's actions.
+func Actions() []string {
+	var names []string
+	for _, a := range actions {
+		names = append(names, a.name)
+	}
+	return names
 }
 
 // customer is a customer of the campaign's: its wallet and token.
@@ -253,6 +270,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
+	}
+	for _, a := range cfg.Actions {
+		if !slices.Contains(Actions(), a) {
+			return nil, fmt.Errorf("no action %q; there are %s", a, strings.Join(Actions(), ", "))
+		}
 	}
 	start := time.Now()
 	r := &run{cfg: cfg, runID: fmt.Sprintf("s%d-%s", cfg.Seed, strconv.FormatInt(start.UnixMilli()%1e8, 36)),
@@ -403,7 +425,7 @@ func (r *run) must(ctx context.Context, c *loadgen.Client, path string, body any
 
 func (r *run) actor(ctx, outer context.Context, rnd *rand.Rand, n int) {
 	for step := 0; ctx.Err() == nil; step++ {
-		name := pick(rnd)
+		name := pick(rnd, r.cfg.Actions)
 		r.mu.Lock()
 		r.rep.Actions[name]++
 		r.mu.Unlock()

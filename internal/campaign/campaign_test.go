@@ -15,7 +15,7 @@ func TestPickIsFixedBySeed(t *testing.T) {
 		rnd := rand.New(rand.NewPCG(seed, 1))
 		var out []string
 		for range 50 {
-			out = append(out, pick(rnd))
+			out = append(out, pick(rnd, nil))
 		}
 		return out
 	}
@@ -35,10 +35,15 @@ func TestPickIsFixedBySeed(t *testing.T) {
 	seen := map[string]bool{}
 	rnd := rand.New(rand.NewPCG(1, 1))
 	for range 5000 {
-		seen[pick(rnd)] = true
+		seen[pick(rnd, nil)] = true
 	}
 	if len(seen) != len(actions) {
 		t.Fatalf("5000 draws took %d of the %d actions", len(seen), len(actions))
+	}
+	for range 100 {
+		if got := pick(rnd, []string{"top_up", "place"}); got != "top_up" && got != "place" {
+			t.Fatalf("drew %s outside the narrowed mix", got)
+		}
 	}
 }
 

@@ -43,7 +43,11 @@ cluster_cleanup() {
   for f in "$WORK"/pids/*; do [ -e "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
   pg_as "$PG_BIN/pg_ctl" -D "$WORK/pg" stop -m immediate >/dev/null 2>&1 || true
   echo "$RESULT"
-  rm -rf "$WORK"
+  if [ -n "${CLUSTER_KEEP:-}" ] && [ "$RESULT" = "$CLUSTER_NAME: FAILED" ]; then
+    echo "kept $WORK (logs, and PostgreSQL's data: pg_ctl -D $WORK/pg start)"
+  else
+    rm -rf "$WORK"
+  fi
 }
 
 # start NAME ARGS...: a process in the background, its output appended to
