@@ -474,7 +474,8 @@ func (a *act) terminate() {
 		var notFound *serviceerror.NotFound
 		if errors.As(err, &notFound) {
 			if _, e := (sagas.Client{C: a.r.cfg.Temporal}).State(a.ctx, id); e == nil {
-				break // the saga exists and has ended already: nothing to terminate
+				a.r.answer(a.name+" terminate", 200, map[string]any{"code": "saga_already_ended"})
+				return
 			}
 		}
 		sleep(a.ctx, 500*time.Millisecond)
@@ -502,10 +503,12 @@ func (a *act) terminate() {
 	}
 }
 
+// shortErr names an error for the report's counts (its kind, not its ids).
 func shortErr(err error) string {
-	s := err.Error()
-	if len(s) > 60 {
-		s = s[:60]
+	var notFound *serviceerror.NotFound
+	if errors.As(err, &notFound) {
+		return "not_found"
 	}
-	return strings.ReplaceAll(s, " ", "_")
+	words := strings.Fields(err.Error())
+	return strings.Join(words[:min(len(words), 3)], "_")
 }
