@@ -127,9 +127,9 @@ var (
 	workerRoles   = []string{"dev", "worker"}
 	consumerRoles = []string{"dev", "projector", "worker"} // Watermill routers
 	serveRoles    = []string{"dev", "api", "worker", "projector"}
-	temporalUsers = []string{"dev", "api", "worker", "verify", "sagas repair", "bench", "temporal-server"}
+	temporalUsers = []string{"dev", "api", "worker", "verify", "sagas repair", "bench", "temporal-server", "campaign"}
 	dbUsers       = []string{"dev", "api", "worker", "projector", "migrate", "projections status", "projections rebuild",
-		"poison list", "poison replay", "events tail", "verify", "sagas repair", "temporal-server"}
+		"poison list", "poison replay", "events tail", "verify", "sagas repair", "temporal-server", "campaign"}
 	everyone = []string(nil)
 )
 
@@ -226,7 +226,7 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.duration(&c.ShippingDeadline, "shipping-deadline", "ORDERFLOW_SHIPPING_DEADLINE", 24*time.Hour, "time the carrier has to dispatch before the saga compensates", workerRoles)
 	s.duration(&c.CarrierLatency, "carrier-latency", "ORDERFLOW_CARRIER_LATENCY", 200*time.Millisecond, "simulated carrier: time to dispatch", workerRoles)
 	s.float(&c.CarrierFailRate, "carrier-failure-rate", "ORDERFLOW_CARRIER_FAILURE_RATE", 0, "simulated carrier: share of parcels refused, 0..1", workerRoles)
-	s.str(&c.CarrierRejectZip, "carrier-reject-postal-code", "ORDERFLOW_CARRIER_REJECT_POSTAL_CODE", "00000", "simulated carrier: postal code it always refuses", []string{"dev", "worker", "load"})
+	s.str(&c.CarrierRejectZip, "carrier-reject-postal-code", "ORDERFLOW_CARRIER_REJECT_POSTAL_CODE", "00000", "simulated carrier: postal code it always refuses", []string{"dev", "worker", "load", "campaign"})
 	s.str(&c.TemporalDevAddr, "temporal-dev-addr", "ORDERFLOW_TEMPORAL_DEV_ADDR", "127.0.0.1:7233", "dev's embedded Temporal frontend (the tools use it against dev)", []string{"dev", "verify", "sagas repair", "bench", "temporal-server"})
 	s.str(&c.TemporalPersistence, "temporal-persistence", "ORDERFLOW_TEMPORAL_PERSISTENCE", "postgres", "the embedded Temporal's store, postgres or sqlite", []string{"dev", "temporal-server"})
 	s.int(&c.TemporalShards, "temporal-shards", "ORDERFLOW_TEMPORAL_SHARDS", 4, "history shards when the embedded Temporal's PostgreSQL cluster is created", []string{"dev", "temporal-server"})
@@ -237,7 +237,7 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.str(&c.JWTPublicKey, "jwt-public-key", "ORDERFLOW_JWT_PUBLIC_KEY", "", "PEM file of the key that signs bearer tokens; dev uses its own when neither this nor -jwks-url is set", apiRoles)
 	s.str(&c.JWKSURL, "jwks-url", "ORDERFLOW_JWKS_URL", "", "identity provider's JWKS URL to verify bearer tokens with", apiRoles)
 	s.str(&c.JWTIssuer, "jwt-issuer", "ORDERFLOW_JWT_ISSUER", "", "required iss of bearer tokens; dev: "+auth.DevIssuer, apiRoles)
-	s.str(&c.JWTAudience, "jwt-audience", "ORDERFLOW_JWT_AUDIENCE", auth.DevAudience, "required aud of bearer tokens", []string{"dev", "api", "token", "load", "bench"})
+	s.str(&c.JWTAudience, "jwt-audience", "ORDERFLOW_JWT_AUDIENCE", auth.DevAudience, "required aud of bearer tokens", []string{"dev", "api", "token", "load", "bench", "campaign"})
 	s.str(&c.JWTAlgorithm, "jwt-algorithm", "ORDERFLOW_JWT_ALGORITHM", auth.DevAlgorithm, "the only signing algorithm accepted, e.g. EdDSA, RS256, ES256", apiRoles)
 	s.duration(&c.JWTMaxTTL, "jwt-max-ttl", "ORDERFLOW_JWT_MAX_TTL", auth.DefaultMaxTTL, "longest life of a bearer token (exp - iat)", []string{"dev", "api", "token"})
 	var proxies string

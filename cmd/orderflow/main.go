@@ -12,6 +12,7 @@
 //	orderflow load                     drive a running orderflow and report throughput and latency
 //	orderflow bench                    the saga's throughput beside its Temporal-only bound, and its latency
 //	orderflow verify                   check the invariants after a load or a fault
+//	orderflow campaign                 a seeded campaign of hostile customers, operators and faults, then verify
 //	orderflow sagas repair             finish the orders whose saga was terminated
 //	orderflow token                    print a bearer token that dev accepts
 //	orderflow temporal-server          Temporal's server as a process of its own (scripts/cluster.sh)
@@ -54,6 +55,10 @@ commands:
                              local activities on the same Temporal), and the serial saga's overhead
   verify [-settle D]         check every invariant (needs DATABASE_URL, and TEMPORAL_ADDRESS for sagas);
                              exits 1 with a report when one fails
+  campaign -seed N -duration D [-url U,U -faults K,K -fault-exec CMD -proxy-listen A ...]
+                             from a seed, hostile customers and operators through every door while faults
+                             are injected; then every saga is driven to an end and verify runs (exits 1 on a
+                             violation); scripts/campaign.sh runs it against the production topology
   events tail [-topic T] [-from beginning|end|OFFSET]
                              print a topic's messages as they arrive
   sagas repair [-order ID]   start a repair run for every order (or one) whose saga ended without an
@@ -100,6 +105,10 @@ func main() {
 	var bf benchFlags
 	if name == "bench" {
 		bf.register(fs)
+	}
+	var cf campaignFlags
+	if name == "campaign" {
+		cf.register(fs)
 	}
 	var tf tokenFlags
 	if name == "token" {
@@ -168,6 +177,8 @@ func main() {
 		run = func() error { return runBench(ctx, cfg, bf) }
 	case "token":
 		run = func() error { return runToken(cfg, tf) }
+	case "campaign":
+		run = func() error { return runCampaign(ctx, cfg, cf) }
 	case "temporal-server":
 		run = func() error { return runTemporalServer(ctx, cfg) }
 	case "verify":

@@ -113,7 +113,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	for i := range apis {
 		apis[i] = strings.TrimRight(strings.TrimSpace(apis[i]), "/")
 	}
-	c := &client{base: apis[0], token: cfg.Token, http: &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}}
+	c := NewClient(apis[0], cfg.Token, &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 512}})
 	runID := strconv.FormatInt(time.Now().UnixMilli(), 36)
 	f, err := setUp(ctx, c, cfg, runID)
 	if err != nil {
@@ -154,7 +154,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		go func() {
 			defer workers.Done()
 			rnd := rand.New(rand.NewPCG(uint64(w), uint64(start.UnixNano())))
-			c := &client{base: apis[w%len(apis)], token: c.token, http: c.http}
+			c := c.At(apis[w%len(apis)])
 			for {
 				n := placed.Add(1)
 				if (cfg.Orders > 0 && n > int64(cfg.Orders)) || runCtx.Err() != nil || lim.Wait(runCtx) != nil {
@@ -207,7 +207,7 @@ type fixture struct {
 	scarce     string // a SKU with no stock
 }
 
-func setUp(ctx context.Context, c *client, cfg Config, runID string) (*fixture, error) {
+func setUp(ctx context.Context, c *Client, cfg Config, runID string) (*fixture, error) {
 	f := &fixture{scarce: "sku-" + runID + "-scarce"}
 	balance, stock := int64(1_000_000_000_000), int64(1_000_000_000)
 	if cfg.Hot {
@@ -242,7 +242,7 @@ func setUp(ctx context.Context, c *client, cfg Config, runID string) (*fixture, 
 }
 
 // placeOrder places one order of kind and waits until the read model shows it.
-func placeOrder(ctx context.Context, c *client, f *fixture, cfg Config, runID string, n int64, kind string, rnd *rand.Rand, start time.Time) (Sample, bool) {
+func placeOrder(ctx context.Context, c *Client, f *fixture, cfg Config, runID string, n int64, kind string, rnd *rand.Rand, start time.Time) (Sample, bool) {
 	s := Sample{At: time.Since(start), Kind: kind, API: c.base}
 	wallet, sku, zip := f.rich[rnd.IntN(len(f.rich))], f.skus[rnd.IntN(len(f.skus))], "75001"
 	switch kind {
@@ -268,27 +268,27 @@ func placeOrder(ctx context.Context, c *client, f *fixture, cfg Config, runID st
 	s.OrderID, _ = out["stream_id"].(string)
 	pos := int64(out["global_position"].(float64))
 	if cfg.Duplicates > 0 && rnd.Float64() < cfg.Duplicates {
-		st, again, err := c.post(ctx, "/orders", key, body)
+		st, again, err := c.Post(ctx, "/orders", key, body)
 		if err != nil || st != http.StatusOK || again["stream_id"] != s.OrderID {
 			s.Duplicate = true
 			s.Outcome = fmt.Sprintf("duplicate_mismatch_%d", st)
 		}
 	}
 	if kind == KindCancelled {
-		c.post(ctx, "/orders/"+s.OrderID+"/cancel", "", map[string]any{"reason": "load test: changed my mind"})
+		c.Post(ctx, "/orders/"+s.OrderID+"/cancel", "", map[string]any{"reason": "load test: changed my mind"})
 	}
 	t1 := time.Now()
-	if st, _, err := c.get(ctx, fmt.Sprintf("/orders/%s?min_position=%d", s.OrderID, pos)); err == nil && st == http.StatusOK {
+	if st, _, err := c.Get(ctx, fmt.Sprintf("/orders/%s?min_position=%d", s.OrderID, pos)); err == nil && st == http.StatusOK {
 		s.Visible = time.Since(t1)
 	}
 	return s, true
 }
 
 // awaitSaga polls the order until its saga has ended.
-func (c *client) awaitSaga(ctx context.Context, orderID string, timeout time.Duration) (time.Duration, string) {
+func (c *Client) awaitSaga(ctx context.Context, orderID string, timeout time.Duration) (time.Duration, string) {
 	t0 := time.Now()
 	for time.Since(t0) < timeout && ctx.Err() == nil {
-		st, out, err := c.get(ctx, "/orders/"+orderID)
+		st, out, err := c.Get(ctx, "/orders/"+orderID)
 		if err == nil && st == http.StatusOK {
 			if saga, ok := out["saga"].(map[string]any); ok {
 				switch saga["status"] {
@@ -330,29 +330,57 @@ func weighted(mix map[string]float64) func(*rand.Rand) string {
 	}
 }
 
-type client struct {
+// Client is the HTTP client of the load and of the campaign: JSON bodies,
+// a bearer token, an optional Idempotency-Key; the answer decoded as a
+// JSON object (status 0 and an error when no answer came).
+type Client struct {
 	base, token string
 	http        *http.Client
 }
 
-func (c *client) post(ctx context.Context, path, key string, body any) (int, map[string]any, error) {
-	st, out, _, err := c.send(ctx, http.MethodPost, path, key, body)
-	return st, out, err
+// NewClient sends to base with token.
+func NewClient(base, token string, hc *http.Client) *Client {
+	return &Client{base: strings.TrimRight(base, "/"), token: token, http: hc}
 }
 
-func (c *client) get(ctx context.Context, path string) (int, map[string]any, error) {
-	st, out, _, err := c.send(ctx, http.MethodGet, path, "", nil)
+// At is the same client sending to another API.
+func (c *Client) At(base string) *Client {
+	return &Client{base: strings.TrimRight(base, "/"), token: c.token, http: c.http}
+}
+
+// As is the same client sending with another principal's token.
+func (c *Client) As(token string) *Client { return &Client{base: c.base, token: token, http: c.http} }
+
+// Base is the API this client sends to.
+func (c *Client) Base() string { return c.base }
+
+// Post sends body as JSON, with the Idempotency-Key key when it is not empty.
+func (c *Client) Post(ctx context.Context, path, key string, body any) (int, map[string]any, error) {
+	return c.Send(ctx, http.MethodPost, path, key, body)
+}
+
+// Get reads path.
+func (c *Client) Get(ctx context.Context, path string) (int, map[string]any, error) {
+	return c.Send(ctx, http.MethodGet, path, "", nil)
+}
+
+// Send sends a request of any method; body nil sends none.
+func (c *Client) Send(ctx context.Context, method, path, key string, body any) (int, map[string]any, error) {
+	st, out, _, err := c.send(ctx, method, path, key, body)
 	return st, out, err
 }
 
 // send makes one request; the header is empty when no answer came.
-func (c *client) send(ctx context.Context, method, path, key string, body any) (int, map[string]any, http.Header, error) {
+func (c *Client) send(ctx context.Context, method, path, key string, body any) (int, map[string]any, http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		raw, _ := json.Marshal(body)
 		rd = bytes.NewReader(raw)
 	}
-	req, _ := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return 0, nil, http.Header{}, err
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -375,8 +403,8 @@ func (c *client) send(ctx context.Context, method, path, key string, body any) (
 }
 
 // mustPost is a set-up step that has to succeed.
-func (c *client) mustPost(ctx context.Context, path string, body any) error {
-	st, out, err := c.post(ctx, path, "", body)
+func (c *Client) mustPost(ctx context.Context, path string, body any) error {
+	st, out, err := c.Post(ctx, path, "", body)
 	if err != nil {
 		return fmt.Errorf("POST %s: %w", path, err)
 	}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/orderflow/orderflow/auth"
+	"github.com/orderflow/orderflow/internal/campaign"
+	"github.com/orderflow/orderflow/internal/verify"
+)
+
+// campaignFlags are orderflow campaign's flags.
+type campaignFlags struct {
+	url, key, issuer       string
+	seed                   uint64
+	duration, settle       time.Duration
+	actors                 int
+	faults, faultExec      string
+	faultEvery             time.Duration
+	proxyListen, proxyPeer string
+	actions                string
+}
+
+func (f *campaignFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.url, "url", "http://127.0.0.1:8080", "the APIs to drive, separated by commas")
+	fs.Uint64Var(&f.seed, "seed", 1, "the seed of every choice: action, door, delay, fault, resolution")
+	fs.DurationVar(&f.duration, "duration", time.Minute, "how long customers act (the end phase and verify come after)")
+	fs.IntVar(&f.actors, "actors", 6, "customers acting at once")
+	fs.StringVar(&f.key, "key", "", "Ed25519 signing key (PEM) the APIs' tokens are verified against (default: dev's)")
+	fs.StringVar(&f.issuer, "issuer", auth.DevIssuer, "the tokens' iss")
+	fs.StringVar(&f.faults, "faults", "", "fault kinds to inject, separated by commas: cut-connection (needs -proxy-listen), and any kind -fault-exec knows")
+	fs.DurationVar(&f.faultEvery, "fault-every", 15*time.Second, "mean pause between two faults")
+	fs.StringVar(&f.faultExec, "fault-exec", "", "command (split at spaces) run with a fault kind as last argument: it injects the fault and returns once the service is back")
+	fs.StringVar(&f.proxyListen, "proxy-listen", "", "listen address of a TCP proxy to PostgreSQL whose connections cut-connection cuts (point one API's DATABASE_URL at it)")
+	fs.StringVar(&f.proxyPeer, "proxy-upstream", "", "PostgreSQL address behind the proxy (host:port)")
+	fs.StringVar(&f.actions, "actions", "", "only these actions, separated by commas (default: the whole mix): "+strings.Join(campaign.Actions(), ", "))
+	fs.DurationVar(&f.settle, "settle", 5*time.Minute, "longest wait for every saga to end, then for verify's consumers")
+}
+
+func runCampaign(ctx context.Context, cfg Config, f campaignFlags) error {
+	var proxy *campaign.Proxy
+	if f.proxyListen != "" {
+		var err error
+		if proxy, err = campaign.Listen(f.proxyListen, f.proxyPeer); err != nil {
+			return err
+		}
+		defer proxy.Close()
+		fmt.Fprintf(os.Stderr, "campaign: proxy %s -> %s\n", proxy.Addr(), f.proxyPeer)
+	}
+	path := f.key
+	if path == "" {
+		path = auth.DevKeyPath(cfg.DataDir)
+	}
+	key, err := auth.SigningKey(path, false)
+	if err != nil {
+		return err
+	}
+	var kinds, exec []string
+	for _, k := range strings.Split(f.faults, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			kinds = append(kinds, k)
+			if k == "cut-connection" && proxy == nil {
+				return errors.New("-faults cut-connection needs -proxy-listen")
+			}
+			if k != "cut-connection" && f.faultExec == "" {
+				return fmt.Errorf("-faults %s needs -fault-exec", k)
+			}
+		}
+	}
+	exec = strings.Fields(f.faultExec)
+	var only []string
+	if f.actions != "" {
+		only = strings.Split(f.actions, ",")
+	}
+	return withPool(ctx, cfg, func(a *app) error {
+		return a.withTemporal(ctx, true, func() error {
+			rep, err := campaign.Run(ctx, campaign.Config{
+				APIs: strings.Split(f.url, ","), Seed: f.seed, Duration: f.duration, Actors: f.actors,
+				Issue: func(p auth.Principal) (string, error) {
+					return auth.Issue(key, f.issuer, cfg.JWTAudience, p, 24*time.Hour)
+				},
+				Temporal: a.sagas.C, Pool: a.pool, RejectPostalCode: cfg.CarrierRejectZip,
+				Faults: kinds, FaultEvery: f.faultEvery, FaultExec: exec, Proxy: proxy, Settle: f.settle, Actions: only,
+				Verify: func(ctx context.Context) (*verify.Report, error) {
+					chk := &verify.Checker{Pool: a.pool, Store: a.store, Reader: a.reader, Temporal: a.sagas.C, Settle: f.settle}
+					return chk.Run(ctx)
+				},
+				Logf: func(format string, args ...any) {
+					fmt.Fprintf(os.Stderr, "%s campaign: %s\n", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
+				},
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Print(rep)
+			if !rep.OK() {
+				return errCampaignFailed
+			}
+			return nil
+		})
+	})
+}
+
+var errCampaignFailed = errors.New("the campaign found invariant violations, anomalies or unended sagas")
