@@ -271,7 +271,8 @@ func (c *committer) resolve(xid uint64, pid uint32, commandID string, cause erro
 		err := c.pool.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, commitorder.FormatXID(xid)).Scan(&status)
 		var pgErr *pgconn.PgError
 		switch {
-		case errors.As(err, &pgErr) && strings.Contains(pgErr.Message, "in the future"):
+		case errors.As(err, &pgErr) && pgErr.Code == "22023": // invalid_parameter_value
+			// "transaction ID … is in the future": not reached since a restart.
 			return &retryGroup{cause}
 		case err != nil:
 		case status == nil:

@@ -63,5 +63,7 @@ func unbounded(c echo.Context) bool {
 	case "/healthz", "/readyz", "/commands/updates", "/events/updates":
 		return true
 	}
-	return c.QueryParam("min_position") != "" || c.Request().Header.Get("X-Min-Position") != ""
+	// A read-your-writes wait holds a wait slot of its own (Limits.Waits),
+	// which only reads take.
+	return c.Request().Method == http.MethodGet && (c.QueryParam("min_position") != "" || c.Request().Header.Get("X-Min-Position") != "")
 }

@@ -54,6 +54,13 @@ func TestInFlightAnswersBusyInsteadOfQueueing(t *testing.T) {
 		res.Header.Get("Content-Type") != "application/problem+json" {
 		t.Fatalf("third request while two are served: %d Retry-After=%q %s", res.StatusCode, res.Header.Get("Retry-After"), body)
 	}
+	// A read-your-writes header on a command takes a slot all the same
+	// (only reads wait in a slot of their own).
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/orders?min_position=1", strings.NewReader("{}"))
+	req.Header.Set("X-Min-Position", "1")
+	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a POST with a min_position while the slots are taken: %v %v", res, err)
+	}
 	for _, path := range []string{"/healthz", "/events/updates"} {
 		if res, err := http.Get(srv.URL + path); err != nil || res.StatusCode != http.StatusOK {
 			t.Fatalf("GET %s while the slots are taken: %v %v", path, res, err)

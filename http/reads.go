@@ -228,10 +228,14 @@ func (s *Server) cancelThroughSaga(c echo.Context, id, reason string) error {
 			return err
 		}
 		return problem(http.StatusConflict, "order_"+string(o.Status()), fmt.Sprintf("order %s is %s and its saga has ended", id, o.Status()))
-	case wait.Err() != nil && ctx.Err() == nil:
-		// The saga has not answered yet (the carrier is slow to): the
-		// cancel was sent; its outcome shows in the saga's progress.
+	case errors.Is(err, sagas.ErrPending):
+		// The saga accepted the cancel and has not answered yet (the
+		// carrier is slow to): its outcome shows in the saga's progress.
 		return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id), "status": "pending"})
+	case wait.Err() != nil && ctx.Err() == nil:
+		// Not even accepted in time: nothing was decided.
+		c.Response().Header().Set("Retry-After", "1")
+		return problem(http.StatusServiceUnavailable, "saga_busy", "the saga did not take the cancel in time; send it again in a moment")
 	case errors.As(err, &unavailable):
 		c.Response().Header().Set("Retry-After", "1")
 		return problem(http.StatusServiceUnavailable, "temporal_unavailable", "the saga cannot be reached right now; send the cancel again in a moment")

@@ -101,12 +101,14 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 	return f.finish(ctx)
 }
 
-// retriable are the steps after the carrier, where an operator's retry
-// sends a new attempt: those a repair may send again.
+// retriable are the steps where an operator's retry sends a new attempt
+// (after the carrier, and the compensations): those a repair may send
+// again.
 func (f *fulfilment) retriable() []string {
-	steps := []string{"record_dispatch", "capture_payment", "mark_shipped", "complete_order", "write_off:void_payment", "write_off:order"}
+	steps := []string{"record_dispatch", "capture_payment", "mark_shipped", "complete_order", "write_off:void_payment", "write_off:order",
+		"compensate:fail_shipment", "compensate:void_payment", "compensate:cancel_order"}
 	for _, l := range f.in.Lines {
-		steps = append(steps, "commit_stock:"+l.SKU, "write_off:commit_stock:"+l.SKU)
+		steps = append(steps, "commit_stock:"+l.SKU, "write_off:commit_stock:"+l.SKU, "compensate:release_stock:"+l.SKU)
 	}
 	return steps
 }

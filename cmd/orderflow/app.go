@@ -90,7 +90,7 @@ func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
 	var admit func(context.Context, string) error
 	if cfg.SagaBacklogWait > 0 {
 		admit = (&sagas.Admission{Backlog: &sagas.Backlog{Pool: pool, Window: cfg.SagaWindow}, Wait: cfg.SagaBacklogWait,
-			Min: int64(max(1, cfg.SagaBacklogMin)), RetryAfter: time.Second}).Admit
+			Min: int64(max(1, cfg.SagaBacklogMin)), Slots: int64(cfg.SagaMaxRunning), RetryAfter: time.Second}).Admit
 	}
 	a := &app{admit: admit,
 		cfg: cfg, log: cfg.log, pool: pool, store: store, wake: wake, committed: committed, metrics: m, ready: &checks{}, streams: streams,

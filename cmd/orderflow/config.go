@@ -254,7 +254,7 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.int(&c.MaxHeaderBytes, "max-header-bytes", "ORDERFLOW_MAX_HEADER_BYTES", 16<<10, "largest request header block accepted", apiRoles)
 	s.duration(&c.SagaBacklogWait, "saga-backlog-wait", "ORDERFLOW_SAGA_BACKLOG_WAIT", defaultSagaBacklogWait, "orders are refused (503, Retry-After) while the queued saga starts would wait longer than this at the pace sagas start now, 0 = never", apiRoles)
 	s.int(&c.SagaBacklogMin, "saga-backlog-min", "ORDERFLOW_SAGA_BACKLOG_MIN", defaultSagaBacklogMin, "fewer queued saga starts never refuse an order (a cold start has no pace yet)", apiRoles)
-	s.int(&c.SagaMaxRunning, "saga-max-running", "ORDERFLOW_SAGA_MAX_RUNNING", sagas.DefaultMaxRunning, "sagas the launcher keeps running at once; further starts wait in the inbox", workerRoles)
+	s.int(&c.SagaMaxRunning, "saga-max-running", "ORDERFLOW_SAGA_MAX_RUNNING", sagas.DefaultMaxRunning, "sagas the launcher keeps running at once; further starts wait in the inbox (the API admits orders to fill free ones)", []string{"dev", "api", "worker"})
 	s.duration(&c.SagaWindow, "saga-window", "ORDERFLOW_SAGA_WINDOW", sagas.DefaultWindow, "a saga running longer waits for the carrier or an operator: it no longer counts as running", []string{"dev", "api", "worker"})
 	s.int(&c.InFlight.Max, "max-in-flight", "ORDERFLOW_MAX_IN_FLIGHT", httpapi.DefaultMaxInFlight, "requests the API serves at once (streams and min_position waits apart), 0 = no bound", apiRoles)
 	s.duration(&c.InFlight.Wait, "in-flight-wait", "ORDERFLOW_IN_FLIGHT_WAIT", httpapi.DefaultInFlightWait, "longest wait of a request for one of -max-in-flight before it is answered 503", apiRoles)

@@ -109,8 +109,28 @@ func (r *Report) Violations() int {
 }
 
 // OK: no violation, no anomaly, every saga ended.
+// A run that placed or cancelled nothing (every order refused, an API
+// never up) tested nothing, and is no pass.
 func (r *Report) OK() bool {
-	return r.Verify != nil && r.Verify.OK() && len(r.Anomalies) == 0 && len(r.Unended) == 0 && len(r.FaultErrors) == 0
+	return r.Verify != nil && r.Verify.OK() && len(r.Anomalies) == 0 && len(r.Unended) == 0 && len(r.FaultErrors) == 0 &&
+		r.succeeded("place") > 0 && r.succeeded("cancel") > 0
+}
+
+// succeeded counts the 2xx answers of the actions whose kind starts with
+// prefix.
+func (r *Report) succeeded(prefix string) int {
+	n := 0
+	for door, answers := range r.Answers {
+		if !strings.HasPrefix(door, prefix) {
+			continue
+		}
+		for ans, count := range answers {
+			if strings.HasPrefix(ans, "2") {
+				n += count
+			}
+		}
+	}
+	return n
 }
 
 func (r *Report) String() string {

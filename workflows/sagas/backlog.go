@@ -87,7 +87,7 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 	var started int64
 	// Queued: the inbox's waiting starts, and the orders placed that the
 	// starter has not queued yet (its consumer group lags under load).
-	err := b.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NULL)
+	err := b.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NULL AND attempts < 3)
 		+ (SELECT count(*) FROM watermill_`+outbox.Topic(order.StreamType)+` m JOIN watermill_offsets_`+outbox.Topic(order.StreamType)+` o
 			ON o.consumer_group = '`+StarterGroup+`'
 			WHERE (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked)
@@ -113,13 +113,19 @@ type Admission struct {
 	Backlog *Backlog
 	Wait    time.Duration
 	Min     int64
+	// Slots is how many sagas the launchers keep running at once.
+	Slots int64
 	// RetryAfter is what a refused client is told to wait.
 	RetryAfter time.Duration
 }
 
-// Full reports whether f is a backlog that refuses orders.
+// Full reports whether f is a backlog that refuses orders: more starts
+// queued than the launchers' free slots (or Min) take at once, and than
+// the current pace starts within Wait. Free slots count, so a burst after
+// a quiet spell (no pace measured) is admitted while the launchers idle.
 func (a *Admission) Full(f Figures) bool {
-	return f.Queued >= a.Min && float64(f.Queued) > f.PerSec*a.Wait.Seconds()
+	free := max(a.Min, a.Slots-f.Running)
+	return f.Queued >= free && float64(f.Queued-free) > f.PerSec*a.Wait.Seconds()
 }
 
 // Admit implements commands.Options.Admit.

@@ -8,19 +8,21 @@ import (
 // The queue of starts refuses orders once it is more than the pace of the
 // sagas works off within Wait, and never below Min.
 func TestAdmissionFull(t *testing.T) {
-	a := &Admission{Wait: 2 * time.Second, Min: 8}
+	a := &Admission{Wait: 2 * time.Second, Min: 8, Slots: 16}
 	for _, c := range []struct {
 		f    Figures
 		full bool
 	}{
-		{Figures{Queued: 7, PerSec: 0}, false},   // under Min: a cold start
-		{Figures{Queued: 8, PerSec: 0}, true},    // nothing finishes
-		{Figures{Queued: 40, PerSec: 20}, false}, // two seconds of work
-		{Figures{Queued: 41, PerSec: 20}, true},
-		{Figures{Queued: 41, PerSec: 25}, false},
+		{Figures{Queued: 16, Running: 0, PerSec: 0}, false},   // after a quiet spell: the launchers' free slots take them
+		{Figures{Queued: 17, Running: 0, PerSec: 0}, true},    // more than they take, and nothing starts
+		{Figures{Queued: 8, Running: 16, PerSec: 0}, false},   // every slot busy: Min is admitted
+		{Figures{Queued: 9, Running: 16, PerSec: 0}, true},    // nothing finishes
+		{Figures{Queued: 48, Running: 16, PerSec: 20}, false}, // Min and two seconds of work
+		{Figures{Queued: 49, Running: 16, PerSec: 20}, true},
+		{Figures{Queued: 49, Running: 16, PerSec: 25}, false},
 	} {
 		if got := a.Full(c.f); got != c.full {
-			t.Errorf("backlog %d at %.0f/s: full %v, want %v", c.f.Queued, c.f.PerSec, got, c.full)
+			t.Errorf("backlog %d, %d running, at %.0f/s: full %v, want %v", c.f.Queued, c.f.Running, c.f.PerSec, got, c.full)
 		}
 	}
 }

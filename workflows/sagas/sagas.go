@@ -470,14 +470,21 @@ func (s Client) update(ctx context.Context, orderID, name string, arg any, updat
 	opts := client.UpdateWorkflowOptions{
 		UpdateID:   updateID,
 		WorkflowID: workflows.WorkflowID(orderID), UpdateName: name, Args: []any{arg},
-		WaitForStage: client.WorkflowUpdateStageCompleted,
+		WaitForStage: client.WorkflowUpdateStageAccepted,
 	}
 	run := func() (p workflows.Progress, err error) {
 		h, err := s.C.UpdateWorkflow(ctx, opts)
-		if err == nil {
-			err = h.Get(ctx, &p)
+		if err != nil {
+			return p, err
 		}
-		return p, err
+		// Accepted: the saga has it. Its answer may come later than ctx
+		// allows (the carrier is slow to answer a withdrawal).
+		if err := h.Get(ctx, &p); err != nil && ctx.Err() != nil {
+			return p, ErrPending
+		} else if err != nil {
+			return p, err
+		}
+		return p, nil
 	}
 	p, err := run()
 	var notReady *serviceerror.WorkflowNotReady
@@ -485,11 +492,17 @@ func (s Client) update(ctx context.Context, orderID, name string, arg any, updat
 		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
 		p, err = run()
 	}
-	if err != nil {
+	if errors.Is(err, ErrPending) {
+		return workflows.Progress{}, err
+	} else if err != nil {
 		return workflows.Progress{}, s.mapErr(err)
 	}
 	return p, nil
 }
+
+// ErrPending: the saga accepted the update and has not answered within
+// the caller's time; the answer shows in its progress.
+var ErrPending = errors.New("the saga accepted and has not answered yet")
 
 func (s Client) mapErr(err error) error {
 	var notFound *serviceerror.NotFound
