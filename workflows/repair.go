@@ -59,7 +59,7 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 		return f.p, nil
 	case order.StatusCancelled, order.StatusRejected:
 		f.p.Step = ""
-		return f.compensate(ctx, f.repairCause("repaired: the order was "+string(seen.OrderStatus)))
+		return f.compensateRepaired(ctx, f.repairCause("repaired: the order was "+string(seen.OrderStatus)))
 	case order.StatusWrittenOff:
 		f.end(ctx, StatusWrittenOff, "written_off")
 		return f.p, nil
@@ -74,7 +74,7 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 	}
 	if !taken {
 		f.p.Carrier, f.p.Step = answerWithdrawn, ""
-		return f.compensate(ctx, f.repairCause("repaired: the saga ended before the carrier took the parcel"))
+		return f.compensateRepaired(ctx, f.repairCause("repaired: the saga ended before the carrier took the parcel"))
 	}
 	f.p.Carrier = answerTaken
 	if f.v >= VersionDoors {
@@ -99,6 +99,32 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 		f.p.TrackingNumber = seen.TrackingNumber
 	}
 	return f.finish(ctx)
+}
+
+// changeRepairSettles marks the repair runs that settle the ended run's
+// reservations and authorisation before compensating (a change id of its
+// own: only repair runs that compensate record it).
+const changeRepairSettles = "repair-settles-first"
+
+// compensateRepaired undoes what the ended run did. That run may have left
+// a reservation or the authorisation in flight (its local activity still
+// running when it was terminated): each is sent again under its key first,
+// so that it is settled — committed once, or refused — before the
+// compensations undo it, and none lands after them.
+func (f *fulfilment) compensateRepaired(ctx workflow.Context, cause error) (Progress, error) {
+	if workflow.GetVersion(ctx, changeRepairSettles, workflow.DefaultVersion, 1) == 1 {
+		for _, s := range f.stages() {
+			if s.name == "confirm_order" {
+				break
+			}
+			if s.run != nil {
+				f.p.Step = s.name
+				_ = f.do(ctx, s.name, s.run, false, ActionRetry, ActionSkip) // a refusal settles it too
+			}
+		}
+	}
+	f.p.Step = ""
+	return f.compensate(ctx, cause)
 }
 
 // retriable are the steps where an operator's retry sends a new attempt

@@ -119,13 +119,13 @@ type Admission struct {
 	RetryAfter time.Duration
 }
 
-// Full reports whether f is a backlog that refuses orders: more starts
-// queued than the launchers' free slots (or Min) take at once, and than
-// the current pace starts within Wait. Free slots count, so a burst after
+// Full reports whether f is a backlog that refuses orders: as many starts
+// queued as the launchers' free slots (or Min) take at once, and the next
+// order beyond those would wait longer than Wait at the current pace. Free slots count, so a burst after
 // a quiet spell (no pace measured) is admitted while the launchers idle.
 func (a *Admission) Full(f Figures) bool {
 	free := max(a.Min, a.Slots-f.Running)
-	return f.Queued >= free && float64(f.Queued-free) > f.PerSec*a.Wait.Seconds()
+	return f.Queued >= free && float64(f.Queued-free+1) > f.PerSec*a.Wait.Seconds()
 }
 
 // Admit implements commands.Options.Admit.

@@ -13,13 +13,13 @@ func TestAdmissionFull(t *testing.T) {
 		f    Figures
 		full bool
 	}{
-		{Figures{Queued: 16, Running: 0, PerSec: 0}, false},   // after a quiet spell: the launchers' free slots take them
-		{Figures{Queued: 17, Running: 0, PerSec: 0}, true},    // more than they take, and nothing starts
-		{Figures{Queued: 8, Running: 16, PerSec: 0}, false},   // every slot busy: Min is admitted
-		{Figures{Queued: 9, Running: 16, PerSec: 0}, true},    // nothing finishes
-		{Figures{Queued: 48, Running: 16, PerSec: 20}, false}, // Min and two seconds of work
-		{Figures{Queued: 49, Running: 16, PerSec: 20}, true},
-		{Figures{Queued: 49, Running: 16, PerSec: 25}, false},
+		{Figures{Queued: 15, Running: 0, PerSec: 0}, false},   // after a quiet spell: the launchers' free slots take them
+		{Figures{Queued: 16, Running: 0, PerSec: 0}, true},    // as many as they take, and nothing starts
+		{Figures{Queued: 7, Running: 16, PerSec: 0}, false},   // every slot busy: under Min is admitted
+		{Figures{Queued: 8, Running: 16, PerSec: 0}, true},    // nothing finishes
+		{Figures{Queued: 47, Running: 16, PerSec: 20}, false}, // Min and under two seconds of work
+		{Figures{Queued: 48, Running: 16, PerSec: 20}, true},
+		{Figures{Queued: 48, Running: 16, PerSec: 25}, false},
 	} {
 		if got := a.Full(c.f); got != c.full {
 			t.Errorf("backlog %d, %d running, at %.0f/s: full %v, want %v", c.f.Queued, c.f.Running, c.f.PerSec, got, c.full)
