@@ -369,17 +369,9 @@ func (a *Activities) DispatchWithCarrier(ctx context.Context, p Parcel) (string,
 	if err != nil {
 		return "", err
 	}
-	tracking, err := heartbeating(ctx, func(ctx context.Context) (string, error) {
-		return a.Carrier.Dispatch(ctx, key, p.ShipmentID, to)
-	})
-	switch {
-	case errors.Is(err, ErrCarrierRejected):
-		return "", temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeCarrierRefuse, nil)
-	case errors.Is(err, ErrWithdrawn):
-		return "", temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeWithdrawn, nil)
-	}
+	tracking, err := a.callCarrier(ctx, key, p.ShipmentID, to)
 	if err != nil {
-		return "", fmt.Errorf("carrier: %w", err)
+		return "", err
 	}
 	_, err = a.send(ctx, p.Step, commands.DispatchShipment{ShipmentID: p.ShipmentID, Carrier: a.Carrier.Name(), TrackingNumber: tracking})
 	return tracking, err
@@ -406,8 +398,14 @@ func (a *Activities) BookWithCarrier(ctx context.Context, p Parcel) (string, err
 	if err != nil {
 		return "", err
 	}
+	return a.callCarrier(ctx, key, p.ShipmentID, to)
+}
+
+// callCarrier books the parcel and waits for the carrier, heartbeating;
+// its refusals are final (non-retryable, typed), anything else is retried.
+func (a *Activities) callCarrier(ctx context.Context, key, shipmentID string, to order.Address) (string, error) {
 	tracking, err := heartbeating(ctx, func(ctx context.Context) (string, error) {
-		return a.Carrier.Dispatch(ctx, key, p.ShipmentID, to)
+		return a.Carrier.Dispatch(ctx, key, shipmentID, to)
 	})
 	switch {
 	case errors.Is(err, ErrCarrierRejected):
