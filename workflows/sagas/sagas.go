@@ -248,10 +248,13 @@ func (l Launcher) watch(ctx context.Context, r *running, watchers *sync.WaitGrou
 		// A long poll for the close event (the SDK repeats it until then).
 		err := l.Client.GetWorkflow(ctx, workflows.WorkflowID(orderID), "").Get(ctx, nil)
 		var unavailable *serviceerror.Unavailable
+		var exhausted *serviceerror.ResourceExhausted
+		var deadline *serviceerror.DeadlineExceeded
 		switch {
 		case ctx.Err() != nil:
 			return // past the window, or shutting down: not seen finished
-		case errors.As(err, &unavailable):
+		case errors.As(err, &unavailable), errors.As(err, &exhausted), errors.As(err, &deadline):
+			// Temporal is busy or away: the saga is not known to be closed.
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
@@ -317,7 +320,7 @@ func (l Launcher) launch(ctx context.Context, r *running, watchers *sync.WaitGro
 		watchers.Add(1)
 		go func() {
 			r.starts <- struct{}{}
-			ours, err := l.start(ctx, p)
+			err := l.start(ctx, p)
 			<-r.starts
 			if err == nil {
 				_, err = l.Pool.Exec(ctx, `UPDATE saga_starts SET started_at = now(), last_error = NULL WHERE order_id = $1`, p.OrderID)
@@ -332,30 +335,30 @@ func (l Launcher) launch(ctx context.Context, r *running, watchers *sync.WaitGro
 				}
 			}
 			r.mark(p.OrderID, false)
-			if err != nil || !ours {
-				// Not started (it is retried), or started by another
-				// launcher or before a restart (rewatch has it then).
+			if err != nil {
+				// Not started: it is retried.
 				watchers.Done()
 				r.release()
 				return
 			}
+			// Started now, or already (a start whose record failed, or
+			// another launcher's): it runs, so it holds a slot here too.
 			l.watch(ctx, r, watchers, p.OrderID, time.Now().Add(l.Window))
 		}()
 	}
 	return len(batch), nil
 }
 
-// start starts one saga; an already started one counts as started (ours is
-// false then: this launcher does not watch it).
-func (l Launcher) start(ctx context.Context, p pending) (ours bool, err error) {
+// start starts one saga; an already started one counts as started.
+func (l Launcher) start(ctx context.Context, p pending) error {
 	ctx, cancel := context.WithTimeout(tracing.Extract(ctx, p.TraceParent), 10*time.Second)
 	defer cancel()
-	_, err = l.Client.ExecuteWorkflow(ctx, startOptions(p.Input, enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE), workflows.Name, p.Input)
+	_, err := l.Client.ExecuteWorkflow(ctx, startOptions(p.Input, enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE), workflows.Name, p.Input)
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &already) {
-		return false, nil
+		return nil
 	}
-	return err == nil, err
+	return err
 }
 
 func startOptions(in workflows.Input, reuse enumspb.WorkflowIdReusePolicy) client.StartWorkflowOptions {
