@@ -106,6 +106,18 @@ func (s *saga) defaults() {
 	s.withdraw(true)
 }
 
+// carrierAnswers mocks the carrier call: its n-th call fails with
+// errs[n], and once errs are used up it takes the parcel (TRACK-1).
+func (s *saga) carrierAnswers(errs ...error) {
+	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
+		s.record("BookWithCarrier", p.Step)
+		if n := len(s.keysOf("BookWithCarrier")); n <= len(errs) {
+			return "", errs[n-1]
+		}
+		return "TRACK-1", nil
+	})
+}
+
 // withdraw mocks the carrier's answer to a withdrawal.
 func (s *saga) withdraw(withdrawn bool) {
 	s.env.OnActivity("WithdrawFromCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (bool, error) {
@@ -530,15 +542,7 @@ func TestProgressQueryReportsTheCurrentStep(t *testing.T) {
 // dispatch key, so the carrier answers with the same booking.
 func TestARetriedDispatchCarriesTheSameKey(t *testing.T) {
 	s := newSaga(t)
-	failed := false
-	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
-		s.record("BookWithCarrier", p.Step)
-		if !failed {
-			failed = true
-			return "", errors.New("carrier unreachable")
-		}
-		return "TRACK-1", nil
-	})
+	s.carrierAnswers(errors.New("carrier unreachable"))
 	s.defaults()
 	p := s.run(input)
 	var keys []string
@@ -598,14 +602,7 @@ func TestAFailureToRecordTheDispatchNeverCompensates(t *testing.T) {
 // carrier again under the same key.
 func TestACarrierFailureThatIsNoRefusalIsNeverCompensated(t *testing.T) {
 	s := newSaga(t)
-	calls := 0
-	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
-		s.record("BookWithCarrier", p.Step)
-		if calls++; calls == 1 {
-			return "", temporal.NewNonRetryableApplicationError("unexpected answer", "carrier_protocol", nil)
-		}
-		return "TRACK-1", nil
-	})
+	s.carrierAnswers(temporal.NewNonRetryableApplicationError("unexpected answer", "carrier_protocol", nil))
 	s.defaults()
 	s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionRetry, Reason: "carrier fixed"})
 	p := s.run(input)
@@ -794,14 +791,7 @@ func TestAFailedStageGoesOnStepByStep(t *testing.T) {
 // for an operator again, whose retries could only be refused).
 func TestACarrierRefusalOnARetryCompensates(t *testing.T) {
 	s := newSaga(t)
-	calls := 0
-	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (string, error) {
-		s.record("BookWithCarrier", p.Step)
-		if calls++; calls == 1 {
-			return "", temporal.NewNonRetryableApplicationError("unexpected answer", "carrier_protocol", nil)
-		}
-		return "", business(activities.ErrTypeCarrierRefuse)
-	})
+	s.carrierAnswers(temporal.NewNonRetryableApplicationError("unexpected answer", "carrier_protocol", nil), business(activities.ErrTypeCarrierRefuse))
 	s.defaults()
 	s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionRetry, Reason: "carrier fixed"})
 	p := s.run(input)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +34,7 @@ func TestACustomersCancelThroughCommandsGoesThroughTheSaga(t *testing.T) {
 	s := startSystem(t, 30*time.Second)
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 2, "75001")
-	s.until(id, "reached the carrier", func(p workflows.Progress) bool { return p.Step == "dispatch_shipment" })
+	s.atCarrier(id)
 	cancel := fmt.Sprintf(`{"type":"CancelOrder","payload":{"order_id":%q,"reason":"changed my mind"}}`, id)
 	keyed := append(s.customerOf(wallet), "Idempotency-Key", "cancel-1")
 	r := s.call("POST", "/commands", cancel, 202, keyed...)
@@ -92,11 +91,8 @@ func TestACancelAfterATerminateIsAnsweredByTheRepairRun(t *testing.T) {
 	s := startSystem(t, 30*time.Second)
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 2, "75001")
-	s.until(id, "reached the carrier", func(p workflows.Progress) bool { return p.Step == "dispatch_shipment" })
-	ctx := context.Background()
-	if err := s.tc.TerminateWorkflow(ctx, workflows.WorkflowID(id), "", "operator clicked terminate"); err != nil {
-		t.Fatal(err)
-	}
+	s.atCarrier(id)
+	s.terminate(id)
 	r := s.call("POST", "/orders/"+id+"/cancel", `{"reason":"too slow"}`, 202, s.customerOf(wallet)...)
 	if r["status"] != "cancelling" {
 		t.Fatalf("cancel: %v", r)
@@ -119,11 +115,9 @@ func TestBulkRepairFindsATerminatedSagaWhateverTheOrdersStatus(t *testing.T) {
 	s := startSystem(t, 30*time.Second)
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 1, "75001")
-	s.until(id, "reached the carrier", func(p workflows.Progress) bool { return p.Step == "dispatch_shipment" })
+	s.atCarrier(id)
 	ctx := context.Background()
-	if err := s.tc.TerminateWorkflow(ctx, workflows.WorkflowID(id), "", "operator clicked terminate"); err != nil {
-		t.Fatal(err)
-	}
+	s.terminate(id)
 	// The order is cancelled (as a saga's compensation would) before the
 	// run that would have finished it was terminated.
 	if _, err := s.a.bus.Dispatch(ctx, commands.Request{Command: commands.CancelOrder{OrderID: id, Reason: "x"}, Internal: true}); err != nil {
@@ -232,7 +226,7 @@ func TestARetryAfterAReauthorisationCompletesTheSaga(t *testing.T) {
 	s := startSystem(t, 5*time.Second)
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 2, "75001")
-	s.until(id, "reached the carrier", func(p workflows.Progress) bool { return p.Step == "dispatch_shipment" })
+	s.atCarrier(id)
 	s.call("POST", "/commands", fmt.Sprintf(`{"type":"VoidHold","payload":{"wallet_id":%q,"order_id":%q}}`, wallet, id), 201)
 	s.until(id, "stopped at the capture", func(p workflows.Progress) bool {
 		return p.Attention != nil && p.Attention.Step == "capture_payment"
@@ -265,16 +259,20 @@ func TestARetryAfterAReauthorisationCompletesTheSaga(t *testing.T) {
 // status sends a request and returns its status alone.
 func (s *system) status(method, path, body string, headers ...string) int {
 	s.t.Helper()
-	req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
+	st, _ := s.send(method, path, body, headers...)
+	return st
+}
+
+// atCarrier waits until the order's saga waits for the carrier.
+func (s *system) atCarrier(orderID string) {
+	s.t.Helper()
+	s.until(orderID, "reached the carrier", func(p workflows.Progress) bool { return p.Step == "dispatch_shipment" })
+}
+
+// terminate ends the order's saga as an operator does from the Temporal UI.
+func (s *system) terminate(orderID string) {
+	s.t.Helper()
+	if err := s.tc.TerminateWorkflow(context.Background(), workflows.WorkflowID(orderID), "", "operator clicked terminate"); err != nil {
 		s.t.Fatal(err)
 	}
-	res.Body.Close()
-	return res.StatusCode
 }

@@ -206,7 +206,9 @@ func startSystem(t *testing.T, carrierLatency time.Duration, opts ...func(*Confi
 	return s
 }
 
-func (s *system) call(method, path, body string, want int, headers ...string) map[string]any {
+// send sends a request as the system's operator unless headers set
+// Authorization, and returns the status and the body.
+func (s *system) send(method, path, body string, headers ...string) (int, []byte) {
 	s.t.Helper()
 	req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -220,8 +222,14 @@ func (s *system) call(method, path, body string, want int, headers ...string) ma
 	}
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
-	if res.StatusCode != want {
-		s.t.Fatalf("%s %s: %d, want %d: %s", method, path, res.StatusCode, want, raw)
+	return res.StatusCode, raw
+}
+
+func (s *system) call(method, path, body string, want int, headers ...string) map[string]any {
+	s.t.Helper()
+	status, raw := s.send(method, path, body, headers...)
+	if status != want {
+		s.t.Fatalf("%s %s: %d, want %d: %s", method, path, status, want, raw)
 	}
 	var out map[string]any
 	if err := json.Unmarshal(raw, &out); err != nil && len(raw) > 0 {
@@ -480,7 +488,7 @@ func TestCustomerCancelsWhileTheSagaRuns(t *testing.T) {
 	// The carrier takes 30 s: once the saga waits for it, the cancel asks
 	// the carrier to withdraw, which it still can (202), and the saga
 	// compensates without waiting for it.
-	s.until(id, "reached the carrier", func(p workflows.Progress) bool { return p.Step == "dispatch_shipment" })
+	s.atCarrier(id)
 	// A reason that cannot reach an event is refused at the edge and
 	// changes nothing.
 	s.call("POST", "/orders/"+id+"/cancel", `{"reason":"x\u0000"}`, 422)
@@ -533,7 +541,7 @@ func TestACaptureFailingAfterDispatchIsWrittenOffByAnOperator(t *testing.T) {
 	s := startSystem(t, 5*time.Second)
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 2, "75001")
-	s.until(id, "reached the carrier", func(p workflows.Progress) bool { return p.Step == "dispatch_shipment" })
+	s.atCarrier(id)
 	s.call("POST", "/commands", fmt.Sprintf(`{"type":"VoidHold","payload":{"wallet_id":%q,"order_id":%q}}`, wallet, id), 201)
 	p := s.until(id, "stopped for an operator", func(p workflows.Progress) bool { return p.Status == workflows.StatusNeedsAttention })
 	if p.Attention.Step != "capture_payment" || !strings.Contains(p.Attention.Error, "no_hold") || p.TrackingNumber == "" {
@@ -630,11 +638,9 @@ func TestATerminatedSagaIsFoundAndRepaired(t *testing.T) {
 	s := startSystem(t, 30*time.Second)
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 2, "75001")
-	s.until(id, "reached the carrier", func(p workflows.Progress) bool { return p.Step == "dispatch_shipment" })
+	s.atCarrier(id)
 	ctx := context.Background()
-	if err := s.tc.TerminateWorkflow(ctx, workflows.WorkflowID(id), "", "operator clicked terminate"); err != nil {
-		t.Fatal(err)
-	}
+	s.terminate(id)
 	rep, err := (&verify.Checker{Pool: s.a.pool, Store: s.a.store, Reader: s.a.reader, Temporal: s.tc, Settle: time.Second}).Run(ctx)
 	if err != nil || rep.OK() || !strings.Contains(rep.String(), "orderflow sagas repair -order "+id) {
 		t.Fatalf("verify did not name the terminated saga: %v\n%s", err, rep)

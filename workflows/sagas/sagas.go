@@ -398,13 +398,6 @@ type RefusedError struct{ Code, Message string }
 
 func (e *RefusedError) Error() string { return e.Message }
 
-// Cancel asks the order's running saga to cancel and compensate. It returns
-// once the saga has accepted or refused (while the carrier works, once the
-// carrier has answered).
-func (s Client) Cancel(ctx context.Context, orderID, reason string) (workflows.Progress, error) {
-	return s.update(ctx, orderID, workflows.UpdateCancel, reason, "")
-}
-
 // CancelOrder is a customer's cancel of an order, through the one door
 // that decides it: the running saga (which may have to ask the carrier
 // first). A saga that ended without an outcome (terminated) is repaired,
