@@ -84,10 +84,18 @@ func carrierRefused(err error) bool {
 // saga waits for the dispatch and goes on past the point of no return.
 func (f *fulfilment) dispatch(ctx workflow.Context) error {
 	f.phase, f.p.Status, f.p.Step = phaseDispatching, StatusShipping, "dispatch_shipment"
-	f.publish(ctx) // SHIPPING, while the carrier works
 	// The carrier call and the wait outlive a cancel of the workflow: the
 	// carrier is asked first.
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	deadlineIn := f.in.ShippingDeadline
+	if f.v >= VersionFastCarrier {
+		started := workflow.Now(dctx)
+		if answered, err := f.fastCarrier(dctx); answered {
+			return err
+		}
+		deadlineIn = max(f.in.ShippingDeadline-workflow.Now(dctx).Sub(started), time.Millisecond)
+	}
+	f.publish(ctx) // SHIPPING, while the carrier works
 	actCtx, stopCarrier := workflow.WithCancel(dctx)
 	defer stopCarrier()
 	p := f.parcel("dispatch_shipment")
@@ -99,7 +107,7 @@ func (f *fulfilment) dispatch(ctx workflow.Context) error {
 	}
 	timerCtx, stopTimer := workflow.WithCancel(dctx)
 	defer stopTimer()
-	deadline := workflow.NewTimer(timerCtx, f.in.ShippingDeadline)
+	deadline := workflow.NewTimer(timerCtx, deadlineIn)
 	deadlinePassed, cancelled, taken := false, false, false
 	for {
 		var result error
@@ -148,6 +156,33 @@ func (f *fulfilment) dispatch(ctx workflow.Context) error {
 		taken, f.phase, f.p.Carrier = true, phaseShipped, answerTaken
 		f.answerCancel(answerTaken)
 	}
+}
+
+// fastCarrier calls the carrier once as a local activity, bounded by
+// CarrierFastTimeout (and the shipping deadline). It reports whether the
+// carrier answered: with the tracking number (the parcel is taken, err is
+// nil) or with its refusal (err, which the caller compensates). Any other
+// outcome (too slow, an error that says nothing of the parcel) is no
+// answer: the caller calls the carrier again as a regular activity, under
+// the same key. A cancel sent meanwhile is taken after this returns, by
+// the validator, which then finds the carrier's answer.
+func (f *fulfilment) fastCarrier(ctx workflow.Context) (bool, error) {
+	timeout := min(CarrierFastTimeout, f.in.ShippingDeadline)
+	ctx = workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: timeout, ScheduleToCloseTimeout: timeout,
+		RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 1},
+	})
+	err := workflow.ExecuteLocalActivity(ctx, a.BookWithCarrier, f.parcel("dispatch_shipment")).Get(ctx, &f.p.TrackingNumber)
+	switch {
+	case err == nil:
+		f.phase = phaseShipped
+		f.answerCancel(answerTaken)
+		return true, nil
+	case carrierRefused(err):
+		f.answerCancel(answerWithdrawn) // refused by the carrier: the order is cancelled anyway
+		return true, err
+	}
+	return false, nil
 }
 
 // changeCarrierRefusalOnRetry marks the runs in which a carrier refusal

@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/mock"
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
@@ -258,6 +259,42 @@ func TestCarrierRejectionFailsTheShipmentAndCompensates(t *testing.T) {
 	}
 }
 
+// The carrier is first called as a local activity (VersionFastCarrier): its
+// answer, the parcel taken or refused, is the only call; anything else is
+// no answer, and the regular activity asks again under the same key.
+func TestTheCarrierIsCalledOnceAsALocalActivityWhenItAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		answer error
+		calls  []bool // local or not, in order
+		status string
+	}{
+		{"taken", nil, []bool{true}, workflows.StatusCompleted},
+		{"refused", business(activities.ErrTypeCarrierRefuse), []bool{true}, workflows.StatusCompensated},
+		{"no answer", context.DeadlineExceeded, []bool{true, false}, workflows.StatusCompleted},
+		{"an error that says nothing of the parcel", errors.New("connection reset"), []bool{true, false}, workflows.StatusCompleted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSaga(t)
+			var local []bool
+			s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).Return(func(ctx context.Context, p activities.Parcel) (string, error) {
+				s.record("BookWithCarrier", p.Step)
+				local = append(local, activity.GetInfo(ctx).IsLocalActivity)
+				if len(local) == 1 && tc.answer != nil {
+					return "", tc.answer
+				}
+				return "TRACK-1", nil
+			})
+			s.defaults()
+			p := s.run(input)
+			keys := s.keysOf("BookWithCarrier")
+			if p.Status != tc.status || fmt.Sprint(local) != fmt.Sprint(tc.calls) || keys[0] != keys[len(keys)-1] {
+				t.Fatalf("progress %+v, carrier calls local %v keys %v, want %v", p, local, keys, tc.calls)
+			}
+		})
+	}
+}
+
 func TestInfrastructureErrorsAreRetried(t *testing.T) {
 	s := newSaga(t)
 	s.on("AuthorisePayment", errors.New("connection refused"), mockOpts{once: true})
@@ -270,10 +307,23 @@ func TestInfrastructureErrorsAreRetried(t *testing.T) {
 	}
 }
 
-// slowCarrier makes the carrier take d of workflow time.
+// slowCarrier makes the carrier take d of workflow time: its first call,
+// a local activity bounded by CarrierFastTimeout, gets no answer at once
+// (the test environment does not time local activities out), the regular
+// activity after it answers after d.
 func (s *saga) slowCarrier(d time.Duration) {
-	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).After(d).Return(func(_ context.Context, p activities.Parcel) (string, error) {
+	calls := 0
+	after := func() time.Duration {
+		if calls++; calls == 1 {
+			return 0
+		}
+		return d
+	}
+	s.env.OnActivity("BookWithCarrier", mock.Anything, mock.Anything).AfterFn(after).Return(func(ctx context.Context, p activities.Parcel) (string, error) {
 		s.record("BookWithCarrier", p.Step)
+		if activity.GetInfo(ctx).IsLocalActivity {
+			return "", context.DeadlineExceeded
+		}
 		return "TRACK-1", nil
 	})
 }
@@ -285,7 +335,7 @@ func TestCustomerCancelWhileTheCarrierWorksWithdrawsAndCompensates(t *testing.T)
 	cancel := s.update(10*time.Minute, workflows.UpdateCancel, "changed my mind")
 	p := s.run(input)
 	if !cancel.accepted || !cancel.completed || cancel.err != nil {
-		t.Fatalf("cancel %+v", cancel)
+		t.Fatalf("cancel %+v %v calls %v", cancel, cancel.err, s.calls)
 	}
 	if p.Status != workflows.StatusCompensated || p.Reason != "cancelled by the customer: changed my mind" || p.Carrier != "withdrawn" {
 		t.Fatalf("progress %+v", p)
@@ -791,11 +841,14 @@ func TestAFailedStageGoesOnStepByStep(t *testing.T) {
 // for an operator again, whose retries could only be refused).
 func TestACarrierRefusalOnARetryCompensates(t *testing.T) {
 	s := newSaga(t)
-	s.carrierAnswers(temporal.NewNonRetryableApplicationError("unexpected answer", "carrier_protocol", nil), business(activities.ErrTypeCarrierRefuse))
+	protocol := temporal.NewNonRetryableApplicationError("unexpected answer", "carrier_protocol", nil)
+	// The fast call and the regular one both fail so; the operator's
+	// retry gets the refusal.
+	s.carrierAnswers(protocol, protocol, business(activities.ErrTypeCarrierRefuse))
 	s.defaults()
 	s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionRetry, Reason: "carrier fixed"})
 	p := s.run(input)
-	if p.Status != workflows.StatusCompensated || p.FailedStep != "dispatch_shipment" || len(s.keysOf("BookWithCarrier")) != 2 {
+	if p.Status != workflows.StatusCompensated || p.FailedStep != "dispatch_shipment" || len(s.keysOf("BookWithCarrier")) != 3 {
 		t.Fatalf("progress %+v, calls %v", p, s.calls)
 	}
 }
