@@ -34,6 +34,7 @@ type benchFlags struct {
 	concurrency int
 	serial      int
 	cpuProfile  string
+	metricsURL  string
 }
 
 func (b *benchFlags) register(fs *flag.FlagSet) {
@@ -43,6 +44,7 @@ func (b *benchFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&b.concurrency, "concurrency", 32, "sagas in flight at once in the throughput runs")
 	fs.IntVar(&b.serial, "serial", 20, "sagas one after the other, for the end-to-end latency")
 	fs.StringVar(&b.cpuProfile, "cpuprofile", "", "write this process's CPU profile (the bound's worker) here")
+	fs.StringVar(&b.metricsURL, "metrics-url", "http://127.0.0.1:9464/metrics", "the measured orderflow's /metrics, for its CPU time per saga; empty = not read")
 }
 
 // The bound: the saga's shape without its work — as many no-op local
@@ -148,14 +150,19 @@ func runBench(ctx context.Context, cfg Config, b benchFlags) error {
 	if _, _, err := benchRun(ctx, b.concurrency, b.concurrency, runID+"-ws", saga); err != nil {
 		return fmt.Errorf("saga: %w", err)
 	}
+	meter := newCPUMeter(ctx, b.metricsURL, cfg.DatabaseURL)
+	defer meter.close(ctx)
+	cpu0 := meter.sample(ctx)
 	boundRate, _, err := benchRun(ctx, b.orders, b.concurrency, runID+"-b", bound)
 	if err != nil {
 		return fmt.Errorf("bound: %w", err)
 	}
+	cpu1 := meter.sample(ctx)
 	sagaRate, _, err := benchRun(ctx, b.orders, b.concurrency, runID+"-s", saga)
 	if err != nil {
 		return fmt.Errorf("saga: %w", err)
 	}
+	cpu2 := meter.sample(ctx)
 	_, serial, err := benchRun(ctx, b.serial, 1, runID+"-l", saga)
 	if err != nil {
 		return fmt.Errorf("serial saga: %w", err)
@@ -169,6 +176,10 @@ func runBench(ctx context.Context, cfg Config, b benchFlags) error {
 	fmt.Printf("ratio saga / bound:                                          %7.2f\n", sagaRate/boundRate)
 	fmt.Printf("serial saga end to end minus carrier latency: p50 %s  p90 %s  max %s\n",
 		pct(0.5).Round(time.Millisecond), pct(0.9).Round(time.Millisecond), pct(1).Round(time.Millisecond))
+	fmt.Println("CPU per workflow, bound:")
+	printCPU(cpu0, cpu1, b.orders)
+	fmt.Println("CPU per saga:")
+	printCPU(cpu1, cpu2, b.orders)
 	return nil
 }
 
