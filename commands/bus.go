@@ -183,6 +183,19 @@ func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts
 // Log returns the command log.
 func (b *Bus) Log() *commandlog.Log { return b.log }
 
+// NewPayload returns a new zero payload (a *P) of the command named typ, for
+// a caller that fills it from JSON it decoded itself (POST /commands); false
+// for a type the bus does not know. Dispatch refuses it as it refuses the
+// type by name: an internal command from a client is unknown.
+func (b *Bus) NewPayload(typ string) (Command, bool) {
+	def, ok := b.defs[typ]
+	if !ok {
+		return nil, false
+	}
+	p, ok := def.payload().(Command)
+	return p, ok
+}
+
 // DispatchAll dispatches independent commands (on different streams) at
 // once: each is decided at the same time as the others, so they reach the
 // group committer together and share its transaction and WAL flush when it

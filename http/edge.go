@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -79,14 +78,13 @@ func checkQuery(raw string) error {
 	return nil
 }
 
-// bodyKey holds a request's checked body and its decoded value: read and
-// parsed once, by checkBody.
+// bodyKey holds a request's body as checkBody decoded it: read and parsed
+// once, then validated against its schema (validate) and taken by the
+// handler (bind), neither reading the body again.
 const bodyKey = "body"
 
-type checked struct {
-	body  []byte
-	value any
-}
+// checked is a decoded body (its value may be nil: the JSON null).
+type checked struct{ value any }
 
 // checkBody reads and checks the body of every request to a route (after
 // authentication: a client without a token costs no read): its size, and
@@ -107,7 +105,8 @@ func (s *Server) checkBody(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return problem(http.StatusBadRequest, "unreadable_body", "the body could not be read")
 		}
-		req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		// Nothing after reads the body: its value is in the context.
+		req.Body, req.ContentLength = http.NoBody, int64(len(body))
 		if len(body) == 0 {
 			return next(c)
 		}
@@ -118,16 +117,20 @@ func (s *Server) checkBody(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		c.Set(bodyKey, checked{body, v})
+		c.Set(bodyKey, checked{v})
 		return next(c)
 	}
 }
 
-// body is the request's body, checked: by checkBody, or here when it was
-// empty there (a route that requires one gets 415 or 400).
-func (s *Server) body(c echo.Context) ([]byte, any, error) {
+// body is the request's body's value, checked: by checkBody, or here when
+// it was empty there (a route that requires one gets 415 or 400).
+func (s *Server) body(c echo.Context) (any, error) {
 	if b, ok := c.Get(bodyKey).(checked); ok {
-		return b.body, b.value, nil
+		return b.value, nil
 	}
-	return readBody(c.Request(), s.maxBody)
+	v, err := readBody(c.Request(), s.maxBody)
+	if err == nil {
+		c.Set(bodyKey, checked{v})
+	}
+	return v, err
 }

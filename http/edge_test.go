@@ -165,3 +165,46 @@ func TestRequestsRefusedBeforeRoutingAreObserved(t *testing.T) {
 		t.Fatalf("observed %v, want %v", seen, want)
 	}
 }
+
+// readOnce is a body that counts the bytes read of it and the reads after
+// its end.
+type readOnce struct {
+	r          *strings.Reader
+	n, pastEnd int
+}
+
+func (b *readOnce) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if b.n += n; err == io.EOF && n == 0 && b.r.Size() == int64(b.n) {
+		b.pastEnd++
+	}
+	return n, err
+}
+
+// A body is read once, by checkBody, and decoded there once: validation
+// and the handler take that value, and the request's body is empty after
+// it, so a handler that decoded the body again would find nothing — an
+// accepted command shows it did not.
+func TestABodyIsReadAndDecodedOnce(t *testing.T) {
+	e, key := newServer(t, &httpapi.Config{})
+	token := client{t: t, key: key}.as(operator).token
+	for _, tc := range []struct{ path, body string }{
+		{"/wallets", `{"wallet_id":"once-w","customer_id":"bench-c","currency":"EUR"}`},
+		{"/wallets/once-w/top-ups", benchTopUp},
+		{"/commands", `{"type":"TopUpWallet","payload":{"wallet_id":"once-w","amount":500}}`},
+		{"/orders", strings.ReplaceAll(benchOrder, "bench-w", "once-w")},
+	} {
+		body := &readOnce{r: strings.NewReader(tc.body)}
+		req := httptest.NewRequest("POST", tc.path, io.NopCloser(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if rec.Code != 201 {
+			t.Fatalf("POST %s: %d %s", tc.path, rec.Code, rec.Body)
+		}
+		if body.n != len(tc.body) || body.pastEnd > 1 {
+			t.Fatalf("POST %s: %d bytes of %d read, %d reads at its end", tc.path, body.n, len(tc.body), body.pastEnd)
+		}
+	}
+}

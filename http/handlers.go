@@ -2,10 +2,10 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -87,17 +87,9 @@ func (s *Server) forgetCustomer(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"customer_id": id, "personal_data": "erased", "key_destroyed": destroyed})
 }
 
-// bind decodes a body that validation has already checked.
-func bind(c echo.Context, v any) error {
-	if err := json.NewDecoder(c.Request().Body).Decode(v); err != nil {
-		return problem(http.StatusBadRequest, "malformed_json", err.Error())
-	}
-	return nil
-}
-
-// command is the handler of a REST command endpoint: the body decoded into
-// payload P (its one decode), completed from the path by fromPath (may be
-// nil), then handed to the bus typed.
+// command is the handler of a REST command endpoint: payload P bound from
+// the body's value (decoded once, by checkBody), completed from the path by
+// fromPath (may be nil), then handed to the bus typed.
 func command[P commands.Command](s *Server, fromPath func(*P, echo.Context)) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		var p P
@@ -113,8 +105,8 @@ func command[P commands.Command](s *Server, fromPath func(*P, echo.Context)) ech
 
 func (s *Server) submitCommand(c echo.Context) error {
 	var body struct {
-		Type    string          `json:"type"`
-		Payload json.RawMessage `json:"payload"`
+		Type    string `json:"type"`
+		Payload any    `json:"payload"`
 	}
 	if err := bind(c, &body); err != nil {
 		return err
@@ -123,25 +115,22 @@ func (s *Server) submitCommand(c echo.Context) error {
 	if a := auth.CommandAccess(body.Type); a != auth.Nobody && !principal(c).Allows(a) {
 		return problem(http.StatusForbidden, "forbidden", fmt.Sprintf("a %s may not send %s", principal(c).Role, body.Type))
 	}
-	// The payload's value as checkBody decoded it: not parsed again.
-	var payload any
-	if b, ok := c.Get(bodyKey).(checked); ok {
-		if m, ok := b.value.(map[string]any); ok {
-			payload = m["payload"]
-		}
-	}
-	if err := s.validatePayload(body.Type, payload); err != nil {
+	if err := s.validatePayload(body.Type, body.Payload); err != nil {
 		return err
 	}
-	if body.Type == (commands.CancelOrder{}).CommandType() {
-		// The same door as POST /orders/{id}/cancel: the saga decides.
-		var p commands.CancelOrder
-		if err := json.Unmarshal(body.Payload, &p); err != nil {
-			return problem(http.StatusBadRequest, "malformed_json", "the payload of CancelOrder is not a JSON object")
-		}
-		return s.cancelThroughSaga(c, p.OrderID, p.Reason)
+	// The bus gets the payload typed, from the body's value: no JSON between.
+	p, ok := s.bus.NewPayload(body.Type)
+	if !ok {
+		return s.dispatch(c, commands.Request{Type: body.Type}) // the bus's answer to an unknown type
 	}
-	return s.dispatch(c, commands.Request{Type: body.Type, Payload: body.Payload})
+	if err := assign(reflect.ValueOf(p).Elem(), body.Payload, "payload"); err != nil {
+		return &commands.PayloadError{Msg: fmt.Sprintf("payload of %s: %v", body.Type, err)}
+	}
+	if cancel, ok := p.(*commands.CancelOrder); ok {
+		// The same door as POST /orders/{id}/cancel: the saga decides.
+		return s.cancelThroughSaga(c, cancel.OrderID, cancel.Reason)
+	}
+	return s.dispatch(c, commands.Request{Command: p})
 }
 
 // commandView is a logged command with the events it caused.

@@ -58,11 +58,11 @@ func (s *Server) validate(next echo.HandlerFunc) echo.HandlerFunc {
 		// A POST that takes no body (the poison replay) needs no content type.
 		var value any
 		if req.Method == http.MethodPost && (route.Operation.RequestBody != nil || req.ContentLength != 0) {
-			body, v, err := s.body(c)
+			v, err := s.body(c)
 			if err != nil {
 				return err
 			}
-			req.Body, value = io.NopCloser(bytes.NewReader(body)), v
+			value = v
 		}
 		// Parameters here; the body's value, decoded once by checkJSON,
 		// against its schema below (kin-openapi would parse it again).
@@ -81,20 +81,16 @@ func (s *Server) validate(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-func readBody(req *http.Request, limit int64) ([]byte, any, error) {
+func readBody(req *http.Request, limit int64) (any, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(nil, req.Body, limit))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return nil, nil, tooLarge(limit)
+		return nil, tooLarge(limit)
 	}
 	if err != nil {
-		return nil, nil, problem(http.StatusBadRequest, "unreadable_body", "the body could not be read")
+		return nil, problem(http.StatusBadRequest, "unreadable_body", "the body could not be read")
 	}
-	v, err := checkContent(req, body)
-	if err != nil {
-		return nil, nil, err
-	}
-	return body, v, nil
+	return checkContent(req, body)
 }
 
 // checkContent checks a body's media type and JSON (checkJSON), and
@@ -123,10 +119,54 @@ func (e *textError) Error() string { return e.msg }
 // nesting deeper than MaxDepth, and text orderflow will not store: invalid
 // UTF-8 (encoding/json would silently replace it) and NUL characters
 // (PostgreSQL refuses them, so they would fail every retry of whatever
-// carries them, a saga's compensation included). The same pass builds the
-// decoded value (as json.Unmarshal into any would), which the schema
-// validation takes instead of parsing the body again.
+// carries them, a saga's compensation included). Otherwise it returns the
+// body's value as json.Unmarshal decodes it into any: the one parse, which
+// the schema validation and the handler both take.
+//
+// An accepted body costs a byte scan and json.Unmarshal; only a refused one
+// is walked again, token by token (jsonError), for the precise error.
 func checkJSON(body []byte) (any, error) {
+	var v any
+	if utf8.Valid(body) && scanJSON(body) && json.Unmarshal(body, &v) == nil {
+		return v, nil
+	}
+	if err := jsonError(body); err != nil {
+		return nil, err
+	}
+	return nil, errors.New("malformed JSON") // unreachable: jsonError refuses what the fast path refuses
+}
+
+// scanJSON reports whether a body nests at most MaxDepth deep and has no
+// \u0000 escape in a string. It is exact on well-formed JSON; a malformed
+// body is refused by json.Unmarshal whatever it answers.
+func scanJSON(body []byte) bool {
+	depth, inString := 0, false
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		switch {
+		case inString && c == '\\':
+			i++
+			if i < len(body) && body[i] == 'u' && bytes.HasPrefix(body[i+1:], []byte("0000")) {
+				return false
+			}
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			if depth++; depth > MaxDepth {
+				return false
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return true
+}
+
+// jsonError is the first error of a body that checkJSON's fast path
+// refused, with its offset: the answers of the token walk that checked
+// every body before, unchanged.
+func jsonError(body []byte) error {
 	if !utf8.Valid(body) {
 		valid := 0
 		for valid < len(body) {
@@ -136,92 +176,45 @@ func checkJSON(body []byte) (any, error) {
 			}
 			valid += n
 		}
-		return nil, &textError{fmt.Sprintf("the body is not valid UTF-8 at byte %d", valid)}
+		return &textError{fmt.Sprintf("the body is not valid UTF-8 at byte %d", valid)}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	var b valueBuilder
+	depth := 0
 	for {
 		tok, err := dec.Token()
 		if err == io.EOF {
-			if len(b.open) != 0 {
-				return nil, errors.New("the body ends inside an object or array")
+			if depth != 0 {
+				return errors.New("the body ends inside an object or array")
 			}
 			break
 		}
 		if err != nil {
 			var se *json.SyntaxError
 			if errors.As(err, &se) {
-				return nil, fmt.Errorf("malformed JSON at byte %d: %s", se.Offset, se.Error())
+				return fmt.Errorf("malformed JSON at byte %d: %s", se.Offset, se.Error())
 			}
-			return nil, fmt.Errorf("malformed JSON at byte %d: %s", dec.InputOffset(), err.Error())
+			return fmt.Errorf("malformed JSON at byte %d: %s", dec.InputOffset(), err.Error())
 		}
 		if s, ok := tok.(string); ok && strings.ContainsRune(s, 0) {
-			return nil, &textError{fmt.Sprintf("the string ending at byte %d contains a NUL character (\\u0000)", dec.InputOffset())}
+			return &textError{fmt.Sprintf("the string ending at byte %d contains a NUL character (\\u0000)", dec.InputOffset())}
 		}
-		b.add(tok)
-		if len(b.open) > MaxDepth {
-			return nil, fmt.Errorf("JSON nested deeper than %d levels", MaxDepth)
+		if d, ok := tok.(json.Delim); ok {
+			if d == '{' || d == '[' {
+				if depth++; depth > MaxDepth {
+					return fmt.Errorf("JSON nested deeper than %d levels", MaxDepth)
+				}
+			} else {
+				depth--
+			}
 		}
-		if len(b.open) == 0 && dec.More() {
-			return nil, fmt.Errorf("unexpected data after the JSON value at byte %d", dec.InputOffset())
+		if depth == 0 && dec.More() {
+			return fmt.Errorf("unexpected data after the JSON value at byte %d", dec.InputOffset())
 		}
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, errors.New("the body is empty")
+		return errors.New("the body is empty")
 	}
-	return b.root, nil
-}
-
-// valueBuilder assembles a decoded JSON value from json.Decoder tokens:
-// objects as map[string]any, arrays as []any, numbers as float64.
-type valueBuilder struct {
-	root any
-	open []*container
-}
-
-type container struct {
-	obj    map[string]any
-	arr    []any
-	key    string
-	hasKey bool
-}
-
-func (b *valueBuilder) add(tok json.Token) {
-	if d, ok := tok.(json.Delim); ok {
-		switch d {
-		case '{':
-			b.open = append(b.open, &container{obj: map[string]any{}})
-		case '[':
-			b.open = append(b.open, &container{arr: []any{}})
-		default:
-			top := b.open[len(b.open)-1]
-			b.open = b.open[:len(b.open)-1]
-			if top.obj != nil {
-				b.put(top.obj)
-			} else {
-				b.put(top.arr)
-			}
-		}
-		return
-	}
-	if n := len(b.open); n > 0 && b.open[n-1].obj != nil && !b.open[n-1].hasKey {
-		b.open[n-1].key, b.open[n-1].hasKey = tok.(string), true
-		return
-	}
-	b.put(tok)
-}
-
-func (b *valueBuilder) put(v any) {
-	if len(b.open) == 0 {
-		b.root = v
-		return
-	}
-	top := b.open[len(b.open)-1]
-	if top.obj != nil {
-		top.obj[top.key], top.hasKey = v, false
-	} else {
-		top.arr = append(top.arr, v)
-	}
+	return nil
 }
 
 func invalid(errs []FieldError) *Problem {

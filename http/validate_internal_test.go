@@ -17,10 +17,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/getkin/kin-openapi/openapi3filter"
+
+	"github.com/orderflow/orderflow/commands"
 )
 
 // oldCheckJSON is checkJSON as it was before it built the decoded value:
-// the reference its errors must still match.
+// the reference its errors, and what it accepts, must still match.
 func oldCheckJSON(body []byte) error {
 	if !utf8.Valid(body) {
 		valid := 0
@@ -73,6 +75,10 @@ func oldCheckJSON(body []byte) error {
 	return nil
 }
 
+// benchOrderBody is a valid PlaceOrder body.
+const benchOrderBody = `{"customer_id":"bench-c","wallet_id":"bench-w","currency":"EUR","lines":[{"sku":"sku-1","quantity":2,"unit_price":1250},` +
+	`{"sku":"sku-2","quantity":1,"unit_price":990}],"shipping_address":{"name":"Ada Lovelace","line1":"12 Example Street","line2":"Flat 3","city":"London","postal_code":"N1 9GU","country":"GB"}}`
+
 // bodies are the fuzz corpora's and a hand-made set of schema violations.
 func bodies(t *testing.T) []string {
 	out := []string{
@@ -85,6 +91,11 @@ func bodies(t *testing.T) []string {
 		`{"action":"explode","reason":"x"}`, `{"action":"retry"}`, `{"type":"Nope","payload":{}}`, `{"type":"OpenWallet"}`,
 		`{"type":"OpenWallet","payload":[]}`, `{"type":7,"payload":{"a":[1,2,{"b":null}]}}`, `{"a":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`,
 		`{"a":1} {"b":2}`, `{"a":1`, "\xff", ``, ` `, `{"a":"\ud800"}`,
+		// What checkJSON's byte scan must tell apart.
+		`{"a\u0000":1}`, `["\\u0000"]`, `["\\\u0000"]`, `["\"\u0000"]`, `["\u00000"]`, `["\u0001"]`, `{"a":"x\u0000"`, "[\"a\x00\"]", "[1,\x00]",
+		strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth), strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1),
+		`["` + strings.Repeat("[", 40) + `"]`, `["\"` + strings.Repeat("{", 40) + `"]`, strings.Repeat("[", 40), `[1e400]`, `{"a":1}}`, `{"a":1}]`,
+		`]`, `[}`, `"\u0000`, "\ufeff{}", `{"amount":1e3}`, `{"amount":5.0}`, `{"amount":-0}`,
 	}
 	for _, dir := range []string{"FuzzPostCommand", "FuzzPlaceOrder"} {
 		files, _ := filepath.Glob(filepath.Join("testdata", "fuzz", dir, "*"))
@@ -165,4 +176,94 @@ func TestOneParsePerBodyChangesNoError(t *testing.T) {
 		t.Fatalf("only %d comparisons, %d with errors", compared, refused)
 	}
 	t.Logf("%d bodies compared, %d refused with the same field errors", compared, refused)
+}
+
+// bind's assign sets a command from the body's value as json.Unmarshal
+// sets it from the bytes, for every command type and every body (or
+// /commands payload) its schema accepts; the one difference is a whole
+// number written with a fraction or an exponent (5.0, 1e3), which the
+// schema calls an integer and encoding/json refused.
+func TestAssignSetsWhatUnmarshalSets(t *testing.T) {
+	doc, _, err := loadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{doc: doc}
+	samples := []string{
+		`{"wallet_id":"w1","customer_id":"c1","currency":"EUR","name":"Ada"}`, `{"wallet_id":"w1","customer_id":"c1","currency":"EUR"}`,
+		`{"wallet_id":"w1","amount":500}`, `{"wallet_id":"w1","amount":500,"currency":"EUR"}`, `{"wallet_id":"w1","amount":1000000000000000}`,
+		`{"wallet_id":"w1","order_id":"o1","amount":1,"currency":"EUR"}`, `{"wallet_id":"w1","order_id":"o1"}`, `{"wallet_id":"w1","reason":"fraud"}`,
+		`{"wallet_id":"w1","name":"x"}`, `{"sku":"s1","quantity":1000000000}`, `{"sku":"s1","order_id":"o1","quantity":3}`, `{"sku":"s1","order_id":"o1"}`,
+		benchOrderBody, `{"order_id":"o1","customer_id":"c","wallet_id":"w","currency":"EUR","lines":[{"sku":"s","quantity":1,"unit_price":0}],"shipping_address":{"name":"a","line1":"b","city":"c","postal_code":"d","country":"FR"}}`,
+		`{"order_id":"o1","reason":"changed my mind"}`, `{"order_id":"o1","shipment_id":"s1"}`, `{"order_id":"o1"}`,
+		`{"shipment_id":"s1","order_id":"o1","address":{"name":"a","line1":"b","line2":"c","city":"d","postal_code":"e","country":"FR"}}`,
+		`{"shipment_id":"s1","carrier":"dhl","tracking_number":"t1"}`, `{"shipment_id":"s1"}`, `{"shipment_id":"s1","reason":"lost"}`,
+		`{"wallet_id":"w1","amount":5.0}`, `{"wallet_id":"w1","amount":1e3}`, `{"sku":"s1","quantity":1E2}`,
+	}
+	var payloads []string // bodies, and the payloads of /commands' bodies
+	for _, body := range append(bodies(t), samples...) {
+		payloads = append(payloads, body)
+		var cmd struct{ Payload json.RawMessage }
+		if json.Unmarshal([]byte(body), &cmd) == nil && cmd.Payload != nil {
+			payloads = append(payloads, string(cmd.Payload))
+		}
+	}
+	bound, wholes := 0, 0
+	for _, def := range commands.Definitions() {
+		if _, ok := doc.Components.Schemas[def.Name]; !ok {
+			continue
+		}
+		for _, raw := range payloads {
+			v, err := checkJSON([]byte(raw))
+			if err != nil || s.validatePayload(def.Name, v) != nil {
+				continue
+			}
+			got, want := def.NewPayload(), def.NewPayload()
+			if err := assign(reflect.ValueOf(got).Elem(), v, ""); err != nil {
+				t.Fatalf("%s %s: %v", def.Name, raw, err)
+			}
+			dec := json.NewDecoder(strings.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(want); err != nil {
+				var ute *json.UnmarshalTypeError
+				if !errors.As(err, &ute) || !strings.ContainsAny(ute.Value, ".eE") {
+					t.Fatalf("%s %s: assign took it, json.Unmarshal: %v", def.Name, raw, err)
+				}
+				wholes++
+				continue
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s %s:\n assign    %+v\n Unmarshal %+v", def.Name, raw, got, want)
+			}
+			bound++
+		}
+	}
+	if bound < 25 || wholes < 3 {
+		t.Fatalf("only %d payloads bound, %d whole numbers with a fraction or exponent", bound, wholes)
+	}
+	t.Logf("%d payloads bound as json.Unmarshal binds them, and %d that it refused (5.0, 1e3)", bound, wholes)
+}
+
+// What assign refuses: a value of another type than the field's.
+func TestAssignRefusesAValueOfAnotherType(t *testing.T) {
+	for _, tc := range []struct {
+		v    any
+		want string
+	}{
+		{map[string]any{"amount": "5"}, `amount: cannot set a int64 from "5"`},
+		{map[string]any{"amount": 1.5}, "amount: cannot set a int64 from the number 1.5"},
+		{map[string]any{"amount": 1e19}, "amount: cannot set a int64 from the number 1e+19"},
+		{map[string]any{"wallet_id": 7.0}, "wallet_id: cannot set a string from the number 7"},
+		{[]any{}, "body: cannot set a commands.TopUpWallet from an array"},
+	} {
+		var p commands.TopUpWallet
+		if err := assign(reflect.ValueOf(&p).Elem(), tc.v, ""); fmt.Sprint(err) != tc.want {
+			t.Errorf("%v: %v, want %s", tc.v, err, tc.want)
+		}
+	}
+	var o commands.PlaceOrder
+	err := assign(reflect.ValueOf(&o).Elem(), map[string]any{"lines": []any{map[string]any{"quantity": "x"}}}, "payload")
+	if want := `payload.lines[0].quantity: cannot set a int64 from "x"`; fmt.Sprint(err) != want {
+		t.Errorf("%v, want %s", err, want)
+	}
 }
