@@ -160,7 +160,10 @@ func FuzzEdge(f *testing.F) {
 		rec := httptest.NewRecorder()
 		e.ServeHTTP(rec, req)
 		code := rec.Code
-		if code >= 500 && !(code == 503 && strings.Contains(rec.Body.String(), "projection_behind")) {
+		// A 503 after the client's deadline passed (a loaded machine: the
+		// query outlived it) answers a client that gave up, not a fault.
+		gaveUp := code == 503 && ctx.Err() != nil
+		if code >= 500 && !gaveUp && !(code == 503 && strings.Contains(rec.Body.String(), "projection_behind")) {
 			t.Fatalf("%s %q: %d %s", req.Method, target, code, rec.Body)
 		}
 		if code >= 400 && rec.Header().Get("Content-Type") != "application/problem+json" {
