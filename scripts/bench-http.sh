@@ -2,8 +2,9 @@
 # Commands over HTTP beside PostgreSQL's own commit rate, in one run on one
 # server: `orderflow dev` in a scratch directory, 64 wallets, then wrk sending
 # POST /wallets/{id}/top-ups (a random wallet per request, an operator's token)
-# from 1 and 32 connections; then scripts/pgbench-inserts.sh on dev's own
-# PostgreSQL.
+# from 1 and 32 connections; then the same command through the bus alone
+# (BenchmarkDispatch, in a scratch database of dev's PostgreSQL, dev idle
+# beside it), and scripts/pgbench-inserts.sh on dev's own PostgreSQL.
 # Needs wrk and pgbench (Debian: wrk, postgresql-contrib or postgresql-client).
 # Usage: scripts/bench-http.sh [seconds per run]
 set -euo pipefail
@@ -46,8 +47,17 @@ end
 EOF
 for c in 1 32; do
   echo "-- HTTP top-ups, $c connection(s), ${SECS}s"
-  wrk -t "$(( c < 2 ? 1 : 2 ))" -c "$c" -d "${SECS}s" --latency -s "$WORK/topup.lua" "$API" | grep -E "Requests/sec|50%|99%|Non-2xx"
+  wrk -t "$(( c < 2 ? 1 : 2 ))" -c "$c" -d "${SECS}s" --latency -s "$WORK/topup.lua" "$API" | tee "$WORK/wrk-$c" |
+    grep -E "Requests/sec|50%|99%|Non-2xx"
 done
+
+echo "== the bus alone, 32 clients, on dev's PostgreSQL"
+DATABASE_URL="$(cat "$ORDERFLOW_DATA_DIR/database-url")" go test -run '^$' -bench 'Dispatch/clients=32' -benchtime "${SECS}s" ./commands/ |
+  tee "$WORK/bus" | grep 'commands/s'
+http=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk-32")
+bus=$(grep -o '[0-9.]* commands/s' "$WORK/bus" | awk '{print $1}')
+if grep -q Non-2xx "$WORK/wrk-32"; then echo "(HTTP had non-2xx answers: the rate above counts them)"; fi
+awk -v h="$http" -v b="$bus" 'BEGIN {printf "HTTP / bus at 32: %.0f / %.0f = %.2f\n", h, b, h / b}'
 
 echo "== on dev's own PostgreSQL"
 scripts/pgbench-inserts.sh "$(cat "$ORDERFLOW_DATA_DIR/database-url")" "$SECS"

@@ -35,6 +35,8 @@ type benchFlags struct {
 	serial      int
 	cpuProfile  string
 	metricsURL  string
+	profileURL  string
+	profileOut  string
 }
 
 func (b *benchFlags) register(fs *flag.FlagSet) {
@@ -44,6 +46,8 @@ func (b *benchFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&b.concurrency, "concurrency", 32, "sagas in flight at once in the throughput runs")
 	fs.IntVar(&b.serial, "serial", 20, "sagas one after the other, for the end-to-end latency")
 	fs.StringVar(&b.cpuProfile, "cpuprofile", "", "write this process's CPU profile (the bound's worker) here")
+	fs.StringVar(&b.profileURL, "profile-url", "", "the measured orderflow's pprof address (its -pprof-addr, e.g. http://127.0.0.1:6060): a CPU profile of it is taken over the saga run's first 10 s")
+	fs.StringVar(&b.profileOut, "profile-out", "saga.prof", "where -profile-url's profile is written")
 	fs.StringVar(&b.metricsURL, "metrics-url", "http://127.0.0.1:9464/metrics", "the measured orderflow's /metrics, for its CPU time per saga; empty = not read")
 }
 
@@ -158,6 +162,12 @@ func runBench(ctx context.Context, cfg Config, b benchFlags) error {
 		return fmt.Errorf("bound: %w", err)
 	}
 	cpu1 := meter.sample(ctx)
+	profiled := make(chan error, 1)
+	if b.profileURL != "" {
+		go func() { profiled <- fetchProfile(ctx, b.profileURL, b.profileOut) }()
+	} else {
+		profiled <- nil
+	}
 	sagaRate, _, err := benchRun(ctx, b.orders, b.concurrency, runID+"-s", saga)
 	if err != nil {
 		return fmt.Errorf("saga: %w", err)
@@ -176,6 +186,11 @@ func runBench(ctx context.Context, cfg Config, b benchFlags) error {
 	fmt.Printf("ratio saga / bound:                                          %7.2f\n", sagaRate/boundRate)
 	fmt.Printf("serial saga end to end minus carrier latency: p50 %s  p90 %s  max %s\n",
 		pct(0.5).Round(time.Millisecond), pct(0.9).Round(time.Millisecond), pct(1).Round(time.Millisecond))
+	if err := <-profiled; err != nil {
+		fmt.Println("profile:", err)
+	} else if b.profileURL != "" {
+		fmt.Printf("CPU profile of the measured process over the saga run's first 10 s: %s\n", b.profileOut)
+	}
 	fmt.Println("CPU per workflow, bound:")
 	printCPU(cpu0, cpu1, b.orders)
 	fmt.Println("CPU per saga:")
