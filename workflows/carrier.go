@@ -39,15 +39,20 @@ func (f *fulfilment) onCancel(ctx workflow.Context, reason string) (Progress, er
 	if f.phase == phaseRepairing {
 		return f.cancelRepair(ctx, reason)
 	}
-	if f.phase == phaseForward {
+	if f.phase == phaseForward && f.v < VersionFastCarrier {
 		f.cancel = reason
 		return f.p, nil
 	}
-	if f.phase != phaseDispatching {
+	if f.phase != phaseDispatching && f.phase != phaseForward {
 		return f.p, f.validateCancel(reason) // the carrier answered in between
 	}
+	// From VersionFastCarrier a cancel before the carrier waits for the
+	// carrier too: the forward path stops at its next step and asks it
+	// (carrierTookIt).
 	f.asked, f.answer = reason, ""
-	f.asks.SendAsync(reason)
+	if f.phase == phaseDispatching {
+		f.asks.SendAsync(reason)
+	}
 	if err := workflow.Await(ctx, func() bool { return f.answer != "" }); err != nil {
 		return f.p, err
 	}
@@ -56,6 +61,39 @@ func (f *fulfilment) onCancel(ctx workflow.Context, reason string) (Progress, er
 		return f.p, temporal.NewApplicationError("the carrier had already taken the parcel; the order can no longer be cancelled", ErrShipped)
 	}
 	return f.p, nil
+}
+
+// cancelling reports a customer's cancel that holds or waits for the
+// carrier's answer.
+func (f *fulfilment) cancelling() bool { return f.cancel != "" || f.asked != "" }
+
+// carrierTookIt settles with the carrier, from VersionFastCarrier, a cancel
+// (the customer's, or an operator's of the workflow) that stopped the
+// forward path before the carrier: the carrier may have the parcel all the
+// same. The carrier's first call runs inside the workflow task that ran the
+// forward stage; if that task's completion was lost after the call (a
+// worker killed, or a cancel of the workflow, which fails a completing
+// task), the task runs again from the start and meets the cancel before
+// the carrier. So the carrier is asked to withdraw under the saga's key: a
+// booking it never had, it records as withdrawn; it refuses only if it has
+// the parcel, and then nothing is undone and the saga goes on to the end.
+func (f *fulfilment) carrierTookIt(ctx workflow.Context, cause error) bool {
+	if f.v < VersionFastCarrier || f.phase != phaseForward || !(errors.Is(cause, errCancelled) || temporal.IsCanceledError(cause)) {
+		return false
+	}
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	withdrawn, err := f.withdraw(dctx)
+	if err != nil {
+		return false // an operator gave up on the withdrawal: as before, compensate
+	}
+	if withdrawn {
+		f.p.Carrier = answerWithdrawn
+		f.answerCancel(answerWithdrawn)
+		return false
+	}
+	f.p.Carrier = answerTaken
+	f.answerCancel(answerTaken)
+	return true
 }
 
 // answerCancel settles a cancel waiting for the carrier; the first answer

@@ -132,7 +132,7 @@ func (f *fulfilment) attend(ctx workflow.Context, step string, cause error, opti
 	kind, _, _ := strings.Cut(step, ":") // reserve_stock:<sku> counts as reserve_stock
 	workflow.GetMetricsHandler(ctx).WithTags(map[string]string{"step": kind}).Counter(MetricAttention).Inc(1)
 	canCancel := slices.Contains(options, ActionCompensate)
-	err := workflow.Await(ctx, func() bool { return f.decision != nil || (canCancel && f.cancel != "") })
+	err := workflow.Await(ctx, func() bool { return f.decision != nil || (canCancel && f.cancelling()) })
 	var r Resolution
 	switch {
 	case f.decision != nil:

@@ -148,7 +148,7 @@ func (f *fulfilment) forward(ctx workflow.Context) error {
 	// any step of that group may have been applied when the stage fails.
 	// Those of the second group are registered when it is reached.
 	first := slices.IndexFunc(stages, func(s stage) bool { return s.name == "confirm_order" })
-	staged := f.v >= VersionStages && f.cancel == ""
+	staged := f.v >= VersionStages && !f.cancelling()
 	if staged {
 		for _, s := range stages[:first] {
 			f.register(s)
@@ -159,7 +159,7 @@ func (f *fulfilment) forward(ctx workflow.Context) error {
 				f.register(s)
 			}
 			f.p.Status, f.p.Step = StatusConfirmed, "schedule_shipment"
-			if f.cancel != "" {
+			if f.cancelling() {
 				return errCancelled
 			}
 			return f.dispatch(ctx)
@@ -172,7 +172,7 @@ func (f *fulfilment) forward(ctx workflow.Context) error {
 		if s.run == nil {
 			continue
 		}
-		if f.cancel != "" {
+		if f.cancelling() {
 			return errCancelled
 		}
 		f.p.Status, f.p.Step = s.status, s.name
@@ -180,7 +180,7 @@ func (f *fulfilment) forward(ctx workflow.Context) error {
 			return err
 		}
 	}
-	if f.cancel != "" {
+	if f.cancelling() {
 		return errCancelled
 	}
 	return f.dispatch(ctx)

@@ -317,7 +317,15 @@ func OrderFulfilment(ctx workflow.Context, in Input) (Progress, error) {
 		return f.repair(ctx)
 	}
 	if err := f.forward(ctx); err != nil {
-		return f.compensate(ctx, err)
+		if !f.carrierTookIt(ctx, err) {
+			return f.compensate(ctx, err)
+		}
+		// The carrier has the parcel: its call under the same key gives
+		// the tracking number, and the saga finishes.
+		dctx, _ := workflow.NewDisconnectedContext(ctx)
+		if err := f.dispatch(dctx); err != nil {
+			return f.compensate(ctx, err)
+		}
 	}
 	return f.finish(ctx)
 }

@@ -361,7 +361,10 @@ func TestCancelWhenTheCarrierHasTheParcelIsRefusedAndTheSagaCompletes(t *testing
 	}
 }
 
-func TestCancelBeforeTheCarrierCompensatesWithoutAskingIt(t *testing.T) {
+// From VersionFastCarrier a cancel before the carrier asks the carrier to
+// withdraw first (carrierTookIt): a lost workflow task may have run the
+// carrier's first call.
+func TestCancelBeforeTheCarrierAsksTheCarrierThenCompensates(t *testing.T) {
 	s := newSaga(t)
 	s.on("AuthorisePayment", nil, mockOpts{after: time.Hour})
 	s.defaults()
@@ -378,7 +381,41 @@ func TestCancelBeforeTheCarrierCompensatesWithoutAskingIt(t *testing.T) {
 	}
 	// The stage registered the compensations of its first group first
 	// (each a no-op when nothing was done).
-	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder")
+	s.want("ReserveStock:a", "ReserveStock:b", "AuthorisePayment", "WithdrawFromCarrier", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder")
+	if p.Carrier != "withdrawn" || p.Reason != "cancelled by the customer: too slow" {
+		t.Fatalf("progress %+v", p)
+	}
+}
+
+// The workflow task that ran the forward stage and the carrier's first call
+// was lost (a worker killed; a cancel of the workflow, which fails the
+// completing task), and the run met a cancel before the carrier on its way
+// again: the carrier has the parcel under the saga's key, so nothing is
+// undone, the cancel is refused as shipped, and the saga finishes.
+func TestACancelBeforeTheCarrierWhenTheCarrierHasTheParcelUndoesNothing(t *testing.T) {
+	for _, door := range []string{"customer", "operator"} {
+		t.Run(door, func(t *testing.T) {
+			s := newSaga(t)
+			s.on("AuthorisePayment", nil, mockOpts{after: time.Hour})
+			s.withdraw(false)
+			s.defaults()
+			var cancel *updateResult
+			if door == "customer" {
+				cancel = s.update(10*time.Minute, workflows.UpdateCancel, "changed my mind")
+			} else {
+				s.env.RegisterDelayedCallback(s.env.CancelWorkflow, 10*time.Minute)
+			}
+			p := s.run(input)
+			if cancel != nil && (!cancel.accepted || code(cancel.err) != workflows.ErrShipped) {
+				t.Fatalf("cancel %+v", cancel)
+			}
+			calls := strings.Join(s.calls, " ")
+			if p.Status != workflows.StatusCompleted || p.Carrier != "taken" || p.TrackingNumber != "TRACK-1" ||
+				strings.Contains(calls, "Release") || strings.Contains(calls, "Void") || !strings.Contains(calls, "WithdrawFromCarrier BookWithCarrier RecordDispatch CapturePayment") {
+				t.Fatalf("progress %+v calls %v", p, s.calls)
+			}
+		})
+	}
 }
 
 func TestAReasonThatCannotReachAnEventIsRefused(t *testing.T) {
