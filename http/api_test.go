@@ -331,6 +331,8 @@ func TestClientMistakesGetPreciseProblems(t *testing.T) {
 		{"NUL in a key", "POST", "/wallets", `{"wallet_id\u0000":"w"}`, nil, 422, "invalid_text", ""},
 		{"invalid UTF-8", "POST", "/orders/o-1/cancel", "{\"reason\":\"x\xff\"}", nil, 422, "invalid_text", ""},
 		{"reason too long", "POST", "/orders/o-1/cancel", `{"reason":"` + strings.Repeat("é", 501) + `"}`, nil, 422, "validation_failed", "reason"},
+		{"null body", "POST", "/wallets/" + w + "/top-ups", `null`, nil, 422, "validation_failed", ""},
+		{"null command", "POST", "/commands", `null`, nil, 422, "validation_failed", ""},
 		{"internal command", "POST", "/commands", `{"type":"WriteOffOrder","payload":{"order_id":"o-1","reason":"x"}}`, nil, 422, "validation_failed", "type"},
 	}
 	for _, tc := range cases {

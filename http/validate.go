@@ -57,12 +57,13 @@ func (s *Server) validate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		// A POST that takes no body (the poison replay) needs no content type.
 		var value any
+		read := false // a body was read: its value may be JSON null, which the schema refuses
 		if req.Method == http.MethodPost && (route.Operation.RequestBody != nil || req.ContentLength != 0) {
 			v, err := s.body(c)
 			if err != nil {
 				return err
 			}
-			value = v
+			value, read = v, true
 		}
 		// Parameters here; the body's value, decoded once by checkJSON,
 		// against its schema below (kin-openapi would parse it again).
@@ -71,7 +72,7 @@ func (s *Server) validate(next echo.HandlerFunc) echo.HandlerFunc {
 			Options: &openapi3filter.Options{MultiError: true, ExcludeRequestBody: true, AuthenticationFunc: openapi3filter.NoopAuthenticationFunc},
 		}
 		err = openapi3filter.ValidateRequest(req.Context(), in)
-		if err == nil && value != nil {
+		if err == nil && read {
 			err = validateBody(route.Operation.RequestBody, value)
 		}
 		if err != nil {

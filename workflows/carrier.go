@@ -77,8 +77,15 @@ func (f *fulfilment) cancelling() bool { return f.cancel != "" || f.asked != "" 
 // the carrier. So the carrier is asked to withdraw under the saga's key: a
 // booking it never had, it records as withdrawn; it refuses only if it has
 // the parcel, and then nothing is undone and the saga goes on to the end.
+//
+// An operator's decision to compensate (after a lost task, the run may meet
+// a database outage and stop for one) is settled the same way. A business
+// refusal is not: a step's outcome is answered from the command log under
+// its key, so a run cannot be refused where a lost task was not.
 func (f *fulfilment) carrierTookIt(ctx workflow.Context, cause error) bool {
-	if f.v < VersionFastCarrier || f.phase != phaseForward || !(errors.Is(cause, errCancelled) || temporal.IsCanceledError(cause)) {
+	var d *decided
+	if f.v < VersionFastCarrier || f.phase != phaseForward ||
+		!(errors.Is(cause, errCancelled) || temporal.IsCanceledError(cause) || errors.As(cause, &d)) {
 		return false
 	}
 	dctx, _ := workflow.NewDisconnectedContext(ctx)

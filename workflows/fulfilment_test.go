@@ -393,17 +393,25 @@ func TestCancelBeforeTheCarrierAsksTheCarrierThenCompensates(t *testing.T) {
 // again: the carrier has the parcel under the saga's key, so nothing is
 // undone, the cancel is refused as shipped, and the saga finishes.
 func TestACancelBeforeTheCarrierWhenTheCarrierHasTheParcelUndoesNothing(t *testing.T) {
-	for _, door := range []string{"customer", "operator"} {
+	for _, door := range []string{"customer", "operator", "operator's compensate decision"} {
 		t.Run(door, func(t *testing.T) {
 			s := newSaga(t)
-			s.on("AuthorisePayment", nil, mockOpts{after: time.Hour})
+			if door == "operator's compensate decision" {
+				// The run met a database outage and stopped for an operator.
+				s.on("AuthorisePayment", errors.New("connection refused"), mockOpts{})
+			} else {
+				s.on("AuthorisePayment", nil, mockOpts{after: time.Hour})
+			}
 			s.withdraw(false)
 			s.defaults()
 			var cancel *updateResult
-			if door == "customer" {
+			switch door {
+			case "customer":
 				cancel = s.update(10*time.Minute, workflows.UpdateCancel, "changed my mind")
-			} else {
+			case "operator":
 				s.env.RegisterDelayedCallback(s.env.CancelWorkflow, 10*time.Minute)
+			default:
+				s.update(time.Hour, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionCompensate, Reason: "db down"})
 			}
 			p := s.run(input)
 			if cancel != nil && (!cancel.accepted || code(cancel.err) != workflows.ErrShipped) {
