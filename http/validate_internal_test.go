@@ -267,3 +267,37 @@ func TestAssignRefusesAValueOfAnotherType(t *testing.T) {
 		t.Errorf("%v, want %s", err, want)
 	}
 }
+
+// Every command payload is made of what assign sets; a field of another
+// kind (a pointer, a map, a float, an embedded struct, whose fields assign
+// would leave empty) would bind differently from json.Unmarshal, and fails
+// here first.
+func TestAssignCoversEveryCommandPayload(t *testing.T) {
+	var check func(t reflect.Type, path string)
+	check = func(typ reflect.Type, path string) {
+		switch typ.Kind() {
+		case reflect.String, reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		case reflect.Interface:
+			if typ.NumMethod() != 0 {
+				t.Errorf("%s: interface %s", path, typ)
+			}
+		case reflect.Slice:
+			check(typ.Elem(), path+"[]")
+		case reflect.Struct:
+			for i := range typ.NumField() {
+				f := typ.Field(i)
+				if f.Anonymous {
+					t.Errorf("%s.%s: embedded struct", path, f.Name)
+				}
+				if f.IsExported() && f.Tag.Get("json") != "-" {
+					check(f.Type, path+"."+f.Name)
+				}
+			}
+		default:
+			t.Errorf("%s: %s is not bound by assign", path, typ)
+		}
+	}
+	for _, def := range commands.Definitions() {
+		check(reflect.TypeOf(def.NewPayload()).Elem(), def.Name)
+	}
+}
