@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -114,22 +115,12 @@ func printCPU(before, after map[string]float64, runs int) {
 		}
 	}
 	slices.SortFunc(parties, func(a, b string) int {
-		return -cmpFloat(after[a]-before[a], after[b]-before[b])
+		return cmp.Compare(after[b]-before[b], after[a]-before[a])
 	})
 	for _, p := range parties {
 		fmt.Printf("    %-52s %6.1f ms\n", p, (after[p]-before[p])*1000/float64(runs))
 	}
 	fmt.Printf("    %-52s %6.1f ms\n", "all of the above", total*1000/float64(runs))
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 type pstat struct {
