@@ -183,8 +183,9 @@ func placed(t *testing.T, bus *commands.Bus, to order.Address) string {
 	cust, wallet, orderID := "c-"+uuid.NewString(), "w-"+uuid.NewString(), "o-"+uuid.NewString()
 	for _, cmd := range []commands.Command{
 		commands.OpenWallet{WalletID: wallet, CustomerID: cust, Currency: "EUR"},
+		commands.SetPrice{SKU: "s", UnitPrice: 100, Currency: "EUR"},
 		commands.PlaceOrder{OrderID: orderID, CustomerID: cust, WalletID: wallet, Currency: "EUR",
-			Lines: []order.Line{{SKU: "s", Quantity: 1, UnitPrice: 100}}, ShippingAddress: to},
+			Lines: []commands.OrderLine{{SKU: "s", Quantity: 1, UnitPrice: 100}}, ShippingAddress: to},
 	} {
 		if _, err := bus.Dispatch(ctx, commands.Request{Internal: true, Command: cmd}); err != nil {
 			t.Fatal(err)

@@ -50,6 +50,7 @@ var routes = map[string]Access{
 
 	"POST /wallets":                 Operators,
 	"POST /products/:sku/stock":     Operators,
+	"PUT /products/:sku/price":      Operators,
 	"POST /orders/:id/saga/resolve": Operators,
 	"GET /sagas":                    Operators,
 	"GET /events":                   Operators,
@@ -77,6 +78,7 @@ var commandTypes = map[string]Access{
 	"CaptureHold":     Operators,
 	"VoidHold":        Operators,
 	"RefundCapture":   Operators,
+	"SetPrice":        Operators,
 	"ReceiveStock":    Operators,
 	"ReserveStock":    Operators,
 	"ReleaseStock":    Operators,

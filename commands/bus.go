@@ -342,10 +342,13 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (commandlog.Record, err
 	// log, and a key seen before makes that insert conflict, which answers
 	// with the recorded outcome (loggedMeanwhile) and rolls back anything
 	// decided again. One round trip fewer for every new command.
-	if def.check != nil {
-		if err := def.check(ctx, b.load, p); err != nil {
-			return commandlog.Record{}, err
+	if err := b.precheck(ctx, def, req, p); err != nil {
+		// A retry of a command committed before answers as before, though
+		// what it was checked against has moved on (a price, an order's end).
+		if prior, lerr := b.log.Get(ctx, req.CommandID); lerr == nil {
+			return b.replay(prior, rec)
 		}
+		return commandlog.Record{}, err
 	}
 
 	md := eventstore.Metadata{CorrelationID: rec.CorrelationID, CausationID: rec.CommandID, Actor: rec.Actor, OnBehalfOf: req.OnBehalfOf,
@@ -396,6 +399,20 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (commandlog.Record, err
 		}
 		return out, err
 	}
+}
+
+// precheck runs a command's preconditions on other streams: its own check,
+// and for a client's request, what its order's saga holds.
+func (b *Bus) precheck(ctx context.Context, def Definition, req Request, p any) error {
+	if def.held != nil && !req.Internal {
+		if err := def.held(ctx, b.load, p); err != nil {
+			return err
+		}
+	}
+	if def.check != nil {
+		return def.check(ctx, b.load, p)
+	}
+	return nil
 }
 
 // logged reports whether a client's idempotency key names a command

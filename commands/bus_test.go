@@ -188,7 +188,9 @@ func TestStaleExpectedVersionIsAConflict(t *testing.T) {
 func TestRejectionIsLoggedAndReplayed(t *testing.T) {
 	b, pool := newBus(t)
 	id := openWallet(t, b, 100)
+	// As the saga sends it (an operator's hold needs an order).
 	r := req("auth-"+uuid.NewString(), "AuthoriseHold", commands.AuthoriseHold{WalletID: id, OrderID: "o1", Amount: 500, Currency: "EUR"})
+	r.Principal, r.Internal = nil, true
 	for i, wantReplay := range []bool{false, true} {
 		rec, err := b.Dispatch(context.Background(), r)
 		var rej *commands.RejectedError
@@ -196,7 +198,7 @@ func TestRejectionIsLoggedAndReplayed(t *testing.T) {
 			t.Fatalf("attempt %d: %+v %v", i, rec, err)
 		}
 	}
-	logged, err := b.Log().Get(context.Background(), commands.ScopedID(ops.Subject, r.CommandID))
+	logged, err := b.Log().Get(context.Background(), r.CommandID)
 	if err != nil || logged.Status != commandlog.StatusRejected || logged.ReasonCode != "insufficient_funds" || len(logged.EventIDs) != 0 {
 		t.Fatalf("logged %+v %v", logged, err)
 	}
@@ -247,6 +249,7 @@ func TestRollbackLeavesNoTrace(t *testing.T) {
 func TestPlaceOrderDerivesOrderIDFromCommandID(t *testing.T) {
 	b, _ := newBus(t)
 	w := openWallet(t, b, 0)
+	mustDispatch(t, b, req("", "SetPrice", commands.SetPrice{SKU: "a", UnitPrice: 5, Currency: "EUR"}))
 	body := json.RawMessage(`{"customer_id":"c1","wallet_id":"` + w + `","currency":"EUR","lines":[{"sku":"a","quantity":1,"unit_price":5}],
 		"shipping_address":{"name":"A","line1":"1 St","city":"X","postal_code":"1","country":"FR"}}`)
 	key := "place-" + uuid.NewString()
@@ -361,7 +364,7 @@ func TestTheBusEnforcesPolicyAndOwnership(t *testing.T) {
 		return err
 	}
 	order := func(customer, wallet string) commands.PlaceOrder {
-		return commands.PlaceOrder{CustomerID: customer, WalletID: wallet, Currency: "EUR", Lines: []order.Line{{SKU: "a", Quantity: 1, UnitPrice: 5}},
+		return commands.PlaceOrder{CustomerID: customer, WalletID: wallet, Currency: "EUR", Lines: []commands.OrderLine{{SKU: "a", Quantity: 1}},
 			ShippingAddress: order.Address{Name: "M", Line1: "1", City: "X", PostalCode: "1", Country: "FR"}}
 	}
 	before := count(t, pool, `SELECT count(*) FROM commands`)
@@ -408,8 +411,9 @@ func TestTheBusEnforcesPolicyAndOwnership(t *testing.T) {
 func TestPersonalFieldsAreSealedBeforeTheyAreLogged(t *testing.T) {
 	b, pool := newBus(t)
 	w := openWallet(t, b, 0)
+	mustDispatch(t, b, req("", "SetPrice", commands.SetPrice{SKU: "a", UnitPrice: 5, Currency: "EUR"}))
 	secret := "Secret Street " + uuid.NewString()
-	body := commands.PlaceOrder{CustomerID: "c1", WalletID: w, Currency: "EUR", Lines: []order.Line{{SKU: "a", Quantity: 1, UnitPrice: 5}},
+	body := commands.PlaceOrder{CustomerID: "c1", WalletID: w, Currency: "EUR", Lines: []commands.OrderLine{{SKU: "a", Quantity: 1}},
 		ShippingAddress: order.Address{Name: "Ada", Line1: secret, City: "X", PostalCode: "1", Country: "FR"}}
 	key := "place-" + uuid.NewString()
 	first := mustDispatch(t, b, req(key, "PlaceOrder", body))
@@ -570,5 +574,113 @@ func TestAGroupCommitsTogetherAndAConflictFailsNoNeighbour(t *testing.T) {
 			WHERE c.stream_id = $1 AND c.transaction_id = e.transaction_id`, w); n != want {
 			t.Fatalf("wallet %s: %d events logged by the command that wrote them, want %d", w, n, want)
 		}
+	}
+}
+
+// What an order's saga holds, only the saga moves: an operator's command on
+// the order's hold, stock or shipment is refused while the order has not
+// ended (saga_owns), refused for an order that does not exist, and after
+// the order ended allowed only where it takes nothing the end settled. The
+// saga's own (internal) commands pass. Nothing refused is logged.
+func TestAnOperatorsCommandsOnWhatASagaHoldsAreRefused(t *testing.T) {
+	b, pool := newBus(t)
+	ctx := context.Background()
+	w := openWallet(t, b, 10000)
+	sku, id := "sku-"+uuid.NewString(), "o-"+uuid.NewString()
+	saga := func(c commands.Command) {
+		t.Helper()
+		if _, err := b.Dispatch(ctx, commands.Request{Internal: true, Command: c}); err != nil {
+			t.Fatalf("the saga's %s: %v", c.CommandType(), err)
+		}
+	}
+	saga(commands.SetPrice{SKU: sku, UnitPrice: 100, Currency: "EUR"})
+	saga(commands.ReceiveStock{SKU: sku, Quantity: 5})
+	saga(commands.PlaceOrder{OrderID: id, CustomerID: "c1", WalletID: w, Currency: "EUR", Lines: []commands.OrderLine{{SKU: sku, Quantity: 2}},
+		ShippingAddress: order.Address{Name: "A", Line1: "1", City: "X", PostalCode: "1", Country: "FR"}})
+	saga(commands.ReserveStock{SKU: sku, OrderID: id, Quantity: 2})
+	saga(commands.AuthoriseHold{WalletID: w, OrderID: id, Amount: 200, Currency: "EUR"})
+	saga(commands.ScheduleShipment{ShipmentID: "shp-" + id, OrderID: id, Address: order.Address{Name: "A", Line1: "1", City: "X", PostalCode: "1", Country: "FR"}})
+	ops := func(c commands.Command) error {
+		_, err := b.Dispatch(ctx, commands.Request{Principal: ops, Command: c})
+		return err
+	}
+	code := func(err error) string {
+		var dErr *aggregate.Error
+		if errors.As(err, &dErr) {
+			return dErr.Code
+		}
+		return fmt.Sprint(err)
+	}
+	held := []commands.Command{
+		commands.CaptureHold{WalletID: w, OrderID: id, Amount: 200},
+		commands.VoidHold{WalletID: w, OrderID: id},
+		commands.RefundCapture{WalletID: w, OrderID: id, Amount: 1},
+		commands.AuthoriseHold{WalletID: w, OrderID: id, Amount: 1, Currency: "EUR"},
+		commands.ReserveStock{SKU: sku, OrderID: id, Quantity: 1},
+		commands.ReleaseStock{SKU: sku, OrderID: id},
+		commands.CommitStock{SKU: sku, OrderID: id},
+		commands.ScheduleShipment{ShipmentID: "shp2-" + id, OrderID: id, Address: order.Address{Name: "A", Line1: "1", City: "X", PostalCode: "1", Country: "FR"}},
+		commands.DispatchShipment{ShipmentID: "shp-" + id, Carrier: "other", TrackingNumber: "T"},
+		commands.FailShipment{ShipmentID: "shp-" + id, Reason: "lost"},
+		commands.DeliverShipment{ShipmentID: "shp-" + id},
+	}
+	before := count(t, pool, `SELECT count(*) FROM commands`)
+	for _, c := range held {
+		if err := ops(c); code(err) != "saga_owns" || !errors.Is(err, aggregate.ErrState) {
+			t.Errorf("an operator's %s while the saga runs: %v", c.CommandType(), err)
+		}
+	}
+	if err := ops(commands.AuthoriseHold{WalletID: w, OrderID: "o-none", Amount: 1, Currency: "EUR"}); code(err) != "order_not_found" {
+		t.Errorf("a hold for an order that does not exist: %v", err)
+	}
+	if err := ops(commands.FailShipment{ShipmentID: "shp-none", Reason: "x"}); code(err) != "shipment_not_found" {
+		t.Errorf("a shipment that does not exist: %v", err)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM commands`); n != before {
+		t.Fatalf("refused commands logged: %d", n-before)
+	}
+	// The saga cancels: it releases and voids; then only undoing is allowed.
+	saga(commands.ReleaseStock{SKU: sku, OrderID: id})
+	saga(commands.VoidHold{WalletID: w, OrderID: id})
+	saga(commands.CancelOrder{OrderID: id, Reason: "changed my mind"})
+	for _, c := range held {
+		err := ops(c)
+		switch c.(type) {
+		case commands.VoidHold, commands.ReleaseStock: // nothing to undo: accepted as no-ops
+			if err != nil {
+				t.Errorf("%s after the cancel: %v", c.CommandType(), err)
+			}
+		case commands.RefundCapture: // allowed, refused by the wallet: nothing was captured
+			if code(err) != "nothing_captured" {
+				t.Errorf("%s after the cancel: %v", c.CommandType(), err)
+			}
+		default:
+			if code(err) != "order_ended" {
+				t.Errorf("%s after the cancel: %v", c.CommandType(), err)
+			}
+		}
+	}
+}
+
+// A command committed before is answered as before, though what its check
+// read has moved on since: here the price the order was placed at changed.
+func TestARetryIsAnsweredAsBeforeThoughThePriceChanged(t *testing.T) {
+	b, _ := newBus(t)
+	w := openWallet(t, b, 0)
+	sku := "sku-" + uuid.NewString()
+	mustDispatch(t, b, req("", "SetPrice", commands.SetPrice{SKU: sku, UnitPrice: 5, Currency: "EUR"}))
+	body := commands.PlaceOrder{CustomerID: "c1", WalletID: w, Currency: "EUR", Lines: []commands.OrderLine{{SKU: sku, Quantity: 1, UnitPrice: 5}},
+		ShippingAddress: order.Address{Name: "A", Line1: "1", City: "X", PostalCode: "1", Country: "FR"}}
+	key := "place-" + uuid.NewString()
+	first := mustDispatch(t, b, req(key, "PlaceOrder", body))
+	mustDispatch(t, b, req("", "SetPrice", commands.SetPrice{SKU: sku, UnitPrice: 7, Currency: "EUR"}))
+	again := mustDispatch(t, b, req(key, "PlaceOrder", body))
+	if !again.Replayed || again.StreamID != first.StreamID {
+		t.Fatalf("the retry: %+v", again)
+	}
+	_, err := b.Dispatch(context.Background(), req("", "PlaceOrder", body))
+	var dErr *aggregate.Error
+	if !errors.As(err, &dErr) || dErr.Code != "price_changed" {
+		t.Fatalf("a new order at the old price: %v", err)
 	}
 }

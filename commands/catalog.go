@@ -96,14 +96,32 @@ type CommitStock struct {
 }
 
 // PlaceOrder's order id, when absent, is derived from the command id so that
-// a retry with the same Idempotency-Key names the same order.
+// a retry with the same Idempotency-Key names the same order. Its lines
+// are priced from the catalogue (prices, loaded by its check).
 type PlaceOrder struct {
 	OrderID         string        `json:"order_id"`
 	CustomerID      string        `json:"customer_id"`
 	WalletID        string        `json:"wallet_id"`
 	Currency        string        `json:"currency"`
-	Lines           []order.Line  `json:"lines"`
+	Lines           []OrderLine   `json:"lines"`
 	ShippingAddress order.Address `json:"shipping_address"`
+	prices          order.Prices
+}
+
+// OrderLine is a line as a client asks for it: UnitPrice, when given, is
+// the price the client was shown (the order is refused if the catalogue's
+// differs); the order's price always comes from the catalogue.
+type OrderLine struct {
+	SKU       string `json:"sku"`
+	Quantity  int64  `json:"quantity"`
+	UnitPrice int64  `json:"unit_price,omitempty"`
+}
+
+// SetPrice is an operator's new price for a SKU.
+type SetPrice struct {
+	SKU       string `json:"sku"`
+	UnitPrice int64  `json:"unit_price"`
+	Currency  string `json:"currency"`
 }
 
 type ConfirmOrder struct {
@@ -168,7 +186,11 @@ type FailShipment struct {
 func placeOrder() Definition {
 	d := Define("PlaceOrder", order.StreamType, func(p *PlaceOrder) string { return p.OrderID },
 		func(o *order.Order, p *PlaceOrder) error {
-			return o.Place(p.CustomerID, p.WalletID, p.Currency, p.Lines, p.ShippingAddress)
+			lines := make([]order.Line, len(p.Lines))
+			for i, l := range p.Lines {
+				lines[i] = order.Line{SKU: l.SKU, Quantity: l.Quantity, UnitPrice: l.UnitPrice}
+			}
+			return o.Place(p.CustomerID, p.WalletID, p.Currency, lines, p.prices, p.ShippingAddress)
 		})
 	d = WithRequestCheck(d, func(p *PlaceOrder, r Request) error {
 		if p.OrderID != "" && !r.Internal && r.Principal != nil && r.Principal.Role == auth.Customer {
@@ -189,6 +211,21 @@ func placeOrder() Definition {
 		if w := agg.(*wallet.Wallet); agg.Version() == 0 || w.CustomerID() != p.CustomerID {
 			// The same answer whether the wallet is missing or another's.
 			return aggregate.NotFound("wallet_not_found", "customer %s has no wallet %s", p.CustomerID, p.WalletID)
+		}
+		// The catalogue as it stands now: each SKU's price from its own
+		// stream (a SKU never priced is left out: not for sale).
+		p.prices = order.Prices{}
+		for n, l := range p.Lines {
+			if n >= order.MaxLines || !ValidID(l.SKU) {
+				break // the order refuses the lines; no stream is read for them
+			}
+			agg, err := load(ctx, inventory.StreamType, l.SKU)
+			if err != nil {
+				return err
+			}
+			if price, cur, version, ok := agg.(*inventory.Item).Price(); ok {
+				p.prices[l.SKU] = order.Price{UnitPrice: price, Currency: cur, Version: version}
+			}
 		}
 		return nil
 	})
@@ -220,6 +257,15 @@ func (ScheduleShipment) CommandType() string { return "ScheduleShipment" }
 func (DispatchShipment) CommandType() string { return "DispatchShipment" }
 func (DeliverShipment) CommandType() string  { return "DeliverShipment" }
 func (FailShipment) CommandType() string     { return "FailShipment" }
+func (SetPrice) CommandType() string         { return "SetPrice" }
+
+// The ends of an order after which an operator's command on what its saga
+// held is allowed (SagaHeld): undoing (a void, a release, a refund) after
+// any end; taking money or stock only once the goods left.
+var (
+	endedAny  = []order.Status{order.StatusCompleted, order.StatusCancelled, order.StatusRejected, order.StatusWrittenOff}
+	endedSold = []order.Status{order.StatusCompleted, order.StatusWrittenOff}
+)
 
 // orderIDNamespace makes derived order ids stable across processes.
 var orderIDNamespace = uuid.MustParse("6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f")
@@ -242,16 +288,16 @@ func Definitions() []Definition {
 				}
 				return w.TopUp(money.New(p.Amount, cur))
 			}),
-		Define("AuthoriseHold", wallet.StreamType, func(p *AuthoriseHold) string { return p.WalletID },
+		SagaHeld(Define("AuthoriseHold", wallet.StreamType, func(p *AuthoriseHold) string { return p.WalletID },
 			func(w *wallet.Wallet, p *AuthoriseHold) error {
 				return w.Authorise(p.OrderID, money.New(p.Amount, p.Currency))
-			}),
-		Define("CaptureHold", wallet.StreamType, func(p *CaptureHold) string { return p.WalletID },
-			func(w *wallet.Wallet, p *CaptureHold) error { return w.Capture(p.OrderID, p.Amount) }),
-		Define("VoidHold", wallet.StreamType, func(p *VoidHold) string { return p.WalletID },
-			func(w *wallet.Wallet, p *VoidHold) error { return w.Void(p.OrderID) }),
-		Define("RefundCapture", wallet.StreamType, func(p *RefundCapture) string { return p.WalletID },
-			func(w *wallet.Wallet, p *RefundCapture) error { return w.Refund(p.OrderID, p.Amount) }),
+			}), holdOrder[AuthoriseHold], order.StatusWrittenOff),
+		SagaHeld(Define("CaptureHold", wallet.StreamType, func(p *CaptureHold) string { return p.WalletID },
+			func(w *wallet.Wallet, p *CaptureHold) error { return w.Capture(p.OrderID, p.Amount) }), holdOrder[CaptureHold], endedSold...),
+		SagaHeld(Define("VoidHold", wallet.StreamType, func(p *VoidHold) string { return p.WalletID },
+			func(w *wallet.Wallet, p *VoidHold) error { return w.Void(p.OrderID) }), holdOrder[VoidHold], endedAny...),
+		SagaHeld(Define("RefundCapture", wallet.StreamType, func(p *RefundCapture) string { return p.WalletID },
+			func(w *wallet.Wallet, p *RefundCapture) error { return w.Refund(p.OrderID, p.Amount) }), holdOrder[RefundCapture], endedAny...),
 		WithPrepare(Define("SuspendWallet", wallet.StreamType, func(p *SuspendWallet) string { return p.WalletID },
 			func(w *wallet.Wallet, p *SuspendWallet) error { return w.Suspend(p.Reason, p.Operator) }),
 			func(p *SuspendWallet, r Request) { p.Operator = r.Actor }),
@@ -259,14 +305,16 @@ func Definitions() []Definition {
 			func(w *wallet.Wallet, p *ReinstateWallet) error { return w.Reinstate(p.Reason, p.Operator) }),
 			func(p *ReinstateWallet, r Request) { p.Operator = r.Actor }),
 
+		Define("SetPrice", inventory.StreamType, func(p *SetPrice) string { return p.SKU },
+			func(i *inventory.Item, p *SetPrice) error { return i.SetPrice(money.New(p.UnitPrice, p.Currency)) }),
 		Define("ReceiveStock", inventory.StreamType, func(p *ReceiveStock) string { return p.SKU },
 			func(i *inventory.Item, p *ReceiveStock) error { return i.Receive(p.Quantity) }),
-		Define("ReserveStock", inventory.StreamType, func(p *ReserveStock) string { return p.SKU },
-			func(i *inventory.Item, p *ReserveStock) error { return i.Reserve(p.OrderID, p.Quantity) }),
-		Define("ReleaseStock", inventory.StreamType, func(p *ReleaseStock) string { return p.SKU },
-			func(i *inventory.Item, p *ReleaseStock) error { return i.Release(p.OrderID) }),
-		Define("CommitStock", inventory.StreamType, func(p *CommitStock) string { return p.SKU },
-			func(i *inventory.Item, p *CommitStock) error { return i.Commit(p.OrderID) }),
+		SagaHeld(Define("ReserveStock", inventory.StreamType, func(p *ReserveStock) string { return p.SKU },
+			func(i *inventory.Item, p *ReserveStock) error { return i.Reserve(p.OrderID, p.Quantity) }), holdOrder[ReserveStock]),
+		SagaHeld(Define("ReleaseStock", inventory.StreamType, func(p *ReleaseStock) string { return p.SKU },
+			func(i *inventory.Item, p *ReleaseStock) error { return i.Release(p.OrderID) }), holdOrder[ReleaseStock], endedAny...),
+		SagaHeld(Define("CommitStock", inventory.StreamType, func(p *CommitStock) string { return p.SKU },
+			func(i *inventory.Item, p *CommitStock) error { return i.Commit(p.OrderID) }), holdOrder[CommitStock], endedSold...),
 
 		placeOrder(),
 		InternalOnly(Define("ConfirmOrder", order.StreamType, func(p *ConfirmOrder) string { return p.OrderID },
@@ -292,15 +340,15 @@ func Definitions() []Definition {
 
 		// The address is the order's customer's: sealed with that key (the
 		// saga's, from the order, is sealed already and kept as it is).
-		WithPersonalOf(Define("ScheduleShipment", shipment.StreamType, func(p *ScheduleShipment) string { return p.ShipmentID },
+		SagaHeld(WithPersonalOf(Define("ScheduleShipment", shipment.StreamType, func(p *ScheduleShipment) string { return p.ShipmentID },
 			func(s *shipment.Shipment, p *ScheduleShipment) error { return s.Schedule(p.OrderID, p.Address) }),
 			order.StreamType, func(p *ScheduleShipment) string { return p.OrderID },
-			func(p *ScheduleShipment) []*string { return p.Address.PersonalFields() }),
-		Define("DispatchShipment", shipment.StreamType, func(p *DispatchShipment) string { return p.ShipmentID },
-			func(s *shipment.Shipment, p *DispatchShipment) error { return s.Dispatch(p.Carrier, p.TrackingNumber) }),
-		Define("DeliverShipment", shipment.StreamType, func(p *DeliverShipment) string { return p.ShipmentID },
-			func(s *shipment.Shipment, _ *DeliverShipment) error { return s.Deliver() }),
-		Define("FailShipment", shipment.StreamType, func(p *FailShipment) string { return p.ShipmentID },
-			func(s *shipment.Shipment, p *FailShipment) error { return s.Fail(p.Reason) }),
+			func(p *ScheduleShipment) []*string { return p.Address.PersonalFields() }), holdOrder[ScheduleShipment]),
+		SagaHeld(Define("DispatchShipment", shipment.StreamType, func(p *DispatchShipment) string { return p.ShipmentID },
+			func(s *shipment.Shipment, p *DispatchShipment) error { return s.Dispatch(p.Carrier, p.TrackingNumber) }), shipmentOrder[DispatchShipment]),
+		SagaHeld(Define("DeliverShipment", shipment.StreamType, func(p *DeliverShipment) string { return p.ShipmentID },
+			func(s *shipment.Shipment, _ *DeliverShipment) error { return s.Deliver() }), shipmentOrder[DeliverShipment], endedSold...),
+		SagaHeld(Define("FailShipment", shipment.StreamType, func(p *FailShipment) string { return p.ShipmentID },
+			func(s *shipment.Shipment, p *FailShipment) error { return s.Fail(p.Reason) }), shipmentOrder[FailShipment]),
 	}
 }

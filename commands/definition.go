@@ -33,6 +33,9 @@ type Definition struct {
 	customer func(p any) string
 	// check is a precondition on other streams (PlaceOrder's wallet).
 	check func(ctx context.Context, load Loader, p any) error
+	// held is the check of a command on what an order's saga holds, for
+	// requests from outside orderflow's processes (SagaHeld).
+	held func(ctx context.Context, load Loader, p any) error
 	// personal lists the payload's personal fields, sealed with their
 	// customer's key before anything is logged (crypto-shredding).
 	personal func(p any) []*string

@@ -169,6 +169,7 @@ func TestACustomerActsOnItsOwnOnly(t *testing.T) {
 	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":%q,"currency":"EUR"}`, vw, victim)), 201)
 	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":%q,"currency":"EUR"}`, mw, attacker)), 201)
 	c.want(c.do("POST", "/products/"+sku+"/stock", `{"quantity":10}`), 201)
+	c.want(c.do("PUT", "/products/"+sku+"/price", `{"unit_price":100,"currency":"EUR"}`), 201)
 	v, m := c.customer(victim), c.customer(attacker)
 	v.want(v.do("POST", "/wallets/"+vw+"/top-ups", `{"amount":5000}`, "Idempotency-Key", "top-up-1"), 201)
 	order := func(customer, wallet string) string {
@@ -189,6 +190,7 @@ func TestACustomerActsOnItsOwnOnly(t *testing.T) {
 		{"confirm an order", "POST", "/commands", fmt.Sprintf(`{"type":"ConfirmOrder","payload":{"order_id":%q}}`, orderID), 422, "validation_failed"},
 		{"release an order's stock", "POST", "/commands", fmt.Sprintf(`{"type":"ReleaseStock","payload":{"sku":"s1","order_id":%q}}`, orderID), 403, "forbidden"},
 		{"receive stock", "POST", "/products/" + sku + "/stock", `{"quantity":1000}`, 403, "forbidden"},
+		{"price a product", "PUT", "/products/" + sku + "/price", `{"unit_price":1,"currency":"EUR"}`, 403, "forbidden"},
 		{"open a wallet", "POST", "/wallets", fmt.Sprintf(`{"wallet_id":"w-x-%s","customer_id":%q,"currency":"EUR"}`, attacker, attacker), 403, "forbidden"},
 		{"an order for the victim", "POST", "/orders", order(victim, vw), 403, "forbidden"},
 		{"an order on the victim's wallet", "POST", "/orders", order(attacker, vw), 404, "wallet_not_found"},
@@ -335,6 +337,7 @@ func TestPersonalDataIsSealedAndForgotten(t *testing.T) {
 	secret := "Rue Secrète " + uuid.NewString()[:8]
 	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":%q,"currency":"EUR","name":"Ada's wallet"}`, w, cust)), 201)
 	c.want(c.do("POST", "/products/"+sku+"/stock", `{"quantity":10}`), 201)
+	c.want(c.do("PUT", "/products/"+sku+"/price", `{"unit_price":100,"currency":"EUR"}`), 201)
 	cc := c.customer(cust)
 	placed := cc.want(cc.do("POST", "/orders", fmt.Sprintf(`{"customer_id":%q,"wallet_id":%q,"currency":"EUR","lines":[{"sku":%q,"quantity":1,"unit_price":100}],
 		"shipping_address":{"name":"Ada Lovelace","line1":%q,"city":"Paris","postal_code":"75001","country":"FR"}}`, cust, w, sku, secret)), 201)

@@ -16,6 +16,12 @@ var (
 		`{"sku":"sku-1","quantity":2,"unit_price":1250},{"sku":"sku-2","quantity":1,"unit_price":990},{"sku":"sku-3","quantity":5,"unit_price":120}],` +
 		`"shipping_address":{"name":"Ada Lovelace","line1":"12 Example Street","line2":"Flat 3","city":"London","postal_code":"N1 9GU","country":"GB"}}`
 	benchCommand = `{"type":"TopUpWallet","payload":{"wallet_id":"bench-w","amount":500,"currency":"EUR"}}`
+	// benchPrices price benchOrder's SKUs (POST /commands bodies).
+	benchPrices = []string{
+		`{"type":"SetPrice","payload":{"sku":"sku-1","unit_price":1250,"currency":"EUR"}}`,
+		`{"type":"SetPrice","payload":{"sku":"sku-2","unit_price":990,"currency":"EUR"}}`,
+		`{"type":"SetPrice","payload":{"sku":"sku-3","unit_price":120,"currency":"EUR"}}`,
+	}
 )
 
 // BenchmarkEdge posts command bodies through the whole echo server. The
@@ -37,6 +43,11 @@ func BenchmarkEdge(b *testing.B) {
 	}
 	if code := post(b, "/wallets", `{"wallet_id":"bench-w","customer_id":"bench-c","currency":"EUR"}`, "bench"); code != 201 && code != 200 {
 		b.Fatalf("open wallet: %d", code)
+	}
+	for _, price := range benchPrices {
+		if code := post(b, "/commands", price, "bench"); code != 201 && code != 200 {
+			b.Fatalf("price: %d", code)
+		}
 	}
 	for _, tc := range []struct{ name, path, body string }{
 		{"top-up", "/wallets/bench-w/top-ups", benchTopUp},

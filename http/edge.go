@@ -110,7 +110,7 @@ func (s *Server) checkBody(next echo.HandlerFunc) echo.HandlerFunc {
 		if len(body) == 0 {
 			return next(c)
 		}
-		if req.Method != http.MethodPost {
+		if req.Method != http.MethodPost && req.Method != http.MethodPut {
 			return problem(http.StatusBadRequest, "unexpected_body", req.Method+" takes no body")
 		}
 		v, err := checkContent(req, body)

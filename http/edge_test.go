@@ -188,12 +188,16 @@ func (b *readOnce) Read(p []byte) (int, error) {
 func TestABodyIsReadAndDecodedOnce(t *testing.T) {
 	e, key := newServer(t, &httpapi.Config{})
 	token := client{t: t, key: key}.as(operator).token
-	for _, tc := range []struct{ path, body string }{
+	steps := []struct{ path, body string }{
 		{"/wallets", `{"wallet_id":"once-w","customer_id":"bench-c","currency":"EUR"}`},
 		{"/wallets/once-w/top-ups", benchTopUp},
 		{"/commands", `{"type":"TopUpWallet","payload":{"wallet_id":"once-w","amount":500}}`},
-		{"/orders", strings.ReplaceAll(benchOrder, "bench-w", "once-w")},
-	} {
+	}
+	for _, price := range benchPrices {
+		steps = append(steps, struct{ path, body string }{"/commands", price})
+	}
+	steps = append(steps, struct{ path, body string }{"/orders", strings.ReplaceAll(benchOrder, "bench-w", "once-w")})
+	for _, tc := range steps {
 		body := &readOnce{r: strings.NewReader(tc.body)}
 		req := httptest.NewRequest("POST", tc.path, io.NopCloser(body))
 		req.Header.Set("Content-Type", "application/json")

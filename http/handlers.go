@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -51,7 +52,25 @@ func (s *Server) dispatch(c echo.Context, req commands.Request) error {
 		status = http.StatusOK
 		h.Set("Idempotent-Replayed", "true")
 	}
-	return s.reply(c, status, rec)
+	return s.replyCommitted(c, status, rec)
+}
+
+// replyCommitted answers for a command that is in the log: whatever fails
+// now (opening its personal fields needs the database) must not answer
+// "retry" — a keyless client would send it again — so the answer is the
+// record itself, its personal fields withheld.
+func (s *Server) replyCommitted(c echo.Context, status int, rec commandlog.Record) error {
+	raw, err := sealedJSON(c.Request().Context(), s.opener(c), rec)
+	if err != nil {
+		s.log.Warn("command committed; its personal fields withheld from the answer", "command_id", rec.CommandID, "err", err)
+		if raw, err = json.Marshal(rec); err == nil {
+			raw, err = personal.WithholdJSON(raw)
+		}
+		if err != nil {
+			return &commands.UnknownOutcomeError{CommandID: rec.CommandID, Err: err}
+		}
+	}
+	return c.JSONBlob(status, raw)
 }
 
 // reply writes v as JSON with the personal fields the principal may see

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +34,31 @@ type Problem struct {
 	Errors         []FieldError `json:"errors,omitempty"`
 	// RetryAfter, for a 503 or 429, is sent as the Retry-After header.
 	RetryAfter time.Duration `json:"-"`
+	// Extensions are a domain refusal's details (aggregate.Error.Details),
+	// as extension members of the body (RFC 9457 §3.2).
+	Extensions map[string]any `json:"-"`
+}
+
+// MarshalJSON writes the problem's members and its extensions (which never
+// replace a standard member).
+func (p Problem) MarshalJSON() ([]byte, error) {
+	type plain Problem
+	raw, err := json.Marshal(plain(p))
+	if err != nil || len(p.Extensions) == 0 {
+		return raw, err
+	}
+	members := map[string]any{}
+	for k, v := range p.Extensions {
+		members[k] = v
+	}
+	var std map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &std); err != nil {
+		return nil, err
+	}
+	for k, v := range std {
+		members[k] = v
+	}
+	return json.Marshal(members)
 }
 
 // FieldError names one invalid field.
@@ -121,7 +147,9 @@ func domainProblem(e *aggregate.Error) *Problem {
 	case errors.Is(e, aggregate.ErrNotFound):
 		status = http.StatusNotFound
 	}
-	return problem(status, e.Code, e.Message)
+	p := problem(status, e.Code, e.Message)
+	p.Extensions = e.Details
+	return p
 }
 
 func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {

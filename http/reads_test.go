@@ -54,6 +54,7 @@ func TestReadYourWritesThroughTheReadModels(t *testing.T) {
 	if wal.body["balance"] != 5000.0 || wal.body["available"] != 5000.0 {
 		t.Fatalf("wallet %s", wal.raw)
 	}
+	c.want(c.do("PUT", "/products/"+sku+"/price", `{"unit_price":1250,"currency":"EUR"}`), 201)
 	stock := c.want(c.do("POST", "/products/"+sku+"/stock", `{"quantity":7}`), 201)
 	prod := c.want(c.do("GET", "/products/"+sku, "", "X-Min-Position", pos(stock)), 200)
 	if prod.body["on_hand"] != 7.0 || prod.body["available"] != 7.0 {

@@ -172,6 +172,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.POST("/wallets", command[commands.OpenWallet](s, nil))
 	e.POST("/wallets/:id/top-ups", command(s, func(p *commands.TopUpWallet, c echo.Context) { p.WalletID = c.Param("id") }))
 	e.POST("/products/:sku/stock", command(s, func(p *commands.ReceiveStock, c echo.Context) { p.SKU = c.Param("sku") }))
+	e.PUT("/products/:sku/price", command(s, func(p *commands.SetPrice, c echo.Context) { p.SKU = c.Param("sku") }))
 	e.POST("/orders", command[commands.PlaceOrder](s, nil))
 	e.POST("/orders/:id/cancel", s.cancelOrder)
 	e.POST("/commands", s.submitCommand)

@@ -210,6 +210,28 @@ func (o *Opener) Open(ctx context.Context, s string) (string, error) {
 // OpenJSON returns doc with every sealed string of this customer opened,
 // and those whose key is gone replaced by Erased.
 func (o *Opener) OpenJSON(ctx context.Context, doc []byte) ([]byte, error) {
+	return mapSealed(doc, func(s string) (string, error) {
+		s, err := o.Open(ctx, s)
+		if errors.Is(err, ErrErased) {
+			return Erased, nil
+		}
+		return s, err
+	})
+}
+
+// Withheld is what a sealed field reads as in an answer that could not
+// open it (its key could not be read).
+const Withheld = "[withheld]"
+
+// WithholdJSON returns doc with every sealed string replaced by Withheld:
+// an answer that must be given though the keys cannot be read (after a
+// commit), without ciphertext or a second trip to the database.
+func WithholdJSON(doc []byte) ([]byte, error) {
+	return mapSealed(doc, func(string) (string, error) { return Withheld, nil })
+}
+
+// mapSealed returns doc with every sealed string s replaced by f(s).
+func mapSealed(doc []byte, f func(string) (string, error)) ([]byte, error) {
 	if !bytes.Contains(doc, []byte(prefix)) {
 		return doc, nil
 	}
@@ -223,11 +245,10 @@ func (o *Opener) OpenJSON(ctx context.Context, doc []byte) ([]byte, error) {
 	walk = func(v any) (any, error) {
 		switch v := v.(type) {
 		case string:
-			s, err := o.Open(ctx, v)
-			if errors.Is(err, ErrErased) {
-				return Erased, nil
+			if !IsSealed(v) {
+				return v, nil
 			}
-			return s, err
+			return f(v)
 		case []any:
 			for i := range v {
 				x, err := walk(v[i])

@@ -393,9 +393,10 @@ func TestRebuildEqualsLive(t *testing.T) {
 		e.do("OpenWallet", commands.OpenWallet{WalletID: w, CustomerID: "c", Currency: "EUR"})
 		e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: int64(100 * (i + 1))})
 		e.do("ReceiveStock", commands.ReceiveStock{SKU: skus[i%2], Quantity: 3})
+		e.do("SetPrice", commands.SetPrice{SKU: skus[i%2], UnitPrice: 100, Currency: "EUR"})
 	}
 	e.do("PlaceOrder", commands.PlaceOrder{CustomerID: "c", WalletID: wallets[0], Currency: "EUR",
-		Lines:           []order.Line{{SKU: skus[0], Quantity: 1, UnitPrice: 100}},
+		Lines:           []commands.OrderLine{{SKU: skus[0], Quantity: 1, UnitPrice: 100}},
 		ShippingAddress: address})
 	e.settle()
 	live := e.dump()
@@ -481,8 +482,9 @@ func TestOrdersProjectionAppliesEachVersionOnceAndInOrder(t *testing.T) {
 	e.run()
 	id := "o-" + uuid.NewString()
 	e.do("OpenWallet", commands.OpenWallet{WalletID: "w-" + id, CustomerID: "c", Currency: "EUR"})
+	e.do("SetPrice", commands.SetPrice{SKU: "a", UnitPrice: 100, Currency: "EUR"})
 	e.do("PlaceOrder", commands.PlaceOrder{OrderID: id, CustomerID: "c", WalletID: "w-" + id, Currency: "EUR",
-		Lines: []order.Line{{SKU: "a", Quantity: 1, UnitPrice: 100}}, ShippingAddress: order.Address{Name: "A", Line1: "1", City: "P", PostalCode: "1", Country: "FR"}})
+		Lines: []commands.OrderLine{{SKU: "a", Quantity: 1, UnitPrice: 100}}, ShippingAddress: order.Address{Name: "A", Line1: "1", City: "P", PostalCode: "1", Country: "FR"}})
 	e.do("ConfirmOrder", commands.ConfirmOrder{OrderID: id})
 	e.do("CancelOrder", commands.CancelOrder{OrderID: id, Reason: "changed my mind"})
 	e.settle()
@@ -565,8 +567,9 @@ func TestARefusalOnAnUnusedOrderIDStaysOutOfItsLaterTimeline(t *testing.T) {
 		t.Fatalf("a cancel of an order that does not exist: %+v", refused)
 	}
 	e.do("OpenWallet", commands.OpenWallet{WalletID: "w-" + id, CustomerID: "c", Currency: "EUR"})
+	e.do("SetPrice", commands.SetPrice{SKU: "a", UnitPrice: 100, Currency: "EUR"})
 	placed := e.do("PlaceOrder", commands.PlaceOrder{OrderID: id, CustomerID: "c", WalletID: "w-" + id, Currency: "EUR",
-		Lines: []order.Line{{SKU: "a", Quantity: 1, UnitPrice: 100}}, ShippingAddress: order.Address{Name: "A", Line1: "1", City: "P", PostalCode: "1", Country: "FR"}})
+		Lines: []commands.OrderLine{{SKU: "a", Quantity: 1, UnitPrice: 100}}, ShippingAddress: order.Address{Name: "A", Line1: "1", City: "P", PostalCode: "1", Country: "FR"}})
 	e.do("CancelOrder", commands.CancelOrder{OrderID: id, Reason: "changed my mind"})
 	e.settle()
 	entries, err := e.reader.Timeline(e.ctx, id, "", 100)

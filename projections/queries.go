@@ -177,22 +177,26 @@ func (r *Reader) Timeline(ctx context.Context, orderID, after string, limit int)
 	return entries, err
 }
 
-// Product is one SKU's stock.
+// Product is one SKU's price and stock. A SKU with no price (PriceVersion
+// 0) is not for sale.
 type Product struct {
-	SKU       string    `json:"sku"`
-	OnHand    int64     `json:"on_hand"`
-	Reserved  int64     `json:"reserved"`
-	Available int64     `json:"available"`
-	Version   int64     `json:"version"`
-	UpdatedAt time.Time `json:"updated_at"`
+	SKU          string    `json:"sku"`
+	UnitPrice    *int64    `json:"unit_price,omitempty"`
+	Currency     *string   `json:"currency,omitempty"`
+	PriceVersion int64     `json:"price_version"`
+	OnHand       int64     `json:"on_hand"`
+	Reserved     int64     `json:"reserved"`
+	Available    int64     `json:"available"`
+	Version      int64     `json:"version"`
+	UpdatedAt    time.Time `json:"updated_at"`
 }
 
 // Product returns one SKU's stock.
 func (r *Reader) Product(ctx context.Context, sku string) (Product, error) {
-	rows, _ := r.pool.Query(ctx, `SELECT sku, on_hand, reserved, available, version, updated_at FROM read_inventory WHERE sku = $1`, sku)
+	rows, _ := r.pool.Query(ctx, `SELECT sku, unit_price, currency, price_version, on_hand, reserved, available, version, updated_at FROM read_inventory WHERE sku = $1`, sku)
 	return one(pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (Product, error) {
 		var p Product
-		err := row.Scan(&p.SKU, &p.OnHand, &p.Reserved, &p.Available, &p.Version, &p.UpdatedAt)
+		err := row.Scan(&p.SKU, &p.UnitPrice, &p.Currency, &p.PriceVersion, &p.OnHand, &p.Reserved, &p.Available, &p.Version, &p.UpdatedAt)
 		p.UpdatedAt = p.UpdatedAt.UTC()
 		return p, err
 	}))

@@ -76,9 +76,12 @@ func ordersProjection() Projection {
 }
 
 type inventoryRow struct {
-	SKU      string `json:"sku"`
-	OnHand   int64  `json:"on_hand"`
-	Reserved int64  `json:"reserved"`
+	SKU          string  `json:"sku"`
+	OnHand       int64   `json:"on_hand"`
+	Reserved     int64   `json:"reserved"`
+	UnitPrice    *int64  `json:"unit_price"`
+	Currency     *string `json:"currency"`
+	PriceVersion int64   `json:"price_version"`
 	applied
 }
 
@@ -89,6 +92,8 @@ func inventoryProjection() Projection {
 				row = &inventoryRow{SKU: e.StreamID}
 			}
 			switch ev := e.Event.(type) {
+			case inventory.PriceSet:
+				row.UnitPrice, row.Currency, row.PriceVersion = &ev.UnitPrice, &ev.Currency, ev.Version
 			case inventory.StockReceived:
 				row.OnHand += ev.Quantity
 			case inventory.StockReserved:

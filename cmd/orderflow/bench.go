@@ -236,8 +236,12 @@ type benchHTTP struct {
 }
 
 func (h *benchHTTP) post(ctx context.Context, path, key string, body any, want int) (map[string]any, error) {
+	return h.do(ctx, http.MethodPost, path, key, body, want)
+}
+
+func (h *benchHTTP) do(ctx context.Context, method, path, key string, body any, want int) (map[string]any, error) {
 	raw, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url+path, bytes.NewReader(raw))
+	req, err := http.NewRequestWithContext(ctx, method, h.url+path, bytes.NewReader(raw))
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +257,7 @@ func (h *benchHTTP) post(ctx context.Context, path, key string, body any, want i
 	defer res.Body.Close()
 	out, _ := io.ReadAll(res.Body)
 	if res.StatusCode != want {
-		return nil, fmt.Errorf("POST %s: %d: %s", path, res.StatusCode, out)
+		return nil, fmt.Errorf("%s %s: %d: %s", method, path, res.StatusCode, out)
 	}
 	var m map[string]any
 	return m, json.Unmarshal(out, &m)
@@ -264,6 +268,9 @@ func (h *benchHTTP) setUp(ctx context.Context, id string) error {
 		return err
 	}
 	if _, err := h.post(ctx, "/wallets/"+id+"/top-ups", "", map[string]any{"amount": 1_000_000_000}, 201); err != nil {
+		return err
+	}
+	if _, err := h.do(ctx, http.MethodPut, "/products/"+id+"/price", "", map[string]any{"unit_price": 100, "currency": "EUR"}, 201); err != nil {
 		return err
 	}
 	_, err := h.post(ctx, "/products/"+id+"/stock", "", map[string]any{"quantity": 1_000_000}, 201)

@@ -163,7 +163,7 @@ func TestAnOrderIDThatCannotFitItsShipmentIsRefusedAtPlacement(t *testing.T) {
 	s := startSystem(t, 50*time.Millisecond)
 	wallet, sku := s.customer(10000, 10)
 	r := s.call("POST", "/orders", fmt.Sprintf(`{"order_id":%q,"customer_id":"c-%s","wallet_id":%q,"currency":"EUR",
-		"lines":[{"sku":%q,"quantity":10,"unit_price":1}],
+		"lines":[{"sku":%q,"quantity":10}],
 		"shipping_address":{"name":"Ada","line1":"1 Main St","city":"Paris","postal_code":"75001","country":"FR"}}`,
 		strings.Repeat("x", 128), wallet, wallet, sku), 422)
 	if r["code"] != "order_id_too_long" {
@@ -190,7 +190,7 @@ func TestNoCustomerCanTakeOrProbeAnothersOrderID(t *testing.T) {
 		if orderID != "" {
 			field = fmt.Sprintf(`"order_id":%q,`, orderID)
 		}
-		return fmt.Sprintf(`{%s"customer_id":"c-%s","wallet_id":%q,"currency":"EUR","lines":[{"sku":%q,"quantity":1,"unit_price":1}],
+		return fmt.Sprintf(`{%s"customer_id":"c-%s","wallet_id":%q,"currency":"EUR","lines":[{"sku":%q,"quantity":1}],
 			"shipping_address":{"name":"Ada","line1":"1 Main St","city":"Paris","postal_code":"75001","country":"FR"}}`, field, wallet, wallet, sku)
 	}
 	// c1 computes the id c2's key "order-9" derives and tries to take it,
@@ -217,42 +217,58 @@ func TestNoCustomerCanTakeOrProbeAnothersOrderID(t *testing.T) {
 	s.verified()
 }
 
-// An operator's retry after a refused step is a new attempt: the hold was
-// voided while the carrier worked, the capture is refused, the operator
-// authorises the payment again and retries — and the saga completes (the
-// same key used to replay the refusal for ever). Both attempts stay in the
-// order's timeline.
-func TestARetryAfterAReauthorisationCompletesTheSaga(t *testing.T) {
+// What the saga holds, only the saga moves. While the carrier works, an
+// operator's commands on the order's hold, reservation and shipment are
+// refused through POST /commands (409 saga_owns, naming the saga); the
+// customer's cancel then compensates everything, and once the order ended
+// a capture or a reservation for it is refused too (order_ended). (An
+// operator's capture used to stand beside the saga: the order was cancelled
+// and the customer charged.)
+func TestAnOperatorsCommandsOnWhatTheSagaHoldsAreRefused(t *testing.T) {
 	s := startSystem(t, 5*time.Second)
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 2, "75001")
 	s.atCarrier(id)
-	s.call("POST", "/commands", fmt.Sprintf(`{"type":"VoidHold","payload":{"wallet_id":%q,"order_id":%q}}`, wallet, id), 201)
-	s.until(id, "stopped at the capture", func(p workflows.Progress) bool {
-		return p.Attention != nil && p.Attention.Step == "capture_payment"
-	})
-	s.call("POST", "/commands", fmt.Sprintf(`{"type":"AuthoriseHold","payload":{"wallet_id":%q,"order_id":%q,"amount":2000,"currency":"EUR"}}`, wallet, id), 201)
-	s.call("POST", "/orders/"+id+"/saga/resolve", `{"action":"retry","reason":"payment authorised again"}`, 200)
-	p := s.outcome(id)
-	if p.Status != workflows.StatusCompleted {
-		t.Fatalf("saga %+v", p)
-	}
-	avail, onHand, reserved := s.balances(wallet, sku)
-	if avail != 8000 || onHand != 3 || reserved != 0 {
-		t.Fatalf("after the retry: available %v on hand %v reserved %v", avail, onHand, reserved)
-	}
-	tl := s.call("GET", fmt.Sprintf("/orders/%s/timeline?limit=100&min_position=%d", id, s.latest()), "", 200)
-	var captures []string
-	for _, x := range tl["entries"].([]any) {
-		e := x.(map[string]any)
-		if e["kind"] == "command" && e["type"] == "CaptureHold" {
-			captures = append(captures, fmt.Sprint(e["status"]))
+	cmd := func(typ, payload string, want int, code string) {
+		t.Helper()
+		r := s.call("POST", "/commands", fmt.Sprintf(`{"type":%q,"payload":%s}`, typ, payload), want)
+		if r["code"] != code {
+			t.Fatalf("%s: %v, want code %s", typ, r, code)
+		}
+		if code == "saga_owns" && r["saga"] != workflows.WorkflowID(id) {
+			t.Fatalf("%s: the refusal names no saga: %v", typ, r)
 		}
 	}
-	if strings.Join(captures, ",") != "rejected,accepted" {
-		t.Fatalf("captures in the timeline: %v", captures)
+	hold := fmt.Sprintf(`{"wallet_id":%q,"order_id":%q`, wallet, id)
+	stock := fmt.Sprintf(`{"sku":%q,"order_id":%q`, sku, id)
+	for _, c := range []struct{ typ, payload string }{
+		{"CaptureHold", hold + `,"amount":2000}`},
+		{"VoidHold", hold + `}`},
+		{"RefundCapture", hold + `,"amount":1}`},
+		{"AuthoriseHold", hold + `,"amount":2000,"currency":"EUR"}`},
+		{"CommitStock", stock + `}`},
+		{"ReleaseStock", stock + `}`},
+		{"ReserveStock", stock + `,"quantity":1}`},
+		{"FailShipment", fmt.Sprintf(`{"shipment_id":"shp-%s","reason":"lost"}`, id)},
+		{"DispatchShipment", fmt.Sprintf(`{"shipment_id":"shp-%s","carrier":"other","tracking_number":"T-1"}`, id)},
+	} {
+		cmd(c.typ, c.payload, 409, "saga_owns")
 	}
-	writeHistory(t, s.tc, id, "retried")
+	s.call("POST", "/orders/"+id+"/cancel", `{"reason":"changed my mind"}`, 202, s.customerOf(wallet)...)
+	p := s.outcome(id)
+	if p.Status != workflows.StatusCompensated {
+		t.Fatalf("saga %+v", p)
+	}
+	cmd("CaptureHold", hold+`,"amount":2000}`, 409, "order_ended")
+	cmd("AuthoriseHold", hold+`,"amount":2000,"currency":"EUR"}`, 409, "order_ended")
+	cmd("ReserveStock", stock+`,"quantity":1}`, 409, "order_ended")
+	cmd("CommitStock", stock+`}`, 409, "order_ended")
+	// A hold for an order that does not exist is no one's.
+	cmd("AuthoriseHold", fmt.Sprintf(`{"wallet_id":%q,"order_id":"o-none-%s","amount":1,"currency":"EUR"}`, wallet, uuid.NewString()[:8]), 404, "order_not_found")
+	avail, onHand, reserved := s.balances(wallet, sku)
+	if avail != 10000 || onHand != 5 || reserved != 0 {
+		t.Fatalf("after the cancel: available %v on hand %v reserved %v", avail, onHand, reserved)
+	}
 	s.verified()
 }
 
@@ -275,4 +291,73 @@ func (s *system) terminate(orderID string) {
 	if err := s.tc.TerminateWorkflow(context.Background(), workflows.WorkflowID(orderID), "", "operator clicked terminate"); err != nil {
 		s.t.Fatal(err)
 	}
+}
+
+// The catalogue names the price, through every door: a customer's price
+// is never taken (the typed route and POST /commands alike), a price the
+// customer was shown that is no longer current is refused with the current
+// one, an unpriced SKU is not for sale, only operators price, and an order
+// keeps the price it was placed at when the price changes.
+func TestTheCataloguePricesEveryOrder(t *testing.T) {
+	s := startSystem(t, 50*time.Millisecond)
+	wallet, sku := s.customer(100000, 10) // priced at 1000
+	me := s.customerOf(wallet)
+	body := func(sku, price string) string {
+		return fmt.Sprintf(`{"customer_id":"c-%s","wallet_id":%q,"currency":"EUR","lines":[{"sku":%q,"quantity":2%s}],
+			"shipping_address":{"name":"Ada","line1":"1 Main St","city":"Paris","postal_code":"75001","country":"FR"}}`, wallet, wallet, sku, price)
+	}
+	before := s.latest()
+	r := s.call("POST", "/orders", body(sku, `,"unit_price":1`), 409, me...)
+	cur, _ := r["current_prices"].([]any)
+	if r["code"] != "price_changed" || len(cur) != 1 || cur[0].(map[string]any)["unit_price"] != 1000.0 {
+		t.Fatalf("an order at the customer's price: %v", r)
+	}
+	r = s.call("POST", "/commands", `{"type":"PlaceOrder","payload":`+body(sku, `,"unit_price":1`)+`}`, 409, me...)
+	if r["code"] != "price_changed" {
+		t.Fatalf("the same through POST /commands: %v", r)
+	}
+	unpriced := "sku-" + uuid.NewString()
+	s.call("POST", "/products/"+unpriced+"/stock", `{"quantity":5}`, 201)
+	if r := s.call("POST", "/orders", body(unpriced, ""), 422, me...); r["code"] != "not_for_sale" {
+		t.Fatalf("an unpriced SKU: %v", r)
+	}
+	if n := s.eventsSince(before, "order.placed"); n != 0 {
+		t.Fatalf("refused orders placed %d orders", n)
+	}
+	// Customers do not price.
+	s.call("PUT", "/products/"+sku+"/price", `{"unit_price":1,"currency":"EUR"}`, 403, me...)
+	s.call("POST", "/commands", fmt.Sprintf(`{"type":"SetPrice","payload":{"sku":%q,"unit_price":1,"currency":"EUR"}}`, sku), 403, me...)
+
+	first := s.call("POST", "/orders", body(sku, ""), 201, me...)["stream_id"].(string)
+	if p := s.outcome(first); p.Status != workflows.StatusCompleted {
+		t.Fatalf("saga %+v", p)
+	}
+	s.call("PUT", "/products/"+sku+"/price", `{"unit_price":1500,"currency":"EUR"}`, 201)
+	second := s.call("POST", "/orders", body(sku, `,"unit_price":1500`), 201, me...)["stream_id"].(string)
+	s.outcome(second)
+	for id, want := range map[string]float64{first: 2000, second: 3000} {
+		o := s.call("GET", fmt.Sprintf("/orders/%s?min_position=%d", id, s.latest()), "", 200, me...)
+		if o["total"] != want {
+			t.Fatalf("order %s: total %v, want %v", id, o["total"], want)
+		}
+	}
+	avail, _, _ := s.balances(wallet, sku)
+	if avail != 100000-2000-3000 {
+		t.Fatalf("the wallet paid %v, want 5000", 100000-avail)
+	}
+	p := s.call("GET", fmt.Sprintf("/products/%s?min_position=%d", sku, s.latest()), "", 200, me...)
+	if p["unit_price"] != 1500.0 || p["currency"] != "EUR" || p["price_version"] != 2.0 {
+		t.Fatalf("the product %v", p)
+	}
+	s.verified()
+}
+
+// eventsSince counts events of type typ after global position after.
+func (s *system) eventsSince(after int64, typ string) int {
+	s.t.Helper()
+	var n int
+	if err := s.a.pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE global_position > $1 AND event_type = $2`, after, typ).Scan(&n); err != nil {
+		s.t.Fatal(err)
+	}
+	return n
 }

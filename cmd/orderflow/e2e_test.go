@@ -39,6 +39,7 @@ import (
 
 	"github.com/orderflow/orderflow/asyncapi"
 	"github.com/orderflow/orderflow/auth"
+	"github.com/orderflow/orderflow/commands"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/devtemporal"
 	"github.com/orderflow/orderflow/internal/loadgen"
@@ -244,8 +245,19 @@ func (s *system) customer(balance, stock int) (wallet, sku string) {
 	// A named wallet: its name is personal, sealed on every topic.
 	s.call("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c-%s","currency":"EUR","name":"Ada's"}`, wallet, wallet), 201)
 	s.call("POST", "/wallets/"+wallet+"/top-ups", fmt.Sprintf(`{"amount":%d}`, balance), 201)
+	s.call("PUT", "/products/"+sku+"/price", `{"unit_price":1000,"currency":"EUR"}`, 201)
 	s.call("POST", "/products/"+sku+"/stock", fmt.Sprintf(`{"quantity":%d}`, stock), 201)
 	return wallet, sku
+}
+
+// fault makes a change no client's door allows (the hold vanishes beside
+// the saga), as a bug or a repair by hand in the database would: it goes
+// to the bus as orderflow's own.
+func (s *system) fault(c commands.Command) {
+	s.t.Helper()
+	if _, err := s.a.bus.Dispatch(context.Background(), commands.Request{Internal: true, Actor: "fault", Command: c}); err != nil {
+		s.t.Fatalf("%s: %v", c.CommandType(), err)
+	}
 }
 
 func (s *system) order(wallet, sku string, qty int, postalCode string) string {
@@ -544,8 +556,8 @@ func TestAPreClaimedSagaKeyCannotGiveGoodsAway(t *testing.T) {
 	s.verified()
 }
 
-// A capture that fails after the carrier took the parcel (here the hold was
-// voided meanwhile) is never compensated: the saga waits for an operator
+// A capture that fails after the carrier took the parcel (here the hold
+// vanished meanwhile, by a fault: no client's door allows it) is never compensated: the saga waits for an operator
 // with the holds as they are, and the write-off commits the stock, keeps
 // the customer's money untouched and closes the order.
 func TestACaptureFailingAfterDispatchIsWrittenOffByAnOperator(t *testing.T) {
@@ -553,7 +565,7 @@ func TestACaptureFailingAfterDispatchIsWrittenOffByAnOperator(t *testing.T) {
 	wallet, sku := s.customer(10000, 5)
 	id := s.order(wallet, sku, 2, "75001")
 	s.atCarrier(id)
-	s.call("POST", "/commands", fmt.Sprintf(`{"type":"VoidHold","payload":{"wallet_id":%q,"order_id":%q}}`, wallet, id), 201)
+	s.fault(commands.VoidHold{WalletID: wallet, OrderID: id})
 	p := s.until(id, "stopped for an operator", func(p workflows.Progress) bool { return p.Status == workflows.StatusNeedsAttention })
 	if p.Attention.Step != "capture_payment" || !strings.Contains(p.Attention.Error, "no_hold") || p.TrackingNumber == "" {
 		t.Fatalf("attention %+v", p)

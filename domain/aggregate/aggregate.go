@@ -79,6 +79,9 @@ type Error struct {
 	Kind    error
 	Code    string
 	Message string
+	// Details are facts the client needs to act on the refusal (the
+	// current price of a price_changed), as JSON members of the answer.
+	Details map[string]any
 }
 
 func (e *Error) Error() string { return e.Message }

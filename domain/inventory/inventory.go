@@ -1,19 +1,21 @@
-// Package inventory is the stock of one SKU: received, reserved for orders,
-// released and committed on shipment. Available stock is never negative and
-// one order holds at most one reservation per SKU.
+// Package inventory is one SKU of the catalogue: its price, set by
+// operators, and its stock, received, reserved for orders, released and
+// committed on shipment. Available stock is never negative and one order
+// holds at most one reservation per SKU.
 package inventory
 
 import (
 	"encoding/json"
 
 	"github.com/orderflow/orderflow/domain/aggregate"
+	"github.com/orderflow/orderflow/domain/money"
 )
 
 // StreamType is the stream family of inventory items; the stream id is the SKU.
 const StreamType = "inventory"
 
 // SnapshotVersion changes whenever State changes shape.
-const SnapshotVersion = 1
+const SnapshotVersion = 2
 
 type StockReceived struct {
 	SKU      string `json:"sku"`
@@ -36,6 +38,16 @@ type ReservationCommitted struct {
 	Quantity int64  `json:"quantity"`
 }
 
+// PriceSet is a new price of the SKU; Version counts the SKU's prices
+// (1, 2, …), so that an order names the one it was priced with.
+type PriceSet struct {
+	SKU       string `json:"sku"`
+	UnitPrice int64  `json:"unit_price"`
+	Currency  string `json:"currency"`
+	Version   int64  `json:"price_version"`
+}
+
+func (PriceSet) EventType() string             { return "inventory.price_set" }
 func (StockReceived) EventType() string        { return "inventory.stock_received" }
 func (StockReserved) EventType() string        { return "inventory.stock_reserved" }
 func (ReservationReleased) EventType() string  { return "inventory.reservation_released" }
@@ -51,6 +63,11 @@ type State struct {
 	Reservations map[string]int64 `json:"reservations"`
 	// Committed lists orders whose reservation left the warehouse.
 	Committed map[string]int64 `json:"committed"`
+	// Price is the SKU's current price; PriceVersion 0: never priced (not
+	// for sale).
+	UnitPrice    int64  `json:"unit_price,omitempty"`
+	Currency     string `json:"currency,omitempty"`
+	PriceVersion int64  `json:"price_version,omitempty"`
 }
 
 // Item is the aggregate.
@@ -90,6 +107,28 @@ func (i *Item) Restore(version int64, data []byte) error {
 	}
 	i.s = s
 	i.SetVersion(version)
+	return nil
+}
+
+// Price is the SKU's current price and its version; ok is false for a SKU
+// never priced, which is not for sale.
+func (i *Item) Price() (unitPrice int64, currency string, version int64, ok bool) {
+	return i.s.UnitPrice, i.s.Currency, i.s.PriceVersion, i.s.PriceVersion > 0
+}
+
+// SetPrice makes amount the SKU's price (an operator's decision); the
+// first price puts it on sale. Setting the price it has is a no-op, so a
+// PUT of the same price changes nothing.
+func (i *Item) SetPrice(amount money.Money) error {
+	switch {
+	case amount.Amount <= 0:
+		return aggregate.Rule("price_not_positive", "a price must be positive (minor units)")
+	case !money.ValidCurrency(amount.Currency):
+		return aggregate.Rule("invalid_currency", "currency %q is not an ISO 4217 code", amount.Currency)
+	case i.s.PriceVersion > 0 && i.s.UnitPrice == amount.Amount && i.s.Currency == amount.Currency:
+		return nil
+	}
+	i.record(PriceSet{SKU: i.sku, UnitPrice: amount.Amount, Currency: amount.Currency, Version: i.s.PriceVersion + 1})
 	return nil
 }
 
@@ -158,6 +197,8 @@ func (i *Item) Commit(orderID string) error {
 func (i *Item) apply(e aggregate.Event) {
 	s := &i.s
 	switch e := e.(type) {
+	case PriceSet:
+		s.UnitPrice, s.Currency, s.PriceVersion = e.UnitPrice, e.Currency, e.Version
 	case StockReceived:
 		s.OnHand += e.Quantity
 	case StockReserved:

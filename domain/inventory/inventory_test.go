@@ -1,22 +1,37 @@
 package inventory_test
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/domain/aggregate/aggregatetest"
 	"github.com/orderflow/orderflow/domain/inventory"
+	"github.com/orderflow/orderflow/domain/money"
 )
 
 type ev = []aggregate.Event
 type row = aggregatetest.Case[*inventory.Item]
 
 var stocked = ev{inventory.StockReceived{SKU: "sku-1", Quantity: 10}}
+var priced1 = inventory.PriceSet{SKU: "sku-1", UnitPrice: 1250, Currency: "EUR", Version: 1}
+
+func setPrice(amount int64, currency string) func(*inventory.Item) error {
+	return func(i *inventory.Item) error { return i.SetPrice(money.New(amount, currency)) }
+}
+
 var reserved = ev{stocked[0], inventory.StockReserved{OrderID: "o1", Quantity: 4}}
 
 func TestItem(t *testing.T) {
 	aggregatetest.Run(t, func() *inventory.Item { return inventory.New("sku-1") }, []row{
 		{Name: "receive", When: func(i *inventory.Item) error { return i.Receive(10) }, Then: stocked},
+		{Name: "the first price puts the SKU on sale", When: setPrice(1250, "EUR"), Then: ev{priced1}},
+		{Name: "a new price is the next version", Given: ev{priced1}, When: setPrice(1300, "EUR"), Then: ev{inventory.PriceSet{SKU: "sku-1", UnitPrice: 1300, Currency: "EUR", Version: 2}}},
+		{Name: "the same price again changes nothing", Given: ev{priced1}, When: setPrice(1250, "EUR")},
+		{Name: "the same amount in another currency is a new price", Given: ev{priced1}, When: setPrice(1250, "USD"), Then: ev{inventory.PriceSet{SKU: "sku-1", UnitPrice: 1250, Currency: "USD", Version: 2}}},
+		{Name: "a price of nothing", When: setPrice(0, "EUR"), Err: "price_not_positive"},
+		{Name: "a negative price", When: setPrice(-5, "EUR"), Err: "price_not_positive"},
+		{Name: "a price in no currency", When: setPrice(5, "euro"), Err: "invalid_currency"},
 		{Name: "receive nothing", When: func(i *inventory.Item) error { return i.Receive(0) }, Err: "quantity_not_positive"},
 		{Name: "reserve", Given: stocked, When: func(i *inventory.Item) error { return i.Reserve("o1", 4) }, Then: reserved[1:]},
 		{Name: "reserve all", Given: stocked, When: func(i *inventory.Item) error { return i.Reserve("o1", 10) }, Then: ev{inventory.StockReserved{OrderID: "o1", Quantity: 10}}},
@@ -42,5 +57,23 @@ func TestAvailableNeverNegative(t *testing.T) {
 	s := i.State().(inventory.State)
 	if s.Available < 0 || s.Reserved != 9 || s.OnHand != 10 {
 		t.Fatalf("state %+v", s)
+	}
+}
+
+// A snapshot keeps the price: a SKU restored from one is still for sale
+// at the same price and version.
+func TestPriceSurvivesASnapshot(t *testing.T) {
+	i := inventory.New("sku-1")
+	i.Replay(priced1)
+	raw, err := json.Marshal(i.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := inventory.New("sku-1")
+	if err := r.Restore(1, raw); err != nil {
+		t.Fatal(err)
+	}
+	if p, cur, v, ok := r.Price(); !ok || p != 1250 || cur != "EUR" || v != 1 {
+		t.Fatalf("restored price %d %s v%d (%v)", p, cur, v, ok)
 	}
 }

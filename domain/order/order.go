@@ -5,6 +5,7 @@ package order
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 
 	"github.com/orderflow/orderflow/domain/aggregate"
@@ -54,12 +55,37 @@ const (
 	StatusWrittenOff Status = "written_off"
 )
 
-// Line is one SKU of the order.
-type Line struct {
-	SKU       string `json:"sku"`
-	Quantity  int64  `json:"quantity"`
-	UnitPrice int64  `json:"unit_price"`
+// Ended reports an order that has reached its end (completed, cancelled,
+// rejected, written off): its saga has nothing left to do.
+func (s Status) Ended() bool {
+	switch s {
+	case StatusCompleted, StatusCancelled, StatusRejected, StatusWrittenOff:
+		return true
+	}
+	return false
 }
+
+// Line is one SKU of the order. On the order, UnitPrice is the
+// catalogue's price when the order was placed and PriceVersion which of the
+// SKU's prices it was (0 on orders placed before the catalogue priced
+// them). In a request, UnitPrice is the price the client was shown, if any.
+type Line struct {
+	SKU          string `json:"sku"`
+	Quantity     int64  `json:"quantity"`
+	UnitPrice    int64  `json:"unit_price"`
+	PriceVersion int64  `json:"price_version,omitempty"`
+}
+
+// Price is a SKU's price in the catalogue.
+type Price struct {
+	UnitPrice int64  `json:"unit_price"`
+	Currency  string `json:"currency"`
+	Version   int64  `json:"price_version"`
+}
+
+// Prices are the catalogue's prices by SKU, as they stand when an order is
+// decided; a SKU missing has no price and is not for sale.
+type Prices map[string]Price
 
 // Address is where the order ships to.
 type Address struct {
@@ -164,8 +190,12 @@ func (o *Order) mustExist() error {
 	return nil
 }
 
-// Place records a new order after checking its lines and address.
-func (o *Order) Place(customerID, walletID, currency string, lines []Line, addr Address) error {
+// Place records a new order after checking its lines and address. Each
+// line is priced from prices, never from the request: a line that names
+// a price (the one its client was shown) must name the current one, or the
+// order is refused with the current prices (price_changed), never silently
+// re-priced.
+func (o *Order) Place(customerID, walletID, currency string, lines []Line, prices Prices, addr Address) error {
 	if o.s.Status != "" {
 		return aggregate.State("order_exists", "order %s already exists", o.id)
 	}
@@ -185,6 +215,8 @@ func (o *Order) Place(customerID, walletID, currency string, lines []Line, addr 
 	}
 	total := money.New(0, currency)
 	seen := map[string]bool{}
+	priced := make([]Line, len(lines))
+	var changed []map[string]any
 	for n, l := range lines {
 		switch {
 		case strings.TrimSpace(l.SKU) == "":
@@ -197,6 +229,15 @@ func (o *Order) Place(customerID, walletID, currency string, lines []Line, addr 
 			return aggregate.Rule("negative_price", "lines[%d].unit_price must not be negative", n)
 		}
 		seen[l.SKU] = true
+		p, ok := prices[l.SKU]
+		if !ok || p.Currency != currency {
+			return aggregate.Rule("not_for_sale", "lines[%d].sku %s is not for sale in %s", n, l.SKU, currency)
+		}
+		if l.UnitPrice != 0 && l.UnitPrice != p.UnitPrice {
+			changed = append(changed, map[string]any{"sku": l.SKU, "unit_price": p.UnitPrice, "currency": p.Currency, "price_version": p.Version})
+		}
+		l.UnitPrice, l.PriceVersion = p.UnitPrice, p.Version
+		priced[n] = l
 		sub, err := money.New(l.UnitPrice, currency).Mul(l.Quantity)
 		if err != nil {
 			return err
@@ -205,12 +246,17 @@ func (o *Order) Place(customerID, walletID, currency string, lines []Line, addr 
 			return err
 		}
 	}
+	if len(changed) > 0 {
+		return &aggregate.Error{Kind: aggregate.ErrState, Code: "price_changed",
+			Message: fmt.Sprintf("the price of %d line(s) changed since it was shown: see current_prices, and place the order again", len(changed)),
+			Details: map[string]any{"current_prices": changed}}
+	}
 	if err := addr.validate(); err != nil {
 		return err
 	}
 	o.record(Placed{
 		OrderID: o.id, CustomerID: customerID, WalletID: walletID, Currency: currency,
-		Lines: append([]Line(nil), lines...), Total: total.Amount, ShippingAddress: addr,
+		Lines: priced, Total: total.Amount, ShippingAddress: addr,
 	})
 	return nil
 }

@@ -74,6 +74,7 @@ func (s *Shipment) StreamID() string         { return s.id }
 func (s *Shipment) Replay(e aggregate.Event) { s.ReplayWith(e, s.apply) }
 func (s *Shipment) record(e aggregate.Event) { s.Record(e, s.apply) }
 func (s *Shipment) State() any               { return s.s }
+func (s *Shipment) OrderID() string          { return s.s.OrderID }
 
 func (s *Shipment) Restore(version int64, data []byte) error {
 	st := State{}

@@ -30,6 +30,7 @@ func Registry() *eventstore.Registry {
 	eventstore.RegisterEvent[order.Rejected](r, order.StreamType, 1)
 	eventstore.RegisterEvent[order.WrittenOff](r, order.StreamType, 1)
 
+	eventstore.RegisterEvent[inventory.PriceSet](r, inventory.StreamType, 1)
 	eventstore.RegisterEvent[inventory.StockReceived](r, inventory.StreamType, 1)
 	eventstore.RegisterEvent[inventory.StockReserved](r, inventory.StreamType, 1)
 	eventstore.RegisterEvent[inventory.ReservationReleased](r, inventory.StreamType, 1)

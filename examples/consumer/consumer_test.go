@@ -40,10 +40,11 @@ func TestTheExampleConsumerReadsOrderflowsTopics(t *testing.T) {
 	do(commands.OpenWallet{WalletID: w, CustomerID: "c-" + w, Currency: "EUR", Name: "Ada's wallet"})
 	do(commands.TopUpWallet{WalletID: w, Amount: 10000})
 	do(commands.ReceiveStock{SKU: sku, Quantity: 5})
+	do(commands.SetPrice{SKU: sku, UnitPrice: 1250, Currency: "EUR"})
 	addr := order.Address{Name: "Ada", Line1: "1 Main St", City: "Paris", PostalCode: "75001", Country: "FR"}
 	for _, id := range []string{shipped, cancelled} {
 		do(commands.PlaceOrder{OrderID: id, CustomerID: "c-" + w, WalletID: w, Currency: "EUR",
-			Lines: []order.Line{{SKU: sku, Quantity: 2, UnitPrice: 1250}}, ShippingAddress: addr})
+			Lines: []commands.OrderLine{{SKU: sku, Quantity: 2, UnitPrice: 1250}}, ShippingAddress: addr})
 	}
 	do(commands.ConfirmOrder{OrderID: shipped})
 	do(commands.MarkOrderShipped{OrderID: shipped, ShipmentID: "shp-1"})

@@ -233,12 +233,29 @@ func setUp(ctx context.Context, c *Client, cfg Config, runID string) (*fixture, 
 	}
 	for i := range max(cfg.Products, 1) {
 		sku := fmt.Sprintf("sku-%s-%d", runID, i)
+		if err := c.setPrice(ctx, sku, int64(100+i*37%5000)); err != nil {
+			return nil, err
+		}
 		if err := c.mustPost(ctx, "/products/"+sku+"/stock", map[string]any{"quantity": stock}); err != nil {
 			return nil, err
 		}
 		f.skus = append(f.skus, sku)
 	}
-	return f, nil
+	// The scarce SKU is for sale but never stocked: its orders are refused
+	// by the saga (out of stock), not at the door (not for sale).
+	return f, c.setPrice(ctx, f.scarce, 100)
+}
+
+// setPrice prices sku in the catalogue (an operator's PUT).
+func (c *Client) setPrice(ctx context.Context, sku string, unitPrice int64) error {
+	status, out, err := c.Send(ctx, http.MethodPut, "/products/"+sku+"/price", "", map[string]any{"unit_price": unitPrice, "currency": "EUR"})
+	if err != nil {
+		return err
+	}
+	if status != http.StatusCreated && status != http.StatusOK {
+		return fmt.Errorf("PUT /products/%s/price: %d %v", sku, status, out)
+	}
+	return nil
 }
 
 // placeOrder places one order of kind and waits until the read model shows it.
@@ -255,7 +272,7 @@ func placeOrder(ctx context.Context, c *Client, f *fixture, cfg Config, runID st
 	}
 	body := map[string]any{
 		"customer_id": "c-" + wallet, "wallet_id": wallet, "currency": "EUR",
-		"lines":            []map[string]any{{"sku": sku, "quantity": 1 + rnd.IntN(3), "unit_price": 100 + rnd.IntN(5000)}},
+		"lines":            []map[string]any{{"sku": sku, "quantity": 1 + rnd.IntN(3)}}, // priced by the catalogue
 		"shipping_address": map[string]any{"name": "Load Test", "line1": "1 Bench St", "city": "Paris", "postal_code": zip, "country": "FR"},
 	}
 	key := fmt.Sprintf("load-%s-%d", runID, n)

@@ -34,7 +34,8 @@ func TestRealMessagesMatchTheContract(t *testing.T) {
 		commands.RenameWallet{WalletID: w, Name: "Grace's"},
 		commands.TopUpWallet{WalletID: w, Amount: 100},
 		commands.ReceiveStock{SKU: sku, Quantity: 1},
-		commands.PlaceOrder{OrderID: o, CustomerID: "c-" + w, WalletID: w, Currency: "EUR", Lines: []order.Line{{SKU: sku, Quantity: 1, UnitPrice: 10}},
+		commands.SetPrice{SKU: sku, UnitPrice: 10, Currency: "EUR"},
+		commands.PlaceOrder{OrderID: o, CustomerID: "c-" + w, WalletID: w, Currency: "EUR", Lines: []commands.OrderLine{{SKU: sku, Quantity: 1, UnitPrice: 10}},
 			ShippingAddress: order.Address{Name: "Ada", Line1: "1 Main St", Line2: "Flat 2", City: "Paris", PostalCode: "75001", Country: "FR"}},
 		commands.AuthoriseHold{WalletID: w, OrderID: o, Amount: 1000, Currency: "EUR"}, // rejected: insufficient funds
 	} {

@@ -114,8 +114,9 @@ func TestEachCheckFindsItsCorruption(t *testing.T) {
 	w.do("OpenWallet", commands.OpenWallet{WalletID: wid, CustomerID: "c", Currency: "EUR"})
 	w.do("TopUpWallet", commands.TopUpWallet{WalletID: wid, Amount: 1000})
 	w.do("ReceiveStock", commands.ReceiveStock{SKU: sku, Quantity: 5})
+	w.do("SetPrice", commands.SetPrice{SKU: sku, UnitPrice: 100, Currency: "EUR"})
 	w.do("PlaceOrder", commands.PlaceOrder{OrderID: oid, CustomerID: "c", WalletID: wid, Currency: "EUR",
-		Lines:           []order.Line{{SKU: sku, Quantity: 1, UnitPrice: 100}},
+		Lines:           []commands.OrderLine{{SKU: sku, Quantity: 1, UnitPrice: 100}},
 		ShippingAddress: order.Address{Name: "A", Line1: "1", City: "P", PostalCode: "1", Country: "FR"}})
 	w.do("CancelOrder", commands.CancelOrder{OrderID: oid, Reason: "test"})
 	rep, err := (&verify.Checker{Pool: pool, Store: store, Reader: projections.NewReader(pool), Settle: 30 * time.Second}).Run(w.ctx)
