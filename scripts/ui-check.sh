@@ -34,6 +34,7 @@ OPS="authorization: Bearer $("$BIN" token -role operator 2>/dev/null | tail -1)"
 C1="authorization: Bearer $("$BIN" token -role customer -customer c-ui 2>/dev/null | tail -1)"
 post() { curl -fs -XPOST "$API$1" -H 'content-type: application/json' -H "$2" -d "$3"; }
 post /wallets "$OPS" '{"wallet_id":"w-ui","customer_id":"c-ui","currency":"EUR"}' >/dev/null
+curl -fs -XPUT "$API/products/sku-ui/price" -H 'content-type: application/json' -H "$OPS" -d '{"unit_price":1250,"currency":"EUR"}' >/dev/null
 post /products/sku-ui/stock "$OPS" '{"quantity":3}' >/dev/null
 post /wallets/w-ui/top-ups "$C1" '{"amount":100000}' >/dev/null
 order() {

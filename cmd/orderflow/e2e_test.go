@@ -533,17 +533,17 @@ func TestCustomerCancelsWhileTheSagaRuns(t *testing.T) {
 	s.verified()
 }
 
-// The attack of issue 11: a client claims the key of the saga's capture
-// before the order exists. The saga's keys are in a namespace clients
-// cannot write to, so the claim is refused, a look-alike key collides with
-// nothing, and the order is fulfilled and paid.
+// A client claims the key of the saga's capture before the order exists.
+// The saga's keys are in a namespace clients cannot write to, so the claim
+// is refused; a look-alike key is refused too (a capture for an order that
+// does not exist is no one's), and the order is fulfilled and paid.
 func TestAPreClaimedSagaKeyCannotGiveGoodsAway(t *testing.T) {
 	s := startSystem(t, 50*time.Millisecond)
 	wallet, sku := s.customer(10000, 5)
 	id := "o-evil-" + uuid.NewString()[:8]
 	capture := fmt.Sprintf(`{"type":"CaptureHold","payload":{"wallet_id":%q,"order_id":%q,"amount":2000}}`, wallet, id)
 	s.call("POST", "/commands", capture, 422, "Idempotency-Key", "saga:"+workflows.WorkflowID(id)+".capture_payment")
-	s.call("POST", "/commands", capture, 409, "Idempotency-Key", workflows.WorkflowID(id)+".capture_payment")
+	s.call("POST", "/commands", capture, 404, "Idempotency-Key", workflows.WorkflowID(id)+".capture_payment")
 	s.orderWithID(id, wallet, sku, 2, "75001")
 	p := s.outcome(id)
 	if p.Status != workflows.StatusCompleted {
