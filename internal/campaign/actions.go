@@ -151,7 +151,7 @@ func amount(body map[string]any) int64 {
 	return n
 }
 
-func (a *act) sku() string  { return a.r.skus[a.rnd.IntN(len(a.r.skus))] }
+func (a *act) sku() string { return a.r.skus[a.rnd.IntN(len(a.r.skus))] }
 
 // zip is where an order ships: by seed, to the carrier's fast postal code
 // or (when the run has one) its slow one.
