@@ -53,15 +53,22 @@ var (
 )
 
 // SimulatedCarrier stands in for a carrier: it takes a parcel Latency after
-// its booking, refuses a share FailureRate of parcels at random, and every
-// parcel to postal code RejectPostalCode, so that failures can be provoked
-// on purpose. Its bookings are rows of carrier_sim_bookings, shared by
-// every worker process.
+// its booking (SlowLatency for a parcel to SlowPostalCode, when set),
+// refuses a share FailureRate of parcels at random, and every parcel to
+// postal code RejectPostalCode, so that failures can be provoked on
+// purpose. Its bookings are rows of carrier_sim_bookings, shared by every
+// worker process.
 type SimulatedCarrier struct {
 	Pool             *pgxpool.Pool
 	Latency          time.Duration
 	FailureRate      float64
 	RejectPostalCode string
+	// SlowPostalCode and SlowLatency give one postal code a latency of its
+	// own: a run can have parcels on both sides of the saga's
+	// CarrierFastTimeout (the fast first call takes one, the other goes to
+	// the regular activity).
+	SlowPostalCode string
+	SlowLatency    time.Duration
 }
 
 // Name is the carrier's name on shipments.
@@ -81,9 +88,13 @@ func (c SimulatedCarrier) Dispatch(ctx context.Context, key, shipmentID string, 
 		state, reason = "refused", ReasonParcelRefused
 	}
 	tracking := "SIM-" + strings.ToUpper(shipmentID[max(0, len(shipmentID)-12):])
+	latency := c.Latency
+	if c.SlowPostalCode != "" && strings.EqualFold(to.PostalCode, c.SlowPostalCode) {
+		latency = c.SlowLatency
+	}
 	if _, err := c.Pool.Exec(ctx, `INSERT INTO carrier_sim_bookings (dispatch_key, shipment_id, tracking_number, ready_at, state, reason)
 		VALUES ($1, $2, $3, now() + $4::interval, $5, $6) ON CONFLICT (dispatch_key) DO NOTHING`,
-		key, shipmentID, tracking, c.Latency.String(), state, reason); err != nil {
+		key, shipmentID, tracking, latency.String(), state, reason); err != nil {
 		return "", err
 	}
 	for {

@@ -274,3 +274,26 @@ func TestAShipmentsAddressIsSealedWithItsOrdersCustomersKey(t *testing.T) {
 		t.Fatal("a shipment of no order was accepted")
 	}
 }
+
+// A parcel to SlowPostalCode is booked for SlowLatency, any other for
+// Latency: one run has parcels on both sides of the saga's fast timeout.
+func TestTheSlowPostalCodeHasItsOwnLatency(t *testing.T) {
+	pool := pgtest.Pool(t)
+	c := activities.SimulatedCarrier{Pool: pool, Latency: 10 * time.Millisecond, SlowPostalCode: "75002", SlowLatency: time.Hour}
+	ctx := context.Background()
+	fast := "shp-" + uuid.NewString()
+	if _, err := c.Dispatch(ctx, "saga:k-"+uuid.NewString(), fast, addr); err != nil {
+		t.Fatal(err)
+	}
+	slow, to := "shp-"+uuid.NewString(), addr
+	to.PostalCode = "75002"
+	waiting, stop := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer stop()
+	if _, err := c.Dispatch(waiting, "saga:k-"+uuid.NewString(), slow, to); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a parcel to the slow postal code: %v", err)
+	}
+	var wait time.Duration
+	if err := pool.QueryRow(ctx, `SELECT ready_at - now() FROM carrier_sim_bookings WHERE shipment_id = $1 AND state = 'pending'`, slow).Scan(&wait); err != nil || wait < 59*time.Minute {
+		t.Fatalf("the slow parcel is ready in %s: %v", wait, err)
+	}
+}

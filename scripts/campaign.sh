@@ -5,7 +5,9 @@
 # worker processes). `orderflow campaign` acts from the seed through every
 # door while faults are injected — kill -9 (and restart) of an api, a
 # worker, a projector or Temporal's server, PostgreSQL restarted
-# (immediate), api2's database connections cut by the campaign's TCP proxy —
+# (immediate), one process's database connections cut by the campaign's TCP
+# proxies (every api, projector and worker reaches PostgreSQL through a proxy
+# of its own, so that each committer may lose a COMMIT's answer) —
 # then drives every saga to an end and runs verify; `orderflow verify` runs
 # once more on its own. Exits non-zero on an invariant violation.
 # Usage: scripts/campaign.sh [seed] [seconds of load]
@@ -25,7 +27,6 @@ if [ "${1:-}" = fault ]; then
       name=${kind#kill-}
       kill -9 "$(cat "$WORK/pids/$name")" 2>/dev/null || true
       sleep 1
-      [ "$name" = api2 ] && export API2_DATABASE_URL="postgres://postgres@127.0.0.1:$PROXY_PORT/orderflow?sslmode=disable"
       start_role "$name"
       role_ready "$name" >/dev/null
       echo "$name restarted (pid $(cat "$WORK/pids/$name"))" ;;
@@ -47,28 +48,38 @@ fi
 SEED=${1:-1}
 SECONDS_OF_LOAD=${2:-60}
 FAULTS=${CAMPAIGN_FAULTS:-kill-api1,kill-api2,kill-worker1,kill-worker2,kill-projector1,kill-projector2,kill-temporal,restart-postgres,cut-connection}
-# The carrier takes a second: time for a cancel, a void or a terminate while it works.
-export ORDERFLOW_CARRIER_LATENCY=${ORDERFLOW_CARRIER_LATENCY:-1s}
+# The carrier on both sides of the saga's CarrierFastTimeout (1s): to most
+# postal codes it is fast (the saga's first call, a local activity, gets the
+# parcel); to the slow one it takes 2.5s (the first call gets no answer and
+# the regular activity waits, with time for a cancel, a void or a terminate
+# while it works). The campaign ships each order to either, by seed.
+export ORDERFLOW_CARRIER_LATENCY=${ORDERFLOW_CARRIER_LATENCY:-300ms}
+export ORDERFLOW_CARRIER_SLOW_POSTAL_CODE=${ORDERFLOW_CARRIER_SLOW_POSTAL_CODE:-75009}
+export ORDERFLOW_CARRIER_SLOW_LATENCY=${ORDERFLOW_CARRIER_SLOW_LATENCY:-2500ms}
+# Every process reaches PostgreSQL through a proxy of the campaign's.
+export CLUSTER_PROXIED=1
 export ORDERFLOW_CLUSTER_BASE_PORT=${ORDERFLOW_CLUSTER_BASE_PORT:-27000}   # beside a cluster.sh run
 cluster_init campaign
 export CAMPAIGN_WORK=$WORK
 cluster_base
 
-log "api1, two projectors, two workers"
-for name in api1 projector1 projector2 worker1 worker2; do start_role "$name"; done
-for name in api1 projector1 projector2 worker1 worker2; do role_ready "$name"; done
+ROLES="api1 api2 projector1 projector2 worker1 worker2"
+PROXIES=""
+for name in $ROLES; do PROXIES="$PROXIES${PROXIES:+,}$name=127.0.0.1:$(proxy_port "$name")"; done
 
 log "campaign: seed $SEED, ${SECONDS_OF_LOAD}s of load, faults: $FAULTS"
+# The campaign first: it holds the proxies every process connects through
+# (and waits for the APIs to be ready).
 start campaign "$BIN" campaign -seed "$SEED" -duration "${SECONDS_OF_LOAD}s" \
   -url "http://127.0.0.1:$(api_port 1),http://127.0.0.1:$(api_port 2)" \
   -key "$WORK/signing.pem" -issuer "$ISSUER" -faults "$FAULTS" -fault-every "${CAMPAIGN_FAULT_EVERY:-10s}" \
   -fault-exec "$PWD/scripts/campaign.sh fault" \
-  -proxy-listen "127.0.0.1:$PROXY_PORT" -proxy-upstream "127.0.0.1:$PG_PORT" ${CAMPAIGN_ACTIONS:+-actions "$CAMPAIGN_ACTIONS"}
-# api2 reaches PostgreSQL through the campaign's proxy (the connections it cuts).
-for _ in $(seq 1 240); do (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && break; sleep 0.5; done
-export API2_DATABASE_URL="postgres://postgres@127.0.0.1:$PROXY_PORT/orderflow?sslmode=disable"
-start_role api2
-role_ready api2
+  -proxy-listen "$PROXIES" -proxy-upstream "127.0.0.1:$PG_PORT" ${CAMPAIGN_ACTIONS:+-actions "$CAMPAIGN_ACTIONS"}
+for _ in $(seq 1 240); do (exec 3<>"/dev/tcp/127.0.0.1/$(proxy_port worker2)") 2>/dev/null && break; sleep 0.5; done
+
+log "two apis, two projectors, two workers, each through its proxy"
+for name in $ROLES; do start_role "$name"; done
+for name in $ROLES; do role_ready "$name"; done
 
 rc=0
 wait "$PID_campaign" || rc=$?

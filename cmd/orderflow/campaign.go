@@ -36,21 +36,30 @@ func (f *campaignFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.faults, "faults", "", "fault kinds to inject, separated by commas: cut-connection (needs -proxy-listen), and any kind -fault-exec knows")
 	fs.DurationVar(&f.faultEvery, "fault-every", 15*time.Second, "mean pause between two faults")
 	fs.StringVar(&f.faultExec, "fault-exec", "", "command (split at spaces) run with a fault kind as last argument: it injects the fault and returns once the service is back")
-	fs.StringVar(&f.proxyListen, "proxy-listen", "", "listen address of a TCP proxy to PostgreSQL whose connections cut-connection cuts (point one API's DATABASE_URL at it)")
+	fs.StringVar(&f.proxyListen, "proxy-listen", "", "TCP proxies to PostgreSQL whose connections cut-connection cuts, separated by commas: [process=]host:port, one per process (point each process's DATABASE_URL at its own)")
 	fs.StringVar(&f.proxyPeer, "proxy-upstream", "", "PostgreSQL address behind the proxy (host:port)")
 	fs.StringVar(&f.actions, "actions", "", "only these actions, separated by commas (default: the whole mix): "+strings.Join(campaign.Actions(), ", "))
 	fs.DurationVar(&f.settle, "settle", 5*time.Minute, "longest wait for every saga to end, then for verify's consumers")
 }
 
 func runCampaign(ctx context.Context, cfg Config, f campaignFlags) error {
-	var proxy *campaign.Proxy
-	if f.proxyListen != "" {
-		var err error
-		if proxy, err = campaign.Listen(f.proxyListen, f.proxyPeer); err != nil {
+	var proxies []*campaign.Proxy
+	for _, spec := range strings.Split(f.proxyListen, ",") {
+		if spec = strings.TrimSpace(spec); spec == "" {
+			continue
+		}
+		name, addr, named := strings.Cut(spec, "=")
+		if !named {
+			name, addr = spec, spec
+		}
+		proxy, err := campaign.Listen(addr, f.proxyPeer)
+		if err != nil {
 			return err
 		}
 		defer proxy.Close()
-		fmt.Fprintf(os.Stderr, "campaign: proxy %s -> %s\n", proxy.Addr(), f.proxyPeer)
+		proxy.Name = name
+		proxies = append(proxies, proxy)
+		fmt.Fprintf(os.Stderr, "campaign: proxy for %s %s -> %s\n", name, proxy.Addr(), f.proxyPeer)
 	}
 	path := f.key
 	if path == "" {
@@ -64,7 +73,7 @@ func runCampaign(ctx context.Context, cfg Config, f campaignFlags) error {
 	for _, k := range strings.Split(f.faults, ",") {
 		if k = strings.TrimSpace(k); k != "" {
 			kinds = append(kinds, k)
-			if k == "cut-connection" && proxy == nil {
+			if k == "cut-connection" && len(proxies) == 0 {
 				return errors.New("-faults cut-connection needs -proxy-listen")
 			}
 			if k != "cut-connection" && f.faultExec == "" {
@@ -84,8 +93,8 @@ func runCampaign(ctx context.Context, cfg Config, f campaignFlags) error {
 				Issue: func(p auth.Principal) (string, error) {
 					return auth.Issue(key, f.issuer, cfg.JWTAudience, p, 24*time.Hour)
 				},
-				Temporal: a.sagas.C, Pool: a.pool, RejectPostalCode: cfg.CarrierRejectZip,
-				Faults: kinds, FaultEvery: f.faultEvery, FaultExec: exec, Proxy: proxy, Settle: f.settle, Actions: only,
+				Temporal: a.sagas.C, Pool: a.pool, RejectPostalCode: cfg.CarrierRejectZip, SlowPostalCode: cfg.CarrierSlowZip,
+				Faults: kinds, FaultEvery: f.faultEvery, FaultExec: exec, Proxies: proxies, Settle: f.settle, Actions: only,
 				Verify: func(ctx context.Context) (*verify.Report, error) {
 					chk := &verify.Checker{Pool: a.pool, Store: a.store, Reader: a.reader, Temporal: a.sagas.C, Settle: f.settle}
 					return chk.Run(ctx)

@@ -68,6 +68,8 @@ type Config struct {
 	CarrierLatency      time.Duration // ORDERFLOW_CARRIER_LATENCY: simulated carrier
 	CarrierFailRate     float64       // ORDERFLOW_CARRIER_FAILURE_RATE: share of parcels it refuses
 	CarrierRejectZip    string        // ORDERFLOW_CARRIER_REJECT_POSTAL_CODE: always refused
+	CarrierSlowZip      string        // ORDERFLOW_CARRIER_SLOW_POSTAL_CODE: taken after CarrierSlowLatency instead
+	CarrierSlowLatency  time.Duration // ORDERFLOW_CARRIER_SLOW_LATENCY
 
 	PprofAddr string // ORDERFLOW_PPROF_ADDR: net/http/pprof on this address when set (profiling)
 	OpsAddr   string // ORDERFLOW_OPS_ADDR: /metrics, /healthz and /readyz of every role
@@ -227,6 +229,8 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.duration(&c.CarrierLatency, "carrier-latency", "ORDERFLOW_CARRIER_LATENCY", 200*time.Millisecond, "simulated carrier: time to dispatch", workerRoles)
 	s.float(&c.CarrierFailRate, "carrier-failure-rate", "ORDERFLOW_CARRIER_FAILURE_RATE", 0, "simulated carrier: share of parcels refused, 0..1", workerRoles)
 	s.str(&c.CarrierRejectZip, "carrier-reject-postal-code", "ORDERFLOW_CARRIER_REJECT_POSTAL_CODE", "00000", "simulated carrier: postal code it always refuses", []string{"dev", "worker", "load", "campaign"})
+	s.str(&c.CarrierSlowZip, "carrier-slow-postal-code", "ORDERFLOW_CARRIER_SLOW_POSTAL_CODE", "", "simulated carrier: postal code taken after -carrier-slow-latency instead, empty = none", []string{"dev", "worker", "campaign"})
+	s.duration(&c.CarrierSlowLatency, "carrier-slow-latency", "ORDERFLOW_CARRIER_SLOW_LATENCY", 2*time.Second, "simulated carrier: time to dispatch to -carrier-slow-postal-code", workerRoles)
 	s.str(&c.TemporalDevAddr, "temporal-dev-addr", "ORDERFLOW_TEMPORAL_DEV_ADDR", "127.0.0.1:7233", "dev's embedded Temporal frontend (the tools use it against dev)", []string{"dev", "verify", "sagas repair", "bench", "temporal-server"})
 	s.str(&c.TemporalPersistence, "temporal-persistence", "ORDERFLOW_TEMPORAL_PERSISTENCE", "postgres", "the embedded Temporal's store, postgres or sqlite", []string{"dev", "temporal-server"})
 	s.int(&c.TemporalShards, "temporal-shards", "ORDERFLOW_TEMPORAL_SHARDS", 4, "history shards when the embedded Temporal's PostgreSQL cluster is created", []string{"dev", "temporal-server"})

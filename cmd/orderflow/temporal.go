@@ -135,6 +135,7 @@ func (a *app) runWorker(ctx context.Context, c client.Client) error {
 	w := worker.New(c, workflows.TaskQueue, workerOptions())
 	workflows.Register(w, &activities.Activities{Bus: a.bus, Store: a.store, Keys: personal.NewKeys(a.pool), Carrier: activities.SimulatedCarrier{
 		Pool: a.pool, Latency: a.cfg.CarrierLatency, FailureRate: a.cfg.CarrierFailRate, RejectPostalCode: a.cfg.CarrierRejectZip,
+		SlowPostalCode: a.cfg.CarrierSlowZip, SlowLatency: a.cfg.CarrierSlowLatency,
 	}})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)

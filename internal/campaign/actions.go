@@ -36,9 +36,9 @@ const (
 func (a *act) do() {
 	switch a.name {
 	case "place":
-		a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), "75001"), true)
+		a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), a.zip()), true)
 	case "place_keyless":
-		a.place(a.cu.c, "", a.order(a.cu.wallet, a.sku(), "75001"), true)
+		a.place(a.cu.c, "", a.order(a.cu.wallet, a.sku(), a.zip()), true)
 	case "place_duplicate_key":
 		a.duplicateKey()
 	case "place_reused_key":
@@ -46,7 +46,7 @@ func (a *act) do() {
 	case "place_colliding_key":
 		a.collidingKey()
 	case "place_customer_named_id":
-		body := a.order(a.cu.wallet, a.sku(), "75001")
+		body := a.order(a.cu.wallet, a.sku(), a.zip())
 		body["order_id"] = "o-" + a.key
 		door, send := placeDoor(a.rnd, a.cu.c.At(a.api()), a.key, body)
 		st, out, _ := send(a.ctx)
@@ -55,12 +55,12 @@ func (a *act) do() {
 	case "place_operator_long_id":
 		a.operatorLongID()
 	case "place_reserved_key":
-		st, out, _ := a.cu.c.Post(a.ctx, "/orders", "saga:"+a.key, a.order(a.cu.wallet, a.sku(), "75001"))
+		st, out, _ := a.cu.c.Post(a.ctx, "/orders", "saga:"+a.key, a.order(a.cu.wallet, a.sku(), a.zip()))
 		a.r.answer(a.name, st, out)
 		a.expect(st, out, http.StatusUnprocessableEntity, "idempotency_key_reserved")
 	case "place_foreign_wallet":
 		other := a.other()
-		body := a.order(other.wallet, a.sku(), "75001")
+		body := a.order(other.wallet, a.sku(), a.zip())
 		st, out, _ := a.cu.c.Post(a.ctx, "/orders", a.key, body)
 		a.r.answer(a.name+" own customer_id", st, out)
 		a.expect(st, out, http.StatusNotFound, "wallet_not_found")
@@ -73,20 +73,20 @@ func (a *act) do() {
 	case "place_out_of_stock":
 		a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.r.scarce, "75001"), true)
 	case "place_insufficient_funds":
-		a.place(a.cu.c, a.key, a.order(a.cu.poorWallet, a.sku(), "75001"), true)
+		a.place(a.cu.c, a.key, a.order(a.cu.poorWallet, a.sku(), a.zip()), true)
 	case "place_carrier_rejected":
 		a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), a.r.cfg.RejectPostalCode), true)
 	case "cancel_before_carrier":
-		if id := a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), "75001"), true); id != "" {
+		if id := a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), a.zip()), true); id != "" {
 			a.cancel(a.cu.c, id, a.door(), true)
 		}
 	case "cancel_during_carrier":
-		if id := a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), "75001"), true); id != "" {
+		if id := a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), a.zip()), true); id != "" {
 			a.r.awaitSaga(a.ctx, id, 30*time.Second, workflows.StatusShipping, workflows.StatusShipped, workflows.StatusCompleted)
 			a.cancel(a.cu.c, id, a.door(), true)
 		}
 	case "cancel_after_carrier":
-		if id := a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), "75001"), true); id != "" {
+		if id := a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), a.zip()), true); id != "" {
 			if a.r.awaitSaga(a.ctx, id, time.Minute, workflows.StatusCompleted) == workflows.StatusCompleted {
 				st, out := a.cancel(a.cu.c, id, a.door(), true)
 				if st/100 == 2 {
@@ -96,7 +96,7 @@ func (a *act) do() {
 			}
 		}
 	case "cancel_twice":
-		if id := a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), "75001"), true); id != "" {
+		if id := a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), a.zip()), true); id != "" {
 			sleep(a.ctx, time.Duration(a.rnd.IntN(1500))*time.Millisecond)
 			var wg sync.WaitGroup
 			for _, door := range []string{doorRoute, doorCommands} {
@@ -151,7 +151,32 @@ func amount(body map[string]any) int64 {
 	return n
 }
 
-func (a *act) sku() string  { return a.r.skus[a.rnd.IntN(len(a.r.skus))] }
+func (a *act) sku() string { return a.r.skus[a.rnd.IntN(len(a.r.skus))] }
+
+// zip is where an order ships: by seed, to the carrier's fast postal code
+// or (when the run has one) its slow one.
+func (a *act) zip() string {
+	if a.r.cfg.SlowPostalCode != "" && a.rnd.IntN(2) == 0 {
+		return a.r.cfg.SlowPostalCode
+	}
+	return fastZip
+}
+
+func (a *act) slowZip() string {
+	if a.r.cfg.SlowPostalCode != "" {
+		return a.r.cfg.SlowPostalCode
+	}
+	return fastZip
+}
+
+// fastZip is the postal code the carrier takes at its default latency.
+const fastZip = "75001"
+
+func zipOf(body map[string]any) string {
+	addr, _ := body["shipping_address"].(map[string]any)
+	z, _ := addr["postal_code"].(string)
+	return z
+}
 func (a *act) api() string  { return a.r.cfg.APIs[a.rnd.IntN(len(a.r.cfg.APIs))] }
 func (a *act) door() string { return []string{doorRoute, doorCommands}[a.rnd.IntN(2)] }
 
@@ -187,18 +212,38 @@ func (a *act) retry(send func() (int, map[string]any, error), keyed bool) (int, 
 	}
 	var st int
 	var out map[string]any
+	first := ""
+	if !keyed {
+		// The attempts share a correlation id: the command log tells
+		// afterwards whether more than one committed.
+		t := trackerOf(a.ctx)
+		t.setCorrelation("campaign-" + a.key)
+		defer t.setCorrelation("")
+	}
 	for i := range attempts {
 		var err error
 		st, out, err = send()
+		if i == 1 && !keyed {
+			a.r.recordKeyless(keylessRetry{action: a.name, command: keylessCommand(a.name), correlation: "campaign-" + a.key, first: first})
+		}
 		if !faulty(st, err) || a.ctx.Err() != nil {
 			break
 		}
 		if i > 0 {
 			a.r.answer(a.name+" retry", st, out)
 		}
+		first = answerName(st, out)
 		sleep(a.ctx, time.Duration(500+a.rnd.IntN(1000))*time.Millisecond)
 	}
 	return st, out
+}
+
+// keylessCommand is the command a keyless action sends.
+func keylessCommand(action string) string {
+	if action == "top_up" {
+		return "TopUpWallet"
+	}
+	return "PlaceOrder"
 }
 
 // place places an order through a random API (retried after a fault) and
@@ -217,7 +262,7 @@ func (a *act) place(c *loadgen.Client, key string, body map[string]any, track bo
 	}
 	if track {
 		a.r.mu.Lock()
-		a.r.orders = append(a.r.orders, placed{id: id, customer: a.cu, amount: amount(body)})
+		a.r.orders = append(a.r.orders, placed{id: id, customer: a.cu, amount: amount(body), zip: zipOf(body)})
 		a.r.mu.Unlock()
 	}
 	return id
@@ -253,6 +298,13 @@ func (a *act) cancel(c *loadgen.Client, id, door string, again bool) (int, map[s
 		st, out, err = send()
 	}
 	a.r.answer(a.name+" "+door, st, out)
+	if again {
+		code, _ := out["code"].(string)
+		if st == http.StatusOK || st == http.StatusAccepted {
+			code, _ = out["status"].(string)
+		}
+		a.r.recordCancel(cancelAnswer{action: a.name, door: door, order: id, status: st, code: code})
+	}
 	if again && st == http.StatusNotFound {
 		a.r.anomaly("%s: %s of the customer's own order %s answered 404", a.name, door, id)
 	}
@@ -277,7 +329,7 @@ func (a *act) expectOK(st int, out map[string]any) {
 
 // duplicateKey sends the same keyed order to both APIs at once: one order.
 func (a *act) duplicateKey() {
-	body := a.order(a.cu.wallet, a.sku(), "75001")
+	body := a.order(a.cu.wallet, a.sku(), a.zip())
 	ids := make([]string, len(a.r.cfg.APIs))
 	var wg sync.WaitGroup
 	for i, api := range a.r.cfg.APIs {
@@ -296,14 +348,14 @@ func (a *act) duplicateKey() {
 	}
 	if ids[0] != "" {
 		a.r.mu.Lock()
-		a.r.orders = append(a.r.orders, placed{id: ids[0], customer: a.cu, amount: amount(body)})
+		a.r.orders = append(a.r.orders, placed{id: ids[0], customer: a.cu, amount: amount(body), zip: zipOf(body)})
 		a.r.mu.Unlock()
 	}
 }
 
 // reusedKey: the same key with another body is refused.
 func (a *act) reusedKey() {
-	if a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), "75001"), true) == "" {
+	if a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), a.zip()), true) == "" {
 		return
 	}
 	st, out, _ := a.cu.c.At(a.api()).Post(a.ctx, "/orders", a.key, a.order(a.cu.wallet, a.sku(), "75002"))
@@ -313,10 +365,10 @@ func (a *act) reusedKey() {
 
 // collidingKey: two customers use the same key; each gets its own order.
 func (a *act) collidingKey() {
-	first := a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), "75001"), true)
+	first := a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), a.zip()), true)
 	other := a.other()
 	b := &act{r: a.r, name: a.name + " (second customer)", rnd: a.rnd, ctx: a.ctx, key: a.key, cu: other}
-	second := b.place(other.c, a.key, b.order(other.wallet, b.sku(), "75001"), true)
+	second := b.place(other.c, a.key, b.order(other.wallet, b.sku(), b.zip()), true)
 	if first != "" && first == second {
 		a.r.anomaly("%s: customers %s and %s got the same order %s from one key", a.name, a.cu.id, other.id, first)
 	}
@@ -325,7 +377,7 @@ func (a *act) collidingKey() {
 // operatorLongID: an operator may name an id of 120 characters, not 121.
 func (a *act) operatorLongID() {
 	for _, n := range []int{120, 121} {
-		body := a.order(a.cu.wallet, a.sku(), "75001")
+		body := a.order(a.cu.wallet, a.sku(), a.zip())
 		id := "op-" + a.key + "-"
 		body["order_id"] = id + strings.Repeat("x", n-len(id))
 		st, out := a.retry(func() (int, map[string]any, error) {
@@ -336,7 +388,7 @@ func (a *act) operatorLongID() {
 			a.expectOK(st, out)
 			if st/100 == 2 {
 				a.r.mu.Lock()
-				a.r.orders = append(a.r.orders, placed{id: body["order_id"].(string), customer: a.cu, amount: amount(body)})
+				a.r.orders = append(a.r.orders, placed{id: body["order_id"].(string), customer: a.cu, amount: amount(body), zip: zipOf(body)})
 				a.r.mu.Unlock()
 			}
 		} else {
@@ -353,7 +405,7 @@ func (a *act) forget() {
 		return
 	}
 	b := &act{r: a.r, name: a.name, rnd: a.rnd, ctx: a.ctx, key: a.key, cu: cu}
-	id := b.place(cu.c, a.key, b.order(cu.wallet, b.sku(), "75001"), true)
+	id := b.place(cu.c, a.key, b.order(cu.wallet, b.sku(), b.zip()), true)
 	if id == "" {
 		return
 	}
@@ -409,7 +461,9 @@ func (a *act) ownOrder() (placed, bool) {
 // the capture is refused and the saga waits; the operator authorises a
 // hold again and retries: the saga completes.
 func (a *act) voidHold() {
-	body := a.order(a.cu.wallet, a.sku(), "75001")
+	// The slow carrier: the saga waits at SHIPPING (the fast one takes the
+	// parcel within the first call, with no SHIPPING to see).
+	body := a.order(a.cu.wallet, a.sku(), a.slowZip())
 	id := a.place(a.cu.c, a.key, body, true)
 	if id == "" {
 		return
@@ -458,7 +512,7 @@ func (a *act) voidHold() {
 // terminate: an operator terminates the saga at a random moment, then
 // repairs it, or the customer cancels (the cancel repairs it).
 func (a *act) terminate() {
-	id := a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), "75001"), true)
+	id := a.place(a.cu.c, a.key, a.order(a.cu.wallet, a.sku(), a.zip()), true)
 	if id == "" {
 		return
 	}

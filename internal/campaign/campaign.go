@@ -52,14 +52,20 @@ type Config struct {
 	Pool     *pgxpool.Pool
 	// RejectPostalCode is the postal code the carrier refuses.
 	RejectPostalCode string
+	// SlowPostalCode, when set, is a postal code the carrier takes slower
+	// than the saga's CarrierFastTimeout (the others faster): orders ship
+	// to either, by seed, so that the saga's fast first call and its
+	// regular activity both run under faults.
+	SlowPostalCode string
 	// Faults are the kinds to inject, FaultEvery the mean pause between
-	// two. "cut-connection" is done here (Proxy); any other kind is
+	// two. "cut-connection" is done here (Proxies: each process's pool
+	// goes through one, and a cut picks one by seed); any other kind is
 	// FaultExec with the kind as its last argument (the script kills and
 	// restarts the process, and returns once it is ready again).
 	Faults     []string
 	FaultEvery time.Duration
 	FaultExec  []string
-	Proxy      *Proxy
+	Proxies    []*Proxy
 	// Settle bounds the end phase: every saga driven to an end.
 	Settle time.Duration
 	// Verify checks the invariants once every saga has ended.
@@ -76,11 +82,21 @@ type Report struct {
 	Seed     uint64
 	Duration time.Duration
 	Took     time.Duration
-	// Actions counts the actions by kind; Answers the answers by action
-	// and door ("cancel_during POST /commands" → "202": 4).
+	// Actions counts the actions sent, by kind (an action counts once a
+	// request of its was written to an API); NotSent those drawn that sent
+	// nothing (no order of the customer's to act on, every API down).
+	// Answers are the answers by action and door ("cancel_during POST
+	// /commands" → "202": 4).
 	Actions map[string]int
+	NotSent map[string]int
 	Answers map[string]map[string]int
-	Faults  map[string]int
+	// Faults counts the faults injected: a cut only when it cut a
+	// connection, a script's fault once it ran (FaultErrors otherwise).
+	Faults map[string]int
+	// Cuts counts the connections cut by process; CutNothing the cuts
+	// that found no connection open.
+	Cuts       map[string]int
+	CutNothing int
 	// FaultErrors are faults whose script failed.
 	FaultErrors []string
 	// Operator counts the operators' decisions in the end phase and during
@@ -93,15 +109,25 @@ type Report struct {
 	Anomalies []string
 	// Unended are sagas still not ended when the end phase gave up.
 	Unended []string
-	Verify  *verify.Report
+	// Checks are the campaign's own invariants (what each door promised
+	// against the end, keyless retries against the command log); Counters
+	// what they looked at; Carrier the orders by the carrier's path and
+	// their end.
+	Checks   []verify.Check
+	Counters map[string]int
+	Carrier  map[string]int
+	Verify   *verify.Report
 }
 
 // Violations is the number of invariant violations verify found.
 func (r *Report) Violations() int {
-	if r.Verify == nil {
-		return 0
-	}
 	n := 0
+	for _, c := range r.Checks {
+		n += len(c.Failures)
+	}
+	if r.Verify == nil {
+		return n
+	}
 	for _, c := range r.Verify.Checks {
 		n += len(c.Failures)
 	}
@@ -112,7 +138,7 @@ func (r *Report) Violations() int {
 // A run that placed or cancelled nothing (every order refused, an API
 // never up) tested nothing, and is no pass.
 func (r *Report) OK() bool {
-	return r.Verify != nil && r.Verify.OK() && len(r.Anomalies) == 0 && len(r.Unended) == 0 && len(r.FaultErrors) == 0 &&
+	return r.Verify != nil && r.Verify.OK() && r.Violations() == 0 && len(r.Anomalies) == 0 && len(r.Unended) == 0 && len(r.FaultErrors) == 0 &&
 		r.succeeded("place") > 0 && r.succeeded("cancel") > 0
 }
 
@@ -153,7 +179,13 @@ func (r *Report) String() string {
 	for _, n := range r.Faults {
 		nf += n
 	}
+	if len(r.NotSent) > 0 {
+		fmt.Fprintf(&b, "actions drawn that sent nothing: %s\n", counts(r.NotSent))
+	}
 	fmt.Fprintf(&b, "faults injected: %d %s\n", nf, counts(r.Faults))
+	if len(r.Cuts) > 0 || r.CutNothing > 0 {
+		fmt.Fprintf(&b, "  connections cut, by process: %s; cuts that found none open: %d\n", counts(r.Cuts), r.CutNothing)
+	}
 	for _, e := range r.FaultErrors {
 		fmt.Fprintf(&b, "  fault failed: %s\n", e)
 	}
@@ -164,6 +196,22 @@ func (r *Report) String() string {
 	}
 	if len(r.Unended) > 0 {
 		fmt.Fprintf(&b, "sagas not ended: %d: %s\n", len(r.Unended), strings.Join(r.Unended, ", "))
+	}
+	if len(r.Carrier) > 0 {
+		fmt.Fprintf(&b, "orders by the carrier's path: %s\n", counts(r.Carrier))
+	}
+	if len(r.Checks) > 0 {
+		fmt.Fprintf(&b, "campaign checks: %s\n", counts(r.Counters))
+		for _, c := range r.Checks {
+			if len(c.Failures) == 0 {
+				fmt.Fprintf(&b, "  ok    %s\n", c.Name)
+				continue
+			}
+			fmt.Fprintf(&b, "  FAIL  %s (%d)\n", c.Name, len(c.Failures))
+			for _, f := range c.Failures {
+				fmt.Fprintf(&b, "        %s\n", f)
+			}
+		}
 	}
 	if r.Verify != nil {
 		fmt.Fprint(&b, r.Verify.String())
@@ -258,6 +306,7 @@ type placed struct {
 	id       string
 	customer *customer
 	amount   int64
+	zip      string
 }
 
 type run struct {
@@ -275,6 +324,8 @@ type run struct {
 	// operator loop leaves them alone until the action is done.
 	handled map[string]bool
 	retries map[string]int
+	cancels []cancelAnswer
+	keyless []keylessRetry
 }
 
 // Run runs the campaign and returns its report.
@@ -298,13 +349,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	start := time.Now()
 	r := &run{cfg: cfg, runID: fmt.Sprintf("s%d-%s", cfg.Seed, strconv.FormatInt(start.UnixMilli()%1e8, 36)),
-		rep:     &Report{Seed: cfg.Seed, Duration: cfg.Duration, Actions: map[string]int{}, Answers: map[string]map[string]int{}, Faults: map[string]int{}, Operator: map[string]int{}},
+		rep: &Report{Seed: cfg.Seed, Duration: cfg.Duration, Actions: map[string]int{}, NotSent: map[string]int{}, Answers: map[string]map[string]int{},
+			Faults: map[string]int{}, Cuts: map[string]int{}, Operator: map[string]int{}, Counters: map[string]int{}, Carrier: map[string]int{}},
 		handled: map[string]bool{}, retries: map[string]int{}}
 	tok, err := cfg.Issue(auth.Principal{Subject: "ops-campaign", Role: auth.Operator})
 	if err != nil {
 		return nil, err
 	}
-	r.ops = loadgen.NewClient(cfg.APIs[0], tok, &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}})
+	r.ops = loadgen.NewClient(cfg.APIs[0], tok, &http.Client{Timeout: 30 * time.Second, Transport: tracing{&http.Transport{MaxIdleConnsPerHost: 64}}})
 	if err := r.waitReady(ctx, 2*time.Minute); err != nil {
 		return nil, err
 	}
@@ -361,6 +413,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, fmt.Errorf("verify: %w", err)
 		}
 		r.rep.Verify = rep
+	}
+	cfg.Logf("the campaign's own checks")
+	if err := r.ownChecks(ctx); err != nil {
+		return nil, fmt.Errorf("campaign checks: %w", err)
 	}
 	r.rep.Took = time.Since(start)
 	return r.rep, nil
@@ -446,18 +502,32 @@ func (r *run) must(ctx context.Context, c *loadgen.Client, path string, body any
 func (r *run) actor(ctx, outer context.Context, rnd *rand.Rand, n int) {
 	for step := 0; ctx.Err() == nil; step++ {
 		name := pick(rnd, r.cfg.Actions)
-		r.mu.Lock()
-		r.rep.Actions[name]++
-		r.mu.Unlock()
-		a := &act{r: r, name: name, rnd: rnd, ctx: outer, key: fmt.Sprintf("k-%s-%d-%d", r.runID, n, step)}
+		t := &tracker{}
+		a := &act{r: r, name: name, rnd: rnd, ctx: context.WithValue(outer, trackerKey{}, t), key: fmt.Sprintf("k-%s-%d-%d", r.runID, n, step)}
 		a.cu = r.customers[rnd.IntN(len(r.customers))]
 		a.do()
+		if t.sent.Load() {
+			r.count(r.rep.Actions, name)
+		} else {
+			r.count(r.rep.NotSent, name)
+		}
 		sleep(ctx, time.Duration(rnd.IntN(300))*time.Millisecond)
 	}
 }
 
 // answer records a door's answer to an action.
 func (r *run) answer(door string, st int, out map[string]any) {
+	ans := answerName(st, out)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rep.Answers[door] == nil {
+		r.rep.Answers[door] = map[string]int{}
+	}
+	r.rep.Answers[door][ans]++
+}
+
+// answerName names an answer in the report: its status and code.
+func answerName(st int, out map[string]any) string {
 	ans := strconv.Itoa(st)
 	if st == 0 {
 		ans = "no_answer"
@@ -465,12 +535,7 @@ func (r *run) answer(door string, st int, out map[string]any) {
 	if code, _ := out["code"].(string); code != "" {
 		ans += " " + code
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.rep.Answers[door] == nil {
-		r.rep.Answers[door] = map[string]int{}
-	}
-	r.rep.Answers[door][ans]++
+	return ans
 }
 
 func (r *run) anomaly(format string, args ...any) {
@@ -498,11 +563,19 @@ func (r *run) faults(ctx context.Context, rnd *rand.Rand) {
 			return
 		}
 		kind := r.cfg.Faults[rnd.IntN(len(r.cfg.Faults))]
-		r.count(r.rep.Faults, kind)
 		t0 := time.Now()
 		if kind == "cut-connection" {
-			n := r.cfg.Proxy.Cut(time.Duration(rnd.IntN(3000)) * time.Millisecond)
-			r.cfg.Logf("fault: cut %d connections between an API and PostgreSQL", n)
+			p := r.cfg.Proxies[rnd.IntN(len(r.cfg.Proxies))]
+			n := p.Cut(time.Duration(rnd.IntN(3000)) * time.Millisecond)
+			r.cfg.Logf("fault: cut %d connections between %s and PostgreSQL", n, p.Name)
+			r.mu.Lock()
+			if n > 0 {
+				r.rep.Faults[kind]++
+				r.rep.Cuts[p.Name] += n
+			} else {
+				r.rep.CutNothing++
+			}
+			r.mu.Unlock()
 			continue
 		}
 		// The restart must finish even when the load is over.
@@ -510,11 +583,13 @@ func (r *run) faults(ctx context.Context, rnd *rand.Rand) {
 		out, err := exec.CommandContext(fctx, r.cfg.FaultExec[0], append(slices.Clone(r.cfg.FaultExec[1:]), kind)...).CombinedOutput()
 		cancel()
 		r.cfg.Logf("fault: %s (%s) %s", kind, time.Since(t0).Round(100*time.Millisecond), strings.TrimSpace(string(out)))
+		r.mu.Lock()
 		if err != nil {
-			r.mu.Lock()
 			r.rep.FaultErrors = append(r.rep.FaultErrors, fmt.Sprintf("%s: %v: %s", kind, err, strings.TrimSpace(string(out))))
-			r.mu.Unlock()
+		} else {
+			r.rep.Faults[kind]++
 		}
+		r.mu.Unlock()
 	}
 }
 

@@ -2,9 +2,13 @@ package campaign
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -97,5 +101,37 @@ func TestProxyCut(t *testing.T) {
 	_ = again.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := bufio.NewReader(again).ReadString('\n'); err == nil {
 		t.Fatal("a connection during the refusal was proxied")
+	}
+}
+
+// An action counts as sent once a request of its was written to an API,
+// and a keyless one's attempts carry its correlation id.
+func TestTracingMarksSentAndCorrelates(t *testing.T) {
+	got := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("X-Correlation-ID")
+	}))
+	defer srv.Close()
+	hc := &http.Client{Transport: tracing{http.DefaultTransport}}
+	tr := &tracker{}
+	ctx := context.WithValue(context.Background(), trackerKey{}, tr)
+
+	// Nothing listens: nothing was sent.
+	dead, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:1/", nil)
+	if res, err := hc.Do(dead); err == nil {
+		res.Body.Close()
+	}
+	if tr.sent.Load() {
+		t.Fatal("a request to a closed port counted as sent")
+	}
+	tr.setCorrelation("campaign-k-1")
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader("{}"))
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if !tr.sent.Load() || <-got != "campaign-k-1" {
+		t.Fatal("a request written was not counted, or lost its correlation id")
 	}
 }

@@ -8,10 +8,12 @@ import (
 	"time"
 )
 
-// Proxy is a TCP proxy between one API and PostgreSQL whose connections
+// Proxy is a TCP proxy between one process and PostgreSQL whose connections
 // the campaign cuts: every open connection is closed at once (mid-query,
 // mid-COMMIT, whatever it was doing), and new ones are refused for a while.
 type Proxy struct {
+	// Name is the process whose pool goes through the proxy.
+	Name     string
 	ln       net.Listener
 	upstream string
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/orderflow/orderflow/asyncapi"
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/shipment"
 	"github.com/orderflow/orderflow/domain/wallet"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/outbox"
@@ -85,39 +87,100 @@ func (r *Report) add(name string, failures []string) {
 	r.Checks = append(r.Checks, Check{Name: name, Failures: failures})
 }
 
+// facts is what the checks judge, read once: every stream replayed from
+// its events, and the carrier's own bookings settled as of now.
+type facts struct {
+	orders    map[string]order.State // every order, by id
+	terminal  map[string]order.Status
+	wallets   map[string]wallet.State
+	items     map[string]inventory.State
+	shipments map[string]shipment.State // by order id
+	// bookings are the carrier's, by order id (shipment "shp-<order id>").
+	bookings map[string][]booking
+	// sagas is what Temporal says of each order's saga (with Temporal only).
+	sagas map[string]sagaView
+	// versions are the wallets' and items' stream versions, by id.
+	versions map[string]int64
+}
+
+// booking is one of the carrier's bookings, as the carrier answers for it
+// now: a pending booking past its ready time is taken (the simulated
+// carrier decides lazily, on its next call; every call from now on would
+// answer "taken").
+type booking struct {
+	key, state string
+	readyAt    time.Time
+}
+
+// taken counts the parcels the carrier has for the order.
+func (f *facts) taken(id string) int {
+	n := 0
+	for _, b := range f.bookings[id] {
+		if b.state == "taken" {
+			n++
+		}
+	}
+	return n
+}
+
+// shipped: the order's end says the goods left (and were paid, or written off).
+func shipped(st order.Status) bool {
+	return st == order.StatusCompleted || st == order.StatusWrittenOff
+}
+
+// check is one invariant: a function of the facts returning what violates
+// it (each failure naming the order, wallet or sku and the amounts).
+type check struct {
+	name string
+	run  func(*facts) []string
+}
+
+// checks are verify's invariants over the facts, in the report's order.
+// A new invariant is a function here and one line in this list. Two are
+// to come with the payment provider and the catalogue's prices:
+//   - "every wallet's balance is its confirmed payments, operators'
+//     credits, less captures, plus refunds": the provider's ledger beside
+//     wallet.topped_up (its payment_id/reason), in facts; a function
+//     walletBalancesFromPayments.
+//   - "each order line is priced by the catalogue as of placement":
+//     inventory.price_set replayed up to the placement, against the line's
+//     unit_price and price_version; a function linesPricedByCatalogue.
+func checks() []check {
+	return []check{
+		{"the carrier took a parcel exactly for each completed or written-off order", carrierTookExactlyShipped},
+		{"every dispatch orderflow recorded is a parcel the carrier took", dispatchesTakenByCarrier},
+		{"wallet read models equal a replay of the event log", nil}, // with the read models (Run)
+		{"stock read models equal a replay of the event log", nil},  // with the read models (Run)
+		{"no wallet overdrawn, no stock negative", notOverdrawn},
+		{"no hold or reservation left for a terminal order", nothingLeftForTerminal},
+		{"holds, captures and reservations only for orders that exist", onlyForExistingOrders},
+		{"money captured only for a parcel the carrier took", capturedOnlyForTaken},
+		{"the amount captured is each order's total when shipped, nothing otherwise", capturedIsTotal},
+		{"stock committed is each order's lines when shipped, nothing otherwise", committedIsLines},
+	}
+}
+
 // Run waits for delivery and sagas to settle (bounded), then checks.
 func (c *Checker) Run(ctx context.Context) (*Report, error) {
 	r := &Report{}
 	r.add("nothing is left undelivered in the outbox", c.settle(ctx))
 
-	streams, err := c.streams(ctx)
+	f, err := c.load(ctx)
 	if err != nil {
 		return nil, err
 	}
-	r.Orders, r.Wallets, r.Products = len(streams[order.StreamType]), len(streams[wallet.StreamType]), len(streams[inventory.StreamType])
+	r.Orders, r.Wallets, r.Products = len(f.orders), len(f.wallets), len(f.items)
 
-	terminal := map[string]order.Status{}
 	var orderFails, sagaFails, running []string
-	for _, id := range streams[order.StreamType] {
-		// The saga first, then the order: a saga's commands precede its
-		// end, so an order read after a finished saga has its outcome,
-		// even while other sagas still run.
-		saga := c.describeSaga(ctx, id)
-		o := order.New(id)
-		if err := c.Store.Load(ctx, o); err != nil {
-			return nil, err
-		}
-		st := o.Status()
-		switch st {
-		case order.StatusCompleted, order.StatusCancelled, order.StatusRejected, order.StatusWrittenOff:
-			terminal[id] = st
-		default:
+	for _, id := range sortedKeys(f.orders) {
+		st := f.orders[id].Status
+		if _, ok := f.terminal[id]; !ok {
 			orderFails = append(orderFails, fmt.Sprintf("order %s is still %s", id, st))
 		}
-		if saga.running != "" {
+		if saga := f.sagas[id]; saga.running != "" {
 			running = append(running, fmt.Sprintf("order %s (%s): its saga is still running, at %s", id, st, saga.running))
-		} else if f := saga.matches(id, st); f != "" {
-			sagaFails = append(sagaFails, f)
+		} else if fail := saga.matches(id, st); fail != "" {
+			sagaFails = append(sagaFails, fail)
 		}
 	}
 	r.add("every accepted order reached a terminal state", orderFails)
@@ -125,80 +188,19 @@ func (c *Checker) Run(ctx context.Context) (*Report, error) {
 		r.add("every saga has finished", running)
 		r.add("every order's state matches its saga", sagaFails)
 	}
-	taken, err := c.carrierTook(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var carrierFails []string
-	for id, st := range terminal {
-		switch shipped := st == order.StatusCompleted || st == order.StatusWrittenOff; {
-		case shipped && !taken[id]:
-			carrierFails = append(carrierFails, fmt.Sprintf("order %s is %s but the carrier never took its parcel", id, st))
-		case !shipped && taken[id]:
-			carrierFails = append(carrierFails, fmt.Sprintf("order %s is %s but the carrier took its parcel", id, st))
+	walletFails, stockFails := c.readModels(ctx, f)
+	for _, ch := range checks() {
+		switch {
+		case ch.run != nil:
+			r.add(ch.name, ch.run(f))
+		case strings.HasPrefix(ch.name, "wallet read models"):
+			r.add(ch.name, walletFails)
+		default:
+			r.add(ch.name, stockFails)
 		}
 	}
-	r.add("the carrier took a parcel exactly for each completed or written-off order", carrierFails)
-	var captureFails []string
 
-	var walletFails, dangling, overdrawn []string
-	for _, id := range streams[wallet.StreamType] {
-		w := wallet.New(id)
-		if err := c.Store.Load(ctx, w); err != nil {
-			return nil, err
-		}
-		st := w.State().(wallet.State)
-		got, err := c.Reader.Wallet(ctx, id)
-		if err != nil {
-			walletFails = append(walletFails, fmt.Sprintf("wallet %s: %v", id, err))
-		} else if got.Balance != st.Balance || got.Held != st.Held || got.Version != w.Version() {
-			walletFails = append(walletFails, fmt.Sprintf("wallet %s: read model balance %d held %d v%d, events balance %d held %d v%d",
-				id, got.Balance, got.Held, got.Version, st.Balance, st.Held, w.Version()))
-		}
-		if st.Balance-st.Held < 0 || st.Balance < 0 {
-			overdrawn = append(overdrawn, fmt.Sprintf("wallet %s: balance %d held %d", id, st.Balance, st.Held))
-		}
-		for o, amount := range st.Holds {
-			if s, ok := terminal[o]; ok {
-				dangling = append(dangling, fmt.Sprintf("wallet %s holds %d for %s order %s", id, amount, s, o))
-			}
-		}
-		for o, amount := range st.Captured {
-			if amount > 0 && !taken[o] {
-				captureFails = append(captureFails, fmt.Sprintf("wallet %s captured %d for order %s, whose parcel the carrier never took", id, amount, o))
-			}
-		}
-	}
-	var stockFails []string
-	for _, sku := range streams[inventory.StreamType] {
-		it := inventory.New(sku)
-		if err := c.Store.Load(ctx, it); err != nil {
-			return nil, err
-		}
-		st := it.State().(inventory.State)
-		got, err := c.Reader.Product(ctx, sku)
-		if err != nil {
-			stockFails = append(stockFails, fmt.Sprintf("sku %s: %v", sku, err))
-		} else if got.OnHand != st.OnHand || got.Reserved != st.Reserved || got.Version != it.Version() {
-			stockFails = append(stockFails, fmt.Sprintf("sku %s: read model on hand %d reserved %d v%d, events on hand %d reserved %d v%d",
-				sku, got.OnHand, got.Reserved, got.Version, st.OnHand, st.Reserved, it.Version()))
-		}
-		if st.OnHand < 0 || st.OnHand-st.Reserved < 0 {
-			overdrawn = append(overdrawn, fmt.Sprintf("sku %s: on hand %d reserved %d", sku, st.OnHand, st.Reserved))
-		}
-		for o, q := range st.Reservations {
-			if s, ok := terminal[o]; ok {
-				dangling = append(dangling, fmt.Sprintf("sku %s reserves %d for %s order %s", sku, q, s, o))
-			}
-		}
-	}
-	r.add("wallet read models equal a replay of the event log", walletFails)
-	r.add("stock read models equal a replay of the event log", stockFails)
-	r.add("no wallet overdrawn, no stock negative", overdrawn)
-	r.add("no hold or reservation left for a terminal order", dangling)
-	r.add("money captured only for a parcel the carrier took", captureFails)
-
-	projFails, err := c.projectionsComplete(ctx, streams[order.StreamType])
+	projFails, err := c.projectionsComplete(ctx, sortedKeys(f.orders))
 	if err != nil {
 		return nil, err
 	}
@@ -216,15 +218,322 @@ func (c *Checker) Run(ctx context.Context) (*Report, error) {
 	return r, nil
 }
 
-// settle waits until every consumer group of every topic has consumed it.
+// load reads the facts: every stream replayed, the carrier's bookings, and
+// (with Temporal) each order's saga.
+func (c *Checker) load(ctx context.Context) (*facts, error) {
+	streams, err := c.streams(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f := &facts{orders: map[string]order.State{}, terminal: map[string]order.Status{}, wallets: map[string]wallet.State{},
+		items: map[string]inventory.State{}, shipments: map[string]shipment.State{}, sagas: map[string]sagaView{}, versions: map[string]int64{}}
+	for _, id := range streams[order.StreamType] {
+		// The saga first, then the order: a saga's commands precede its
+		// end, so an order read after a finished saga has its outcome,
+		// even while other sagas still run.
+		f.sagas[id] = c.describeSaga(ctx, id)
+		o := order.New(id)
+		if err := c.Store.Load(ctx, o); err != nil {
+			return nil, fmt.Errorf("load order %s: %w", id, err)
+		}
+		st := o.State().(order.State)
+		f.orders[id] = st
+		switch st.Status {
+		case order.StatusCompleted, order.StatusCancelled, order.StatusRejected, order.StatusWrittenOff:
+			f.terminal[id] = st.Status
+		}
+	}
+	for _, id := range streams[wallet.StreamType] {
+		w := wallet.New(id)
+		if err := c.Store.Load(ctx, w); err != nil {
+			return nil, fmt.Errorf("load wallet %s: %w", id, err)
+		}
+		f.wallets[id], f.versions[id] = w.State().(wallet.State), w.Version()
+	}
+	for _, sku := range streams[inventory.StreamType] {
+		it := inventory.New(sku)
+		if err := c.Store.Load(ctx, it); err != nil {
+			return nil, fmt.Errorf("load sku %s: %w", sku, err)
+		}
+		f.items[sku], f.versions[sku] = it.State().(inventory.State), it.Version()
+	}
+	for _, id := range streams[shipment.StreamType] {
+		s := shipment.New(id)
+		if err := c.Store.Load(ctx, s); err != nil {
+			return nil, fmt.Errorf("load shipment %s: %w", id, err)
+		}
+		st := s.State().(shipment.State)
+		oid := st.OrderID
+		if oid == "" {
+			oid = strings.TrimPrefix(id, "shp-")
+		}
+		f.shipments[oid] = st
+	}
+	if f.bookings, err = c.carrierBookings(ctx); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// readModels compares the wallets' and items' read models with their
+// replays.
+func (c *Checker) readModels(ctx context.Context, f *facts) (walletFails, stockFails []string) {
+	for _, id := range sortedKeys(f.wallets) {
+		st := f.wallets[id]
+		got, err := c.Reader.Wallet(ctx, id)
+		if err != nil {
+			walletFails = append(walletFails, fmt.Sprintf("wallet %s: %v", id, err))
+			continue
+		}
+		if v := f.versions[id]; got.Balance != st.Balance || got.Held != st.Held || got.Version != v {
+			walletFails = append(walletFails, fmt.Sprintf("wallet %s: read model balance %d held %d v%d, events balance %d held %d v%d",
+				id, got.Balance, got.Held, got.Version, st.Balance, st.Held, v))
+		}
+	}
+	for _, sku := range sortedKeys(f.items) {
+		st := f.items[sku]
+		got, err := c.Reader.Product(ctx, sku)
+		if err != nil {
+			stockFails = append(stockFails, fmt.Sprintf("sku %s: %v", sku, err))
+			continue
+		}
+		if v := f.versions[sku]; got.OnHand != st.OnHand || got.Reserved != st.Reserved || got.Version != v {
+			stockFails = append(stockFails, fmt.Sprintf("sku %s: read model on hand %d reserved %d v%d, events on hand %d reserved %d v%d",
+				sku, got.OnHand, got.Reserved, got.Version, st.OnHand, st.Reserved, v))
+		}
+	}
+	return walletFails, stockFails
+}
+
+// carrierTookExactlyShipped: by the carrier's own bookings (never
+// orderflow's record of them), a completed or written-off order's parcel
+// was taken once, and a cancelled or rejected order's never — nor is it
+// still booked, for the carrier to take later.
+func carrierTookExactlyShipped(f *facts) []string {
+	var out []string
+	for _, id := range sortedKeys(f.terminal) {
+		st, n := f.terminal[id], f.taken(id)
+		switch {
+		case shipped(st) && n == 0:
+			out = append(out, fmt.Sprintf("order %s is %s but the carrier never took its parcel", id, st))
+		case n > 1:
+			out = append(out, fmt.Sprintf("order %s is %s and the carrier took %d parcels for it (bookings %s)", id, st, n, keys(f.bookings[id], "taken")))
+		case !shipped(st) && n > 0:
+			out = append(out, fmt.Sprintf("order %s is %s but the carrier took its parcel (booking %s)", id, st, keys(f.bookings[id], "taken")))
+		}
+		if !shipped(st) {
+			for _, b := range f.bookings[id] {
+				if b.state == "pending" {
+					out = append(out, fmt.Sprintf("order %s is %s but its booking %s is still pending with the carrier, which takes it at %s",
+						id, st, b.key, b.readyAt.UTC().Format(time.RFC3339)))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// dispatchesTakenByCarrier: a shipment orderflow records as dispatched (or
+// delivered) is a parcel the carrier has; an operator's DispatchShipment
+// alone is no parcel.
+func dispatchesTakenByCarrier(f *facts) []string {
+	var out []string
+	for _, id := range sortedKeys(f.shipments) {
+		s := f.shipments[id]
+		if (s.Status == shipment.StatusDispatched || s.Status == shipment.StatusDelivered) && f.taken(id) == 0 {
+			out = append(out, fmt.Sprintf("shipment %s of order %s is %s (tracking %s) but the carrier never took its parcel",
+				s.ShipmentID, id, s.Status, s.TrackingNumber))
+		}
+	}
+	return out
+}
+
+func notOverdrawn(f *facts) []string {
+	var out []string
+	for _, id := range sortedKeys(f.wallets) {
+		if st := f.wallets[id]; st.Balance-st.Held < 0 || st.Balance < 0 {
+			out = append(out, fmt.Sprintf("wallet %s: balance %d held %d", id, st.Balance, st.Held))
+		}
+	}
+	for _, sku := range sortedKeys(f.items) {
+		if st := f.items[sku]; st.OnHand < 0 || st.OnHand-st.Reserved < 0 {
+			out = append(out, fmt.Sprintf("sku %s: on hand %d reserved %d", sku, st.OnHand, st.Reserved))
+		}
+	}
+	return out
+}
+
+func nothingLeftForTerminal(f *facts) []string {
+	var out []string
+	for _, id := range sortedKeys(f.wallets) {
+		holds := f.wallets[id].Holds
+		for _, o := range sortedKeys(holds) {
+			if s, ok := f.terminal[o]; ok {
+				out = append(out, fmt.Sprintf("wallet %s holds %d for %s order %s", id, holds[o], s, o))
+			}
+		}
+	}
+	for _, sku := range sortedKeys(f.items) {
+		res := f.items[sku].Reservations
+		for _, o := range sortedKeys(res) {
+			if s, ok := f.terminal[o]; ok {
+				out = append(out, fmt.Sprintf("sku %s reserves %d for %s order %s", sku, res[o], s, o))
+			}
+		}
+	}
+	return out
+}
+
+// onlyForExistingOrders: money held or captured and stock reserved or
+// committed name an order that exists.
+func onlyForExistingOrders(f *facts) []string {
+	var out []string
+	missing := func(o string) bool { _, ok := f.orders[o]; return !ok }
+	for _, id := range sortedKeys(f.wallets) {
+		st := f.wallets[id]
+		for _, o := range sortedKeys(st.Holds) {
+			if missing(o) {
+				out = append(out, fmt.Sprintf("wallet %s holds %d for order %s, which does not exist", id, st.Holds[o], o))
+			}
+		}
+		for _, o := range sortedKeys(st.Captured) {
+			if missing(o) && st.Captured[o] != 0 {
+				out = append(out, fmt.Sprintf("wallet %s captured %d for order %s, which does not exist", id, st.Captured[o], o))
+			}
+		}
+	}
+	for _, sku := range sortedKeys(f.items) {
+		st := f.items[sku]
+		for _, o := range sortedKeys(st.Reservations) {
+			if missing(o) {
+				out = append(out, fmt.Sprintf("sku %s reserves %d for order %s, which does not exist", sku, st.Reservations[o], o))
+			}
+		}
+		for _, o := range sortedKeys(st.Committed) {
+			if missing(o) {
+				out = append(out, fmt.Sprintf("sku %s committed %d for order %s, which does not exist", sku, st.Committed[o], o))
+			}
+		}
+	}
+	return out
+}
+
+// capturedOnlyForTaken: money is taken only for a parcel the carrier has.
+func capturedOnlyForTaken(f *facts) []string {
+	var out []string
+	for _, id := range sortedKeys(f.wallets) {
+		captured := f.wallets[id].Captured
+		for _, o := range sortedKeys(captured) {
+			if captured[o] > 0 && f.taken(o) == 0 {
+				out = append(out, fmt.Sprintf("wallet %s captured %d for order %s, whose parcel the carrier never took", id, captured[o], o))
+			}
+		}
+	}
+	return out
+}
+
+// capturedIsTotal: what an order's wallet kept (captures less refunds) is
+// the order's total once completed, nothing once cancelled or rejected,
+// and for a written-off order either (a write-off voids only what was not
+// captured yet: docs/saga.md). Money is taken from the order's own wallet
+// only.
+func capturedIsTotal(f *facts) []string {
+	var out []string
+	net := map[string]int64{}
+	for _, w := range sortedKeys(f.wallets) {
+		captured := f.wallets[w].Captured
+		for _, o := range sortedKeys(captured) {
+			net[o] += captured[o]
+			if os, ok := f.orders[o]; ok && captured[o] != 0 && os.WalletID != w {
+				out = append(out, fmt.Sprintf("wallet %s captured %d for order %s, which pays from wallet %s", w, captured[o], o, os.WalletID))
+			}
+		}
+	}
+	for _, id := range sortedKeys(f.terminal) {
+		st, total, got := f.terminal[id], f.orders[id].Total, net[id]
+		switch {
+		case st == order.StatusCompleted && got != total,
+			st == order.StatusWrittenOff && got != total && got != 0:
+			out = append(out, fmt.Sprintf("order %s is %s with a total of %d %s, but %d was captured (less refunds)", id, st, total, f.orders[id].Currency, got))
+		case !shipped(st) && got != 0:
+			out = append(out, fmt.Sprintf("order %s is %s, but %d %s was captured (less refunds)", id, st, got, f.orders[id].Currency))
+		}
+	}
+	return out
+}
+
+// committedIsLines: the stock that left the warehouse for an order is its
+// lines' quantities (by sku) once completed or written off, nothing once
+// cancelled or rejected.
+func committedIsLines(f *facts) []string {
+	committed := map[string]map[string]int64{} // order → sku → quantity
+	for _, sku := range sortedKeys(f.items) {
+		for o, q := range f.items[sku].Committed {
+			if committed[o] == nil {
+				committed[o] = map[string]int64{}
+			}
+			committed[o][sku] += q
+		}
+	}
+	var out []string
+	for _, id := range sortedKeys(f.terminal) {
+		st := f.terminal[id]
+		want := map[string]int64{}
+		if shipped(st) {
+			for _, l := range f.orders[id].Lines {
+				want[l.SKU] += l.Quantity
+			}
+		}
+		skus := sortedKeys(want)
+		for sku := range committed[id] {
+			if _, ok := want[sku]; !ok {
+				skus = append(skus, sku)
+			}
+		}
+		sort.Strings(skus)
+		for _, sku := range skus {
+			if got := committed[id][sku]; got != want[sku] {
+				out = append(out, fmt.Sprintf("order %s is %s: %d of sku %s committed, its lines say %d", id, st, got, sku, want[sku]))
+			}
+		}
+	}
+	return out
+}
+
+func keys(bs []booking, state string) string {
+	var out []string
+	for _, b := range bs {
+		if b.state == state {
+			out = append(out, b.key)
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// settle waits until every consumer group of every topic has consumed it
+// and no saga runs; what still waits at the deadline (or could not be
+// read) is a failure.
 func (c *Checker) settle(ctx context.Context) []string {
 	deadline := time.Now().Add(c.Settle)
 	for {
 		waiting, err := c.undelivered(ctx)
 		if err != nil {
-			return []string{err.Error()}
+			waiting = []string{err.Error()}
 		}
-		if (len(waiting) == 0 && !c.sagasBusy(ctx)) || time.Now().After(deadline) {
+		busy, err := c.sagasBusy(ctx)
+		if err != nil {
+			waiting = append(waiting, fmt.Sprintf("sagas: %v", err))
+		}
+		if (len(waiting) == 0 && !busy) || time.Now().After(deadline) || ctx.Err() != nil {
 			return waiting
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -233,21 +542,24 @@ func (c *Checker) settle(ctx context.Context) []string {
 
 // sagasBusy reports sagas still running that wait for no operator
 // (Temporal's visibility store, which trails them by a moment).
-func (c *Checker) sagasBusy(ctx context.Context) bool {
+func (c *Checker) sagasBusy(ctx context.Context) (bool, error) {
 	if c.Temporal == nil {
-		return false
+		return false, nil
 	}
 	res, err := c.Temporal.CountWorkflow(ctx, &workflowservice.CountWorkflowExecutionsRequest{
 		Query: fmt.Sprintf(`WorkflowType = %q AND ExecutionStatus = "Running" AND %s != %q`, workflows.Name,
 			workflows.AttrOrderStatus.GetName(), workflows.StatusNeedsAttention)})
-	return err == nil && res.GetCount() > 0
+	if err != nil {
+		return false, fmt.Errorf("count running sagas: %w", err)
+	}
+	return res.GetCount() > 0, nil
 }
 
 func (c *Checker) undelivered(ctx context.Context) ([]string, error) {
 	var out []string
 	backlogs, err := outbox.Backlogs(ctx, c.Pool)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("outbox backlogs: %w", err)
 	}
 	for _, b := range backlogs {
 		if b.Messages > 0 && b.Topic != outbox.PoisonTopic {
@@ -256,30 +568,38 @@ func (c *Checker) undelivered(ctx context.Context) ([]string, error) {
 	}
 	var pending int64
 	if err := c.Pool.QueryRow(ctx, `SELECT count(*) FROM saga_starts WHERE started_at IS NULL`).Scan(&pending); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("saga_starts: %w", err)
 	}
 	if pending > 0 {
 		out = append(out, fmt.Sprintf("saga_starts: %d sagas queued but not started", pending))
 	}
-	if st, err := c.Reader.Status(ctx); err == nil {
-		for _, s := range st {
-			if s.Poisoned > 0 {
-				out = append(out, fmt.Sprintf("%s: %d unresolved poison messages", s.Name, s.Poisoned))
-			}
+	st, err := c.Reader.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("projections' status: %w", err)
+	}
+	for _, s := range st {
+		if s.Poisoned > 0 {
+			out = append(out, fmt.Sprintf("%s: %d unresolved poison messages", s.Name, s.Poisoned))
 		}
 	}
 	return out, nil
 }
 
 func (c *Checker) streams(ctx context.Context) (map[string][]string, error) {
-	rows, _ := c.Pool.Query(ctx, `SELECT DISTINCT stream_type, stream_id FROM events ORDER BY 1, 2`)
+	rows, err := c.Pool.Query(ctx, `SELECT DISTINCT stream_type, stream_id FROM events ORDER BY 1, 2`)
+	if err != nil {
+		return nil, fmt.Errorf("list streams: %w", err)
+	}
 	type row struct{ Type, ID string }
 	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	if err != nil {
+		return nil, fmt.Errorf("list streams: %w", err)
+	}
 	out := map[string][]string{}
 	for _, r := range all {
 		out[r.Type] = append(out[r.Type], r.ID)
 	}
-	return out, err
+	return out, nil
 }
 
 // sagaView is what Temporal says of an order's saga.
@@ -341,21 +661,30 @@ func (v sagaView) matches(id string, st order.Status) string {
 	return ""
 }
 
-// carrierTook returns the orders whose parcel the carrier took: the
-// shipment records it, or the simulated carrier's bookings do (what the
-// carrier knows, whether orderflow recorded it or not).
-func (c *Checker) carrierTook(ctx context.Context) (map[string]bool, error) {
-	rows, _ := c.Pool.Query(ctx, `
-		SELECT substr(stream_id, 5) FROM events
-		WHERE stream_type = 'shipment' AND event_type IN ('shipment.dispatched', 'shipment.delivered') AND stream_id LIKE 'shp-%'
-		UNION
-		SELECT substr(shipment_id, 5) FROM carrier_sim_bookings WHERE state = 'taken' AND shipment_id LIKE 'shp-%'`)
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	out := map[string]bool{}
-	for _, id := range ids {
-		out[id] = true
+// carrierBookings reads the carrier's own bookings, by order, settled as of
+// now: a booking still pending past its ready time is taken, as the
+// simulated carrier would answer any call about it from now on (it
+// decides lazily, when asked; a booking made by a run nobody waits for is
+// never asked again). Withdrawals of keys never booked name no shipment.
+func (c *Checker) carrierBookings(ctx context.Context) (map[string][]booking, error) {
+	rows, err := c.Pool.Query(ctx, `
+		SELECT substr(shipment_id, 5), dispatch_key,
+		       CASE WHEN state = 'pending' AND ready_at <= now() THEN 'taken' ELSE state END, ready_at
+		FROM carrier_sim_bookings WHERE shipment_id LIKE 'shp-%' ORDER BY dispatch_key`)
+	if err != nil {
+		return nil, fmt.Errorf("carrier bookings: %w", err)
 	}
-	return out, err
+	out := map[string][]booking{}
+	var id string
+	var b booking
+	_, err = pgx.ForEachRow(rows, []any{&id, &b.key, &b.state, &b.readyAt}, func() error {
+		out[id] = append(out[id], b)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("carrier bookings: %w", err)
+	}
+	return out, nil
 }
 
 // projectionsComplete compares every read-model row with its stream, and
@@ -372,9 +701,9 @@ func (c *Checker) projectionsComplete(ctx context.Context, orders []string) ([]s
 			ID        string
 			Want, Got int64
 		}
-		bad, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+		bad, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row]) // the query's error too
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s against the event log: %w", q.table, err)
 		}
 		for _, b := range bad {
 			out = append(out, fmt.Sprintf("%s %s is at version %d, its stream at %d", q.table, b.ID, b.Got, b.Want))
@@ -399,9 +728,9 @@ func (c *Checker) projectionsComplete(ctx context.Context, orders []string) ([]s
 		ID                             string
 		WantEv, GotEv, WantCmd, GotCmd int64
 	}
-	bad, err := pgx.CollectRows(rows, pgx.RowToStructByPos[trow])
+	bad, err := pgx.CollectRows(rows, pgx.RowToStructByPos[trow]) // the query's error too
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("timelines against the command log: %w", err)
 	}
 	for _, b := range bad {
 		out = append(out, fmt.Sprintf("timeline of order %s has %d events and %d commands, the logs %d and %d", b.ID, b.GotEv, b.GotCmd, b.WantEv, b.WantCmd))
@@ -422,9 +751,9 @@ func (c *Checker) oneEffectPerCommand(ctx context.Context) ([]string, error) {
 		Command      string
 		Events, Logs int64
 	}
-	bad, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	bad, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row]) // the query's error too
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("events against the command log: %w", err)
 	}
 	var out []string
 	for _, b := range bad {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/activities"
 	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
@@ -70,6 +72,62 @@ func (w *world) exec(sql string, args ...any) {
 	}
 }
 
+// sold runs an order's saga by hand, step by step, through the bus (as the
+// saga's activities send them), skipping the steps named in skip, and
+// paying captured instead of the total when it is not 0. With "carrier" in
+// skip, the shipment is dispatched by an operator's DispatchShipment alone:
+// the carrier was never called.
+func (w *world) sold(oid, wid, sku string, quantity, unitPrice, captured int64, skip ...string) {
+	w.t.Helper()
+	skipped := func(step string) bool { return slices.Contains(skip, step) }
+	addr := order.Address{Name: "A", Line1: "1", City: "P", PostalCode: "1", Country: "FR"}
+	total := quantity * unitPrice
+	if captured == 0 {
+		captured = total
+	}
+	ship := "shp-" + oid
+	w.do("SetPrice", commands.SetPrice{SKU: sku, UnitPrice: unitPrice, Currency: "EUR"})
+	w.do("PlaceOrder", commands.PlaceOrder{OrderID: oid, CustomerID: "c", WalletID: wid, Currency: "EUR",
+		Lines: []commands.OrderLine{{SKU: sku, Quantity: quantity, UnitPrice: unitPrice}}, ShippingAddress: addr})
+	w.mustAccept("ReserveStock", commands.ReserveStock{SKU: sku, OrderID: oid, Quantity: quantity})
+	w.mustAccept("AuthoriseHold", commands.AuthoriseHold{WalletID: wid, OrderID: oid, Amount: total, Currency: "EUR"})
+	w.mustAccept("ConfirmOrder", commands.ConfirmOrder{OrderID: oid})
+	w.mustAccept("ScheduleShipment", commands.ScheduleShipment{ShipmentID: ship, OrderID: oid, Address: addr})
+	tracking := "OPERATOR-1"
+	if !skipped("carrier") {
+		var err error
+		carrier := activities.SimulatedCarrier{Pool: w.pool}
+		if tracking, err = carrier.Dispatch(w.ctx, "saga:"+oid+".dispatch", ship, addr); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	w.mustAccept("DispatchShipment", commands.DispatchShipment{ShipmentID: ship, Carrier: "simulated-carrier", TrackingNumber: tracking})
+	w.mustAccept("CaptureHold", commands.CaptureHold{WalletID: wid, OrderID: oid, Amount: captured})
+	w.mustAccept("MarkOrderShipped", commands.MarkOrderShipped{OrderID: oid, ShipmentID: ship})
+	if !skipped("commit") {
+		w.mustAccept("CommitStock", commands.CommitStock{SKU: sku, OrderID: oid})
+	}
+	w.mustAccept("CompleteOrder", commands.CompleteOrder{OrderID: oid})
+}
+
+// cancelled places an order and cancels it at once.
+func (w *world) cancelled(wid, sku string) string {
+	w.t.Helper()
+	id := "o-cancelled-" + uuid.NewString()
+	w.do("PlaceOrder", commands.PlaceOrder{OrderID: id, CustomerID: "c", WalletID: wid, Currency: "EUR",
+		Lines:           []commands.OrderLine{{SKU: sku, Quantity: 1}},
+		ShippingAddress: order.Address{Name: "A", Line1: "1", City: "P", PostalCode: "1", Country: "FR"}})
+	w.mustAccept("CancelOrder", commands.CancelOrder{OrderID: id, Reason: "test"})
+	return id
+}
+
+func (w *world) mustAccept(typ string, payload any) {
+	w.t.Helper()
+	if rec := w.do(typ, payload); rec.Status != "accepted" {
+		w.t.Fatalf("%s: %s %s", typ, rec.Status, rec.Reason)
+	}
+}
+
 // check runs verify and returns the failures of the named check.
 func (w *world) check(name string) []string {
 	w.t.Helper()
@@ -112,13 +170,16 @@ func TestEachCheckFindsItsCorruption(t *testing.T) {
 	<-router.Running()
 	wid, sku, oid := "w-"+uuid.NewString(), "sku-"+uuid.NewString(), "o-"+uuid.NewString()
 	w.do("OpenWallet", commands.OpenWallet{WalletID: wid, CustomerID: "c", Currency: "EUR"})
-	w.do("TopUpWallet", commands.TopUpWallet{WalletID: wid, Amount: 1000})
-	w.do("ReceiveStock", commands.ReceiveStock{SKU: sku, Quantity: 5})
+	w.do("TopUpWallet", commands.TopUpWallet{WalletID: wid, Amount: 100_000})
+	w.do("ReceiveStock", commands.ReceiveStock{SKU: sku, Quantity: 100})
 	w.do("SetPrice", commands.SetPrice{SKU: sku, UnitPrice: 100, Currency: "EUR"})
 	w.do("PlaceOrder", commands.PlaceOrder{OrderID: oid, CustomerID: "c", WalletID: wid, Currency: "EUR",
 		Lines:           []commands.OrderLine{{SKU: sku, Quantity: 1, UnitPrice: 100}},
 		ShippingAddress: order.Address{Name: "A", Line1: "1", City: "P", PostalCode: "1", Country: "FR"}})
 	w.do("CancelOrder", commands.CancelOrder{OrderID: oid, Reason: "test"})
+	// An order sold by the book: the carrier took it, the stock left, the
+	// total was paid.
+	w.sold("o-sold-"+uuid.NewString(), wid, sku, 2, 100, 0)
 	rep, err := (&verify.Checker{Pool: pool, Store: store, Reader: projections.NewReader(pool), Settle: 30 * time.Second}).Run(w.ctx)
 	if err != nil || !rep.OK() {
 		t.Fatalf("the clean world fails verify: %v\n%s", err, rep)
@@ -179,6 +240,66 @@ func TestEachCheckFindsItsCorruption(t *testing.T) {
 			w.forge(wallet.StreamType, id, 0, wallet.Opened{WalletID: id, CustomerID: "c", Currency: "EUR"}, wallet.ToppedUp{Amount: 100, Currency: "EUR"},
 				wallet.HoldAuthorised{OrderID: o, Amount: 50, Currency: "EUR"}, wallet.HoldCaptured{OrderID: o, Amount: 50})
 			return "wallet " + id + " captured 50 for order " + o
+		}},
+		// Issue 26: the carrier's own bookings are the truth, and money and
+		// goods follow each order's end.
+		{"money captured only for a parcel the carrier took", func() string {
+			// An operator's DispatchShipment is no parcel with the carrier.
+			id := fresh("o-operator-dispatched-")
+			w.sold(id, wid, sku, 1, 100, 0, "carrier")
+			return "wallet " + wid + " captured 100 for order " + id + ", whose parcel the carrier never took"
+		}},
+		{"every dispatch orderflow recorded is a parcel the carrier took", func() string {
+			id := fresh("o-operator-dispatched-")
+			w.sold(id, wid, sku, 1, 100, 0, "carrier")
+			return "shipment shp-" + id + " of order " + id + " is dispatched (tracking OPERATOR-1) but the carrier never took its parcel"
+		}},
+		{"the carrier took a parcel exactly for each completed or written-off order", func() string {
+			id := fresh("o-operator-dispatched-")
+			w.sold(id, wid, sku, 1, 100, 0, "carrier")
+			return "order " + id + " is completed but the carrier never took its parcel"
+		}},
+		{"stock committed is each order's lines when shipped, nothing otherwise", func() string {
+			id := fresh("o-uncommitted-")
+			w.sold(id, wid, sku, 2, 100, 0, "commit")
+			return "order " + id + " is completed: 0 of sku " + sku + " committed, its lines say 2"
+		}},
+		{"the amount captured is each order's total when shipped, nothing otherwise", func() string {
+			id := fresh("o-underpaid-")
+			w.sold(id, wid, sku, 3, 100, 120)
+			return "order " + id + " is completed with a total of 300 EUR, but 120 was captured (less refunds)"
+		}},
+		{"the amount captured is each order's total when shipped, nothing otherwise", func() string {
+			// Paid in full, then refunded in part by hand.
+			id := fresh("o-refunded-")
+			w.sold(id, wid, sku, 1, 100, 0)
+			w.mustAccept("RefundCapture", commands.RefundCapture{WalletID: wid, OrderID: id, Amount: 40})
+			return "order " + id + " is completed with a total of 100 EUR, but 60 was captured (less refunds)"
+		}},
+		{"holds, captures and reservations only for orders that exist", func() string {
+			id := fresh("o-ghost-")
+			w.mustAccept("AuthoriseHold", commands.AuthoriseHold{WalletID: wid, OrderID: id, Amount: 50, Currency: "EUR"})
+			return "wallet " + wid + " holds 50 for order " + id + ", which does not exist"
+		}},
+		{"holds, captures and reservations only for orders that exist", func() string {
+			id := fresh("o-ghost-")
+			w.mustAccept("ReserveStock", commands.ReserveStock{SKU: sku, OrderID: id, Quantity: 1})
+			return "sku " + sku + " reserves 1 for order " + id + ", which does not exist"
+		}},
+		{"the carrier took a parcel exactly for each completed or written-off order", func() string {
+			// A booking still pending past its ready time: the carrier has
+			// the parcel (it decides when next asked, and nobody asks).
+			id := w.cancelled(wid, sku)
+			w.exec(`INSERT INTO carrier_sim_bookings (dispatch_key, shipment_id, tracking_number, ready_at, state)
+				VALUES ($1, $2, 'T-2', now() - interval '1 second', 'pending')`, fresh("k-"), "shp-"+id)
+			return "order " + id + " is cancelled but the carrier took its parcel"
+		}},
+		{"the carrier took a parcel exactly for each completed or written-off order", func() string {
+			// A booking of a cancelled order not withdrawn: the carrier takes it later.
+			id, key := w.cancelled(wid, sku), fresh("k-")
+			w.exec(`INSERT INTO carrier_sim_bookings (dispatch_key, shipment_id, tracking_number, ready_at, state)
+				VALUES ($1, $2, 'T-3', now() + interval '1 hour', 'pending')`, key, "shp-"+id)
+			return "order " + id + " is cancelled but its booking " + key + " is still pending with the carrier"
 		}},
 		{"no event missing or duplicated in any projection", func() string {
 			w.exec(`UPDATE read_orders SET version = version - 1 WHERE order_id = $1`, oid)

@@ -10,7 +10,7 @@
 cluster_vars() {
   BIN=$WORK/orderflow
   BASE=${ORDERFLOW_CLUSTER_BASE_PORT:-26000}   # every port below 32768 (Temporal's membership table)
-  PG_PORT=$((BASE + 1)) TEMPORAL_PORT=$((BASE + 2)) PROXY_PORT=$((BASE + 50))  # Temporal takes the 8 ports after its own
+  PG_PORT=$((BASE + 1)) TEMPORAL_PORT=$((BASE + 2))  # Temporal takes the 8 ports after its own
   ISSUER=orderflow-cluster
   PG_BIN=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | tail -1 || command -v initdb)")
   export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/orderflow?sslmode=disable"
@@ -108,17 +108,35 @@ ops_port() {
   esac
 }
 
-# start_role NAME: api1, api2, projector1, ..., worker2. With
-# API2_DATABASE_URL set, api2 reaches PostgreSQL through it (the campaign's
-# proxy, whose connections it cuts).
+# proxy_port NAME: the port of the process's own proxy to PostgreSQL (the
+# campaign's, whose connections it cuts).
+proxy_port() {
+  case $1 in
+    api*) echo $((BASE + 50 + ${1#api})) ;;
+    projector*) echo $((BASE + 52 + ${1#projector})) ;;
+    worker*) echo $((BASE + 54 + ${1#worker})) ;;
+  esac
+}
+
+# role_database_url NAME: with CLUSTER_PROXIED set, the process reaches
+# PostgreSQL through its own proxy; otherwise directly.
+role_database_url() {
+  if [ -n "${CLUSTER_PROXIED:-}" ]; then
+    echo "postgres://postgres@127.0.0.1:$(proxy_port "$1")/orderflow?sslmode=disable"
+  else
+    echo "$DATABASE_URL"
+  fi
+}
+
+# start_role NAME: api1, api2, projector1, ..., worker2.
 start_role() {
-  local name=$1 ops
+  local name=$1 ops db
   ops="127.0.0.1:$(ops_port "$name")"
+  db=$(role_database_url "$name")
   case $name in
-    api2) start "$name" env DATABASE_URL="${API2_DATABASE_URL:-$DATABASE_URL}" "$BIN" api -http-addr "127.0.0.1:$(api_port 2)" -ops-addr "$ops" ;;
-    api*) start "$name" "$BIN" api -http-addr "127.0.0.1:$(api_port "${name#api}")" -ops-addr "$ops" ;;
-    projector*) start "$name" "$BIN" projector -ops-addr "$ops" ;;
-    worker*) start "$name" "$BIN" worker -ops-addr "$ops" ;;
+    api*) start "$name" env DATABASE_URL="$db" "$BIN" api -http-addr "127.0.0.1:$(api_port "${name#api}")" -ops-addr "$ops" ;;
+    projector*) start "$name" env DATABASE_URL="$db" "$BIN" projector -ops-addr "$ops" ;;
+    worker*) start "$name" env DATABASE_URL="$db" "$BIN" worker -ops-addr "$ops" ;;
   esac
 }
 
