@@ -32,7 +32,7 @@ func TestRealMessagesMatchTheContract(t *testing.T) {
 	for _, c := range []commands.Command{
 		commands.OpenWallet{WalletID: w, CustomerID: "c-" + w, Currency: "EUR", Name: "Ada's"},
 		commands.RenameWallet{WalletID: w, Name: "Grace's"},
-		commands.TopUpWallet{WalletID: w, Amount: 100},
+		commands.TopUpWallet{WalletID: w, Amount: 100, Reason: "test funds"},
 		commands.ReceiveStock{SKU: sku, Quantity: 1},
 		commands.PlaceOrder{OrderID: o, CustomerID: "c-" + w, WalletID: w, Currency: "EUR", Lines: []order.Line{{SKU: sku, Quantity: 1, UnitPrice: 10}},
 			ShippingAddress: order.Address{Name: "Ada", Line1: "1 Main St", Line2: "Flat 2", City: "Paris", PostalCode: "75001", Country: "FR"}},

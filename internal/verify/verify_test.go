@@ -112,7 +112,7 @@ func TestEachCheckFindsItsCorruption(t *testing.T) {
 	<-router.Running()
 	wid, sku, oid := "w-"+uuid.NewString(), "sku-"+uuid.NewString(), "o-"+uuid.NewString()
 	w.do("OpenWallet", commands.OpenWallet{WalletID: wid, CustomerID: "c", Currency: "EUR"})
-	w.do("TopUpWallet", commands.TopUpWallet{WalletID: wid, Amount: 1000})
+	w.do("TopUpWallet", commands.TopUpWallet{WalletID: wid, Amount: 1000, Reason: "test funds"})
 	w.do("ReceiveStock", commands.ReceiveStock{SKU: sku, Quantity: 5})
 	w.do("PlaceOrder", commands.PlaceOrder{OrderID: oid, CustomerID: "c", WalletID: wid, Currency: "EUR",
 		Lines:           []order.Line{{SKU: sku, Quantity: 1, UnitPrice: 100}},
