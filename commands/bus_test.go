@@ -73,7 +73,7 @@ func TestAcceptedCommandWritesEventsLogAndOutboxTogether(t *testing.T) {
 	b, pool := newBus(t)
 	id := openWallet(t, b, 0)
 	rec := mustDispatch(t, b, commands.Request{Principal: ops, CommandID: "cmd-" + uuid.NewString(), Type: "TopUpWallet",
-		Payload: json.RawMessage(`{"wallet_id":"` + id + `","amount":700}`), CorrelationID: "corr-9", Actor: "alice",
+		Payload: json.RawMessage(`{"wallet_id":"` + id + `","amount":700,"reason":"test funds"}`), CorrelationID: "corr-9", Actor: "alice",
 		Metadata: map[string]string{"saga_step": "test"}})
 	if rec.Status != commandlog.StatusAccepted || rec.StreamVersion != 2 || len(rec.EventIDs) != 1 || rec.GlobalPosition == 0 {
 		t.Fatalf("record %+v", rec)
@@ -382,7 +382,7 @@ func TestTheBusEnforcesPolicyAndOwnership(t *testing.T) {
 			if !errors.Is(err, commands.ErrUnauthenticated) {
 				t.Errorf("%s: %v", name, err)
 			}
-		case "a customer's hold", "an order for another":
+		case "a customer's hold", "an order for another", "a top-up of another's wallet":
 			if !errors.Is(err, commands.ErrForbidden) {
 				t.Errorf("%s: %v", name, err)
 			}

@@ -2,7 +2,6 @@ package commands
 
 import (
 	"context"
-	"strings"
 
 	"github.com/google/uuid"
 
@@ -332,10 +331,7 @@ func topUpWallet() Definition {
 			p.Operator = ""
 			return nil
 		}
-		p.Operator = r.Actor
-		if strings.TrimSpace(p.Reason) == "" {
-			return aggregate.Rule("reason_required", "an operator's top-up needs a reason")
-		}
+		p.Operator = r.Actor // the reason is required by the wallet itself
 		return nil
 	})
 	return WithCheck(d, func(ctx context.Context, load Loader, p *TopUpWallet) error {
