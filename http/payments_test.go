@@ -46,8 +46,8 @@ func settle(t *testing.T, cc client, sim *activities.SimulatedPayments, paymentI
 		if err := sim.Step(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		r := cc.want(cc.do("GET", "/payments/"+paymentID, ""), 200)
-		if r.body["status"] == want {
+		r := cc.do("GET", "/payments/"+paymentID, "")
+		if r.status == http.StatusOK && r.body["status"] == want {
 			return r
 		}
 		if time.Now().After(deadline) {

@@ -101,7 +101,7 @@ func TestReadYourWritesThroughTheReadModels(t *testing.T) {
 	c.want(c.do("GET", "/orders/"+ids[0]+"?min_position=abc", ""), 422)
 
 	st := c.want(c.do("GET", "/projections", ""), 200)
-	if len(st.body["projections"].([]any)) != 4 {
+	if len(st.body["projections"].([]any)) != 5 {
 		t.Fatalf("projections %s", st.raw)
 	}
 }

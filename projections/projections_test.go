@@ -198,7 +198,7 @@ func TestProjectionsAfterConcurrentCommandsOnManyAggregates(t *testing.T) {
 		t.Fatalf("status %+v: %v", st, err)
 	}
 	for _, s := range st {
-		if s.Poisoned != 0 || (s.Applied == 0 && s.Name != "orders_projection") || s.LagEvents != 0 {
+		if s.Poisoned != 0 || (s.Applied == 0 && s.Name != "orders_projection" && s.Name != "payments_projection") || s.LagEvents != 0 {
 			t.Fatalf("status %+v", s)
 		}
 	}
@@ -434,6 +434,9 @@ func TestRebuildEqualsLive(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatalf("rebuild %s: %v", p.Name, err)
+		}
+		if p.Name == "payments_projection" && n == 0 {
+			continue // this workload has no payments
 		}
 		if n == 0 || calls < 2 {
 			t.Fatalf("rebuild %s applied %d, progress called %d times", p.Name, n, calls)
