@@ -281,6 +281,9 @@ func (a *app) verifier(ctx context.Context) (*auth.Verifier, error) {
 // clients' reads, waits and streams never take the connections the
 // projector and the saga need.
 func (a *app) serveAPI(ctx context.Context) error {
+	if a.cfg.PaymentWebhookSecret == "" { // dev generated one before
+		return errors.New("set ORDERFLOW_PAYMENT_WEBHOOK_SECRET: the API verifies the payment provider's webhooks with it")
+	}
 	verifier, err := a.verifier(ctx)
 	if err != nil {
 		return err

@@ -315,8 +315,6 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 		return c, fmt.Errorf("payment-provider must be simulated or stripe, got %q", c.PaymentProvider)
 	case c.PaymentProvider == "stripe" && c.StripeSecretKey == "" && slices.Contains(apiRoles, cmd):
 		return c, errors.New("payment-provider stripe needs ORDERFLOW_STRIPE_SECRET_KEY")
-	case cmd == "api" && c.PaymentWebhookSecret == "":
-		return c, errors.New("set ORDERFLOW_PAYMENT_WEBHOOK_SECRET: the API verifies the payment provider's webhooks with it")
 	case c.PaymentDeclineRate < 0 || c.PaymentDeclineRate > 1 || c.PaymentCardLimit < 0:
 		return c, errors.New("payment-decline-rate must be between 0 and 1 and payment-card-limit >= 0")
 	case c.PaymentWebhookTolerance < time.Second || c.PaymentLatency < 0:
