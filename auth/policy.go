@@ -31,10 +31,14 @@ var routes = map[string]Access{
 	"GET /docs/*":        Public,
 	"GET /asyncapi.json": Public,
 	"GET /docs/events":   Public,
+	// Authenticated by the provider's signature over the raw body.
+	"POST /webhooks/payments": Public,
 
 	"POST /orders":                        Customers,
 	"POST /orders/:id/cancel":             Customers,
-	"POST /wallets/:id/top-ups":           Customers,
+	"POST /wallets/:id/payments":          Customers,
+	"GET /wallets/:id/payments":           Customers,
+	"GET /payments/:id":                   Customers,
 	"GET /orders":                         Customers,
 	"GET /orders/:id":                     Customers,
 	"GET /orders/:id/saga":                Customers,
@@ -49,6 +53,7 @@ var routes = map[string]Access{
 	"DELETE /customers/:id/personal-data": Customers,
 
 	"POST /wallets":                 Operators,
+	"POST /wallets/:id/top-ups":     Operators,
 	"POST /products/:sku/stock":     Operators,
 	"PUT /products/:sku/price":      Operators,
 	"POST /orders/:id/saga/resolve": Operators,
@@ -68,7 +73,11 @@ var routes = map[string]Access{
 var commandTypes = map[string]Access{
 	"PlaceOrder":  Customers,
 	"CancelOrder": Customers,
-	"TopUpWallet": Customers,
+	// Customers pay (RequestPayment); money enters a wallet only from a
+	// payment the provider confirmed (the payments principal's internal
+	// TopUpWallet) or by an operator's decision with a reason.
+	"RequestPayment": Customers,
+	"TopUpWallet":    Operators,
 
 	"OpenWallet":      Operators,
 	"RenameWallet":    Operators,
@@ -94,6 +103,10 @@ var commandTypes = map[string]Access{
 	"DispatchShipment": Operators,
 	"DeliverShipment":  Operators,
 	"FailShipment":     Operators,
+	// The provider's verdict: the payments principal's alone (internal).
+	"RecordPaymentIntent": Operators,
+	"ConfirmPayment":      Operators,
+	"FailPayment":         Operators,
 }
 
 // Routes lists the policy's routes ("GET /orders/:id"), sorted.

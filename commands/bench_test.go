@@ -16,7 +16,7 @@ func BenchmarkDispatch(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
 		bus, _ := newBus(b)
 		id := openWallet(b, bus, 0)
-		r := commands.Request{Principal: ops, Command: commands.TopUpWallet{WalletID: id, Amount: 1}}
+		r := commands.Request{Principal: ops, Command: commands.TopUpWallet{WalletID: id, Amount: 1, Reason: "test funds"}}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			if _, err := bus.Dispatch(context.Background(), r); err != nil {
@@ -31,7 +31,7 @@ func BenchmarkDispatch(b *testing.B) {
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			id := openWallet(b, bus, 0)
-			r := commands.Request{Principal: ops, Command: commands.TopUpWallet{WalletID: id, Amount: 1}}
+			r := commands.Request{Principal: ops, Command: commands.TopUpWallet{WalletID: id, Amount: 1, Reason: "test funds"}}
 			for pb.Next() {
 				if _, err := bus.Dispatch(context.Background(), r); err != nil {
 					b.Error(err)

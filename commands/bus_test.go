@@ -64,7 +64,7 @@ func openWallet(t testing.TB, b *commands.Bus, funds int64) string {
 	id := "w-" + uuid.NewString()
 	mustDispatch(t, b, req("", "OpenWallet", commands.OpenWallet{WalletID: id, CustomerID: "c1", Currency: "EUR"}))
 	if funds > 0 {
-		mustDispatch(t, b, req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: funds}))
+		mustDispatch(t, b, req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: funds, Reason: "test funds"}))
 	}
 	return id
 }
@@ -73,7 +73,7 @@ func TestAcceptedCommandWritesEventsLogAndOutboxTogether(t *testing.T) {
 	b, pool := newBus(t)
 	id := openWallet(t, b, 0)
 	rec := mustDispatch(t, b, commands.Request{Principal: ops, CommandID: "cmd-" + uuid.NewString(), Type: "TopUpWallet",
-		Payload: json.RawMessage(`{"wallet_id":"` + id + `","amount":700}`), CorrelationID: "corr-9", Actor: "alice",
+		Payload: json.RawMessage(`{"wallet_id":"` + id + `","amount":700,"reason":"test funds"}`), CorrelationID: "corr-9", Actor: "alice",
 		Metadata: map[string]string{"saga_step": "test"}})
 	if rec.Status != commandlog.StatusAccepted || rec.StreamVersion != 2 || len(rec.EventIDs) != 1 || rec.GlobalPosition == 0 {
 		t.Fatalf("record %+v", rec)
@@ -96,7 +96,7 @@ func TestAcceptedCommandWritesEventsLogAndOutboxTogether(t *testing.T) {
 func TestSameCommandIDTwiceAppendsOnce(t *testing.T) {
 	b, pool := newBus(t)
 	id := openWallet(t, b, 0)
-	r := req("topup-"+uuid.NewString(), "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100})
+	r := req("topup-"+uuid.NewString(), "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100, Reason: "test funds"})
 	first := mustDispatch(t, b, r)
 	second := mustDispatch(t, b, r)
 	if !second.Replayed || first.Replayed || second.EventIDs[0] != first.EventIDs[0] || second.StreamVersion != first.StreamVersion {
@@ -106,7 +106,7 @@ func TestSameCommandIDTwiceAppendsOnce(t *testing.T) {
 		t.Fatalf("%d events, want 2", n)
 	}
 	// The same key with another payload is refused, not silently replayed.
-	other := req(r.CommandID, "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 999})
+	other := req(r.CommandID, "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 999, Reason: "test funds"})
 	if _, err := b.Dispatch(context.Background(), other); !errors.Is(err, commands.ErrKeyReused) {
 		t.Fatalf("reused key: %v", err)
 	}
@@ -115,7 +115,7 @@ func TestSameCommandIDTwiceAppendsOnce(t *testing.T) {
 func TestConcurrentSameCommandIDAppendsOnce(t *testing.T) {
 	b, pool := newBus(t)
 	id := openWallet(t, b, 0)
-	r := req("topup-"+uuid.NewString(), "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100})
+	r := req("topup-"+uuid.NewString(), "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100, Reason: "test funds"})
 	var wg sync.WaitGroup
 	results := make(chan commandlog.Record, 16)
 	for i := 0; i < 16; i++ {
@@ -154,7 +154,7 @@ func TestConflictsAreRetriedWithoutExpectedVersion(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := b.Dispatch(context.Background(), req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 10})); err != nil {
+			if _, err := b.Dispatch(context.Background(), req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 10, Reason: "test funds"})); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -170,7 +170,7 @@ func TestStaleExpectedVersionIsAConflict(t *testing.T) {
 	b, pool := newBus(t)
 	id := openWallet(t, b, 100)
 	stale := int64(1)
-	r := req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 5})
+	r := req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 5, Reason: "test funds"})
 	r.ExpectedVersion = &stale
 	_, err := b.Dispatch(context.Background(), r)
 	var ce *eventstore.ConflictError
@@ -227,7 +227,7 @@ func TestRollbackLeavesNoTrace(t *testing.T) {
 	t.Cleanup(func() { _, _ = pool.Exec(ctx, `DROP TRIGGER fail_boom ON watermill_wallet_events`) })
 
 	cmdID := "top-up-" + uuid.NewString()
-	if _, err := b.Dispatch(ctx, req(cmdID, "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 13})); err == nil {
+	if _, err := b.Dispatch(ctx, req(cmdID, "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 13, Reason: "test funds"})); err == nil {
 		t.Fatal("the failing transaction reported success")
 	}
 	if n := count(t, pool, `SELECT count(*) FROM events WHERE stream_id = $1`, id); n != 1 {
@@ -240,7 +240,7 @@ func TestRollbackLeavesNoTrace(t *testing.T) {
 		t.Fatalf("%d outbox messages, want only the opening one", n)
 	}
 	// The same command id can then succeed.
-	rec := mustDispatch(t, b, req(cmdID, "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 14}))
+	rec := mustDispatch(t, b, req(cmdID, "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 14, Reason: "test funds"}))
 	if rec.Replayed || rec.StreamVersion != 2 {
 		t.Fatalf("retry after rollback: %+v", rec)
 	}
@@ -283,7 +283,7 @@ func TestTheSagasKeysAreReservedForInternalRequests(t *testing.T) {
 	b, pool := newBus(t)
 	w := openWallet(t, b, 100)
 	key := commands.ReservedPrefix + "order-fulfilment:o-evil.capture_payment"
-	r := req(key, "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 1})
+	r := req(key, "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 1, Reason: "test funds"})
 	if _, err := b.Dispatch(context.Background(), r); !errors.Is(err, commands.ErrReservedKey) {
 		t.Fatalf("a client pre-claimed a saga key: %v", err)
 	}
@@ -332,7 +332,7 @@ func TestARetryWithTheSameKeyAndStaleExpectedVersionReplays(t *testing.T) {
 	b, pool := newBus(t)
 	w := openWallet(t, b, 0)
 	v := int64(1)
-	r := req("k-"+uuid.NewString(), "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 5})
+	r := req("k-"+uuid.NewString(), "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 5, Reason: "test funds"})
 	r.ExpectedVersion = &v
 	first := mustDispatch(t, b, r)
 	again := mustDispatch(t, b, r) // version 1 is stale now
@@ -377,7 +377,7 @@ func TestTheBusEnforcesPolicyAndOwnership(t *testing.T) {
 		"a customer's hold":                                    as(mallory, "AuthoriseHold", commands.AuthoriseHold{WalletID: victimWallet, OrderID: "o", Amount: 1, Currency: "EUR"}),
 		"an order for another":                                 as(mallory, "PlaceOrder", order("c1", victimWallet)),
 		"an order on another's wallet":                         as(mallory, "PlaceOrder", order("mallory", victimWallet)),
-		"a top-up of another's wallet":                         as(mallory, "TopUpWallet", commands.TopUpWallet{WalletID: victimWallet, Amount: 1}),
+		"a top-up of another's wallet":                         as(mallory, "TopUpWallet", commands.TopUpWallet{WalletID: victimWallet, Amount: 1, Reason: "test funds"}),
 		"an operator's order naming another customer's wallet": as(ops, "PlaceOrder", order("c2", victimWallet)),
 	} {
 		switch name {
@@ -385,7 +385,7 @@ func TestTheBusEnforcesPolicyAndOwnership(t *testing.T) {
 			if !errors.Is(err, commands.ErrUnauthenticated) {
 				t.Errorf("%s: %v", name, err)
 			}
-		case "a customer's hold", "an order for another":
+		case "a customer's hold", "an order for another", "a top-up of another's wallet":
 			if !errors.Is(err, commands.ErrForbidden) {
 				t.Errorf("%s: %v", name, err)
 			}
@@ -446,7 +446,7 @@ func TestOneWriterPerStreamLeavesNoConflicts(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := b.Dispatch(context.Background(), req("", "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 1}))
+			_, err := b.Dispatch(context.Background(), req("", "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 1, Reason: "test funds"}))
 			errs <- err
 		}()
 	}
@@ -469,15 +469,15 @@ func TestATypedCommandIsTheSameAsItsJSON(t *testing.T) {
 	b, _ := newBus(t)
 	w := openWallet(t, b, 0)
 	key := "typed-" + uuid.NewString()
-	typed, err := b.Dispatch(context.Background(), commands.Request{Principal: ops, CommandID: key, Command: commands.TopUpWallet{WalletID: w, Amount: 7}})
+	typed, err := b.Dispatch(context.Background(), commands.Request{Principal: ops, CommandID: key, Command: commands.TopUpWallet{WalletID: w, Amount: 7, Reason: "test funds"}})
 	if err != nil || typed.Type != "TopUpWallet" || typed.StreamID != w {
 		t.Fatalf("typed: %+v %v", typed, err)
 	}
-	again := mustDispatch(t, b, req(key, "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 7}))
+	again := mustDispatch(t, b, req(key, "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 7, Reason: "test funds"}))
 	if !again.Replayed || again.CommandID != typed.CommandID {
 		t.Fatalf("the JSON form of the same command: %+v", again)
 	}
-	ptr, err := b.Dispatch(context.Background(), commands.Request{Principal: ops, CommandID: key, Command: &commands.TopUpWallet{WalletID: w, Amount: 7}})
+	ptr, err := b.Dispatch(context.Background(), commands.Request{Principal: ops, CommandID: key, Command: &commands.TopUpWallet{WalletID: w, Amount: 7, Reason: "test funds"}})
 	if err != nil || !ptr.Replayed {
 		t.Fatalf("a pointer payload: %+v %v", ptr, err)
 	}
@@ -530,7 +530,7 @@ func TestAGroupCommitsTogetherAndAConflictFailsNoNeighbour(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rec, err := a.Dispatch(context.Background(), req("", "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 10}))
+			rec, err := a.Dispatch(context.Background(), req("", "TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 10, Reason: "test funds"}))
 			if err != nil {
 				t.Errorf("top-up of %s: %v", w, err)
 			}
@@ -538,7 +538,7 @@ func TestAGroupCommitsTogetherAndAConflictFailsNoNeighbour(t *testing.T) {
 		}()
 	}
 	<-ready // every command of A's group is decided
-	mustDispatch(t, b, req("", "TopUpWallet", commands.TopUpWallet{WalletID: contended, Amount: 1}))
+	mustDispatch(t, b, req("", "TopUpWallet", commands.TopUpWallet{WalletID: contended, Amount: 1, Reason: "test funds"}))
 	wg.Wait()
 	if t.Failed() {
 		return

@@ -10,6 +10,7 @@ import (
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/money"
 	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/payment"
 	"github.com/orderflow/orderflow/domain/shipment"
 	"github.com/orderflow/orderflow/domain/wallet"
 )
@@ -29,11 +30,18 @@ type RenameWallet struct {
 	Name     string `json:"name"`
 }
 
-// TopUpWallet's currency defaults to the wallet's.
+// TopUpWallet's currency defaults to the wallet's. It credits money from a
+// payment the provider confirmed (PaymentID: the payments principal's
+// only) or by an operator's decision (Reason required; Operator is filled
+// from the principal, never from the payload). Customers pay instead
+// (RequestPayment).
 type TopUpWallet struct {
-	WalletID string `json:"wallet_id"`
-	Amount   int64  `json:"amount"`
-	Currency string `json:"currency,omitempty"`
+	WalletID  string `json:"wallet_id"`
+	Amount    int64  `json:"amount"`
+	Currency  string `json:"currency,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	Operator  string `json:"operator,omitempty"`
+	PaymentID string `json:"payment_id,omitempty"`
 }
 
 type AuthoriseHold struct {
@@ -271,7 +279,9 @@ var (
 var orderIDNamespace = uuid.MustParse("6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f")
 
 // Definitions returns every command of orderflow.
-func Definitions() []Definition {
+func Definitions() []Definition { return append(definitions(), PaymentDefinitions()...) }
+
+func definitions() []Definition {
 	return []Definition{
 		WithPersonal(CreatedFor(Define("OpenWallet", wallet.StreamType, func(p *OpenWallet) string { return p.WalletID },
 			func(w *wallet.Wallet, p *OpenWallet) error { return w.Open(p.CustomerID, p.Name, p.Currency) }),
@@ -280,14 +290,7 @@ func Definitions() []Definition {
 		WithPersonal(Define("RenameWallet", wallet.StreamType, func(p *RenameWallet) string { return p.WalletID },
 			func(w *wallet.Wallet, p *RenameWallet) error { return w.Rename(p.Name) }),
 			func(p *RenameWallet) []*string { return []*string{&p.Name} }),
-		Define("TopUpWallet", wallet.StreamType, func(p *TopUpWallet) string { return p.WalletID },
-			func(w *wallet.Wallet, p *TopUpWallet) error {
-				cur := p.Currency
-				if cur == "" {
-					cur = w.Currency()
-				}
-				return w.TopUp(money.New(p.Amount, cur))
-			}),
+		topUpWallet(),
 		SagaHeld(Define("AuthoriseHold", wallet.StreamType, func(p *AuthoriseHold) string { return p.WalletID },
 			func(w *wallet.Wallet, p *AuthoriseHold) error {
 				return w.Authorise(p.OrderID, money.New(p.Amount, p.Currency))
@@ -350,5 +353,156 @@ func Definitions() []Definition {
 			func(s *shipment.Shipment, _ *DeliverShipment) error { return s.Deliver() }), shipmentOrder[DeliverShipment], endedSold...),
 		SagaHeld(Define("FailShipment", shipment.StreamType, func(p *FailShipment) string { return p.ShipmentID },
 			func(s *shipment.Shipment, p *FailShipment) error { return s.Fail(p.Reason) }), shipmentOrder[FailShipment]),
+	}
+}
+
+// topUpWallet credits a wallet. A credit naming a payment is the payments
+// principal's alone (an internal request) and only for a payment the
+// provider confirmed, into its wallet, of its amount: checked here, on the
+// payment's own events, whatever door the command came through. Anyone
+// else's credit is an operator's decision: its reason is required and the
+// operator recorded from the principal.
+func topUpWallet() Definition {
+	d := Define("TopUpWallet", wallet.StreamType, func(p *TopUpWallet) string { return p.WalletID },
+		func(w *wallet.Wallet, p *TopUpWallet) error {
+			cur := p.Currency
+			if cur == "" {
+				cur = w.Currency()
+			}
+			return w.TopUp(money.New(p.Amount, cur), wallet.Credit{PaymentID: p.PaymentID, Operator: p.Operator, Reason: p.Reason})
+		})
+	d = WithRequestCheck(d, func(p *TopUpWallet, r Request) error {
+		if p.PaymentID != "" {
+			if !r.Internal {
+				return aggregate.Rule("payment_id_reserved", "only the payments process credits a payment; an operator's top-up gives a reason")
+			}
+			p.Operator = ""
+			return nil
+		}
+		p.Operator = r.Actor // the reason is required by the wallet itself
+		return nil
+	})
+	return WithCheck(d, func(ctx context.Context, load Loader, p *TopUpWallet) error {
+		if p.PaymentID == "" {
+			return nil
+		}
+		agg, err := load(ctx, payment.StreamType, p.PaymentID)
+		if err != nil {
+			return err
+		}
+		pay := agg.(*payment.Payment)
+		switch {
+		case agg.Version() == 0:
+			return aggregate.NotFound("payment_not_found", "payment %s does not exist", p.PaymentID)
+		case pay.Status() != payment.StatusSucceeded:
+			return aggregate.State("payment_not_succeeded", "payment %s is %s: only a confirmed payment credits a wallet", p.PaymentID, pay.Status())
+		case pay.WalletID() != p.WalletID || pay.Amount().Amount != p.Amount || (p.Currency != "" && p.Currency != pay.Amount().Currency):
+			return aggregate.Rule("payment_mismatch", "payment %s credits %s to wallet %s", p.PaymentID, pay.Amount(), pay.WalletID())
+		}
+		return nil
+	})
+}
+
+// Payments. A customer requests a payment into its own wallet; the
+// payments principal (orderflow's webhook handler, an internal request)
+// records the provider's intent and its verdict.
+
+// RequestPayment's payment id, when absent, is derived from the command id
+// (as PlaceOrder's order id): a retry with the same Idempotency-Key is the
+// same payment, and the payment id is the provider's idempotency key. Its
+// currency defaults to the wallet's.
+type RequestPayment struct {
+	PaymentID  string `json:"payment_id"`
+	CustomerID string `json:"customer_id"`
+	WalletID   string `json:"wallet_id"`
+	Amount     int64  `json:"amount"`
+	Currency   string `json:"currency,omitempty"`
+}
+
+// RecordPaymentIntent records the provider's intent for a payment.
+type RecordPaymentIntent struct {
+	PaymentID string `json:"payment_id"`
+	Provider  string `json:"provider"`
+	IntentID  string `json:"intent_id"`
+}
+
+// ConfirmPayment and FailPayment carry the provider's verdict, from its
+// signed webhook (EventID is the provider's event id).
+type ConfirmPayment struct {
+	PaymentID string `json:"payment_id"`
+	IntentID  string `json:"intent_id"`
+	EventID   string `json:"event_id"`
+	Amount    int64  `json:"amount"`
+	Currency  string `json:"currency"`
+}
+
+type FailPayment struct {
+	PaymentID string `json:"payment_id"`
+	IntentID  string `json:"intent_id"`
+	EventID   string `json:"event_id"`
+	Reason    string `json:"reason"`
+}
+
+func (RequestPayment) CommandType() string      { return "RequestPayment" }
+func (RecordPaymentIntent) CommandType() string { return "RecordPaymentIntent" }
+func (ConfirmPayment) CommandType() string      { return "ConfirmPayment" }
+func (FailPayment) CommandType() string         { return "FailPayment" }
+
+// paymentIDNamespace makes derived payment ids stable across processes.
+var paymentIDNamespace = uuid.MustParse("3b0e8f5a-1c2d-4e6f-9a7b-5c4d3e2f1a0b")
+
+// PaymentActor is the actor of the payments principal's commands.
+const PaymentActor = "payments"
+
+// PaymentCommandID is the command id of the payments principal's command
+// step on payment (or provider event) id: a redelivered webhook sends the
+// same ids, so each step is decided once.
+func PaymentCommandID(step, id string) string { return "payments:" + step + ":" + id }
+
+// PaymentDefinitions are the payment commands.
+func PaymentDefinitions() []Definition {
+	request := Define("RequestPayment", payment.StreamType, func(p *RequestPayment) string { return p.PaymentID },
+		func(pay *payment.Payment, p *RequestPayment) error {
+			return pay.Request(p.CustomerID, p.WalletID, money.New(p.Amount, p.Currency))
+		})
+	request = WithRequestCheck(request, func(p *RequestPayment, r Request) error {
+		if p.PaymentID != "" && !r.Internal && r.Principal != nil && r.Principal.Role == auth.Customer {
+			return aggregate.Rule("payment_id_assigned", "a customer's payment gets its id from orderflow: leave payment_id out (an Idempotency-Key makes retries safe)")
+		}
+		if p.PaymentID == "" {
+			p.PaymentID = uuid.NewSHA1(paymentIDNamespace, []byte(r.CommandID)).String()
+		}
+		return nil
+	})
+	request = CreatedFor(request, func(p *RequestPayment) string { return p.CustomerID })
+	request = WithCheck(request, func(ctx context.Context, load Loader, p *RequestPayment) error {
+		agg, err := load(ctx, wallet.StreamType, p.WalletID)
+		if err != nil {
+			return err
+		}
+		w := agg.(*wallet.Wallet)
+		if agg.Version() == 0 || w.CustomerID() != p.CustomerID {
+			return aggregate.NotFound("wallet_not_found", "customer %s has no wallet %s", p.CustomerID, p.WalletID)
+		}
+		if p.Currency == "" {
+			p.Currency = w.Currency() // the logged payload keeps it empty: a retry compares alike
+		}
+		if p.Currency != w.Currency() {
+			return aggregate.Rule("currency_mismatch", "wallet %s holds %s, not %s", p.WalletID, w.Currency(), p.Currency)
+		}
+		return nil
+	})
+	return []Definition{
+		request,
+		InternalOnly(Define("RecordPaymentIntent", payment.StreamType, func(p *RecordPaymentIntent) string { return p.PaymentID },
+			func(pay *payment.Payment, p *RecordPaymentIntent) error {
+				return pay.RecordIntent(p.Provider, p.IntentID)
+			})),
+		InternalOnly(Define("ConfirmPayment", payment.StreamType, func(p *ConfirmPayment) string { return p.PaymentID },
+			func(pay *payment.Payment, p *ConfirmPayment) error {
+				return pay.Confirm(p.IntentID, p.EventID, money.New(p.Amount, p.Currency))
+			})),
+		InternalOnly(Define("FailPayment", payment.StreamType, func(p *FailPayment) string { return p.PaymentID },
+			func(pay *payment.Payment, p *FailPayment) error { return pay.Fail(p.IntentID, p.EventID, p.Reason) })),
 	}
 }

@@ -165,7 +165,7 @@ func TestKeylessCommandCutAtCommitAppliesOnce(t *testing.T) {
 	proxy.mode.Store(cutAtCommit)
 	var rec commandsRecord
 	for attempt := 1; ; attempt++ {
-		r, err := b.Dispatch(context.Background(), req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100}))
+		r, err := b.Dispatch(context.Background(), req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100, Reason: "test funds"}))
 		if err == nil {
 			rec = commandsRecord{r.CommandID, r.Seq}
 			break
@@ -198,7 +198,7 @@ func TestGroupAbortedByLostConnectionIsRetried(t *testing.T) {
 	b, pool, proxy := newBusThrough(t)
 	id := openWallet(t, b, 0)
 	proxy.mode.Store(cutBeforeWrites)
-	mustDispatch(t, b, req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100}))
+	mustDispatch(t, b, req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100, Reason: "test funds"}))
 	if proxy.cuts.Load() != 1 {
 		t.Fatalf("%d connections cut, want 1 (before the writes)", proxy.cuts.Load())
 	}
@@ -214,7 +214,7 @@ func TestGroupLeftOpenByAPartitionIsEndedAndRetried(t *testing.T) {
 	b, pool, proxy := newBusThrough(t)
 	id := openWallet(t, b, 0)
 	proxy.mode.Store(cutUnnoticed)
-	mustDispatch(t, b, req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100}))
+	mustDispatch(t, b, req("", "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100, Reason: "test funds"}))
 	if proxy.cuts.Load() != 1 {
 		t.Fatalf("%d connections cut, want 1", proxy.cuts.Load())
 	}
@@ -247,7 +247,7 @@ func TestDeadlockedGroupIsRetried(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := b.Dispatch(ctx, req(key, "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100}))
+		_, err := b.Dispatch(ctx, req(key, "TopUpWallet", commands.TopUpWallet{WalletID: id, Amount: 100, Reason: "test funds"}))
 		done <- err
 	}()
 	for count(t, pool, `SELECT count(*) FROM pg_locks WHERE NOT granted`) == 0 {

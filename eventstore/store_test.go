@@ -351,7 +351,7 @@ func TestSnapshotPlusTailEqualsFullReplay(t *testing.T) {
 		if err := s.Load(ctx, w); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.TopUp(money.New(int64(i+1), "EUR")); err != nil {
+		if err := w.TopUp(money.New(int64(i+1), "EUR"), wallet.Credit{Operator: "ops-test", Reason: "test"}); err != nil {
 			t.Fatal(err)
 		}
 		if i%3 == 0 {
@@ -495,7 +495,7 @@ func TestACachedAggregateCatchesUpWithOtherWriters(t *testing.T) {
 		if err := s.Load(ctx, w); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.TopUp(money.New(int64(i+1), "EUR")); err != nil {
+		if err := w.TopUp(money.New(int64(i+1), "EUR"), wallet.Credit{Operator: "ops-test", Reason: "test"}); err != nil {
 			t.Fatal(err)
 		}
 		save(s, w)

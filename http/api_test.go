@@ -172,7 +172,7 @@ func TestPlaceAnOrderThroughTheAPI(t *testing.T) {
 	c := newAPI(t)
 	w, sku := "w-"+uuid.NewString(), "sku-"+uuid.NewString()
 	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}`, w)), 201)
-	top := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":5000}`), 201)
+	top := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":5000,"reason":"test"}`), 201)
 	if top.body["stream_version"] != 2.0 || top.header.Get("ETag") != `"2"` {
 		t.Fatalf("top-up %s", top.raw)
 	}
@@ -272,12 +272,12 @@ func TestStaleIfMatchIsAConflict(t *testing.T) {
 	c := newAPI(t)
 	w := "w-" + uuid.NewString()
 	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}`, w)), 201)
-	c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1}`, "If-Match", "1"), 201)
-	p := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1}`, "If-Match", "1"), 409)
+	c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1,"reason":"test"}`, "If-Match", "1"), 201)
+	p := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1,"reason":"test"}`, "If-Match", "1"), 409)
 	if p.body["code"] != "version_conflict" || p.body["current_version"] != 2.0 {
 		t.Fatalf("conflict: %s", p.raw)
 	}
-	c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1}`, "If-Match", "soon"), 422)
+	c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1,"reason":"test"}`, "If-Match", "soon"), 422)
 }
 
 // A client that retries after a lost response sends the same key with the
@@ -287,8 +287,8 @@ func TestARetryWithTheSameKeyAndStaleIfMatchReplays(t *testing.T) {
 	w := "w-" + uuid.NewString()
 	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}`, w)), 201)
 	key := "k-" + uuid.NewString()
-	first := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":5}`, "If-Match", `"1"`, "Idempotency-Key", key), 201)
-	again := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":5}`, "If-Match", `"1"`, "Idempotency-Key", key), 200)
+	first := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":5,"reason":"test"}`, "If-Match", `"1"`, "Idempotency-Key", key), 201)
+	again := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":5,"reason":"test"}`, "If-Match", `"1"`, "Idempotency-Key", key), 200)
 	if again.header.Get("Idempotent-Replayed") != "true" || again.body["stream_version"] != 2.0 ||
 		fmt.Sprint(again.body["event_ids"]) != fmt.Sprint(first.body["event_ids"]) {
 		t.Fatalf("replay: %s (first %s)", again.raw, first.raw)
@@ -315,20 +315,20 @@ func TestClientMistakesGetPreciseProblems(t *testing.T) {
 		{"not JSON", "POST", "/wallets", `wallet_id=x`, []string{"Content-Type", "text/plain"}, 415, "unsupported_media_type", ""},
 		{"missing field", "POST", "/wallets", `{"wallet_id":"w2","customer_id":"c1"}`, nil, 422, "validation_failed", "currency"},
 		{"bad currency", "POST", "/wallets", `{"wallet_id":"w2","customer_id":"c1","currency":"euro"}`, nil, 422, "validation_failed", "currency"},
-		{"negative amount", "POST", "/wallets/" + w + "/top-ups", `{"amount":-5}`, nil, 422, "validation_failed", "amount"},
-		{"bad id in path", "POST", "/wallets/not%20an%20id/top-ups", `{"amount":5}`, nil, 422, "validation_failed", "path.id"},
+		{"negative amount", "POST", "/wallets/" + w + "/top-ups", `{"amount":-5,"reason":"test"}`, nil, 422, "validation_failed", "amount"},
+		{"bad id in path", "POST", "/wallets/not%20an%20id/top-ups", `{"amount":5,"reason":"test"}`, nil, 422, "validation_failed", "path.id"},
 		{"zero quantity line", "POST", "/orders", orderBody(w, "s", 0), nil, 422, "validation_failed", "lines.0.quantity"},
-		{"currency mismatch", "POST", "/wallets/" + w + "/top-ups", `{"amount":5,"currency":"USD"}`, nil, 422, "currency_mismatch", ""},
-		{"unknown wallet", "POST", "/wallets/nobody-" + uuid.NewString() + "/top-ups", `{"amount":5}`, nil, 404, "wallet_not_found", ""},
+		{"currency mismatch", "POST", "/wallets/" + w + "/top-ups", `{"amount":5,"currency":"USD","reason":"test"}`, nil, 422, "currency_mismatch", ""},
+		{"unknown wallet", "POST", "/wallets/nobody-" + uuid.NewString() + "/top-ups", `{"amount":5,"reason":"test"}`, nil, 404, "wallet_not_found", ""},
 		{"wallet exists", "POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}`, w), nil, 409, "wallet_exists", ""},
 		{"cancel unknown order", "POST", "/orders/o-" + uuid.NewString() + "/cancel", `{"reason":"x"}`, nil, 404, "order_not_found", ""},
 		{"unknown command type", "POST", "/commands", `{"type":"Explode","payload":{}}`, nil, 422, "validation_failed", "type"},
-		{"command payload schema", "POST", "/commands", `{"type":"TopUpWallet","payload":{"wallet_id":"w","amount":0}}`, nil, 422, "validation_failed", "payload.amount"},
+		{"command payload schema", "POST", "/commands", `{"type":"TopUpWallet","payload":{"wallet_id":"w","amount":0,"reason":"test"}}`, nil, 422, "validation_failed", "payload.amount"},
 		{"unknown command", "GET", "/commands/nope", "", nil, 404, "not_found", ""},
 		{"bad limit", "GET", "/events?limit=0", "", nil, 422, "validation_failed", "query.limit"},
 		{"unknown route", "GET", "/nope", "", nil, 404, "http_404", ""},
 		{"poison replay as documented, without a body", "POST", "/poison/999999999/replay", "", nil, 404, "not_found", ""},
-		{"saga key", "POST", "/wallets/" + w + "/top-ups", `{"amount":5}`, []string{"Idempotency-Key", "saga:order-fulfilment:o-evil.capture_payment"},
+		{"saga key", "POST", "/wallets/" + w + "/top-ups", `{"amount":5,"reason":"test"}`, []string{"Idempotency-Key", "saga:order-fulfilment:o-evil.capture_payment"},
 			422, "idempotency_key_reserved", ""},
 		{"NUL in a reason", "POST", "/orders/o-1/cancel", `{"reason":"x\u0000"}`, nil, 422, "invalid_text", ""},
 		{"NUL in a key", "POST", "/wallets", `{"wallet_id\u0000":"w"}`, nil, 422, "invalid_text", ""},
@@ -363,7 +363,7 @@ func TestCommandsEndpointRunsAnyCommand(t *testing.T) {
 	c := newAPI(t)
 	w := "w-" + uuid.NewString()
 	c.want(c.do("POST", "/commands", fmt.Sprintf(`{"type":"OpenWallet","payload":{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}}`, w)), 201)
-	c.want(c.do("POST", "/commands", fmt.Sprintf(`{"type":"TopUpWallet","payload":{"wallet_id":%q,"amount":100}}`, w)), 201)
+	c.want(c.do("POST", "/commands", fmt.Sprintf(`{"type":"TopUpWallet","payload":{"wallet_id":%q,"amount":100,"reason":"test"}}`, w)), 201)
 	c.want(c.do("POST", "/commands", fmt.Sprintf(`{"type":"SuspendWallet","payload":{"wallet_id":%q,"reason":"fraud"}}`, w)), 201)
 	p := c.want(c.do("POST", "/commands", fmt.Sprintf(`{"type":"SuspendWallet","payload":{"wallet_id":%q,"reason":"fraud"}}`, w)), 409)
 	if p.body["code"] != "wallet_suspended" || p.body["command_id"] == nil {

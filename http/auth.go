@@ -96,7 +96,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 				problem(http.StatusUnauthorized, "invalid_token", err.Error()))
 		}
 		if !p.Allows(access) {
-			return problem(http.StatusForbidden, "forbidden", fmt.Sprintf("a %s may not call %s %s", p.Role, c.Request().Method, c.Path()))
+			return problem(http.StatusForbidden, "forbidden", fmt.Sprintf("a %s may not call %s %s", p.Role, c.Request().Method, c.Path())+forbiddenHint(c.Path()))
 		}
 		c.Set(principalCtxKey, p)
 		return s.limited(c, "sub:"+p.Subject, p.Role, next)
@@ -231,4 +231,14 @@ func traceHeaders(c echo.Context) (correlationID, onBehalfOf string, err error) 
 			"X-Actor must be 1 to 128 characters: letters, digits and . _ : @ / + = -")
 	}
 	return correlationID, onBehalfOf, nil
+}
+
+// forbiddenHint points a client refused a route or command to the one it
+// may use instead.
+func forbiddenHint(routeOrCommand string) string {
+	switch routeOrCommand {
+	case "/wallets/:id/top-ups", "TopUpWallet":
+		return "; a customer pays into its wallet through POST /wallets/{id}/payments (the payment provider confirms it, then the wallet is credited)"
+	}
+	return ""
 }

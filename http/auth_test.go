@@ -171,7 +171,7 @@ func TestACustomerActsOnItsOwnOnly(t *testing.T) {
 	c.want(c.do("POST", "/products/"+sku+"/stock", `{"quantity":10}`), 201)
 	c.want(c.do("PUT", "/products/"+sku+"/price", `{"unit_price":100,"currency":"EUR"}`), 201)
 	v, m := c.customer(victim), c.customer(attacker)
-	v.want(v.do("POST", "/wallets/"+vw+"/top-ups", `{"amount":5000}`, "Idempotency-Key", "top-up-1"), 201)
+	c.want(c.do("POST", "/wallets/"+vw+"/top-ups", `{"amount":5000,"reason":"test"}`, "Idempotency-Key", "top-up-1"), 201)
 	order := func(customer, wallet string) string {
 		return fmt.Sprintf(`{"customer_id":%q,"wallet_id":%q,"currency":"EUR","lines":[{"sku":%q,"quantity":1,"unit_price":100}],"shipping_address":%s}`,
 			customer, wallet, sku, address)
@@ -194,7 +194,11 @@ func TestACustomerActsOnItsOwnOnly(t *testing.T) {
 		{"open a wallet", "POST", "/wallets", fmt.Sprintf(`{"wallet_id":"w-x-%s","customer_id":%q,"currency":"EUR"}`, attacker, attacker), 403, "forbidden"},
 		{"an order for the victim", "POST", "/orders", order(victim, vw), 403, "forbidden"},
 		{"an order on the victim's wallet", "POST", "/orders", order(attacker, vw), 404, "wallet_not_found"},
-		{"top up the victim's wallet", "POST", "/wallets/" + vw + "/top-ups", `{"amount":1}`, 404, "wallet_not_found"},
+		{"top up the victim's wallet", "POST", "/wallets/" + vw + "/top-ups", `{"amount":1,"reason":"test"}`, 403, "forbidden"},
+		{"top up its own wallet", "POST", "/wallets/" + mw + "/top-ups", `{"amount":1,"reason":"test"}`, 403, "forbidden"},
+		{"top up through /commands", "POST", "/commands", fmt.Sprintf(`{"type":"TopUpWallet","payload":{"wallet_id":%q,"amount":1,"reason":"x"}}`, mw), 403, "forbidden"},
+		{"a payment into the victim's wallet", "POST", "/commands", fmt.Sprintf(`{"type":"RequestPayment","payload":{"customer_id":%q,"wallet_id":%q,"amount":1}}`, attacker, vw), 404, "wallet_not_found"},
+		{"a payment for the victim", "POST", "/commands", fmt.Sprintf(`{"type":"RequestPayment","payload":{"customer_id":%q,"wallet_id":%q,"amount":1}}`, victim, vw), 403, "forbidden"},
 		{"cancel the victim's order", "POST", "/orders/" + orderID + "/cancel", `{"reason":"mine now"}`, 404, "order_not_found"},
 		{"cancel through /commands", "POST", "/commands", fmt.Sprintf(`{"type":"CancelOrder","payload":{"order_id":%q,"reason":"x"}}`, orderID), 404, "order_not_found"},
 		{"read the victim's order", "GET", "/orders/" + orderID, "", 404, "not_found"},
@@ -246,13 +250,14 @@ func TestIdempotencyKeysAreScopedToThePrincipal(t *testing.T) {
 	wa, wb := "w-"+uuid.NewString(), "w-"+uuid.NewString()
 	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":%q,"currency":"EUR"}`, wa, a)), 201)
 	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":%q,"currency":"EUR"}`, wb, b)), 201)
-	ca, cb := c.customer(a), c.customer(b)
-	first := ca.want(ca.do("POST", "/wallets/"+wa+"/top-ups", `{"amount":10}`, "Idempotency-Key", "shared-key"), 201)
-	second := cb.want(cb.do("POST", "/wallets/"+wb+"/top-ups", `{"amount":20}`, "Idempotency-Key", "shared-key"), 201)
+	// Two principals (operators: customers no longer top up).
+	ca, cb := c.as(auth.Principal{Subject: "ops-" + a, Role: auth.Operator}), c.as(auth.Principal{Subject: "ops-" + b, Role: auth.Operator})
+	first := ca.want(ca.do("POST", "/wallets/"+wa+"/top-ups", `{"amount":10,"reason":"test"}`, "Idempotency-Key", "shared-key"), 201)
+	second := cb.want(cb.do("POST", "/wallets/"+wb+"/top-ups", `{"amount":20,"reason":"test"}`, "Idempotency-Key", "shared-key"), 201)
 	if first.body["command_id"] == second.body["command_id"] || second.body["stream_id"] != wb {
 		t.Fatalf("first %s second %s", first.raw, second.raw)
 	}
-	again := ca.want(ca.do("POST", "/wallets/"+wa+"/top-ups", `{"amount":10}`, "Idempotency-Key", "shared-key"), 200)
+	again := ca.want(ca.do("POST", "/wallets/"+wa+"/top-ups", `{"amount":10,"reason":"test"}`, "Idempotency-Key", "shared-key"), 200)
 	if again.body["command_id"] != first.body["command_id"] {
 		t.Fatalf("replay %s", again.raw)
 	}
@@ -264,12 +269,12 @@ func TestTheActorIsTheAuthenticatedSubject(t *testing.T) {
 	c := newAPI(t)
 	cust, w := "c-"+uuid.NewString(), "w-"+uuid.NewString()
 	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":%q,"currency":"EUR"}`, w, cust)), 201)
-	r := c.customer(cust).want(c.customer(cust).do("POST", "/wallets/"+w+"/top-ups", `{"amount":10}`, "X-Actor", "ops-ceo"), 201)
+	r := c.customer(cust).want(c.customer(cust).do("POST", "/commands", fmt.Sprintf(`{"type":"RequestPayment","payload":{"customer_id":%q,"wallet_id":%q,"amount":10}}`, cust, w), "X-Actor", "ops-ceo"), 201)
 	md, _ := r.body["metadata"].(map[string]any)
 	if r.body["actor"] != cust || md["on_behalf_of"] != nil {
 		t.Fatalf("customer's command: %s", r.raw)
 	}
-	r = c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":10}`, "X-Actor", cust), 201)
+	r = c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":10,"reason":"test"}`, "X-Actor", cust), 201)
 	md, _ = r.body["metadata"].(map[string]any)
 	if r.body["actor"] != operator.Subject || md["on_behalf_of"] != cust {
 		t.Fatalf("operator's command: %s", r.raw)
@@ -278,8 +283,8 @@ func TestTheActorIsTheAuthenticatedSubject(t *testing.T) {
 	if ev.body["actor"] != operator.Subject || ev.body["on_behalf_of"] != cust || ev.body["customer_id"] != cust {
 		t.Fatalf("event %s", ev.raw)
 	}
-	c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1}`, "X-Correlation-ID", strings.Repeat("x", 4096)), 400)
-	c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1}`, "X-Actor", "bad\xffactor"), 400)
+	c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1,"reason":"test"}`, "X-Correlation-ID", strings.Repeat("x", 4096)), 400)
+	c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":1,"reason":"test"}`, "X-Actor", "bad\xffactor"), 400)
 }
 
 // Each principal has its budget: beyond it, 429 with Retry-After, for that
@@ -315,7 +320,7 @@ func TestAnOperatorSuspendsAndReinstatesAWallet(t *testing.T) {
 	if s.body["payload"].(map[string]any)["operator"] != operator.Subject {
 		t.Fatalf("the operator is the token's subject: %s", s.raw)
 	}
-	r := cc.want(cc.do("POST", "/wallets/"+w+"/top-ups", `{"amount":10}`), 409)
+	r := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":10,"reason":"test"}`), 409)
 	if r.body["code"] != "wallet_suspended" {
 		t.Fatal(r.raw)
 	}
@@ -324,7 +329,7 @@ func TestAnOperatorSuspendsAndReinstatesAWallet(t *testing.T) {
 		t.Fatal(got.raw)
 	}
 	c.want(c.do("POST", "/commands", fmt.Sprintf(`{"type":"ReinstateWallet","payload":{"wallet_id":%q,"reason":"resolved"}}`, w)), 201)
-	cc.want(cc.do("POST", "/wallets/"+w+"/top-ups", `{"amount":10}`), 201)
+	c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":10,"reason":"test"}`), 201)
 }
 
 // Personal fields never reach the database in clear, and forgetting the

@@ -11,11 +11,11 @@ import (
 // Bodies of the edge benchmark: a top-up, an order, and a top-up through
 // POST /commands.
 var (
-	benchTopUp = `{"amount":500,"currency":"EUR"}`
+	benchTopUp = `{"amount":500,"currency":"EUR","reason":"bench"}`
 	benchOrder = `{"customer_id":"bench-c","wallet_id":"bench-w","currency":"EUR","lines":[` +
 		`{"sku":"sku-1","quantity":2,"unit_price":1250},{"sku":"sku-2","quantity":1,"unit_price":990},{"sku":"sku-3","quantity":5,"unit_price":120}],` +
 		`"shipping_address":{"name":"Ada Lovelace","line1":"12 Example Street","line2":"Flat 3","city":"London","postal_code":"N1 9GU","country":"GB"}}`
-	benchCommand = `{"type":"TopUpWallet","payload":{"wallet_id":"bench-w","amount":500,"currency":"EUR"}}`
+	benchCommand = `{"type":"TopUpWallet","payload":{"wallet_id":"bench-w","amount":500,"currency":"EUR","reason":"test"}}`
 	// benchPrices price benchOrder's SKUs (POST /commands bodies).
 	benchPrices = []string{
 		`{"type":"SetPrice","payload":{"sku":"sku-1","unit_price":1250,"currency":"EUR"}}`,

@@ -105,8 +105,10 @@ func (s *Server) checkBody(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return problem(http.StatusBadRequest, "unreadable_body", "the body could not be read")
 		}
-		// Nothing after reads the body: its value is in the context.
+		// Nothing after reads the body: its value is in the context, and
+		// its bytes as received (a webhook's signature is over them).
 		req.Body, req.ContentLength = http.NoBody, int64(len(body))
+		c.Set(rawBodyKey, body)
 		if len(body) == 0 {
 			return next(c)
 		}

@@ -191,7 +191,7 @@ func TestABodyIsReadAndDecodedOnce(t *testing.T) {
 	steps := []struct{ path, body string }{
 		{"/wallets", `{"wallet_id":"once-w","customer_id":"bench-c","currency":"EUR"}`},
 		{"/wallets/once-w/top-ups", benchTopUp},
-		{"/commands", `{"type":"TopUpWallet","payload":{"wallet_id":"once-w","amount":500}}`},
+		{"/commands", `{"type":"TopUpWallet","payload":{"wallet_id":"once-w","amount":500,"reason":"test"}}`},
 	}
 	for _, price := range benchPrices {
 		steps = append(steps, struct{ path, body string }{"/commands", price})

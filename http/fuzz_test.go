@@ -62,7 +62,7 @@ func fuzzRequest(t *testing.T, c client, pool *pgxpool.Pool, path, body string, 
 
 func FuzzPostCommand(f *testing.F) {
 	f.Add(`{"type":"OpenWallet","payload":{"wallet_id":"fz-1","customer_id":"c","currency":"EUR"}}`)
-	f.Add(`{"type":"TopUpWallet","payload":{"wallet_id":"fz-1","amount":-5}}`)
+	f.Add(`{"type":"TopUpWallet","payload":{"wallet_id":"fz-1","amount":-5,"reason":"test"}}`)
 	f.Add(`{"type":"Nope","payload":{}}`)
 	f.Add(strings.Repeat("[", 100) + strings.Repeat("]", 100))
 	c, pool := newAPIWith(f, httpapi.Config{}), pgtest.Pool(f)
@@ -82,7 +82,7 @@ func FuzzPlaceOrder(f *testing.F) {
 func FuzzCustomerCommand(f *testing.F) {
 	f.Add(`{"type":"AuthoriseHold","payload":{"wallet_id":"w1","order_id":"evil","amount":2500,"currency":"EUR"}}`)
 	f.Add(`{"type":"PlaceOrder","payload":{"customer_id":"c2","wallet_id":"w2","currency":"EUR","lines":[{"sku":"s","quantity":1,"unit_price":1}],"shipping_address":{"name":"a","line1":"b","city":"c","postal_code":"d","country":"FR"}}}`)
-	f.Add(`{"type":"TopUpWallet","payload":{"wallet_id":"w2","amount":5}}`)
+	f.Add(`{"type":"TopUpWallet","payload":{"wallet_id":"w2","amount":5,"reason":"test"}}`)
 	f.Add(`{"type":"CancelOrder","payload":{"order_id":"o2","reason":"x"}}`)
 	c, pool := newAPIWith(f, httpapi.Config{Limits: httpapi.Limits{CustomerRate: 1e6, CustomerBurst: 1e6}}), pgtest.Pool(f)
 	c = c.customer("fz-mallory")

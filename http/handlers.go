@@ -132,7 +132,7 @@ func (s *Server) submitCommand(c echo.Context) error {
 	}
 	// The policy first: a customer learns nothing of an operator's schema.
 	if a := auth.CommandAccess(body.Type); a != auth.Nobody && !principal(c).Allows(a) {
-		return problem(http.StatusForbidden, "forbidden", fmt.Sprintf("a %s may not send %s", principal(c).Role, body.Type))
+		return problem(http.StatusForbidden, "forbidden", fmt.Sprintf("a %s may not send %s", principal(c).Role, body.Type)+forbiddenHint(body.Type))
 	}
 	if err := s.validatePayload(body.Type, body.Payload); err != nil {
 		return err

@@ -49,7 +49,7 @@ func TestReadYourWritesThroughTheReadModels(t *testing.T) {
 	c := newAPIWith(t, httpapi.Config{ConsistencyTimeout: 30 * time.Second})
 	w, sku, cust := "w-"+uuid.NewString(), "sku-"+uuid.NewString(), "cust-"+uuid.NewString()
 	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":%q,"currency":"EUR"}`, w, cust)), 201)
-	top := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":5000}`), 201)
+	top := c.want(c.do("POST", "/wallets/"+w+"/top-ups", `{"amount":5000,"reason":"test"}`), 201)
 	wal := c.want(c.do("GET", "/wallets/"+w+"?min_position="+pos(top), ""), 200)
 	if wal.body["balance"] != 5000.0 || wal.body["available"] != 5000.0 {
 		t.Fatalf("wallet %s", wal.raw)
@@ -102,7 +102,7 @@ func TestReadYourWritesThroughTheReadModels(t *testing.T) {
 	c.want(c.do("GET", "/orders/"+ids[0]+"?min_position=abc", ""), 422)
 
 	st := c.want(c.do("GET", "/projections", ""), 200)
-	if len(st.body["projections"].([]any)) != 4 {
+	if len(st.body["projections"].([]any)) != 5 {
 		t.Fatalf("projections %s", st.raw)
 	}
 }
@@ -185,7 +185,7 @@ func TestEventUpdatesResumeWithoutGapOrDuplicate(t *testing.T) {
 	first := open(a)
 	stream := c.sse("/events/updates?stream_type=wallet&after="+pos(first), "")
 	second := open(b)
-	topA := c.want(c.do("POST", "/wallets/"+a+"/top-ups", `{"amount":5}`), 201)
+	topA := c.want(c.do("POST", "/wallets/"+a+"/top-ups", `{"amount":5,"reason":"test"}`), 201)
 	got := stream.next(2)
 	if got[0]["id"] != pos(second) || got[1]["id"] != pos(topA) || got[1]["event"] != "wallet.topped_up" {
 		t.Fatalf("live frames %v", got)
@@ -205,7 +205,7 @@ func TestEventUpdatesResumeWithoutGapOrDuplicate(t *testing.T) {
 	if err := outbox.Publish(context.Background(), slow, envs); err != nil {
 		t.Fatal(err)
 	}
-	topB := c.want(c.do("POST", "/wallets/"+b+"/top-ups", `{"amount":7}`), 201)
+	topB := c.want(c.do("POST", "/wallets/"+b+"/top-ups", `{"amount":7,"reason":"test"}`), 201)
 	resumed := c.sse("/events/updates?stream_type=wallet", got[1]["id"])
 	defer resumed.close()
 	time.Sleep(150 * time.Millisecond) // heartbeats only: the late transaction holds the log back

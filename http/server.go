@@ -71,6 +71,8 @@ type Config struct {
 	Ready func() map[string]func(context.Context) error
 	// InFlight bounds the requests served at once (overload.go).
 	InFlight InFlight
+	// Payments: the provider and its webhook secret (payments.go).
+	Payments Payments
 }
 
 // Defaults of Config (the service's flags start from them too).
@@ -106,6 +108,7 @@ type Server struct {
 	operatorRate *rateStore
 	streams      *slots
 	waits        *slots
+	payments     Payments
 }
 
 // New builds the echo instance with every route.
@@ -136,7 +139,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	s := &Server{pool: cfg.Pool, bus: cfg.Bus, store: cfg.Store, log: cfg.Log, maxBody: cfg.MaxBodyBytes, doc: doc, router: router, spec: spec,
 		reader: cfg.Reader, sagas: cfg.Sagas, horizon: newHorizon(cfg.Pool, 50*time.Millisecond),
 		consistencyTimeout: cfg.ConsistencyTimeout, cancelWait: 10 * time.Second, heartbeat: cfg.Heartbeat, sseWriteTimeout: 10 * time.Second,
-		verifier: cfg.Verifier, keys: personal.NewKeys(cfg.Pool), limits: cfg.Limits.withDefaults()}
+		verifier: cfg.Verifier, keys: personal.NewKeys(cfg.Pool), limits: cfg.Limits.withDefaults(), payments: cfg.Payments}
 	s.customerRate = newRateStore(s.limits.CustomerRate, s.limits.CustomerBurst)
 	s.operatorRate = newRateStore(s.limits.OperatorRate, s.limits.OperatorBurst)
 	s.streams, s.waits = newSlots(s.limits.Streams), newSlots(s.limits.Waits)
@@ -181,6 +184,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.GET("/commands/updates", s.commandUpdates)
 	e.GET("/events/updates", s.eventUpdates)
 	s.readRoutes(e)
+	s.paymentRoutes(e)
 	e.GET("/commands", s.listCommands)
 	e.GET("/commands/:id", s.getCommand)
 	e.GET("/events", s.listEvents)

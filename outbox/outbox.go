@@ -55,7 +55,7 @@ var SchemaAdapter = wsql.DefaultPostgreSQLSchema{}
 const CommandsTopic = "commands"
 
 // Topics are every topic the service publishes to (poison aside).
-var Topics = []string{Topic("order"), Topic("inventory"), Topic("wallet"), Topic("shipment"), CommandsTopic}
+var Topics = []string{Topic("order"), Topic("inventory"), Topic("wallet"), Topic("shipment"), Topic("payment"), CommandsTopic}
 
 // PoisonTopic holds messages a consumer gave up on after its retries.
 const PoisonTopic = "poison"

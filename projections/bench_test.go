@@ -30,7 +30,7 @@ func BenchmarkProjectionCatchUp(b *testing.B) {
 			w := "w-" + uuid.NewString()
 			e.do("OpenWallet", commands.OpenWallet{WalletID: w, CustomerID: "c", Currency: "EUR"})
 			for range b.N {
-				e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 1})
+				e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 1, Reason: "test funds"})
 			}
 			for _, t := range p.Tables {
 				e.pool.Exec(ctx, "DELETE FROM "+t)
@@ -90,7 +90,7 @@ func BenchmarkCommitToVisible(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			for i := c; i < b.N; i += clients {
-				rec := e.do("TopUpWallet", commands.TopUpWallet{WalletID: wallets[c], Amount: 1})
+				rec := e.do("TopUpWallet", commands.TopUpWallet{WalletID: wallets[c], Amount: 1, Reason: "test funds"})
 				committed := time.Now()
 				for {
 					var v int64

@@ -81,7 +81,7 @@ func TestMeasureLagWithAPoisonedHotStream(t *testing.T) {
 	go func() {
 		n := 0
 		for hotCtx.Err() == nil {
-			e.do("TopUpWallet", commands.TopUpWallet{WalletID: hot, Amount: 1})
+			e.do("TopUpWallet", commands.TopUpWallet{WalletID: hot, Amount: 1, Reason: "test funds"})
 			n++
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -90,7 +90,7 @@ func TestMeasureLagWithAPoisonedHotStream(t *testing.T) {
 	var readModel, group []time.Duration
 	for i := range 200 {
 		w := others[i%len(others)]
-		rec := e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 1})
+		rec := e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 1, Reason: "test funds"})
 		committed := time.Now()
 		for {
 			got, err := e.reader.Wallet(e.ctx, w)

@@ -50,7 +50,7 @@ var ErrGap = errors.New("earlier event of the stream not applied yet")
 
 // All returns every projection. Names are consumer groups: never rename one.
 func All() []Projection {
-	return []Projection{ordersProjection(), timelineProjection(), inventoryProjection(), walletsProjection()}
+	return []Projection{ordersProjection(), timelineProjection(), inventoryProjection(), walletsProjection(), paymentsProjection()}
 }
 
 // ByName finds a projection.

@@ -175,7 +175,7 @@ func TestProjectionsAfterConcurrentCommandsOnManyAggregates(t *testing.T) {
 			for i := range 15 {
 				w, s := wallets[(g+i)%len(wallets)], skus[(g*3+i)%len(skus)]
 				order := fmt.Sprintf("o-%d-%d", g, i)
-				e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 1000})
+				e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 1000, Reason: "test funds"})
 				e.do("AuthoriseHold", commands.AuthoriseHold{WalletID: w, OrderID: order, Amount: 300, Currency: "EUR"})
 				e.do("ReserveStock", commands.ReserveStock{SKU: s, OrderID: order, Quantity: 2})
 				if i%3 == 0 {
@@ -198,7 +198,7 @@ func TestProjectionsAfterConcurrentCommandsOnManyAggregates(t *testing.T) {
 		t.Fatalf("status %+v: %v", st, err)
 	}
 	for _, s := range st {
-		if s.Poisoned != 0 || (s.Applied == 0 && s.Name != "orders_projection") || s.LagEvents != 0 {
+		if s.Poisoned != 0 || (s.Applied == 0 && s.Name != "orders_projection" && s.Name != "payments_projection") || s.LagEvents != 0 {
 			t.Fatalf("status %+v", s)
 		}
 	}
@@ -245,7 +245,7 @@ func TestRedeliveredEventsChangeNothing(t *testing.T) {
 	e.run()
 	w, sku := "w-"+uuid.NewString(), "sku-"+uuid.NewString()
 	e.do("OpenWallet", commands.OpenWallet{WalletID: w, CustomerID: "c", Currency: "EUR"})
-	e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 700})
+	e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 700, Reason: "test funds"})
 	e.do("ReceiveStock", commands.ReceiveStock{SKU: sku, Quantity: 5})
 	e.do("ReserveStock", commands.ReserveStock{SKU: sku, OrderID: "o1", Quantity: 2})
 	e.settle()
@@ -332,8 +332,8 @@ func TestPoisonEventIsParkedAndReplayed(t *testing.T) {
 	e.run(handlers...)
 	for _, w := range []string{bad, good} {
 		e.do("OpenWallet", commands.OpenWallet{WalletID: w, CustomerID: "c", Currency: "EUR"})
-		e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 100}) // version 2: fails for bad
-		e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 10})  // version 3: a gap for bad
+		e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 100, Reason: "test funds"}) // version 2: fails for bad
+		e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: 10, Reason: "test funds"})  // version 3: a gap for bad
 	}
 	e.settle()
 	e.checkAgainstEvents([]string{good}, nil)
@@ -391,7 +391,7 @@ func TestRebuildEqualsLive(t *testing.T) {
 	wallets, skus := ids("w", 3), ids("sku", 2)
 	for i, w := range wallets {
 		e.do("OpenWallet", commands.OpenWallet{WalletID: w, CustomerID: "c", Currency: "EUR"})
-		e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: int64(100 * (i + 1))})
+		e.do("TopUpWallet", commands.TopUpWallet{WalletID: w, Amount: int64(100 * (i + 1)), Reason: "test funds"})
 		e.do("ReceiveStock", commands.ReceiveStock{SKU: skus[i%2], Quantity: 3})
 		e.do("SetPrice", commands.SetPrice{SKU: skus[i%2], UnitPrice: 100, Currency: "EUR"})
 	}
@@ -411,7 +411,7 @@ func TestRebuildEqualsLive(t *testing.T) {
 			case <-stop:
 				return
 			default:
-				e.do("TopUpWallet", commands.TopUpWallet{WalletID: wallets[i%3], Amount: 1})
+				e.do("TopUpWallet", commands.TopUpWallet{WalletID: wallets[i%3], Amount: 1, Reason: "test funds"})
 			}
 		}
 	}()
@@ -421,7 +421,7 @@ func TestRebuildEqualsLive(t *testing.T) {
 			if calls++; calls == 1 && p.Name == "wallets_projection" {
 				// The rebuild does not stall the live consumer: a top-up
 				// made now shows in the live read model before it ends.
-				rec := e.do("TopUpWallet", commands.TopUpWallet{WalletID: wallets[0], Amount: 1})
+				rec := e.do("TopUpWallet", commands.TopUpWallet{WalletID: wallets[0], Amount: 1, Reason: "test funds"})
 				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 					var v int64
 					if err := e.pool.QueryRow(e.ctx, `SELECT version FROM read_wallets WHERE wallet_id = $1`, wallets[0]).Scan(&v); err == nil && v >= rec.StreamVersion {
@@ -435,6 +435,9 @@ func TestRebuildEqualsLive(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatalf("rebuild %s: %v", p.Name, err)
+		}
+		if p.Name == "payments_projection" && n == 0 {
+			continue // this workload has no payments
 		}
 		if n == 0 || calls < 2 {
 			t.Fatalf("rebuild %s applied %d, progress called %d times", p.Name, n, calls)

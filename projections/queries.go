@@ -334,3 +334,43 @@ func ParsePosition(s string) (int64, error) {
 	}
 	return v, nil
 }
+
+// Payment is one payment into a wallet, as the provider last told it.
+type Payment struct {
+	PaymentID  string `json:"payment_id"`
+	CustomerID string `json:"customer_id"`
+	WalletID   string `json:"wallet_id"`
+	Amount     int64  `json:"amount"`
+	Currency   string `json:"currency"`
+	// Status is requested, pending, succeeded or failed (with Reason).
+	Status      string    `json:"status"`
+	Provider    string    `json:"provider,omitempty"`
+	IntentID    string    `json:"intent_id,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	RequestedAt time.Time `json:"requested_at"`
+	Version     int64     `json:"version"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+const paymentColumns = `SELECT payment_id, customer_id, wallet_id, amount, currency, status, coalesce(provider, ''), coalesce(intent_id, ''),
+	coalesce(reason, ''), requested_at, version, updated_at FROM read_payments`
+
+func scanPayment(row pgx.CollectableRow) (Payment, error) {
+	var p Payment
+	err := row.Scan(&p.PaymentID, &p.CustomerID, &p.WalletID, &p.Amount, &p.Currency, &p.Status, &p.Provider, &p.IntentID, &p.Reason,
+		&p.RequestedAt, &p.Version, &p.UpdatedAt)
+	p.RequestedAt, p.UpdatedAt = p.RequestedAt.UTC(), p.UpdatedAt.UTC()
+	return p, err
+}
+
+// Payment returns one payment.
+func (r *Reader) Payment(ctx context.Context, id string) (Payment, error) {
+	rows, _ := r.pool.Query(ctx, paymentColumns+` WHERE payment_id = $1`, id)
+	return one(pgx.CollectExactlyOneRow(rows, scanPayment))
+}
+
+// WalletPayments returns a wallet's payments, newest first, at most limit.
+func (r *Reader) WalletPayments(ctx context.Context, walletID string, limit int) ([]Payment, error) {
+	rows, _ := r.pool.Query(ctx, paymentColumns+` WHERE wallet_id = $1 ORDER BY requested_at DESC, payment_id DESC LIMIT $2`, walletID, limit)
+	return pgx.CollectRows(rows, scanPayment)
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/payment"
 	"github.com/orderflow/orderflow/domain/wallet"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/outbox"
@@ -159,6 +160,45 @@ func walletsProjection() Projection {
 			return row, nil
 		}}
 	return Projection{Name: "wallets_projection", Source: wallet.StreamType, Tables: []string{"read_wallets"}, OnEvents: rows.Apply}
+}
+
+type paymentRow struct {
+	PaymentID   string    `json:"payment_id"`
+	CustomerID  string    `json:"customer_id"`
+	WalletID    string    `json:"wallet_id"`
+	Amount      int64     `json:"amount"`
+	Currency    string    `json:"currency"`
+	Status      string    `json:"status"`
+	Provider    *string   `json:"provider"`
+	IntentID    *string   `json:"intent_id"`
+	Reason      *string   `json:"reason"`
+	RequestedAt time.Time `json:"requested_at"`
+	applied
+}
+
+func paymentsProjection() Projection {
+	rows := streamRows[paymentRow, *paymentRow]{table: "read_payments", key: "payment_id",
+		apply: func(row *paymentRow, e eventstore.Envelope) (*paymentRow, error) {
+			if r, ok := e.Event.(payment.Requested); ok {
+				return &paymentRow{PaymentID: e.StreamID, CustomerID: r.CustomerID, WalletID: r.WalletID, Amount: r.Amount, Currency: r.Currency,
+					Status: string(payment.StatusRequested), RequestedAt: e.RecordedAt}, nil
+			}
+			if row == nil {
+				return nil, fmt.Errorf("payments projection: %s before payment.requested", e.EventType)
+			}
+			switch ev := e.Event.(type) {
+			case payment.IntentCreated:
+				row.Status, row.Provider, row.IntentID = string(payment.StatusPending), null(ev.Provider), null(ev.IntentID)
+			case payment.Succeeded:
+				row.Status, row.IntentID, row.Reason = string(payment.StatusSucceeded), null(ev.IntentID), nil
+			case payment.Failed:
+				row.Status, row.IntentID, row.Reason = string(payment.StatusFailed), null(ev.IntentID), null(ev.Reason)
+			default:
+				return nil, fmt.Errorf("payments projection: unexpected event %s", e.EventType)
+			}
+			return row, nil
+		}}
+	return Projection{Name: "payments_projection", Source: payment.StreamType, Tables: []string{"read_payments"}, OnEvents: rows.Apply}
 }
 
 // The timeline is fed by the commands topic: each message is one command

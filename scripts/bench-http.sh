@@ -40,7 +40,7 @@ cat >"$WORK/topup.lua" <<EOF
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $TOKEN"
-wrk.body = '{"amount":1}'
+wrk.body = '{"amount":1,"reason":"bench: HTTP top-ups"}'
 request = function()
   return wrk.format(nil, "/wallets/bench-" .. math.random(0, 63) .. "/top-ups")
 end

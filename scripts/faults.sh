@@ -110,8 +110,8 @@ scenario_3() {
   ORDERFLOW_FAULT_FAIL_EVENT=$w:2 start_dev
   local auth; auth="authorization: Bearer $("$BIN" token -role operator -subject ops-faults 2>/dev/null | tail -1)"
   curl -fs -XPOST "$API/wallets" -H 'content-type: application/json' -H "$auth" -d "{\"wallet_id\":\"$w\",\"customer_id\":\"c\",\"currency\":\"EUR\"}" >/dev/null
-  curl -fs -XPOST "$API/wallets/$w/top-ups" -H 'content-type: application/json' -H "$auth" -d '{"amount":500}' >/dev/null
-  curl -fs -XPOST "$API/wallets/$w/top-ups" -H 'content-type: application/json' -H "$auth" -d '{"amount":7}' >/dev/null
+  curl -fs -XPOST "$API/wallets/$w/top-ups" -H 'content-type: application/json' -H "$auth" -d '{"amount":500,"reason":"faults: funds"}' >/dev/null
+  curl -fs -XPOST "$API/wallets/$w/top-ups" -H 'content-type: application/json' -H "$auth" -d '{"amount":7,"reason":"faults: funds"}' >/dev/null
   load poison -orders 30 -concurrency 4 | grep -v '^placing orders'
   "$BIN" poison list -unresolved
   if "$BIN" verify -settle 10s; then echo "verify passed with a poisoned event"; exit 1; fi

@@ -36,7 +36,9 @@ post() { curl -fs -XPOST "$API$1" -H 'content-type: application/json' -H "$2" -d
 post /wallets "$OPS" '{"wallet_id":"w-ui","customer_id":"c-ui","currency":"EUR"}' >/dev/null
 curl -fs -XPUT "$API/products/sku-ui/price" -H 'content-type: application/json' -H "$OPS" -d '{"unit_price":1250,"currency":"EUR"}' >/dev/null
 post /products/sku-ui/stock "$OPS" '{"quantity":3}' >/dev/null
-post /wallets/w-ui/top-ups "$C1" '{"amount":100000}' >/dev/null
+# The customer pays through the simulated provider; its webhook credits the wallet.
+post /wallets/w-ui/payments "$C1" '{"amount":100000}' >/dev/null
+for _ in $(seq 1 60); do curl -fs "$API/wallets/w-ui" -H "$C1" | grep -q '"balance":100000' && break; sleep 0.5; done
 order() {
   post /orders "$C1" "{\"customer_id\":\"c-ui\",\"wallet_id\":\"w-ui\",\"currency\":\"EUR\",\"lines\":[{\"sku\":\"sku-ui\",\"quantity\":$1,\"unit_price\":1250}],
     \"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\",\"city\":\"Paris\",\"postal_code\":\"75001\",\"country\":\"FR\"}}" |

@@ -23,6 +23,9 @@ import (
 	"go.temporal.io/sdk/interceptor"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/stripe/stripe-go/v82"
+
+	"github.com/orderflow/orderflow/activities"
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/bridge"
 	"github.com/orderflow/orderflow/commands"
@@ -145,6 +148,15 @@ func runDev(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return err
 		}
 		defer stop()
+	}
+	if cfg.PaymentWebhookSecret == "" {
+		// One secret for this run, handed to the simulated provider and the API.
+		b := make([]byte, 24)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		cfg.PaymentWebhookSecret = "whsec_" + base64.RawURLEncoding.EncodeToString(b)
+		log.Info("generated a payment webhook secret for this run (set ORDERFLOW_PAYMENT_WEBHOOK_SECRET to choose one)")
 	}
 	if cfg.JWTPublicKey == "" && cfg.JWKSURL == "" {
 		if _, err := auth.DevKey(cfg.DataDir, true); err != nil {
@@ -269,6 +281,9 @@ func (a *app) verifier(ctx context.Context) (*auth.Verifier, error) {
 // clients' reads, waits and streams never take the connections the
 // projector and the saga need.
 func (a *app) serveAPI(ctx context.Context) error {
+	if a.cfg.PaymentWebhookSecret == "" { // dev generated one before
+		return errors.New("set ORDERFLOW_PAYMENT_WEBHOOK_SECRET: the API verifies the payment provider's webhooks with it")
+	}
 	verifier, err := a.verifier(ctx)
 	if err != nil {
 		return err
@@ -283,7 +298,13 @@ func (a *app) serveAPI(ctx context.Context) error {
 		Observe: a.metrics.Command, Conflict: a.metrics.Conflict, ConcurrentStreams: a.cfg.ConcurrentStreams, Streams: a.streams, Group: a.cfg.GroupCommit,
 		Admit: a.admit})
 	a.metrics.WatchPool("api", pool)
-	e, err := httpapi.New(httpapi.Config{Pool: pool, Bus: bus, Store: store, Reader: projections.NewReader(pool), Log: a.log, Sagas: a.sagas,
+	provider, runProvider := a.paymentProvider(pool)
+	if runProvider != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() { _ = runProvider(ctx) }()
+	}
+	e, err := httpapi.New(httpapi.Config{Payments: httpapi.Payments{Provider: provider, WebhookSecret: a.cfg.PaymentWebhookSecret, Tolerance: a.cfg.PaymentWebhookTolerance}, Pool: pool, Bus: bus, Store: store, Reader: projections.NewReader(pool), Log: a.log, Sagas: a.sagas,
 		MaxBodyBytes: a.cfg.MaxBodyBytes, ConsistencyTimeout: a.cfg.ConsistencyTimeout, Verifier: verifier, Limits: a.cfg.Limits, TrustedProxies: a.cfg.TrustedProxies,
 		Observe: a.metrics.HTTP, Ready: a.ready.all, InFlight: a.cfg.InFlight})
 	if err != nil {
@@ -416,4 +437,20 @@ func redacted(raw string) string {
 		return "(unparsable URL)"
 	}
 	return u.Redacted()
+}
+
+// paymentProvider is the configured payment provider, and for the
+// simulated one its decider and webhook sender, which every API process
+// runs (they share its tables).
+func (a *app) paymentProvider(pool *pgxpool.Pool) (activities.PaymentProvider, func(context.Context) error) {
+	if a.cfg.PaymentProvider == "stripe" {
+		return activities.StripePayments{Client: stripe.NewClient(a.cfg.StripeSecretKey)}, nil
+	}
+	url := a.cfg.PaymentWebhookURL
+	if url == "" {
+		url = "http://" + a.cfg.HTTPAddr + "/webhooks/payments"
+	}
+	sim := &activities.SimulatedPayments{Pool: pool, Latency: a.cfg.PaymentLatency, DeclineRate: a.cfg.PaymentDeclineRate,
+		CardLimit: int64(a.cfg.PaymentCardLimit), WebhookURL: url, Secret: a.cfg.PaymentWebhookSecret, Log: a.log}
+	return sim, sim.Run
 }

@@ -267,7 +267,7 @@ func (h *benchHTTP) setUp(ctx context.Context, id string) error {
 	if _, err := h.post(ctx, "/wallets", "", map[string]any{"wallet_id": id, "customer_id": id, "currency": "EUR"}, 201); err != nil {
 		return err
 	}
-	if _, err := h.post(ctx, "/wallets/"+id+"/top-ups", "", map[string]any{"amount": 1_000_000_000}, 201); err != nil {
+	if _, err := h.post(ctx, "/wallets/"+id+"/top-ups", "", map[string]any{"amount": 1_000_000_000, "reason": "bench: funds for the measured orders"}, 201); err != nil {
 		return err
 	}
 	if _, err := h.do(ctx, http.MethodPut, "/products/"+id+"/price", "", map[string]any{"unit_price": 100, "currency": "EUR"}, 201); err != nil {

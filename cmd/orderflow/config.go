@@ -71,6 +71,20 @@ type Config struct {
 	CarrierSlowZip      string        // ORDERFLOW_CARRIER_SLOW_POSTAL_CODE: taken after CarrierSlowLatency instead
 	CarrierSlowLatency  time.Duration // ORDERFLOW_CARRIER_SLOW_LATENCY
 
+	// Payments (docs/security.md): the provider (simulated or stripe), the
+	// webhook secret (required by the api role; dev generates one when
+	// none is given), the signature's tolerance, and the simulated
+	// provider's latency, random declines, card limit (amounts above it are
+	// declined) and the URL it delivers webhooks to.
+	PaymentProvider         string        // ORDERFLOW_PAYMENT_PROVIDER
+	PaymentWebhookSecret    string        // ORDERFLOW_PAYMENT_WEBHOOK_SECRET
+	PaymentWebhookTolerance time.Duration // ORDERFLOW_PAYMENT_WEBHOOK_TOLERANCE
+	PaymentLatency          time.Duration // ORDERFLOW_PAYMENT_LATENCY
+	PaymentDeclineRate      float64       // ORDERFLOW_PAYMENT_DECLINE_RATE
+	PaymentCardLimit        int           // ORDERFLOW_PAYMENT_CARD_LIMIT
+	PaymentWebhookURL       string        // ORDERFLOW_PAYMENT_WEBHOOK_URL
+	StripeSecretKey         string        // ORDERFLOW_STRIPE_SECRET_KEY
+
 	PprofAddr string // ORDERFLOW_PPROF_ADDR: net/http/pprof on this address when set (profiling)
 	OpsAddr   string // ORDERFLOW_OPS_ADDR: /metrics, /healthz and /readyz of every role
 
@@ -263,6 +277,14 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.int(&c.InFlight.Max, "max-in-flight", "ORDERFLOW_MAX_IN_FLIGHT", httpapi.DefaultMaxInFlight, "requests the API serves at once (streams and min_position waits apart), 0 = no bound", apiRoles)
 	s.duration(&c.InFlight.Wait, "in-flight-wait", "ORDERFLOW_IN_FLIGHT_WAIT", httpapi.DefaultInFlightWait, "longest wait of a request for one of -max-in-flight before it is answered 503", apiRoles)
 	s.str(&c.TemporalLogLevel, "temporal-log-level", "ORDERFLOW_TEMPORAL_LOG_LEVEL", "fatal", "the embedded Temporal server's log level (it logs start and stop noise as errors)", []string{"dev", "temporal-server"})
+	s.str(&c.PaymentProvider, "payment-provider", "ORDERFLOW_PAYMENT_PROVIDER", "simulated", "payment provider: simulated (its ledger in this database) or stripe", apiRoles)
+	s.str(&c.PaymentWebhookSecret, "payment-webhook-secret", "ORDERFLOW_PAYMENT_WEBHOOK_SECRET", "", "secret of the provider's webhook signatures (required by api; dev generates one when empty)", apiRoles)
+	s.duration(&c.PaymentWebhookTolerance, "payment-webhook-tolerance", "ORDERFLOW_PAYMENT_WEBHOOK_TOLERANCE", 5*time.Minute, "oldest webhook signature accepted", apiRoles)
+	s.duration(&c.PaymentLatency, "payment-latency", "ORDERFLOW_PAYMENT_LATENCY", 200*time.Millisecond, "simulated payment provider: time to decide a payment", apiRoles)
+	s.float(&c.PaymentDeclineRate, "payment-decline-rate", "ORDERFLOW_PAYMENT_DECLINE_RATE", 0, "simulated payment provider: share of payments declined at random, 0..1", apiRoles)
+	s.int(&c.PaymentCardLimit, "payment-card-limit", "ORDERFLOW_PAYMENT_CARD_LIMIT", 1_000_000, "simulated payment provider: payments above this amount (minor units) are declined (insufficient_funds), 0 = no limit", apiRoles)
+	s.str(&c.PaymentWebhookURL, "payment-webhook-url", "ORDERFLOW_PAYMENT_WEBHOOK_URL", "", "simulated payment provider: where it delivers webhooks (default http://<http-addr>/webhooks/payments)", apiRoles)
+	s.str(&c.StripeSecretKey, "stripe-secret-key", "ORDERFLOW_STRIPE_SECRET_KEY", "", "Stripe secret key, with -payment-provider stripe", apiRoles)
 	env := s
 	if err := errors.Join(env.errs...); err != nil {
 		return c, err
@@ -293,6 +315,14 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 		return c, fmt.Errorf("max-body-bytes must be at least 1024, got %d", c.MaxBodyBytes)
 	case c.PollInterval <= 0 || c.ConsistencyTimeout <= 0:
 		return c, errors.New("poll-interval and consistency-timeout must be positive")
+	case c.PaymentProvider != "simulated" && c.PaymentProvider != "stripe":
+		return c, fmt.Errorf("payment-provider must be simulated or stripe, got %q", c.PaymentProvider)
+	case c.PaymentProvider == "stripe" && c.StripeSecretKey == "" && slices.Contains(apiRoles, cmd):
+		return c, errors.New("payment-provider stripe needs ORDERFLOW_STRIPE_SECRET_KEY")
+	case c.PaymentDeclineRate < 0 || c.PaymentDeclineRate > 1 || c.PaymentCardLimit < 0:
+		return c, errors.New("payment-decline-rate must be between 0 and 1 and payment-card-limit >= 0")
+	case c.PaymentWebhookTolerance < time.Second || c.PaymentLatency < 0:
+		return c, errors.New("payment-webhook-tolerance must be at least 1s and payment-latency >= 0")
 	case c.CarrierFailRate < 0 || c.CarrierFailRate > 1:
 		return c, errors.New("carrier-failure-rate must be between 0 and 1")
 	case c.TemporalRetention < 24*time.Hour || c.ShippingDeadline <= 0:

@@ -244,7 +244,7 @@ func (s *system) customer(balance, stock int) (wallet, sku string) {
 	wallet, sku = "w-"+uuid.NewString(), "sku-"+uuid.NewString()
 	// A named wallet: its name is personal, sealed on every topic.
 	s.call("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c-%s","currency":"EUR","name":"Ada's"}`, wallet, wallet), 201)
-	s.call("POST", "/wallets/"+wallet+"/top-ups", fmt.Sprintf(`{"amount":%d}`, balance), 201)
+	s.call("POST", "/wallets/"+wallet+"/top-ups", fmt.Sprintf(`{"amount":%d,"reason":"test funds"}`, balance), 201)
 	s.call("PUT", "/products/"+sku+"/price", `{"unit_price":1000,"currency":"EUR"}`, 201)
 	s.call("POST", "/products/"+sku+"/stock", fmt.Sprintf(`{"quantity":%d}`, stock), 201)
 	return wallet, sku

@@ -105,7 +105,7 @@ func TestOrdersAreRefusedWhileTheSagasBacklogIsFull(t *testing.T) {
 		t.Fatalf("retry of an accepted order while the backlog is full: %v", r)
 	}
 	// Other commands still pass.
-	s.call("POST", "/wallets/"+wallet+"/top-ups", `{"amount":100}`, 201)
+	s.call("POST", "/wallets/"+wallet+"/top-ups", `{"amount":100,"reason":"test funds"}`, 201)
 
 	// The orders are cancelled: their sagas finish (the carrier withdraws),
 	// the second starting only once the first has finished, and orders

@@ -15,7 +15,7 @@ import (
 const StreamType = "wallet"
 
 // SnapshotVersion changes whenever State changes shape; older snapshots are ignored.
-const SnapshotVersion = 1
+const SnapshotVersion = 2
 
 type Opened struct {
 	WalletID   string `json:"wallet_id"`
@@ -28,9 +28,23 @@ type Renamed struct {
 	Name string `json:"name"`
 }
 
+// ToppedUp is money credited to the wallet: from a payment the provider
+// confirmed (PaymentID), or by an operator (Operator, with a Reason).
+// Reason, Operator and PaymentID were added later: older events have none.
 type ToppedUp struct {
-	Amount   int64  `json:"amount"`
-	Currency string `json:"currency"`
+	Amount    int64  `json:"amount"`
+	Currency  string `json:"currency"`
+	Reason    string `json:"reason,omitempty"`
+	Operator  string `json:"operator,omitempty"`
+	PaymentID string `json:"payment_id,omitempty"`
+}
+
+// Credit says where a top-up's money comes from: a payment (PaymentID), or
+// an operator's decision (Operator and Reason, required then).
+type Credit struct {
+	PaymentID string
+	Operator  string
+	Reason    string
 }
 
 type HoldAuthorised struct {
@@ -103,6 +117,8 @@ type State struct {
 	// Suspended, with its reason, while an operator has suspended the wallet.
 	Suspended       bool   `json:"suspended,omitempty"`
 	SuspendedReason string `json:"suspended_reason,omitempty"`
+	// Payments are the payments credited: each credits once.
+	Payments map[string]bool `json:"payments,omitempty"`
 }
 
 // Wallet is the aggregate.
@@ -114,7 +130,7 @@ type Wallet struct {
 
 // New returns an empty wallet stream with the given id.
 func New(id string) *Wallet {
-	return &Wallet{id: id, s: State{WalletID: id, Holds: map[string]int64{}, Captured: map[string]int64{}}}
+	return &Wallet{id: id, s: State{WalletID: id, Holds: map[string]int64{}, Captured: map[string]int64{}, Payments: map[string]bool{}}}
 }
 
 func (w *Wallet) StreamType() string       { return StreamType }
@@ -140,6 +156,9 @@ func (w *Wallet) Restore(version int64, data []byte) error {
 	}
 	if s.Captured == nil {
 		s.Captured = map[string]int64{}
+	}
+	if s.Payments == nil {
+		s.Payments = map[string]bool{}
 	}
 	w.s = s
 	w.SetVersion(version)
@@ -224,10 +243,25 @@ func (w *Wallet) Reinstate(reason, operator string) error {
 	return nil
 }
 
-// TopUp adds funds.
-func (w *Wallet) TopUp(amount money.Money) error {
-	if err := w.mustBeActive(); err != nil {
+// TopUp adds funds from a payment or by an operator's decision (with a
+// reason). A payment credited before credits nothing again. A suspended
+// wallet refuses operators' credits but takes a payment's: the provider
+// has the customer's money, and the suspension still stops holds.
+func (w *Wallet) TopUp(amount money.Money, from Credit) error {
+	if err := w.mustBeOpen(); err != nil {
 		return err
+	}
+	if from.PaymentID != "" {
+		if w.s.Payments[from.PaymentID] {
+			return nil
+		}
+	} else {
+		if err := w.mustBeActive(); err != nil {
+			return err
+		}
+		if strings.TrimSpace(from.Reason) == "" {
+			return aggregate.Rule("reason_required", "a top-up without a payment needs a reason")
+		}
 	}
 	if amount.Amount <= 0 {
 		return aggregate.Rule("amount_not_positive", "top-up amount must be positive")
@@ -236,7 +270,7 @@ func (w *Wallet) TopUp(amount money.Money) error {
 	if _, err := bal.Add(amount); err != nil {
 		return err
 	}
-	w.record(ToppedUp{Amount: amount.Amount, Currency: amount.Currency})
+	w.record(ToppedUp{Amount: amount.Amount, Currency: amount.Currency, Reason: from.Reason, Operator: from.Operator, PaymentID: from.PaymentID})
 	return nil
 }
 
@@ -340,6 +374,9 @@ func (w *Wallet) apply(e aggregate.Event) {
 		s.Name = e.Name
 	case ToppedUp:
 		s.Balance += e.Amount
+		if e.PaymentID != "" {
+			s.Payments[e.PaymentID] = true
+		}
 	case HoldAuthorised:
 		s.Holds[e.OrderID] = e.Amount
 		s.Held += e.Amount

@@ -16,6 +16,8 @@ var opened = wallet.Opened{WalletID: "w1", CustomerID: "c1", Name: "main", Curre
 var funded = ev{opened, wallet.ToppedUp{Amount: 1000, Currency: "EUR"}}
 var suspended = wallet.Suspended{Reason: "chargeback", Operator: "ops-ada"}
 
+var goodwill = wallet.Credit{Operator: "ops-ada", Reason: "goodwill"}
+
 func eur(n int64) money.Money { return money.New(n, "EUR") }
 
 func TestWallet(t *testing.T) {
@@ -23,10 +25,21 @@ func TestWallet(t *testing.T) {
 		{Name: "open", When: func(w *wallet.Wallet) error { return w.Open("c1", "main", "EUR") }, Then: ev{opened}},
 		{Name: "open twice", Given: ev{opened}, When: func(w *wallet.Wallet) error { return w.Open("c1", "", "EUR") }, Err: "wallet_exists"},
 		{Name: "open with bad currency", When: func(w *wallet.Wallet) error { return w.Open("c1", "", "euro") }, Err: "invalid_currency"},
-		{Name: "top up unknown wallet", When: func(w *wallet.Wallet) error { return w.TopUp(eur(5)) }, Err: "wallet_not_found"},
-		{Name: "top up", Given: ev{opened}, When: func(w *wallet.Wallet) error { return w.TopUp(eur(500)) }, Then: ev{wallet.ToppedUp{Amount: 500, Currency: "EUR"}}},
-		{Name: "top up other currency", Given: ev{opened}, When: func(w *wallet.Wallet) error { return w.TopUp(money.New(5, "USD")) }, Err: "currency_mismatch"},
-		{Name: "top up zero", Given: ev{opened}, When: func(w *wallet.Wallet) error { return w.TopUp(eur(0)) }, Err: "amount_not_positive"},
+		{Name: "top up unknown wallet", When: func(w *wallet.Wallet) error { return w.TopUp(eur(5), goodwill) }, Err: "wallet_not_found"},
+		{Name: "top up", Given: ev{opened}, When: func(w *wallet.Wallet) error { return w.TopUp(eur(500), goodwill) }, Then: ev{wallet.ToppedUp{Amount: 500, Currency: "EUR", Reason: "goodwill", Operator: "ops-ada"}}},
+		{Name: "top up other currency", Given: ev{opened}, When: func(w *wallet.Wallet) error { return w.TopUp(money.New(5, "USD"), goodwill) }, Err: "currency_mismatch"},
+		{Name: "top up zero", Given: ev{opened}, When: func(w *wallet.Wallet) error { return w.TopUp(eur(0), goodwill) }, Err: "amount_not_positive"},
+		{Name: "an operator's top-up needs a reason", Given: ev{opened}, When: func(w *wallet.Wallet) error { return w.TopUp(eur(5), wallet.Credit{Operator: "ops-ada", Reason: " "}) }, Err: "reason_required"},
+		{Name: "top up from a payment", Given: ev{opened}, When: func(w *wallet.Wallet) error { return w.TopUp(eur(500), wallet.Credit{PaymentID: "p1"}) },
+			Then: ev{wallet.ToppedUp{Amount: 500, Currency: "EUR", PaymentID: "p1"}}},
+		{Name: "a payment credits once", Given: ev{opened, wallet.ToppedUp{Amount: 500, Currency: "EUR", PaymentID: "p1"}},
+			When: func(w *wallet.Wallet) error { return w.TopUp(eur(500), wallet.Credit{PaymentID: "p1"}) }},
+		{Name: "another payment credits", Given: ev{opened, wallet.ToppedUp{Amount: 500, Currency: "EUR", PaymentID: "p1"}},
+			When: func(w *wallet.Wallet) error { return w.TopUp(eur(7), wallet.Credit{PaymentID: "p2"}) }, Then: ev{wallet.ToppedUp{Amount: 7, Currency: "EUR", PaymentID: "p2"}}},
+		{Name: "a suspended wallet takes a payment's credit", Given: ev{opened, suspended},
+			When: func(w *wallet.Wallet) error { return w.TopUp(eur(7), wallet.Credit{PaymentID: "p2"}) }, Then: ev{wallet.ToppedUp{Amount: 7, Currency: "EUR", PaymentID: "p2"}}},
+		{Name: "an old top-up without reason still replays", Given: ev{opened, wallet.ToppedUp{Amount: 5, Currency: "EUR"}},
+			When: func(w *wallet.Wallet) error { return w.Authorise("o1", eur(5)) }, Then: ev{wallet.HoldAuthorised{OrderID: "o1", Amount: 5, Currency: "EUR"}}},
 		{Name: "rename", Given: ev{opened}, When: func(w *wallet.Wallet) error { return w.Rename("savings") }, Then: ev{wallet.Renamed{Name: "savings"}}},
 		{Name: "rename to same name records nothing", Given: ev{opened}, When: func(w *wallet.Wallet) error { return w.Rename("main") }},
 		{Name: "authorise within funds", Given: funded, When: func(w *wallet.Wallet) error { return w.Authorise("o1", eur(1000)) },
@@ -62,7 +75,7 @@ func TestWallet(t *testing.T) {
 		{Name: "suspended wallet refuses a hold", Given: append(funded[:2:2], suspended),
 			When: func(w *wallet.Wallet) error { return w.Authorise("o1", eur(100)) }, Err: "wallet_suspended"},
 		{Name: "suspended wallet refuses a top-up", Given: append(funded[:2:2], suspended),
-			When: func(w *wallet.Wallet) error { return w.TopUp(eur(100)) }, Err: "wallet_suspended"},
+			When: func(w *wallet.Wallet) error { return w.TopUp(eur(100), goodwill) }, Err: "wallet_suspended"},
 		{Name: "a hold taken before the suspension is captured", Given: append(funded[:2:2], wallet.HoldAuthorised{OrderID: "o1", Amount: 600, Currency: "EUR"}, suspended),
 			When: func(w *wallet.Wallet) error { return w.Capture("o1", 600) }, Then: ev{wallet.HoldCaptured{OrderID: "o1", Amount: 600}}},
 		{Name: "a hold taken before the suspension is voided", Given: append(funded[:2:2], wallet.HoldAuthorised{OrderID: "o1", Amount: 600, Currency: "EUR"}, suspended),

@@ -7,6 +7,7 @@ import (
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/payment"
 	"github.com/orderflow/orderflow/domain/shipment"
 	"github.com/orderflow/orderflow/domain/wallet"
 	"github.com/orderflow/orderflow/eventstore"
@@ -21,6 +22,7 @@ func Registry() *eventstore.Registry {
 	r.RegisterStream(inventory.StreamType, inventory.SnapshotVersion, func(id string) aggregate.Root { return inventory.New(id) })
 	r.RegisterStream(wallet.StreamType, wallet.SnapshotVersion, func(id string) aggregate.Root { return wallet.New(id) })
 	r.RegisterStream(shipment.StreamType, shipment.SnapshotVersion, func(id string) aggregate.Root { return shipment.New(id) })
+	r.RegisterStream(payment.StreamType, payment.SnapshotVersion, func(id string) aggregate.Root { return payment.New(id) })
 
 	eventstore.RegisterEvent[order.Placed](r, order.StreamType, 1)
 	eventstore.RegisterEvent[order.Confirmed](r, order.StreamType, 1)
@@ -50,5 +52,10 @@ func Registry() *eventstore.Registry {
 	eventstore.RegisterEvent[shipment.Dispatched](r, shipment.StreamType, 1)
 	eventstore.RegisterEvent[shipment.Delivered](r, shipment.StreamType, 1)
 	eventstore.RegisterEvent[shipment.Failed](r, shipment.StreamType, 1)
+
+	eventstore.RegisterEvent[payment.Requested](r, payment.StreamType, 1)
+	eventstore.RegisterEvent[payment.IntentCreated](r, payment.StreamType, 1)
+	eventstore.RegisterEvent[payment.Succeeded](r, payment.StreamType, 1)
+	eventstore.RegisterEvent[payment.Failed](r, payment.StreamType, 1)
 	return r
 }

@@ -38,7 +38,7 @@ func TestTheExampleConsumerReadsOrderflowsTopics(t *testing.T) {
 	}
 	w, sku, shipped, cancelled := "w-"+uuid.NewString(), "sku-"+uuid.NewString(), "o-"+uuid.NewString(), "o-"+uuid.NewString()
 	do(commands.OpenWallet{WalletID: w, CustomerID: "c-" + w, Currency: "EUR", Name: "Ada's wallet"})
-	do(commands.TopUpWallet{WalletID: w, Amount: 10000})
+	do(commands.TopUpWallet{WalletID: w, Amount: 10000, Reason: "test funds"})
 	do(commands.ReceiveStock{SKU: sku, Quantity: 5})
 	do(commands.SetPrice{SKU: sku, UnitPrice: 1250, Currency: "EUR"})
 	addr := order.Address{Name: "Ada", Line1: "1 Main St", City: "Paris", PostalCode: "75001", Country: "FR"}

@@ -116,12 +116,13 @@ func (a *act) do() {
 	case "forget_mid_saga":
 		a.forget()
 	case "top_up":
+		// A customer tops up by paying through the (simulated) provider.
 		key := a.key
 		if a.rnd.IntN(2) == 0 {
 			key = ""
 		}
 		st, out := a.retry(func() (int, map[string]any, error) {
-			return a.cu.c.At(a.api()).Post(a.ctx, "/wallets/"+a.cu.wallet+"/top-ups", key, map[string]any{"amount": 1 + a.rnd.IntN(100_000)})
+			return a.cu.c.At(a.api()).Post(a.ctx, "/wallets/"+a.cu.wallet+"/payments", key, map[string]any{"amount": 1 + a.rnd.IntN(100_000)})
 		}, key != "")
 		a.r.answer(fmt.Sprintf("%s keyed=%t", a.name, key != ""), st, out)
 		a.expectOK(st, out)

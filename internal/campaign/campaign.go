@@ -471,7 +471,7 @@ func (r *run) newCustomer(ctx context.Context, id string) (*customer, error) {
 		body map[string]any
 	}{
 		{"/wallets", map[string]any{"wallet_id": cu.wallet, "customer_id": id, "currency": "EUR"}},
-		{"/wallets/" + cu.wallet + "/top-ups", map[string]any{"amount": 1_000_000_000}},
+		{"/wallets/" + cu.wallet + "/top-ups", map[string]any{"amount": 1_000_000_000, "reason": "campaign: funds for the customer's orders"}},
 		{"/wallets", map[string]any{"wallet_id": cu.poorWallet, "customer_id": id, "currency": "EUR"}},
 	} {
 		if err := r.must(ctx, r.ops, step.path, step.body); err != nil {

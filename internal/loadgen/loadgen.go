@@ -221,7 +221,7 @@ func setUp(ctx context.Context, c *Client, cfg Config, runID string) (*fixture, 
 			body map[string]any
 		}{
 			{"/wallets", map[string]any{"wallet_id": id, "customer_id": "c-" + id, "currency": "EUR"}},
-			{"/wallets/" + id + "/top-ups", map[string]any{"amount": balance}},
+			{"/wallets/" + id + "/top-ups", map[string]any{"amount": balance, "reason": "load test: funds for the generated orders"}},
 			{"/wallets", map[string]any{"wallet_id": poor, "customer_id": "c-" + poor, "currency": "EUR"}},
 		} {
 			if err := c.mustPost(ctx, step.path, step.body); err != nil {

@@ -32,7 +32,7 @@ func TestRealMessagesMatchTheContract(t *testing.T) {
 	for _, c := range []commands.Command{
 		commands.OpenWallet{WalletID: w, CustomerID: "c-" + w, Currency: "EUR", Name: "Ada's"},
 		commands.RenameWallet{WalletID: w, Name: "Grace's"},
-		commands.TopUpWallet{WalletID: w, Amount: 100},
+		commands.TopUpWallet{WalletID: w, Amount: 100, Reason: "test funds"},
 		commands.ReceiveStock{SKU: sku, Quantity: 1},
 		commands.SetPrice{SKU: sku, UnitPrice: 10, Currency: "EUR"},
 		commands.PlaceOrder{OrderID: o, CustomerID: "c-" + w, WalletID: w, Currency: "EUR", Lines: []commands.OrderLine{{SKU: sku, Quantity: 1, UnitPrice: 10}},

@@ -170,7 +170,7 @@ func TestEachCheckFindsItsCorruption(t *testing.T) {
 	<-router.Running()
 	wid, sku, oid := "w-"+uuid.NewString(), "sku-"+uuid.NewString(), "o-"+uuid.NewString()
 	w.do("OpenWallet", commands.OpenWallet{WalletID: wid, CustomerID: "c", Currency: "EUR"})
-	w.do("TopUpWallet", commands.TopUpWallet{WalletID: wid, Amount: 100_000})
+	w.do("TopUpWallet", commands.TopUpWallet{WalletID: wid, Amount: 100_000, Reason: "test funds"})
 	w.do("ReceiveStock", commands.ReceiveStock{SKU: sku, Quantity: 100})
 	w.do("SetPrice", commands.SetPrice{SKU: sku, UnitPrice: 100, Currency: "EUR"})
 	w.do("PlaceOrder", commands.PlaceOrder{OrderID: oid, CustomerID: "c", WalletID: wid, Currency: "EUR",
