@@ -58,6 +58,18 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 		f.end(ctx, StatusCompleted, "done")
 		return f.p, nil
 	case order.StatusCancelled, order.StatusRejected:
+		// The ended run may have booked with the carrier (its task went on
+		// after the terminate): withdraw, so no parcel leaves for this order.
+		if f.withdrawsAlways(ctx, seen) {
+			withdrawn, err := f.withdraw(ctx)
+			if err != nil {
+				return f.p, err
+			}
+			f.p.Carrier = answerWithdrawn
+			if !withdrawn {
+				f.p.Carrier = answerTaken
+			}
+		}
 		f.p.Step = ""
 		return f.compensateRepaired(ctx, f.repairCause("repaired: the order was "+string(seen.OrderStatus)))
 	case order.StatusWrittenOff:
@@ -65,7 +77,7 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 		return f.p, nil
 	}
 	taken := seen.ShipmentStatus == shipment.StatusDispatched || seen.ShipmentStatus == shipment.StatusDelivered
-	if !taken && seen.ShipmentStatus == shipment.StatusScheduled {
+	if !taken && (seen.ShipmentStatus == shipment.StatusScheduled || f.withdrawsAlways(ctx, seen)) {
 		withdrawn, err := f.withdraw(ctx)
 		if err != nil {
 			return f.p, err
@@ -99,6 +111,24 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 		f.p.TrackingNumber = seen.TrackingNumber
 	}
 	return f.finish(ctx)
+}
+
+// changeRepairWithdraws marks the repair runs that ask the carrier to
+// withdraw whatever the shipment's status: the ended run's carrier call
+// (a local activity inside its workflow task) can book after the
+// terminate, before or without any shipment event — nor does a status an
+// operator could have set say what the carrier has.
+const changeRepairWithdraws = "repair-withdraws-always"
+
+// withdrawsAlways reports whether this repair run withdraws from the
+// carrier before compensating, though no dispatch was recorded and the
+// shipment is not scheduled (recorded as a version marker the first time
+// it is asked; older repair histories replay without it).
+func (f *fulfilment) withdrawsAlways(ctx workflow.Context, seen activities.Inspection) bool {
+	if seen.ShipmentStatus == shipment.StatusDispatched || seen.ShipmentStatus == shipment.StatusDelivered {
+		return false
+	}
+	return workflow.GetVersion(ctx, changeRepairWithdraws, workflow.DefaultVersion, 1) == 1
 }
 
 // changeRepairSettles marks the repair runs that settle the ended run's

@@ -128,8 +128,23 @@ func (a *act) do() {
 		a.expectOK(st, out)
 	case "operator_command_as_customer":
 		a.sagaCommandAsCustomer()
-	case "void_hold_mid_dispatch":
-		a.voidHold()
+	case "operator_on_saga_holdings":
+		a.onSagaHoldings()
+	case "reprice":
+		sku := a.sku()
+		st, out, _ := a.r.ops.At(a.api()).Send(a.ctx, http.MethodPut, "/products/"+sku+"/price", "", map[string]any{"unit_price": 100 + a.rnd.IntN(5000), "currency": "EUR"})
+		a.r.answer(a.name, st, out)
+		a.expectOK(st, out)
+	case "place_stale_price":
+		// No SKU is ever priced at 1: the order is refused, never re-priced.
+		body := a.order(a.cu.wallet, a.sku(), a.zip())
+		body["lines"].([]map[string]any)[0]["unit_price"] = 1
+		door, send := placeDoor(a.rnd, a.cu.c.At(a.api()), a.key, body)
+		st, out, _ := send(a.ctx)
+		a.r.answer(a.name+" "+door, st, out)
+		a.expect(st, out, http.StatusConflict, "price_changed")
+	case "forged_webhook":
+		a.forgedWebhook()
 	case "terminate_then_repair", "terminate_then_cancel":
 		a.terminate()
 	}
@@ -139,15 +154,18 @@ func (a *act) do() {
 func (a *act) order(wallet, sku, zip string) map[string]any {
 	return map[string]any{
 		"customer_id": a.cu.id, "wallet_id": wallet, "currency": "EUR",
-		"lines":            []map[string]any{{"sku": sku, "quantity": 1 + a.rnd.IntN(3), "unit_price": 100 + a.rnd.IntN(5000)}},
+		"lines":            []map[string]any{{"sku": sku, "quantity": 1 + a.rnd.IntN(3)}}, // priced by the catalogue
 		"shipping_address": map[string]any{"name": "Campaign Customer", "line1": "1 Hostile St", "city": "Paris", "postal_code": zip, "country": "FR"},
 	}
 }
 
+// amount is what the client asked for at the price it was shown, 0 when
+// it left the price to the catalogue.
 func amount(body map[string]any) int64 {
 	var n int64
 	for _, l := range body["lines"].([]map[string]any) {
-		n += int64(l["quantity"].(int) * l["unit_price"].(int))
+		price, _ := l["unit_price"].(int)
+		n += int64(l["quantity"].(int) * price)
 	}
 	return n
 }
@@ -458,56 +476,84 @@ func (a *act) ownOrder() (placed, bool) {
 	return placed{}, false
 }
 
-// voidHold: while the carrier works, an operator voids the order's hold;
-// the capture is refused and the saga waits; the operator authorises a
-// hold again and retries: the saga completes.
-func (a *act) voidHold() {
+// onSagaHoldings: while the carrier works, an operator sends a command on
+// what the order's saga holds (its hold, its stock, its shipment): refused
+// (409 saga_owns) — money and goods move only as the saga decides. Once
+// the order ended, a capture for a cancelled or rejected one is refused too.
+func (a *act) onSagaHoldings() {
 	// The slow carrier: the saga waits at SHIPPING (the fast one takes the
 	// parcel within the first call, with no SHIPPING to see).
 	body := a.order(a.cu.wallet, a.sku(), a.slowZip())
+	sku := body["lines"].([]map[string]any)[0]["sku"]
 	id := a.place(a.cu.c, a.key, body, true)
 	if id == "" {
 		return
 	}
-	a.r.mu.Lock()
-	a.r.handled[id] = true
-	a.r.mu.Unlock()
-	defer func() {
-		a.r.mu.Lock()
-		delete(a.r.handled, id)
-		a.r.mu.Unlock()
-	}()
 	if a.r.awaitSaga(a.ctx, id, 30*time.Second, workflows.StatusShipping) != workflows.StatusShipping {
 		a.r.answer(a.name+" (carrier stage missed)", 0, nil)
 		return
 	}
+	cmds := []struct {
+		typ     string
+		payload map[string]any
+	}{
+		{"CaptureHold", map[string]any{"wallet_id": a.cu.wallet, "order_id": id, "amount": 1}},
+		{"VoidHold", map[string]any{"wallet_id": a.cu.wallet, "order_id": id}},
+		{"ReleaseStock", map[string]any{"sku": sku, "order_id": id}},
+		{"CommitStock", map[string]any{"sku": sku, "order_id": id}},
+		{"FailShipment", map[string]any{"shipment_id": "shp-" + id, "reason": "lost"}},
+		{"DispatchShipment", map[string]any{"shipment_id": "shp-" + id, "carrier": "other", "tracking_number": "OPS-1"}},
+	}
+	cmd := cmds[a.rnd.IntN(len(cmds))]
 	ops := a.r.ops.At(a.api())
 	st, out := a.retry(func() (int, map[string]any, error) {
-		return ops.Post(a.ctx, "/commands", a.key+"-void", map[string]any{"type": "VoidHold", "payload": map[string]any{"wallet_id": a.cu.wallet, "order_id": id}})
+		return ops.Post(a.ctx, "/commands", a.key+"-ops", map[string]any{"type": cmd.typ, "payload": cmd.payload})
 	}, true)
-	a.r.answer(a.name+" POST /commands VoidHold", st, out)
-	if st/100 != 2 {
-		return
+	a.r.answer(a.name+" POST /commands "+cmd.typ, st, out)
+	if st/100 == 2 {
+		a.r.anomaly("%s: an operator's %s beside the saga of %s was accepted: %d", a.name, cmd.typ, id, st)
 	}
-	if a.r.awaitSaga(a.ctx, id, time.Minute, ended...) != workflows.StatusNeedsAttention {
-		return
-	}
-	st, out = a.retry(func() (int, map[string]any, error) {
-		return ops.Post(a.ctx, "/commands", a.key+"-auth", map[string]any{"type": "AuthoriseHold", "payload": map[string]any{"wallet_id": a.cu.wallet, "order_id": id, "amount": amount(body), "currency": "EUR"}})
-	}, true)
-	a.r.answer(a.name+" POST /commands AuthoriseHold", st, out)
-	if st/100 != 2 {
-		return
-	}
-	st, out = a.retry(func() (int, map[string]any, error) {
-		return ops.Post(a.ctx, "/orders/"+id+"/saga/resolve", "", map[string]any{"action": workflows.ActionRetry, "reason": "hold authorised again"})
-	}, true)
-	a.r.answer(a.name+" POST /orders/{id}/saga/resolve retry", st, out)
-	if st == http.StatusOK {
-		a.r.count(a.r.rep.Operator, "resolve retry (after re-authorising)")
+	if code, _ := out["code"].(string); !faulty(st, nil) && code != "saga_owns" && code != "order_ended" {
+		a.r.anomaly("%s: an operator's %s beside the saga of %s: %d %s, want 409 saga_owns", a.name, cmd.typ, id, st, code)
 	}
 	final := a.r.awaitSaga(a.ctx, id, time.Minute, ended...)
-	a.r.answer(a.name+" saga after the retry", 200, map[string]any{"code": final})
+	a.r.answer(a.name+" saga after the operator's command", 200, map[string]any{"code": final})
+	if final == workflows.StatusCompensated {
+		st, out = a.retry(func() (int, map[string]any, error) {
+			return ops.Post(a.ctx, "/commands", a.key+"-capture", map[string]any{"type": "CaptureHold", "payload": map[string]any{"wallet_id": a.cu.wallet, "order_id": id, "amount": 1}})
+		}, true)
+		a.r.answer(a.name+" POST /commands CaptureHold after the end", st, out)
+		if st/100 == 2 {
+			a.r.anomaly("%s: a capture for the ended order %s (%s) was accepted", a.name, id, final)
+		}
+	}
+}
+
+// forgedWebhook: a payment webhook signed with no secret of the service's,
+// fresh or stale, is refused (401) and credits nothing.
+func (a *act) forgedWebhook() {
+	ts := time.Now().Unix()
+	if a.rnd.IntN(2) == 0 {
+		ts -= 3600 // stale
+	}
+	body := fmt.Sprintf(`{"id":"evt_forged_%s","type":"payment_intent.succeeded","created":%d,"data":{"object":{"id":"pi_forged","object":"payment_intent","amount":100000000,"currency":"eur","status":"succeeded","metadata":{"payment_id":"pay-%s","wallet_id":%q}}}}`,
+		a.key, ts, a.key, a.cu.wallet)
+	req, err := http.NewRequestWithContext(a.ctx, http.MethodPost, a.api()+"/webhooks/payments", strings.NewReader(body))
+	if err != nil {
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Stripe-Signature", fmt.Sprintf("t=%d,v1=%064x", ts, a.rnd.Uint64()))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.r.answer(a.name, 0, nil)
+		return
+	}
+	res.Body.Close()
+	a.r.answer(a.name, res.StatusCode, nil)
+	if !faulty(res.StatusCode, nil) && res.StatusCode != http.StatusUnauthorized {
+		a.r.anomaly("%s: a forged webhook answered %d, want 401", a.name, res.StatusCode)
+	}
 }
 
 // terminate: an operator terminates the saga at a random moment, then

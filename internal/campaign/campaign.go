@@ -262,7 +262,10 @@ var actions = []struct {
 	{"forget_mid_saga", 3},
 	{"top_up", 4},
 	{"operator_command_as_customer", 2}, // a customer sends a saga's command
-	{"void_hold_mid_dispatch", 2},       // operator: void, re-authorise, retry
+	{"operator_on_saga_holdings", 3},    // operator: a capture, void, release, commit or shipment beside the saga
+	{"reprice", 2},                      // operator: a new price mid-flow
+	{"place_stale_price", 1},            // a customer sends a price that is not the catalogue's
+	{"forged_webhook", 1},               // a payment webhook with a forged or stale signature
 	{"terminate_then_repair", 2},        // operator: terminate, then repair
 	{"terminate_then_cancel", 2},        // operator terminates, the customer cancels
 }
@@ -448,15 +451,39 @@ func (r *run) setUp(ctx context.Context) error {
 		}
 		r.customers = append(r.customers, cu)
 	}
-	for i := range 4 {
+	r.scarce = "sku-" + r.runID + "-scarce"
+	for i := range 5 {
 		sku := fmt.Sprintf("sku-%s-%d", r.runID, i)
-		if err := r.must(ctx, r.ops, "/products/"+sku+"/stock", map[string]any{"quantity": 1_000_000_000}); err != nil {
+		stock := 1_000_000_000
+		if i == 4 {
+			sku, stock = r.scarce, 3
+		}
+		// The catalogue prices every order: each SKU is priced first.
+		if err := r.setPrice(ctx, sku, int64(100+i*1237)); err != nil {
 			return err
 		}
-		r.skus = append(r.skus, sku)
+		if err := r.must(ctx, r.ops, "/products/"+sku+"/stock", map[string]any{"quantity": stock}); err != nil {
+			return err
+		}
+		if sku != r.scarce {
+			r.skus = append(r.skus, sku)
+		}
 	}
-	r.scarce = "sku-" + r.runID + "-scarce"
-	return r.must(ctx, r.ops, "/products/"+r.scarce+"/stock", map[string]any{"quantity": 3})
+	return nil
+}
+
+// setPrice is an operator's PUT of a SKU's price (retried through faults).
+func (r *run) setPrice(ctx context.Context, sku string, price int64) error {
+	for attempt := 0; ; attempt++ {
+		st, out, err := r.ops.Send(ctx, http.MethodPut, "/products/"+sku+"/price", "", map[string]any{"unit_price": price, "currency": "EUR"})
+		if err == nil && st/100 == 2 {
+			return nil
+		}
+		if attempt == 20 || ctx.Err() != nil {
+			return fmt.Errorf("PUT /products/%s/price: %d %v %v", sku, st, out, err)
+		}
+		sleep(ctx, 500*time.Millisecond)
+	}
 }
 
 // newCustomer opens a rich and a poor wallet for a new customer.
