@@ -12,6 +12,7 @@ mkdir -p secrets
 openssl pkey -in secrets/jwt-signing-key.pem -pubout -out secrets/jwt-public-key.pem
 [ -f secrets/postgres-password ] || openssl rand -base64 24 | tr -d '/+=\n' > secrets/postgres-password
 printf 'postgres:5432:orderflow:orderflow:%s\n' "$(cat secrets/postgres-password)" > secrets/pgpass
+[ -f secrets/payments.env ] || printf 'ORDERFLOW_PAYMENT_WEBHOOK_SECRET=%s\n' "$(openssl rand -hex 24)" > secrets/payments.env
 # The containers run as the image's nonroot user (65532): let it read them.
 chmod 0644 secrets/jwt-public-key.pem secrets/pgpass secrets/postgres-password secrets/jwt-signing-key.pem 2>/dev/null || true
 echo "secrets written to ./secrets"

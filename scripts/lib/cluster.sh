@@ -17,6 +17,11 @@ cluster_vars() {
   export TEMPORAL_ADDRESS=127.0.0.1:$TEMPORAL_PORT
   export ORDERFLOW_DATA_DIR=$WORK/data ORDERFLOW_CARRIER_LATENCY=${ORDERFLOW_CARRIER_LATENCY:-100ms}
   export ORDERFLOW_JWT_PUBLIC_KEY=$WORK/public.pem ORDERFLOW_JWT_ISSUER=$ISSUER
+  # The simulated payment provider signs its webhooks with this secret; every
+  # api process checks them with it (and runs the provider's sender).
+  [ -f "$WORK/webhook-secret" ] || openssl rand -hex 24 > "$WORK/webhook-secret"
+  export ORDERFLOW_PAYMENT_WEBHOOK_SECRET
+  ORDERFLOW_PAYMENT_WEBHOOK_SECRET=$(cat "$WORK/webhook-secret")
 }
 
 log() { printf '\n=== %s\n' "$*"; }
