@@ -344,7 +344,8 @@ func (b *Bus) dispatch(ctx context.Context, req Request) (commandlog.Record, err
 	// decided again. One round trip fewer for every new command.
 	if err := b.precheck(ctx, def, req, p); err != nil {
 		// A retry of a command committed before answers as before, though
-		// what it was checked against has moved on (a price, an order's end).
+		// a rule it meets now did not hold then (one added since, as the
+		// saga's holdings were) or what it was checked against moved on.
 		if prior, lerr := b.log.Get(ctx, req.CommandID); lerr == nil {
 			return b.replay(prior, rec)
 		}

@@ -654,10 +654,53 @@ func TestAnOperatorsCommandsOnWhatASagaHoldsAreRefused(t *testing.T) {
 			if code(err) != "nothing_captured" {
 				t.Errorf("%s after the cancel: %v", c.CommandType(), err)
 			}
+		case commands.FailShipment: // the parcel of an order not sold
+			if err != nil {
+				t.Errorf("%s after the cancel: %v", c.CommandType(), err)
+			}
 		default:
 			if code(err) != "order_ended" {
 				t.Errorf("%s after the cancel: %v", c.CommandType(), err)
 			}
+		}
+	}
+}
+
+// After a write-off (the goods left, the money was not taken), an operator
+// may collect the order's money: in the order's own wallet, for its total,
+// and nothing else.
+func TestMoneyForAWrittenOffOrderIsTheOrdersOwn(t *testing.T) {
+	b, _ := newBus(t)
+	ctx := context.Background()
+	w, other := openWallet(t, b, 10000), openWallet(t, b, 10000)
+	sku, id := "sku-"+uuid.NewString(), "o-"+uuid.NewString()
+	for _, c := range []commands.Command{
+		commands.SetPrice{SKU: sku, UnitPrice: 100, Currency: "EUR"},
+		commands.PlaceOrder{OrderID: id, CustomerID: "c1", WalletID: w, Currency: "EUR", Lines: []commands.OrderLine{{SKU: sku, Quantity: 2}},
+			ShippingAddress: order.Address{Name: "A", Line1: "1", City: "X", PostalCode: "1", Country: "FR"}},
+		commands.ConfirmOrder{OrderID: id},
+		commands.WriteOffOrder{OrderID: id, Reason: "the capture failed"},
+	} {
+		if _, err := b.Dispatch(ctx, commands.Request{Internal: true, Command: c}); err != nil {
+			t.Fatalf("the saga's %s: %v", c.CommandType(), err)
+		}
+	}
+	for want, c := range map[string]commands.Command{
+		"not_the_orders_wallet": commands.AuthoriseHold{WalletID: other, OrderID: id, Amount: 200, Currency: "EUR"},
+		"hold_not_total":        commands.AuthoriseHold{WalletID: w, OrderID: id, Amount: 40000, Currency: "EUR"},
+	} {
+		_, err := b.Dispatch(ctx, commands.Request{Principal: ops, Command: c})
+		var dErr *aggregate.Error
+		if !errors.As(err, &dErr) || dErr.Code != want {
+			t.Errorf("%+v: %v, want %s", c, err, want)
+		}
+	}
+	for _, c := range []commands.Command{
+		commands.AuthoriseHold{WalletID: w, OrderID: id, Amount: 200, Currency: "EUR"},
+		commands.CaptureHold{WalletID: w, OrderID: id, Amount: 200},
+	} {
+		if _, err := b.Dispatch(ctx, commands.Request{Principal: ops, Command: c}); err != nil {
+			t.Fatalf("collecting the written-off order's money: %s: %v", c.CommandType(), err)
 		}
 	}
 }

@@ -269,10 +269,12 @@ func (SetPrice) CommandType() string         { return "SetPrice" }
 
 // The ends of an order after which an operator's command on what its saga
 // held is allowed (SagaHeld): undoing (a void, a release, a refund) after
-// any end; taking money or stock only once the goods left.
+// any end; taking money or stock only once the goods left; failing the
+// shipment of an order that was not sold.
 var (
-	endedAny  = []order.Status{order.StatusCompleted, order.StatusCancelled, order.StatusRejected, order.StatusWrittenOff}
-	endedSold = []order.Status{order.StatusCompleted, order.StatusWrittenOff}
+	endedAny    = []order.Status{order.StatusCompleted, order.StatusCancelled, order.StatusRejected, order.StatusWrittenOff}
+	endedSold   = []order.Status{order.StatusCompleted, order.StatusWrittenOff}
+	endedUnsold = []order.Status{order.StatusCancelled, order.StatusRejected}
 )
 
 // orderIDNamespace makes derived order ids stable across processes.
@@ -352,7 +354,7 @@ func definitions() []Definition {
 		SagaHeld(Define("DeliverShipment", shipment.StreamType, func(p *DeliverShipment) string { return p.ShipmentID },
 			func(s *shipment.Shipment, _ *DeliverShipment) error { return s.Deliver() }), shipmentOrder[DeliverShipment], endedSold...),
 		SagaHeld(Define("FailShipment", shipment.StreamType, func(p *FailShipment) string { return p.ShipmentID },
-			func(s *shipment.Shipment, p *FailShipment) error { return s.Fail(p.Reason) }), shipmentOrder[FailShipment]),
+			func(s *shipment.Shipment, p *FailShipment) error { return s.Fail(p.Reason) }), shipmentOrder[FailShipment], endedUnsold...),
 	}
 }
 

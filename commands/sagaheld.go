@@ -44,12 +44,29 @@ func SagaHeld[P any](d Definition, orderOf func(ctx context.Context, load Loader
 		case !slices.Contains(endedOK, st):
 			return aggregate.State("order_ended", "order %s is %s: %s would move money, stock or a parcel its end settled", orderID, st, d.Name)
 		}
-		return nil
+		return matchesOrder(p, orderID, o.State().(order.State))
 	}
 	return d
 }
 
-// sagaWorkflowID is workflows.WorkflowID (that package imports this one).
+// matchesOrder refuses a wallet command on another wallet than the
+// order's, and a hold that is not the order's total: an order's money
+// moves in its own wallet, for its own amount.
+func matchesOrder(p any, orderID string, o order.State) error {
+	if w, ok := p.(interface{ walletOf() string }); ok && w.walletOf() != o.WalletID {
+		return aggregate.Rule("not_the_orders_wallet", "order %s is paid from its own wallet, not %s", orderID, w.walletOf())
+	}
+	if h, ok := p.(interface{ holdOf() (int64, string) }); ok {
+		if amount, cur := h.holdOf(); amount != o.Total || cur != o.Currency {
+			return aggregate.Rule("hold_not_total", "order %s's hold is its total, %d %s", orderID, o.Total, o.Currency)
+		}
+	}
+	return nil
+}
+
+// sagaWorkflowID is workflows.WorkflowID, which this package cannot import
+// (workflows imports commands); the end-to-end test of saga_owns holds
+// them equal.
 func sagaWorkflowID(orderID string) string { return "order-fulfilment:" + orderID }
 
 // Where each held command finds its order.
@@ -82,6 +99,13 @@ func (p ReserveStock) order() string     { return p.OrderID }
 func (p ReleaseStock) order() string     { return p.OrderID }
 func (p CommitStock) order() string      { return p.OrderID }
 func (p ScheduleShipment) order() string { return p.OrderID }
+
+func (p AuthoriseHold) walletOf() string { return p.WalletID }
+func (p CaptureHold) walletOf() string   { return p.WalletID }
+func (p VoidHold) walletOf() string      { return p.WalletID }
+func (p RefundCapture) walletOf() string { return p.WalletID }
+
+func (p AuthoriseHold) holdOf() (int64, string) { return p.Amount, p.Currency }
 
 func (p DispatchShipment) shipment() string { return p.ShipmentID }
 func (p DeliverShipment) shipment() string  { return p.ShipmentID }

@@ -191,7 +191,14 @@ func (f *fulfilment) settle(ctx workflow.Context, steps []namedStep) []string {
 	var done []string
 	for _, s := range steps {
 		f.p.Step = s.step
-		if err := f.do(ctx, s.step, s.run, true, ActionRetry, ActionSkip); err != nil {
+		options := []string{ActionRetry, ActionSkip}
+		if s.step == "compensate:cancel_order" || s.step == "write_off:order" {
+			// The order's end is the saga's to record, and until it is
+			// recorded the order's money and goods are the saga's (no
+			// operator's command moves them): never skipped, only retried.
+			options = options[:1]
+		}
+		if err := f.do(ctx, s.step, s.run, true, options...); err != nil {
 			f.p.Skipped = append(f.p.Skipped, s.step)
 			continue
 		}

@@ -544,7 +544,7 @@ func (a *act) forgedWebhook() {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Stripe-Signature", fmt.Sprintf("t=%d,v1=%064x", ts, a.rnd.Uint64()))
-	res, err := http.DefaultClient.Do(req)
+	res, err := (&http.Client{Timeout: 30 * time.Second, Transport: tracing{http.DefaultTransport}}).Do(req)
 	if err != nil {
 		a.r.answer(a.name, 0, nil)
 		return
