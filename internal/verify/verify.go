@@ -136,15 +136,8 @@ type check struct {
 }
 
 // checks are verify's invariants over the facts, in the report's order.
-// A new invariant is a function here and one line in this list. Two are
-// to come with the payment provider and the catalogue's prices:
-//   - "every wallet's balance is its confirmed payments, operators'
-//     credits, less captures, plus refunds": the provider's ledger beside
-//     wallet.topped_up (its payment_id/reason), in facts; a function
-//     walletBalancesFromPayments.
-//   - "each order line is priced by the catalogue as of placement":
-//     inventory.price_set replayed up to the placement, against the line's
-//     unit_price and price_version; a function linesPricedByCatalogue.
+// A new invariant is a function here and one line in this list (the money
+// checks, over what loadMoney read, are in money.go).
 func checks() []check {
 	return []check{
 		{"the carrier took a parcel exactly for each completed or written-off order", carrierTookExactlyShipped},
@@ -215,6 +208,12 @@ func (c *Checker) Run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	r.add("every message on every topic matches the AsyncAPI document", topicFails)
+	m, err := c.loadMoney(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.add("every wallet's balance is its confirmed payments and operators' credits, less captures, plus refunds", walletsFromPayments(f, m))
+	r.add("every order line is priced by the catalogue as of its placement", linesPricedByCatalogue(f, m))
 	return r, nil
 }
 
@@ -529,6 +528,11 @@ func (c *Checker) settle(ctx context.Context) []string {
 		if err != nil {
 			waiting = []string{err.Error()}
 		}
+		paying, err := c.paymentsInFlight(ctx)
+		if err != nil {
+			paying = []string{err.Error()}
+		}
+		waiting = append(waiting, paying...)
 		busy, err := c.sagasBusy(ctx)
 		if err != nil {
 			waiting = append(waiting, fmt.Sprintf("sagas: %v", err))

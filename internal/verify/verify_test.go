@@ -313,6 +313,28 @@ func TestEachCheckFindsItsCorruption(t *testing.T) {
 			w.exec(`UPDATE events SET causation_id = $1 WHERE causation_id = (SELECT command_id FROM commands WHERE stream_id = $2 AND command_type = 'OpenWallet')`, cmd, wid)
 			return "command " + cmd + " caused 2 events, its log row names 1"
 		}},
+		{"every wallet's balance is its confirmed payments and operators' credits, less captures, plus refunds", func() string {
+			id := fresh("w-minted-")
+			w.forge(wallet.StreamType, id, 0, wallet.Opened{WalletID: id, CustomerID: "c", Currency: "EUR"}, wallet.ToppedUp{Amount: 1_000_000, Currency: "EUR"})
+			return "wallet " + id + ": a credit of 1000000 at"
+		}},
+		{"every wallet's balance is its confirmed payments and operators' credits, less captures, plus refunds", func() string {
+			id, pid := fresh("w-paid-"), fresh("pay-")
+			w.forge(wallet.StreamType, id, 0, wallet.Opened{WalletID: id, CustomerID: "c", Currency: "EUR"}, wallet.ToppedUp{Amount: 700, Currency: "EUR", PaymentID: pid})
+			return "wallet " + id + ": credited 700 for payment " + pid + ", which the payment provider never took"
+		}},
+		{"every wallet's balance is its confirmed payments and operators' credits, less captures, plus refunds", func() string {
+			pid := fresh("pay-")
+			w.exec(`INSERT INTO payment_sim_intents (intent_id, idempotency_key, payment_id, wallet_id, amount, currency, client_secret, status, outcome, decide_at)
+				VALUES ($1, $1, $1, $2, 900, 'EUR', 'secret', 'succeeded', 'succeeded', now())`, pid, wid)
+			return "payment " + pid + ": the provider took 900 for wallet " + wid + ", never credited"
+		}},
+		{"every order line is priced by the catalogue as of its placement", func() string {
+			id := fresh("o-cheap-")
+			w.forge(order.StreamType, id, 0, order.Placed{OrderID: id, CustomerID: "c", WalletID: wid, Currency: "EUR",
+				Lines: []order.Line{{SKU: sku, Quantity: 1, UnitPrice: 1, PriceVersion: 1}}, Total: 1})
+			return "order " + id + ": line " + sku + " at 1 EUR, but price version 1 is 100 EUR"
+		}},
 		{"every message on every topic matches the AsyncAPI document", func() string {
 			w.exec(`UPDATE watermill_wallet_events SET payload = jsonb_set(payload::jsonb, '{amount}', '"lots"')::json
 				WHERE metadata->>'stream_id' = $1 AND metadata->>'event_type' = 'wallet.topped_up'`, wid)
