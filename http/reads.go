@@ -233,9 +233,14 @@ func (s *Server) cancelThroughSaga(c echo.Context, id, reason string) error {
 		// carrier is slow to): its outcome shows in the saga's progress.
 		return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id), "status": "pending"})
 	case wait.Err() != nil && ctx.Err() == nil:
-		// Not even accepted in time: nothing was decided.
+		// No answer in time: the update may have reached the saga, which
+		// may yet take it and cancel. Nothing here says it did not.
 		c.Response().Header().Set("Retry-After", "1")
-		return problem(http.StatusServiceUnavailable, "saga_busy", "the saga did not take the cancel in time; send it again in a moment")
+		p := problem(http.StatusServiceUnavailable, "outcome_unknown", fmt.Sprintf("the saga of order %s did not answer in time: "+
+			"the cancel may have been taken. GET /orders/%s/saga shows the outcome; sent again with the same Idempotency-Key, "+
+			"the cancel gets the first one's answer", id, id))
+		p.Extensions = map[string]any{"order_id": id, "saga": "/orders/" + id + "/saga"}
+		return p
 	case errors.As(err, &unavailable):
 		c.Response().Header().Set("Retry-After", "1")
 		return problem(http.StatusServiceUnavailable, "temporal_unavailable", "the saga cannot be reached right now; send the cancel again in a moment")

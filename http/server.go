@@ -73,12 +73,16 @@ type Config struct {
 	InFlight InFlight
 	// Payments: the provider and its webhook secret (payments.go).
 	Payments Payments
+	// CancelWait bounds how long a cancel waits for the saga's answer
+	// (DefaultCancelWait when 0).
+	CancelWait time.Duration
 }
 
 // Defaults of Config (the service's flags start from them too).
 const (
 	DefaultMaxBodyBytes       = 1 << 20
 	DefaultConsistencyTimeout = 5 * time.Second
+	DefaultCancelWait         = 10 * time.Second
 )
 
 // Server handles the API.
@@ -136,9 +140,12 @@ func New(cfg Config) (*echo.Echo, error) {
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 15 * time.Second
 	}
+	if cfg.CancelWait <= 0 {
+		cfg.CancelWait = DefaultCancelWait
+	}
 	s := &Server{pool: cfg.Pool, bus: cfg.Bus, store: cfg.Store, log: cfg.Log, maxBody: cfg.MaxBodyBytes, doc: doc, router: router, spec: spec,
 		reader: cfg.Reader, sagas: cfg.Sagas, horizon: newHorizon(cfg.Pool, 50*time.Millisecond),
-		consistencyTimeout: cfg.ConsistencyTimeout, cancelWait: 10 * time.Second, heartbeat: cfg.Heartbeat, sseWriteTimeout: 10 * time.Second,
+		consistencyTimeout: cfg.ConsistencyTimeout, cancelWait: cfg.CancelWait, heartbeat: cfg.Heartbeat, sseWriteTimeout: 10 * time.Second,
 		verifier: cfg.Verifier, keys: personal.NewKeys(cfg.Pool), limits: cfg.Limits.withDefaults(), payments: cfg.Payments}
 	s.customerRate = newRateStore(s.limits.CustomerRate, s.limits.CustomerBurst)
 	s.operatorRate = newRateStore(s.limits.OperatorRate, s.limits.OperatorBurst)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/orderflow/orderflow/activities"
 	"github.com/orderflow/orderflow/domain/order"
+	"github.com/orderflow/orderflow/domain/shipment"
 	"github.com/orderflow/orderflow/workflows"
 )
 
@@ -895,5 +896,59 @@ func TestACarrierRefusalOnARetryCompensates(t *testing.T) {
 	p := s.run(input)
 	if p.Status != workflows.StatusCompensated || p.FailedStep != "dispatch_shipment" || len(s.keysOf("BookWithCarrier")) != 3 {
 		t.Fatalf("progress %+v, calls %v", p, s.calls)
+	}
+}
+
+// A repair never compensates without the carrier's word: the ended run's
+// carrier call may have booked after the terminate with no shipment event
+// at all (the shipment's status says nothing of the carrier), so the repair
+// withdraws first; taken, it is the point of no return and nothing is
+// undone. (It compensated at once when the shipment was not scheduled.)
+func TestARepairAsksTheCarrierWhateverTheShipmentSays(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		shipment shipment.Status
+		taken    bool
+		want     []string
+	}{
+		{"no shipment, withdrawn", "", false, []string{"WithdrawFromCarrier", "ReserveStock:a", "ReserveStock:b", "AuthorisePayment",
+			"FailShipment", "VoidPayment", "ReleaseStock:b", "ReleaseStock:a", "CancelOrder"}},
+		{"no shipment, taken", "", true, []string{"WithdrawFromCarrier", "BookWithCarrier", "RecordDispatch", "CapturePayment",
+			"MarkOrderShipped", "CommitStock:a", "CommitStock:b", "CompleteOrder"}},
+		{"failed by an operator, taken", shipment.StatusFailed, true, []string{"WithdrawFromCarrier", "BookWithCarrier", "RecordDispatch",
+			"CapturePayment", "MarkOrderShipped", "CommitStock:a", "CommitStock:b", "CompleteOrder"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newSaga(t)
+			s.env.OnActivity("InspectOrder", mock.Anything, mock.Anything).Return(activities.Inspection{OrderStatus: order.StatusConfirmed, ShipmentStatus: c.shipment}, nil)
+			s.withdraw(!c.taken)
+			s.carrierAnswers()
+			s.defaults()
+			in := input
+			in.Repair = true
+			p := s.run(in)
+			s.want(c.want...)
+			if c.taken && p.Status != workflows.StatusCompleted || !c.taken && p.Status != workflows.StatusCompensated {
+				t.Fatalf("progress %+v", p)
+			}
+		})
+	}
+}
+
+// A repair of an order already cancelled withdraws the ended run's booking
+// before it settles the rest: no parcel leaves for a cancelled order.
+func TestARepairOfACancelledOrderWithdrawsFromTheCarrier(t *testing.T) {
+	s := newSaga(t)
+	s.env.OnActivity("InspectOrder", mock.Anything, mock.Anything).Return(activities.Inspection{OrderStatus: order.StatusCancelled}, nil)
+	s.withdraw(true)
+	s.defaults()
+	in := input
+	in.Repair = true
+	p := s.run(in)
+	if len(s.calls) == 0 || s.calls[0] != "WithdrawFromCarrier" {
+		t.Fatalf("calls %v", s.calls)
+	}
+	if p.Status != workflows.StatusCompensated {
+		t.Fatalf("progress %+v", p)
 	}
 }

@@ -46,6 +46,7 @@ type Config struct {
 	SetBatchSize       int           // ORDERFLOW_SET_BATCH_SIZE: messages per transaction of a set-based projection
 	HandlerRetries     int           // ORDERFLOW_HANDLER_RETRIES: before a message is poisoned
 	ConsistencyTimeout time.Duration // ORDERFLOW_CONSISTENCY_TIMEOUT: longest read-your-writes wait
+	CancelWait         time.Duration // ORDERFLOW_CANCEL_WAIT: how long a cancel waits for its saga's answer
 	NATSURL            string        // ORDERFLOW_NATS_URL: forward topics to NATS JetStream when set
 	// FaultFailEvent (ORDERFLOW_FAULT_FAIL_EVENT=<stream id>:<version>) makes
 	// the projections fail on that one event: a fault injected on purpose by
@@ -234,6 +235,7 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.int(&c.SetBatchSize, "set-batch-size", "ORDERFLOW_SET_BATCH_SIZE", delivery.DefaultSetBatchSize, "messages per transaction of a set-based projection", consumerRoles)
 	s.int(&c.HandlerRetries, "handler-retries", "ORDERFLOW_HANDLER_RETRIES", 3, "retries before a message goes to the poison topic", consumerRoles)
 	s.duration(&c.ConsistencyTimeout, "consistency-timeout", "ORDERFLOW_CONSISTENCY_TIMEOUT", httpapi.DefaultConsistencyTimeout, "longest wait of a query for min_position", apiRoles)
+	s.duration(&c.CancelWait, "cancel-wait", "ORDERFLOW_CANCEL_WAIT", httpapi.DefaultCancelWait, "how long a cancel waits for its saga's answer (202 pending once the saga took it, 503 outcome_unknown when it did not answer)", apiRoles)
 	s.str(&c.TemporalAddress, "temporal-address", "TEMPORAL_ADDRESS", "", "Temporal frontend host:port; dev starts its own when empty", temporalUsers)
 	s.str(&c.TemporalAPIKey, "temporal-api-key", "TEMPORAL_API_KEY", "", "token sent to Temporal as a bearer credential, for a server with its authorizer on", temporalUsers)
 	s.str(&c.TemporalNamespace, "temporal-namespace", "TEMPORAL_NAMESPACE", "default", "Temporal namespace", temporalUsers)

@@ -361,3 +361,19 @@ func (s *system) eventsSince(after int64, typ string) int {
 	}
 	return n
 }
+
+// A cancel the saga has not answered in time may still be taken: the
+// answer says the outcome is unknown and where to read it, never that
+// nothing was decided. (It was 503 saga_busy, "send it again".)
+func TestACancelUnansweredInTimeSaysItsOutcomeIsUnknown(t *testing.T) {
+	s := startSystem(t, 30*time.Second, func(c *Config) { c.CancelWait = time.Millisecond })
+	wallet, sku := s.customer(10000, 5)
+	id := s.order(wallet, sku, 1, "75001")
+	s.atCarrier(id)
+	r := s.call("POST", "/orders/"+id+"/cancel", `{"reason":"changed my mind"}`, 503, s.customerOf(wallet)...)
+	if r["code"] != "outcome_unknown" || r["saga"] != "/orders/"+id+"/saga" {
+		t.Fatalf("a cancel unanswered in time: %v", r)
+	}
+	s.outcome(id)
+	s.verified()
+}

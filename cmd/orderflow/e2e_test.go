@@ -179,7 +179,7 @@ func startSystem(t *testing.T, carrierLatency time.Duration, opts ...func(*Confi
 				return err
 			}
 			e, err := httpapi.New(httpapi.Config{Pool: a.pool, Bus: a.bus, Store: a.store, Reader: a.reader, Log: quiet,
-				Sagas: a.sagas, ConsistencyTimeout: cfg.ConsistencyTimeout, Verifier: verifier, Observe: a.metrics.HTTP, Ready: a.ready.all})
+				Sagas: a.sagas, ConsistencyTimeout: cfg.ConsistencyTimeout, CancelWait: cfg.CancelWait, Verifier: verifier, Observe: a.metrics.HTTP, Ready: a.ready.all})
 			if err != nil {
 				return err
 			}
