@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -117,6 +118,12 @@ func withPool(ctx context.Context, cfg Config, f func(*app) error) error {
 
 func runDev(ctx context.Context, cfg Config, log *slog.Logger) error {
 	cfg.oneProcess = true
+	// Every port dev will listen on is free before anything starts: a busy
+	// one found later (the Web UI exits the process on it) would leave the
+	// embedded PostgreSQL running with no one to stop it.
+	if err := portsFree(devPorts(cfg)); err != nil {
+		return err
+	}
 	if cfg.DatabaseURL == "" {
 		log.Info("starting embedded PostgreSQL", "dir", filepath.Join(cfg.DataDir, "postgres"))
 		password, err := secretFile(filepath.Join(cfg.DataDir, "postgres-password"))
@@ -453,4 +460,42 @@ func (a *app) paymentProvider(pool *pgxpool.Pool) (activities.PaymentProvider, f
 	sim := &activities.SimulatedPayments{Pool: pool, Latency: a.cfg.PaymentLatency, DeclineRate: a.cfg.PaymentDeclineRate,
 		CardLimit: int64(a.cfg.PaymentCardLimit), WebhookURL: url, Secret: a.cfg.PaymentWebhookSecret, Log: a.log}
 	return sim, sim.Run
+}
+
+// listenPort is an address dev listens on and the setting that moves it.
+type listenPort struct{ addr, setting string }
+
+// devPorts are the addresses dev listens on: the API, the ops endpoints
+// and, when it embeds Temporal, its frontend (with the 8 ports after it,
+// for its other services) and Web UI.
+func devPorts(cfg Config) []listenPort {
+	ports := []listenPort{{cfg.HTTPAddr, "-http-addr (ORDERFLOW_HTTP_ADDR)"}, {cfg.OpsAddr, "-ops-addr (ORDERFLOW_OPS_ADDR)"},
+		{cfg.PprofAddr, "-pprof-addr (ORDERFLOW_PPROF_ADDR)"}}
+	if cfg.TemporalAddress == "" {
+		ports = append(ports, listenPort{cfg.TemporalUIAddr, "-temporal-ui-addr (ORDERFLOW_TEMPORAL_UI_ADDR)"})
+		host, port, err := net.SplitHostPort(cfg.TemporalDevAddr)
+		if n, perr := strconv.Atoi(port); err == nil && perr == nil {
+			for p := n; p <= n+8; p++ {
+				ports = append(ports, listenPort{net.JoinHostPort(host, strconv.Itoa(p)),
+					fmt.Sprintf("-temporal-dev-addr (ORDERFLOW_TEMPORAL_DEV_ADDR; Temporal takes it and the 8 ports after it, %d–%d)", n, n+8)})
+			}
+		}
+	}
+	return ports
+}
+
+// portsFree reports the first address that cannot be listened on, with the
+// setting that moves it.
+func portsFree(ports []listenPort) error {
+	for _, p := range ports {
+		if p.addr == "" {
+			continue
+		}
+		l, err := net.Listen("tcp", p.addr)
+		if err != nil {
+			return fmt.Errorf("%s is not free (%v): stop what listens there, or move it with %s", p.addr, err, p.setting)
+		}
+		l.Close()
+	}
+	return nil
 }

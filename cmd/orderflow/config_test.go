@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -120,5 +123,25 @@ func TestTheTokenCommandMintsTokensThatPass(t *testing.T) {
 	}
 	if err := runToken(c, tokenFlags{role: "operator", issuer: auth.DevIssuer, ttl: 25 * time.Hour}); err == nil {
 		t.Fatal("minted a token past the maximum life")
+	}
+}
+
+// dev checks every port it will listen on before it starts anything, and
+// names the busy one with the setting that moves it (a busy Web UI port
+// used to exit the process and leave the embedded PostgreSQL running).
+func TestDevRefusesABusyPortBeforeStartingAnything(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	cfg := Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", TemporalUIAddr: busy.Addr().String(), TemporalDevAddr: "127.0.0.1:0"}
+	err = runDev(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), busy.Addr().String()) || !strings.Contains(err.Error(), "-temporal-ui-addr") {
+		t.Fatalf("dev with the Web UI's port taken: %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("dev started something before it found the busy port: %v", entries)
 	}
 }
