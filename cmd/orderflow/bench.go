@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -184,6 +185,7 @@ func runBench(ctx context.Context, cfg Config, b benchFlags) error {
 	fmt.Printf("bound (%d no-op local activities + 1 regular waiting %s): %7.1f workflows/s\n", boundLocal, cfg.CarrierLatency, boundRate)
 	fmt.Printf("saga through HTTP (one-line orders):                        %7.1f sagas/s\n", sagaRate)
 	fmt.Printf("ratio saga / bound:                                          %7.2f\n", sagaRate/boundRate)
+	fmt.Printf("placements refused (429/503 with Retry-After) and sent again when told: %d\n", h.refused.Load())
 	fmt.Printf("serial saga end to end minus carrier latency: p50 %s  p90 %s  max %s\n",
 		pct(0.5).Round(time.Millisecond), pct(0.9).Round(time.Millisecond), pct(1).Round(time.Millisecond))
 	if err := <-profiled; err != nil {
@@ -233,6 +235,19 @@ func benchRun(ctx context.Context, n, concurrency int, runID string, do func(ctx
 type benchHTTP struct {
 	url, token string
 	tc         client.Client
+	// refused counts the placements the service pushed back (429 or 503
+	// with Retry-After): each is sent again, with its key, when it says.
+	refused atomic.Int64
+}
+
+// refusedError is a refusal that says when to come back.
+type refusedError struct {
+	status int
+	after  time.Duration
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("refused %d, Retry-After %s", e.status, e.after)
 }
 
 func (h *benchHTTP) post(ctx context.Context, path, key string, body any, want int) (map[string]any, error) {
@@ -256,6 +271,10 @@ func (h *benchHTTP) do(ctx context.Context, method, path, key string, body any, 
 	}
 	defer res.Body.Close()
 	out, _ := io.ReadAll(res.Body)
+	if ra := res.Header.Get("Retry-After"); ra != "" && (res.StatusCode == http.StatusTooManyRequests || res.StatusCode == http.StatusServiceUnavailable) {
+		secs, _ := strconv.Atoi(ra)
+		return nil, &refusedError{status: res.StatusCode, after: time.Duration(max(secs, 1)) * time.Second}
+	}
 	if res.StatusCode != want {
 		return nil, fmt.Errorf("%s %s: %d: %s", method, path, res.StatusCode, out)
 	}
@@ -280,9 +299,27 @@ func (h *benchHTTP) setUp(ctx context.Context, id string) error {
 // order places a one-line order and waits for its saga to complete.
 func (h *benchHTTP) order(ctx context.Context, id, key string) (time.Duration, error) {
 	t0 := time.Now()
-	r, err := h.post(ctx, "/orders", key, map[string]any{"customer_id": id, "wallet_id": id, "currency": "EUR",
+	body := map[string]any{"customer_id": id, "wallet_id": id, "currency": "EUR",
 		"lines":            []map[string]any{{"sku": id, "quantity": 1, "unit_price": 100}},
-		"shipping_address": map[string]any{"name": "Bench", "line1": "1 Main St", "city": "Paris", "postal_code": "75001", "country": "FR"}}, 201)
+		"shipping_address": map[string]any{"name": "Bench", "line1": "1 Main St", "city": "Paris", "postal_code": "75001", "country": "FR"}}
+	// Admission control may push back (503 overloaded while the sagas'
+	// backlog is full): the order is sent again under its key when the
+	// answer says, and its time counts from the first attempt.
+	var r map[string]any
+	var err error
+	for {
+		r, err = h.post(ctx, "/orders", key, body, 201)
+		var refused *refusedError
+		if !errors.As(err, &refused) {
+			break
+		}
+		h.refused.Add(1)
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(refused.after):
+		}
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -87,8 +87,10 @@ type Sample struct {
 	Duplicate bool          `json:"duplicate,omitempty"`
 	// API is the URL the order was sent to.
 	API string `json:"api"`
-	// RetryAfter: the answer carried a Retry-After header.
-	RetryAfter bool `json:"retry_after,omitempty"`
+	// RetryAfter: the answer carried a Retry-After header, which asked to
+	// wait RetryAfterDelay.
+	RetryAfter      bool          `json:"retry_after,omitempty"`
+	RetryAfterDelay time.Duration `json:"-"`
 }
 
 // DefaultDrain is Config.Drain's default.
@@ -167,7 +169,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				s, ok := placeOrder(reqCtx, c, f, cfg, runID, n, kind, rnd, start)
 				if !ok {
 					record(s)
-					if !refused(s) && (s.Status == 0 || s.Status >= 500) {
+					switch {
+					case refused(s):
+						// The service said when to come back: this worker
+						// waits that long before its next order.
+						time.Sleep(s.RetryAfterDelay)
+					case s.Status == 0 || s.Status >= 500:
 						time.Sleep(200 * time.Millisecond) // the service is down: don't hammer it
 					}
 					continue
@@ -279,6 +286,9 @@ func placeOrder(ctx context.Context, c *Client, f *fixture, cfg Config, runID st
 	t0 := time.Now()
 	status, out, header, err := c.send(ctx, http.MethodPost, "/orders", key, body)
 	s.Accepted, s.Status, s.RetryAfter = time.Since(t0), status, header.Get("Retry-After") != ""
+	if secs, err := strconv.Atoi(header.Get("Retry-After")); err == nil {
+		s.RetryAfterDelay = time.Duration(max(secs, 1)) * time.Second
+	}
 	if err != nil || status != http.StatusCreated {
 		return s, false
 	}
