@@ -356,3 +356,17 @@ func (txPublisher) Publish(topic string, msgs ...*message.Message) error {
 }
 
 func (txPublisher) Close() error { return nil }
+
+// Replay runs h's Handle on msg again, inside a savepoint of tx (which
+// Tx finds in the handler's context, as a consumer's): a poison message
+// replayed by an operator, committed with whatever tx records of it.
+func Replay(ctx context.Context, tx pgx.Tx, h Handler, msg *message.Message) error {
+	if h.Handle == nil {
+		return fmt.Errorf("handler %s handles no single message", h.Name)
+	}
+	return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+		hctx := context.WithValue(ctx, txKey{}, sp)
+		msg.SetContext(hctx)
+		return safely(func() error { return h.Handle(hctx, msg) })
+	})
+}

@@ -110,6 +110,8 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 		p = problem(http.StatusUnprocessableEntity, "invalid_cursor", "the cursor is not one this service handed out")
 	case errors.Is(err, projections.ErrResolved):
 		p = problem(http.StatusConflict, "poison_resolved", err.Error())
+	case errors.Is(err, projections.ErrUnknownHandler):
+		p = problem(http.StatusConflict, "poison_handler_unknown", "no handler of this service poisoned this message; replay it where its consumer runs")
 	case errors.Is(err, projections.ErrGap):
 		p = problem(http.StatusConflict, "poison_out_of_order", "an earlier event of this stream is still unresolved; replay it first")
 	case errors.Is(err, commandlog.ErrNotFound), errors.Is(err, eventstore.ErrNotFound), errors.Is(err, projections.ErrNotFound):
