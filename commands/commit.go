@@ -470,9 +470,10 @@ func (c *committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[
 		var f *failedAlone
 		var pgErr *pgconn.PgError
 		switch {
-		case !errors.As(err, &pgErr) && !errors.Is(err, eventstore.ErrConflict):
-			// No answer from the server: the connection was lost, perhaps
-			// after COMMIT ran. Only the server knows.
+		case dbfailure.SessionEnded(err) && !errors.Is(err, eventstore.ErrConflict):
+			// No answer from the server, or its session ended (terminated,
+			// shut down): the connection was lost, perhaps after COMMIT
+			// ran. Only the server knows.
 			return nil, c.resolve(xid, pid, group[0].rec.CommandID, err)
 		case groupWide(err):
 			return nil, &retryGroup{err}

@@ -57,6 +57,19 @@ func Transient(err error) bool {
 	return pgconn.SafeToRetry(err)
 }
 
+// SessionEnded reports a failure that ended the connection's session:
+// the server terminated it (57P01 admin shutdown, 57P02 crash shutdown),
+// a connection exception (class 08), or the connection lost without an
+// answer. What the session was doing when it ended (a COMMIT sent with
+// the rest) is unknown to the client: only the server can tell.
+func SessionEnded(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err != nil
+	}
+	return pgErr.Code == "57P01" || pgErr.Code == "57P02" || (len(pgErr.Code) == 5 && pgErr.Code[:2] == "08")
+}
+
 // Backoff is the wait before the n-th retry (n from 1) of something that
 // failed transiently: base doubled each time, capped at ceiling, and
 // jittered over its upper half, so that the retries of two parties that
