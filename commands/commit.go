@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/internal/dbfailure"
 	"github.com/orderflow/orderflow/outbox"
 )
 
@@ -192,8 +192,7 @@ const maxGroupRetries = 8
 // groupBackoff is the wait before the n-th retry of a group: short, and
 // jittered so that two groups that deadlocked do not meet again.
 func groupBackoff(n int) time.Duration {
-	d := min(5*time.Millisecond<<n, 500*time.Millisecond)
-	return d/2 + rand.N(d/2+1)
+	return dbfailure.Backoff(n+1, 5*time.Millisecond, 500*time.Millisecond)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
@@ -215,20 +214,13 @@ func (e *retryGroup) Error() string { return e.err.Error() }
 func (e *retryGroup) Unwrap() error { return e.err }
 
 // groupWide reports a PostgreSQL error that rolls back the group's
-// transaction without being any one command's fault.
+// transaction without being any one command's fault: the server answered
+// (so COMMIT did not run) with a failure dbfailure calls transient — a
+// deadlock, a serialization failure, a lock or statement timeout, a
+// shutdown or a terminated backend.
 func groupWide(err error) bool {
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return false
-	}
-	switch pgErr.Code {
-	case "40P01", // deadlock_detected
-		"40001", // serialization_failure
-		"57014", // query_canceled: statement_timeout
-		"55P03": // lock_not_available: lock_timeout
-		return true
-	}
-	return false
+	return errors.As(err, &pgErr) && dbfailure.Transient(err)
 }
 
 // UnknownOutcomeError is a command whose group lost its connection at
@@ -478,9 +470,10 @@ func (c *committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[
 		var f *failedAlone
 		var pgErr *pgconn.PgError
 		switch {
-		case !errors.As(err, &pgErr) && !errors.Is(err, eventstore.ErrConflict):
-			// No answer from the server: the connection was lost, perhaps
-			// after COMMIT ran. Only the server knows.
+		case dbfailure.SessionEnded(err) && !errors.Is(err, eventstore.ErrConflict):
+			// No answer from the server, or its session ended (terminated,
+			// shut down): the connection was lost, perhaps after COMMIT
+			// ran. Only the server knows.
 			return nil, c.resolve(xid, pid, group[0].rec.CommandID, err)
 		case groupWide(err):
 			return nil, &retryGroup{err}

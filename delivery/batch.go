@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/orderflow/orderflow/internal/dbfailure"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/tracing"
 )
@@ -187,6 +188,13 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 	}
 	// A message to retry later: what came before it commits now.
 	if cErr := tx.Commit(ctx); cErr != nil {
+		var retry *retryLater
+		if errors.As(err, &retry) {
+			// The connection is lost with the message: nothing of this
+			// transaction committed, and it is all read again after the
+			// message's own wait.
+			return 0, &retryLater{wait: retry.wait, err: errors.Join(retry.err, cErr)}
+		}
 		return 0, cErr
 	}
 	return n, err
@@ -206,9 +214,15 @@ func (c *batchConsumer) ack(ctx context.Context, tx pgx.Tx, last wsql.Row, rows 
 // is not retried here, for nothing may sleep while this transaction holds
 // the group's offset row (and, open, every reader's horizon): the
 // transaction commits what came before it and the consumer reads it again
-// after retryWait. Once it has failed MaxRetries times more, or at once
-// when no retry can mend it (ErrPermanent), it goes to the poison topic in
-// the transaction that acks it, and the messages after it go on.
+// after a wait. A transient failure (dbfailure.Transient: the connection
+// lost, a deadlock, a serialization failure, a lock or statement timeout,
+// a server restarting) is the database's, not the message's: it is retried
+// with a capped, jittered backoff for as long as it lasts and never counts
+// toward poison. Any other failure is the handler's own (a refusal, a
+// message it cannot decode, a bug): once it has failed MaxRetries times
+// more, or at once when no retry can mend it (ErrPermanent), the message
+// goes to the poison topic in the transaction that acks it, and the
+// messages after it go on.
 func (c *batchConsumer) oneByOne(tx pgx.Tx, rows []wsql.Row) (int, error) {
 	ctx := context.Background()
 	done := 0
@@ -223,6 +237,13 @@ func (c *batchConsumer) oneByOne(tx pgx.Tx, rows []wsql.Row) (int, error) {
 		}
 		if c.failing.id != m.UUID {
 			c.failing = failing{id: m.UUID}
+		}
+		if transient(err) {
+			c.failing.transient++
+			retry = &retryLater{wait: dbfailure.Backoff(c.failing.transient, c.cfg.RetryInterval, maxTransientWait), err: err}
+			c.cfg.Logger.Warn("transient failure: the message is retried", slog.String("handler", c.h.Name), slog.String("message", m.UUID),
+				slog.Int("attempt", c.failing.transient), slog.Any("err", err))
+			break
 		}
 		if c.failing.attempts++; c.failing.attempts <= c.cfg.MaxRetries && !errors.Is(err, ErrPermanent) {
 			retry = &retryLater{wait: min(c.cfg.RetryInterval<<(c.failing.attempts-1), maxRetryWait), err: err}
@@ -247,6 +268,13 @@ func (c *batchConsumer) oneByOne(tx pgx.Tx, rows []wsql.Row) (int, error) {
 	return done, retry
 }
 
+// transient reports a failure to retry for as long as it lasts: the
+// database's (dbfailure.Transient) or an outside party's (ErrTransient),
+// unless the handler said no retry can mend it (ErrPermanent).
+func transient(err error) bool {
+	return !errors.Is(err, ErrPermanent) && (errors.Is(err, ErrTransient) || dbfailure.Transient(err))
+}
+
 // handleAlone runs Handle on m in a savepoint of tx: a failure leaves the
 // transaction as it was, so the others can still be applied and acked.
 func (c *batchConsumer) handleAlone(ctx context.Context, tx pgx.Tx, m *message.Message) error {
@@ -267,12 +295,17 @@ func (c *batchConsumer) handleAlone(ctx context.Context, tx pgx.Tx, m *message.M
 // failing is the message at the head of the group that failed last, and
 // how often: its retries are counted across transactions.
 type failing struct {
-	id       string
-	attempts int
+	id        string
+	attempts  int // the handler's own failures: MaxRetries, then poison
+	transient int // transient failures: retried, never poison
 }
 
 // maxRetryWait caps the backoff between a failing message's attempts.
 const maxRetryWait = 2 * time.Second
+
+// maxTransientWait caps the backoff while the database fails transiently
+// (a restart lasts seconds; a consumer need not poll it faster).
+const maxTransientWait = 5 * time.Second
 
 // retryLater is a failed message to read again after wait.
 type retryLater struct {

@@ -28,8 +28,10 @@ import (
 )
 
 // ErrTransient marks a failure of something outside (a broker, Temporal)
-// in a message handler on the router (Handle without HandleBatch): the
-// message is not poisoned but redelivered until it goes through.
+// in a handler: the message is not poisoned but redelivered until it goes
+// through. The database's own transient failures (dbfailure.Transient: a
+// lost connection, a deadlock, a timeout, a restart) are treated so
+// without the mark.
 var ErrTransient = errors.New("transient failure")
 
 // Transient wraps err as ErrTransient.
@@ -59,8 +61,9 @@ type Handler struct {
 	// (batchConsumer) rather than by a Watermill subscriber; a batch that
 	// fails is handled again message by message with Handle, where a
 	// failure is retried MaxRetries times (none if ErrPermanent), each
-	// attempt in a transaction of its own, then poisoned. Such a handler's
-	// failures are never transient.
+	// attempt in a transaction of its own, then poisoned — unless it is
+	// transient (ErrTransient, dbfailure.Transient), which is retried with
+	// backoff for as long as it lasts and never poisoned.
 	HandleBatch func(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error
 }
 
@@ -84,7 +87,9 @@ type RouterConfig struct {
 	// AckDeadline nacks a message whose handler hangs, so the transaction ends.
 	AckDeadline time.Duration
 	// MaxRetries is how often a failing message is retried (with exponential
-	// backoff from RetryInterval) before it goes to the poison topic.
+	// backoff from RetryInterval) before it goes to the poison topic. A
+	// transient failure counts for nothing: it is retried (backoff from
+	// RetryInterval, capped, jittered) until it passes.
 	MaxRetries    int
 	RetryInterval time.Duration
 	// Wake, when set, is raised after outbox rows commit in this process
@@ -206,7 +211,7 @@ func newWatermillRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers []Handler
 		return nil, err
 	}
 	poison, err := middleware.PoisonQueueWithFilter(txPublisher{}, outbox.PoisonTopic, func(err error) bool {
-		return !errors.Is(err, ErrTransient)
+		return !transient(err)
 	})
 	if err != nil {
 		return nil, err
@@ -351,3 +356,17 @@ func (txPublisher) Publish(topic string, msgs ...*message.Message) error {
 }
 
 func (txPublisher) Close() error { return nil }
+
+// Replay runs h's Handle on msg again, inside a savepoint of tx (which
+// Tx finds in the handler's context, as a consumer's): a poison message
+// replayed by an operator, committed with whatever tx records of it.
+func Replay(ctx context.Context, tx pgx.Tx, h Handler, msg *message.Message) error {
+	if h.Handle == nil {
+		return fmt.Errorf("handler %s handles no single message", h.Name)
+	}
+	return pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+		hctx := context.WithValue(ctx, txKey{}, sp)
+		msg.SetContext(hctx)
+		return safely(func() error { return h.Handle(hctx, msg) })
+	})
+}

@@ -4,20 +4,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 
 	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/internal/dbfailure"
 	"github.com/orderflow/orderflow/projections"
 )
 
@@ -112,6 +110,8 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 		p = problem(http.StatusUnprocessableEntity, "invalid_cursor", "the cursor is not one this service handed out")
 	case errors.Is(err, projections.ErrResolved):
 		p = problem(http.StatusConflict, "poison_resolved", err.Error())
+	case errors.Is(err, projections.ErrUnknownHandler):
+		p = problem(http.StatusConflict, "poison_handler_unknown", "no handler of this service poisoned this message; replay it where its consumer runs")
 	case errors.Is(err, projections.ErrGap):
 		p = problem(http.StatusConflict, "poison_out_of_order", "an earlier event of this stream is still unresolved; replay it first")
 	case errors.Is(err, commandlog.ErrNotFound), errors.Is(err, eventstore.ErrNotFound), errors.Is(err, projections.ErrNotFound):
@@ -171,25 +171,10 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 }
 
 // unavailable reports a database that can't be reached (down, restarting,
-// connection lost): the client may retry, it did nothing wrong.
-func unavailable(err error) bool {
-	var connect *pgconn.ConnectError
-	var netErr net.Error
-	var pgErr *pgconn.PgError
-	switch {
-	case errors.As(err, &connect), errors.As(err, &netErr), errors.Is(err, io.ErrUnexpectedEOF):
-		return true
-	case errors.As(err, &pgErr):
-		// admin shutdown, cannot connect now, crash shutdown; a deadlock, a
-		// serialization failure or a timeout that outlasted the bus's retries
-		switch pgErr.Code {
-		case "57P01", "57P03", "57P02", "40P01", "40001", "57014", "55P03":
-			return true
-		}
-		return false
-	}
-	return pgconn.SafeToRetry(err)
-}
+// connection lost) or a transient failure that outlasted the bus's retries
+// (a deadlock, a serialization failure, a timeout): the client may retry,
+// it did nothing wrong. dbfailure holds the one classification.
+func unavailable(err error) bool { return dbfailure.Transient(err) }
 
 // retryAfter is a Retry-After header's whole seconds, at least 1.
 func retryAfter(d time.Duration) string {

@@ -21,7 +21,7 @@ func TestLostCommitsAndTransientDatabaseFailuresAre503(t *testing.T) {
 	if p.Status != http.StatusServiceUnavailable || p.Code != "outcome_unknown" || p.CommandID != "cmd-1" {
 		t.Fatalf("unknown outcome: %+v", p)
 	}
-	for _, code := range []string{"40P01", "40001", "57014", "55P03"} {
+	for _, code := range []string{"40P01", "40001", "57014", "55P03", "53300", "57P01", "57P02", "57P03"} {
 		if p := toProblem(&pgconn.PgError{Code: code}, quiet, "/commands"); p.Status != http.StatusServiceUnavailable {
 			t.Fatalf("%s: %+v", code, p)
 		}

@@ -417,7 +417,7 @@ func (s *Server) readRoutes(e *echo.Echo) {
 	})
 	e.POST("/poison/:offset/replay", func(c echo.Context) error {
 		offset, _ := strconv.ParseInt(c.Param("offset"), 10, 64)
-		if err := projections.ReplayPoison(c.Request().Context(), s.pool, s.store.Registry(), offset); err != nil {
+		if err := projections.ReplayPoison(c.Request().Context(), s.pool, s.store.Registry(), offset, s.consumers...); err != nil {
 			return err
 		}
 		return c.JSON(http.StatusOK, map[string]any{"offset": offset, "resolved": "replayed"})

@@ -33,6 +33,7 @@ import (
 	"github.com/orderflow/orderflow/asyncapi"
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/personal"
 	"github.com/orderflow/orderflow/projections"
@@ -56,6 +57,9 @@ type Config struct {
 	// Sagas, when set, routes cancels through the running fulfilment saga
 	// and adds its progress to GET /orders/{id}.
 	Sagas *sagas.Client
+	// Consumers are the handlers besides the projections whose poison
+	// POST /poison/{offset}/replay runs again (the saga starter).
+	Consumers []delivery.Handler
 	// Verifier checks bearer tokens (required: every route but health and
 	// the docs needs one).
 	Verifier *auth.Verifier
@@ -94,6 +98,8 @@ type Server struct {
 	maxBody int64
 	reader  *projections.Reader
 	sagas   *sagas.Client
+	// consumers replay poison besides the projections (Config.Consumers).
+	consumers []delivery.Handler
 	// cancelWait bounds how long a cancel waits for the saga's answer.
 	cancelWait time.Duration
 	horizon    *horizon
@@ -144,7 +150,7 @@ func New(cfg Config) (*echo.Echo, error) {
 		cfg.CancelWait = DefaultCancelWait
 	}
 	s := &Server{pool: cfg.Pool, bus: cfg.Bus, store: cfg.Store, log: cfg.Log, maxBody: cfg.MaxBodyBytes, doc: doc, router: router, spec: spec,
-		reader: cfg.Reader, sagas: cfg.Sagas, horizon: newHorizon(cfg.Pool, 50*time.Millisecond),
+		reader: cfg.Reader, sagas: cfg.Sagas, consumers: cfg.Consumers, horizon: newHorizon(cfg.Pool, 50*time.Millisecond),
 		consistencyTimeout: cfg.ConsistencyTimeout, cancelWait: cfg.CancelWait, heartbeat: cfg.Heartbeat, sseWriteTimeout: 10 * time.Second,
 		verifier: cfg.Verifier, keys: personal.NewKeys(cfg.Pool), limits: cfg.Limits.withDefaults(), payments: cfg.Payments}
 	s.customerRate = newRateStore(s.limits.CustomerRate, s.limits.CustomerBurst)

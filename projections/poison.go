@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/commitorder"
+	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/outbox"
 )
@@ -88,10 +90,14 @@ func (r *Reader) Poison(ctx context.Context, unresolvedOnly bool, after int64, l
 // ErrResolved is returned when replaying a poison message that was resolved.
 var ErrResolved = errors.New("poison message already resolved")
 
-// ReplayPoison runs the poison message at offset through its projection
-// again (after a fix) and marks it resolved, in one transaction. A message
-// that still fails stays unresolved and the error says why.
-func ReplayPoison(ctx context.Context, pool *pgxpool.Pool, reg *eventstore.Registry, offset int64) error {
+// ReplayPoison runs the poison message at offset through the handler
+// that poisoned it again (after a fix) and marks it resolved, in one
+// transaction: a projection's, or any other consumer's among consumers
+// (the saga starter's: the process passes the handlers it runs). The
+// handler's consumer group is held meanwhile (its offset row), so the
+// replay and the group's own consumer take turns. A message that still
+// fails stays unresolved and the error says why.
+func ReplayPoison(ctx context.Context, pool *pgxpool.Pool, reg *eventstore.Registry, offset int64, consumers ...delivery.Handler) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, poisonSQL+`WHERE pm."offset" = $1 FOR UPDATE OF pm`, offset)
 		p, err := one(pgx.CollectExactlyOneRow(rows, scanPoisoned))
@@ -101,17 +107,46 @@ func ReplayPoison(ctx context.Context, pool *pgxpool.Pool, reg *eventstore.Regis
 		if p.Resolved != "" {
 			return fmt.Errorf("poison message %d: %w (%s)", offset, ErrResolved, p.Resolved)
 		}
-		proj, ok := ByName(p.Handler)
-		if !ok {
-			return fmt.Errorf("poison message %d came from handler %q, which is not a projection", offset, p.Handler)
-		}
-		if _, err := outbox.Consumer(ctx, tx, proj.Topic(), proj.Name, true); err != nil {
-			return err
-		}
-		if err := proj.ApplyMessages(ctx, tx, reg, p.message()); err != nil {
-			return fmt.Errorf("poison message %d still fails: %w", offset, err)
+		if proj, ok := ByName(p.Handler); ok {
+			if _, err := outbox.Consumer(ctx, tx, proj.Topic(), proj.Name, true); err != nil {
+				return err
+			}
+			if err := proj.ApplyMessages(ctx, tx, reg, p.message()); err != nil {
+				return fmt.Errorf("poison message %d still fails: %w", offset, err)
+			}
+		} else {
+			i := slices.IndexFunc(consumers, func(h delivery.Handler) bool { return h.Name == p.Handler })
+			if i < 0 {
+				return fmt.Errorf("poison message %d came from handler %q: %w", offset, p.Handler, ErrUnknownHandler)
+			}
+			h := consumers[i]
+			if _, err := outbox.Consumer(ctx, tx, h.Topic, h.ConsumerGroup, true); err != nil {
+				return err
+			}
+			if err := delivery.Replay(ctx, tx, h, p.message()); err != nil {
+				return fmt.Errorf("poison message %d still fails: %w", offset, err)
+			}
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO poison_resolutions (poison_offset, outcome) VALUES ($1, 'replayed')`, offset)
 		return err
 	})
+}
+
+// ErrUnknownHandler is a poison message of a handler this process neither
+// projects nor runs.
+var ErrUnknownHandler = errors.New("no such handler to replay it with")
+
+// UnresolvedPoison counts the unresolved poison messages of every handler
+// (every consumer group, projections or not) that has any.
+func UnresolvedPoison(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}) (map[string]int64, error) {
+	rows, _ := q.Query(ctx, `SELECT coalesce(pm.metadata->>'`+middleware.PoisonedHandlerKey+`', ''), count(*)
+		FROM watermill_poison pm LEFT JOIN poison_resolutions pr ON pr.poison_offset = pm."offset"
+		WHERE pr.poison_offset IS NULL GROUP BY 1`)
+	out := map[string]int64{}
+	var handler string
+	var n int64
+	_, err := pgx.ForEachRow(rows, []any{&handler, &n}, func() error { out[handler] = n; return nil })
+	return out, err
 }

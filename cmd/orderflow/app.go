@@ -311,7 +311,7 @@ func (a *app) serveAPI(ctx context.Context) error {
 		defer cancel()
 		go func() { _ = runProvider(ctx) }()
 	}
-	e, err := httpapi.New(httpapi.Config{Payments: httpapi.Payments{Provider: provider, WebhookSecret: a.cfg.PaymentWebhookSecret, Tolerance: a.cfg.PaymentWebhookTolerance}, Pool: pool, Bus: bus, Store: store, Reader: projections.NewReader(pool), Log: a.log, Sagas: a.sagas,
+	e, err := httpapi.New(httpapi.Config{Payments: httpapi.Payments{Provider: provider, WebhookSecret: a.cfg.PaymentWebhookSecret, Tolerance: a.cfg.PaymentWebhookTolerance}, Pool: pool, Bus: bus, Store: store, Reader: projections.NewReader(pool), Log: a.log, Sagas: a.sagas, Consumers: a.replayable(),
 		MaxBodyBytes: a.cfg.MaxBodyBytes, ConsistencyTimeout: a.cfg.ConsistencyTimeout, CancelWait: a.cfg.CancelWait, Verifier: verifier, Limits: a.cfg.Limits, TrustedProxies: a.cfg.TrustedProxies,
 		Observe: a.metrics.HTTP, Ready: a.ready.all, InFlight: a.cfg.InFlight})
 	if err != nil {

@@ -46,8 +46,8 @@ commands:
   migrate                    apply database migrations (needs DATABASE_URL)
   projections status         each projection's position, lag and unresolved poison messages
   projections rebuild NAME   rebuild a read model from the event log while the service runs
-  poison list [-unresolved]  messages a projection gave up on
-  poison replay OFFSET|-all  run poison messages through their projection again
+  poison list [-unresolved]  messages a consumer (a projection, the saga starter) gave up on
+  poison replay OFFSET|-all  run poison messages through the handler that poisoned them again
   load [-url U -concurrency N -rate R -duration D|-orders N ...]
                              drive a running orderflow over HTTP; writes a JSON result and an HTML report
   bench [-orders N -concurrency C -serial K]

@@ -16,6 +16,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/internal/loadgen"
 	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/outbox"
@@ -83,6 +84,13 @@ func (a *app) poisonList(ctx context.Context, unresolved bool) error {
 	return w.Flush()
 }
 
+// replayable are the consumers besides the projections whose poison an
+// operator replays (poison replay, POST /poison/{offset}/replay): the
+// saga starter, as the worker runs it.
+func (a *app) replayable() []delivery.Handler {
+	return []delivery.Handler{sagas.Starter(a.cfg.ShippingDeadline)}
+}
+
 func (a *app) poisonReplay(ctx context.Context, arg string, all bool) error {
 	var offsets []int64
 	switch {
@@ -104,7 +112,7 @@ func (a *app) poisonReplay(ctx context.Context, arg string, all bool) error {
 		return errors.New("say which message: poison replay OFFSET, or -all")
 	}
 	for _, o := range offsets {
-		if err := projections.ReplayPoison(ctx, a.pool, a.store.Registry(), o); err != nil {
+		if err := projections.ReplayPoison(ctx, a.pool, a.store.Registry(), o, a.replayable()...); err != nil {
 			return err
 		}
 		fmt.Printf("replayed %d\n", o)

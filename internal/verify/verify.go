@@ -177,6 +177,11 @@ func (c *Checker) Run(ctx context.Context) (*Report, error) {
 		}
 	}
 	r.add("every accepted order reached a terminal state", orderFails)
+	startFails, err := c.sagasStarted(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	r.add("every order's saga was started", startFails)
 	if c.Temporal != nil {
 		r.add("every saga has finished", running)
 		r.add("every order's state matches its saga", sagaFails)
@@ -577,13 +582,42 @@ func (c *Checker) undelivered(ctx context.Context) ([]string, error) {
 	if pending > 0 {
 		out = append(out, fmt.Sprintf("saga_starts: %d sagas queued but not started", pending))
 	}
-	st, err := c.Reader.Status(ctx)
+	// Every consumer group's poison, the projections' and the others'
+	// (the saga starter's: an order whose saga never starts).
+	poison, err := projections.UnresolvedPoison(ctx, c.Pool)
 	if err != nil {
-		return nil, fmt.Errorf("projections' status: %w", err)
+		return nil, fmt.Errorf("poison messages: %w", err)
 	}
-	for _, s := range st {
-		if s.Poisoned > 0 {
-			out = append(out, fmt.Sprintf("%s: %d unresolved poison messages", s.Name, s.Poisoned))
+	for _, h := range sortedKeys(poison) {
+		out = append(out, fmt.Sprintf("%s: %d unresolved poison messages (orderflow poison list -unresolved; poison replay OFFSET)", h, poison[h]))
+	}
+	return out, nil
+}
+
+// sagasStarted names each order whose saga never started, once delivery
+// settled: no saga_starts row (the saga starter never queued it — its
+// order.placed poisoned, say), a start queued that never left the inbox,
+// or (with Temporal) no workflow at all.
+func (c *Checker) sagasStarted(ctx context.Context, f *facts) ([]string, error) {
+	rows, _ := c.Pool.Query(ctx, `SELECT order_id, started_at IS NOT NULL FROM saga_starts`)
+	started := map[string]bool{}
+	var id string
+	var ok bool
+	if _, err := pgx.ForEachRow(rows, []any{&id, &ok}, func() error { started[id] = ok; return nil }); err != nil {
+		return nil, fmt.Errorf("saga_starts: %w", err)
+	}
+	var out []string
+	for _, id := range sortedKeys(f.orders) {
+		st := f.orders[id].Status
+		ok, queued := started[id]
+		switch {
+		case !queued:
+			out = append(out, fmt.Sprintf("order %s (%s): its saga was never queued (no saga_starts row: is its order.placed poisoned in %s? orderflow poison list -unresolved)",
+				id, st, sagas.StarterGroup))
+		case !ok:
+			out = append(out, fmt.Sprintf("order %s (%s): its saga is queued but was never started", id, st))
+		case c.Temporal != nil && f.sagas[id].problem == noSaga:
+			out = append(out, fmt.Sprintf("order %s (%s): its saga was started but Temporal has no workflow %s", id, st, workflows.WorkflowID(id)))
 		}
 	}
 	return out, nil
@@ -605,6 +639,9 @@ func (c *Checker) streams(ctx context.Context) (map[string][]string, error) {
 	}
 	return out, nil
 }
+
+// noSaga is the problem of an order Temporal has no saga of.
+const noSaga = "it has no saga"
 
 // sagaView is what Temporal says of an order's saga.
 type sagaView struct {
@@ -630,7 +667,7 @@ func (c *Checker) describeSaga(ctx context.Context, id string) sagaView {
 	state, err := client.State(qctx, id)
 	switch {
 	case errors.Is(err, sagas.ErrNoSaga):
-		return sagaView{problem: "it has no saga"}
+		return sagaView{problem: noSaga}
 	case err != nil:
 		return sagaView{problem: fmt.Sprintf("saga: %v", err)}
 	case state.Status == workflows.StatusNeedsAttention && state.ClosedAt == nil:

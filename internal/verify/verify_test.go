@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -28,7 +29,9 @@ import (
 	"github.com/orderflow/orderflow/eventstore/streams"
 	"github.com/orderflow/orderflow/internal/pgtest"
 	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/projections"
+	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
@@ -154,8 +157,11 @@ func TestEachCheckFindsItsCorruption(t *testing.T) {
 	w := &world{t: t, ctx: context.Background(), pool: pool, store: store,
 		bus: commands.NewBus(pool, store, commands.Definitions(), commands.Options{Retries: 5})}
 
-	// A clean world: a wallet, a product and a cancelled order, projected.
-	var handlers []delivery.Handler
+	// A clean world: a wallet, a product and a cancelled order, projected,
+	// and the orders' sagas started (by a launcher on a Temporal that only
+	// starts workflows).
+	handlers := []delivery.Handler{sagas.Starter(24 * time.Hour)}
+	stopLauncher := runLauncher(t, pool, newStarts())
 	for _, p := range projections.All() {
 		handlers = append(handlers, p.Handler(store.Registry()))
 	}
@@ -185,6 +191,7 @@ func TestEachCheckFindsItsCorruption(t *testing.T) {
 		t.Fatalf("the clean world fails verify: %v\n%s", err, rep)
 	}
 	stop() // what follows is tampering the projector must not repair
+	stopLauncher()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -197,6 +204,22 @@ func TestEachCheckFindsItsCorruption(t *testing.T) {
 		{"nothing is left undelivered in the outbox", func() string {
 			w.exec(`INSERT INTO saga_starts (order_id, input) VALUES ($1, '{}')`, fresh("o-queued-"))
 			return "sagas queued but not started"
+		}},
+		{"every order's saga was started", func() string {
+			// An order.placed the saga starter never queued (poisoned, or
+			// consumed by a starter that dropped it).
+			id := fresh("o-unstarted-")
+			w.forge(order.StreamType, id, 0, order.Placed{OrderID: id, CustomerID: "c", WalletID: wid, Currency: "EUR"})
+			return "order " + id + " (placed): its saga was never queued"
+		}},
+		{"nothing is left undelivered in the outbox", func() string {
+			// Any consumer group's poison counts, not only a projection's.
+			m := message.NewMessage(uuid.NewString(), []byte(`{}`))
+			m.Metadata.Set("handler_poisoned", "some_consumer")
+			if err := pgx.BeginFunc(w.ctx, pool, func(tx pgx.Tx) error { return outbox.PublishTo(w.ctx, tx, outbox.PoisonTopic, m) }); err != nil {
+				t.Fatal(err)
+			}
+			return "some_consumer: 1 unresolved poison messages"
 		}},
 		{"every accepted order reached a terminal state", func() string {
 			id := fresh("o-open-")
