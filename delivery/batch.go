@@ -39,7 +39,11 @@ type batchConsumer struct {
 }
 
 func newBatchConsumer(pool *pgxpool.Pool, cfg RouterConfig, h Handler) *batchConsumer {
-	return &batchConsumer{pool: pool, cfg: cfg, h: h, schema: wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: cfg.SetBatchSize},
+	size := cfg.SetBatchSize
+	if h.BatchSize > 0 {
+		size = h.BatchSize
+	}
+	return &batchConsumer{pool: pool, cfg: cfg, h: h, schema: wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: size},
 		handle: logged(cfg.Logger, cfg.Observe, h)}
 }
 
@@ -208,7 +212,9 @@ func (c *batchConsumer) ack(ctx context.Context, tx pgx.Tx, last wsql.Row, rows 
 // transaction commits what came before it and the consumer reads it again
 // after retryWait. Once it has failed MaxRetries times more, or at once
 // when no retry can mend it (ErrPermanent), it goes to the poison topic in
-// the transaction that acks it, and the messages after it go on.
+// the transaction that acks it, and the messages after it go on. A
+// transient failure (ErrTransient: an outside system is away) is retried
+// for as long as it lasts and never poisoned.
 func (c *batchConsumer) oneByOne(tx pgx.Tx, rows []wsql.Row) (int, error) {
 	ctx := context.Background()
 	done := 0
@@ -224,7 +230,14 @@ func (c *batchConsumer) oneByOne(tx pgx.Tx, rows []wsql.Row) (int, error) {
 		if c.failing.id != m.UUID {
 			c.failing = failing{id: m.UUID}
 		}
-		if c.failing.attempts++; c.failing.attempts <= c.cfg.MaxRetries && !errors.Is(err, ErrPermanent) {
+		c.failing.attempts++
+		if errors.Is(err, ErrTransient) {
+			// An outside system is away: retried for as long as it takes,
+			// never poisoned, the wait doubling up to maxRetryWait.
+			retry = &retryLater{wait: min(c.cfg.RetryInterval<<min(c.failing.attempts-1, 16), maxRetryWait), err: err}
+			break
+		}
+		if c.failing.attempts <= c.cfg.MaxRetries && !errors.Is(err, ErrPermanent) {
 			retry = &retryLater{wait: min(c.cfg.RetryInterval<<(c.failing.attempts-1), maxRetryWait), err: err}
 			break
 		}
