@@ -143,7 +143,11 @@ func New(cfg Config) (*Bridge, error) {
 		nats.ReconnectBufSize(-1),
 		nats.ConnectHandler(func(*nats.Conn) { b.back("NATS connected") }),
 		nats.ReconnectHandler(func(*nats.Conn) { b.reconn.Add(1); b.back("NATS is back: forwarding resumes") }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { b.gone(err) }),
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if !c.IsClosed() { // closing is no outage
+				b.gone(err)
+			}
+		}),
 		nats.ClosedHandler(func(*nats.Conn) { b.log.Info("NATS connection closed") }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { b.log.Warn("NATS error", "err", err) }),
 	)
