@@ -17,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,7 +129,7 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.Limits.MaxAge > 0 && cfg.Limits.DuplicateWindow > cfg.Limits.MaxAge {
 		return nil, fmt.Errorf("NATS duplicate window %s exceeds the streams' max age %s", cfg.Limits.DuplicateWindow, cfg.Limits.MaxAge)
 	}
-	b := &Bridge{cfg: cfg, log: cfg.Logger.With("component", "nats_bridge", "url", cfg.URL), streams: map[string]bool{}, lastErr: map[string]string{}}
+	b := &Bridge{cfg: cfg, log: cfg.Logger.With("component", "nats_bridge", "url", redacted(cfg.URL)), streams: map[string]bool{}, lastErr: map[string]string{}}
 	b.away.Store(time.Now().UnixNano())
 	nc, err := nats.Connect(cfg.URL,
 		nats.Name("orderflow-bridge"),
@@ -152,12 +154,12 @@ func New(cfg Config) (*Bridge, error) {
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { b.log.Warn("NATS error", "err", err) }),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("NATS client for %s: %w", cfg.URL, err)
+		return nil, fmt.Errorf("NATS client for %s: %w", redacted(cfg.URL), err)
 	}
 	b.nc = nc
 	if b.js, err = jetstream.New(nc); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("JetStream client for %s: %w", cfg.URL, err)
+		return nil, fmt.Errorf("JetStream client for %s: %w", redacted(cfg.URL), err)
 	}
 	if nc.IsConnected() {
 		if b.away.Swap(0) != 0 {
@@ -167,6 +169,17 @@ func New(cfg Config) (*Bridge, error) {
 		b.log.Warn("NATS is away: messages wait in the outbox and are forwarded once it answers", "reconnect_wait", cfg.ReconnectWait)
 	}
 	return b, nil
+}
+
+// redacted is a NATS URL (or a comma-separated list) without passwords, for logs.
+func redacted(raw string) string {
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // gone records the start of an outage, and logs it once.

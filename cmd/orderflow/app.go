@@ -362,7 +362,7 @@ func (a *app) handlers() ([]delivery.Handler, func(), error) {
 			s := b.Status()
 			return telemetry.BridgeStatus{Connected: s.Connected, AwaySince: s.AwaySince, Forwarded: s.Forwarded, Reconnects: s.Reconnects}
 		})
-		a.log.Info("forwarding topics to NATS JetStream", "url", a.cfg.NATSURL, "topics", outbox.Topics)
+		a.log.Info("forwarding topics to NATS JetStream", "topics", outbox.Topics)
 	}
 	return hs, closeAll, nil
 }
