@@ -418,7 +418,9 @@ func TestAPublishThatTimesOutIsRetriedNeverPoisoned(t *testing.T) {
 	srv := newServer(t)
 	srv.start()
 	pool := pgtest.Pool(t)
-	run(t, pool, bridge.Config{URL: srv.url(), ReconnectWait: quickReconnect, ReconnectJitter: -1, PublishTimeout: 200 * time.Millisecond, BatchSize: 10})
+	logs := &logBuffer{}
+	run(t, pool, bridge.Config{URL: srv.url(), ReconnectWait: quickReconnect, ReconnectJitter: -1, PublishTimeout: 200 * time.Millisecond, BatchSize: 10,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	p := newRun(t, pool)
 	p.commit(5)
 	p.waitForwarded(srv.url(), 30*time.Second)
@@ -439,5 +441,10 @@ func TestAPublishThatTimesOutIsRetriedNeverPoisoned(t *testing.T) {
 	p.waitForwarded(srv.url(), 30*time.Second)
 	if n := p.poisoned(); n != 0 {
 		t.Fatalf("%d messages poisoned", n)
+	}
+	// Not even tried: a poison write that fails (its transaction gone) is
+	// an attempt all the same.
+	if n, noisy := logs.lines("poison"), logs.lines("level=WARN")+logs.lines("level=ERROR"); n != 0 || noisy > 3 {
+		t.Fatalf("the log: %d lines mention the poison topic, %d warnings and errors:\n%s", n, noisy, logs.buf.String())
 	}
 }
