@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -446,5 +448,44 @@ func TestAPublishThatTimesOutIsRetriedNeverPoisoned(t *testing.T) {
 	// an attempt all the same.
 	if n, noisy := logs.lines("poison"), logs.lines("level=WARN")+logs.lines("level=ERROR"); n != 0 || noisy > 3 {
 		t.Fatalf("the log: %d lines mention the poison topic, %d warnings and errors:\n%s", n, noisy, logs.buf.String())
+	}
+}
+
+// A handler on delivery's router whose outside system stays away past the
+// message's ack deadline (as the bridge's publishes once did, on the
+// router): the retry middleware then returns the context's error, without
+// the handler's transient mark. The message is read again; it is never
+// sent to the poison topic, not even in an attempt that fails because its
+// transaction is gone.
+func TestARouterHandlerFailingTransientlyPastItsDeadlineIsNeverPoisoned(t *testing.T) {
+	pool := pgtest.Pool(t)
+	logs := &logBuffer{}
+	p := newRun(t, pool)
+	p.commit(1)
+	var calls atomic.Int32
+	router, err := delivery.NewRouter(pool, delivery.RouterConfig{PollInterval: 10 * time.Millisecond, MaxRetries: 5, RetryInterval: 100 * time.Millisecond,
+		AckDeadline: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))},
+		delivery.Handler{Name: "away", ConsumerGroup: "away_" + strings.ReplaceAll(p.runID[:8], "-", ""), Topic: "wallet_events",
+			Handle: func(_ context.Context, m *message.Message) error {
+				if m.Metadata.Get("test_run") != p.runID {
+					return nil
+				}
+				calls.Add(1)
+				return delivery.Transient(errors.New("broker away"))
+			}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = router.Run(ctx); close(done) }()
+	time.Sleep(3 * time.Second) // several ack deadlines
+	cancel()
+	<-done
+	if calls.Load() < 6 {
+		t.Fatalf("handled %d times: the retries did not outlast the deadline", calls.Load())
+	}
+	if n := logs.lines("poison"); n != 0 || p.poisoned() != 0 {
+		t.Fatalf("%d log lines about the poison topic:\n%s", n, logs.buf.String())
 	}
 }
