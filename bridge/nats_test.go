@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"slices"
@@ -30,6 +31,7 @@ import (
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/eventstore/streams"
+	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/pgtest"
 	"github.com/orderflow/orderflow/outbox"
 )
@@ -401,6 +403,26 @@ func TestBridgeStartsWithoutNATSAndForwardsOnceItAppears(t *testing.T) {
 	if b.Status().Connected {
 		t.Fatal("connected to nothing")
 	}
+	// /readyz as cmd/orderflow composes it: the bridge degraded, the
+	// process ready.
+	ready := httpapi.Ready(func(context.Context) error { return nil }, func() map[string]func(context.Context) error {
+		return map[string]func(context.Context) error{"nats_bridge": func(ctx context.Context) error {
+			if err := b.Check(ctx); err != nil {
+				return fmt.Errorf("%w: %w", httpapi.ErrDegraded, err)
+			}
+			return nil
+		}}
+	})
+	readyz := func() (int, string) {
+		rec := httptest.NewRecorder()
+		ready(rec, httptest.NewRequest("GET", "/readyz", nil))
+		var body struct{ Checks map[string]string }
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		return rec.Code, body.Checks["nats_bridge"]
+	}
+	if code, check := readyz(); code != 200 || check != "degraded" {
+		t.Fatalf("/readyz while NATS is away: %d, nats_bridge %q", code, check)
+	}
 	if n := p.poisoned(); n != 0 {
 		t.Fatalf("%d messages poisoned while NATS was away", n)
 	}
@@ -409,6 +431,9 @@ func TestBridgeStartsWithoutNATSAndForwardsOnceItAppears(t *testing.T) {
 	p.waitForwarded(srv.url(), 30*time.Second)
 	if n := p.poisoned(); n != 0 {
 		t.Fatalf("%d messages poisoned", n)
+	}
+	if code, check := readyz(); code != 200 || check != "ok" {
+		t.Fatalf("/readyz once NATS is there: %d, nats_bridge %q", code, check)
 	}
 }
 
