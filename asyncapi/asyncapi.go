@@ -91,6 +91,31 @@ type NATSBinding struct {
 	Stream        string `json:"stream"`
 	ConsumerGroup string `json:"bridgeConsumerGroup"`
 	MsgIDHeader   string `json:"deduplicationHeader"`
+	// Headers are those the bridge adds on NATS to the message's metadata
+	// (which rides as headers, one per key, as described by the message).
+	Headers map[string]string `json:"headers"`
+	Limits  NATSLimits        `json:"streamLimits"`
+}
+
+// NATSLimits are the bridge's streams' limits: their defaults and the
+// settings that change them.
+type NATSLimits struct {
+	MaxAge          string `json:"maxAge"`
+	MaxBytes        int64  `json:"maxBytes"`
+	DuplicateWindow string `json:"duplicateWindow"`
+	ConfiguredBy    string `json:"configuredBy"`
+}
+
+// natsBinding is the NATS side of a bridged topic.
+func natsBinding(topic string) *NATSBinding {
+	return &NATSBinding{Subject: topic, Stream: topic, ConsumerGroup: bridge.ConsumerGroup, MsgIDHeader: bridge.HeaderMsgID,
+		Headers: map[string]string{
+			bridge.HeaderMsgID:         "the message UUID: JetStream drops a message with an id it has seen within the duplicate window",
+			bridge.HeaderWatermillUUID: "the message UUID again, where watermill-nats's NATSMarshaler reads it (msg.UUID of a Watermill subscriber on NATS)",
+		},
+		Limits: NATSLimits{MaxAge: bridge.DefaultMaxAge.String(), MaxBytes: bridge.DefaultMaxBytes, DuplicateWindow: bridge.DefaultDuplicateWindow.String(),
+			ConfiguredBy: "ORDERFLOW_NATS_MAX_AGE, ORDERFLOW_NATS_MAX_BYTES, ORDERFLOW_NATS_DUPLICATE_WINDOW (0 age or bytes: no limit); set on every stream the bridge creates or finds, when it connects"},
+	}
 }
 
 // Delivery is a topic's delivery semantics.
@@ -263,7 +288,10 @@ func servers() map[string]Server {
 			Host: "{host}", Protocol: "nats", Title: "NATS JetStream (optional bridge)",
 			Description: "With ORDERFLOW_NATS_URL, orderflow's projector forwards the topics (poison aside) to NATS JetStream: " +
 				"subject and stream named after the topic, the metadata as headers, the message UUID as Nats-Msg-Id " +
-				"(JetStream drops a redelivery within its duplicate window).",
+				"(JetStream drops a redelivery within its duplicate window) and as _watermill_message_uuid. " +
+				"Each message once, in commit order per topic. While NATS is away the messages wait in orderflow's outbox " +
+				"and are forwarded once it is back; the streams' limits (age, size, duplicate window) are orderflow's settings " +
+				"(see x-nats-jetstream.streamLimits on each channel).",
 			Variables: map[string]Variable{"host": {Default: "127.0.0.1:4222", Description: "the NATS server (ORDERFLOW_NATS_URL)"}},
 		},
 	}
@@ -312,7 +340,7 @@ func channel(topic string, names []string) Channel {
 	}
 	if slices.Contains(outbox.Topics, topic) {
 		ch.Servers = append(ch.Servers, Ref{"#/servers/nats"})
-		ch.NATS = &NATSBinding{Subject: topic, Stream: topic, ConsumerGroup: bridge.ConsumerGroup, MsgIDHeader: "Nats-Msg-Id"}
+		ch.NATS = natsBinding(topic)
 	}
 	for _, n := range names {
 		ch.Messages[n] = Ref{"#/components/messages/" + n}

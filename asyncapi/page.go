@@ -152,7 +152,7 @@ th{background:#f7f7f7} .personal{background:#fff4e5} .tag{font-size:12px;padding
 <tr><th>delivery</th><td>{{.Delivery.Guarantee}}, {{.Delivery.Order}}; deduplicate by the {{.Delivery.DeduplicateBy}}</td></tr>
 <tr><th>watermill-sql</th><td>table <code>{{.WatermillSQL.MessagesTable}}</code>, offsets <code>{{.WatermillSQL.OffsetsTable}}</code>; <code>{{.WatermillSQL.SchemaAdapter}}</code> and <code>{{.WatermillSQL.OffsetsAdapter}}</code> of <code>{{.WatermillSQL.Package}}</code>, schema initialisation off</td></tr>
 <tr><th>orderflow's consumer groups</th><td>{{range .WatermillSQL.ReservedGroups}}<code>{{.}}</code> {{end}}(choose a name of your own)</td></tr>
-{{with .NATS}}<tr><th>NATS JetStream</th><td>subject <code>{{.Subject}}</code>, stream <code>{{.Stream}}</code>, header <code>{{.MsgIDHeader}}</code> = message UUID</td></tr>{{end}}
+{{with .NATS}}<tr><th>NATS JetStream</th><td>subject <code>{{.Subject}}</code>, stream <code>{{.Stream}}</code>, headers <code>{{.MsgIDHeader}}</code> and <code>_watermill_message_uuid</code> = message UUID besides the metadata; stream limits: max age {{.Limits.MaxAge}}, max bytes {{.Limits.MaxBytes}}, duplicate window {{.Limits.DuplicateWindow}} by default</td></tr>{{end}}
 </table>
 {{range .Messages}}
 <h3 id="{{.Name}}"><code>{{.Name}}</code>{{if .SchemaVersion}} <span class="tag">schema version {{.SchemaVersion}}</span>{{end}}</h3>

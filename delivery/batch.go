@@ -40,7 +40,11 @@ type batchConsumer struct {
 }
 
 func newBatchConsumer(pool *pgxpool.Pool, cfg RouterConfig, h Handler) *batchConsumer {
-	return &batchConsumer{pool: pool, cfg: cfg, h: h, schema: wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: cfg.SetBatchSize},
+	size := cfg.SetBatchSize
+	if h.BatchSize > 0 {
+		size = h.BatchSize
+	}
+	return &batchConsumer{pool: pool, cfg: cfg, h: h, schema: wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: size},
 		handle: logged(cfg.Logger, cfg.Observe, h)}
 }
 
@@ -241,7 +245,13 @@ func (c *batchConsumer) oneByOne(tx pgx.Tx, rows []wsql.Row) (int, error) {
 		if transient(err) {
 			c.failing.transient++
 			retry = &retryLater{wait: dbfailure.Backoff(c.failing.transient, c.cfg.RetryInterval, maxTransientWait), err: err}
-			c.cfg.Logger.Warn("transient failure: the message is retried", slog.String("handler", c.h.Name), slog.String("message", m.UUID),
+			// A handler that reports an outside system away (ErrUnavailable)
+			// logs the outage once itself: its retries are debug only.
+			level := slog.LevelWarn
+			if errors.Is(err, ErrUnavailable) {
+				level = slog.LevelDebug
+			}
+			c.cfg.Logger.Log(ctx, level, "transient failure: the message is retried", slog.String("handler", c.h.Name), slog.String("message", m.UUID),
 				slog.Int("attempt", c.failing.transient), slog.Any("err", err))
 			break
 		}

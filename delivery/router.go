@@ -37,6 +37,15 @@ var ErrTransient = errors.New("transient failure")
 // Transient wraps err as ErrTransient.
 func Transient(err error) error { return fmt.Errorf("%w: %w", ErrTransient, err) }
 
+// ErrUnavailable marks a transient failure whose cause, an outside system
+// known to be away, the handler reports itself (once per outage): the
+// consumer retries it with backoff for as long as it takes, never poisons
+// it, and logs its attempts at debug level only.
+var ErrUnavailable = errors.New("unavailable")
+
+// Unavailable wraps err as ErrTransient and ErrUnavailable.
+func Unavailable(err error) error { return fmt.Errorf("%w: %w: %w", ErrTransient, ErrUnavailable, err) }
+
 // ErrPermanent marks a failure that no retry can mend before an operator
 // acts (an event whose stream's earlier event is poisoned): the batch
 // consumer poisons the message at once instead of retrying it.
@@ -65,6 +74,9 @@ type Handler struct {
 	// transient (ErrTransient, dbfailure.Transient), which is retried with
 	// backoff for as long as it lasts and never poisoned.
 	HandleBatch func(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error
+	// BatchSize, with HandleBatch, is how many messages one transaction
+	// takes; 0: RouterConfig.SetBatchSize.
+	BatchSize int
 }
 
 // RouterConfig tunes delivery.
@@ -220,6 +232,7 @@ func newWatermillRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers []Handler
 	// written to the poison topic in the same transaction as the ack.
 	router.AddMiddleware(
 		poison,
+		keepTransient,
 		middleware.Retry{
 			MaxRetries: cfg.MaxRetries, InitialInterval: cfg.RetryInterval, MaxInterval: 2 * time.Second,
 			// No logger: logged() reports each failed attempt once, with the
@@ -245,6 +258,21 @@ func newWatermillRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers []Handler
 		router.AddConsumerHandler(h.Name, h.Topic, sub, logged(cfg.Logger, cfg.Observe, h))
 	}
 	return router, nil
+}
+
+// keepTransient keeps a message whose context ended while it was retried
+// (its ack deadline, or shutdown) out of the poison topic: the retry
+// middleware then returns the context's error, which has lost the
+// handler's ErrTransient, and the subscriber's transaction is gone, so the
+// message can be neither handled nor poisoned now. It is read again.
+func keepTransient(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		if err != nil && !errors.Is(err, ErrTransient) && msg.Context().Err() != nil {
+			err = Transient(err)
+		}
+		return out, err
+	}
 }
 
 // wakeBackoff is watermill-sql's backoff with a wake-up: a subscriber that
@@ -312,7 +340,11 @@ func logged(log *slog.Logger, observe func(string, error), h Handler) message.No
 		}
 		if err != nil {
 			span.SetStatus(codes.Error, err.Error())
-			log.Warn("handler failed", "handler", h.Name, "topic", h.Topic, "message", msg.UUID,
+			level := slog.LevelWarn
+			if errors.Is(err, ErrUnavailable) { // its handler says so once per outage
+				level = slog.LevelDebug
+			}
+			log.Log(ctx, level, "handler failed", "handler", h.Name, "topic", h.Topic, "message", msg.UUID,
 				"event_type", msg.Metadata.Get(outbox.MetaEventType), "correlation_id", msg.Metadata.Get(outbox.MetaCorrelationID), "err", err)
 		}
 		return err

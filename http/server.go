@@ -212,10 +212,16 @@ func Alive(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write([]byte(`{"status":"alive"}` + "\n"))
 }
 
+// ErrDegraded marks a readiness check's failure that leaves the process
+// ready: a part that can wait (the NATS bridge while NATS is away) is
+// reported "degraded" in /readyz's checks, and /readyz still answers 200.
+var ErrDegraded = errors.New("degraded")
+
 // Ready answers /readyz: 200 with each check when the database (ping) and
 // everything else given (Temporal, this process's projector) answer, 503
-// problem+json naming the failing ones otherwise. The API and every role's
-// ops listener serve it alike.
+// problem+json naming the failing ones otherwise. A check failing with
+// ErrDegraded is reported "degraded" and fails nothing. The API and every
+// role's ops listener serve it alike.
 func Ready(ping func(context.Context) error, checks func() map[string]func(context.Context) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		all := map[string]func(context.Context) error{"database": ping}
@@ -243,7 +249,9 @@ func readiness(ctx context.Context, checks map[string]func(context.Context) erro
 	status = map[string]string{}
 	for name, check := range checks {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if err := check(ctx); err != nil {
+		if err := check(ctx); errors.Is(err, ErrDegraded) {
+			status[name] = "degraded"
+		} else if err != nil {
 			status[name] = "failing"
 			failed = append(failed, name)
 		} else {

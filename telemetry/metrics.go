@@ -219,3 +219,39 @@ func (m *Metrics) WatchSagas(count func(ctx context.Context, status string) (int
 			return nil
 		}})
 }
+
+// BridgeStatus is the NATS bridge's state at scrape time.
+type BridgeStatus struct {
+	Connected  bool
+	AwaySince  time.Time // zero while connected
+	Forwarded  uint64
+	Reconnects uint64
+}
+
+// WatchNATSBridge exports the NATS bridge's state: whether NATS is
+// connected, for how long it has been away, messages forwarded and
+// connections regained. Its lag is orderflow_outbox_backlog_messages with
+// consumer_group="nats_bridge".
+func (m *Metrics) WatchNATSBridge(status func() BridgeStatus) {
+	connected := prometheus.NewDesc("orderflow_nats_bridge_connected", "1 while the NATS bridge is connected to NATS, 0 while NATS is away.", nil, nil)
+	away := prometheus.NewDesc("orderflow_nats_bridge_away_seconds", "How long NATS has been away from the bridge (0 while connected).", nil, nil)
+	forwarded := prometheus.NewDesc("orderflow_nats_bridge_forwarded_total", "Messages the NATS bridge forwarded and JetStream acknowledged, in this process.", nil, nil)
+	reconnects := prometheus.NewDesc("orderflow_nats_bridge_reconnects_total", "Connections to NATS the bridge regained after losing one, in this process.", nil, nil)
+	m.Registry.MustRegister(collector{
+		descs: []*prometheus.Desc{connected, away, forwarded, reconnects},
+		collect: func(_ context.Context, ch chan<- prometheus.Metric) error {
+			s := status()
+			up, awayFor := 0.0, 0.0
+			if s.Connected {
+				up = 1
+			} else if !s.AwaySince.IsZero() {
+				awayFor = time.Since(s.AwaySince).Seconds()
+			}
+			ch <- prometheus.MustNewConstMetric(connected, prometheus.GaugeValue, up)
+			ch <- prometheus.MustNewConstMetric(away, prometheus.GaugeValue, awayFor)
+			ch <- prometheus.MustNewConstMetric(forwarded, prometheus.CounterValue, float64(s.Forwarded))
+			ch <- prometheus.MustNewConstMetric(reconnects, prometheus.CounterValue, float64(s.Reconnects))
+			return nil
+		},
+	})
+}

@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.temporal.io/sdk/client"
@@ -349,13 +348,28 @@ func (a *app) handlers() ([]delivery.Handler, func(), error) {
 	}
 	closeAll := func() {}
 	if a.cfg.NATSURL != "" {
-		bh, pub, err := bridge.NATS(a.cfg.NATSURL, watermill.NewSlogLogger(a.log))
+		// NATS need not answer yet: the bridge connects when it can, and
+		// the messages wait in the outbox meanwhile.
+		b, err := bridge.New(bridge.Config{URL: a.cfg.NATSURL, ReconnectWait: a.cfg.NATSReconnectWait, Limits: a.cfg.NATSLimits,
+			BatchSize: a.cfg.BatchSize, Logger: a.log})
 		if err != nil {
 			return nil, nil, err
 		}
-		hs = append(hs, bh...)
-		closeAll = func() { _ = pub.Close() }
-		a.log.Info("forwarding topics to NATS JetStream", "url", a.cfg.NATSURL, "topics", outbox.Topics)
+		hs = append(hs, b.Handlers()...)
+		closeAll = func() { _ = b.Close() }
+		// NATS away degrades the process, it does not make it unready: the
+		// API, the projections and the sagas go on without it.
+		a.ready.add("nats_bridge", func(ctx context.Context) error {
+			if err := b.Check(ctx); err != nil {
+				return fmt.Errorf("%w: %w", httpapi.ErrDegraded, err)
+			}
+			return nil
+		})
+		a.metrics.WatchNATSBridge(func() telemetry.BridgeStatus {
+			s := b.Status()
+			return telemetry.BridgeStatus{Connected: s.Connected, AwaySince: s.AwaySince, Forwarded: s.Forwarded, Reconnects: s.Reconnects}
+		})
+		a.log.Info("forwarding topics to NATS JetStream", "topics", outbox.Topics)
 	}
 	return hs, closeAll, nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/auth"
+	"github.com/orderflow/orderflow/bridge"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
 	httpapi "github.com/orderflow/orderflow/http"
@@ -48,6 +49,13 @@ type Config struct {
 	ConsistencyTimeout time.Duration // ORDERFLOW_CONSISTENCY_TIMEOUT: longest read-your-writes wait
 	CancelWait         time.Duration // ORDERFLOW_CANCEL_WAIT: how long a cancel waits for its saga's answer
 	NATSURL            string        // ORDERFLOW_NATS_URL: forward topics to NATS JetStream when set
+	// NATSReconnectWait (ORDERFLOW_NATS_RECONNECT_WAIT) spaces the bridge's
+	// attempts to reach NATS again (plus up to a second of jitter), with no
+	// budget: the bridge outlives any outage.
+	NATSReconnectWait time.Duration
+	// NATSLimits are the limits set on the bridge's streams:
+	// ORDERFLOW_NATS_MAX_AGE, _MAX_BYTES and _DUPLICATE_WINDOW.
+	NATSLimits bridge.StreamLimits
 	// FaultFailEvent (ORDERFLOW_FAULT_FAIL_EVENT=<stream id>:<version>) makes
 	// the projections fail on that one event: a fault injected on purpose by
 	// the fault scenarios, never set in normal operation.
@@ -254,6 +262,11 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.str(&c.PprofAddr, "pprof-addr", "ORDERFLOW_PPROF_ADDR", "", "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060", serveRoles)
 	s.str(&c.FaultFailEvent, "fault-fail-event", "ORDERFLOW_FAULT_FAIL_EVENT", "", "fault injection: projections fail on <stream id>:<version>", []string{"dev", "projector"})
 	s.str(&c.NATSURL, "nats-url", "ORDERFLOW_NATS_URL", "", "forward every topic to this NATS JetStream, e.g. nats://127.0.0.1:4222", []string{"dev", "projector"})
+	s.duration(&c.NATSReconnectWait, "nats-reconnect-wait", "ORDERFLOW_NATS_RECONNECT_WAIT", bridge.DefaultReconnectWait, "NATS bridge: wait between attempts to reach NATS again (plus up to 1s of jitter), for as long as it takes", []string{"dev", "projector"})
+	s.duration(&c.NATSLimits.MaxAge, "nats-max-age", "ORDERFLOW_NATS_MAX_AGE", bridge.DefaultMaxAge, "NATS bridge: oldest message each JetStream stream keeps, 0 = no limit", []string{"dev", "projector"})
+	var natsMaxBytes int
+	s.int(&natsMaxBytes, "nats-max-bytes", "ORDERFLOW_NATS_MAX_BYTES", bridge.DefaultMaxBytes, "NATS bridge: bytes each JetStream stream keeps (the oldest messages go first), 0 = no limit", []string{"dev", "projector"})
+	s.duration(&c.NATSLimits.DuplicateWindow, "nats-duplicate-window", "ORDERFLOW_NATS_DUPLICATE_WINDOW", bridge.DefaultDuplicateWindow, "NATS bridge: how long JetStream drops a message forwarded again (same Nats-Msg-Id)", []string{"dev", "projector"})
 	s.str(&c.JWTPublicKey, "jwt-public-key", "ORDERFLOW_JWT_PUBLIC_KEY", "", "PEM file of the key that signs bearer tokens; dev uses its own when neither this nor -jwks-url is set", apiRoles)
 	s.str(&c.JWKSURL, "jwks-url", "ORDERFLOW_JWKS_URL", "", "identity provider's JWKS URL to verify bearer tokens with", apiRoles)
 	s.str(&c.JWTIssuer, "jwt-issuer", "ORDERFLOW_JWT_ISSUER", "", "required iss of bearer tokens; dev: "+auth.DevIssuer, apiRoles)
@@ -302,6 +315,7 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 		}
 	}
 	c.MaxBodyBytes = int64(maxBody)
+	c.NATSLimits.MaxBytes = int64(natsMaxBytes)
 	var err error
 	if c.TrustedProxies, err = parseCIDRs(proxies); err != nil {
 		return c, fmt.Errorf("trusted-proxies: %w", err)
@@ -347,6 +361,10 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 		return c, errors.New("jwt-max-ttl must be at least 1m")
 	case c.SagaBacklogWait < 0 || c.SagaBacklogMin < 1 || c.SagaMaxRunning < 1 || c.SagaWindow < time.Second:
 		return c, errors.New("saga-backlog-wait must be >= 0, saga-backlog-min and saga-max-running >= 1, saga-window at least 1s")
+	case c.NATSReconnectWait < 10*time.Millisecond || c.NATSLimits.MaxAge < 0 || c.NATSLimits.MaxBytes < 0:
+		return c, errors.New("nats-reconnect-wait must be at least 10ms, nats-max-age and nats-max-bytes >= 0")
+	case c.NATSLimits.DuplicateWindow < time.Second || c.NATSLimits.MaxAge > 0 && c.NATSLimits.DuplicateWindow > c.NATSLimits.MaxAge:
+		return c, errors.New("nats-duplicate-window must be at least 1s and at most nats-max-age (JetStream's rule)")
 	case c.InFlight.Max < 0 || c.InFlight.Wait < 0 || c.InFlight.Wait > time.Second:
 		return c, errors.New("max-in-flight must be >= 0 and in-flight-wait between 0 and 1s (every request is answered within a second)")
 	}

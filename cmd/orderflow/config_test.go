@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -143,5 +144,52 @@ func TestDevRefusesABusyPortBeforeStartingAnything(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("dev started something before it found the busy port: %v", entries)
+	}
+}
+
+// The NATS bridge's settings: the documented defaults, read from the
+// environment, and values JetStream would refuse stop start-up.
+func TestNATSBridgeConfigDefaultsAndValidation(t *testing.T) {
+	parse := func(t *testing.T, env map[string]string) (Config, error) {
+		for k, v := range env {
+			t.Setenv(k, v)
+		}
+		fs := flag.NewFlagSet("projector", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		return parseConfig(fs, "projector", nil)
+	}
+	c, err := parse(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NATSReconnectWait != 2*time.Second || c.NATSLimits.MaxAge != 7*24*time.Hour || c.NATSLimits.MaxBytes != 1<<30 || c.NATSLimits.DuplicateWindow != time.Hour {
+		t.Fatalf("defaults: %s %+v", c.NATSReconnectWait, c.NATSLimits)
+	}
+	t.Run("environment", func(t *testing.T) {
+		c, err := parse(t, map[string]string{"ORDERFLOW_NATS_MAX_AGE": "24h", "ORDERFLOW_NATS_MAX_BYTES": "0", "ORDERFLOW_NATS_DUPLICATE_WINDOW": "10m", "ORDERFLOW_NATS_RECONNECT_WAIT": "500ms"})
+		if err != nil || c.NATSLimits.MaxAge != 24*time.Hour || c.NATSLimits.MaxBytes != 0 || c.NATSLimits.DuplicateWindow != 10*time.Minute || c.NATSReconnectWait != 500*time.Millisecond {
+			t.Fatalf("from the environment: %+v %s %v", c.NATSLimits, c.NATSReconnectWait, err)
+		}
+	})
+	for i, bad := range []map[string]string{
+		{"ORDERFLOW_NATS_MAX_AGE": "1h", "ORDERFLOW_NATS_DUPLICATE_WINDOW": "2h"},
+		{"ORDERFLOW_NATS_DUPLICATE_WINDOW": "0s"},
+		{"ORDERFLOW_NATS_MAX_BYTES": "-5"},
+		{"ORDERFLOW_NATS_RECONNECT_WAIT": "0s"},
+	} {
+		t.Run(fmt.Sprint("refused", i), func(t *testing.T) {
+			if _, err := parse(t, bad); err == nil || !strings.Contains(err.Error(), "nats-") {
+				t.Errorf("%v: %v", bad, err)
+			}
+		})
+	}
+	// Only the roles that run the bridge have its flags.
+	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if _, err := parseConfig(fs, "api", nil); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Lookup("nats-max-age") != nil {
+		t.Error("api has -nats-max-age")
 	}
 }
