@@ -377,3 +377,70 @@ func TestACancelUnansweredInTimeSaysItsOutcomeIsUnknown(t *testing.T) {
 	s.outcome(id)
 	s.verified()
 }
+
+// Version 6 before the carrier, from real runs: the steps before the
+// carrier are held up (the order's reservation waits on a lock the test
+// holds), a customer's cancel — or Temporal's cancel of the workflow —
+// arrives meanwhile, and the saga asks the carrier to withdraw before it
+// undoes anything. Their histories are recorded for the replay test
+// (ORDERFLOW_RECORD_HISTORIES=1), so a change to these paths without a new
+// version fails it.
+func TestACancelBeforeTheCarrierAsksTheCarrierFirst(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		cancel func(s *system, id, wallet string)
+		reason string
+	}{
+		{"cancel-before-carrier", func(s *system, id, wallet string) {
+			s.status("POST", "/orders/"+id+"/cancel", `{"reason":"changed my mind"}`, s.customerOf(wallet)...)
+		}, "cancelled by the customer: changed my mind"},
+		{"workflow-cancel-before-carrier", func(s *system, id, _ string) {
+			if err := s.tc.CancelWorkflow(context.Background(), workflows.WorkflowID(id), ""); err != nil {
+				s.t.Error(err)
+			}
+		}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := startSystem(t, 30*time.Second)
+			wallet, sku := s.customer(10000, 5)
+			ctx := context.Background()
+			tx, err := s.a.pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			// The reservation's commit writes the inventory topic: held up
+			// by this lock until the cancel has reached the saga. (A table
+			// lock takes no transaction id: the subscribers, which read up
+			// to the oldest open one, are not held back, so the saga starts.)
+			if _, err := tx.Exec(ctx, `LOCK TABLE watermill_inventory_events IN EXCLUSIVE MODE`); err != nil {
+				t.Fatal(err)
+			}
+			id := s.order(wallet, sku, 1, "75001")
+			for started := false; !started; time.Sleep(50 * time.Millisecond) {
+				if started, err = sagas.Started(ctx, s.a.pool, id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(time.Second) // the saga's first task is in the steps before the carrier
+			done := make(chan struct{})
+			go func() { defer close(done); c.cancel(s, id, wallet) }()
+			// Past the workflow task's heartbeat (80 % of its 10 s): the
+			// cancel is delivered while the steps before the carrier still run.
+			time.Sleep(10 * time.Second)
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			<-done
+			p := s.outcome(id)
+			if p.Status != workflows.StatusCompensated || p.Carrier != "withdrawn" || (c.reason != "" && p.Reason != c.reason) {
+				t.Fatalf("saga %+v", p)
+			}
+			if avail, onHand, reserved := s.balances(wallet, sku); avail != 10000 || onHand != 5 || reserved != 0 {
+				t.Fatalf("not restored: available %v on hand %v reserved %v", avail, onHand, reserved)
+			}
+			writeHistory(t, s.tc, id, c.name)
+			s.verified()
+		})
+	}
+}
