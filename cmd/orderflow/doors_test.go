@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/orderflow/orderflow/activities"
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/workflows"
@@ -443,4 +445,35 @@ func TestACancelBeforeTheCarrierAsksTheCarrierFirst(t *testing.T) {
 			s.verified()
 		})
 	}
+}
+
+// An operator's compensate before the carrier, from a real run: the
+// reservation's key is taken by another command (a collision, never a
+// business refusal), the saga stops for an operator at reserve_stock, the
+// operator compensates, and the saga asks the carrier to withdraw before
+// it undoes anything. Its history is recorded for the replay test.
+func TestAnOperatorsCompensateBeforeTheCarrierAsksTheCarrierFirst(t *testing.T) {
+	s := startSystem(t, 30*time.Second)
+	wallet, sku := s.customer(10000, 5)
+	id := "o-collide-" + uuid.NewString()[:8]
+	key := activities.SagaKey(workflows.WorkflowID(id), "reserve_stock:"+sku)
+	if _, err := s.a.bus.Dispatch(context.Background(), commands.Request{Internal: true, CommandID: key,
+		Command: commands.ReceiveStock{SKU: "sku-elsewhere-" + id, Quantity: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	s.orderWithID(id, wallet, sku, 1, "75001")
+	p := s.until(id, "stopped for an operator before the carrier", func(p workflows.Progress) bool { return p.Status == workflows.StatusNeedsAttention })
+	if p.Attention.Step != "reserve_stock:"+sku || !slices.Contains(p.Attention.Options, workflows.ActionCompensate) {
+		t.Fatalf("attention %+v", p.Attention)
+	}
+	s.call("POST", "/orders/"+id+"/saga/resolve", `{"action":"compensate","reason":"the reservation's key was taken"}`, 200)
+	p = s.outcome(id)
+	if p.Status != workflows.StatusCompensated || p.Carrier != "withdrawn" {
+		t.Fatalf("saga %+v", p)
+	}
+	if avail, onHand, reserved := s.balances(wallet, sku); avail != 10000 || onHand != 5 || reserved != 0 {
+		t.Fatalf("not restored: available %v on hand %v reserved %v", avail, onHand, reserved)
+	}
+	writeHistory(t, s.tc, id, "operator-compensate-before-carrier")
+	s.verified()
 }
