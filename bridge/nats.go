@@ -293,6 +293,11 @@ func (b *Bridge) publish(ctx context.Context, topic string, m *message.Message) 
 // failed logs err unless it repeats the topic's last one, or NATS is away
 // (logged once already), and marks it for quiet retries.
 func (b *Bridge) failed(topic string, err error) error {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		// The same message fails the same way every time: poison, for an
+		// operator to see, instead of holding the topic back for ever.
+		return delivery.Permanent(err)
+	}
 	if b.nc.IsConnected() {
 		b.mu.Lock()
 		repeated := b.lastErr[topic] == err.Error()

@@ -232,7 +232,7 @@ func (s *Server) cancelThroughSaga(c echo.Context, id, reason string) error {
 		// The saga accepted the cancel and has not answered yet (the
 		// carrier is slow to): its outcome shows in the saga's progress.
 		return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id), "status": "pending"})
-	case wait.Err() != nil && ctx.Err() == nil:
+	case err != nil && wait.Err() != nil && ctx.Err() == nil:
 		// No answer in time: the update may have reached the saga, which
 		// may yet take it and cancel. Nothing here says it did not.
 		c.Response().Header().Set("Retry-After", "1")

@@ -268,12 +268,7 @@ func (f *fulfilment) retryCarrier(ctx workflow.Context, cause error) error {
 // WithdrawDeadline stops the saga for an operator.
 func (f *fulfilment) withdraw(ctx workflow.Context) (bool, error) {
 	var withdrawn bool
-	if f.v >= VersionDoors {
-		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-			StartToCloseTimeout: WithdrawTimeout, HeartbeatTimeout: CarrierHeartbeat, ScheduleToCloseTimeout: WithdrawDeadline,
-			RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second},
-		})
-	}
+	ctx = f.withdrawOptions(ctx)
 	err := f.do(ctx, "withdraw_from_carrier", func(ctx workflow.Context) error {
 		if f.v < VersionWithdrawActivity {
 			return call(ctx, a.WithdrawFromCarrier, f.parcel("dispatch_shipment"), &withdrawn)
@@ -281,4 +276,32 @@ func (f *fulfilment) withdraw(ctx workflow.Context) (bool, error) {
 		return workflow.ExecuteActivity(ctx, a.WithdrawFromCarrier, f.parcel("dispatch_shipment")).Get(ctx, &withdrawn)
 	}, true, ActionRetry)
 	return withdrawn, err
+}
+
+func (f *fulfilment) withdrawOptions(ctx workflow.Context) workflow.Context {
+	if f.v < VersionDoors {
+		return ctx
+	}
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: WithdrawTimeout, HeartbeatTimeout: CarrierHeartbeat, ScheduleToCloseTimeout: WithdrawDeadline,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second},
+	})
+}
+
+// withdrawCancelled asks the carrier to withdraw the parcel of an order
+// already cancelled. While the carrier has it, nothing is undone: the saga
+// waits for an operator, who has the parcel returned and retries.
+func (f *fulfilment) withdrawCancelled(ctx workflow.Context) error {
+	ctx = f.withdrawOptions(ctx)
+	return f.do(ctx, "withdraw_from_carrier", func(ctx workflow.Context) error {
+		var withdrawn bool
+		if err := workflow.ExecuteActivity(ctx, a.WithdrawFromCarrier, f.parcel("dispatch_shipment")).Get(ctx, &withdrawn); err != nil {
+			return err
+		}
+		if f.p.Carrier = answerWithdrawn; !withdrawn {
+			f.p.Carrier = answerTaken
+			return temporal.NewNonRetryableApplicationError("the carrier has the parcel of a cancelled order: have it returned, then retry", ErrCarrierHasParcel, nil)
+		}
+		return nil
+	}, true, ActionRetry)
 }

@@ -159,6 +159,10 @@ const (
 	ErrReasonRequired   = "reason_required"
 )
 
+// ErrCarrierHasParcel: a repair found the carrier holding the parcel of an
+// order already cancelled (an operator has it returned, then retries).
+const ErrCarrierHasParcel = "carrier_has_parcel"
+
 // The carrier's answers to a withdrawal (Progress.Carrier).
 const (
 	answerWithdrawn = "withdrawn"

@@ -952,3 +952,34 @@ func TestARepairOfACancelledOrderWithdrawsFromTheCarrier(t *testing.T) {
 		t.Fatalf("progress %+v", p)
 	}
 }
+
+// The carrier has the parcel of an order already cancelled (the ended run
+// booked after the terminate): nothing is undone behind its back — the
+// repair waits for an operator, who has the parcel returned and retries;
+// only then does it compensate.
+func TestARepairOfACancelledOrderWhoseParcelTheCarrierTookUndoesNothing(t *testing.T) {
+	s := newSaga(t)
+	s.env.OnActivity("InspectOrder", mock.Anything, mock.Anything).Return(activities.Inspection{OrderStatus: order.StatusCancelled}, nil)
+	asked := 0
+	s.env.OnActivity("WithdrawFromCarrier", mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.Parcel) (bool, error) {
+		s.record("WithdrawFromCarrier", p.Step)
+		asked++
+		return asked > 1, nil // taken, then given back
+	})
+	s.defaults()
+	var waiting workflows.Progress
+	s.env.RegisterDelayedCallback(func() { waiting = s.progress() }, time.Minute)
+	s.update(2*time.Minute, workflows.UpdateResolve, workflows.Resolution{Action: workflows.ActionRetry, Reason: "the carrier returned it"})
+	in := input
+	in.Repair = true
+	p := s.run(in)
+	if waiting.Status != workflows.StatusNeedsAttention || waiting.Attention == nil || waiting.Attention.Step != "withdraw_from_carrier" || waiting.Carrier != "taken" {
+		t.Fatalf("while the carrier had it: %+v", waiting)
+	}
+	if len(s.calls) < 2 || s.calls[0] != "WithdrawFromCarrier" || s.calls[1] != "WithdrawFromCarrier" {
+		t.Fatalf("something was undone before the carrier gave the parcel back: %v", s.calls)
+	}
+	if p.Status != workflows.StatusCompensated || p.Carrier != "withdrawn" {
+		t.Fatalf("progress %+v", p)
+	}
+}

@@ -61,13 +61,8 @@ func (f *fulfilment) repair(ctx workflow.Context) (Progress, error) {
 		// The ended run may have booked with the carrier (its task went on
 		// after the terminate): withdraw, so no parcel leaves for this order.
 		if f.withdrawsAlways(ctx, seen) {
-			withdrawn, err := f.withdraw(ctx)
-			if err != nil {
+			if err := f.withdrawCancelled(ctx); err != nil {
 				return f.p, err
-			}
-			f.p.Carrier = answerWithdrawn
-			if !withdrawn {
-				f.p.Carrier = answerTaken
 			}
 		}
 		f.p.Step = ""

@@ -480,20 +480,15 @@ func (a *app) paymentProvider(pool *pgxpool.Pool) (activities.PaymentProvider, f
 type listenPort struct{ addr, setting string }
 
 // devPorts are the addresses dev listens on: the API, the ops endpoints
-// and, when it embeds Temporal, its frontend (with the 8 ports after it,
-// for its other services) and Web UI.
+// and, when it embeds Temporal, its frontend and Web UI. (-pprof-addr is
+// bound before dev starts, by main.)
 func devPorts(cfg Config) []listenPort {
-	ports := []listenPort{{cfg.HTTPAddr, "-http-addr (ORDERFLOW_HTTP_ADDR)"}, {cfg.OpsAddr, "-ops-addr (ORDERFLOW_OPS_ADDR)"},
-		{cfg.PprofAddr, "-pprof-addr (ORDERFLOW_PPROF_ADDR)"}}
+	ports := []listenPort{{cfg.HTTPAddr, "-http-addr (ORDERFLOW_HTTP_ADDR)"}, {cfg.OpsAddr, "-ops-addr (ORDERFLOW_OPS_ADDR)"}}
 	if cfg.TemporalAddress == "" {
-		ports = append(ports, listenPort{cfg.TemporalUIAddr, "-temporal-ui-addr (ORDERFLOW_TEMPORAL_UI_ADDR)"})
-		host, port, err := net.SplitHostPort(cfg.TemporalDevAddr)
-		if n, perr := strconv.Atoi(port); err == nil && perr == nil {
-			for p := n; p <= n+8; p++ {
-				ports = append(ports, listenPort{net.JoinHostPort(host, strconv.Itoa(p)),
-					fmt.Sprintf("-temporal-dev-addr (ORDERFLOW_TEMPORAL_DEV_ADDR; Temporal takes it and the 8 ports after it, %d–%d)", n, n+8)})
-			}
-		}
+		// The frontend's: the other services take the ports after it, or
+		// free ones when those are taken.
+		ports = append(ports, listenPort{cfg.TemporalDevAddr, "-temporal-dev-addr (ORDERFLOW_TEMPORAL_DEV_ADDR)"},
+			listenPort{cfg.TemporalUIAddr, "-temporal-ui-addr (ORDERFLOW_TEMPORAL_UI_ADDR)"})
 	}
 	return ports
 }
