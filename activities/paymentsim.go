@@ -145,6 +145,13 @@ func (p *SimulatedPayments) Run(ctx context.Context) error {
 // Step decides the intents that are due and sends the webhooks that are
 // due once (Run calls it in a loop; tests may call it themselves).
 func (p *SimulatedPayments) Step(ctx context.Context) error {
+	// One cheap read first: most polls find nothing due, and open no
+	// transaction (the provider polls every process's database all along).
+	var due bool
+	if err := p.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM payment_sim_intents WHERE status = 'processing' AND decide_at <= now())
+		OR EXISTS (SELECT 1 FROM payment_sim_events WHERE delivered_at IS NULL AND next_attempt_at <= now())`).Scan(&due); err != nil || !due {
+		return err
+	}
 	if err := p.decide(ctx); err != nil {
 		return err
 	}
