@@ -136,3 +136,27 @@ func (s *Server) body(c echo.Context) (any, error) {
 	}
 	return v, err
 }
+
+// headAsGet answers HEAD wherever GET is served (RFC 9110 §9.3.2): the GET
+// route runs — with its policy, checks and headers — and its body is
+// dropped.
+func headAsGet(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if c.Request().Method == http.MethodHead {
+			c.Request().Method = http.MethodGet
+			c.Response().Writer = headWriter{c.Response().Writer}
+		}
+		return next(c)
+	}
+}
+
+// headWriter drops a response's body, keeping its status and headers.
+type headWriter struct{ http.ResponseWriter }
+
+func (w headWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+func (w headWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}

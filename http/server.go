@@ -167,6 +167,8 @@ func New(cfg Config) (*echo.Echo, error) {
 	if cfg.Observe == nil {
 		cfg.Observe = func(string, string, int, time.Duration) {}
 	}
+	// First, on the request echo routes with (later steps replace it).
+	e.Pre(headAsGet)
 	// Instrumented from before routing: requests the edge refuses count too.
 	e.Pre(instrument(cfg.Observe))
 	e.Pre(s.edge)
