@@ -6,13 +6,15 @@ package verify
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/orderflow/orderflow/commitorder"
 
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/domain/wallet"
+	"github.com/orderflow/orderflow/eventstore"
 )
 
 // money is what the money checks read, once.
@@ -76,71 +78,49 @@ func (c *Checker) loadMoney(ctx context.Context) (*money, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	rows, err = c.Pool.Query(ctx, `SELECT stream_id, event_type, data, recorded_at FROM events
-		WHERE event_type IN ('wallet.topped_up', 'wallet.hold_captured', 'wallet.capture_refunded', 'inventory.price_set', 'order.placed')
-		ORDER BY global_position`)
-	if err != nil {
-		return nil, fmt.Errorf("read money events: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id, typ string
-		var data []byte
-		var at time.Time
-		if err := rows.Scan(&id, &typ, &data, &at); err != nil {
-			return nil, err
+	// The money events through the event store (its registry and
+	// upcasters), in commit order.
+	f := eventstore.Filter{EventTypes: []string{wallet.ToppedUp{}.EventType(), wallet.HoldCaptured{}.EventType(), wallet.CaptureRefunded{}.EventType(),
+		inventory.PriceSet{}.EventType(), order.Placed{}.EventType()}}
+	for cursor := (commitorder.Cursor{}); ; {
+		envs, err := c.Store.ReadAll(ctx, cursor, 1000, f)
+		if err != nil {
+			return nil, fmt.Errorf("read money events: %w", err)
 		}
-		if err := m.add(id, typ, data, at); err != nil {
-			return nil, fmt.Errorf("%s of %s: %w", typ, id, err)
+		for _, e := range envs {
+			m.add(e)
 		}
+		if len(envs) < 1000 {
+			return m, nil
+		}
+		cursor = envs[len(envs)-1].Cursor()
 	}
-	return m, rows.Err()
 }
 
-func (m *money) add(id, typ string, data []byte, at time.Time) error {
-	switch typ {
-	case "wallet.topped_up":
-		var e wallet.ToppedUp
-		if err := json.Unmarshal(data, &e); err != nil {
-			return err
-		}
+func (m *money) add(e eventstore.Envelope) {
+	id, at := e.StreamID, e.RecordedAt
+	switch ev := e.Event.(type) {
+	case wallet.ToppedUp:
 		switch {
-		case e.PaymentID != "":
+		case ev.PaymentID != "":
 			if m.paid[id] == nil {
 				m.paid[id] = map[string]int64{}
 			}
-			m.paid[id][e.PaymentID] += e.Amount
-		case e.Reason != "":
-			m.operators[id] += e.Amount
+			m.paid[id][ev.PaymentID] += ev.Amount
+		case ev.Reason != "":
+			m.operators[id] += ev.Amount
 		default:
-			m.unsourced[id] = append(m.unsourced[id], fmt.Sprintf("%d at %s", e.Amount, at.UTC().Format(time.RFC3339)))
+			m.unsourced[id] = append(m.unsourced[id], fmt.Sprintf("%d at %s", ev.Amount, at.UTC().Format(time.RFC3339)))
 		}
-	case "wallet.hold_captured":
-		var e wallet.HoldCaptured
-		if err := json.Unmarshal(data, &e); err != nil {
-			return err
-		}
-		m.captured[id] += e.Amount
-	case "wallet.capture_refunded":
-		var e wallet.CaptureRefunded
-		if err := json.Unmarshal(data, &e); err != nil {
-			return err
-		}
-		m.refunded[id] += e.Amount
-	case "inventory.price_set":
-		var e inventory.PriceSet
-		if err := json.Unmarshal(data, &e); err != nil {
-			return err
-		}
-		m.prices[id] = append(m.prices[id], priceSet{e, at})
-	case "order.placed":
-		var e order.Placed
-		if err := json.Unmarshal(data, &e); err != nil {
-			return err
-		}
-		m.placed = append(m.placed, placement{e, at})
+	case wallet.HoldCaptured:
+		m.captured[id] += ev.Amount
+	case wallet.CaptureRefunded:
+		m.refunded[id] += ev.Amount
+	case inventory.PriceSet:
+		m.prices[id] = append(m.prices[id], priceSet{ev, at})
+	case order.Placed:
+		m.placed = append(m.placed, placement{ev, at})
 	}
-	return nil
 }
 
 // walletsFromPayments: every wallet's balance is its confirmed payments
