@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/orderflow/orderflow/commitorder"
-
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/domain/wallet"
@@ -78,23 +76,29 @@ func (c *Checker) loadMoney(ctx context.Context) (*money, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	// The money events through the event store (its registry and
-	// upcasters), in commit order.
-	f := eventstore.Filter{EventTypes: []string{wallet.ToppedUp{}.EventType(), wallet.HoldCaptured{}.EventType(), wallet.CaptureRefunded{}.EventType(),
-		inventory.PriceSet{}.EventType(), order.Placed{}.EventType()}}
-	for cursor := (commitorder.Cursor{}); ; {
-		envs, err := c.Store.ReadAll(ctx, cursor, 1000, f)
-		if err != nil {
-			return nil, fmt.Errorf("read money events: %w", err)
-		}
-		for _, e := range envs {
-			m.add(e)
-		}
-		if len(envs) < 1000 {
-			return m, nil
-		}
-		cursor = envs[len(envs)-1].Cursor()
+	// Every money event committed (not only those older than the oldest
+	// transaction still open anywhere on the server, as a reader in commit
+	// order sees), decoded by the registry with its upcasters.
+	types := []string{wallet.ToppedUp{}.EventType(), wallet.HoldCaptured{}.EventType(), wallet.CaptureRefunded{}.EventType(),
+		inventory.PriceSet{}.EventType(), order.Placed{}.EventType()}
+	rows, err = c.Pool.Query(ctx, `SELECT stream_id, event_type, schema_version, data, recorded_at FROM events
+		WHERE event_type = ANY($1) ORDER BY global_position`, types)
+	if err != nil {
+		return nil, fmt.Errorf("read money events: %w", err)
 	}
+	defer rows.Close()
+	for rows.Next() {
+		var e eventstore.Envelope
+		var data []byte
+		if err := rows.Scan(&e.StreamID, &e.EventType, &e.SchemaVersion, &data, &e.RecordedAt); err != nil {
+			return nil, err
+		}
+		if e.Event, _, _, err = c.Store.Registry().Decode(e.EventType, e.SchemaVersion, data); err != nil {
+			return nil, fmt.Errorf("%s of %s: %w", e.EventType, e.StreamID, err)
+		}
+		m.add(e)
+	}
+	return m, rows.Err()
 }
 
 func (m *money) add(e eventstore.Envelope) {
