@@ -26,6 +26,7 @@ import (
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/eventstore/streams"
 	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/http/apitest"
 	"github.com/orderflow/orderflow/internal/pgtest"
 	"github.com/orderflow/orderflow/personal"
 )
@@ -41,6 +42,8 @@ type client struct {
 	// token is sent on every request that sets no Authorization itself.
 	token string
 	bus   *commands.Bus
+	// http validates every response against the OpenAPI document.
+	http *http.Client
 }
 
 // operator is the principal of the tests' requests unless they say otherwise.
@@ -71,7 +74,7 @@ func newAPIWith(t testing.TB, cfg httpapi.Config) client {
 	e, key := newServer(t, &cfg)
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return client{t: t, url: srv.URL, key: key, bus: cfg.Bus}.as(operator)
+	return client{t: t, url: srv.URL, key: key, bus: cfg.Bus, http: apitest.Client(t)}.as(operator)
 }
 
 // sagaCancels cancels an order as its saga does (these tests run no
@@ -123,7 +126,7 @@ func (c client) do(method, path, body string, headers ...string) response {
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := c.http.Do(req)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -431,7 +434,7 @@ func TestACommittedOrderIsAnsweredThoughItsReplyCannotBeOpened(t *testing.T) {
 	}
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	c := client{t: t, url: srv.URL, key: key, bus: bus}.as(operator)
+	c := client{t: t, url: srv.URL, key: key, bus: bus, http: apitest.Client(t)}.as(operator)
 	w, sku := "w-"+uuid.NewString(), "sku-"+uuid.NewString()
 	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}`, w)), 201)
 	c.want(c.do("PUT", "/products/"+sku+"/price", `{"unit_price":1250,"currency":"EUR"}`), 201)

@@ -24,6 +24,11 @@ import (
 //go:embed openapi.yaml
 var openapiYAML []byte
 
+// OpenAPI returns the OpenAPI document the service validates requests
+// with and serves at /openapi.json (YAML, a copy): the tests validate every
+// response against it (package apitest).
+func OpenAPI() []byte { return bytes.Clone(openapiYAML) }
+
 // MaxDepth bounds JSON nesting; deeper bodies are refused before decoding.
 const MaxDepth = 32
 
