@@ -278,7 +278,8 @@ func TestTheErrorTableListsEveryCodeTheServiceProduces(t *testing.T) {
 // notSeenHere are the codes made by this package that no test of it
 // produces over HTTP (its responses validated and recorded), and why;
 // apitest.ExercisedInCmdOrderflow are excused too (cmd/orderflow's
-// TestMain checks them). The domain's codes are its tests' (domain/,
+// TestMain checks them). A code excused here and seen fails the run (take
+// it out), unless its reason starts "sometimes:" (load decides). The domain's codes are its tests' (domain/,
 // commands/): docs/api.md lists them, and these tests are not asked to
 // reach each rule through HTTP.
 var notSeenHere = map[string]string{
@@ -304,7 +305,7 @@ var notSeenHere = map[string]string{
 	"invalid_as_of":        "as_of is a date-time in the document",
 	"invalid_min_position": "min_position is an integer, X-Min-Position a pattern, in the document",
 	"unknown_stream_type":  "the stream type is an enum in the document",
-	"invalid_event_id":     "the event id is a uuid in the document",
+	"invalid_payload":      "a payload the document lets through and the bus cannot read (an id its pattern refuses)",
 }
 
 // checkCodesSeen is run by TestMain after a run of every test of the
@@ -336,7 +337,7 @@ func checkCodesSeen() error {
 		switch {
 		case !seen[code] && !excused:
 			problems = append(problems, fmt.Sprintf("no test of this package produced %s (produce it, or say why in notSeenHere)", code))
-		case seen[code] && excused:
+		case seen[code] && excused && !strings.HasPrefix(notSeenHere[code], "sometimes:"):
 			problems = append(problems, fmt.Sprintf("%s is excused in notSeenHere or apitest.ExercisedInCmdOrderflow, and a test of this package produced it: take it out", code))
 		}
 	}
