@@ -44,7 +44,7 @@ func main() {
 	if placed.JSON201 == nil { // a refusal is an RFC 9457 problem with a code
 		log.Fatalf("order refused: %d %s", placed.StatusCode(), placed.Body)
 	}
-	orderID := *placed.JSON201.StreamId
+	orderID := placed.JSON201.StreamId
 	fmt.Println("placed", orderID)
 
 	for {
@@ -52,8 +52,14 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		if saga.StatusCode() == http.StatusOK {
-			fmt.Printf("saga: %s\n", saga.Body)
+		if p := saga.JSON200; p != nil {
+			fmt.Println("saga:", p.Progress.Status, p.Progress.Step)
+			switch p.Progress.Status {
+			case "COMPLETED", "COMPENSATED", "WRITTEN_OFF", "NEEDS_ATTENTION":
+				return
+			}
+		} else if saga.StatusCode() != http.StatusNotFound { // 404 until the saga has started
+			log.Fatalf("saga: %d %s", saga.StatusCode(), saga.Body)
 		}
 		select {
 		case <-ctx.Done():
