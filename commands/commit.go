@@ -398,16 +398,6 @@ func (c *committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[
 		return nil, err
 	}
 	defer conn.Release() // a connection left in a transaction is closed, not reused
-
-	events, ids := 0, make([]string, len(group))
-	for i, u := range group {
-		events += len(u.envs)
-		ids[i] = u.rec.CommandID
-	}
-	var txid string
-	var pid uint32
-	var positions, seqs []int64
-	var logged []string
 	// The transaction is driven by statements in the batches (BEGIN with
 	// the reservations, COMMIT after the writes), so that it costs no round
 	// trip of its own; whatever does not reach COMMIT is rolled back here.
@@ -417,42 +407,82 @@ func (c *committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[
 			_, _ = pg.Exec(context.Background(), "ROLLBACK").ReadAll()
 		}
 	}()
+	r, err := c.begin(ctx, conn, group)
+	if err != nil {
+		return nil, err
+	}
+	if seen := r.seen(group); len(seen) > 0 {
+		return seen, nil
+	}
+	r.assign(group)
+	return c.write(ctx, conn, group, r, oneByOne)
+}
+
+// reservation is what begin reserved for a group: its transaction (and
+// server process), a global position per event and a log seq per command,
+// and which of its command ids are logged already.
+type reservation struct {
+	xid             uint64
+	pid             uint32
+	positions, seqs []int64
+	loggedIDs       []string
+}
+
+// begin sends BEGIN with the group's reservations (reserveSQL).
+func (c *committer) begin(ctx context.Context, conn *pgxpool.Conn, group []*unit) (*reservation, error) {
+	events, ids := 0, make([]string, len(group))
+	for i, u := range group {
+		events += len(u.envs)
+		ids[i] = u.rec.CommandID
+	}
+	var r reservation
+	var txid string
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(reserveSQL, events, len(group), ids).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&txid, &pid, &positions, &seqs, &logged)
+		return row.Scan(&txid, &r.pid, &r.positions, &r.seqs, &r.loggedIDs)
 	})
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		// No write was sent: whatever failed, nothing can have committed.
 		return nil, &retryGroup{fmt.Errorf("begin group commit: %w", err)}
 	}
+	var err error
+	r.xid, err = commitorder.ParseXID(txid)
+	return &r, err
+}
+
+// seen returns the commands of group whose ids the log holds already.
+func (r *reservation) seen(group []*unit) map[int]error {
 	seen := map[int]error{}
 	for i, u := range group {
-		if slices.Contains(logged, u.rec.CommandID) {
+		if slices.Contains(r.loggedIDs, u.rec.CommandID) {
 			seen[i] = errLogged
 		}
 	}
-	if len(seen) > 0 {
-		return seen, nil
-	}
-	xid, err := commitorder.ParseXID(txid)
-	if err != nil {
-		return nil, err
-	}
+	return seen
+}
 
+// assign gives the group's events their global positions and its
+// commands their log seqs, in the group's order, all under its transaction.
+func (r *reservation) assign(group []*unit) {
+	positions := r.positions
 	for i, u := range group {
 		for j := range u.envs {
-			u.envs[j].GlobalPosition, u.envs[j].TransactionID = positions[0], xid
+			u.envs[j].GlobalPosition, u.envs[j].TransactionID = positions[0], r.xid
 			positions = positions[1:]
 		}
-		u.rec.Seq, u.rec.TransactionID = seqs[i], xid
+		u.rec.Seq, u.rec.TransactionID = r.seqs[i], r.xid
 		if n := len(u.envs); n > 0 {
 			u.rec.GlobalPosition = u.envs[n-1].GlobalPosition
 		}
 	}
-	// The group's writes as one set: a statement per table and topic. When
-	// that fails, the writes again command by command, to find the one
-	// that failed alone.
+}
+
+// write sends the group's writes and COMMIT in one batch. The writes go as
+// one set, a statement per table and topic; when that fails, try writes
+// them again command by command (oneByOne), to find the one that failed
+// alone.
+func (c *committer) write(ctx context.Context, conn *pgxpool.Conn, group []*unit, r *reservation, oneByOne bool) (map[int]error, error) {
 	w := &pgx.Batch{}
 	if !oneByOne {
 		if err := c.queueWrites(ctx, w, group); err != nil {
@@ -462,32 +492,41 @@ func (c *committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[
 		return alone, nil
 	}
 	// COMMIT goes with the writes: when one fails, PostgreSQL skips the
-	// rest of the batch, COMMIT included, and the deferred ROLLBACK ends
+	// rest of the batch, COMMIT included, and try's deferred ROLLBACK ends
 	// the transaction. None of the writes can fail without an error (no
 	// check on a row count), so a COMMIT that runs commits them all.
 	w.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, w).Close(); err != nil {
-		var f *failedAlone
-		var pgErr *pgconn.PgError
-		switch {
-		case dbfailure.SessionEnded(err) && !errors.Is(err, eventstore.ErrConflict):
-			// No answer from the server, or its session ended (terminated,
-			// shut down): the connection was lost, perhaps after COMMIT
-			// ran. Only the server knows.
-			return nil, c.resolve(xid, pid, group[0].rec.CommandID, err)
-		case groupWide(err):
-			return nil, &retryGroup{err}
-		case !oneByOne:
-			return nil, errOneByOne
-		case !errors.As(err, &f):
-			return nil, err
-		case errors.As(f.err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "commands_pkey":
-			return map[int]error{f.unit: errLogged}, nil // a twin in another group or process got there first
-		}
-		return map[int]error{f.unit: f.err}, nil
+		return c.writeFailed(err, group, r, oneByOne)
 	}
-	if pg.TxStatus() != 'I' {
+	if pg := conn.Conn().PgConn(); pg.TxStatus() != 'I' {
 		return nil, fmt.Errorf("group commit: the transaction is still open after COMMIT (status %c)", pg.TxStatus())
 	}
 	return nil, nil
+}
+
+// writeFailed sorts out a failed batch of writes: a lost connection (the
+// server alone knows whether COMMIT ran), a failure of the whole group
+// (retried), a write of the set (written again one by one), or the one
+// command that failed alone — a twin's id committed after the
+// reservation is errLogged.
+func (c *committer) writeFailed(err error, group []*unit, r *reservation, oneByOne bool) (map[int]error, error) {
+	var f *failedAlone
+	var pgErr *pgconn.PgError
+	switch {
+	case dbfailure.SessionEnded(err) && !errors.Is(err, eventstore.ErrConflict):
+		// No answer from the server, or its session ended (terminated,
+		// shut down): the connection was lost, perhaps after COMMIT
+		// ran. Only the server knows.
+		return nil, c.resolve(r.xid, r.pid, group[0].rec.CommandID, err)
+	case groupWide(err):
+		return nil, &retryGroup{err}
+	case !oneByOne:
+		return nil, errOneByOne
+	case !errors.As(err, &f):
+		return nil, err
+	case errors.As(f.err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "commands_pkey":
+		return map[int]error{f.unit: errLogged}, nil // a twin in another group or process got there first
+	}
+	return map[int]error{f.unit: f.err}, nil
 }
