@@ -2,14 +2,16 @@
 // the aggregate and decides; a group committer then appends the events, logs
 // the command (commandlog) and writes the outbox messages in one transaction.
 //
-// A command passes four steps (dispatch in bus.go): authorise.go (the policy
-// every caller passes, and admission), prepare.go (the payload decoded, its
-// ids scoped, its personal fields sealed: the record to log), decide.go (the
-// aggregate loaded and asked; version conflicts decided again) and commit.go
-// (groups of commands committed in one transaction). keys.go holds
-// idempotency: a command id seen before is answered from the log.
-// definition.go, catalog.go and payments.go declare the commands;
-// personal.go seals personal fields; locks.go keeps one writer per stream.
+// A command passes four steps (Bus.dispatch in bus.go): authorise.go (the
+// policy every caller passes, and admission), prepare.go (the payload
+// decoded, its ids scoped, its personal fields sealed: the record to log),
+// decide.go (the aggregate loaded and asked; version conflicts decided
+// again) and commit.go (groups of commands committed in one transaction;
+// groupfailure.go: a group retried, or its outcome learned after a lost
+// connection). keys.go holds idempotency: a command id seen before is
+// answered from the log. definition.go, catalog.go and payments.go declare
+// the commands; personal.go seals personal fields; locks.go keeps one
+// writer per stream.
 package commands
 
 import (
