@@ -124,22 +124,11 @@ func New(pool *pgxpool.Pool, reg *Registry, opts Options) *Store {
 // Registry returns the store's registry.
 func (s *Store) Registry() *Registry { return s.reg }
 
-const appendSQL = `
-INSERT INTO events (event_id, stream_type, stream_id, stream_version, event_type, schema_version,
-                    data, correlation_id, causation_id, actor, recorded_at, on_behalf_of, customer_id, traceparent)
-SELECT (e->>'id')::uuid, $1, $2, (e->>'v')::bigint, e->>'t', (e->>'s')::int, e->'d', $4, $5, $6, $7, $9, $10, nullif($11, '')
-FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS x(e, n)
--- an expected version above the stream's current one would leave a gap
-WHERE $8::bigint = 0 OR EXISTS (
-    SELECT 1 FROM events WHERE stream_type = $1 AND stream_id = $2 AND stream_version = $8)
-ORDER BY n
-RETURNING global_position, transaction_id::text, stream_version`
-
 // placeSQL inserts the placed events of any number of streams (a group
-// commit's). Unlike appendSQL it does not check for a gap: its versions
-// follow an aggregate loaded from the store (the cache holds committed
-// versions only), so they can only be stale, which the unique (stream,
-// version) constraint refuses. (A correlated check per row cost more than
+// commit's). It does not check for a gap: its versions follow an aggregate
+// loaded from the store (the cache holds committed versions only), so they
+// can only be stale, which the unique (stream, version) constraint
+// refuses. (A correlated check per row cost more than
 // the rest of the group's writes together once its plan was cached on a
 // small table.)
 const placeSQL = `
@@ -153,68 +142,21 @@ ORDER BY n`
 
 // placedRow is one event of placeSQL.
 type placedRow struct {
-	appendRow
-	Position   int64     `json:"p"`
-	StreamType string    `json:"st"`
-	StreamID   string    `json:"sid"`
-	Corr       string    `json:"corr"`
-	Caus       string    `json:"caus"`
-	Actor      string    `json:"actor"`
-	At         time.Time `json:"at"`
-	OnBehalfOf string    `json:"obo"`
-	Customer   string    `json:"cust"`
-	TraceP     string    `json:"tp"`
-}
-
-type appendRow struct {
-	ID      uuid.UUID       `json:"id"`
-	Version int64           `json:"v"`
-	Type    string          `json:"t"`
-	Schema  int             `json:"s"`
-	Data    json.RawMessage `json:"d"`
-}
-
-// Append writes events to a stream inside tx, expecting the stream to be at
-// version expected (0 for a new stream). A stale expectation fails with a
-// *ConflictError carrying the current version; tx is then unusable.
-func (s *Store) Append(ctx context.Context, tx pgx.Tx, streamType, streamID string, expected int64, events []aggregate.Event, md Metadata) ([]Envelope, error) {
-	envs, err := s.envelopes(streamType, streamID, expected, events, md)
-	if err != nil || len(envs) == 0 {
-		return nil, err
-	}
-	batch, err := insertRows(envs)
-	if err != nil {
-		return nil, err
-	}
-	e := envs[0]
-	res, err := tx.Query(ctx, appendSQL, streamType, streamID, batch, md.CorrelationID, md.CausationID, md.Actor, e.RecordedAt, expected,
-		md.OnBehalfOf, md.CustomerID, md.TraceParent)
-	if err != nil {
-		return nil, s.appendError(ctx, err, streamType, streamID, expected)
-	}
-	n := 0
-	for res.Next() {
-		var pos, version int64
-		var txid string
-		if err := res.Scan(&pos, &txid, &version); err != nil {
-			res.Close()
-			return nil, err
-		}
-		i := version - expected - 1
-		envs[i].GlobalPosition = pos
-		if envs[i].TransactionID, err = commitorder.ParseXID(txid); err != nil {
-			res.Close()
-			return nil, err
-		}
-		n++
-	}
-	if err := res.Err(); err != nil {
-		return nil, s.appendError(ctx, err, streamType, streamID, expected)
-	}
-	if n == 0 {
-		return nil, s.conflict(ctx, streamType, streamID, expected)
-	}
-	return envs, nil
+	ID         uuid.UUID       `json:"id"`
+	Version    int64           `json:"v"`
+	Type       string          `json:"t"`
+	Schema     int             `json:"s"`
+	Data       json.RawMessage `json:"d"`
+	Position   int64           `json:"p"`
+	StreamType string          `json:"st"`
+	StreamID   string          `json:"sid"`
+	Corr       string          `json:"corr"`
+	Caus       string          `json:"caus"`
+	Actor      string          `json:"actor"`
+	At         time.Time       `json:"at"`
+	OnBehalfOf string          `json:"obo"`
+	Customer   string          `json:"cust"`
+	TraceP     string          `json:"tp"`
 }
 
 // envelopes are the events to append to a stream at expected, with new
@@ -246,15 +188,6 @@ func (s *Store) envelopes(streamType, streamID string, expected int64, events []
 	return envs, nil
 }
 
-// insertRows is the JSON array appendSQL reads.
-func insertRows(envs []Envelope) ([]byte, error) {
-	rows := make([]appendRow, len(envs))
-	for i, e := range envs {
-		rows[i] = appendRow{ID: e.EventID, Version: e.StreamVersion, Type: e.EventType, Schema: e.SchemaVersion, Data: e.Data}
-	}
-	return json.Marshal(rows)
-}
-
 // Pending returns the envelopes of agg's pending changes for a group
 // commit, which places them in the global log (sets GlobalPosition and
 // TransactionID) and queues them with QueueSaves.
@@ -270,8 +203,9 @@ type Placed struct {
 	Envs []Envelope
 }
 
-// QueueSaves queues on b what Save writes for every aggregate of saves:
-// their events in one statement, and the snapshots due. When the batch
+// QueueSaves queues on b the writes of every aggregate of saves: their
+// events in one statement, and the snapshots due (when an aggregate's
+// version crosses a multiple of SnapshotEvery). When the batch
 // runs, a stream that has moved fails it with the unique violation of
 // (stream, version), a *ConflictError when saves is one aggregate. It
 // fails only with an error of PostgreSQL's: a group commit sends COMMIT
@@ -281,8 +215,8 @@ func (s *Store) QueueSaves(ctx context.Context, b *pgx.Batch, saves []Placed) er
 	for _, p := range saves {
 		for _, e := range p.Envs {
 			rows = append(rows, placedRow{
-				appendRow: appendRow{ID: e.EventID, Version: e.StreamVersion, Type: e.EventType, Schema: e.SchemaVersion, Data: e.Data},
-				Position:  e.GlobalPosition, StreamType: e.StreamType, StreamID: e.StreamID, Corr: e.CorrelationID, Caus: e.CausationID,
+				ID: e.EventID, Version: e.StreamVersion, Type: e.EventType, Schema: e.SchemaVersion, Data: e.Data,
+				Position: e.GlobalPosition, StreamType: e.StreamType, StreamID: e.StreamID, Corr: e.CorrelationID, Caus: e.CausationID,
 				Actor: e.Actor, At: e.RecordedAt, OnBehalfOf: e.OnBehalfOf, Customer: e.CustomerID, TraceP: e.TraceParent,
 			})
 		}
@@ -341,23 +275,6 @@ func (s *Store) StreamVersion(ctx context.Context, streamType, streamID string) 
 	return v, err
 }
 
-// Save appends the aggregate's pending changes inside tx and, when its version
-// crosses a multiple of SnapshotEvery, replaces its snapshot in the same tx.
-func (s *Store) Save(ctx context.Context, tx pgx.Tx, agg aggregate.Root, md Metadata) ([]Envelope, error) {
-	changes := agg.Changes()
-	before := agg.Version() - int64(len(changes))
-	envs, err := s.Append(ctx, tx, agg.StreamType(), agg.StreamID(), before, changes, md)
-	if err != nil {
-		return nil, err
-	}
-	if s.snapshotDue(before, agg.Version()) {
-		if err := s.SaveSnapshot(ctx, tx, agg); err != nil {
-			return nil, err
-		}
-	}
-	return envs, nil
-}
-
 func (s *Store) snapshotDue(before, after int64) bool {
 	return s.snapshotEvery > 0 && before/s.snapshotEvery != after/s.snapshotEvery
 }
@@ -369,18 +286,6 @@ ON CONFLICT (stream_type, stream_id) DO UPDATE
 SET stream_version = excluded.stream_version, schema_version = excluded.schema_version,
     state = excluded.state, taken_at = excluded.taken_at
 WHERE snapshots.stream_version < excluded.stream_version`
-
-// SaveSnapshot stores the aggregate's state at its current version.
-func (s *Store) SaveSnapshot(ctx context.Context, tx pgx.Tx, agg aggregate.Root) error {
-	args, err := s.snapshotArgs(agg)
-	if err != nil {
-		return err
-	}
-	if _, err = tx.Exec(ctx, snapshotSQL, args...); err != nil {
-		return fmt.Errorf("save snapshot of %s/%s: %w", agg.StreamType(), agg.StreamID(), err)
-	}
-	return nil
-}
 
 func (s *Store) snapshotArgs(agg aggregate.Root) ([]any, error) {
 	t, ok := s.reg.streams[agg.StreamType()]
