@@ -394,10 +394,10 @@ func TestCancelBeforeTheCarrierAsksTheCarrierThenCompensates(t *testing.T) {
 // again: the carrier has the parcel under the saga's key, so nothing is
 // undone, the cancel is refused as shipped, and the saga finishes.
 func TestACancelBeforeTheCarrierWhenTheCarrierHasTheParcelUndoesNothing(t *testing.T) {
-	for _, door := range []string{"customer", "operator", "operator's compensate decision"} {
-		t.Run(door, func(t *testing.T) {
+	for _, canceller := range []string{"customer", "operator", "operator's compensate decision"} {
+		t.Run(canceller, func(t *testing.T) {
 			s := newSaga(t)
-			if door == "operator's compensate decision" {
+			if canceller == "operator's compensate decision" {
 				// The run met a database outage and stopped for an operator.
 				s.on("AuthorisePayment", errors.New("connection refused"), mockOpts{})
 			} else {
@@ -406,7 +406,7 @@ func TestACancelBeforeTheCarrierWhenTheCarrierHasTheParcelUndoesNothing(t *testi
 			s.withdraw(false)
 			s.defaults()
 			var cancel *updateResult
-			switch door {
+			switch canceller {
 			case "customer":
 				cancel = s.update(10*time.Minute, workflows.UpdateCancel, "changed my mind")
 			case "operator":
