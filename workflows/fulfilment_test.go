@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -419,8 +420,12 @@ func TestACancelBeforeTheCarrierWhenTheCarrierHasTheParcelUndoesNothing(t *testi
 				t.Fatalf("cancel %+v", cancel)
 			}
 			calls := strings.Join(s.calls, " ")
+			// The held AuthorisePayment is recorded whenever its mock's
+			// delay ends, which races with the saga's later steps: the
+			// order checked is that of the steps after the withdrawal.
+			after := strings.Join(slices.DeleteFunc(slices.Clone(s.calls), func(c string) bool { return c == "AuthorisePayment" }), " ")
 			if p.Status != workflows.StatusCompleted || p.Carrier != "taken" || p.TrackingNumber != "TRACK-1" ||
-				strings.Contains(calls, "Release") || strings.Contains(calls, "Void") || !strings.Contains(calls, "WithdrawFromCarrier BookWithCarrier RecordDispatch CapturePayment") {
+				strings.Contains(calls, "Release") || strings.Contains(calls, "Void") || !strings.Contains(after, "WithdrawFromCarrier BookWithCarrier RecordDispatch CapturePayment") {
 				t.Fatalf("progress %+v calls %v", p, s.calls)
 			}
 		})
