@@ -268,7 +268,8 @@ func outcomeOf(rec commandlog.Record, err error) string {
 // dispatch runs a command through its steps: authorise, prepare, then
 // decide and commit. A command id the log holds already is answered with
 // its recorded outcome wherever a step finds that it cannot go on as a new
-// command (see fromLog); a new command is never looked up before its commit.
+// command (see fromLog); a new command is looked up before its commit only
+// when admission refuses it (a retry is answered even then).
 func (b *Bus) dispatch(ctx context.Context, req Request) (commandlog.Record, error) {
 	c, err := b.authorise(ctx, req)
 	if err == nil {

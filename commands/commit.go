@@ -135,7 +135,8 @@ func (c *committer) run() {
 // commitGroup commits group, taking out the commands that fail alone
 // until the rest commits (or fails as a whole). Every command is answered
 // after that, so a command answered "logged meanwhile" finds the record
-// of its twin in the same group.
+// of its twin in the same group once that group has committed (if the
+// twin fails too, the log holds nothing and fromLog answers not found).
 func (c *committer) commitGroup(group []*unit) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -410,7 +411,7 @@ func (c *committer) writeFailed(err error, group []*unit, r *reservation, oneByO
 	case !errors.As(err, &f):
 		return nil, err
 	case errors.As(f.err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "commands_pkey":
-		return map[int]error{f.unit: errLogged}, nil // a twin in another group or process got there first
+		return map[int]error{f.unit: errLogged}, nil // a twin got there first: in another group or process, or earlier in this group
 	}
 	return map[int]error{f.unit: f.err}, nil
 }

@@ -44,8 +44,9 @@ const (
 
 // errLogged is the committer's answer for a command whose id the log
 // holds already: the reservation that begins a group read it there, or the
-// log's primary key refused the insert (a twin committed after the
-// reservation, in another group or process).
+// log's primary key refused the insert (a twin got there after the
+// reservation: committed in another group or process, or written earlier in
+// this command's own group, whose outcome is then the group's).
 var errLogged = errors.New("command id already logged")
 
 // unlessLogged is an outcome that holds only for a command id the log does
