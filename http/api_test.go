@@ -26,11 +26,22 @@ import (
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/eventstore/streams"
 	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/http/apitest"
 	"github.com/orderflow/orderflow/internal/pgtest"
 	"github.com/orderflow/orderflow/personal"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
+func TestMain(m *testing.M) {
+	code := pgtest.Run(m)
+	if code == 0 {
+		// After every test ran: the codes they saw match docs/api.md.
+		if err := checkCodesSeen(); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -41,6 +52,8 @@ type client struct {
 	// token is sent on every request that sets no Authorization itself.
 	token string
 	bus   *commands.Bus
+	// http validates every response against the OpenAPI document.
+	http *http.Client
 }
 
 // operator is the principal of the tests' requests unless they say otherwise.
@@ -71,7 +84,7 @@ func newAPIWith(t testing.TB, cfg httpapi.Config) client {
 	e, key := newServer(t, &cfg)
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return client{t: t, url: srv.URL, key: key, bus: cfg.Bus}.as(operator)
+	return client{t: t, url: srv.URL, key: key, bus: cfg.Bus, http: apitest.Client(t)}.as(operator)
 }
 
 // sagaCancels cancels an order as its saga does (these tests run no
@@ -113,6 +126,15 @@ type response struct {
 	raw    string
 }
 
+// httpClient validates every response against the OpenAPI document,
+// reporting to the client's test.
+func (c client) httpClient() *http.Client {
+	if c.http == nil {
+		return apitest.Client(c.t)
+	}
+	return c.http
+}
+
 func (c client) do(method, path, body string, headers ...string) response {
 	c.t.Helper()
 	req, _ := http.NewRequest(method, c.url+path, strings.NewReader(body))
@@ -123,7 +145,7 @@ func (c client) do(method, path, body string, headers ...string) response {
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := c.httpClient().Do(req)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -431,7 +453,7 @@ func TestACommittedOrderIsAnsweredThoughItsReplyCannotBeOpened(t *testing.T) {
 	}
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	c := client{t: t, url: srv.URL, key: key, bus: bus}.as(operator)
+	c := client{t: t, url: srv.URL, key: key, bus: bus, http: apitest.Client(t)}.as(operator)
 	w, sku := "w-"+uuid.NewString(), "sku-"+uuid.NewString()
 	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}`, w)), 201)
 	c.want(c.do("PUT", "/products/"+sku+"/price", `{"unit_price":1250,"currency":"EUR"}`), 201)
@@ -464,5 +486,31 @@ func TestHeadIsAnsweredWhereverGetIs(t *testing.T) {
 	}
 	if r := c.do("HEAD", "/orders", "", "Authorization", ""); r.status != 401 || r.raw != "" {
 		t.Fatalf("HEAD without a token: %d %q", r.status, r.raw)
+	}
+}
+
+// Answers of a service without Temporal or a payment provider, and of a
+// method a path does not serve: each as the document declares it.
+func TestAnswersWithoutSagasOrProviderAreDeclared(t *testing.T) {
+	c := newAPI(t)
+	w := "w-" + uuid.NewString()
+	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c1","currency":"EUR"}`, w)), 201)
+	if r := c.want(c.do("PUT", "/wallets/"+w, ""), 405); r.body["code"] != "http_405" || r.header.Get("Allow") == "" {
+		t.Fatalf("PUT on a wallet: %s %v", r.raw, r.header)
+	}
+	if r := c.want(c.do("OPTIONS", "/wallets/"+w, ""), 204); r.header.Get("Allow") == "" {
+		t.Fatalf("OPTIONS on a wallet: %v", r.header)
+	}
+	for _, path := range []string{"/orders/o-1/saga", "/sagas?status=NEEDS_ATTENTION"} {
+		if r := c.want(c.do("GET", path, ""), 404); r.body["code"] != "no_saga" {
+			t.Fatalf("GET %s: %s", path, r.raw)
+		}
+	}
+	if r := c.want(c.do("POST", "/orders/o-1/saga/resolve", `{"action":"retry","reason":"fixed"}`), 404); r.body["code"] != "no_saga" {
+		t.Fatalf("resolve: %s", r.raw)
+	}
+	cust := c.customer("c1")
+	if r := cust.want(cust.do("POST", "/wallets/"+w+"/payments", `{"amount":500}`), 503); r.body["code"] != "payments_unavailable" || r.header.Get("Retry-After") == "" {
+		t.Fatalf("a payment without a provider: %s", r.raw)
 	}
 }

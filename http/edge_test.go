@@ -14,6 +14,7 @@ import (
 
 	"github.com/orderflow/orderflow/auth"
 	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/http/apitest"
 )
 
 // counting is a body that counts what the server reads of it: 1 MiB of
@@ -63,8 +64,7 @@ func TestEveryRouteRefusesEmptyParametersAndOversizedBodiesUnread(t *testing.T) 
 				if token != "" {
 					req.Header.Set("Authorization", "Bearer "+token)
 				}
-				rec := httptest.NewRecorder()
-				e.ServeHTTP(rec, req)
+				rec := apitest.New(t).Serve(e, req)
 				if rec.Code < 400 || rec.Code >= 500 {
 					t.Errorf("%s %s as %s: %d %s", method, tc.path, who, rec.Code, rec.Body)
 				}
@@ -83,8 +83,7 @@ func TestEveryRouteRefusesEmptyParametersAndOversizedBodiesUnread(t *testing.T) 
 		"/orders//saga/resolve": "empty_path_segment", "/orders/": "empty_path_segment", "/orders/%00": "invalid_text", "/orders/%FF/saga": "invalid_text"} {
 		req := httptest.NewRequest("POST", path, strings.NewReader(strings.Repeat("x", 3*limit)))
 		req.Header.Set("Authorization", "Bearer "+op)
-		rec := httptest.NewRecorder()
-		e.ServeHTTP(rec, req)
+		rec := apitest.New(t).Serve(e, req)
 		if rec.Code != 400 || !strings.Contains(rec.Body.String(), `"code":"`+code+`"`) {
 			t.Errorf("POST %s: %d %s", path, rec.Code, rec.Body)
 		}
@@ -159,7 +158,7 @@ func TestRequestsRefusedBeforeRoutingAreObserved(t *testing.T) {
 		seen = append(seen, fmt.Sprintf("%s %s %d", method, route, status))
 	}})
 	for _, path := range []string{"/wallets//top-ups", "/orders?x=%00"} {
-		e.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", path, nil))
+		apitest.New(t).Serve(e, httptest.NewRequest("POST", path, nil))
 	}
 	if want := []string{"POST unmatched 400", "POST unmatched 400"}; !slices.Equal(seen, want) {
 		t.Fatalf("observed %v, want %v", seen, want)
@@ -202,8 +201,7 @@ func TestABodyIsReadAndDecodedOnce(t *testing.T) {
 		req := httptest.NewRequest("POST", tc.path, io.NopCloser(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+token)
-		rec := httptest.NewRecorder()
-		e.ServeHTTP(rec, req)
+		rec := apitest.New(t).Serve(e, req)
 		if rec.Code != 201 {
 			t.Fatalf("POST %s: %d %s", tc.path, rec.Code, rec.Body)
 		}

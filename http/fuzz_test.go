@@ -3,7 +3,6 @@ package httpapi_test
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/orderflow/orderflow/auth"
 	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/http/apitest"
 	"github.com/orderflow/orderflow/internal/pgtest"
 )
 
@@ -36,7 +36,7 @@ func fuzzRequest(t *testing.T, c client, pool *pgxpool.Pool, path, body string, 
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := apitest.Client(t).Do(req) // t's: a fuzz target reports to its own t
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,8 +157,7 @@ func FuzzEdge(f *testing.F) {
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
 		ev, accepted := edgeWrites(t, pool)
-		rec := httptest.NewRecorder()
-		e.ServeHTTP(rec, req)
+		rec := apitest.New(t).Serve(e, req)
 		code := rec.Code
 		// A 503 after the client's deadline passed (a loaded machine: the
 		// query outlived it) answers a client that gave up, not a fault.

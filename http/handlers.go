@@ -36,7 +36,8 @@ func (s *Server) dispatch(c echo.Context, req commands.Request) error {
 	if m := c.Request().Header.Get("If-Match"); m != "" {
 		v, err := strconv.ParseInt(strings.Trim(m, `"`), 10, 64)
 		if err != nil {
-			return problem(http.StatusBadRequest, "invalid_if_match", "If-Match must be a stream version, e.g. \"3\"")
+			// The document's pattern refuses it first, as a schema violation.
+			return invalid([]FieldError{{Field: "header.If-Match", Message: "If-Match must be a stream version, e.g. \"3\""}})
 		}
 		req.ExpectedVersion = &v
 	}

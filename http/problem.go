@@ -97,7 +97,7 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 	case errors.As(err, &payload):
 		p = problem(http.StatusUnprocessableEntity, "invalid_payload", payload.Msg)
 	case errors.Is(err, commands.ErrUnknownType):
-		p = problem(http.StatusUnprocessableEntity, "unknown_command_type", err.Error())
+		p = invalid([]FieldError{{Field: "type", Message: err.Error()}}) // a schema violation, as the document's enum says
 	case errors.Is(err, commands.ErrKeyReused):
 		p = problem(http.StatusUnprocessableEntity, "idempotency_key_reused", err.Error())
 	case errors.Is(err, commands.ErrForbidden):

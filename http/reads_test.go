@@ -130,7 +130,7 @@ func (c client) sse(path, lastID string) *sse {
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := c.httpClient().Do(req)
 	if err != nil || res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/event-stream" {
 		c.t.Fatalf("sse %s: %v %v", path, err, res)
 	}
@@ -258,7 +258,7 @@ func TestACustomerCannotTellHowFarTheLogsGo(t *testing.T) {
 	status := func(cl client, path string) int {
 		req, _ := http.NewRequest("GET", cl.url+path, nil)
 		req.Header.Set("Authorization", "Bearer "+cl.token)
-		res, err := http.DefaultClient.Do(req)
+		res, err := cl.httpClient().Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -24,6 +24,11 @@ import (
 //go:embed openapi.yaml
 var openapiYAML []byte
 
+// OpenAPI returns the OpenAPI document the service validates requests
+// with and serves at /openapi.json (YAML, a copy): the tests validate every
+// response against it (package apitest).
+func OpenAPI() []byte { return bytes.Clone(openapiYAML) }
+
 // MaxDepth bounds JSON nesting; deeper bodies are refused before decoding.
 const MaxDepth = 32
 
@@ -312,7 +317,8 @@ func validateBody(body *openapi3.RequestBodyRef, value any) error {
 func (s *Server) validatePayload(typ string, v any) error {
 	ref, ok := s.doc.Components.Schemas[typ]
 	if !ok {
-		return problem(http.StatusUnprocessableEntity, "unknown_command_type", fmt.Sprintf("unknown command type %q", typ))
+		// The document's enum of types refuses it first, as a schema violation.
+		return invalid([]FieldError{{Field: "type", Message: fmt.Sprintf("unknown command type %q", typ)}})
 	}
 	if err := ref.Value.VisitJSON(v, openapi3.MultiErrors()); err != nil {
 		errs := fieldErrors(err)

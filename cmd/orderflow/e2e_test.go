@@ -41,6 +41,7 @@ import (
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
 	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/http/apitest"
 	"github.com/orderflow/orderflow/internal/devtemporal"
 	"github.com/orderflow/orderflow/internal/loadgen"
 	"github.com/orderflow/orderflow/internal/pgtest"
@@ -89,6 +90,11 @@ func (w withTemporal) Run() int {
 	temporalAddr = srv.Frontend
 	if code := w.m.Run(); code != 0 {
 		return code
+	}
+	// The problem codes docs/api.md lists that only these tests produce.
+	if err := apitest.CheckSeen(apitest.ExercisedInCmdOrderflow); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
 	}
 	return topicsMatchTheContract()
 }
@@ -217,7 +223,7 @@ func (s *system) send(method, path, body string, headers ...string) (int, []byte
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := apitest.Client(s.t).Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
+	"github.com/orderflow/orderflow/http/apitest"
 	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
@@ -76,7 +77,7 @@ func TestOrdersAreRefusedWhileTheSagasBacklogIsFull(t *testing.T) {
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+s.token)
 		req.Header.Set("Idempotency-Key", "overload-1")
-		res, err := http.DefaultClient.Do(req)
+		res, err := apitest.Client(t).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +116,7 @@ func TestOrdersAreRefusedWhileTheSagasBacklogIsFull(t *testing.T) {
 			req, _ := http.NewRequest("POST", s.url+"/orders/"+id+"/cancel", strings.NewReader(`{"reason":"overload test"}`))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Authorization", "Bearer "+s.token)
-			res, err := http.DefaultClient.Do(req)
+			res, err := apitest.Client(t).Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -145,7 +146,7 @@ func TestOrdersAreRefusedWhileTheSagasBacklogIsFull(t *testing.T) {
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+s.token)
 		req.Header.Set("Idempotency-Key", "overload-1")
-		res, err := http.DefaultClient.Do(req)
+		res, err := apitest.Client(t).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
