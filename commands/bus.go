@@ -2,10 +2,16 @@
 // the aggregate and decides; a group committer then appends the events, logs
 // the command (commandlog) and writes the outbox messages in one transaction.
 //
-// Its rooms: bus.go dispatches (the policy and ownership every door passes,
-// the decision, conflicts retried); definition.go and catalog.go declare
-// the commands; keys.go is idempotency; personal.go seals personal fields;
-// locks.go keeps one writer per stream; commit.go commits groups.
+// A command passes four steps (Bus.dispatch in bus.go): authorise.go (the
+// policy every caller passes, and admission), prepare.go (the payload
+// decoded, its ids scoped, its personal fields sealed: the record to log),
+// decide.go (the aggregate loaded and asked; version conflicts decided
+// again) and commit.go (groups of commands committed in one transaction;
+// groupfailure.go: a group retried, or its outcome learned after a lost
+// connection). keys.go holds idempotency: a command id seen before is
+// answered from the log. definition.go, catalog.go and payments.go declare
+// the commands; personal.go seals personal fields; locks.go keeps one
+// writer per stream.
 package commands
 
 import (
@@ -13,12 +19,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -227,23 +230,7 @@ func (b *Bus) Dispatch(ctx context.Context, req Request) (commandlog.Record, err
 	ctx, span := tracing.Tracer().Start(ctx, "command "+typ, trace.WithAttributes(attribute.String("command.type", typ)))
 	defer span.End()
 	rec, err := b.dispatch(ctx, req)
-	var rejected *RejectedError
-	outcome := "accepted"
-	switch {
-	case rec.Replayed:
-		outcome = "replayed"
-	case errors.As(err, &rejected):
-		outcome = "rejected"
-	case errors.As(err, new(*eventstore.ConflictError)):
-		outcome = "conflict" // a stale If-Match, or out of retries
-	case errors.As(err, new(*OverloadedError)):
-		outcome = "overloaded"
-	case errors.Is(err, ErrForbidden), errors.Is(err, ErrUnauthenticated), errors.Is(err, ErrUnknownType), errors.Is(err, ErrReservedKey),
-		errors.Is(err, ErrKeyReused), errors.As(err, new(*PayloadError)), errors.As(err, new(*aggregate.Error)):
-		outcome = "refused"
-	case err != nil:
-		outcome = "failed"
-	}
+	outcome := outcomeOf(rec, err)
 	events := 0
 	if outcome == "accepted" {
 		events = len(rec.EventIDs)
@@ -257,218 +244,50 @@ func (b *Bus) Dispatch(ctx context.Context, req Request) (commandlog.Record, err
 	return rec, err
 }
 
+// outcomeOf names a dispatched command's outcome for metrics and traces:
+// accepted, replayed, rejected, conflict, overloaded, refused or failed.
+func outcomeOf(rec commandlog.Record, err error) string {
+	switch {
+	case rec.Replayed:
+		return "replayed"
+	case errors.As(err, new(*RejectedError)):
+		return "rejected"
+	case errors.As(err, new(*eventstore.ConflictError)):
+		return "conflict" // a stale If-Match, or out of retries
+	case errors.As(err, new(*OverloadedError)):
+		return "overloaded"
+	case errors.Is(err, ErrForbidden), errors.Is(err, ErrUnauthenticated), errors.Is(err, ErrUnknownType), errors.Is(err, ErrReservedKey),
+		errors.Is(err, ErrKeyReused), errors.As(err, new(*PayloadError)), errors.As(err, new(*aggregate.Error)):
+		return "refused"
+	case err != nil:
+		return "failed"
+	}
+	return "accepted"
+}
+
+// dispatch runs a command through its steps: authorise, prepare, then
+// decide and commit. A command id the log holds already is answered with
+// its recorded outcome wherever a step finds that it cannot go on as a new
+// command (see fromLog); a new command is looked up before its commit only
+// when admission refuses it (a retry is answered even then).
 func (b *Bus) dispatch(ctx context.Context, req Request) (commandlog.Record, error) {
-	def, ok := b.defs[req.Type]
-	if !ok || (def.internal && !req.Internal) {
-		return commandlog.Record{}, fmt.Errorf("%w %q", ErrUnknownType, req.Type)
-	}
-	principal := req.Principal
-	if req.Internal {
-		principal = nil
-	} else {
-		switch {
-		case principal == nil:
-			return commandlog.Record{}, ErrUnauthenticated
-		case !principal.Allows(auth.CommandAccess(req.Type)):
-			return commandlog.Record{}, fmt.Errorf("%w: a %s may not send %s", ErrForbidden, principal.Role, req.Type)
-		case strings.HasPrefix(req.CommandID, ReservedPrefix):
-			return commandlog.Record{}, fmt.Errorf("%w: command ids starting with %q belong to orderflow's sagas", ErrReservedKey, ReservedPrefix)
-		}
-		req.Actor = principal.Subject
-		if b.admit != nil {
-			if err := b.admit(ctx, req.Type); err != nil && !b.logged(ctx, principal.Subject, req.CommandID) {
-				return commandlog.Record{}, err
-			}
-		}
-	}
-	p, err := def.decode(req)
-	if err != nil {
-		return commandlog.Record{}, err
-	}
-	req.Metadata = maps.Clone(req.Metadata)
-	if req.Metadata == nil {
-		req.Metadata = map[string]string{}
-	}
-	if req.CommandID == "" {
-		req.CommandID = uuid.Must(uuid.NewV7()).String()
-	} else if !ValidID(req.CommandID) {
-		return commandlog.Record{}, &PayloadError{Msg: fmt.Sprintf("idempotency key %q must match %s", req.CommandID, idPattern)}
-	} else if principal != nil {
-		req.Metadata[MetaIdempotencyKey] = req.CommandID
-		req.CommandID = ScopedID(principal.Subject, req.CommandID)
-	}
-	if req.OnBehalfOf != "" {
-		req.Metadata[MetaOnBehalfOf] = req.OnBehalfOf
-	}
-	if def.prepare != nil {
-		if err := def.prepare(p, req); err != nil {
-			return commandlog.Record{}, err
-		}
-	}
-	var customer string
-	if def.customer != nil {
-		customer = def.customer(p)
-		if principal != nil && !principal.Owns(customer) {
-			return commandlog.Record{}, fmt.Errorf("%w: a customer sends %s for itself only", ErrForbidden, req.Type)
-		}
-	}
-	streamID := def.streamID(p)
-	if !ValidID(streamID) {
-		return commandlog.Record{}, &PayloadError{Msg: fmt.Sprintf("%s id %q must match %s", def.StreamType, streamID, idPattern)}
-	}
-	if err := b.seal(ctx, def, streamID, customer, p); err != nil {
-		return commandlog.Record{}, err
-	}
-	payload, err := json.Marshal(p)
-	if err != nil {
-		return commandlog.Record{}, err
-	}
-	if err := checkText(payload); err != nil {
-		return commandlog.Record{}, &PayloadError{Msg: fmt.Sprintf("payload of %s: %v", req.Type, err)}
-	}
-	if req.CorrelationID == "" {
-		req.CorrelationID = req.CommandID
-	}
-	if req.Actor == "" {
-		req.Actor = "anonymous"
-	}
-	rec := commandlog.Record{
-		CommandID: req.CommandID, Type: req.Type, Payload: payload, StreamType: def.StreamType, StreamID: streamID,
-		CorrelationID: req.CorrelationID, CausationID: req.CausationID, Actor: req.Actor, Metadata: req.Metadata,
-		EventIDs: []uuid.UUID{},
-	}
-
-	// No lookup of the command id first: the commit inserts it into the
-	// log, and a key seen before makes that insert conflict, which answers
-	// with the recorded outcome (loggedMeanwhile) and rolls back anything
-	// decided again. One round trip fewer for every new command.
-	if err := b.precheck(ctx, def, req, p); err != nil {
-		// A retry of a command committed before answers as before, though
-		// a rule it meets now did not hold then (one added since, as the
-		// saga's holdings were) or what it was checked against moved on.
-		if prior, lerr := b.log.Get(ctx, req.CommandID); lerr == nil {
-			return b.replay(prior, rec)
-		}
-		return commandlog.Record{}, err
-	}
-
-	md := eventstore.Metadata{CorrelationID: rec.CorrelationID, CausationID: rec.CommandID, Actor: rec.Actor, OnBehalfOf: req.OnBehalfOf,
-		TraceParent: tracing.Inject(ctx)}
-	// One writer per stream in this process: concurrent commands on a hot
-	// stream queue here instead of conflicting in the database (other
-	// processes still can; the retry below handles them).
-	if b.streams != nil {
-		defer b.streams.lock(def.StreamType + "/" + streamID)()
-	}
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			b.conflicts(req.Type)
-		}
-		agg, ok := b.store.Registry().NewAggregate(def.StreamType, streamID)
-		if !ok {
-			return commandlog.Record{}, fmt.Errorf("stream type %s is not registered", def.StreamType)
-		}
-		if err := b.store.Load(ctx, agg); err != nil {
-			return commandlog.Record{}, err
-		}
-		owner := customer
-		if o, ok := agg.(interface{ CustomerID() string }); ok && agg.Version() > 0 {
-			owner = o.CustomerID()
-		}
-		if principal != nil && !principal.Owns(owner) {
-			// Another customer's stream reads as missing: existence does not leak.
-			return commandlog.Record{}, aggregate.NotFound(def.StreamType+"_not_found", "%s %s does not exist", def.StreamType, streamID)
-		}
-		md.CustomerID = owner
-		if req.ExpectedVersion != nil && *req.ExpectedVersion != agg.Version() {
-			// A retry of a command that was committed answers as before,
-			// though the stream has moved past its expected version.
-			if prior, err := b.log.Get(ctx, req.CommandID); err == nil {
-				return b.replay(prior, rec)
-			}
-			return commandlog.Record{}, &eventstore.ConflictError{StreamType: def.StreamType, StreamID: streamID, Expected: *req.ExpectedVersion, Current: agg.Version()}
-		}
-		var dErr *aggregate.Error
-		if err := def.decide(agg, p); errors.As(err, &dErr) {
-			return b.reject(ctx, rec, agg.Version(), dErr)
-		} else if err != nil {
-			return commandlog.Record{}, err
-		}
-		out, err := b.commit(ctx, rec, agg, md)
-		if errors.Is(err, eventstore.ErrConflict) && req.ExpectedVersion == nil && attempt < b.retries {
-			continue
-		}
-		return out, err
-	}
-}
-
-// precheck runs a command's preconditions on other streams: its own check,
-// and for a client's request, what its order's saga holds.
-func (b *Bus) precheck(ctx context.Context, def Definition, req Request, p any) error {
-	if def.held != nil && !req.Internal {
-		if err := def.held(ctx, b.load, p); err != nil {
-			return err
-		}
-	}
-	if def.check != nil {
-		return def.check(ctx, b.load, p)
-	}
-	return nil
-}
-
-// logged reports whether a client's idempotency key names a command
-// already logged: its retry is answered as before even when Admit refuses
-// new commands (it adds nothing).
-func (b *Bus) logged(ctx context.Context, subject, key string) bool {
-	if key == "" || !ValidID(key) {
-		return false
-	}
-	_, err := b.log.Get(ctx, ScopedID(subject, key))
-	return err == nil
-}
-
-// commit commits an accepted command through the group committer.
-func (b *Bus) commit(ctx context.Context, rec commandlog.Record, agg aggregate.Root, md eventstore.Metadata) (commandlog.Record, error) {
-	rec.Status = commandlog.StatusAccepted
-	rec.StreamVersion = agg.Version()
-	envs, err := b.store.Pending(agg, md)
-	if err != nil {
-		return commandlog.Record{}, err
-	}
-	for _, e := range envs {
-		rec.EventIDs = append(rec.EventIDs, e.EventID)
-	}
-	out, err := b.submit(ctx, &unit{rec: rec, agg: agg, envs: envs})
-	if err == nil && !out.Replayed {
-		b.store.Remember(agg)
-	}
-	return out, err
-}
-
-// reject logs a refused command (no events) through the group committer.
-func (b *Bus) reject(ctx context.Context, rec commandlog.Record, version int64, dErr *aggregate.Error) (commandlog.Record, error) {
-	rec.Status = commandlog.StatusRejected
-	rec.StreamVersion = version
-	rec.ReasonKind, rec.ReasonCode, rec.Reason = kindName(dErr.Kind), dErr.Code, dErr.Message
-	out, err := b.submit(ctx, &unit{rec: rec})
-	if err == nil && !out.Replayed {
-		err = &RejectedError{Record: out, Err: dErr}
-	}
-	return out, err
-}
-
-// submit stamps u's record and hands it to the committer; a command id
-// logged meanwhile answers with the recorded outcome.
-func (b *Bus) submit(ctx context.Context, u *unit) (commandlog.Record, error) {
-	u.rec.RecordedAt = b.now().UTC().Truncate(time.Microsecond)
-	err := b.committer.commit(u)
-	if errors.Is(err, errLogged) {
-		return b.loggedMeanwhile(ctx, u.rec)
+	c, err := b.authorise(ctx, req)
+	if err == nil {
+		err = b.prepare(ctx, c)
 	}
 	if err != nil {
 		return commandlog.Record{}, err
 	}
-	return u.rec, nil
+	if c.prior != nil {
+		// Refused by admission, and found in the log: a retry, answered
+		// as before without deciding anything again.
+		return b.replay(*c.prior, c.rec)
+	}
+	rec, err := b.decideAndCommit(ctx, c)
+	if retry := (*unlessLogged)(nil); errors.As(err, &retry) {
+		return b.fromLog(ctx, c, retry.err)
+	}
+	return rec, err
 }
 
 // load reads another stream's aggregate, for a Definition's check.

@@ -135,7 +135,8 @@ func (c *committer) run() {
 // commitGroup commits group, taking out the commands that fail alone
 // until the rest commits (or fails as a whole). Every command is answered
 // after that, so a command answered "logged meanwhile" finds the record
-// of its twin in the same group.
+// of its twin in the same group once that group has committed (if the
+// twin fails too, the log holds nothing and fromLog answers not found).
 func (c *committer) commitGroup(group []*unit) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -184,122 +185,6 @@ func (c *committer) commitGroup(group []*unit) {
 		close(u.done)
 	}
 }
-
-// maxGroupRetries bounds how often a group whose transaction was rolled
-// back as a whole (retryGroup) is written again.
-const maxGroupRetries = 8
-
-// groupBackoff is the wait before the n-th retry of a group: short, and
-// jittered so that two groups that deadlocked do not meet again.
-func groupBackoff(n int) time.Duration {
-	return dbfailure.Backoff(n+1, 5*time.Millisecond, 500*time.Millisecond)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
-
-// retryGroup is a group whose transaction was rolled back as a whole for a
-// reason that is no command's own: a deadlock, a statement timeout, a
-// serialization failure, a connection lost before COMMIT ran. Nothing of
-// it was committed; it is written again.
-type retryGroup struct{ err error }
-
-func (e *retryGroup) Error() string { return e.err.Error() }
-func (e *retryGroup) Unwrap() error { return e.err }
-
-// groupWide reports a PostgreSQL error that rolls back the group's
-// transaction without being any one command's fault: the server answered
-// (so COMMIT did not run) with a failure dbfailure calls transient — a
-// deadlock, a serialization failure, a lock or statement timeout, a
-// shutdown or a terminated backend.
-func groupWide(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && dbfailure.Transient(err)
-}
-
-// UnknownOutcomeError is a command whose group lost its connection at
-// COMMIT and whose transaction's fate could not be learned (the database
-// stayed unreachable): it may or may not have been applied. A retry with
-// the same idempotency key (or a look at the command id) tells.
-type UnknownOutcomeError struct {
-	CommandID string
-	Err       error
-}
-
-func (e *UnknownOutcomeError) Error() string {
-	return fmt.Sprintf("command %s: outcome unknown after a lost connection: %v", e.CommandID, e.Err)
-}
-func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
-
-// errUnknownOutcome is the group's outcome before it is given to each command.
-type errUnknownOutcome struct{ err error }
-
-func (e *errUnknownOutcome) Error() string { return e.err.Error() }
-
-// resolve learns what became of the group's transaction xid after its
-// connection was lost in the round trip that carried COMMIT, asking on
-// another connection: committed (nil), or rolled back (retryGroup). A
-// transaction still in progress is waited for; one that stays so (its
-// server process has not noticed the client is gone) is ended by
-// terminating that process, whose outcome is then read.
-//
-// A server that crashed before the COMMIT reached its WAL forgets the
-// transaction, and may give its id to another one after recovery: the
-// status of the id is then another's. So a "committed" is believed only
-// with the group's own log row (commandID) written under that id, and an
-// id the server has not reached again ("in the future") was rolled back.
-func (c *committer) resolve(xid uint64, pid uint32, commandID string, cause error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
-	defer cancel()
-	asked := time.Now()
-	for wait := time.Millisecond; ; wait = min(2*wait, 250*time.Millisecond) {
-		var status *string
-		err := c.pool.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, commitorder.FormatXID(xid)).Scan(&status)
-		var pgErr *pgconn.PgError
-		switch {
-		case errors.As(err, &pgErr) && pgErr.Code == "22023": // invalid_parameter_value
-			// "transaction ID … is in the future": not reached since a restart.
-			return &retryGroup{cause}
-		case err != nil:
-		case status == nil:
-			// Too old to be known: cannot happen within a minute.
-			return &errUnknownOutcome{fmt.Errorf("transaction %d: no status: %w", xid, cause)}
-		case *status == "committed":
-			var ours bool
-			err := c.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM commands WHERE command_id = $1 AND transaction_id = $2::text::xid8)`,
-				commandID, commitorder.FormatXID(xid)).Scan(&ours)
-			switch {
-			case err != nil:
-			case ours:
-				return nil
-			default:
-				return &retryGroup{cause} // the id is another transaction's now
-			}
-		case *status == "aborted":
-			return &retryGroup{cause}
-		case time.Since(asked) > stuckAfter:
-			_, _ = c.pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-				WHERE pid = $1 AND backend_xid = xid($2::text::xid8)`, int64(pid), commitorder.FormatXID(xid))
-		}
-		if ctx.Err() != nil {
-			return &errUnknownOutcome{fmt.Errorf("transaction %d: %w", xid, cause)}
-		}
-		sleepCtx(ctx, wait)
-	}
-}
-
-// How long resolve waits for an answer, and for a transaction whose
-// client is gone to end by itself.
-const (
-	resolveTimeout = time.Minute
-	stuckAfter     = 2 * time.Second
-)
 
 // reserveSQL begins a group: its transaction id (and server process), a
 // global position per event and a log seq per command (ascending: the
@@ -398,16 +283,6 @@ func (c *committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[
 		return nil, err
 	}
 	defer conn.Release() // a connection left in a transaction is closed, not reused
-
-	events, ids := 0, make([]string, len(group))
-	for i, u := range group {
-		events += len(u.envs)
-		ids[i] = u.rec.CommandID
-	}
-	var txid string
-	var pid uint32
-	var positions, seqs []int64
-	var logged []string
 	// The transaction is driven by statements in the batches (BEGIN with
 	// the reservations, COMMIT after the writes), so that it costs no round
 	// trip of its own; whatever does not reach COMMIT is rolled back here.
@@ -417,42 +292,82 @@ func (c *committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[
 			_, _ = pg.Exec(context.Background(), "ROLLBACK").ReadAll()
 		}
 	}()
+	r, err := c.begin(ctx, conn, group)
+	if err != nil {
+		return nil, err
+	}
+	if seen := r.seen(group); len(seen) > 0 {
+		return seen, nil
+	}
+	r.assign(group)
+	return c.write(ctx, conn, group, r, oneByOne)
+}
+
+// reservation is what begin reserved for a group: its transaction (and
+// server process), a global position per event and a log seq per command,
+// and which of its command ids are logged already.
+type reservation struct {
+	xid             uint64
+	pid             uint32
+	positions, seqs []int64
+	loggedIDs       []string
+}
+
+// begin sends BEGIN with the group's reservations (reserveSQL).
+func (c *committer) begin(ctx context.Context, conn *pgxpool.Conn, group []*unit) (*reservation, error) {
+	events, ids := 0, make([]string, len(group))
+	for i, u := range group {
+		events += len(u.envs)
+		ids[i] = u.rec.CommandID
+	}
+	var r reservation
+	var txid string
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(reserveSQL, events, len(group), ids).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&txid, &pid, &positions, &seqs, &logged)
+		return row.Scan(&txid, &r.pid, &r.positions, &r.seqs, &r.loggedIDs)
 	})
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		// No write was sent: whatever failed, nothing can have committed.
 		return nil, &retryGroup{fmt.Errorf("begin group commit: %w", err)}
 	}
+	var err error
+	r.xid, err = commitorder.ParseXID(txid)
+	return &r, err
+}
+
+// seen returns the commands of group whose ids the log holds already.
+func (r *reservation) seen(group []*unit) map[int]error {
 	seen := map[int]error{}
 	for i, u := range group {
-		if slices.Contains(logged, u.rec.CommandID) {
+		if slices.Contains(r.loggedIDs, u.rec.CommandID) {
 			seen[i] = errLogged
 		}
 	}
-	if len(seen) > 0 {
-		return seen, nil
-	}
-	xid, err := commitorder.ParseXID(txid)
-	if err != nil {
-		return nil, err
-	}
+	return seen
+}
 
+// assign gives the group's events their global positions and its
+// commands their log seqs, in the group's order, all under its transaction.
+func (r *reservation) assign(group []*unit) {
+	positions := r.positions
 	for i, u := range group {
 		for j := range u.envs {
-			u.envs[j].GlobalPosition, u.envs[j].TransactionID = positions[0], xid
+			u.envs[j].GlobalPosition, u.envs[j].TransactionID = positions[0], r.xid
 			positions = positions[1:]
 		}
-		u.rec.Seq, u.rec.TransactionID = seqs[i], xid
+		u.rec.Seq, u.rec.TransactionID = r.seqs[i], r.xid
 		if n := len(u.envs); n > 0 {
 			u.rec.GlobalPosition = u.envs[n-1].GlobalPosition
 		}
 	}
-	// The group's writes as one set: a statement per table and topic. When
-	// that fails, the writes again command by command, to find the one
-	// that failed alone.
+}
+
+// write sends the group's writes and COMMIT in one batch. The writes go as
+// one set, a statement per table and topic; when that fails, try writes
+// them again command by command (oneByOne), to find the one that failed
+// alone.
+func (c *committer) write(ctx context.Context, conn *pgxpool.Conn, group []*unit, r *reservation, oneByOne bool) (map[int]error, error) {
 	w := &pgx.Batch{}
 	if !oneByOne {
 		if err := c.queueWrites(ctx, w, group); err != nil {
@@ -462,32 +377,41 @@ func (c *committer) try(ctx context.Context, group []*unit, oneByOne bool) (map[
 		return alone, nil
 	}
 	// COMMIT goes with the writes: when one fails, PostgreSQL skips the
-	// rest of the batch, COMMIT included, and the deferred ROLLBACK ends
+	// rest of the batch, COMMIT included, and try's deferred ROLLBACK ends
 	// the transaction. None of the writes can fail without an error (no
 	// check on a row count), so a COMMIT that runs commits them all.
 	w.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, w).Close(); err != nil {
-		var f *failedAlone
-		var pgErr *pgconn.PgError
-		switch {
-		case dbfailure.SessionEnded(err) && !errors.Is(err, eventstore.ErrConflict):
-			// No answer from the server, or its session ended (terminated,
-			// shut down): the connection was lost, perhaps after COMMIT
-			// ran. Only the server knows.
-			return nil, c.resolve(xid, pid, group[0].rec.CommandID, err)
-		case groupWide(err):
-			return nil, &retryGroup{err}
-		case !oneByOne:
-			return nil, errOneByOne
-		case !errors.As(err, &f):
-			return nil, err
-		case errors.As(f.err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "commands_pkey":
-			return map[int]error{f.unit: errLogged}, nil // a twin in another group or process got there first
-		}
-		return map[int]error{f.unit: f.err}, nil
+		return c.writeFailed(err, group, r, oneByOne)
 	}
-	if pg.TxStatus() != 'I' {
+	if pg := conn.Conn().PgConn(); pg.TxStatus() != 'I' {
 		return nil, fmt.Errorf("group commit: the transaction is still open after COMMIT (status %c)", pg.TxStatus())
 	}
 	return nil, nil
+}
+
+// writeFailed sorts out a failed batch of writes: a lost connection (the
+// server alone knows whether COMMIT ran), a failure of the whole group
+// (retried), a write of the set (written again one by one), or the one
+// command that failed alone — a twin's id committed after the
+// reservation is errLogged.
+func (c *committer) writeFailed(err error, group []*unit, r *reservation, oneByOne bool) (map[int]error, error) {
+	var f *failedAlone
+	var pgErr *pgconn.PgError
+	switch {
+	case dbfailure.SessionEnded(err) && !errors.Is(err, eventstore.ErrConflict):
+		// No answer from the server, or its session ended (terminated,
+		// shut down): the connection was lost, perhaps after COMMIT
+		// ran. Only the server knows.
+		return nil, c.resolve(r.xid, r.pid, group[0].rec.CommandID, err)
+	case groupWide(err):
+		return nil, &retryGroup{err}
+	case !oneByOne:
+		return nil, errOneByOne
+	case !errors.As(err, &f):
+		return nil, err
+	case errors.As(f.err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "commands_pkey":
+		return map[int]error{f.unit: errLogged}, nil // a twin got there first: in another group or process, or earlier in this group
+	}
+	return map[int]error{f.unit: f.err}, nil
 }

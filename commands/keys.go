@@ -42,15 +42,42 @@ const (
 	MetaOnBehalfOf     = "on_behalf_of"
 )
 
+// errLogged is the committer's answer for a command whose id the log
+// holds already: the reservation that begins a group read it there, or the
+// log's primary key refused the insert (a twin got there after the
+// reservation: committed in another group or process, or written earlier in
+// this command's own group, whose outcome is then the group's).
 var errLogged = errors.New("command id already logged")
 
-// loggedMeanwhile answers a command whose id a concurrent request logged first.
-func (b *Bus) loggedMeanwhile(ctx context.Context, rec commandlog.Record) (commandlog.Record, error) {
-	prior, err := b.log.Get(ctx, rec.CommandID)
-	if err != nil {
-		return commandlog.Record{}, err
+// unlessLogged is an outcome that holds only for a command id the log does
+// not hold: a retry of a logged command is answered as it was then, though
+// a precondition fails now, its If-Match is stale now, or (errLogged) a
+// twin request committed it while this one was being decided.
+type unlessLogged struct{ err error }
+
+func (e *unlessLogged) Error() string { return e.err.Error() }
+func (e *unlessLogged) Unwrap() error { return e.err }
+
+// fromLog answers c, which cannot go on as a new command (cause), from the
+// log: its recorded outcome, or cause when the log holds none (or does not
+// answer). A new command is not looked up before its commit: the commit
+// finds a twin itself (errLogged), so a command reads the log at most once,
+// here or at admission.
+func (b *Bus) fromLog(ctx context.Context, c *command, cause error) (commandlog.Record, error) {
+	prior, err := b.logged(ctx, c.rec.CommandID)
+	switch {
+	case err == nil:
+		return b.replay(prior, c.rec)
+	case errors.Is(cause, errLogged):
+		return commandlog.Record{}, err // logged, yet the log did not answer
 	}
-	return b.replay(prior, rec)
+	return commandlog.Record{}, cause
+}
+
+// logged reads the log's record of a command id (commandlog.ErrNotFound:
+// none). A record, once logged, never changes.
+func (b *Bus) logged(ctx context.Context, id string) (commandlog.Record, error) {
+	return b.log.Get(ctx, id)
 }
 
 // replay returns the recorded outcome of a command id seen before.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
 
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
@@ -215,6 +216,7 @@ func (s *Server) cancelThroughSaga(c echo.Context, id, reason string) error {
 	defer stop()
 	p, err := s.sagas.CancelOrder(wait, id, reason, updateID)
 	var unavailable *serviceerror.Unavailable
+	var timedOut *client.WorkflowUpdateServiceTimeoutOrCanceledError
 	switch {
 	case errors.Is(err, sagas.ErrSagaStarting):
 		c.Response().Header().Set("Retry-After", "1")
@@ -232,7 +234,9 @@ func (s *Server) cancelThroughSaga(c echo.Context, id, reason string) error {
 		// The saga accepted the cancel and has not answered yet (the
 		// carrier is slow to): its outcome shows in the saga's progress.
 		return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id), "status": "pending"})
-	case err != nil && wait.Err() != nil && ctx.Err() == nil:
+	case err != nil && ctx.Err() == nil && (wait.Err() != nil || errors.As(err, &timedOut)):
+		// (The SDK may give up waiting for the update a moment before
+		// wait's deadline: that is the same timeout, not a fault.)
 		// No answer in time: the update may have reached the saga, which
 		// may yet take it and cancel. Nothing here says it did not.
 		c.Response().Header().Set("Retry-After", "1")

@@ -13,13 +13,12 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/orderflow/delivery"
-	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/domain/wallet"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/eventstore/eventstoretest"
 	"github.com/orderflow/orderflow/eventstore/streams"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/internal/pgtest"
-	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/projections"
 )
 
@@ -197,12 +196,9 @@ func TestEventUpdatesResumeWithoutGapOrDuplicate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	envs, err := store.Append(context.Background(), slow, wallet.StreamType, late, 0,
-		[]aggregate.Event{wallet.Opened{WalletID: late, CustomerID: "c", Currency: "EUR"}}, eventstore.Metadata{CorrelationID: "x", Actor: "test"})
+	envs, err := eventstoretest.SaveAndPublish(context.Background(), slow, store,
+		eventstoretest.Stream(wallet.StreamType, late, 0, wallet.Opened{WalletID: late, CustomerID: "c", Currency: "EUR"}), eventstore.Metadata{CorrelationID: "x", Actor: "test"})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := outbox.Publish(context.Background(), slow, envs); err != nil {
 		t.Fatal(err)
 	}
 	topB := c.want(c.do("POST", "/wallets/"+b+"/top-ups", `{"amount":7,"reason":"test"}`), 201)

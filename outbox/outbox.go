@@ -75,15 +75,6 @@ func PublishTo(ctx context.Context, tx pgx.Tx, topic string, msgs ...*message.Me
 	return nil
 }
 
-// Publish writes one message per event in tx, grouped by topic in order.
-func Publish(ctx context.Context, tx pgx.Tx, envs []eventstore.Envelope) error {
-	b := &pgx.Batch{}
-	if err := Queue(b, envs); err != nil {
-		return err
-	}
-	return tx.SendBatch(ctx, b).Close()
-}
-
 // Queue queues the inserts of one message per event, grouped by topic in
 // order, on b: a command sends them with its other writes in one round
 // trip.

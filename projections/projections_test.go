@@ -23,11 +23,11 @@ import (
 	"github.com/orderflow/orderflow/commandlog"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
-	"github.com/orderflow/orderflow/domain/aggregate"
 	"github.com/orderflow/orderflow/domain/inventory"
 	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/domain/wallet"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/eventstore/eventstoretest"
 	"github.com/orderflow/orderflow/eventstore/streams"
 	"github.com/orderflow/orderflow/internal/pgtest"
 	"github.com/orderflow/orderflow/outbox"
@@ -211,12 +211,9 @@ func TestOutOfOrderCommitsAreAllProjected(t *testing.T) {
 	e.run()
 	slowID, fastID := "w-slow-"+uuid.NewString(), "w-fast-"+uuid.NewString()
 	appendAndPublish := func(tx pgx.Tx, id string) {
-		envs, err := e.store.Append(e.ctx, tx, wallet.StreamType, id, 0,
-			[]aggregate.Event{wallet.Opened{WalletID: id, CustomerID: "c", Currency: "EUR"}}, eventstore.Metadata{CorrelationID: id, Actor: "test"})
+		_, err := eventstoretest.SaveAndPublish(e.ctx, tx, e.store,
+			eventstoretest.Stream(wallet.StreamType, id, 0, wallet.Opened{WalletID: id, CustomerID: "c", Currency: "EUR"}), eventstore.Metadata{CorrelationID: id, Actor: "test"})
 		if err != nil {
-			t.Fatal(err)
-		}
-		if err := outbox.Publish(e.ctx, tx, envs); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -6,12 +6,13 @@
 // Once the carrier has the parcel nothing is undone: a failure after it
 // stops the saga for an operator, who retries the step or writes it off.
 //
-// The saga's rooms: this file holds its types, versions and entry point;
+// Its files: fulfilment.go holds its types, versions and entry point;
 // forward.go the steps before and after the carrier; carrier.go the
 // carrier, its withdrawal and the customer's cancel; decisions.go
 // compensation and operators' decisions; repair.go the repair of an ended
-// run; ui.go what operators see in the Temporal UI. legacy.go is the saga
-// as it ran before VersionGuarded, frozen for the runs recorded then.
+// run; visibility.go what operators see of a run (its search attributes,
+// summary, current details and metrics). legacy.go is the saga as it ran
+// before VersionGuarded, frozen for the runs recorded then.
 package workflows
 
 import (

@@ -26,6 +26,7 @@ import (
 	"github.com/orderflow/orderflow/domain/order"
 	"github.com/orderflow/orderflow/domain/wallet"
 	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/eventstore/eventstoretest"
 	"github.com/orderflow/orderflow/eventstore/streams"
 	"github.com/orderflow/orderflow/internal/pgtest"
 	"github.com/orderflow/orderflow/internal/verify"
@@ -60,7 +61,8 @@ func (w *world) do(typ string, payload any) commandlog.Record {
 func (w *world) forge(streamType, id string, expected int64, events ...aggregate.Event) {
 	w.t.Helper()
 	err := pgx.BeginFunc(w.ctx, w.pool, func(tx pgx.Tx) error {
-		_, err := w.store.Append(w.ctx, tx, streamType, id, expected, events, eventstore.Metadata{CorrelationID: "forged", CausationID: "forged-" + id, Actor: "test"})
+		_, err := eventstoretest.Save(w.ctx, tx, w.store, eventstoretest.Stream(streamType, id, expected, events...),
+			eventstore.Metadata{CorrelationID: "forged", CausationID: "forged-" + id, Actor: "test"})
 		return err
 	})
 	if err != nil {

@@ -107,8 +107,9 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 // wait longer than Wait at the pace sagas are started now (the launchers
 // keep a bounded number running, so the queue is where a backlog grows):
 // the bus asks it before anything of a PlaceOrder is decided or logged,
-// whichever door the order came through. A queue under Min is always
-// admitted (a cold start, when no pace is measured yet).
+// whichever way the order came (POST /orders, POST /commands, a retry).
+// A queue under Min is always admitted (a cold start, when no pace is
+// measured yet).
 type Admission struct {
 	Backlog *Backlog
 	Wait    time.Duration

@@ -1,7 +1,9 @@
 package workflows
 
-// What operators see: the search attributes (Temporal UI filters), the
-// run's static summary and current details, and the saga's metrics.
+// What operators see of a run: its search attributes (kept in Temporal's
+// visibility store: the Temporal UI's filters, and the saga lists and
+// counts of package sagas), its static summary and current details, and
+// the saga's metrics.
 
 import (
 	"fmt"
