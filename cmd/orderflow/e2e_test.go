@@ -39,6 +39,7 @@ import (
 
 	"github.com/orderflow/orderflow/asyncapi"
 	"github.com/orderflow/orderflow/auth"
+	api "github.com/orderflow/orderflow/client"
 	"github.com/orderflow/orderflow/commands"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/http/apitest"
@@ -133,6 +134,9 @@ type system struct {
 	cfg Config
 	// token is an operator's, sent unless a call sets Authorization.
 	token string
+	// api is the typed client, as the operator; send and call are for
+	// requests it would not build (another principal, hostile input).
+	api *api.ClientWithResponses
 }
 
 // bearer is the Authorization header of p's token, signed with dev's key.
@@ -204,6 +208,7 @@ func startSystem(t *testing.T, carrierLatency time.Duration, opts ...func(*Confi
 	case err := <-done:
 		t.Fatal(err)
 	}
+	s.api = apitest.NewClient(t, s.url, s.token)
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
@@ -247,13 +252,34 @@ func (s *system) call(method, path, body string, want int, headers ...string) ma
 
 // customer opens a wallet with balance and receives stock of one SKU.
 func (s *system) customer(balance, stock int) (wallet, sku string) {
+	s.t.Helper()
+	ctx := context.Background()
 	wallet, sku = "w-"+uuid.NewString(), "sku-"+uuid.NewString()
 	// A named wallet: its name is personal, sealed on every topic.
-	s.call("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":"c-%s","currency":"EUR","name":"Ada's"}`, wallet, wallet), 201)
-	s.call("POST", "/wallets/"+wallet+"/top-ups", fmt.Sprintf(`{"amount":%d,"reason":"test funds"}`, balance), 201)
-	s.call("PUT", "/products/"+sku+"/price", `{"unit_price":1000,"currency":"EUR"}`, 201)
-	s.call("POST", "/products/"+sku+"/stock", fmt.Sprintf(`{"quantity":%d}`, stock), 201)
+	name, reason := "Ada's", "test funds"
+	opened, err := s.api.OpenWalletWithResponse(ctx, nil, api.OpenWallet{WalletId: wallet, CustomerId: "c-" + wallet, Currency: "EUR", Name: &name})
+	s.created("open the wallet", opened, err)
+	topped, err := s.api.TopUpWalletWithResponse(ctx, wallet, nil, api.TopUpWalletJSONRequestBody{Amount: int64(balance), Reason: &reason})
+	s.created("top it up", topped, err)
+	priced, err := s.api.SetPriceWithResponse(ctx, sku, nil, api.SetPriceJSONRequestBody{UnitPrice: 1000, Currency: "EUR"})
+	s.created("price the SKU", priced, err)
+	stocked, err := s.api.ReceiveStockWithResponse(ctx, sku, nil, api.ReceiveStockJSONRequestBody{Quantity: int64(stock)})
+	s.created("receive stock", stocked, err)
 	return wallet, sku
+}
+
+// created fails the test unless a command's answer is 201.
+func (s *system) created(what string, res interface {
+	StatusCode() int
+	GetBody() []byte
+}, err error) {
+	s.t.Helper()
+	if err != nil {
+		s.t.Fatalf("%s: %v", what, err)
+	}
+	if res.StatusCode() != http.StatusCreated {
+		s.t.Fatalf("%s: %d, want 201: %s", what, res.StatusCode(), res.GetBody())
+	}
 }
 
 // fault makes a change no client's door allows (the hold vanishes beside
@@ -272,15 +298,17 @@ func (s *system) order(wallet, sku string, qty int, postalCode string) string {
 
 // orderWithID places an order under the given id; "" lets the API derive it.
 func (s *system) orderWithID(id, wallet, sku string, qty int, postalCode string) string {
-	orderID := ""
+	s.t.Helper()
+	price := int64(1000)
+	body := api.PlaceOrder{CustomerId: "c-" + wallet, WalletId: wallet, Currency: "EUR",
+		Lines:           []api.OrderLine{{Sku: sku, Quantity: int64(qty), UnitPrice: &price}},
+		ShippingAddress: api.Address{Name: "Ada", Line1: "1 Main St", City: "Paris", PostalCode: postalCode, Country: "FR"}}
 	if id != "" {
-		orderID = fmt.Sprintf(`"order_id":%q,`, id)
+		body.OrderId = &id
 	}
-	r := s.call("POST", "/orders", fmt.Sprintf(`{%s"customer_id":"c-%s","wallet_id":%q,"currency":"EUR",
-		"lines":[{"sku":%q,"quantity":%d,"unit_price":1000}],
-		"shipping_address":{"name":"Ada","line1":"1 Main St","city":"Paris","postal_code":%q,"country":"FR"}}`,
-		orderID, wallet, wallet, sku, qty, postalCode), 201)
-	return r["stream_id"].(string)
+	res, err := s.api.PlaceOrderWithResponse(context.Background(), nil, body)
+	s.created("place the order", res, err)
+	return res.JSON201.StreamId
 }
 
 // until polls the saga's progress query until ok holds.
@@ -352,15 +380,21 @@ func (s *system) latest() int64 {
 
 // balances reads the wallet and the stock after the read models caught up
 // with the event log.
-func (s *system) balances(wallet, sku string) (available, onHand, reserved float64) {
+func (s *system) balances(wallet, sku string) (available, onHand, reserved int64) {
 	s.t.Helper()
-	last := s.latest()
-	w := s.call("GET", fmt.Sprintf("/wallets/%s?min_position=%d", wallet, last), "", 200)
-	p := s.call("GET", fmt.Sprintf("/products/%s?min_position=%d", sku, last), "", 200)
-	if w["held"] != 0.0 {
-		s.t.Fatalf("a hold is left on %s: %v", wallet, w)
+	ctx, last := context.Background(), s.latest()
+	w, err := s.api.GetWalletWithResponse(ctx, wallet, &api.GetWalletParams{MinPosition: &last})
+	if err != nil || w.JSON200 == nil {
+		s.t.Fatalf("GET the wallet: %v %s", err, w.Body)
 	}
-	return w["available"].(float64), p["on_hand"].(float64), p["reserved"].(float64)
+	p, err := s.api.GetProductWithResponse(ctx, sku, &api.GetProductParams{MinPosition: &last})
+	if err != nil || p.JSON200 == nil {
+		s.t.Fatalf("GET the product: %v %s", err, p.Body)
+	}
+	if w.JSON200.Held != 0 {
+		s.t.Fatalf("a hold is left on %s: %+v", wallet, *w.JSON200)
+	}
+	return w.JSON200.Available, p.JSON200.OnHand, p.JSON200.Reserved
 }
 
 func TestOrderIsFulfilledEndToEnd(t *testing.T) {
@@ -484,7 +518,7 @@ func TestFailuresCompensateAndRestoreBalances(t *testing.T) {
 				t.Fatalf("saga %+v", p)
 			}
 			avail, onHand, reserved := s.balances(wallet, sku)
-			if avail != float64(c.balance) || onHand != float64(c.stock) || reserved != 0 {
+			if avail != int64(c.balance) || onHand != int64(c.stock) || reserved != 0 {
 				t.Fatalf("not restored: available %v on hand %v reserved %v", avail, onHand, reserved)
 			}
 			o := s.call("GET", fmt.Sprintf("/orders/%s?min_position=%d", id, s.latest()), "", 200)

@@ -31,6 +31,7 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
+	"github.com/orderflow/orderflow/client"
 	httpapi "github.com/orderflow/orderflow/http"
 )
 
@@ -290,4 +291,15 @@ func CheckSeen(want []string) error {
 		return fmt.Errorf("no test produced the problem codes %v (seen: %v)", missing, Seen())
 	}
 	return nil
+}
+
+// NewClient is orderflow's typed client (package client) for server,
+// sending token, whose every response is validated (New): the tests send
+// well-formed requests through the client Go users get.
+func NewClient(tb testing.TB, server, token string) *client.ClientWithResponses {
+	c, err := client.New(server, token, client.WithHTTPClient(Client(tb)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
 }
