@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/orderflow/orderflow/client"
 )
 
 // Kinds of order in the mix, named after what the saga should end with.
@@ -220,20 +222,18 @@ func setUp(ctx context.Context, c *Client, cfg Config, runID string) (*fixture, 
 	if cfg.Hot {
 		balance, stock = 100_000, 100
 	}
+	reason := "load test: funds for the generated orders"
 	for i := range max(cfg.Customers, 1) {
 		id := fmt.Sprintf("w-%s-%d", runID, i)
 		poor := id + "-poor"
-		for _, step := range []struct {
-			path string
-			body map[string]any
-		}{
-			{"/wallets", map[string]any{"wallet_id": id, "customer_id": "c-" + id, "currency": "EUR"}},
-			{"/wallets/" + id + "/top-ups", map[string]any{"amount": balance, "reason": "load test: funds for the generated orders"}},
-			{"/wallets", map[string]any{"wallet_id": poor, "customer_id": "c-" + poor, "currency": "EUR"}},
-		} {
-			if err := c.mustPost(ctx, step.path, step.body); err != nil {
-				return nil, err
-			}
+		if err := created("open " + id)(c.API.OpenWalletWithResponse(ctx, nil, client.OpenWallet{WalletId: id, CustomerId: "c-" + id, Currency: "EUR"})); err != nil {
+			return nil, err
+		}
+		if err := created("top up " + id)(c.API.TopUpWalletWithResponse(ctx, id, nil, client.TopUpWalletJSONRequestBody{Amount: balance, Reason: &reason})); err != nil {
+			return nil, err
+		}
+		if err := created("open " + poor)(c.API.OpenWalletWithResponse(ctx, nil, client.OpenWallet{WalletId: poor, CustomerId: "c-" + poor, Currency: "EUR"})); err != nil {
+			return nil, err
 		}
 		f.rich = append(f.rich, id)
 		f.poor = append(f.poor, poor)
@@ -243,7 +243,7 @@ func setUp(ctx context.Context, c *Client, cfg Config, runID string) (*fixture, 
 		if err := c.setPrice(ctx, sku, int64(100+i*37%5000)); err != nil {
 			return nil, err
 		}
-		if err := c.mustPost(ctx, "/products/"+sku+"/stock", map[string]any{"quantity": stock}); err != nil {
+		if err := created("stock " + sku)(c.API.ReceiveStockWithResponse(ctx, sku, nil, client.ReceiveStockJSONRequestBody{Quantity: stock})); err != nil {
 			return nil, err
 		}
 		f.skus = append(f.skus, sku)
@@ -253,16 +253,29 @@ func setUp(ctx context.Context, c *Client, cfg Config, runID string) (*fixture, 
 	return f, c.setPrice(ctx, f.scarce, 100)
 }
 
+// created is a set-up step's outcome: nil when it was created (201), or
+// is there already (200, a replay).
+func created(what string) func(answer, error) error {
+	return func(res answer, err error) error {
+		switch {
+		case err != nil:
+			return fmt.Errorf("%s: %w", what, err)
+		case res.StatusCode() != http.StatusCreated && res.StatusCode() != http.StatusOK:
+			return fmt.Errorf("%s: %d %s", what, res.StatusCode(), res.GetBody())
+		}
+		return nil
+	}
+}
+
+// answer is what every typed answer of package client has.
+type answer interface {
+	StatusCode() int
+	GetBody() []byte
+}
+
 // setPrice prices sku in the catalogue (an operator's PUT).
 func (c *Client) setPrice(ctx context.Context, sku string, unitPrice int64) error {
-	status, out, err := c.Send(ctx, http.MethodPut, "/products/"+sku+"/price", "", map[string]any{"unit_price": unitPrice, "currency": "EUR"})
-	if err != nil {
-		return err
-	}
-	if status != http.StatusCreated && status != http.StatusOK {
-		return fmt.Errorf("PUT /products/%s/price: %d %v", sku, status, out)
-	}
-	return nil
+	return created("price " + sku)(c.API.SetPriceWithResponse(ctx, sku, nil, client.SetPriceJSONRequestBody{UnitPrice: unitPrice, Currency: "EUR"}))
 }
 
 // placeOrder places one order of kind and waits until the read model shows it.
@@ -277,35 +290,42 @@ func placeOrder(ctx context.Context, c *Client, f *fixture, cfg Config, runID st
 	case KindCarrierRejected:
 		zip = cfg.RejectPostalCode
 	}
-	body := map[string]any{
-		"customer_id": "c-" + wallet, "wallet_id": wallet, "currency": "EUR",
-		"lines":            []map[string]any{{"sku": sku, "quantity": 1 + rnd.IntN(3)}}, // priced by the catalogue
-		"shipping_address": map[string]any{"name": "Load Test", "line1": "1 Bench St", "city": "Paris", "postal_code": zip, "country": "FR"},
-	}
+	body := client.PlaceOrder{CustomerId: "c-" + wallet, WalletId: wallet, Currency: "EUR",
+		Lines:           []client.OrderLine{{Sku: sku, Quantity: int64(1 + rnd.IntN(3))}}, // priced by the catalogue
+		ShippingAddress: client.Address{Name: "Load Test", Line1: "1 Bench St", City: "Paris", PostalCode: zip, Country: "FR"}}
 	key := fmt.Sprintf("load-%s-%d", runID, n)
+	params := &client.PlaceOrderParams{IdempotencyKey: &key}
 	t0 := time.Now()
-	status, out, header, err := c.send(ctx, http.MethodPost, "/orders", key, body)
-	s.Accepted, s.Status, s.RetryAfter = time.Since(t0), status, header.Get("Retry-After") != ""
-	if secs, err := strconv.Atoi(header.Get("Retry-After")); err == nil {
-		s.RetryAfterDelay = time.Duration(max(secs, 1)) * time.Second
-	}
-	if err != nil || status != http.StatusCreated {
+	res, err := c.API.PlaceOrderWithResponse(ctx, params, body)
+	s.Accepted = time.Since(t0)
+	if err != nil {
 		return s, false
 	}
-	s.OrderID, _ = out["stream_id"].(string)
-	pos := int64(out["global_position"].(float64))
+	s.Status, s.RetryAfter = res.StatusCode(), res.HTTPResponse.Header.Get("Retry-After") != ""
+	if secs, err := strconv.Atoi(res.HTTPResponse.Header.Get("Retry-After")); err == nil {
+		s.RetryAfterDelay = time.Duration(max(secs, 1)) * time.Second
+	}
+	if res.JSON201 == nil {
+		return s, false
+	}
+	s.OrderID = res.JSON201.StreamId
+	pos := res.JSON201.GlobalPosition
 	if cfg.Duplicates > 0 && rnd.Float64() < cfg.Duplicates {
-		st, again, err := c.Post(ctx, "/orders", key, body)
-		if err != nil || st != http.StatusOK || again["stream_id"] != s.OrderID {
+		again, err := c.API.PlaceOrderWithResponse(ctx, params, body)
+		if err != nil || again.JSON200 == nil || again.JSON200.StreamId != s.OrderID {
 			s.Duplicate = true
+			st := 0
+			if err == nil {
+				st = again.StatusCode()
+			}
 			s.Outcome = fmt.Sprintf("duplicate_mismatch_%d", st)
 		}
 	}
 	if kind == KindCancelled {
-		c.Post(ctx, "/orders/"+s.OrderID+"/cancel", "", map[string]any{"reason": "load test: changed my mind"})
+		c.API.CancelOrderWithResponse(ctx, s.OrderID, nil, client.CancelOrderJSONRequestBody{Reason: "load test: changed my mind"})
 	}
 	t1 := time.Now()
-	if st, _, err := c.Get(ctx, fmt.Sprintf("/orders/%s?min_position=%d", s.OrderID, pos)); err == nil && st == http.StatusOK {
+	if o, err := c.API.GetOrderWithResponse(ctx, s.OrderID, &client.GetOrderParams{MinPosition: pos}); err == nil && o.JSON200 != nil {
 		s.Visible = time.Since(t1)
 	}
 	return s, true
@@ -315,13 +335,11 @@ func placeOrder(ctx context.Context, c *Client, f *fixture, cfg Config, runID st
 func (c *Client) awaitSaga(ctx context.Context, orderID string, timeout time.Duration) (time.Duration, string) {
 	t0 := time.Now()
 	for time.Since(t0) < timeout && ctx.Err() == nil {
-		st, out, err := c.Get(ctx, "/orders/"+orderID)
-		if err == nil && st == http.StatusOK {
-			if saga, ok := out["saga"].(map[string]any); ok {
-				switch saga["status"] {
-				case "COMPLETED", "COMPENSATED", "NEEDS_ATTENTION":
-					return time.Since(t0), saga["status"].(string)
-				}
+		o, err := c.API.GetOrderWithResponse(ctx, orderID, nil)
+		if err == nil && o.JSON200 != nil && o.JSON200.Saga != nil {
+			switch st := o.JSON200.Saga.Status; st {
+			case "COMPLETED", "COMPENSATED", "NEEDS_ATTENTION":
+				return time.Since(t0), st
 			}
 		}
 		// Every 100 ms for two seconds, then every 500 ms: each poll
@@ -357,26 +375,33 @@ func weighted(mix map[string]float64) func(*rand.Rand) string {
 	}
 }
 
-// Client is the HTTP client of the load and of the campaign: JSON bodies,
-// a bearer token, an optional Idempotency-Key; the answer decoded as a
-// JSON object (status 0 and an error when no answer came).
+// Client is the HTTP client of the load and of the campaign: API is
+// orderflow's typed client (package client, generated from the OpenAPI
+// document), which places orders and sets up; Post, Get and Send send any
+// JSON body (the campaign's hostile requests, which a typed client would
+// not build), the answer decoded as a JSON object (status 0 and an error
+// when no answer came).
 type Client struct {
+	API         *client.ClientWithResponses
 	base, token string
 	http        *http.Client
 }
 
 // NewClient sends to base with token.
 func NewClient(base, token string, hc *http.Client) *Client {
-	return &Client{base: strings.TrimRight(base, "/"), token: token, http: hc}
+	base = strings.TrimRight(base, "/")
+	api, err := client.New(base, token, client.WithHTTPClient(hc))
+	if err != nil { // only a base that is not a URL
+		panic(fmt.Sprintf("loadgen: API %q: %v", base, err))
+	}
+	return &Client{API: api, base: base, token: token, http: hc}
 }
 
 // At is the same client sending to another API.
-func (c *Client) At(base string) *Client {
-	return &Client{base: strings.TrimRight(base, "/"), token: c.token, http: c.http}
-}
+func (c *Client) At(base string) *Client { return NewClient(base, c.token, c.http) }
 
 // As is the same client sending with another principal's token.
-func (c *Client) As(token string) *Client { return &Client{base: c.base, token: token, http: c.http} }
+func (c *Client) As(token string) *Client { return NewClient(c.base, token, c.http) }
 
 // Base is the API this client sends to.
 func (c *Client) Base() string { return c.base }
