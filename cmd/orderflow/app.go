@@ -33,7 +33,7 @@ import (
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/eventstore/streams"
 	httpapi "github.com/orderflow/orderflow/http"
-	"github.com/orderflow/orderflow/internal/devpg"
+	"github.com/orderflow/orderflow/internal/devruntime/devpg"
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/projections"

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/auth"
-	"github.com/orderflow/orderflow/internal/campaign"
+	"github.com/orderflow/orderflow/internal/harness/campaign"
 	"github.com/orderflow/orderflow/internal/verify"
 )
 

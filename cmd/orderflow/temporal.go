@@ -17,7 +17,7 @@ import (
 
 	"github.com/orderflow/orderflow/activities"
 	"github.com/orderflow/orderflow/delivery"
-	"github.com/orderflow/orderflow/internal/devtemporal"
+	"github.com/orderflow/orderflow/internal/devruntime/devtemporal"
 	"github.com/orderflow/orderflow/personal"
 	"github.com/orderflow/orderflow/workflows"
 	"github.com/orderflow/orderflow/workflows/sagas"

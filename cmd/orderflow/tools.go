@@ -17,7 +17,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/orderflow/orderflow/delivery"
-	"github.com/orderflow/orderflow/internal/loadgen"
+	"github.com/orderflow/orderflow/internal/harness/loadgen"
 	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/projections"

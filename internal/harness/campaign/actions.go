@@ -12,7 +12,7 @@ import (
 
 	"go.temporal.io/api/serviceerror"
 
-	"github.com/orderflow/orderflow/internal/loadgen"
+	"github.com/orderflow/orderflow/internal/harness/loadgen"
 	"github.com/orderflow/orderflow/workflows"
 	"github.com/orderflow/orderflow/workflows/sagas"
 )
