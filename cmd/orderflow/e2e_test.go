@@ -164,7 +164,12 @@ func startSystem(t *testing.T, carrierLatency time.Duration, opts ...func(*Confi
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- withPool(ctx, cfg, func(a *app) error {
+		done <- func() error {
+			a, err := newApp(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer a.close()
 			tc, err := a.dialTemporal(ctx)
 			if err != nil {
 				return err
@@ -191,7 +196,7 @@ func startSystem(t *testing.T, carrierLatency time.Duration, opts ...func(*Confi
 			g.Go(func() error { return a.runProjector(ctx) })
 			close(ready)
 			return g.Wait()
-		})
+		}()
 	}()
 	select {
 	case <-ready:

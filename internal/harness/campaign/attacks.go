@@ -13,9 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"go.temporal.io/api/serviceerror"
+
 	"github.com/orderflow/orderflow/workflows"
 	"github.com/orderflow/orderflow/workflows/sagas"
-	"go.temporal.io/api/serviceerror"
 )
 
 // duplicateKey sends the same keyed order to both APIs at once: one order.

@@ -12,10 +12,11 @@ import (
 	"slices"
 	"time"
 
-	"github.com/orderflow/orderflow/workflows"
-	"github.com/orderflow/orderflow/workflows/sagas"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
+
+	"github.com/orderflow/orderflow/workflows"
+	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
 // sagaStatus is the order's saga status as GET /orders/{id} shows it ("" if unknown).
