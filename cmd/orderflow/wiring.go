@@ -17,6 +17,7 @@
 //
 // The operator's tools (tools.go) open the same app and call one method.
 // How each part is configured is in parts.go.
+
 package main
 
 import (
