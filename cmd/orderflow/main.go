@@ -83,28 +83,28 @@ var subcommands = map[string]func(fs *flag.FlagSet) run{
 	"temporal-server": role(runTemporalServer),
 
 	// The operator's tools (tools.go), each on an app of its own.
-	"projections status":  tool(noTemporal, func(ctx context.Context, a *app) error { return a.projectionsStatus(ctx) }),
-	"projections rebuild": tool(noTemporal, func(ctx context.Context, a *app) error { return a.rebuild(ctx, a.cfg.arg(0)) }),
+	"projections status":  role(tool(noTemporal, func(ctx context.Context, a *app) error { return a.projectionsStatus(ctx) })),
+	"projections rebuild": role(tool(noTemporal, func(ctx context.Context, a *app) error { return a.rebuild(ctx, a.cfg.arg(0)) })),
 	"poison list": func(fs *flag.FlagSet) run {
 		unresolved := fs.Bool("unresolved", false, "only messages not yet replayed")
-		return tool(noTemporal, func(ctx context.Context, a *app) error { return a.poisonList(ctx, *unresolved) })(fs)
+		return tool(noTemporal, func(ctx context.Context, a *app) error { return a.poisonList(ctx, *unresolved) })
 	},
 	"poison replay": func(fs *flag.FlagSet) run {
 		all := fs.Bool("all", false, "replay every unresolved message, in order")
-		return tool(noTemporal, func(ctx context.Context, a *app) error { return a.poisonReplay(ctx, a.cfg.arg(0), *all) })(fs)
+		return tool(noTemporal, func(ctx context.Context, a *app) error { return a.poisonReplay(ctx, a.cfg.arg(0), *all) })
 	},
 	"events tail": func(fs *flag.FlagSet) run {
 		topic := fs.String("topic", "order_events", "topic to follow: order_events, inventory_events, wallet_events, shipment_events, commands, poison")
 		from := fs.String("from", "end", "where to start: beginning, end, or a message offset")
-		return tool(noTemporal, func(ctx context.Context, a *app) error { return a.tail(ctx, *topic, *from) })(fs)
+		return tool(noTemporal, func(ctx context.Context, a *app) error { return a.tail(ctx, *topic, *from) })
 	},
 	"verify": func(fs *flag.FlagSet) run {
 		settle := fs.Duration("settle", time.Minute, "how long to wait for consumers and sagas to finish before checking")
-		return tool(temporalIfSet, func(ctx context.Context, a *app) error { return a.verify(ctx, *settle) })(fs)
+		return tool(temporalIfSet, func(ctx context.Context, a *app) error { return a.verify(ctx, *settle) })
 	},
 	"sagas repair": func(fs *flag.FlagSet) run {
 		order := fs.String("order", "", "repair this order only (default: every order whose saga ended without an outcome)")
-		return tool(temporalRequired, func(ctx context.Context, a *app) error { return a.repair(ctx, *order) })(fs)
+		return tool(temporalRequired, func(ctx context.Context, a *app) error { return a.repair(ctx, *order) })
 	},
 	"token": func(fs *flag.FlagSet) run {
 		var t tokenFlags
@@ -114,13 +114,13 @@ var subcommands = map[string]func(fs *flag.FlagSet) run{
 	// asyncapi reads no configuration: see main.
 }
 
-// role is a subcommand with no flags of its own.
+// role is a subcommand with no flags of its own (beside the settings).
 func role(r run) func(*flag.FlagSet) run { return func(*flag.FlagSet) run { return r } }
 
 // tool is an operator's subcommand: f on an app, with a Temporal client
 // as temporal says.
-func tool(temporal temporalUse, f func(context.Context, *app) error) func(*flag.FlagSet) run {
-	return role(func(ctx context.Context, cfg Config) error {
+func tool(temporal temporalUse, f func(context.Context, *app) error) run {
+	return func(ctx context.Context, cfg Config) error {
 		a, err := newApp(ctx, cfg)
 		if err != nil {
 			return err
@@ -130,7 +130,7 @@ func tool(temporal temporalUse, f func(context.Context, *app) error) func(*flag.
 			return err
 		}
 		return f(ctx, a)
-	})
+	}
 }
 
 func main() {
