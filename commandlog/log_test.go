@@ -9,7 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderflow/orderflow/commandlog"
-	"github.com/orderflow/orderflow/internal/pgtest"
+	"github.com/orderflow/orderflow/internal/testkit/pgtest"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/orderflow/orderflow/commitorder"
-	"github.com/orderflow/orderflow/internal/pgtest"
+	"github.com/orderflow/orderflow/internal/testkit/pgtest"
 )
 
 // After a crash before its COMMIT reached the WAL, PostgreSQL may give a

@@ -15,7 +15,7 @@ import (
 	"github.com/orderflow/orderflow/auth"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/http/apitest"
-	"github.com/orderflow/orderflow/internal/pgtest"
+	"github.com/orderflow/orderflow/internal/testkit/pgtest"
 )
 
 // writes counts what a request may have written: events and logged commands.

@@ -13,7 +13,7 @@ import (
 
 	"github.com/orderflow/orderflow/activities"
 	httpapi "github.com/orderflow/orderflow/http"
-	"github.com/orderflow/orderflow/internal/pgtest"
+	"github.com/orderflow/orderflow/internal/testkit/pgtest"
 )
 
 // paymentsAPI serves the API with the simulated provider (its ledger in the

@@ -2,7 +2,7 @@
 # A seeded campaign of hostile customers, operators and faults against the
 # production topology (scripts/lib/cluster.sh: PostgreSQL of its own,
 # Temporal's server as its own process on it, two api, two projector and two
-# worker processes). `orderflow campaign` acts from the seed through every
+# worker processes). `orderflow-harness campaign` acts from the seed through every
 # door while faults are injected — kill -9 (and restart) of an api, a
 # worker, a projector or Temporal's server, PostgreSQL restarted
 # (immediate), one process's database connections cut by the campaign's TCP
@@ -70,7 +70,7 @@ for name in $ROLES; do PROXIES="$PROXIES${PROXIES:+,}$name=127.0.0.1:$(proxy_por
 log "campaign: seed $SEED, ${SECONDS_OF_LOAD}s of load, faults: $FAULTS"
 # The campaign first: it holds the proxies every process connects through
 # (and waits for the APIs to be ready).
-start campaign "$BIN" campaign -seed "$SEED" -duration "${SECONDS_OF_LOAD}s" \
+start campaign "$HARNESS" campaign -seed "$SEED" -duration "${SECONDS_OF_LOAD}s" \
   -url "http://127.0.0.1:$(api_port 1),http://127.0.0.1:$(api_port 2)" \
   -key "$WORK/signing.pem" -issuer "$ISSUER" -faults "$FAULTS" -fault-every "${CAMPAIGN_FAULT_EVERY:-10s}" \
   -fault-exec "$PWD/scripts/campaign.sh fault" \

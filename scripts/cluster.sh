@@ -36,7 +36,7 @@ shares() {
 }
 
 log "load across both APIs for ${SECONDS_OF_LOAD}s; kill -9 worker1 and projector1 midway"
-"$BIN" load -url "http://127.0.0.1:$((BASE + 11)),http://127.0.0.1:$((BASE + 12))" -token "$TOKEN" \
+"$HARNESS" load -url "http://127.0.0.1:$((BASE + 11)),http://127.0.0.1:$((BASE + 12))" -token "$TOKEN" \
   -duration "${SECONDS_OF_LOAD}s" -rate 8 -concurrency 8 -duplicates 0.1 \
   -out "$WORK/load.json" -report "$WORK/load.html" >"$WORK/load.txt" 2>&1 &
 LOAD_PID=$!

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 WORK=$(mktemp -d /tmp/orderflow-faults-XXXXXX)
 chmod 755 "$WORK"
-BIN=$WORK/orderflow
+BIN=$WORK/orderflow HARNESS=$WORK/orderflow-harness
 export ORDERFLOW_DATA_DIR=$WORK/data
 export ORDERFLOW_HTTP_ADDR=127.0.0.1:18080
 export ORDERFLOW_TEMPORAL_DEV_ADDR=127.0.0.1:17233
@@ -72,7 +72,7 @@ stop_dev() {
 
 verify() { "$BIN" verify -settle 2m; }
 
-load() { "$BIN" load -url "$API" -out "$WORK/load-$1.json" -report "$WORK/load-$1.html" "${@:2}"; }
+load() { "$HARNESS" load -url "$API" -out "$WORK/load-$1.json" -report "$WORK/load-$1.html" "${@:2}"; }
 
 scenario_1() {
   log "1. kill -9 the service mid-load"
@@ -133,6 +133,7 @@ scenario_4() {
 
 log "building"
 go build -o "$BIN" ./cmd/orderflow
+go build -o "$HARNESS" ./cmd/orderflow-harness
 start=$(date +%s)
 for s in "${@:-1 2 3 4}"; do
   for n in $s; do "scenario_$n"; done

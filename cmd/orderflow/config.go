@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
 	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/internal/settings"
 	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
@@ -135,173 +135,98 @@ type Config struct {
 	oneProcess bool
 }
 
-// settings registers each setting once: its flag, the environment variable
-// that is its default, and the default itself, on the subcommands that use
-// it (others keep the value without showing the flag in -h). A value that
-// does not parse is remembered, so start-up stops naming the variable
-// instead of silently falling back to the default.
-type settings struct {
-	fs   *flag.FlagSet
-	cmd  string
-	errs []error
-}
-
 // Who uses a setting, by subcommand.
 var (
 	apiRoles      = []string{"dev", "api"}
 	workerRoles   = []string{"dev", "worker"}
 	consumerRoles = []string{"dev", "projector", "worker"} // Watermill routers
 	serveRoles    = []string{"dev", "api", "worker", "projector"}
-	temporalUsers = []string{"dev", "api", "worker", "verify", "sagas repair", "bench", "temporal-server", "campaign"}
+	temporalUsers = []string{"dev", "api", "worker", "verify", "sagas repair", "temporal-server"}
 	dbUsers       = []string{"dev", "api", "worker", "projector", "migrate", "projections status", "projections rebuild",
-		"poison list", "poison replay", "events tail", "verify", "sagas repair", "temporal-server", "campaign"}
-	everyone = []string(nil)
+		"poison list", "poison replay", "events tail", "verify", "sagas repair", "temporal-server"}
+	everyone = settings.Everyone
 )
-
-func (s *settings) lookup(env string) (string, bool) {
-	v, ok := os.LookupEnv(env)
-	return v, ok && v != ""
-}
-
-func (s *settings) bad(env, v, what string) {
-	s.errs = append(s.errs, fmt.Errorf("%s=%q is not %s", env, v, what))
-}
-
-// shown reports whether this subcommand shows the flag.
-func (s *settings) shown(on []string) bool { return on == nil || slices.Contains(on, s.cmd) }
-
-// define registers one setting of type T: the variable env, parsed, is
-// the default in place of def.
-func define[T any](s *settings, p *T, name, env string, def T, usage string, on []string, parse func(string) (T, error), what string) {
-	if v, ok := s.lookup(env); ok {
-		if x, err := parse(v); err != nil {
-			s.bad(env, v, what)
-		} else {
-			def = x
-		}
-	}
-	*p = def
-	if !s.shown(on) {
-		return
-	}
-	usage += " (" + env + ")"
-	switch q := any(p).(type) { // the flag package's own kinds: -h names them
-	case *string:
-		s.fs.StringVar(q, name, *q, usage)
-	case *int:
-		s.fs.IntVar(q, name, *q, usage)
-	case *float64:
-		s.fs.Float64Var(q, name, *q, usage)
-	case *bool:
-		s.fs.BoolVar(q, name, *q, usage)
-	case *time.Duration:
-		s.fs.DurationVar(q, name, *q, usage)
-	default:
-		panic(fmt.Sprintf("setting %s: no flag kind for %T", name, p))
-	}
-}
-
-func (s *settings) str(p *string, name, env, def, usage string, on []string) {
-	define(s, p, name, env, def, usage, on, func(v string) (string, error) { return v, nil }, "text")
-}
-
-func (s *settings) int(p *int, name, env string, def int, usage string, on []string) {
-	define(s, p, name, env, def, usage, on, strconv.Atoi, "an integer")
-}
-
-func (s *settings) float(p *float64, name, env string, def float64, usage string, on []string) {
-	define(s, p, name, env, def, usage, on, func(v string) (float64, error) { return strconv.ParseFloat(v, 64) }, "a number")
-}
-
-func (s *settings) bool(p *bool, name, env string, def bool, usage string, on []string) {
-	define(s, p, name, env, def, usage, on, strconv.ParseBool, "true or false")
-}
-
-func (s *settings) duration(p *time.Duration, name, env string, def time.Duration, usage string, on []string) {
-	define(s, p, name, env, def, usage, on, time.ParseDuration, "a duration such as 250ms or 24h")
-}
 
 // parseConfig reads the settings of subcommand cmd from the environment and
 // args.
 func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	c := Config{log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
-	s := &settings{fs: fs, cmd: cmd}
+	s := settings.New(fs, cmd)
 	var maxBody int
-	s.str(&c.HTTPAddr, "http-addr", "ORDERFLOW_HTTP_ADDR", "127.0.0.1:8080", "listen address of the API", apiRoles)
-	s.str(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL; dev starts its own when empty, and the tools then use dev's", dbUsers)
-	s.str(&c.DataDir, "data-dir", "ORDERFLOW_DATA_DIR", ".orderflow", "where dev keeps its state (its database URL and token key included)", everyone)
-	s.int(&c.SnapshotEvery, "snapshot-every", "ORDERFLOW_SNAPSHOT_EVERY", 100, "snapshot a stream every N events, 0 = never", serveRoles)
-	s.int(&c.CommandRetries, "command-retries", "ORDERFLOW_COMMAND_RETRIES", 5, "times a command is decided again after a version conflict", serveRoles)
-	s.int(&c.AggregateCache, "aggregate-cache", "ORDERFLOW_AGGREGATE_CACHE", 10000, "aggregates kept in memory at their last committed version, 0 = none", serveRoles)
-	s.int(&c.GroupCommit.MaxCommands, "group-commit-max", "ORDERFLOW_GROUP_COMMIT_MAX", commands.DefaultGroupMax, "most commands committed in one transaction, 1 = a transaction per command", serveRoles)
-	s.duration(&c.GroupCommit.MaxWait, "group-commit-wait", "ORDERFLOW_GROUP_COMMIT_WAIT", 0, "how long a committer waits for more commands before it commits, 0 = it takes what is queued", serveRoles)
-	s.int(&c.GroupCommit.Committers, "committers", "ORDERFLOW_COMMITTERS", commands.DefaultCommitters, "groups committed at once, per bus", serveRoles)
-	s.bool(&c.ConcurrentStreams, "concurrent-streams", "ORDERFLOW_CONCURRENT_STREAMS", false, "let commands on one stream run at once in a process instead of one writer per stream (for measuring)", serveRoles)
-	s.int(&maxBody, "max-body-bytes", "ORDERFLOW_MAX_BODY_BYTES", httpapi.DefaultMaxBodyBytes, "largest request body accepted", apiRoles)
-	s.duration(&c.PollInterval, "poll-interval", "ORDERFLOW_POLL_INTERVAL", delivery.DefaultPollInterval, "idle poll of each topic by each consumer group", consumerRoles)
-	s.int(&c.BatchSize, "batch-size", "ORDERFLOW_BATCH_SIZE", delivery.DefaultBatchSize, "messages per subscriber transaction", consumerRoles)
-	s.int(&c.SetBatchSize, "set-batch-size", "ORDERFLOW_SET_BATCH_SIZE", delivery.DefaultSetBatchSize, "messages per transaction of a set-based projection", consumerRoles)
-	s.int(&c.HandlerRetries, "handler-retries", "ORDERFLOW_HANDLER_RETRIES", 3, "retries before a message goes to the poison topic", consumerRoles)
-	s.duration(&c.ConsistencyTimeout, "consistency-timeout", "ORDERFLOW_CONSISTENCY_TIMEOUT", httpapi.DefaultConsistencyTimeout, "longest wait of a query for min_position", apiRoles)
-	s.duration(&c.CancelWait, "cancel-wait", "ORDERFLOW_CANCEL_WAIT", httpapi.DefaultCancelWait, "how long a cancel waits for its saga's answer (202 pending once the saga took it, 503 outcome_unknown when it did not answer)", apiRoles)
-	s.str(&c.TemporalAddress, "temporal-address", "TEMPORAL_ADDRESS", "", "Temporal frontend host:port; dev starts its own when empty", temporalUsers)
-	s.str(&c.TemporalAPIKey, "temporal-api-key", "TEMPORAL_API_KEY", "", "token sent to Temporal as a bearer credential, for a server with its authorizer on", temporalUsers)
-	s.str(&c.TemporalNamespace, "temporal-namespace", "TEMPORAL_NAMESPACE", "default", "Temporal namespace", temporalUsers)
-	s.str(&c.TemporalUIAddr, "temporal-ui-addr", "ORDERFLOW_TEMPORAL_UI_ADDR", "127.0.0.1:8233", "the embedded Temporal Web UI's address, empty = none", []string{"dev", "temporal-server"})
-	s.duration(&c.TemporalRetention, "temporal-retention", "ORDERFLOW_TEMPORAL_RETENTION", 30*24*time.Hour, "how long finished sagas stay in Temporal", workerRoles)
-	s.duration(&c.ShippingDeadline, "shipping-deadline", "ORDERFLOW_SHIPPING_DEADLINE", 24*time.Hour, "time the carrier has to dispatch before the saga compensates", workerRoles)
-	s.duration(&c.CarrierLatency, "carrier-latency", "ORDERFLOW_CARRIER_LATENCY", 200*time.Millisecond, "simulated carrier: time to dispatch", workerRoles)
-	s.float(&c.CarrierFailRate, "carrier-failure-rate", "ORDERFLOW_CARRIER_FAILURE_RATE", 0, "simulated carrier: share of parcels refused, 0..1", workerRoles)
-	s.str(&c.CarrierRejectZip, "carrier-reject-postal-code", "ORDERFLOW_CARRIER_REJECT_POSTAL_CODE", "00000", "simulated carrier: postal code it always refuses", []string{"dev", "worker", "load", "campaign"})
-	s.str(&c.CarrierSlowZip, "carrier-slow-postal-code", "ORDERFLOW_CARRIER_SLOW_POSTAL_CODE", "", "simulated carrier: postal code taken after -carrier-slow-latency instead, empty = none", []string{"dev", "worker", "campaign"})
-	s.duration(&c.CarrierSlowLatency, "carrier-slow-latency", "ORDERFLOW_CARRIER_SLOW_LATENCY", 2*time.Second, "simulated carrier: time to dispatch to -carrier-slow-postal-code", workerRoles)
-	s.str(&c.TemporalDevAddr, "temporal-dev-addr", "ORDERFLOW_TEMPORAL_DEV_ADDR", "127.0.0.1:7233", "dev's embedded Temporal frontend (the tools use it against dev)", []string{"dev", "verify", "sagas repair", "bench", "temporal-server"})
-	s.str(&c.TemporalPersistence, "temporal-persistence", "ORDERFLOW_TEMPORAL_PERSISTENCE", "postgres", "the embedded Temporal's store, postgres or sqlite", []string{"dev", "temporal-server"})
-	s.int(&c.TemporalShards, "temporal-shards", "ORDERFLOW_TEMPORAL_SHARDS", 4, "history shards when the embedded Temporal's PostgreSQL cluster is created", []string{"dev", "temporal-server"})
-	s.str(&c.OpsAddr, "ops-addr", "ORDERFLOW_OPS_ADDR", "127.0.0.1:9464", "/metrics, /healthz and /readyz of this process, empty = none", serveRoles)
-	s.str(&c.PprofAddr, "pprof-addr", "ORDERFLOW_PPROF_ADDR", "", "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060", serveRoles)
-	s.str(&c.FaultFailEvent, "fault-fail-event", "ORDERFLOW_FAULT_FAIL_EVENT", "", "fault injection: projections fail on <stream id>:<version>", []string{"dev", "projector"})
-	s.str(&c.NATSURL, "nats-url", "ORDERFLOW_NATS_URL", "", "forward every topic to this NATS JetStream, e.g. nats://127.0.0.1:4222", []string{"dev", "projector"})
-	s.duration(&c.NATSReconnectWait, "nats-reconnect-wait", "ORDERFLOW_NATS_RECONNECT_WAIT", bridge.DefaultReconnectWait, "NATS bridge: wait between attempts to reach NATS again (plus up to 1s of jitter), for as long as it takes", []string{"dev", "projector"})
-	s.duration(&c.NATSLimits.MaxAge, "nats-max-age", "ORDERFLOW_NATS_MAX_AGE", bridge.DefaultMaxAge, "NATS bridge: oldest message each JetStream stream keeps, 0 = no limit", []string{"dev", "projector"})
+	s.Str(&c.HTTPAddr, "http-addr", "ORDERFLOW_HTTP_ADDR", "127.0.0.1:8080", "listen address of the API", apiRoles)
+	s.Str(&c.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL; dev starts its own when empty, and the tools then use dev's", dbUsers)
+	s.Str(&c.DataDir, "data-dir", "ORDERFLOW_DATA_DIR", ".orderflow", "where dev keeps its state (its database URL and token key included)", everyone)
+	s.Int(&c.SnapshotEvery, "snapshot-every", "ORDERFLOW_SNAPSHOT_EVERY", 100, "snapshot a stream every N events, 0 = never", serveRoles)
+	s.Int(&c.CommandRetries, "command-retries", "ORDERFLOW_COMMAND_RETRIES", 5, "times a command is decided again after a version conflict", serveRoles)
+	s.Int(&c.AggregateCache, "aggregate-cache", "ORDERFLOW_AGGREGATE_CACHE", 10000, "aggregates kept in memory at their last committed version, 0 = none", serveRoles)
+	s.Int(&c.GroupCommit.MaxCommands, "group-commit-max", "ORDERFLOW_GROUP_COMMIT_MAX", commands.DefaultGroupMax, "most commands committed in one transaction, 1 = a transaction per command", serveRoles)
+	s.Duration(&c.GroupCommit.MaxWait, "group-commit-wait", "ORDERFLOW_GROUP_COMMIT_WAIT", 0, "how long a committer waits for more commands before it commits, 0 = it takes what is queued", serveRoles)
+	s.Int(&c.GroupCommit.Committers, "committers", "ORDERFLOW_COMMITTERS", commands.DefaultCommitters, "groups committed at once, per bus", serveRoles)
+	s.Bool(&c.ConcurrentStreams, "concurrent-streams", "ORDERFLOW_CONCURRENT_STREAMS", false, "let commands on one stream run at once in a process instead of one writer per stream (for measuring)", serveRoles)
+	s.Int(&maxBody, "max-body-bytes", "ORDERFLOW_MAX_BODY_BYTES", httpapi.DefaultMaxBodyBytes, "largest request body accepted", apiRoles)
+	s.Duration(&c.PollInterval, "poll-interval", "ORDERFLOW_POLL_INTERVAL", delivery.DefaultPollInterval, "idle poll of each topic by each consumer group", consumerRoles)
+	s.Int(&c.BatchSize, "batch-size", "ORDERFLOW_BATCH_SIZE", delivery.DefaultBatchSize, "messages per subscriber transaction", consumerRoles)
+	s.Int(&c.SetBatchSize, "set-batch-size", "ORDERFLOW_SET_BATCH_SIZE", delivery.DefaultSetBatchSize, "messages per transaction of a set-based projection", consumerRoles)
+	s.Int(&c.HandlerRetries, "handler-retries", "ORDERFLOW_HANDLER_RETRIES", 3, "retries before a message goes to the poison topic", consumerRoles)
+	s.Duration(&c.ConsistencyTimeout, "consistency-timeout", "ORDERFLOW_CONSISTENCY_TIMEOUT", httpapi.DefaultConsistencyTimeout, "longest wait of a query for min_position", apiRoles)
+	s.Duration(&c.CancelWait, "cancel-wait", "ORDERFLOW_CANCEL_WAIT", httpapi.DefaultCancelWait, "how long a cancel waits for its saga's answer (202 pending once the saga took it, 503 outcome_unknown when it did not answer)", apiRoles)
+	s.Str(&c.TemporalAddress, "temporal-address", "TEMPORAL_ADDRESS", "", "Temporal frontend host:port; dev starts its own when empty", temporalUsers)
+	s.Str(&c.TemporalAPIKey, "temporal-api-key", "TEMPORAL_API_KEY", "", "token sent to Temporal as a bearer credential, for a server with its authorizer on", temporalUsers)
+	s.Str(&c.TemporalNamespace, "temporal-namespace", "TEMPORAL_NAMESPACE", "default", "Temporal namespace", temporalUsers)
+	s.Str(&c.TemporalUIAddr, "temporal-ui-addr", "ORDERFLOW_TEMPORAL_UI_ADDR", "127.0.0.1:8233", "the embedded Temporal Web UI's address, empty = none", []string{"dev", "temporal-server"})
+	s.Duration(&c.TemporalRetention, "temporal-retention", "ORDERFLOW_TEMPORAL_RETENTION", 30*24*time.Hour, "how long finished sagas stay in Temporal", workerRoles)
+	s.Duration(&c.ShippingDeadline, "shipping-deadline", "ORDERFLOW_SHIPPING_DEADLINE", 24*time.Hour, "time the carrier has to dispatch before the saga compensates", workerRoles)
+	s.Duration(&c.CarrierLatency, "carrier-latency", "ORDERFLOW_CARRIER_LATENCY", 200*time.Millisecond, "simulated carrier: time to dispatch", workerRoles)
+	s.Float(&c.CarrierFailRate, "carrier-failure-rate", "ORDERFLOW_CARRIER_FAILURE_RATE", 0, "simulated carrier: share of parcels refused, 0..1", workerRoles)
+	s.Str(&c.CarrierRejectZip, "carrier-reject-postal-code", "ORDERFLOW_CARRIER_REJECT_POSTAL_CODE", "00000", "simulated carrier: postal code it always refuses", workerRoles)
+	s.Str(&c.CarrierSlowZip, "carrier-slow-postal-code", "ORDERFLOW_CARRIER_SLOW_POSTAL_CODE", "", "simulated carrier: postal code taken after -carrier-slow-latency instead, empty = none", workerRoles)
+	s.Duration(&c.CarrierSlowLatency, "carrier-slow-latency", "ORDERFLOW_CARRIER_SLOW_LATENCY", 2*time.Second, "simulated carrier: time to dispatch to -carrier-slow-postal-code", workerRoles)
+	s.Str(&c.TemporalDevAddr, "temporal-dev-addr", "ORDERFLOW_TEMPORAL_DEV_ADDR", "127.0.0.1:7233", "dev's embedded Temporal frontend (the tools use it against dev)", []string{"dev", "verify", "sagas repair", "temporal-server"})
+	s.Str(&c.TemporalPersistence, "temporal-persistence", "ORDERFLOW_TEMPORAL_PERSISTENCE", "postgres", "the embedded Temporal's store, postgres or sqlite", []string{"dev", "temporal-server"})
+	s.Int(&c.TemporalShards, "temporal-shards", "ORDERFLOW_TEMPORAL_SHARDS", 4, "history shards when the embedded Temporal's PostgreSQL cluster is created", []string{"dev", "temporal-server"})
+	s.Str(&c.OpsAddr, "ops-addr", "ORDERFLOW_OPS_ADDR", "127.0.0.1:9464", "/metrics, /healthz and /readyz of this process, empty = none", serveRoles)
+	s.Str(&c.PprofAddr, "pprof-addr", "ORDERFLOW_PPROF_ADDR", "", "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060", serveRoles)
+	s.Str(&c.FaultFailEvent, "fault-fail-event", "ORDERFLOW_FAULT_FAIL_EVENT", "", "fault injection: projections fail on <stream id>:<version>", []string{"dev", "projector"})
+	s.Str(&c.NATSURL, "nats-url", "ORDERFLOW_NATS_URL", "", "forward every topic to this NATS JetStream, e.g. nats://127.0.0.1:4222", []string{"dev", "projector"})
+	s.Duration(&c.NATSReconnectWait, "nats-reconnect-wait", "ORDERFLOW_NATS_RECONNECT_WAIT", bridge.DefaultReconnectWait, "NATS bridge: wait between attempts to reach NATS again (plus up to 1s of jitter), for as long as it takes", []string{"dev", "projector"})
+	s.Duration(&c.NATSLimits.MaxAge, "nats-max-age", "ORDERFLOW_NATS_MAX_AGE", bridge.DefaultMaxAge, "NATS bridge: oldest message each JetStream stream keeps, 0 = no limit", []string{"dev", "projector"})
 	var natsMaxBytes int
-	s.int(&natsMaxBytes, "nats-max-bytes", "ORDERFLOW_NATS_MAX_BYTES", bridge.DefaultMaxBytes, "NATS bridge: bytes each JetStream stream keeps (the oldest messages go first), 0 = no limit", []string{"dev", "projector"})
-	s.duration(&c.NATSLimits.DuplicateWindow, "nats-duplicate-window", "ORDERFLOW_NATS_DUPLICATE_WINDOW", bridge.DefaultDuplicateWindow, "NATS bridge: how long JetStream drops a message forwarded again (same Nats-Msg-Id)", []string{"dev", "projector"})
-	s.str(&c.JWTPublicKey, "jwt-public-key", "ORDERFLOW_JWT_PUBLIC_KEY", "", "PEM file of the key that signs bearer tokens; dev uses its own when neither this nor -jwks-url is set", apiRoles)
-	s.str(&c.JWKSURL, "jwks-url", "ORDERFLOW_JWKS_URL", "", "identity provider's JWKS URL to verify bearer tokens with", apiRoles)
-	s.str(&c.JWTIssuer, "jwt-issuer", "ORDERFLOW_JWT_ISSUER", "", "required iss of bearer tokens; dev: "+auth.DevIssuer, apiRoles)
-	s.str(&c.JWTAudience, "jwt-audience", "ORDERFLOW_JWT_AUDIENCE", auth.DevAudience, "required aud of bearer tokens", []string{"dev", "api", "token", "load", "bench", "campaign"})
-	s.str(&c.JWTAlgorithm, "jwt-algorithm", "ORDERFLOW_JWT_ALGORITHM", auth.DevAlgorithm, "the only signing algorithm accepted, e.g. EdDSA, RS256, ES256", apiRoles)
-	s.duration(&c.JWTMaxTTL, "jwt-max-ttl", "ORDERFLOW_JWT_MAX_TTL", auth.DefaultMaxTTL, "longest life of a bearer token (exp - iat)", []string{"dev", "api", "token"})
+	s.Int(&natsMaxBytes, "nats-max-bytes", "ORDERFLOW_NATS_MAX_BYTES", bridge.DefaultMaxBytes, "NATS bridge: bytes each JetStream stream keeps (the oldest messages go first), 0 = no limit", []string{"dev", "projector"})
+	s.Duration(&c.NATSLimits.DuplicateWindow, "nats-duplicate-window", "ORDERFLOW_NATS_DUPLICATE_WINDOW", bridge.DefaultDuplicateWindow, "NATS bridge: how long JetStream drops a message forwarded again (same Nats-Msg-Id)", []string{"dev", "projector"})
+	s.Str(&c.JWTPublicKey, "jwt-public-key", "ORDERFLOW_JWT_PUBLIC_KEY", "", "PEM file of the key that signs bearer tokens; dev uses its own when neither this nor -jwks-url is set", apiRoles)
+	s.Str(&c.JWKSURL, "jwks-url", "ORDERFLOW_JWKS_URL", "", "identity provider's JWKS URL to verify bearer tokens with", apiRoles)
+	s.Str(&c.JWTIssuer, "jwt-issuer", "ORDERFLOW_JWT_ISSUER", "", "required iss of bearer tokens; dev: "+auth.DevIssuer, apiRoles)
+	s.Str(&c.JWTAudience, "jwt-audience", "ORDERFLOW_JWT_AUDIENCE", auth.DevAudience, "required aud of bearer tokens", []string{"dev", "api", "token"})
+	s.Str(&c.JWTAlgorithm, "jwt-algorithm", "ORDERFLOW_JWT_ALGORITHM", auth.DevAlgorithm, "the only signing algorithm accepted, e.g. EdDSA, RS256, ES256", apiRoles)
+	s.Duration(&c.JWTMaxTTL, "jwt-max-ttl", "ORDERFLOW_JWT_MAX_TTL", auth.DefaultMaxTTL, "longest life of a bearer token (exp - iat)", []string{"dev", "api", "token"})
 	var proxies string
-	s.str(&proxies, "trusted-proxies", "ORDERFLOW_TRUSTED_PROXIES", "", "proxies (CIDRs, comma-separated) whose X-Forwarded-For/X-Real-IP name the client; none: the direct peer", apiRoles)
+	s.Str(&proxies, "trusted-proxies", "ORDERFLOW_TRUSTED_PROXIES", "", "proxies (CIDRs, comma-separated) whose X-Forwarded-For/X-Real-IP name the client; none: the direct peer", apiRoles)
 	d := httpapi.DefaultLimits
-	s.float(&c.Limits.CustomerRate, "rate-customer", "ORDERFLOW_RATE_CUSTOMER", d.CustomerRate, "requests per second per customer, and per address without a token", apiRoles)
-	s.int(&c.Limits.CustomerBurst, "burst-customer", "ORDERFLOW_BURST_CUSTOMER", d.CustomerBurst, "burst above -rate-customer", apiRoles)
-	s.float(&c.Limits.OperatorRate, "rate-operator", "ORDERFLOW_RATE_OPERATOR", d.OperatorRate, "requests per second per operator", apiRoles)
-	s.int(&c.Limits.OperatorBurst, "burst-operator", "ORDERFLOW_BURST_OPERATOR", d.OperatorBurst, "burst above -rate-operator", apiRoles)
-	s.int(&c.Limits.Streams, "max-streams", "ORDERFLOW_MAX_STREAMS", d.Streams, "live streams one principal may hold open", apiRoles)
-	s.int(&c.Limits.Waits, "max-waits", "ORDERFLOW_MAX_WAITS", d.Waits, "pending min_position waits per principal", apiRoles)
-	s.duration(&c.StatementTimeout, "statement-timeout", "ORDERFLOW_STATEMENT_TIMEOUT", 15*time.Second, "longest SQL statement of the API's pool", apiRoles)
-	s.int(&c.APIPoolSize, "api-pool-size", "ORDERFLOW_API_POOL_SIZE", 16, "connections of the API's own pool, apart from the projector's and the saga's", apiRoles)
-	s.int(&c.MaxHeaderBytes, "max-header-bytes", "ORDERFLOW_MAX_HEADER_BYTES", 16<<10, "largest request header block accepted", apiRoles)
-	s.duration(&c.SagaBacklogWait, "saga-backlog-wait", "ORDERFLOW_SAGA_BACKLOG_WAIT", defaultSagaBacklogWait, "orders are refused (503, Retry-After) while the queued saga starts would wait longer than this at the pace sagas start now, 0 = never", apiRoles)
-	s.int(&c.SagaBacklogMin, "saga-backlog-min", "ORDERFLOW_SAGA_BACKLOG_MIN", defaultSagaBacklogMin, "fewer queued saga starts never refuse an order (a cold start has no pace yet)", apiRoles)
-	s.int(&c.SagaMaxRunning, "saga-max-running", "ORDERFLOW_SAGA_MAX_RUNNING", sagas.DefaultMaxRunning, "sagas the launcher keeps running at once; further starts wait in the inbox (the API admits orders to fill free ones)", []string{"dev", "api", "worker"})
-	s.duration(&c.SagaWindow, "saga-window", "ORDERFLOW_SAGA_WINDOW", sagas.DefaultWindow, "a saga running longer waits for the carrier or an operator: it no longer counts as running", []string{"dev", "api", "worker"})
-	s.int(&c.InFlight.Max, "max-in-flight", "ORDERFLOW_MAX_IN_FLIGHT", httpapi.DefaultMaxInFlight, "requests the API serves at once (streams and min_position waits apart), 0 = no bound", apiRoles)
-	s.duration(&c.InFlight.Wait, "in-flight-wait", "ORDERFLOW_IN_FLIGHT_WAIT", httpapi.DefaultInFlightWait, "longest wait of a request for one of -max-in-flight before it is answered 503", apiRoles)
-	s.str(&c.TemporalLogLevel, "temporal-log-level", "ORDERFLOW_TEMPORAL_LOG_LEVEL", "fatal", "the embedded Temporal server's log level (it logs start and stop noise as errors)", []string{"dev", "temporal-server"})
-	s.str(&c.PaymentProvider, "payment-provider", "ORDERFLOW_PAYMENT_PROVIDER", "simulated", "payment provider: simulated (its ledger in this database) or stripe", apiRoles)
-	s.str(&c.PaymentWebhookSecret, "payment-webhook-secret", "ORDERFLOW_PAYMENT_WEBHOOK_SECRET", "", "secret of the provider's webhook signatures (required by api; dev generates one when empty)", apiRoles)
-	s.duration(&c.PaymentWebhookTolerance, "payment-webhook-tolerance", "ORDERFLOW_PAYMENT_WEBHOOK_TOLERANCE", 5*time.Minute, "oldest webhook signature accepted", apiRoles)
-	s.duration(&c.PaymentLatency, "payment-latency", "ORDERFLOW_PAYMENT_LATENCY", 200*time.Millisecond, "simulated payment provider: time to decide a payment", apiRoles)
-	s.float(&c.PaymentDeclineRate, "payment-decline-rate", "ORDERFLOW_PAYMENT_DECLINE_RATE", 0, "simulated payment provider: share of payments declined at random, 0..1", apiRoles)
-	s.int(&c.PaymentCardLimit, "payment-card-limit", "ORDERFLOW_PAYMENT_CARD_LIMIT", 1_000_000, "simulated payment provider: payments above this amount (minor units) are declined (insufficient_funds), 0 = no limit", apiRoles)
-	s.str(&c.PaymentWebhookURL, "payment-webhook-url", "ORDERFLOW_PAYMENT_WEBHOOK_URL", "", "simulated payment provider: where it delivers webhooks (default http://<http-addr>/webhooks/payments)", apiRoles)
-	s.str(&c.StripeSecretKey, "stripe-secret-key", "ORDERFLOW_STRIPE_SECRET_KEY", "", "Stripe secret key, with -payment-provider stripe", apiRoles)
-	env := s
-	if err := errors.Join(env.errs...); err != nil {
+	s.Float(&c.Limits.CustomerRate, "rate-customer", "ORDERFLOW_RATE_CUSTOMER", d.CustomerRate, "requests per second per customer, and per address without a token", apiRoles)
+	s.Int(&c.Limits.CustomerBurst, "burst-customer", "ORDERFLOW_BURST_CUSTOMER", d.CustomerBurst, "burst above -rate-customer", apiRoles)
+	s.Float(&c.Limits.OperatorRate, "rate-operator", "ORDERFLOW_RATE_OPERATOR", d.OperatorRate, "requests per second per operator", apiRoles)
+	s.Int(&c.Limits.OperatorBurst, "burst-operator", "ORDERFLOW_BURST_OPERATOR", d.OperatorBurst, "burst above -rate-operator", apiRoles)
+	s.Int(&c.Limits.Streams, "max-streams", "ORDERFLOW_MAX_STREAMS", d.Streams, "live streams one principal may hold open", apiRoles)
+	s.Int(&c.Limits.Waits, "max-waits", "ORDERFLOW_MAX_WAITS", d.Waits, "pending min_position waits per principal", apiRoles)
+	s.Duration(&c.StatementTimeout, "statement-timeout", "ORDERFLOW_STATEMENT_TIMEOUT", 15*time.Second, "longest SQL statement of the API's pool", apiRoles)
+	s.Int(&c.APIPoolSize, "api-pool-size", "ORDERFLOW_API_POOL_SIZE", 16, "connections of the API's own pool, apart from the projector's and the saga's", apiRoles)
+	s.Int(&c.MaxHeaderBytes, "max-header-bytes", "ORDERFLOW_MAX_HEADER_BYTES", 16<<10, "largest request header block accepted", apiRoles)
+	s.Duration(&c.SagaBacklogWait, "saga-backlog-wait", "ORDERFLOW_SAGA_BACKLOG_WAIT", defaultSagaBacklogWait, "orders are refused (503, Retry-After) while the queued saga starts would wait longer than this at the pace sagas start now, 0 = never", apiRoles)
+	s.Int(&c.SagaBacklogMin, "saga-backlog-min", "ORDERFLOW_SAGA_BACKLOG_MIN", defaultSagaBacklogMin, "fewer queued saga starts never refuse an order (a cold start has no pace yet)", apiRoles)
+	s.Int(&c.SagaMaxRunning, "saga-max-running", "ORDERFLOW_SAGA_MAX_RUNNING", sagas.DefaultMaxRunning, "sagas the launcher keeps running at once; further starts wait in the inbox (the API admits orders to fill free ones)", []string{"dev", "api", "worker"})
+	s.Duration(&c.SagaWindow, "saga-window", "ORDERFLOW_SAGA_WINDOW", sagas.DefaultWindow, "a saga running longer waits for the carrier or an operator: it no longer counts as running", []string{"dev", "api", "worker"})
+	s.Int(&c.InFlight.Max, "max-in-flight", "ORDERFLOW_MAX_IN_FLIGHT", httpapi.DefaultMaxInFlight, "requests the API serves at once (streams and min_position waits apart), 0 = no bound", apiRoles)
+	s.Duration(&c.InFlight.Wait, "in-flight-wait", "ORDERFLOW_IN_FLIGHT_WAIT", httpapi.DefaultInFlightWait, "longest wait of a request for one of -max-in-flight before it is answered 503", apiRoles)
+	s.Str(&c.TemporalLogLevel, "temporal-log-level", "ORDERFLOW_TEMPORAL_LOG_LEVEL", "fatal", "the embedded Temporal server's log level (it logs start and stop noise as errors)", []string{"dev", "temporal-server"})
+	s.Str(&c.PaymentProvider, "payment-provider", "ORDERFLOW_PAYMENT_PROVIDER", "simulated", "payment provider: simulated (its ledger in this database) or stripe", apiRoles)
+	s.Str(&c.PaymentWebhookSecret, "payment-webhook-secret", "ORDERFLOW_PAYMENT_WEBHOOK_SECRET", "", "secret of the provider's webhook signatures (required by api; dev generates one when empty)", apiRoles)
+	s.Duration(&c.PaymentWebhookTolerance, "payment-webhook-tolerance", "ORDERFLOW_PAYMENT_WEBHOOK_TOLERANCE", 5*time.Minute, "oldest webhook signature accepted", apiRoles)
+	s.Duration(&c.PaymentLatency, "payment-latency", "ORDERFLOW_PAYMENT_LATENCY", 200*time.Millisecond, "simulated payment provider: time to decide a payment", apiRoles)
+	s.Float(&c.PaymentDeclineRate, "payment-decline-rate", "ORDERFLOW_PAYMENT_DECLINE_RATE", 0, "simulated payment provider: share of payments declined at random, 0..1", apiRoles)
+	s.Int(&c.PaymentCardLimit, "payment-card-limit", "ORDERFLOW_PAYMENT_CARD_LIMIT", 1_000_000, "simulated payment provider: payments above this amount (minor units) are declined (insufficient_funds), 0 = no limit", apiRoles)
+	s.Str(&c.PaymentWebhookURL, "payment-webhook-url", "ORDERFLOW_PAYMENT_WEBHOOK_URL", "", "simulated payment provider: where it delivers webhooks (default http://<http-addr>/webhooks/payments)", apiRoles)
+	s.Str(&c.StripeSecretKey, "stripe-secret-key", "ORDERFLOW_STRIPE_SECRET_KEY", "", "Stripe secret key, with -payment-provider stripe", apiRoles)
+	if err := s.Err(); err != nil {
 		return c, err
 	}
 	if err := fs.Parse(args); err != nil {

@@ -137,8 +137,9 @@ func TestDevRefusesABusyPortBeforeStartingAnything(t *testing.T) {
 	}
 	defer busy.Close()
 	dir := t.TempDir()
-	cfg := Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", TemporalUIAddr: busy.Addr().String(), TemporalDevAddr: "127.0.0.1:0"}
-	err = runDev(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg := Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", TemporalUIAddr: busy.Addr().String(), TemporalDevAddr: "127.0.0.1:0",
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	err = runDev(context.Background(), cfg)
 	if err == nil || !strings.Contains(err.Error(), busy.Addr().String()) || !strings.Contains(err.Error(), "-temporal-ui-addr") {
 		t.Fatalf("dev with the Web UI's port taken: %v", err)
 	}

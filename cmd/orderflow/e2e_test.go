@@ -43,9 +43,9 @@ import (
 	"github.com/orderflow/orderflow/commands"
 	httpapi "github.com/orderflow/orderflow/http"
 	"github.com/orderflow/orderflow/http/apitest"
-	"github.com/orderflow/orderflow/internal/devtemporal"
-	"github.com/orderflow/orderflow/internal/loadgen"
-	"github.com/orderflow/orderflow/internal/pgtest"
+	"github.com/orderflow/orderflow/internal/devruntime/devtemporal"
+	"github.com/orderflow/orderflow/internal/harness/loadgen"
+	"github.com/orderflow/orderflow/internal/testkit/pgtest"
 	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/tracing"
 	"github.com/orderflow/orderflow/workflows"
@@ -174,7 +174,12 @@ func startSystem(t *testing.T, carrierLatency time.Duration, opts ...func(*Confi
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- withPool(ctx, cfg, func(a *app) error {
+		done <- func() error {
+			a, err := newApp(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer a.close()
 			tc, err := a.dialTemporal(ctx)
 			if err != nil {
 				return err
@@ -201,7 +206,7 @@ func startSystem(t *testing.T, carrierLatency time.Duration, opts ...func(*Confi
 			g.Go(func() error { return a.runProjector(ctx) })
 			close(ready)
 			return g.Wait()
-		})
+		}()
 	}()
 	select {
 	case <-ready:

@@ -9,13 +9,13 @@
 //	orderflow projections rebuild NAME rebuild one read model from the event log
 //	orderflow poison list|replay       list poison messages, or replay them (OFFSET or -all)
 //	orderflow events tail              print messages of a topic as they arrive
-//	orderflow load                     drive a running orderflow and report throughput and latency
-//	orderflow bench                    the saga's throughput beside its Temporal-only bound, and its latency
 //	orderflow verify                   check the invariants after a load or a fault
-//	orderflow campaign                 a seeded campaign of hostile customers, operators and faults, then verify
 //	orderflow sagas repair             finish the orders whose saga was terminated
 //	orderflow token                    print a bearer token that dev accepts
 //	orderflow temporal-server          Temporal's server as a process of its own (scripts/cluster.sh)
+//
+// The harness that drives it (load, bench, campaign) is another binary,
+// cmd/orderflow-harness. How a process is assembled is in wiring.go.
 package main
 
 import (
@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/orderflow/orderflow/internal/devruntime/devpg"
 	"github.com/orderflow/orderflow/tracing"
 )
 
@@ -48,17 +49,8 @@ commands:
   projections rebuild NAME   rebuild a read model from the event log while the service runs
   poison list [-unresolved]  messages a consumer (a projection, the saga starter) gave up on
   poison replay OFFSET|-all  run poison messages through the handler that poisoned them again
-  load [-url U -concurrency N -rate R -duration D|-orders N ...]
-                             drive a running orderflow over HTTP; writes a JSON result and an HTML report
-  bench [-orders N -concurrency C -serial K]
-                             sagas/s of the saga through HTTP beside its bound (the same steps as no-op
-                             local activities on the same Temporal), and the serial saga's overhead
   verify [-settle D]         check every invariant (needs DATABASE_URL, and TEMPORAL_ADDRESS for sagas);
                              exits 1 with a report when one fails
-  campaign -seed N -duration D [-url U,U -faults K,K -fault-exec CMD -proxy-listen A ...]
-                             from a seed, hostile customers and operators through every door while faults
-                             are injected; then every saga is driven to an end and verify runs (exits 1 on a
-                             violation); scripts/campaign.sh runs it against the production topology
   events tail [-topic T] [-from beginning|end|OFFSET]
                              print a topic's messages as they arrive
   sagas repair [-order ID]   start a repair run for every order (or one) whose saga ended without an
@@ -72,17 +64,80 @@ commands:
   temporal-server            Temporal's server (the one dev embeds) as a process of its own, on DATABASE_URL's
                              PostgreSQL (its own databases there) or -temporal-persistence sqlite
 
-Run 'orderflow <command> -h' for its flags.
+Run 'orderflow <command> -h' for its flags. The load generator, the bench and the campaign
+are cmd/orderflow-harness's.
 `
+
+// run is what a subcommand runs, with the configuration read.
+type run func(ctx context.Context, cfg Config) error
+
+// subcommands: each registers its own flags (beside config.go's settings)
+// and returns what it runs. Two-word names are typed as two words.
+var subcommands = map[string]func(fs *flag.FlagSet) run{
+	// The service's roles (wiring.go).
+	"dev":             role(runDev),
+	"api":             role(runAPI),
+	"projector":       role(runProjector),
+	"worker":          role(runWorker),
+	"migrate":         role(runMigrate),
+	"temporal-server": role(runTemporalServer),
+
+	// The operator's tools (tools.go), each on an app of its own.
+	"projections status":  role(tool(noTemporal, func(ctx context.Context, a *app) error { return a.projectionsStatus(ctx) })),
+	"projections rebuild": role(tool(noTemporal, func(ctx context.Context, a *app) error { return a.rebuild(ctx, a.cfg.arg(0)) })),
+	"poison list": func(fs *flag.FlagSet) run {
+		unresolved := fs.Bool("unresolved", false, "only messages not yet replayed")
+		return tool(noTemporal, func(ctx context.Context, a *app) error { return a.poisonList(ctx, *unresolved) })
+	},
+	"poison replay": func(fs *flag.FlagSet) run {
+		all := fs.Bool("all", false, "replay every unresolved message, in order")
+		return tool(noTemporal, func(ctx context.Context, a *app) error { return a.poisonReplay(ctx, a.cfg.arg(0), *all) })
+	},
+	"events tail": func(fs *flag.FlagSet) run {
+		topic := fs.String("topic", "order_events", "topic to follow: order_events, inventory_events, wallet_events, shipment_events, commands, poison")
+		from := fs.String("from", "end", "where to start: beginning, end, or a message offset")
+		return tool(noTemporal, func(ctx context.Context, a *app) error { return a.tail(ctx, *topic, *from) })
+	},
+	"verify": func(fs *flag.FlagSet) run {
+		settle := fs.Duration("settle", time.Minute, "how long to wait for consumers and sagas to finish before checking")
+		return tool(temporalIfSet, func(ctx context.Context, a *app) error { return a.verify(ctx, *settle) })
+	},
+	"sagas repair": func(fs *flag.FlagSet) run {
+		order := fs.String("order", "", "repair this order only (default: every order whose saga ended without an outcome)")
+		return tool(temporalRequired, func(ctx context.Context, a *app) error { return a.repair(ctx, *order) })
+	},
+	"token": func(fs *flag.FlagSet) run {
+		var t tokenFlags
+		t.register(fs)
+		return func(_ context.Context, cfg Config) error { return runToken(cfg, t) }
+	},
+	// asyncapi reads no configuration: see main.
+}
+
+// role is a subcommand with no flags of its own (beside the settings).
+func role(r run) func(*flag.FlagSet) run { return func(*flag.FlagSet) run { return r } }
+
+// tool is an operator's subcommand: f on an app, with a Temporal client
+// as temporal says.
+func tool(temporal temporalUse, f func(context.Context, *app) error) run {
+	return func(ctx context.Context, cfg Config) error {
+		a, err := newApp(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer a.close()
+		if err := a.connectTemporal(ctx, temporal); err != nil {
+			return err
+		}
+		return f(ctx, a)
+	}
+}
 
 func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
 	name, args := os.Args[1], os.Args[2:]
 	if name == "asyncapi" { // needs no configuration
 		if err := runAsyncAPI(args); err != nil {
@@ -91,29 +146,18 @@ func main() {
 		}
 		return
 	}
-	if (name == "projections" || name == "poison" || name == "events" || name == "sagas") && len(args) > 0 {
+	if _, ok := subcommands[name]; !ok && len(args) > 0 {
 		name, args = name+" "+args[0], args[1:]
 	}
+	subcommand, ok := subcommands[name]
+	if !ok {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	fs := flag.NewFlagSet("orderflow "+name, flag.ExitOnError)
-	var run func() error
-	tool := toolFlags{}
-	tool.register(fs, name)
-	var lf loadFlags
-	if name == "load" {
-		lf.register(fs)
-	}
-	var bf benchFlags
-	if name == "bench" {
-		bf.register(fs)
-	}
-	var cf campaignFlags
-	if name == "campaign" {
-		cf.register(fs)
-	}
-	var tf tokenFlags
-	if name == "token" {
-		tf.register(fs)
-	}
+	run := subcommand(fs)
 	cfg, err := parseConfig(fs, name, args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "orderflow:", err)
@@ -125,7 +169,7 @@ func main() {
 	}
 	if cfg.DatabaseURL == "" && name != "dev" {
 		// Against dev, the tools need no flag: dev's database and Temporal.
-		if cfg.DatabaseURL = devDatabaseURL(cfg.DataDir); cfg.DatabaseURL != "" && cfg.TemporalAddress == "" {
+		if cfg.DatabaseURL = devpg.ReadURL(cfg.DataDir); cfg.DatabaseURL != "" && cfg.TemporalAddress == "" {
 			cfg.TemporalAddress = cfg.TemporalDevAddr
 		}
 	}
@@ -142,91 +186,8 @@ func main() {
 	if cfg.PprofAddr != "" {
 		go func() { log.Error("pprof", "err", http.ListenAndServe(cfg.PprofAddr, nil)) }()
 	}
-	switch name {
-	case "dev":
-		run = func() error { return runDev(ctx, cfg, log) }
-	case "api":
-		run = func() error {
-			return withPool(ctx, cfg, func(a *app) error { return a.withTemporal(ctx, false, func() error { return a.serveAPI(ctx) }) })
-		}
-	case "worker":
-		run = func() error {
-			return withPool(ctx, cfg, func(a *app) error {
-				return a.withTemporal(ctx, true, func() error { return a.runWorker(ctx, a.sagas.C) })
-			})
-		}
-	case "projector":
-		run = func() error { return withPool(ctx, cfg, func(a *app) error { return a.runProjector(ctx) }) }
-	case "migrate":
-		run = func() error { return runMigrate(ctx, cfg, log) }
-	case "projections status":
-		run = func() error { return withPool(ctx, cfg, func(a *app) error { return a.projectionsStatus(ctx) }) }
-	case "projections rebuild":
-		run = func() error { return withPool(ctx, cfg, func(a *app) error { return a.rebuild(ctx, cfg.arg(0)) }) }
-	case "poison list":
-		run = func() error {
-			return withPool(ctx, cfg, func(a *app) error { return a.poisonList(ctx, tool.unresolved) })
-		}
-	case "poison replay":
-		run = func() error {
-			return withPool(ctx, cfg, func(a *app) error { return a.poisonReplay(ctx, cfg.arg(0), tool.all) })
-		}
-	case "load":
-		run = func() error { return runLoad(ctx, cfg, lf) }
-	case "bench":
-		run = func() error { return runBench(ctx, cfg, bf) }
-	case "token":
-		run = func() error { return runToken(cfg, tf) }
-	case "campaign":
-		run = func() error { return runCampaign(ctx, cfg, cf) }
-	case "temporal-server":
-		run = func() error { return runTemporalServer(ctx, cfg) }
-	case "verify":
-		run = func() error {
-			return withPool(ctx, cfg, func(a *app) error {
-				return a.withTemporal(ctx, false, func() error { return a.verify(ctx, tool.settle) })
-			})
-		}
-	case "events tail":
-		run = func() error {
-			return withPool(ctx, cfg, func(a *app) error { return a.tail(ctx, tool.topic, tool.from) })
-		}
-	case "sagas repair":
-		run = func() error {
-			return withPool(ctx, cfg, func(a *app) error {
-				return a.withTemporal(ctx, true, func() error { return a.repair(ctx, tool.order) })
-			})
-		}
-	default:
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
-	}
-	if err := run(); err != nil && !errors.Is(err, context.Canceled) {
+	if err := run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("orderflow "+name+" failed", "err", err)
 		os.Exit(1)
-	}
-}
-
-// toolFlags are the flags of the operator subcommands.
-type toolFlags struct {
-	unresolved, all bool
-	topic, from     string
-	settle          time.Duration
-	order           string
-}
-
-func (t *toolFlags) register(fs *flag.FlagSet, name string) {
-	switch name {
-	case "poison list":
-		fs.BoolVar(&t.unresolved, "unresolved", false, "only messages not yet replayed")
-	case "poison replay":
-		fs.BoolVar(&t.all, "all", false, "replay every unresolved message, in order")
-	case "verify":
-		fs.DurationVar(&t.settle, "settle", time.Minute, "how long to wait for consumers and sagas to finish before checking")
-	case "events tail":
-		fs.StringVar(&t.topic, "topic", "order_events", "topic to follow: order_events, inventory_events, wallet_events, shipment_events, commands, poison")
-		fs.StringVar(&t.from, "from", "end", "where to start: beginning, end, or a message offset")
-	case "sagas repair":
-		fs.StringVar(&t.order, "order", "", "repair this order only (default: every order whose saga ended without an outcome)")
 	}
 }

@@ -70,9 +70,9 @@ func runToken(cfg Config, t tokenFlags) error {
 	return nil
 }
 
-// operatorToken is the token the load and bench tools send: the one given,
-// or an operator's signed with dev's key, so that they need no flag
-// against `orderflow dev`.
+// operatorToken is the given token, or an operator's signed with dev's
+// key: what the end-to-end tests send (the harness's load and bench have
+// the same rule, in cmd/orderflow-harness).
 func operatorToken(cfg Config, given string) (string, error) {
 	if given != "" {
 		return given, nil

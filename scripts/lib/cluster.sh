@@ -8,7 +8,7 @@
 
 # cluster_vars: the ports and paths of a cluster whose work directory is $WORK.
 cluster_vars() {
-  BIN=$WORK/orderflow
+  BIN=$WORK/orderflow HARNESS=$WORK/orderflow-harness
   BASE=${ORDERFLOW_CLUSTER_BASE_PORT:-26000}   # every port below 32768 (Temporal's membership table)
   PG_PORT=$((BASE + 1)) TEMPORAL_PORT=$((BASE + 2))  # Temporal takes the 8 ports after its own
   ISSUER=orderflow-cluster
@@ -73,6 +73,7 @@ ready() {
 cluster_build() {
   log "building"
   go build -o "$BIN" ./cmd/orderflow
+  go build -o "$HARNESS" ./cmd/orderflow-harness
 }
 
 cluster_postgres() {

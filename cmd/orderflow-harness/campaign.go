@@ -10,11 +10,14 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/auth"
-	"github.com/orderflow/orderflow/internal/campaign"
+	"github.com/orderflow/orderflow/eventstore"
+	"github.com/orderflow/orderflow/eventstore/streams"
+	"github.com/orderflow/orderflow/internal/harness/campaign"
 	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/projections"
 )
 
-// campaignFlags are orderflow campaign's flags.
+// campaignFlags are the flags of `orderflow-harness campaign`.
 type campaignFlags struct {
 	url, key, issuer       string
 	seed                   uint64
@@ -42,7 +45,7 @@ func (f *campaignFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.settle, "settle", 5*time.Minute, "longest wait for every saga to end, then for verify's consumers")
 }
 
-func runCampaign(ctx context.Context, cfg Config, f campaignFlags) error {
+func runCampaign(ctx context.Context, cfg config, f campaignFlags) error {
 	var proxies []*campaign.Proxy
 	for _, spec := range strings.Split(f.proxyListen, ",") {
 		if spec = strings.TrimSpace(spec); spec == "" {
@@ -86,33 +89,41 @@ func runCampaign(ctx context.Context, cfg Config, f campaignFlags) error {
 	if f.actions != "" {
 		only = strings.Split(f.actions, ",")
 	}
-	return withPool(ctx, cfg, func(a *app) error {
-		return a.withTemporal(ctx, true, func() error {
-			rep, err := campaign.Run(ctx, campaign.Config{
-				APIs: strings.Split(f.url, ","), Seed: f.seed, Duration: f.duration, Actors: f.actors,
-				Issue: func(p auth.Principal) (string, error) {
-					return auth.Issue(key, f.issuer, cfg.JWTAudience, p, 24*time.Hour)
-				},
-				Temporal: a.sagas.C, Pool: a.pool, RejectPostalCode: cfg.CarrierRejectZip, SlowPostalCode: cfg.CarrierSlowZip,
-				Faults: kinds, FaultEvery: f.faultEvery, FaultExec: exec, Proxies: proxies, Settle: f.settle, Actions: only,
-				Verify: func(ctx context.Context) (*verify.Report, error) {
-					chk := &verify.Checker{Pool: a.pool, Store: a.store, Reader: a.reader, Temporal: a.sagas.C, Settle: f.settle}
-					return chk.Run(ctx)
-				},
-				Logf: func(format string, args ...any) {
-					fmt.Fprintf(os.Stderr, "%s campaign: %s\n", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
-				},
-			})
-			if err != nil {
-				return err
-			}
-			fmt.Print(rep)
-			if !rep.OK() {
-				return errCampaignFailed
-			}
-			return nil
-		})
+	pool, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	tc, err := dialTemporal(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	store := eventstore.New(pool, streams.Registry(), eventstore.Options{SnapshotEvery: cfg.SnapshotEvery, CacheSize: cfg.AggregateCache})
+	reader := projections.NewReader(pool)
+	rep, err := campaign.Run(ctx, campaign.Config{
+		APIs: strings.Split(f.url, ","), Seed: f.seed, Duration: f.duration, Actors: f.actors,
+		Issue: func(p auth.Principal) (string, error) {
+			return auth.Issue(key, f.issuer, cfg.JWTAudience, p, 24*time.Hour)
+		},
+		Temporal: tc, Pool: pool, RejectPostalCode: cfg.CarrierRejectZip, SlowPostalCode: cfg.CarrierSlowZip,
+		Faults: kinds, FaultEvery: f.faultEvery, FaultExec: exec, Proxies: proxies, Settle: f.settle, Actions: only,
+		Verify: func(ctx context.Context) (*verify.Report, error) {
+			chk := &verify.Checker{Pool: pool, Store: store, Reader: reader, Temporal: tc, Settle: f.settle}
+			return chk.Run(ctx)
+		},
+		Logf: func(format string, args ...any) {
+			fmt.Fprintf(os.Stderr, "%s campaign: %s\n", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
+		},
 	})
+	if err != nil {
+		return err
+	}
+	fmt.Print(rep)
+	if !rep.OK() {
+		return errCampaignFailed
+	}
+	return nil
 }
 
 var errCampaignFailed = errors.New("the campaign found invariant violations, anomalies or unended sagas")

@@ -28,7 +28,7 @@ import (
 	"github.com/orderflow/orderflow/workflows"
 )
 
-// benchFlags are the flags of `orderflow bench`.
+// benchFlags are the flags of `orderflow-harness bench`.
 type benchFlags struct {
 	url, token  string
 	orders      int
@@ -93,17 +93,16 @@ func sagaBound(ctx workflow.Context, carrierLatency time.Duration) error {
 // runBench measures sagas per second of the bound and of the real saga
 // (orders over HTTP to a running orderflow, completion from Temporal), and
 // the serial end-to-end latency of the saga minus the carrier's.
-func runBench(ctx context.Context, cfg Config, b benchFlags) error {
+func runBench(ctx context.Context, cfg config, b benchFlags) error {
 	if cfg.TemporalAddress == "" {
 		cfg.TemporalAddress = cfg.TemporalDevAddr
 	}
-	a := &app{cfg: cfg, log: cfg.log}
-	tc, err := a.dialTemporal(ctx)
+	tc, err := dialTemporal(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer tc.Close()
-	w := worker.New(tc, boundTaskQueue, workerOptions())
+	w := worker.New(tc, boundTaskQueue, workflows.WorkerOptions())
 	w.RegisterWorkflowWithOptions(sagaBound, workflow.RegisterOptions{Name: boundWorkflow})
 	w.RegisterActivity(boundNoop)
 	w.RegisterActivity(boundCarrier)

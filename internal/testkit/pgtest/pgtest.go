@@ -17,7 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/orderflow/orderflow/internal/devpg"
+	"github.com/orderflow/orderflow/internal/devruntime/devpg"
 	"github.com/orderflow/orderflow/migrations"
 )
 
