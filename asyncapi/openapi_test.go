@@ -19,7 +19,7 @@ import (
 // (filled by orderflow: the operator) is optional. The command log record
 // around them agrees too.
 func TestOpenAPIAndAsyncAPIAgreeOnCommands(t *testing.T) {
-	oas, err := openapi3.NewLoader().LoadFromFile(filepath.Join("..", "http", "openapi.yaml"))
+	oas, err := openapi3.NewLoader().LoadFromFile(filepath.Join("..", "httpapi", "openapi.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

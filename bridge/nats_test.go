@@ -31,7 +31,7 @@ import (
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/eventstore/streams"
-	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/httpapi"
 	"github.com/orderflow/orderflow/internal/testkit/pgtest"
 	"github.com/orderflow/orderflow/outbox"
 )

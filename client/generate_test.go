@@ -9,11 +9,11 @@ import (
 )
 
 // client.gen.go is what oapi-codegen makes of the OpenAPI document today: a
-// change to http/openapi.yaml without `go generate ./client` fails here,
+// change to httpapi/openapi.yaml without `go generate ./client` fails here,
 // so the client Go users get never drifts from the service's contract.
 func TestGeneratedClientIsCurrent(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "client.gen.go")
-	cmd := exec.Command("go", "tool", "oapi-codegen", "-config", "oapi-codegen.yaml", "-o", out, "../http/openapi.yaml")
+	cmd := exec.Command("go", "tool", "oapi-codegen", "-config", "oapi-codegen.yaml", "-o", out, "../httpapi/openapi.yaml")
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("oapi-codegen: %v\n%s", err, msg)
 	}

@@ -19,7 +19,7 @@ import (
 )
 
 // Command payloads. Their JSON schemas, with the constraints checked at the
-// edge, are in the OpenAPI document (http/openapi.yaml) under the same names.
+// edge, are in the OpenAPI document (httpapi/openapi.yaml) under the same names.
 
 type OpenWallet struct {
 	WalletID   string `json:"wallet_id"`

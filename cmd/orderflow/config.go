@@ -15,7 +15,7 @@ import (
 	"github.com/orderflow/orderflow/bridge"
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/delivery"
-	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/httpapi"
 	"github.com/orderflow/orderflow/internal/settings"
 	"github.com/orderflow/orderflow/workflows/sagas"
 )

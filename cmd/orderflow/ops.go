@@ -10,7 +10,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
-	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/httpapi"
 )
 
 // checks are the readiness checks of this process's roles, added as each

@@ -12,7 +12,7 @@ import (
 
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/commands"
-	"github.com/orderflow/orderflow/http/apitest"
+	"github.com/orderflow/orderflow/httpapi/apitest"
 	"github.com/orderflow/orderflow/workflows/sagas"
 )
 

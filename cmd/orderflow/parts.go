@@ -23,7 +23,7 @@ import (
 	"github.com/orderflow/orderflow/bridge"
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/eventstore"
-	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/httpapi"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/projections"
 	"github.com/orderflow/orderflow/telemetry"

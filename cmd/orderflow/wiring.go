@@ -46,7 +46,7 @@ import (
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/eventstore/streams"
-	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/httpapi"
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/personal"

@@ -13,8 +13,8 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 
 	"github.com/orderflow/orderflow/auth"
-	httpapi "github.com/orderflow/orderflow/http"
-	"github.com/orderflow/orderflow/http/apitest"
+	"github.com/orderflow/orderflow/httpapi"
+	"github.com/orderflow/orderflow/httpapi/apitest"
 )
 
 // counting is a body that counts what the server reads of it: 1 MiB of

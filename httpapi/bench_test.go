@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/httpapi"
 )
 
 // Bodies of the edge benchmark: a top-up, an order, and a top-up through

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/orderflow/orderflow/http/apitest"
+	"github.com/orderflow/orderflow/httpapi/apitest"
 	"github.com/orderflow/orderflow/workflows"
 )
 

@@ -1,6 +1,6 @@
 // Package httpapi is orderflow's REST API on echo/v4: commands, the command
 // and event logs, stream state, health, the OpenAPI document and its docs
-// page. Every request is validated against http/openapi.yaml, and every
+// page. Every request is validated against httpapi/openapi.yaml, and every
 // error leaves as application/problem+json (problem.go maps them).
 package httpapi
 

@@ -17,7 +17,7 @@ import (
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/eventstore/eventstoretest"
 	"github.com/orderflow/orderflow/eventstore/streams"
-	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/httpapi"
 	"github.com/orderflow/orderflow/internal/testkit/pgtest"
 	"github.com/orderflow/orderflow/projections"
 )

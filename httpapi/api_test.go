@@ -25,8 +25,8 @@ import (
 	"github.com/orderflow/orderflow/commands"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/eventstore/streams"
-	httpapi "github.com/orderflow/orderflow/http"
-	"github.com/orderflow/orderflow/http/apitest"
+	"github.com/orderflow/orderflow/httpapi"
+	"github.com/orderflow/orderflow/httpapi/apitest"
 	"github.com/orderflow/orderflow/internal/testkit/pgtest"
 	"github.com/orderflow/orderflow/personal"
 )

@@ -12,7 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderflow/orderflow/activities"
-	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/httpapi"
 	"github.com/orderflow/orderflow/internal/testkit/pgtest"
 )
 

@@ -13,8 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/auth"
-	httpapi "github.com/orderflow/orderflow/http"
-	"github.com/orderflow/orderflow/http/apitest"
+	"github.com/orderflow/orderflow/httpapi"
+	"github.com/orderflow/orderflow/httpapi/apitest"
 	"github.com/orderflow/orderflow/internal/testkit/pgtest"
 )
 

@@ -32,7 +32,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/orderflow/orderflow/client"
-	httpapi "github.com/orderflow/orderflow/http"
+	"github.com/orderflow/orderflow/httpapi"
 )
 
 // contractHeaders are the response headers the document must declare
