@@ -52,7 +52,7 @@ func serviceCodes(t *testing.T) map[string][]int {
 		if err != nil {
 			return err
 		}
-		inHTTP := filepath.Dir(path) == filepath.Join("..", "http")
+		inHTTP := filepath.Dir(path) == filepath.Join("..", "httpapi")
 		ast.Inspect(f, func(n ast.Node) bool {
 			switch n := n.(type) {
 			case *ast.CallExpr:
@@ -155,7 +155,7 @@ var dynamicCodes = map[string][]string{
 	`"order_"+string(o.s.Status)`:    {"order_placed", "order_confirmed", "order_shipped", "order_completed", "order_cancelled", "order_rejected", "order_written_off"},
 	`"shipment_"+string(s.s.Status)`: {"shipment_scheduled", "shipment_dispatched", "shipment_delivered", "shipment_failed"},
 	// Another customer's stream, or a stream whose personal data has no owner.
-	`def.StreamType+"_not_found"`: {"order_not_found", "wallet_not_found", "inventory_not_found", "shipment_not_found", "payment_not_found"},
+	`c.def.StreamType+"_not_found"`: {"order_not_found", "wallet_not_found", "inventory_not_found", "shipment_not_found", "payment_not_found"},
 	`typ+"_not_found"`:            {"order_not_found", "wallet_not_found"},
 	// Codes passed on, listed where they are made: the domain's (its
 	// problem), the saga's refusal (workflows' constants, below), a

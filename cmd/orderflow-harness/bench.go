@@ -1,19 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"runtime/pprof"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +21,8 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
+	orderflowapi "github.com/orderflow/orderflow/client"
+	"github.com/orderflow/orderflow/internal/harness/loadgen"
 	"github.com/orderflow/orderflow/workflows"
 )
 
@@ -125,7 +123,7 @@ func runBench(ctx context.Context, cfg config, b benchFlags) error {
 	if err != nil {
 		return err
 	}
-	h := &benchHTTP{url: strings.TrimRight(b.url, "/"), token: token, tc: tc}
+	h := &benchHTTP{api: loadgen.NewClient(b.url, token, http.DefaultClient), tc: tc}
 	runID := uuid.NewString()[:8]
 	// One wallet and one SKU per concurrent client: the run measures the
 	// saga, not contention on one aggregate.
@@ -230,99 +228,55 @@ func benchRun(ctx context.Context, n, concurrency int, runID string, do func(ctx
 	return float64(n) / time.Since(t0).Seconds(), took, first
 }
 
-// benchHTTP places orders on a running orderflow.
+// benchHTTP places orders on a running orderflow with its typed client.
 type benchHTTP struct {
-	url, token string
-	tc         client.Client
+	api *loadgen.Client
+	tc  client.Client
 	// refused counts the placements the service pushed back (429 or 503
 	// with Retry-After): each is sent again, with its key, when it says.
 	refused atomic.Int64
 }
 
-// refusedError is a refusal that says when to come back.
-type refusedError struct {
-	status int
-	after  time.Duration
-}
-
-func (e *refusedError) Error() string {
-	return fmt.Sprintf("refused %d, Retry-After %s", e.status, e.after)
-}
-
-func (h *benchHTTP) post(ctx context.Context, path, key string, body any, want int) (map[string]any, error) {
-	return h.do(ctx, http.MethodPost, path, key, body, want)
-}
-
-func (h *benchHTTP) do(ctx context.Context, method, path, key string, body any, want int) (map[string]any, error) {
-	raw, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, method, h.url+path, bytes.NewReader(raw))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+h.token)
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	out, _ := io.ReadAll(res.Body)
-	if ra := res.Header.Get("Retry-After"); ra != "" && (res.StatusCode == http.StatusTooManyRequests || res.StatusCode == http.StatusServiceUnavailable) {
-		secs, _ := strconv.Atoi(ra)
-		return nil, &refusedError{status: res.StatusCode, after: time.Duration(max(secs, 1)) * time.Second}
-	}
-	if res.StatusCode != want {
-		return nil, fmt.Errorf("%s %s: %d: %s", method, path, res.StatusCode, out)
-	}
-	var m map[string]any
-	return m, json.Unmarshal(out, &m)
-}
-
 func (h *benchHTTP) setUp(ctx context.Context, id string) error {
-	if _, err := h.post(ctx, "/wallets", "", map[string]any{"wallet_id": id, "customer_id": id, "currency": "EUR"}, 201); err != nil {
+	if err := h.api.Wallet(ctx, id, id, 1_000_000_000, "bench: funds for the measured orders"); err != nil {
 		return err
 	}
-	if _, err := h.post(ctx, "/wallets/"+id+"/top-ups", "", map[string]any{"amount": 1_000_000_000, "reason": "bench: funds for the measured orders"}, 201); err != nil {
-		return err
-	}
-	if _, err := h.do(ctx, http.MethodPut, "/products/"+id+"/price", "", map[string]any{"unit_price": 100, "currency": "EUR"}, 201); err != nil {
-		return err
-	}
-	_, err := h.post(ctx, "/products/"+id+"/stock", "", map[string]any{"quantity": 1_000_000}, 201)
-	return err
+	return h.api.Product(ctx, id, 100, 1_000_000)
 }
 
 // order places a one-line order and waits for its saga to complete.
 func (h *benchHTTP) order(ctx context.Context, id, key string) (time.Duration, error) {
 	t0 := time.Now()
-	body := map[string]any{"customer_id": id, "wallet_id": id, "currency": "EUR",
-		"lines":            []map[string]any{{"sku": id, "quantity": 1, "unit_price": 100}},
-		"shipping_address": map[string]any{"name": "Bench", "line1": "1 Main St", "city": "Paris", "postal_code": "75001", "country": "FR"}}
+	price := int64(100)
+	body := orderflowapi.PlaceOrder{CustomerId: id, WalletId: id, Currency: "EUR",
+		Lines:           []orderflowapi.OrderLine{{Sku: id, Quantity: 1, UnitPrice: &price}},
+		ShippingAddress: orderflowapi.Address{Name: "Bench", Line1: "1 Main St", City: "Paris", PostalCode: "75001", Country: "FR"}}
 	// Admission control may push back (503 overloaded while the sagas'
 	// backlog is full): the order is sent again under its key when the
 	// answer says, and its time counts from the first attempt.
-	var r map[string]any
-	var err error
+	var placed *orderflowapi.PlaceOrderResponse
 	for {
-		r, err = h.post(ctx, "/orders", key, body, 201)
-		var refused *refusedError
-		if !errors.As(err, &refused) {
+		res, err := h.api.API.PlaceOrderWithResponse(ctx, &orderflowapi.PlaceOrderParams{IdempotencyKey: &key}, body)
+		if err != nil {
+			return 0, err
+		}
+		ra := res.HTTPResponse.Header.Get("Retry-After")
+		if ra == "" || (res.StatusCode() != http.StatusTooManyRequests && res.StatusCode() != http.StatusServiceUnavailable) {
+			placed = res
 			break
 		}
 		h.refused.Add(1)
+		secs, _ := strconv.Atoi(ra)
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		case <-time.After(refused.after):
+		case <-time.After(time.Duration(max(secs, 1)) * time.Second):
 		}
 	}
-	if err != nil {
-		return 0, err
+	if placed.JSON201 == nil {
+		return 0, fmt.Errorf("POST /orders: %d: %s", placed.StatusCode(), placed.Body)
 	}
-	orderID, _ := r["stream_id"].(string)
+	orderID := placed.JSON201.StreamId
 	for {
 		var p workflows.Progress
 		err := h.tc.GetWorkflow(ctx, workflows.WorkflowID(orderID), "").Get(ctx, &p)

@@ -222,17 +222,13 @@ func setUp(ctx context.Context, c *Client, cfg Config, runID string) (*fixture, 
 	if cfg.Hot {
 		balance, stock = 100_000, 100
 	}
-	reason := "load test: funds for the generated orders"
 	for i := range max(cfg.Customers, 1) {
 		id := fmt.Sprintf("w-%s-%d", runID, i)
 		poor := id + "-poor"
-		if err := created("open " + id)(c.API.OpenWalletWithResponse(ctx, nil, client.OpenWallet{WalletId: id, CustomerId: "c-" + id, Currency: "EUR"})); err != nil {
+		if err := c.Wallet(ctx, id, "c-"+id, balance, "load test: funds for the generated orders"); err != nil {
 			return nil, err
 		}
-		if err := created("top up " + id)(c.API.TopUpWalletWithResponse(ctx, id, nil, client.TopUpWalletJSONRequestBody{Amount: balance, Reason: &reason})); err != nil {
-			return nil, err
-		}
-		if err := created("open " + poor)(c.API.OpenWalletWithResponse(ctx, nil, client.OpenWallet{WalletId: poor, CustomerId: "c-" + poor, Currency: "EUR"})); err != nil {
+		if err := c.Wallet(ctx, poor, "c-"+poor, 0, ""); err != nil {
 			return nil, err
 		}
 		f.rich = append(f.rich, id)
@@ -240,10 +236,7 @@ func setUp(ctx context.Context, c *Client, cfg Config, runID string) (*fixture, 
 	}
 	for i := range max(cfg.Products, 1) {
 		sku := fmt.Sprintf("sku-%s-%d", runID, i)
-		if err := c.setPrice(ctx, sku, int64(100+i*37%5000)); err != nil {
-			return nil, err
-		}
-		if err := created("stock " + sku)(c.API.ReceiveStockWithResponse(ctx, sku, nil, client.ReceiveStockJSONRequestBody{Quantity: stock})); err != nil {
+		if err := c.Product(ctx, sku, int64(100+i*37%5000), stock); err != nil {
 			return nil, err
 		}
 		f.skus = append(f.skus, sku)
@@ -276,6 +269,26 @@ type answer interface {
 // setPrice prices sku in the catalogue (an operator's PUT).
 func (c *Client) setPrice(ctx context.Context, sku string, unitPrice int64) error {
 	return created("price " + sku)(c.API.SetPriceWithResponse(ctx, sku, nil, client.SetPriceJSONRequestBody{UnitPrice: unitPrice, Currency: "EUR"}))
+}
+
+// Wallet opens a EUR wallet for customer, credited with balance (an
+// operator's credit, for reason) unless balance is 0.
+func (c *Client) Wallet(ctx context.Context, id, customer string, balance int64, reason string) error {
+	if err := created("open " + id)(c.API.OpenWalletWithResponse(ctx, nil, client.OpenWallet{WalletId: id, CustomerId: customer, Currency: "EUR"})); err != nil {
+		return err
+	}
+	if balance == 0 {
+		return nil
+	}
+	return created("top up " + id)(c.API.TopUpWalletWithResponse(ctx, id, nil, client.TopUpWalletJSONRequestBody{Amount: balance, Reason: &reason}))
+}
+
+// Product prices sku (EUR) and receives stock of it.
+func (c *Client) Product(ctx context.Context, sku string, unitPrice, stock int64) error {
+	if err := c.setPrice(ctx, sku, unitPrice); err != nil {
+		return err
+	}
+	return created("stock " + sku)(c.API.ReceiveStockWithResponse(ctx, sku, nil, client.ReceiveStockJSONRequestBody{Quantity: stock}))
 }
 
 // placeOrder places one order of kind and waits until the read model shows it.
