@@ -201,8 +201,12 @@ func (r *run) waitReady(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for _, api := range r.cfg.APIs {
 		for {
-			st, _, err := r.ops.At(api).Get(ctx, "/readyz")
-			if err == nil && st == http.StatusOK {
+			res, err := r.ops.At(api).API.ReadyWithResponse(ctx)
+			st := 0
+			if err == nil {
+				st = res.StatusCode()
+			}
+			if st == http.StatusOK {
 				break
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {

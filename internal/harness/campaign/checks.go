@@ -121,13 +121,18 @@ func (r *run) orderStatus(ctx context.Context, id string) (string, error) {
 // sagaCarrier is what the order's saga documents of the carrier's answer
 // to a withdrawal ("taken", "withdrawn" or "").
 func (r *run) sagaCarrier(ctx context.Context, id string) string {
-	st, out, err := r.ops.Get(ctx, "/orders/"+id+"/saga")
-	if err != nil || st != http.StatusOK {
+	saga, err := r.ops.API.GetOrderSagaWithResponse(ctx, id)
+	if err != nil || saga.JSON200 == nil {
+		st := 0
+		if err == nil {
+			st = saga.StatusCode()
+		}
 		return "unknown (GET /orders/{id}/saga answered " + strconv.Itoa(st) + ")"
 	}
-	prog, _ := out["progress"].(map[string]any)
-	c, _ := prog["carrier"].(string)
-	return c
+	if c := saga.JSON200.Progress.Carrier; c != nil {
+		return string(*c)
+	}
+	return ""
 }
 
 // checkCancels compares each cancel's answer with the order's end, as

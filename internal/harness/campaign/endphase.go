@@ -5,6 +5,7 @@ package campaign
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -15,22 +16,22 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 
+	"github.com/orderflow/orderflow/client"
 	"github.com/orderflow/orderflow/workflows"
 	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
 // sagaStatus is the order's saga status as GET /orders/{id} shows it ("" if unknown).
 func (r *run) sagaStatus(ctx context.Context, id string) string {
-	st, out, err := r.ops.At(r.cfg.APIs[rand.IntN(len(r.cfg.APIs))]).Get(ctx, "/orders/"+id)
-	if err != nil || st != http.StatusOK {
+	o, err := r.ops.At(r.cfg.APIs[rand.IntN(len(r.cfg.APIs))]).API.GetOrderWithResponse(ctx, id, nil)
+	if err != nil || o.JSON200 == nil || o.JSON200.Saga == nil {
 		return ""
 	}
-	saga, _ := out["saga"].(map[string]any)
-	s, _ := saga["status"].(string)
-	if rs, _ := saga["run_status"].(string); rs == "Terminated" || rs == "WORKFLOW_EXECUTION_STATUS_TERMINATED" {
+	saga := o.JSON200.Saga
+	if rs := saga.RunStatus; rs == "Terminated" || rs == "WORKFLOW_EXECUTION_STATUS_TERMINATED" {
 		return "TERMINATED"
 	}
-	return s
+	return saga.Status
 }
 
 // awaitSaga polls until the saga's status is one of want (or limit passes).
@@ -53,14 +54,13 @@ var ended = []string{workflows.StatusCompleted, workflows.StatusCompensated, wor
 // an action resolves itself) and, in the end phase, repairs the sagas that
 // ended without an outcome.
 func (r *run) operatorRound(ctx context.Context, rnd *rand.Rand, end bool) (waiting int) {
-	st, out, err := r.ops.Get(ctx, "/sagas?status=NEEDS_ATTENTION&limit=1000")
-	if err != nil || st != http.StatusOK {
+	limit := 1000
+	list, err := r.ops.API.ListSagasWithResponse(ctx, &client.ListSagasParams{Status: workflows.StatusNeedsAttention, Limit: &limit})
+	if err != nil || list.JSON200 == nil {
 		return 1
 	}
-	list, _ := out["sagas"].([]any)
-	for _, s := range list {
-		m, _ := s.(map[string]any)
-		id, _ := m["order_id"].(string)
+	for _, s := range list.JSON200.Sagas {
+		id := s.OrderId
 		r.mu.Lock()
 		mine := r.handled[id]
 		r.mu.Unlock()
@@ -95,19 +95,16 @@ func (r *run) operatorRound(ctx context.Context, rnd *rand.Rand, end bool) (wait
 // skip is never chosen: it says an operator undid a step by hand, which
 // the campaign does not do.
 func (r *run) resolve(ctx context.Context, rnd *rand.Rand, id string) {
-	st, out, err := r.ops.Get(ctx, "/orders/"+id+"/saga")
-	if err != nil || st != http.StatusOK {
+	saga, err := r.ops.API.GetOrderSagaWithResponse(ctx, id)
+	if err != nil || saga.JSON200 == nil || saga.JSON200.Progress.Attention == nil {
 		return
 	}
-	prog, _ := out["progress"].(map[string]any)
-	att, _ := prog["attention"].(map[string]any)
-	opts, _ := att["options"].([]any)
 	var choices []string
 	r.mu.Lock()
 	tries := r.retries[id]
 	r.mu.Unlock()
-	for _, o := range opts {
-		s, _ := o.(string)
+	for _, o := range saga.JSON200.Progress.Attention.Options {
+		s := string(o)
 		if s == workflows.ActionSkip || (s == workflows.ActionRetry && tries >= 2) {
 			continue
 		}
@@ -122,7 +119,11 @@ func (r *run) resolve(ctx context.Context, rnd *rand.Rand, id string) {
 		r.retries[id]++
 		r.mu.Unlock()
 	}
-	st, out, _ = r.ops.Post(ctx, "/orders/"+id+"/saga/resolve", "", map[string]any{"action": action, "reason": "campaign operator"})
+	st, out := 0, map[string]any(nil)
+	if res, err := r.ops.API.ResolveOrderSagaWithResponse(ctx, id, client.ResolveOrderSagaJSONRequestBody{Action: client.ResolveOrderSagaJSONBodyAction(action), Reason: "campaign operator"}); err == nil {
+		st = res.StatusCode()
+		_ = json.Unmarshal(res.Body, &out)
+	}
 	r.answer("operator resolve "+action, st, out)
 	if st == http.StatusOK {
 		r.count(r.rep.Operator, "resolve "+action)
