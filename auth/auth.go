@@ -287,3 +287,18 @@ func ParsePublicKey(pemBytes []byte) (crypto.PublicKey, error) {
 	}
 	return x509.ParsePKIXPublicKey(block.Bytes)
 }
+
+// DevOperatorToken is an operator's token signed with dev's key in dir,
+// for audience, living at most maxTTL (a day when 0): what the harness and
+// the end-to-end tests send against `orderflow dev` when given none.
+func DevOperatorToken(dir, audience string, maxTTL time.Duration) (string, error) {
+	key, err := DevKey(dir, false)
+	if err != nil {
+		return "", fmt.Errorf("no -token given and no dev key: %w", err)
+	}
+	ttl := 24 * time.Hour
+	if maxTTL > 0 {
+		ttl = min(ttl, maxTTL)
+	}
+	return Issue(key, DevIssuer, audience, Principal{Subject: "ops-load", Role: Operator}, ttl)
+}

@@ -141,13 +141,5 @@ func operatorToken(cfg config, given string) (string, error) {
 	if given != "" {
 		return given, nil
 	}
-	key, err := auth.DevKey(cfg.DataDir, false)
-	if err != nil {
-		return "", fmt.Errorf("no -token given and no dev key: %w", err)
-	}
-	ttl := 24 * time.Hour
-	if cfg.JWTMaxTTL > 0 {
-		ttl = min(ttl, cfg.JWTMaxTTL)
-	}
-	return auth.Issue(key, auth.DevIssuer, cfg.JWTAudience, auth.Principal{Subject: "ops-load", Role: auth.Operator}, ttl)
+	return auth.DevOperatorToken(cfg.DataDir, cfg.JWTAudience, cfg.JWTMaxTTL)
 }
