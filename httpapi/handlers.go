@@ -147,7 +147,7 @@ func (s *Server) submitCommand(c echo.Context) error {
 		return &commands.PayloadError{Msg: fmt.Sprintf("payload of %s: %v", body.Type, err)}
 	}
 	if cancel, ok := p.(*commands.CancelOrder); ok {
-		// The same door as POST /orders/{id}/cancel: the saga decides.
+		// The same cancel as POST /orders/{id}/cancel: the saga decides.
 		return s.cancelThroughSaga(c, cancel.OrderID, cancel.Reason)
 	}
 	return s.dispatch(c, commands.Request{Command: p})
