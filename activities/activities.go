@@ -35,9 +35,9 @@ type Activities struct {
 	Bus     *commands.Bus
 	Store   *eventstore.Store
 	Carrier Carrier
-	// Keys opens the sealed shipping address for the carrier, the one
-	// place outside the API that needs it in clear.
-	Keys *personal.Keys
+	// CustomerKeys opens the sealed shipping address for the carrier, the
+	// one place outside the API that needs it in clear.
+	CustomerKeys *personal.Keys
 }
 
 // Step says which saga step sends a command and on whose behalf.

@@ -148,7 +148,7 @@ func TestACarrierCallAfterAForgetAnswersForTheBookingItMade(t *testing.T) {
 		t.Fatal(err)
 	}
 	carrier := activities.SimulatedCarrier{Pool: pool, Latency: 10 * time.Millisecond}
-	acts := &activities.Activities{Carrier: carrier, Keys: keys}
+	acts := &activities.Activities{Carrier: carrier, CustomerKeys: keys}
 	env := (&testsuite.WorkflowTestSuite{}).NewTestActivityEnvironment()
 	env.RegisterActivity(acts)
 	parcel := func(orderID string) activities.Parcel {

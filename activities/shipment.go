@@ -40,10 +40,10 @@ func (a *Activities) ScheduleShipment(ctx context.Context, p Parcel) error {
 // address whose key was destroyed (the customer was forgotten) cannot be
 // shipped to: the carrier refuses it, and the saga compensates.
 func (a *Activities) openAddress(ctx context.Context, p Parcel) (order.Address, error) {
-	if a.Keys == nil {
+	if a.CustomerKeys == nil {
 		return p.Address, nil
 	}
-	open := a.Keys.For(p.CustomerID)
+	open := a.CustomerKeys.For(p.CustomerID)
 	to := p.Address
 	for _, f := range to.PersonalFields() {
 		v, err := open.Open(ctx, *f)

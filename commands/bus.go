@@ -8,7 +8,7 @@
 // decide.go (the aggregate loaded and asked; version conflicts decided
 // again) and commit.go (groups of commands committed in one transaction;
 // groupfailure.go: a group retried, or its outcome learned after a lost
-// connection). keys.go holds idempotency: a command id seen before is
+// connection). idempotency.go holds idempotency: a command id seen before is
 // answered from the log. definition.go, catalog.go and payments.go declare
 // the commands; personal.go seals personal fields; locks.go keeps one
 // writer per stream.
@@ -138,13 +138,13 @@ type Options struct {
 
 // Bus dispatches commands.
 type Bus struct {
-	store   *eventstore.Store
-	log     *commandlog.Log
-	keys    *personal.Keys
-	defs    map[string]Definition
-	retries int
-	now     func() time.Time
-	observe func(typ, streamType, outcome string, events int, took time.Duration)
+	store        *eventstore.Store
+	log          *commandlog.Log
+	customerKeys *personal.Keys
+	defs         map[string]Definition
+	retries      int
+	now          func() time.Time
+	observe      func(typ, streamType, outcome string, events int, took time.Duration)
 	// conflicts counts re-decisions after a version conflict.
 	conflicts func(typ string)
 	streams   *StreamLocks
@@ -154,7 +154,7 @@ type Bus struct {
 
 // NewBus returns a bus for the given definitions.
 func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts Options) *Bus {
-	b := &Bus{store: store, log: commandlog.NewLog(pool), keys: personal.NewKeys(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock,
+	b := &Bus{store: store, log: commandlog.NewLog(pool), customerKeys: personal.NewKeys(pool), defs: map[string]Definition{}, retries: opts.Retries, now: opts.Clock,
 		committer: newCommitter(pool, store, opts.Group, opts.Committed), admit: opts.Admit}
 	if b.now == nil {
 		b.now = time.Now

@@ -56,7 +56,7 @@ func (b *Bus) seal(ctx context.Context, def Definition, streamID, customer strin
 			return &PayloadError{Msg: fmt.Sprintf("a personal field of %s has %d characters, more than %d", def.Name, n, MaxPersonalLength)}
 		}
 	}
-	if err := b.keys.Seal(ctx, customer, fields...); errors.Is(err, personal.ErrNotTheirs) {
+	if err := b.customerKeys.Seal(ctx, customer, fields...); errors.Is(err, personal.ErrNotTheirs) {
 		return &PayloadError{Msg: fmt.Sprintf("payload of %s: a personal field is sealed for another customer", def.Name)}
 	} else if err != nil {
 		return err

@@ -82,7 +82,7 @@ type Handler struct {
 // RouterConfig tunes delivery.
 type RouterConfig struct {
 	// PollInterval is how long a subscriber sleeps after finding its topic
-	// empty: the floor of projection lag when idle. watermill-sql's default
+	// empty: the lower bound of projection lag when idle. watermill-sql's default
 	// (1 s) is far too slow for read-your-writes; 50 ms costs one indexed
 	// query per topic and consumer group per interval.
 	PollInterval time.Duration

@@ -88,7 +88,7 @@ func newAPIWith(t testing.TB, cfg httpapi.Config) client {
 }
 
 // sagaCancels cancels an order as its saga does (these tests run no
-// Temporal): the one door by which an order is cancelled. It answers like
+// Temporal): the only decider that cancels an order. It answers like
 // a command's response, with the position of the cancel.
 func (c client) sagaCancels(orderID, reason string) response {
 	c.t.Helper()
@@ -218,7 +218,8 @@ func TestPlaceAnOrderThroughTheAPI(t *testing.T) {
 		t.Fatalf("stream %s", stream.raw)
 	}
 
-	// A client's cancel goes to the order's saga, by either door: without
+	// A client's cancel goes to the order's saga, by either route (POST
+	// /orders/{id}/cancel or CancelOrder through POST /commands): without
 	// Temporal there is none to ask, and the order is left as it is.
 	for _, r := range []response{
 		c.do("POST", "/orders/"+orderID+"/cancel", `{"reason":"changed my mind"}`),

@@ -77,7 +77,8 @@ func TestEveryRouteRefusesEmptyParametersAndOversizedBodiesUnread(t *testing.T) 
 			}
 		}
 	}
-	// The paths of the issue, one by one, with their codes.
+	// Empty path segments, a NUL and invalid UTF-8 in a path parameter,
+	// each under a 3×limit body: refused with its code before routing.
 	op := c.as(operator).token
 	for path, code := range map[string]string{"/wallets//top-ups": "empty_path_segment", "/products//stock": "empty_path_segment",
 		"/orders//saga/resolve": "empty_path_segment", "/orders/": "empty_path_segment", "/orders/%00": "invalid_text", "/orders/%FF/saga": "invalid_text"} {
@@ -143,7 +144,8 @@ func TestEveryQueryParameterRefusesNULAndInvalidUTF8(t *testing.T) {
 	if checked < 100 {
 		t.Fatalf("only %d requests", checked)
 	}
-	// The issue's case, and a malformed query.
+	// A customer's NUL in /commands' stream_id (once a 500), and a
+	// malformed query (a bad percent escape).
 	cust.want(cust.do("GET", "/commands?stream_id=%00", ""), 400)
 	if r := cust.do("GET", "/commands?stream_id=%zz", ""); r.status != 400 || r.body["code"] != "invalid_query" {
 		t.Fatalf("%d %s", r.status, r.raw)

@@ -87,9 +87,9 @@ func (s *Server) reply(c echo.Context, status int, v any) error {
 
 func (s *Server) opener(c echo.Context) *personal.Opener {
 	if p := principal(c); p.Role == auth.Customer {
-		return s.keys.For(p.CustomerID)
+		return s.customerKeys.For(p.CustomerID)
 	}
-	return s.keys.For("")
+	return s.customerKeys.For("")
 }
 
 // forgetCustomer destroys the customer's key: its personal fields read as
@@ -100,7 +100,7 @@ func (s *Server) forgetCustomer(c echo.Context) error {
 	if !p.Owns(id) {
 		return problem(http.StatusNotFound, "customer_not_found", fmt.Sprintf("customer %s does not exist", id))
 	}
-	destroyed, err := s.keys.Forget(c.Request().Context(), id, p.Subject)
+	destroyed, err := s.customerKeys.Forget(c.Request().Context(), id, p.Subject)
 	if err != nil {
 		return err
 	}
@@ -147,7 +147,7 @@ func (s *Server) submitCommand(c echo.Context) error {
 		return &commands.PayloadError{Msg: fmt.Sprintf("payload of %s: %v", body.Type, err)}
 	}
 	if cancel, ok := p.(*commands.CancelOrder); ok {
-		// The same door as POST /orders/{id}/cancel: the saga decides.
+		// The same cancel as POST /orders/{id}/cancel: the saga decides.
 		return s.cancelThroughSaga(c, cancel.OrderID, cancel.Reason)
 	}
 	return s.dispatch(c, commands.Request{Command: p})

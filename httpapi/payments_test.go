@@ -206,8 +206,9 @@ func TestADeclinedPaymentCreditsNothing(t *testing.T) {
 	}
 }
 
-// Customers no longer top up, through either door; an operator's credit
-// needs a reason and records it with the operator.
+// Customers no longer top up, through POST /wallets/{id}/top-ups or
+// POST /commands; an operator's credit needs a reason and records it with
+// the operator.
 func TestOnlyOperatorsTopUpWithAReason(t *testing.T) {
 	c, _ := paymentsAPI(t, time.Hour)
 	cc, w := customerWallet(t, c)

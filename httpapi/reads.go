@@ -189,7 +189,7 @@ func (s *Server) cancelOrder(c echo.Context) error {
 	return s.cancelThroughSaga(c, c.Param("id"), body.Reason)
 }
 
-// cancelThroughSaga is a client's cancel, by whichever door it came (POST
+// cancelThroughSaga is a client's cancel, by whichever route it came (POST
 // /orders/{id}/cancel, or CancelOrder through POST /commands): the order's
 // saga alone decides it — while the carrier works it asks the carrier
 // first, and after a terminate the repair run answers with its reading of

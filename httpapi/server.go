@@ -112,7 +112,7 @@ type Server struct {
 	spec               []byte
 
 	verifier     *auth.Verifier
-	keys         *personal.Keys
+	customerKeys *personal.Keys
 	limits       Limits
 	customerRate *rateStore
 	operatorRate *rateStore
@@ -152,7 +152,7 @@ func New(cfg Config) (*echo.Echo, error) {
 	s := &Server{pool: cfg.Pool, bus: cfg.Bus, store: cfg.Store, log: cfg.Log, maxBody: cfg.MaxBodyBytes, doc: doc, router: router, spec: spec,
 		reader: cfg.Reader, sagas: cfg.Sagas, consumers: cfg.Consumers, horizon: newHorizon(cfg.Pool, 50*time.Millisecond),
 		consistencyTimeout: cfg.ConsistencyTimeout, cancelWait: cfg.CancelWait, heartbeat: cfg.Heartbeat, sseWriteTimeout: 10 * time.Second,
-		verifier: cfg.Verifier, keys: personal.NewKeys(cfg.Pool), limits: cfg.Limits.withDefaults(), payments: cfg.Payments}
+		verifier: cfg.Verifier, customerKeys: personal.NewKeys(cfg.Pool), limits: cfg.Limits.withDefaults(), payments: cfg.Payments}
 	s.customerRate = newRateStore(s.limits.CustomerRate, s.limits.CustomerBurst)
 	s.operatorRate = newRateStore(s.limits.OperatorRate, s.limits.OperatorBurst)
 	s.streams, s.waits = newSlots(s.limits.Streams), newSlots(s.limits.Waits)

@@ -287,7 +287,7 @@ func (s *system) created(what string, res interface {
 	}
 }
 
-// fault makes a change no client's door allows (the hold vanishes beside
+// fault makes a change no client's request allows (the hold vanishes beside
 // the saga), as a bug or a repair by hand in the database would: it goes
 // to the bus as orderflow's own.
 func (s *system) fault(c commands.Command) {
@@ -602,7 +602,7 @@ func TestAPreClaimedSagaKeyCannotGiveGoodsAway(t *testing.T) {
 }
 
 // A capture that fails after the carrier took the parcel (here the hold
-// vanished meanwhile, by a fault: no client's door allows it) is never compensated: the saga waits for an operator
+// vanished meanwhile, by a fault: no client's request allows it) is never compensated: the saga waits for an operator
 // with the holds as they are, and the write-off commits the stock, keeps
 // the customer's money untouched and closes the order.
 func TestACaptureFailingAfterDispatchIsWrittenOffByAnOperator(t *testing.T) {

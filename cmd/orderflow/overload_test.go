@@ -17,7 +17,8 @@ import (
 )
 
 // While the sagas' backlog is full, an order is refused at once with 503
-// and Retry-After, through every door, and nothing of it is written; the
+// and Retry-After, through POST /orders, POST /commands and another
+// process's bus alike, and nothing of it is written; the
 // launcher keeps no more sagas running than it may; once the sagas finish,
 // orders are accepted again.
 func TestOrdersAreRefusedWhileTheSagasBacklogIsFull(t *testing.T) {

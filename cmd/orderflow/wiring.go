@@ -453,7 +453,7 @@ func (a *app) runWorker(ctx context.Context, c client.Client) error {
 		return err
 	}
 	w := worker.New(c, workflows.TaskQueue, workflows.WorkerOptions())
-	workflows.Register(w, &activities.Activities{Bus: a.bus, Store: a.store, Keys: personal.NewKeys(a.pool), Carrier: a.carrier()})
+	workflows.Register(w, &activities.Activities{Bus: a.bus, Store: a.store, CustomerKeys: personal.NewKeys(a.pool), Carrier: a.carrier()})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}

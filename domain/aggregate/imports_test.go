@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// The domain is the ground floor: its packages import nothing of
+// The domain is the bottom layer: its packages import nothing of
 // orderflow's but the domain itself (the registry of streams and events,
 // which needs the event store, is assembled in eventstore/streams).
 func TestTheDomainImportsOnlyTheDomain(t *testing.T) {

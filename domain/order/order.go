@@ -290,8 +290,8 @@ func (o *Order) Confirm() error {
 
 // Cancel stops an order that has not shipped: the saga's decision (its
 // last compensation). A client's cancel never moves the order itself — it
-// goes to the saga, which may have to ask the carrier first — so any other
-// door to this method is refused. Cancelling twice is a no-op.
+// goes to the saga, which may have to ask the carrier first — so a call
+// by any other decider is refused. Cancelling twice is a no-op.
 func (o *Order) Cancel(reason string, by Decider) error {
 	if err := o.mustExist(); err != nil {
 		return err

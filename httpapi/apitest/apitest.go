@@ -266,9 +266,9 @@ var ExercisedInCmdOrderflow = []string{
 	"overloaded",         // an order while the sagas' backlog is full (overload_test)
 	"order_shipped",      // a cancel once the carrier has the parcel
 	"order_completed",    // a cancel of an order its saga completed
-	"saga_owns",          // an operator's hold, reservation or shipment command on an order its saga holds (doors_test)
-	"order_ended",        // such a command once the order ended (doors_test)
-	"order_id_assigned",  // a customer naming its order's id (doors_test)
+	"saga_owns",          // an operator's hold, reservation or shipment command on an order its saga holds (saga_bypass_test)
+	"order_ended",        // such a command once the order ended (saga_bypass_test)
+	"order_id_assigned",  // a customer naming its order's id (saga_bypass_test)
 	"action_not_allowed", // an operator's decision the waiting saga does not offer
 }
 

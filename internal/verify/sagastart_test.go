@@ -82,11 +82,10 @@ func runLauncher(t *testing.T, pool *pgxpool.Pool, fake *starts) (stop func()) {
 	return stop
 }
 
-// Issue 27: a poisoned order.placed of the saga starter left an order
-// answered 201 whose saga never started, and verify counted only the
-// projections' poison. Now verify names the order (and the starter's
-// poison); replaying the poison message runs the starter again, and the
-// saga starts once.
+// An order.placed the saga starter poisoned leaves an order answered 201
+// whose saga never started: verify names the order (and the starter's
+// poison), not only the projections' poison; replaying the poison message
+// runs the starter again, and the saga starts once.
 func TestAPoisonedSagaStartFailsVerifyUntilItIsReplayed(t *testing.T) {
 	ctx := context.Background()
 	pool := pgtest.Pool(t)

@@ -266,8 +266,10 @@ func TestEachCheckFindsItsCorruption(t *testing.T) {
 				wallet.HoldAuthorised{OrderID: o, Amount: 50, Currency: "EUR"}, wallet.HoldCaptured{OrderID: o, Amount: 50})
 			return "wallet " + id + " captured 50 for order " + o
 		}},
-		// Issue 26: the carrier's own bookings are the truth, and money and
-		// goods follow each order's end.
+		// Orders sold by hand through operators' commands: a dispatch that
+		// orderflow recorded is no parcel unless the carrier booked it (its
+		// own bookings are the truth), and the stock committed and money
+		// captured must follow each order's end.
 		{"money captured only for a parcel the carrier took", func() string {
 			// An operator's DispatchShipment is no parcel with the carrier.
 			id := fresh("o-operator-dispatched-")

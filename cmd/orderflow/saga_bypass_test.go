@@ -18,8 +18,9 @@ import (
 	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
-// Money and goods move only as the saga decides: each test here is a door
-// around the saga that once reached the same state by another way.
+// Money and goods move only as the saga decides: each test here is a way
+// around the saga (a route, a command through POST /commands, an
+// operator's action) that once reached the same state without it.
 
 // customerOf is the Authorization header of the wallet's customer (the
 // system's wallets belong to "c-" + the wallet id).
@@ -29,7 +30,7 @@ func (s *system) customerOf(wallet string) []string {
 }
 
 // A customer's CancelOrder through POST /commands, while the carrier works,
-// is the same door as POST /orders/{id}/cancel: the saga asks the carrier
+// is the same cancel as POST /orders/{id}/cancel: the saga asks the carrier
 // to withdraw and compensates. (It used to cancel the order directly: the
 // carrier took the parcel, the payment was captured, verify failed.)
 func TestACustomersCancelThroughCommandsGoesThroughTheSaga(t *testing.T) {
@@ -295,11 +296,11 @@ func (s *system) terminate(orderID string) {
 	}
 }
 
-// The catalogue names the price, through every door: a customer's price
-// is never taken (the typed route and POST /commands alike), a price the
-// customer was shown that is no longer current is refused with the current
-// one, an unpriced SKU is not for sale, only operators price, and an order
-// keeps the price it was placed at when the price changes.
+// The catalogue names the price, on the typed routes and POST /commands
+// alike: a customer's price is never taken, a price the customer was shown
+// that is no longer current is refused with the current one, an unpriced
+// SKU is not for sale, only operators price, and an order keeps the price
+// it was placed at when the price changes.
 func TestTheCataloguePricesEveryOrder(t *testing.T) {
 	s := startSystem(t, 50*time.Millisecond)
 	wallet, sku := s.customer(100000, 10) // priced at 1000
