@@ -3,7 +3,8 @@
 // document the service embeds (httpapi.OpenAPI) and reports each mismatch
 // to the test — a status the operation does not declare, a declared header
 // missing or malformed, a contract header the response does not declare,
-// a body that does not match its schema. It also records the problem codes
+// a body that does not match its schema (a member it does not list
+// included). It also records the problem codes
 // it saw, so that a test binary can check which codes its tests produced.
 //
 // Only tests import it.
@@ -67,6 +68,7 @@ func load() error {
 			spec.err = err
 			return
 		}
+		closeSchemas(doc)
 		spec.doc = doc
 		spec.unrouted, spec.err = unroutedOperation(doc)
 	})
@@ -302,4 +304,71 @@ func NewClient(tb testing.TB, server, token string) *client.ClientWithResponses 
 		tb.Fatal(err)
 	}
 	return c
+}
+
+// closeSchemas makes every object schema of the loaded document refuse
+// members it does not list (additionalProperties: false where the document
+// says nothing), so that a field the service sends and the document does
+// not declare fails the test as an undeclared status or header does: a
+// generated client would silently drop it. Schemas that are parts of an
+// allOf stay open (closed, each would refuse the other parts' members),
+// and so do those that say additionalProperties themselves (Document,
+// metadata, Readiness' checks). Only this validator's copy is changed.
+func closeSchemas(doc *openapi3.T) {
+	seen := map[*openapi3.Schema]bool{}
+	inAllOf := map[*openapi3.Schema]bool{}
+	var walk func(s *openapi3.Schema)
+	walk = func(s *openapi3.Schema) {
+		if s == nil || seen[s] {
+			return
+		}
+		seen[s] = true
+		for _, r := range s.AllOf {
+			inAllOf[r.Value] = true
+		}
+		for _, r := range s.Properties {
+			walk(r.Value)
+		}
+		if s.Items != nil {
+			walk(s.Items.Value)
+		}
+		for _, l := range []openapi3.SchemaRefs{s.AllOf, s.OneOf, s.AnyOf} {
+			for _, r := range l {
+				walk(r.Value)
+			}
+		}
+		if s.AdditionalProperties.Schema != nil {
+			walk(s.AdditionalProperties.Schema.Value)
+		}
+	}
+	for _, r := range doc.Components.Schemas {
+		walk(r.Value)
+	}
+	for _, r := range doc.Components.Responses {
+		for _, m := range r.Value.Content {
+			if m.Schema != nil {
+				walk(m.Schema.Value)
+			}
+		}
+	}
+	for _, item := range doc.Paths.Map() {
+		for _, op := range item.Operations() {
+			for _, r := range op.Responses.Map() {
+				if r.Value == nil {
+					continue
+				}
+				for _, m := range r.Value.Content {
+					if m.Schema != nil {
+						walk(m.Schema.Value)
+					}
+				}
+			}
+		}
+	}
+	f := false
+	for s := range seen {
+		if len(s.Properties) > 0 && s.AdditionalProperties.Has == nil && s.AdditionalProperties.Schema == nil && !inAllOf[s] {
+			s.AdditionalProperties.Has = &f
+		}
+	}
 }
