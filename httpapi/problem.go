@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,6 +84,7 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 		he       *echo.HTTPError
 		unknown  *commands.UnknownOutcomeError
 		overload *commands.OverloadedError
+		cut      *requestCut
 	)
 	switch {
 	case errors.As(err, &p):
@@ -124,6 +126,13 @@ func toProblem(err error, log *slog.Logger, path string) *Problem {
 		p = problem(http.StatusServiceUnavailable, "outcome_unknown",
 			"the database was lost while the command committed; retry with the same Idempotency-Key, or look up command_id")
 		p.CommandID = unknown.CommandID
+	case errors.As(err, &cut):
+		// Not a fault: the service is stopping (its requests are cut
+		// after the grace) or the client went away. A command cut here
+		// never reached its commit, which no request can cut.
+		log.Warn("request cut before it was done", "path", path, "err", err)
+		p = problem(http.StatusServiceUnavailable, "request_cut",
+			"the request was cut before it was done (the service is stopping): a command was not committed; send it again (with the same Idempotency-Key)")
 	case unavailable(err):
 		log.Warn("database unavailable", "path", path, "err", err)
 		p = problem(http.StatusServiceUnavailable, "database_unavailable", "the database is not reachable right now; retry")
@@ -157,6 +166,9 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		if c.Response().Committed {
 			return
 		}
+		if c.Request().Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			err = &requestCut{err}
+		}
 		p := toProblem(err, log, c.Request().URL.Path)
 		c.Response().Header().Set(echo.HeaderContentType, "application/problem+json")
 		if p.RetryAfter > 0 {
@@ -169,6 +181,16 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		}
 	}
 }
+
+// requestCut is an error a request met because its own context ended: the
+// service stopping cuts the requests still running after its grace, and
+// a client that goes away cuts its own. toProblem answers it 503
+// request_cut, unless the error says more (an outcome unknown, a domain
+// refusal).
+type requestCut struct{ err error }
+
+func (e *requestCut) Error() string { return e.err.Error() }
+func (e *requestCut) Unwrap() error { return e.err }
 
 // unavailable reports a database that can't be reached (down, restarting,
 // connection lost) or a transient failure that outlasted the bus's retries

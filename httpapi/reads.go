@@ -234,9 +234,11 @@ func (s *Server) cancelThroughSaga(c echo.Context, id, reason string) error {
 		// The saga accepted the cancel and has not answered yet (the
 		// carrier is slow to): its outcome shows in the saga's progress.
 		return c.JSON(http.StatusAccepted, map[string]any{"order_id": id, "workflow_id": workflows.WorkflowID(id), "status": "pending"})
-	case err != nil && ctx.Err() == nil && (wait.Err() != nil || errors.As(err, &timedOut)):
+	case err != nil && (wait.Err() != nil || errors.As(err, &timedOut)):
 		// (The SDK may give up waiting for the update a moment before
-		// wait's deadline: that is the same timeout, not a fault.)
+		// wait's deadline: that is the same timeout, not a fault. The
+		// request's own context cut — the service stopping after its
+		// grace — leaves the same doubt.)
 		// No answer in time: the update may have reached the saga, which
 		// may yet take it and cancel. Nothing here says it did not.
 		c.Response().Header().Set("Retry-After", "1")
