@@ -156,7 +156,7 @@ var dynamicCodes = map[string][]string{
 	`"shipment_"+string(s.s.Status)`: {"shipment_scheduled", "shipment_dispatched", "shipment_delivered", "shipment_failed"},
 	// Another customer's stream, or a stream whose personal data has no owner.
 	`c.def.StreamType+"_not_found"`: {"order_not_found", "wallet_not_found", "inventory_not_found", "shipment_not_found", "payment_not_found"},
-	`typ+"_not_found"`:            {"order_not_found", "wallet_not_found"},
+	`typ+"_not_found"`:              {"order_not_found", "wallet_not_found"},
 	// Codes passed on, listed where they are made: the domain's (its
 	// problem), the saga's refusal (workflows' constants, below), a
 	// rejection recorded earlier, problem()'s own.
