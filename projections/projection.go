@@ -31,6 +31,11 @@ type Projection struct {
 	// tx: a batch set-based, or one message (the poison path).
 	OnEvents   func(ctx context.Context, tx pgx.Tx, es []eventstore.Envelope) error
 	OnCommands func(ctx context.Context, tx pgx.Tx, cs []commandlog.Logged) error
+	// MayUse, with OnCommands, reports from a message's raw payload whether
+	// OnCommands could make anything of the command; when false, the
+	// message is checked to be JSON but not decoded nor handed over (the
+	// last of a batch is always decoded: it is the checkpoint).
+	MayUse func(payload []byte) bool
 }
 
 // Topic is the Watermill topic the projection consumes.
@@ -101,17 +106,25 @@ func (p Projection) apply(ctx context.Context, tx pgx.Tx, reg *eventstore.Regist
 	var at time.Time
 	if p.OnCommands != nil {
 		cs := make([]commandlog.Logged, 0, len(msgs))
-		for _, m := range msgs {
+		var last commandlog.Logged
+		for i, m := range msgs {
+			if i < len(msgs)-1 && p.MayUse != nil && !p.MayUse(m.Payload) {
+				if !json.Valid(m.Payload) {
+					_, err := commandlog.DecodeLogged(m) // its error
+					return err
+				}
+				continue
+			}
 			c, err := commandlog.DecodeLogged(m)
 			if err != nil {
 				return err
 			}
-			cs = append(cs, c)
+			cs, last = append(cs, c), c
 		}
 		if err := p.OnCommands(ctx, tx, cs); err != nil {
 			return err
 		}
-		position, at = cs[len(cs)-1].GlobalPosition, cs[len(cs)-1].RecordedAt
+		position, at = last.GlobalPosition, last.RecordedAt
 	} else {
 		es := make([]eventstore.Envelope, 0, len(msgs))
 		for _, m := range msgs {

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -205,6 +206,7 @@ func paymentsProjection() Projection {
 // with the events it caused, so rejected commands show up too.
 func timelineProjection() Projection {
 	return Projection{Name: "timeline_projection", Source: outbox.CommandsTopic, Tables: []string{"read_order_timeline"},
+		MayUse: mayConcernOrder,
 		OnCommands: func(ctx context.Context, tx pgx.Tx, cs []commandlog.Logged) error {
 			var rows []timelineRow
 			for _, c := range cs {
@@ -238,6 +240,40 @@ func timelineProjection() Projection {
 				ON CONFLICT (order_id, entry_id) DO NOTHING`, raw)
 			return err
 		}}
+}
+
+// mayConcernOrder is false for a commands-topic payload that cannot give
+// orderID an order: an order's command has "stream_type":"order", any other
+// an "order_id" key in its payload or metadata, and encoding/json matches
+// keys case-insensitively and decodes \u escapes, so a payload with neither
+// "order" in any case nor a \u escape has none (most commands, such as
+// top-ups, are not decoded at all).
+func mayConcernOrder(payload []byte) bool {
+	return bytes.Contains(payload, []byte(`\u`)) || containsFold(payload, "order")
+}
+
+// containsFold reports whether b contains w, a word of lower-case ASCII
+// letters, in any case.
+func containsFold(b []byte, w string) bool {
+	first := string([]byte{w[0], w[0] &^ 0x20})
+	for i := 0; i+len(w) <= len(b); i++ {
+		j := bytes.IndexAny(b[i:], first)
+		if j < 0 {
+			return false
+		}
+		i += j
+		if i+len(w) > len(b) {
+			return false
+		}
+		k := 1
+		for k < len(w) && b[i+k]|0x20 == w[k] {
+			k++
+		}
+		if k == len(w) {
+			return true
+		}
+	}
+	return false
 }
 
 // refusedBeforeItExisted is a command refused on an order that did not
