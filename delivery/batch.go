@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -157,7 +158,7 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 		return 0, err
 	}
 	defer tx.Rollback(context.Background())
-	q, err := c.schema.SelectQuery(wsql.SelectQueryParams{Topic: c.h.Topic, ConsumerGroup: c.h.ConsumerGroup, OffsetsAdapter: c.offsets})
+	q, err := c.selectQuery()
 	if err != nil {
 		return 0, err
 	}
@@ -202,6 +203,31 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 		return 0, cErr
 	}
 	return n, err
+}
+
+// selectQuery reads the group's next batch: watermill-sql's select
+// (DefaultPostgreSQLSchema.SelectQuery) with the same lock of the group's
+// offset row (the offsets adapter's NextOffsetQuery), the same rows, in
+// the same order, but its condition on the position written as one row
+// comparison, (transaction_id, offset) > (last transaction, last offset),
+// which is what watermill-sql's "same transaction and a later offset, or a
+// later transaction" means. PostgreSQL takes a row comparison as a bound of
+// the primary key's index scan, so a read walks the index from the group's
+// position and stops after the batch. Watermill-sql's OR is no index bound:
+// each read fetched every pending row and sorted them for the first
+// SubscribeBatchSize, and a backlog of wide messages (the commands topic's)
+// sorted on disk — a catch-up that grew with the square of the backlog.
+func (c *batchConsumer) selectQuery() (wsql.Query, error) {
+	next, err := c.offsets.NextOffsetQuery(wsql.NextOffsetQueryParams{Topic: c.h.Topic, ConsumerGroup: c.h.ConsumerGroup})
+	if err != nil {
+		return wsql.Query{}, err
+	}
+	return wsql.Query{Query: `WITH last_processed AS (` + next.Query + `)
+		SELECT "offset", transaction_id, uuid, payload, metadata FROM ` + c.schema.MessagesTable(c.h.Topic) + `
+		WHERE (transaction_id, "offset") > ((SELECT last_processed_transaction_id FROM last_processed), (SELECT offset_acked FROM last_processed))
+		    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+		ORDER BY transaction_id ASC, "offset" ASC
+		LIMIT ` + strconv.Itoa(c.schema.SubscribeBatchSize), Args: next.Args}, nil
 }
 
 func (c *batchConsumer) ack(ctx context.Context, tx pgx.Tx, last wsql.Row, rows []wsql.Row) error {
