@@ -177,10 +177,15 @@ func Validate(req *http.Request, res *http.Response) error {
 	}
 	if mediaType == "application/problem+json" {
 		var p struct {
-			Code string `json:"code"`
+			Code   string `json:"code"`
+			Status int    `json:"status"`
 		}
 		if json.Unmarshal(body, &p) == nil && p.Code != "" {
 			record(res.StatusCode, p.Code)
+		}
+		// RFC 9457: the status member, when present, is the response's.
+		if p.Status != 0 && p.Status != res.StatusCode && !head {
+			return fmt.Errorf("problem %s says status %d, the response is %d", p.Code, p.Status, res.StatusCode)
 		}
 	}
 

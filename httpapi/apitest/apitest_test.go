@@ -11,7 +11,8 @@ import (
 // A body with a member its schema does not list fails as an undeclared
 // status or header does (a generated client would drop the member
 // silently); the listed members alone pass, and so do the members of an
-// allOf's parts (an order's saga: SagaState and its error).
+// allOf's parts (an order's saga: SagaState and its error). A problem
+// whose status member is not the response's status fails too.
 func TestAnUndeclaredMemberOfABodyFails(t *testing.T) {
 	const wallet = `"wallet_id":"w1","customer_id":"c1","currency":"EUR","balance":1,"held":0,"available":1,"status":"active","version":1,"updated_at":"2026-01-01T00:00:00Z"`
 	const order = `"order_id":"o1","customer_id":"c1","wallet_id":"w1","status":"placed","currency":"EUR","lines":[{"sku":"s","quantity":1,"unit_price":5}],"total":5,` +
@@ -26,6 +27,9 @@ func TestAnUndeclaredMemberOfABodyFails(t *testing.T) {
 		{"/orders/o1", "application/json", `{` + order + `,` + saga + `}`, true},
 		{"/orders/o1", "application/json", `{` + order + `,"lines_raw":[]}`, false},
 		{"/wallets/w1", "application/problem+json", `{"type":"t","title":"Not Found","status":404,"code":"not_found","sql":"SELECT"}`, false},
+		{"/wallets/w1", "application/problem+json", `{"type":"t","title":"Not Found","status":404,"code":"not_found"}`, true},
+		// The problem's status member says another status than the response's.
+		{"/wallets/w1", "application/problem+json", `{"type":"t","title":"Not Found","status":409,"code":"not_found"}`, false},
 	} {
 		status := http.StatusOK
 		if tc.contentType == "application/problem+json" {
