@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/internal/devruntime/devpg"
+	"github.com/orderflow/orderflow/internal/pgpool"
 	"github.com/orderflow/orderflow/internal/settings"
 )
 
@@ -80,29 +80,10 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (config, error) {
 	return c, nil
 }
 
-// connect opens a pool on DATABASE_URL.
+// connect opens a pool on DATABASE_URL: 32 connections, for the campaign's
+// actors and verify at once.
 func connect(ctx context.Context, cfg config) (*pgxpool.Pool, error) {
-	if cfg.DatabaseURL == "" {
-		return nil, errors.New("DATABASE_URL is not set")
-	}
-	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
-	}
-	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
-		pcfg.MaxConns = 32 // the campaign's actors and verify at once
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, err
-	}
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := pool.Ping(pingCtx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connect to database: %w", err)
-	}
-	return pool, nil
+	return pgpool.Open(ctx, cfg.DatabaseURL, 32, 0)
 }
 
 // dialTemporal connects to TEMPORAL_ADDRESS, waiting for a server that is

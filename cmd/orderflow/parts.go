@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -24,6 +23,7 @@ import (
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/httpapi"
+	"github.com/orderflow/orderflow/internal/pgpool"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/projections"
 	"github.com/orderflow/orderflow/telemetry"
@@ -148,30 +148,5 @@ func connect(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 // connectWith opens a pool of size conns (pool_max_conns in the URL wins),
 // with a statement timeout when timeout is set.
 func connectWith(ctx context.Context, cfg Config, conns int32, timeout time.Duration) (*pgxpool.Pool, error) {
-	if cfg.DatabaseURL == "" {
-		return nil, errors.New("DATABASE_URL is not set")
-	}
-	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
-	}
-	// pgxpool's default (4 on 2 cores) is too few for one process that runs
-	// a subscriber transaction per consumer group and the saga's activities.
-	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
-		pcfg.MaxConns = conns
-	}
-	if timeout > 0 {
-		pcfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(timeout.Milliseconds(), 10)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, err
-	}
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := pool.Ping(pingCtx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connect to database: %w", err)
-	}
-	return pool, nil
+	return pgpool.Open(ctx, cfg.DatabaseURL, conns, timeout)
 }

@@ -404,7 +404,7 @@ type Client struct {
 func NewClient(base, token string, hc *http.Client) *Client {
 	base = strings.TrimRight(base, "/")
 	api, err := client.New(base, token, client.WithHTTPClient(hc))
-	if err != nil { // only a base that is not a URL
+	if err != nil { // only an option can fail, and these cannot
 		panic(fmt.Sprintf("loadgen: API %q: %v", base, err))
 	}
 	return &Client{API: api, base: base, token: token, http: hc}
