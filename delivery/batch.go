@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/internal/dbfailure"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/tracing"
@@ -38,6 +39,12 @@ type batchConsumer struct {
 	offsets wsql.DefaultPostgreSQLOffsetsAdapter
 	handle  message.NoPublishHandlerFunc // Handle, traced and observed
 	failing failing
+	// seen is the group's position as this consumer last read or acked
+	// it. Only acks move a group's offset, and only forward, so the group
+	// is never before seen (another process consuming the group may have
+	// moved it on): rows after the group's offset are all after seen.
+	seen  commitorder.Cursor
+	acked *commitorder.Cursor // the ack of the transaction in progress
 }
 
 func newBatchConsumer(pool *pgxpool.Pool, cfg RouterConfig, h Handler) *batchConsumer {
@@ -61,7 +68,44 @@ func (c *batchConsumer) start(ctx context.Context) error {
 			return fmt.Errorf("consumer group %s of %s: %w", c.h.ConsumerGroup, c.h.Topic, err)
 		}
 	}
+	var tx string
+	err = c.pool.QueryRow(ctx, `SELECT last_processed_transaction_id::text, coalesce(offset_acked, 0) FROM `+c.offsets.MessagesOffsetsTable(c.h.Topic)+
+		` WHERE consumer_group = $1`, c.h.ConsumerGroup).Scan(&tx, &c.seen.Seq)
+	if err == nil {
+		c.seen.TransactionID, err = commitorder.ParseXID(tx)
+	}
+	if err != nil {
+		return fmt.Errorf("consumer group %s of %s: %w", c.h.ConsumerGroup, c.h.Topic, err)
+	}
 	return nil
+}
+
+// pending reports whether the topic may hold rows for the group: a read
+// of the index after seen, outside any transaction. A poll that finds
+// nothing then costs one query, where the group's transaction takes four
+// round trips, a transaction id and a commit (its lock of the offset row
+// is a write). It never misses a row (the group is never before seen);
+// when another process moved the group on, it may answer yes for rows
+// already acked, and the transaction finds nothing.
+//
+// It is written as the first row in the index's order, not EXISTS: the
+// planner, guessing a third of the table follows, expects EXISTS to meet a
+// row at once in a sequential scan, which then reads every row when none
+// follows; the ORDER BY makes the index the only cheap way.
+func (c *batchConsumer) pending(ctx context.Context) (bool, error) {
+	var one int
+	q := c.pendingQuery()
+	err := c.pool.QueryRow(ctx, q.Query, q.Args...).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (c *batchConsumer) pendingQuery() wsql.Query {
+	return wsql.Query{Query: `SELECT 1 FROM ` + c.schema.MessagesTable(c.h.Topic) + `
+		WHERE (transaction_id, "offset") > ($1::text::xid8, $2) AND ` + commitorder.Visible + `
+		ORDER BY transaction_id, "offset" LIMIT 1`, Args: c.seen.Args()}
 }
 
 // run consumes until ctx ends, waiting between reads as a Watermill
@@ -72,7 +116,10 @@ func (c *batchConsumer) run(ctx context.Context) error {
 	backoff := newWakeBackoff(c.cfg)
 	wlog := watermill.NewSlogLogger(c.cfg.Logger).With(watermill.LogFields{"handler": c.h.Name, "topic": c.h.Topic}) // logs the errors
 	for ctx.Err() == nil {
-		n, err := c.step(ctx)
+		n, err := 0, error(nil)
+		if yes, peekErr := c.pending(ctx); peekErr != nil || yes {
+			n, err = c.step(ctx) // a failed look is the transaction's to report
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -158,6 +205,7 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 		return 0, err
 	}
 	defer tx.Rollback(context.Background())
+	c.acked = nil
 	q, err := c.selectQuery()
 	if err != nil {
 		return 0, err
@@ -192,7 +240,11 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 		return n, err
 	}
 	// A message to retry later: what came before it commits now.
-	if cErr := tx.Commit(ctx); cErr != nil {
+	cErr := tx.Commit(ctx)
+	if cErr == nil && c.acked != nil {
+		c.seen = *c.acked
+	}
+	if cErr != nil {
 		var retry *retryLater
 		if errors.As(err, &retry) {
 			// The connection is lost with the message: nothing of this
@@ -217,6 +269,14 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 // each read fetched every pending row and sorted them for the first
 // SubscribeBatchSize, and a backlog of wide messages (the commands topic's)
 // sorted on disk — a catch-up that grew with the square of the backlog.
+//
+// The same condition on seen, which the group's offset is never before,
+// changes no answer but tells the planner where the group stands: the
+// offset row's values are known only when the query runs, and for them it
+// guesses that a third of the table follows; with a batch larger than
+// that third (a small or young topic, the timeline's 4,000) a sequential
+// scan of the whole table and a sort looked cheaper than the index, and
+// every poll read every row the topic ever had.
 func (c *batchConsumer) selectQuery() (wsql.Query, error) {
 	next, err := c.offsets.NextOffsetQuery(wsql.NextOffsetQueryParams{Topic: c.h.Topic, ConsumerGroup: c.h.ConsumerGroup})
 	if err != nil {
@@ -225,9 +285,10 @@ func (c *batchConsumer) selectQuery() (wsql.Query, error) {
 	return wsql.Query{Query: `WITH last_processed AS (` + next.Query + `)
 		SELECT "offset", transaction_id, uuid, payload, metadata FROM ` + c.schema.MessagesTable(c.h.Topic) + `
 		WHERE (transaction_id, "offset") > ((SELECT last_processed_transaction_id FROM last_processed), (SELECT offset_acked FROM last_processed))
+		    AND (transaction_id, "offset") > ($2::text::xid8, $3)
 		    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
 		ORDER BY transaction_id ASC, "offset" ASC
-		LIMIT ` + strconv.Itoa(c.schema.SubscribeBatchSize), Args: next.Args}, nil
+		LIMIT ` + strconv.Itoa(c.schema.SubscribeBatchSize), Args: append(next.Args, c.seen.Args()...)}, nil
 }
 
 func (c *batchConsumer) ack(ctx context.Context, tx pgx.Tx, last wsql.Row, rows []wsql.Row) error {
@@ -235,8 +296,12 @@ func (c *batchConsumer) ack(ctx context.Context, tx pgx.Tx, last wsql.Row, rows 
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, q.Query, q.Args...)
-	return err
+	if _, err = tx.Exec(ctx, q.Query, q.Args...); err != nil {
+		return err
+	}
+	xid, _ := last.ExtraData["transaction_id"].(wsql.XID8)
+	c.acked = &commitorder.Cursor{TransactionID: uint64(xid), Seq: last.Offset}
+	return nil
 }
 
 // oneByOne handles rows through Handle, each in a savepoint of this

@@ -400,3 +400,109 @@ func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
 	}
 	return n
 }
+
+// An idle batch consumer looks for rows without its group's transaction:
+// the lock of the offset row that transaction takes is a write (a
+// transaction id, WAL, a commit), and idle polls made one per consumer
+// group every few milliseconds. Two consumers of one group (two processes)
+// still apply every message once: the one the other moved past looks,
+// finds its rows acked, and goes on.
+func TestAnIdleBatchConsumerWritesNothingAndTwoProcessesShareAGroup(t *testing.T) {
+	pool := pgtest.Pool(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS delivery_test_applied (id text PRIMARY KEY, n serial)`); err != nil {
+		t.Fatal(err)
+	}
+	group := "idle-" + uuid.NewString()
+	apply := func(ctx context.Context, tx pgx.Tx, m *message.Message) error {
+		if m.Metadata.Get("test_run") != group {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO delivery_test_applied (id) VALUES ($1)`, m.UUID)
+		return err
+	}
+	start := func() (stop func()) {
+		router, err := delivery.NewRouter(pool, delivery.RouterConfig{PollInterval: 5 * time.Millisecond, MaxRetries: 0, SetBatchSize: 3,
+			RetryInterval: time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+			delivery.Handler{Name: group, ConsumerGroup: group, Topic: topic,
+				Handle: func(ctx context.Context, m *message.Message) error {
+					tx, err := delivery.Tx(ctx)
+					if err != nil {
+						return err
+					}
+					return apply(ctx, tx, m)
+				},
+				HandleBatch: func(ctx context.Context, tx pgx.Tx, ms []*message.Message) error {
+					for _, m := range ms {
+						if err := apply(ctx, tx, m); err != nil {
+							return err
+						}
+					}
+					return nil
+				}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- router.Run(rctx) }()
+		<-router.Running()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("router: %v", err)
+			}
+		}
+	}
+	var ids []string
+	publish := func(n int) {
+		t.Helper()
+		var msgs []*message.Message
+		for range n {
+			m := message.NewMessage(uuid.NewString(), []byte(`{}`))
+			m.Metadata.Set("test_run", group)
+			msgs, ids = append(msgs, m), append(ids, m.UUID)
+		}
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return outbox.PublishTo(ctx, tx, topic, msgs...) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	applied := func() {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); count(t, pool, `SELECT count(*) FROM delivery_test_applied WHERE id = ANY($1)`, ids) < len(ids); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d applied", count(t, pool, `SELECT count(*) FROM delivery_test_applied WHERE id = ANY($1)`, ids), len(ids))
+			}
+		}
+	}
+	stopA := start()
+	publish(1)
+	applied()
+	locker := func() string {
+		t.Helper()
+		var xmax string
+		if err := pool.QueryRow(ctx, `SELECT xmax::text FROM watermill_offsets_wallet_events WHERE consumer_group = $1`, group).Scan(&xmax); err != nil {
+			t.Fatal(err)
+		}
+		return xmax
+	}
+	before := locker()
+	time.Sleep(300 * time.Millisecond) // some sixty polls
+	if after := locker(); after != before {
+		t.Fatalf("the idle consumer locked its group's offset row (xmax %s, then %s)", before, after)
+	}
+	stopB := start()
+	for range 10 {
+		publish(5)
+		time.Sleep(7 * time.Millisecond)
+	}
+	applied()
+	stopA()
+	stopB()
+	if p := poisoned(t, pool, group); len(p) != 0 {
+		t.Fatalf("poisoned %v", p)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM delivery_test_applied WHERE id = ANY($1)`, ids); n != len(ids) {
+		t.Fatalf("%d of %d applied", n, len(ids))
+	}
+}
