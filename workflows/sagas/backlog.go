@@ -3,11 +3,13 @@ package sagas
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/commands"
@@ -86,15 +88,22 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 	f := Figures{base: b.admitted.Load()}
 	var started int64
 	// Queued: the inbox's waiting starts, and the orders placed that the
-	// starter has not queued yet (its consumer group lags under load).
-	err := b.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NULL AND attempts < 3)
-		+ (SELECT count(*) FROM watermill_`+outbox.Topic(order.StreamType)+` m JOIN watermill_offsets_`+outbox.Topic(order.StreamType)+` o
-			ON o.consumer_group = '`+StarterGroup+`'
-			WHERE (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked)
-			AND m.metadata->>'`+outbox.MetaEventType+`' = '`+(order.Placed{}).EventType()+`'),
-		(SELECT count(*) FROM saga_starts WHERE finished_at IS NULL AND started_at > now() - make_interval(secs => $1)),
-		(SELECT count(*) FROM saga_starts WHERE started_at > now() - make_interval(secs => $2))`,
-		cmp.Or(b.Window, DefaultWindow).Seconds(), PaceOver.Seconds()).Scan(&f.Queued, &f.Running, &started)
+	// starter has not queued yet (its consumer group lags under load). The
+	// starter's position is read first and passed as a value: joined to
+	// the offsets row instead, it is known only when the query runs, and
+	// the planner scanned every order the topic ever had, decoding each
+	// one's metadata, on every count.
+	var starterTx string
+	var starterOffset int64
+	err := b.Pool.QueryRow(ctx, `SELECT last_processed_transaction_id::text, coalesce(offset_acked, 0) FROM watermill_offsets_`+outbox.Topic(order.StreamType)+`
+		WHERE consumer_group = '`+StarterGroup+`'`).Scan(&starterTx, &starterOffset)
+	if errors.Is(err, pgx.ErrNoRows) { // the starter has not run yet: every order is ahead of it
+		starterTx, err = "0", nil
+	}
+	if err == nil {
+		err = b.Pool.QueryRow(ctx, countSQL, cmp.Or(b.Window, DefaultWindow).Seconds(), PaceOver.Seconds(), starterTx, starterOffset).
+			Scan(&f.Queued, &f.Running, &started)
+	}
 	if err != nil {
 		return Figures{}, fmt.Errorf("count the sagas' backlog: %w", err)
 	}
@@ -102,6 +111,15 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 	b.last.Store(&f)
 	return b.since(&f), nil
 }
+
+// countSQL counts the backlog with the window ($1) and pace period ($2)
+// in seconds, after the starter's position ($3, $4).
+const countSQL = `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NULL AND attempts < 3)
+		+ (SELECT count(*) FROM watermill_order_events m
+			WHERE (m.transaction_id, m."offset") > ($3::text::xid8, $4)
+			AND m.metadata->>'` + outbox.MetaEventType + `' = 'order.placed'),
+		(SELECT count(*) FROM saga_starts WHERE finished_at IS NULL AND started_at > now() - make_interval(secs => $1)),
+		(SELECT count(*) FROM saga_starts WHERE started_at > now() - make_interval(secs => $2))`
 
 // Admission refuses new orders while the starts queued in the inbox would
 // wait longer than Wait at the pace sagas are started now (the launchers
