@@ -39,12 +39,6 @@ type batchConsumer struct {
 	offsets wsql.DefaultPostgreSQLOffsetsAdapter
 	handle  message.NoPublishHandlerFunc // Handle, traced and observed
 	failing failing
-	// seen is the group's position as this consumer last read or acked
-	// it. Only acks move a group's offset, and only forward, so the group
-	// is never before seen (another process consuming the group may have
-	// moved it on): rows after the group's offset are all after seen.
-	seen  commitorder.Cursor
-	acked *commitorder.Cursor // the ack of the transaction in progress
 }
 
 func newBatchConsumer(pool *pgxpool.Pool, cfg RouterConfig, h Handler) *batchConsumer {
@@ -68,25 +62,17 @@ func (c *batchConsumer) start(ctx context.Context) error {
 			return fmt.Errorf("consumer group %s of %s: %w", c.h.ConsumerGroup, c.h.Topic, err)
 		}
 	}
-	var tx string
-	err = c.pool.QueryRow(ctx, `SELECT last_processed_transaction_id::text, coalesce(offset_acked, 0) FROM `+c.offsets.MessagesOffsetsTable(c.h.Topic)+
-		` WHERE consumer_group = $1`, c.h.ConsumerGroup).Scan(&tx, &c.seen.Seq)
-	if err == nil {
-		c.seen.TransactionID, err = commitorder.ParseXID(tx)
-	}
-	if err != nil {
-		return fmt.Errorf("consumer group %s of %s: %w", c.h.ConsumerGroup, c.h.Topic, err)
-	}
 	return nil
 }
 
-// pending reports whether the topic may hold rows for the group: a read
-// of the index after seen, outside any transaction. A poll that finds
-// nothing then costs one query, where the group's transaction takes four
-// round trips, a transaction id and a commit (its lock of the offset row
-// is a write). It never misses a row (the group is never before seen);
-// when another process moved the group on, it may answer yes for rows
-// already acked, and the transaction finds nothing.
+// pending reports whether the topic holds a visible row after the
+// group's offset: one indexed read, outside any transaction. A poll that
+// finds nothing then costs one query, where the group's transaction takes
+// four round trips, a transaction id and a commit (its lock of the offset
+// row is a write). The offset is read from its row each time, never
+// remembered: a row may move back (an operator's rewind; a batch and its
+// ack lost together in a server crash, for a read model commits without
+// waiting for the WAL flush), and what lies after it is delivered again.
 //
 // It is written as the first row in the index's order, not EXISTS: the
 // planner, guessing a third of the table follows, expects EXISTS to meet a
@@ -104,8 +90,10 @@ func (c *batchConsumer) pending(ctx context.Context) (bool, error) {
 
 func (c *batchConsumer) pendingQuery() wsql.Query {
 	return wsql.Query{Query: `SELECT 1 FROM ` + c.schema.MessagesTable(c.h.Topic) + `
-		WHERE (transaction_id, "offset") > ($1::text::xid8, $2) AND ` + commitorder.Visible + `
-		ORDER BY transaction_id, "offset" LIMIT 1`, Args: c.seen.Args()}
+		WHERE (transaction_id, "offset") > (SELECT last_processed_transaction_id, coalesce(offset_acked, 0) FROM ` + c.offsets.MessagesOffsetsTable(c.h.Topic) + `
+			WHERE consumer_group = $1)
+		    AND ` + commitorder.Visible + `
+		ORDER BY transaction_id, "offset" LIMIT 1`, Args: []any{c.h.ConsumerGroup}}
 }
 
 // run consumes until ctx ends, waiting between reads as a Watermill
@@ -205,12 +193,26 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 		return 0, err
 	}
 	defer tx.Rollback(context.Background())
-	c.acked = nil
-	q, err := c.selectQuery()
+	lock, err := c.offsets.NextOffsetQuery(wsql.NextOffsetQueryParams{Topic: c.h.Topic, ConsumerGroup: c.h.ConsumerGroup})
 	if err != nil {
 		return 0, err
 	}
-	res, err := tx.Query(ctx, q.Query, q.Args...)
+	var at wsql.XID8
+	var offset *int64
+	if err := tx.QueryRow(ctx, lock.Query, lock.Args...).Scan(&offset, &at); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) { // no offset row: nothing to lock, nothing read (as watermill-sql)
+			return 0, nil
+		}
+		return 0, err
+	}
+	after := commitorder.Cursor{TransactionID: uint64(at)}
+	if offset != nil {
+		after.Seq = *offset
+	}
+	q := c.selectQuery(after)
+	// Planned for these values each time (an unnamed statement), never
+	// once for any (a prepared statement's generic plan, which guesses).
+	res, err := tx.Query(ctx, q.Query, append([]any{pgx.QueryExecModeCacheDescribe}, q.Args...)...)
 	if err != nil {
 		return 0, err
 	}
@@ -240,11 +242,7 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 		return n, err
 	}
 	// A message to retry later: what came before it commits now.
-	cErr := tx.Commit(ctx)
-	if cErr == nil && c.acked != nil {
-		c.seen = *c.acked
-	}
-	if cErr != nil {
+	if cErr := tx.Commit(ctx); cErr != nil {
 		var retry *retryLater
 		if errors.As(err, &retry) {
 			// The connection is lost with the message: nothing of this
@@ -257,38 +255,29 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 	return n, err
 }
 
-// selectQuery reads the group's next batch: watermill-sql's select
-// (DefaultPostgreSQLSchema.SelectQuery) with the same lock of the group's
-// offset row (the offsets adapter's NextOffsetQuery), the same rows, in
-// the same order, but its condition on the position written as one row
-// comparison, (transaction_id, offset) > (last transaction, last offset),
-// which is what watermill-sql's "same transaction and a later offset, or a
-// later transaction" means. PostgreSQL takes a row comparison as a bound of
-// the primary key's index scan, so a read walks the index from the group's
-// position and stops after the batch. Watermill-sql's OR is no index bound:
-// each read fetched every pending row and sorted them for the first
-// SubscribeBatchSize, and a backlog of wide messages (the commands topic's)
-// sorted on disk — a catch-up that grew with the square of the backlog.
-//
-// The same condition on seen, which the group's offset is never before,
-// changes no answer but tells the planner where the group stands: the
-// offset row's values are known only when the query runs, and for them it
-// guesses that a third of the table follows; with a batch larger than
-// that third (a small or young topic, the timeline's 4,000) a sequential
-// scan of the whole table and a sort looked cheaper than the index, and
-// every poll read every row the topic ever had.
-func (c *batchConsumer) selectQuery() (wsql.Query, error) {
-	next, err := c.offsets.NextOffsetQuery(wsql.NextOffsetQueryParams{Topic: c.h.Topic, ConsumerGroup: c.h.ConsumerGroup})
-	if err != nil {
-		return wsql.Query{}, err
-	}
-	return wsql.Query{Query: `WITH last_processed AS (` + next.Query + `)
-		SELECT "offset", transaction_id, uuid, payload, metadata FROM ` + c.schema.MessagesTable(c.h.Topic) + `
-		WHERE (transaction_id, "offset") > ((SELECT last_processed_transaction_id FROM last_processed), (SELECT offset_acked FROM last_processed))
-		    AND (transaction_id, "offset") > ($2::text::xid8, $3)
-		    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+// selectQuery reads the group's next batch after at, the group's offset,
+// read and locked (the offsets adapter's NextOffsetQuery) in the same
+// transaction: watermill-sql's select (DefaultPostgreSQLSchema.SelectQuery),
+// the same rows in the same order, but with the offset passed as values
+// and its condition written as one row comparison, (transaction_id,
+// offset) > (at), which is what watermill-sql's "same transaction and a
+// later offset, or a later transaction" means. PostgreSQL takes a row
+// comparison with known values as a bound of the primary key's index scan
+// and sees from the index how few rows follow, so a read walks the index
+// from the group's position and stops after the batch. Watermill-sql's
+// OR is no index bound: each read fetched every pending row and sorted
+// them for the first SubscribeBatchSize, and a backlog of wide messages
+// (the commands topic's) sorted on disk. Nor is a comparison with the
+// offset row read in the same statement: its values are known only as the
+// query runs, the planner guesses that a third of the table follows, and
+// for a batch larger than that (a young topic; the timeline's 4,000) it
+// chose to scan the whole topic and sort it, on every poll.
+func (c *batchConsumer) selectQuery(at commitorder.Cursor) wsql.Query {
+	return wsql.Query{Query: `SELECT "offset", transaction_id, uuid, payload, metadata FROM ` + c.schema.MessagesTable(c.h.Topic) + `
+		WHERE (transaction_id, "offset") > ($1::text::xid8, $2)
+		    AND ` + commitorder.Visible + `
 		ORDER BY transaction_id ASC, "offset" ASC
-		LIMIT ` + strconv.Itoa(c.schema.SubscribeBatchSize), Args: append(next.Args, c.seen.Args()...)}, nil
+		LIMIT ` + strconv.Itoa(c.schema.SubscribeBatchSize), Args: at.Args()}
 }
 
 func (c *batchConsumer) ack(ctx context.Context, tx pgx.Tx, last wsql.Row, rows []wsql.Row) error {
@@ -296,12 +285,8 @@ func (c *batchConsumer) ack(ctx context.Context, tx pgx.Tx, last wsql.Row, rows 
 	if err != nil {
 		return err
 	}
-	if _, err = tx.Exec(ctx, q.Query, q.Args...); err != nil {
-		return err
-	}
-	xid, _ := last.ExtraData["transaction_id"].(wsql.XID8)
-	c.acked = &commitorder.Cursor{TransactionID: uint64(xid), Seq: last.Offset}
-	return nil
+	_, err = tx.Exec(ctx, q.Query, q.Args...)
+	return err
 }
 
 // oneByOne handles rows through Handle, each in a savepoint of this

@@ -92,18 +92,22 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 	// starter's position is read first and passed as a value: joined to
 	// the offsets row instead, it is known only when the query runs, and
 	// the planner scanned every order the topic ever had, decoding each
-	// one's metadata, on every count.
-	var starterTx string
-	var starterOffset int64
-	err := b.Pool.QueryRow(ctx, `SELECT last_processed_transaction_id::text, coalesce(offset_acked, 0) FROM watermill_offsets_`+outbox.Topic(order.StreamType)+`
-		WHERE consumer_group = '`+StarterGroup+`'`).Scan(&starterTx, &starterOffset)
-	if errors.Is(err, pgx.ErrNoRows) { // the starter has not run yet: every order is ahead of it
-		starterTx, err = "0", nil
-	}
-	if err == nil {
-		err = b.Pool.QueryRow(ctx, countSQL, cmp.Or(b.Window, DefaultWindow).Seconds(), PaceOver.Seconds(), starterTx, starterOffset).
+	// one's metadata, on every count. Both reads see one snapshot, so an
+	// order the starter queues between them is not counted twice.
+	err := pgx.BeginTxFunc(ctx, b.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var starterTx string
+		var starterOffset int64
+		err := tx.QueryRow(ctx, `SELECT last_processed_transaction_id::text, coalesce(offset_acked, 0) FROM watermill_offsets_`+outbox.Topic(order.StreamType)+`
+			WHERE consumer_group = $1`, StarterGroup).Scan(&starterTx, &starterOffset)
+		if errors.Is(err, pgx.ErrNoRows) { // the starter has not run yet: every order is ahead of it
+			starterTx, err = "0", nil
+		}
+		if err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, countSQL, cmp.Or(b.Window, DefaultWindow).Seconds(), PaceOver.Seconds(), starterTx, starterOffset).
 			Scan(&f.Queued, &f.Running, &started)
-	}
+	})
 	if err != nil {
 		return Figures{}, fmt.Errorf("count the sagas' backlog: %w", err)
 	}
@@ -114,10 +118,10 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 
 // countSQL counts the backlog with the window ($1) and pace period ($2)
 // in seconds, after the starter's position ($3, $4).
-const countSQL = `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NULL AND attempts < 3)
-		+ (SELECT count(*) FROM watermill_order_events m
+var countSQL = `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NULL AND attempts < 3)
+		+ (SELECT count(*) FROM watermill_` + outbox.Topic(order.StreamType) + ` m
 			WHERE (m.transaction_id, m."offset") > ($3::text::xid8, $4)
-			AND m.metadata->>'` + outbox.MetaEventType + `' = 'order.placed'),
+			AND m.metadata->>'` + outbox.MetaEventType + `' = '` + (order.Placed{}).EventType() + `'),
 		(SELECT count(*) FROM saga_starts WHERE finished_at IS NULL AND started_at > now() - make_interval(secs => $1)),
 		(SELECT count(*) FROM saga_starts WHERE started_at > now() - make_interval(secs => $2))`
 
