@@ -19,6 +19,7 @@ import (
 	"github.com/orderflow/orderflow/internal/devruntime/devpg"
 	"github.com/orderflow/orderflow/internal/pgpool"
 	"github.com/orderflow/orderflow/internal/settings"
+	"github.com/orderflow/orderflow/workflows"
 )
 
 // config is the harness's configuration: where the service it drives
@@ -31,14 +32,17 @@ type config struct {
 	TemporalAddress   string // TEMPORAL_ADDRESS (default: dev's)
 	TemporalNamespace string // TEMPORAL_NAMESPACE
 	TemporalAPIKey    string // TEMPORAL_API_KEY
-	TemporalDevAddr   string // ORDERFLOW_TEMPORAL_DEV_ADDR
-	JWTAudience       string // ORDERFLOW_JWT_AUDIENCE
-	JWTMaxTTL         time.Duration
-	CarrierRejectZip  string        // ORDERFLOW_CARRIER_REJECT_POSTAL_CODE
-	CarrierSlowZip    string        // ORDERFLOW_CARRIER_SLOW_POSTAL_CODE
-	CarrierLatency    time.Duration // ORDERFLOW_CARRIER_LATENCY
-	SnapshotEvery     int           // ORDERFLOW_SNAPSHOT_EVERY: of the campaign's verify
-	AggregateCache    int           // ORDERFLOW_AGGREGATE_CACHE: of the campaign's verify
+	// TemporalCompression (ORDERFLOW_TEMPORAL_COMPRESSION): as the
+	// service's, so that the bench's bound runs as the saga does.
+	TemporalCompression string
+	TemporalDevAddr     string // ORDERFLOW_TEMPORAL_DEV_ADDR
+	JWTAudience         string // ORDERFLOW_JWT_AUDIENCE
+	JWTMaxTTL           time.Duration
+	CarrierRejectZip    string        // ORDERFLOW_CARRIER_REJECT_POSTAL_CODE
+	CarrierSlowZip      string        // ORDERFLOW_CARRIER_SLOW_POSTAL_CODE
+	CarrierLatency      time.Duration // ORDERFLOW_CARRIER_LATENCY
+	SnapshotEvery       int           // ORDERFLOW_SNAPSHOT_EVERY: of the campaign's verify
+	AggregateCache      int           // ORDERFLOW_AGGREGATE_CACHE: of the campaign's verify
 
 	log *slog.Logger
 }
@@ -54,6 +58,7 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (config, error) {
 	s.Str(&c.TemporalAddress, "temporal-address", "TEMPORAL_ADDRESS", "", "Temporal frontend host:port; default: dev's", []string{"bench", "campaign"})
 	s.Str(&c.TemporalAPIKey, "temporal-api-key", "TEMPORAL_API_KEY", "", "token sent to Temporal as a bearer credential, for a server with its authorizer on", []string{"bench", "campaign"})
 	s.Str(&c.TemporalNamespace, "temporal-namespace", "TEMPORAL_NAMESPACE", "default", "Temporal namespace", []string{"bench", "campaign"})
+	s.Str(&c.TemporalCompression, "temporal-compression", "ORDERFLOW_TEMPORAL_COMPRESSION", "auto", "the Temporal client's compression of its requests: auto (none to a loopback address, gzip elsewhere), gzip or none", []string{"bench", "campaign"})
 	s.Str(&c.TemporalDevAddr, "temporal-dev-addr", "ORDERFLOW_TEMPORAL_DEV_ADDR", "127.0.0.1:7233", "dev's embedded Temporal frontend", []string{"bench"})
 	s.Str(&c.JWTAudience, "jwt-audience", "ORDERFLOW_JWT_AUDIENCE", auth.DevAudience, "required aud of bearer tokens", settings.Everyone)
 	s.Duration(&c.JWTMaxTTL, "jwt-max-ttl", "ORDERFLOW_JWT_MAX_TTL", auth.DefaultMaxTTL, "longest life of a bearer token (exp - iat)", hidden)
@@ -101,6 +106,10 @@ func dialTemporal(ctx context.Context, cfg config) (client.Client, error) {
 	}
 	if cfg.TemporalAPIKey != "" {
 		opts.Credentials = client.NewAPIKeyStaticCredentials(cfg.TemporalAPIKey)
+	}
+	var err error
+	if opts.ConnectionOptions.GrpcCompression, err = workflows.GrpcCompression(cfg.TemporalCompression, cfg.TemporalAddress); err != nil {
+		return nil, err
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {

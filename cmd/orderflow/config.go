@@ -64,8 +64,11 @@ type Config struct {
 	TemporalAddress   string // TEMPORAL_ADDRESS: external Temporal; dev embeds one when empty
 	TemporalNamespace string // TEMPORAL_NAMESPACE
 	TemporalAPIKey    string // TEMPORAL_API_KEY: a token for a server with its authorizer on
-	TemporalUIAddr    string // ORDERFLOW_TEMPORAL_UI_ADDR: dev's embedded Web UI
-	TemporalDevAddr   string // ORDERFLOW_TEMPORAL_DEV_ADDR: dev's embedded frontend
+	// TemporalCompression (ORDERFLOW_TEMPORAL_COMPRESSION) is the client's
+	// gRPC compression: auto, gzip or none (workflows.GrpcCompression).
+	TemporalCompression string
+	TemporalUIAddr      string // ORDERFLOW_TEMPORAL_UI_ADDR: dev's embedded Web UI
+	TemporalDevAddr     string // ORDERFLOW_TEMPORAL_DEV_ADDR: dev's embedded frontend
 	// TemporalPersistence (ORDERFLOW_TEMPORAL_PERSISTENCE) is where dev's
 	// embedded Temporal keeps its state: postgres (dev's PostgreSQL, the
 	// default: measured faster) or sqlite (a file in the data directory).
@@ -173,6 +176,7 @@ func parseConfig(fs *flag.FlagSet, cmd string, args []string) (Config, error) {
 	s.Str(&c.TemporalAddress, "temporal-address", "TEMPORAL_ADDRESS", "", "Temporal frontend host:port; dev starts its own when empty", temporalUsers)
 	s.Str(&c.TemporalAPIKey, "temporal-api-key", "TEMPORAL_API_KEY", "", "token sent to Temporal as a bearer credential, for a server with its authorizer on", temporalUsers)
 	s.Str(&c.TemporalNamespace, "temporal-namespace", "TEMPORAL_NAMESPACE", "default", "Temporal namespace", temporalUsers)
+	s.Str(&c.TemporalCompression, "temporal-compression", "ORDERFLOW_TEMPORAL_COMPRESSION", "auto", "the Temporal client's compression of its requests: auto (none to a loopback address, gzip elsewhere), gzip or none", temporalUsers)
 	s.Str(&c.TemporalUIAddr, "temporal-ui-addr", "ORDERFLOW_TEMPORAL_UI_ADDR", "127.0.0.1:8233", "the embedded Temporal Web UI's address, empty = none", []string{"dev", "temporal-server"})
 	s.Duration(&c.TemporalRetention, "temporal-retention", "ORDERFLOW_TEMPORAL_RETENTION", 30*24*time.Hour, "how long finished sagas stay in Temporal", workerRoles)
 	s.Duration(&c.ShippingDeadline, "shipping-deadline", "ORDERFLOW_SHIPPING_DEADLINE", 24*time.Hour, "time the carrier has to dispatch before the saga compensates", workerRoles)

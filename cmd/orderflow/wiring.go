@@ -213,6 +213,11 @@ func (a *app) dialTemporal(ctx context.Context) (client.Client, error) {
 		// authorizer and claim mapper are on (see the README).
 		opts.Credentials = client.NewAPIKeyStaticCredentials(a.cfg.TemporalAPIKey)
 	}
+	compression, err := workflows.GrpcCompression(a.cfg.TemporalCompression, a.cfg.TemporalAddress)
+	if err != nil {
+		return nil, err
+	}
+	opts.ConnectionOptions.GrpcCompression = compression
 	deadline := time.Now().Add(time.Minute)
 	for {
 		c, err := client.DialContext(ctx, opts)
