@@ -114,7 +114,7 @@ type Options struct {
 	Clock   func() time.Time
 	// Committed is called after every commit (outbox.Signal.Raise wakes
 	// this process's subscribers), by the bus's own committer.
-	Committed func()
+	Committed func(topics ...string)
 	// Observe, when set, is told of every dispatched command: its type,
 	// stream type, outcome (accepted, rejected, replayed, refused, failed),
 	// events appended and time taken (telemetry.Metrics.Command).

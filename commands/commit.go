@@ -54,8 +54,9 @@ type committer struct {
 	store *eventstore.Store
 	cfg   GroupCommit
 	queue chan *unit
-	// committed is called after every commit (outbox.Signal.Raise).
-	committed func()
+	// committed is called after every commit with the topics it wrote to
+	// (outbox.Signal.Raise).
+	committed func(topics ...string)
 }
 
 // unit is one command of a group: its record and, when accepted, its
@@ -68,8 +69,22 @@ type unit struct {
 	done chan struct{}
 }
 
+// topics are the topics a group's commit wrote to: every command's on the
+// commands topic, its events' on theirs.
+func topics(group []*unit) []string {
+	out := []string{outbox.CommandsTopic}
+	for _, u := range group {
+		for _, e := range u.envs {
+			if t := outbox.Topic(e.StreamType); !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
 // newCommitter starts cfg.Committers committers on pool; committed may be nil.
-func newCommitter(pool *pgxpool.Pool, store *eventstore.Store, cfg GroupCommit, committed func()) *committer {
+func newCommitter(pool *pgxpool.Pool, store *eventstore.Store, cfg GroupCommit, committed func(topics ...string)) *committer {
 	if cfg.MaxCommands <= 0 {
 		cfg.MaxCommands = DefaultGroupMax
 	}
@@ -77,7 +92,7 @@ func newCommitter(pool *pgxpool.Pool, store *eventstore.Store, cfg GroupCommit, 
 		cfg.Committers = DefaultCommitters
 	}
 	if committed == nil {
-		committed = func() {}
+		committed = func(...string) {}
 	}
 	if cfg.Observe == nil {
 		cfg.Observe = func(int) {}
@@ -168,7 +183,7 @@ func (c *committer) commitGroup(group []*unit) {
 			}
 			if err == nil {
 				c.cfg.Observe(len(group))
-				c.committed()
+				c.committed(topics(group)...)
 			}
 			answered = append(answered, group...)
 			break

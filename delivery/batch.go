@@ -101,7 +101,7 @@ func (c *batchConsumer) pendingQuery() wsql.Query {
 // this process or PollInterval after an empty read, a second after an
 // error.
 func (c *batchConsumer) run(ctx context.Context) error {
-	backoff := newWakeBackoff(c.cfg)
+	backoff := newWakeBackoff(c.cfg, c.h.Topic)
 	wlog := watermill.NewSlogLogger(c.cfg.Logger).With(watermill.LogFields{"handler": c.h.Name, "topic": c.h.Topic}) // logs the errors
 	for ctx.Err() == nil {
 		n, err := 0, error(nil)

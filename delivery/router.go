@@ -104,9 +104,9 @@ type RouterConfig struct {
 	// RetryInterval, capped, jittered) until it passes.
 	MaxRetries    int
 	RetryInterval time.Duration
-	// Wake, when set, is raised after outbox rows commit in this process
-	// (or on a NOTIFY from another): an idle subscriber polls at once
-	// instead of sleeping out PollInterval.
+	// Wake, when set, is raised with the topics of outbox rows that commit
+	// in this process (or on a NOTIFY from another): an idle subscriber of
+	// one of them polls at once instead of sleeping out PollInterval.
 	Wake   *outbox.Signal
 	Logger *slog.Logger
 	// Observe, when set, is told of every message handled: the handler and
@@ -247,7 +247,7 @@ func newWatermillRouter(pool *pgxpool.Pool, cfg RouterConfig, handlers []Handler
 			PollInterval:   cfg.PollInterval,
 			ResendInterval: cfg.RetryInterval,
 			RetryInterval:  time.Second,
-			BackoffManager: newWakeBackoff(cfg),
+			BackoffManager: newWakeBackoff(cfg, h.Topic),
 			AckDeadline:    &cfg.AckDeadline,
 			SchemaAdapter:  wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: cfg.BatchSize},
 			OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{},
@@ -285,6 +285,7 @@ type wakeBackoff struct {
 	wsql.BackoffManager
 	poll  time.Duration
 	wake  *outbox.Signal
+	topic string          // the consumer's: a commit to another topic does not wake it
 	armed <-chan struct{} // taken before the last query
 	quick int             // quick looks left after a wake
 }
@@ -293,8 +294,8 @@ const wakeGap = 5 * time.Millisecond
 
 // newWakeBackoff is the backoff of every consumer, Watermill's subscribers
 // and the batch consumers alike.
-func newWakeBackoff(cfg RouterConfig) *wakeBackoff {
-	return &wakeBackoff{BackoffManager: wsql.NewDefaultBackoffManager(cfg.PollInterval, time.Second), poll: cfg.PollInterval, wake: cfg.Wake}
+func newWakeBackoff(cfg RouterConfig, topic string) *wakeBackoff {
+	return &wakeBackoff{BackoffManager: wsql.NewDefaultBackoffManager(cfg.PollInterval, time.Second), poll: cfg.PollInterval, wake: cfg.Wake, topic: topic}
 }
 
 func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
@@ -302,7 +303,7 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 		return b.BackoffManager.HandleError(logger, noMsg, err)
 	}
 	armed := b.armed
-	b.armed = b.wake.C()
+	b.armed = b.wake.C(b.topic)
 	if err != nil || !noMsg {
 		b.quick = 0
 		return b.BackoffManager.HandleError(logger, noMsg, err)
@@ -317,7 +318,7 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 	polled := time.Now()
 	select {
 	case <-armed:
-		b.armed = b.wake.C()
+		b.armed = b.wake.C(b.topic)
 		b.quick = 3
 		return max(0, wakeGap-time.Since(polled))
 	case <-time.After(b.poll):

@@ -3,6 +3,9 @@ package outbox
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -10,31 +13,51 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Signal tells subscribers in this process that outbox rows have committed,
-// so they poll now instead of after their poll interval (watermill-sql has
-// no wake-up of its own). A missed signal costs at most one poll interval.
+// Signal tells subscribers in this process that outbox rows have committed
+// to their topic, so they poll now instead of after their poll interval
+// (watermill-sql has no wake-up of its own). A missed signal costs at most
+// one poll interval. Per topic: a commit wakes the consumers of what it
+// wrote, not every consumer group of the process.
 type Signal struct {
 	mu sync.Mutex
-	ch chan struct{}
+	ch map[string]chan struct{} // the topics someone waits on
 }
 
 // NewSignal returns a Signal nobody has raised yet.
-func NewSignal() *Signal { return &Signal{ch: make(chan struct{})} }
+func NewSignal() *Signal { return &Signal{ch: map[string]chan struct{}{}} }
 
-// Raise wakes everyone waiting on a channel from C.
-func (s *Signal) Raise() {
+// Raise wakes everyone waiting on a channel from C for one of topics; no
+// topic wakes everyone.
+func (s *Signal) Raise(topics ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	close(s.ch)
-	s.ch = make(chan struct{})
+	if len(topics) == 0 {
+		for t, ch := range s.ch {
+			close(ch)
+			delete(s.ch, t)
+		}
+		return
+	}
+	for _, t := range topics {
+		if ch, ok := s.ch[t]; ok {
+			close(ch)
+			delete(s.ch, t)
+		}
+	}
 }
 
-// C returns a channel closed by the next Raise: take it before looking for
-// rows, wait on it after finding none, and no commit in between is missed.
-func (s *Signal) C() <-chan struct{} {
+// C returns a channel closed by the next Raise of topic: take it before
+// looking for rows, wait on it after finding none, and no commit in
+// between is missed.
+func (s *Signal) C(topic string) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.ch
+	ch, ok := s.ch[topic]
+	if !ok {
+		ch = make(chan struct{})
+		s.ch[topic] = ch
+	}
+	return ch
 }
 
 // NotifyChannel carries Raise between processes (api → projector, worker).
@@ -43,14 +66,19 @@ const NotifyChannel = "orderflow_outbox"
 // Notifier forwards commits to other processes with PostgreSQL's NOTIFY,
 // outside the commands' transactions (a NOTIFY inside one would serialise
 // their commits on the notification queue's lock) and coalesced: while one
-// NOTIFY is on its way, further commits make one more, not one each.
+// NOTIFY is on its way, further commits make one more, not one each. The
+// payload names the topics written since the last one, comma-separated;
+// an empty payload (as sent before topics were named) wakes every topic.
 type Notifier struct {
 	pending chan struct{}
+	mu      sync.Mutex
+	topics  map[string]bool
+	all     bool
 }
 
 // NewNotifier sends NOTIFYs on pool until ctx ends.
 func NewNotifier(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) *Notifier {
-	n := &Notifier{pending: make(chan struct{}, 1)}
+	n := &Notifier{pending: make(chan struct{}, 1), topics: map[string]bool{}}
 	go func() {
 		for {
 			select {
@@ -58,7 +86,15 @@ func NewNotifier(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) *Not
 				return
 			case <-n.pending:
 			}
-			if _, err := pool.Exec(ctx, `SELECT pg_notify('`+NotifyChannel+`', '')`); err != nil && ctx.Err() == nil {
+			n.mu.Lock()
+			payload := ""
+			if !n.all {
+				payload = strings.Join(slices.Sorted(maps.Keys(n.topics)), ",")
+			}
+			clear(n.topics)
+			n.all = false
+			n.mu.Unlock()
+			if _, err := pool.Exec(ctx, `SELECT pg_notify('`+NotifyChannel+`', $1)`, payload); err != nil && ctx.Err() == nil {
 				log.Warn("outbox notify", "err", err)
 			}
 		}
@@ -66,18 +102,36 @@ func NewNotifier(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) *Not
 	return n
 }
 
-// Raise asks for a NOTIFY.
-func (n *Notifier) Raise() {
+// Raise asks for a NOTIFY naming topics; no topic names every topic.
+func (n *Notifier) Raise(topics ...string) {
+	n.mu.Lock()
+	if len(topics) == 0 {
+		n.all = true
+	}
+	for _, t := range topics {
+		n.topics[t] = true
+	}
+	n.mu.Unlock()
 	select {
 	case n.pending <- struct{}{}:
 	default:
 	}
 }
 
-// Listen calls onNotify on every NOTIFY on channel (NotifyChannel: pass a
-// Signal's Raise), on a connection of its own, until ctx ends; it
-// reconnects after an error.
-func Listen(ctx context.Context, pool *pgxpool.Pool, channel string, onNotify func(), log *slog.Logger) {
+// NotifiedTopics are the topics a NotifyChannel payload names; none (an
+// empty payload) means every topic.
+func NotifiedTopics(payload string) []string {
+	if payload == "" {
+		return nil
+	}
+	return strings.Split(payload, ",")
+}
+
+// Listen calls onNotify with the payload of every NOTIFY on channel
+// (NotifyChannel: raise a Signal with NotifiedTopics), on a connection of
+// its own, until ctx ends; it reconnects after an error, and then calls
+// onNotify with an empty payload, for it may have missed some.
+func Listen(ctx context.Context, pool *pgxpool.Pool, channel string, onNotify func(payload string), log *slog.Logger) {
 	for ctx.Err() == nil {
 		err := func() error {
 			conn, err := pool.Acquire(ctx)
@@ -90,11 +144,13 @@ func Listen(ctx context.Context, pool *pgxpool.Pool, channel string, onNotify fu
 			if _, err := pc.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
 				return err
 			}
+			onNotify("")
 			for {
-				if _, err := pc.WaitForNotification(ctx); err != nil {
+				n, err := pc.WaitForNotification(ctx)
+				if err != nil {
 					return err
 				}
-				onNotify()
+				onNotify(n.Payload)
 			}
 		}()
 		if ctx.Err() == nil {

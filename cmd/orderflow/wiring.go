@@ -82,8 +82,9 @@ type commits struct {
 	// wake is raised when this process commits outbox messages, and on a
 	// NOTIFY from another process when the roles run apart.
 	wake *outbox.Signal
-	// committed is what a commit of this process raises.
-	committed func()
+	// committed is what a commit of this process raises, with the topics
+	// it wrote to.
+	committed func(topics ...string)
 	// streams are the per-stream command locks of this process's buses.
 	streams *commands.StreamLocks
 	// admit refuses orders while the sagas' backlog is full (nil: never).
@@ -117,8 +118,8 @@ func newApp(ctx context.Context, cfg Config) (*app, error) {
 		// Roles in separate processes: subscribers elsewhere hear of this
 		// process's commits by NOTIFY, and this one's of theirs.
 		n := outbox.NewNotifier(ctx, pool, cfg.log)
-		a.commits.committed = func() { a.commits.wake.Raise(); n.Raise() }
-		go outbox.Listen(ctx, pool, outbox.NotifyChannel, a.commits.wake.Raise, cfg.log)
+		a.commits.committed = func(topics ...string) { a.commits.wake.Raise(topics...); n.Raise(topics...) }
+		go outbox.Listen(ctx, pool, outbox.NotifyChannel, func(payload string) { a.commits.wake.Raise(outbox.NotifiedTopics(payload)...) }, cfg.log)
 	}
 	a.cfg.GroupCommit.Observe = a.metrics.Group
 	// One count of the sagas' backlog per process, shared by its buses.

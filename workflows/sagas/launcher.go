@@ -82,7 +82,7 @@ func (l Launcher) Run(ctx context.Context) error {
 		default:
 		}
 	}
-	go outbox.Listen(ctx, l.Pool, startsChannel, raise, l.Log)
+	go outbox.Listen(ctx, l.Pool, startsChannel, func(string) { raise() }, l.Log)
 	r := &running{slots: make(chan struct{}, l.MaxRunning), starts: make(chan struct{}, l.Parallel), freed: raise,
 		finished: make(chan string, l.MaxRunning), starting: map[string]bool{}}
 	var watchers sync.WaitGroup
