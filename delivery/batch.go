@@ -188,7 +188,12 @@ func (e *batchError) Error() string { return e.err.Error() }
 // inTx reads the group's next batch in a transaction (watermill-sql's
 // isolation level) and commits what f did with it.
 func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.Row) (int, error)) (int, error) {
-	tx, err := c.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	// A read model is derived: its commit need not wait for the WAL flush
+	// (it would queue behind the commands' own). A crash can lose a batch
+	// only together with its ack, in the same transaction, and the next
+	// read starts from the offset row, so the batch is delivered again.
+	// Set with the BEGIN, in its round trip.
+	tx, err := c.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: "BEGIN ISOLATION LEVEL REPEATABLE READ; SET LOCAL synchronous_commit = off"})
 	if err != nil {
 		return 0, err
 	}
@@ -227,15 +232,6 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 	}
 	if err := res.Err(); err != nil {
 		return 0, err
-	}
-	if len(rows) > 0 {
-		// A read model is derived: its commit need not wait for the WAL
-		// flush (it would queue behind the commands' own). A crash can
-		// lose it only together with its ack, in the same transaction,
-		// so the batch is delivered again.
-		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
-			return 0, err
-		}
 	}
 	n, err := f(tx, rows)
 	if err != nil && !errors.As(err, new(*retryLater)) {
