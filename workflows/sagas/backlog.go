@@ -42,7 +42,7 @@ type Backlog struct {
 type Figures struct {
 	Queued  int64   // starts waiting in the inbox
 	Running int64   // started within Window, not seen finished
-	PerSec  float64 // sagas started per second, over PaceOver
+	PerSec  float64 // sagas started per second, over PaceOver (or since the first start, when sooner)
 	at      time.Time
 	base    int64 // admitted when the count began
 }
@@ -87,6 +87,7 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 	}
 	f := Figures{base: b.admitted.Load()}
 	var started int64
+	var since float64 // seconds since the oldest start within PaceOver
 	// Queued: the inbox's waiting starts, and the orders placed that the
 	// starter has not queued yet (its consumer group lags under load). The
 	// starter's position is read first and passed as a value: joined to
@@ -106,12 +107,12 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 			return err
 		}
 		return tx.QueryRow(ctx, countSQL, cmp.Or(b.Window, DefaultWindow).Seconds(), PaceOver.Seconds(), starterTx, starterOffset).
-			Scan(&f.Queued, &f.Running, &started)
+			Scan(&f.Queued, &f.Running, &started, &since)
 	})
 	if err != nil {
 		return Figures{}, fmt.Errorf("count the sagas' backlog: %w", err)
 	}
-	f.PerSec, f.at = float64(started)/PaceOver.Seconds(), time.Now()
+	f.PerSec, f.at = Pace(started, since), time.Now()
 	b.last.Store(&f)
 	return b.since(&f), nil
 }
@@ -123,7 +124,20 @@ var countSQL = `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NUL
 			WHERE (m.transaction_id, m."offset") > ($3::text::xid8, $4)
 			AND m.metadata->>'` + outbox.MetaEventType + `' = '` + (order.Placed{}).EventType() + `'),
 		(SELECT count(*) FROM saga_starts WHERE finished_at IS NULL AND started_at > now() - make_interval(secs => $1)),
-		(SELECT count(*) FROM saga_starts WHERE started_at > now() - make_interval(secs => $2))`
+		(SELECT count(*) FROM saga_starts WHERE started_at > now() - make_interval(secs => $2)),
+		(SELECT coalesce(extract(epoch FROM now() - min(started_at))::float8, 0) FROM saga_starts WHERE started_at > now() - make_interval(secs => $2))`
+
+// Pace is the sagas started per second: started within PaceOver, the
+// first of them since seconds ago. Over PaceOver, unless the first start
+// is more recent (a cold start, or after a quiet spell): divided by
+// PaceOver then, the launchers' first seconds read as a tenth of their
+// pace, and orders were refused while they were working off a backlog
+// they had just begun (three refusals in the first second of 24 orders/s
+// on a fresh dev that takes 30). At least a second, so that a first
+// burst of starts does not read as a pace.
+func Pace(started int64, since float64) float64 {
+	return float64(started) / min(PaceOver.Seconds(), max(1, since))
+}
 
 // Admission refuses new orders while the starts queued in the inbox would
 // wait longer than Wait at the pace sagas are started now (the launchers
