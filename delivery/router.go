@@ -280,14 +280,19 @@ func keepTransient(h message.HandlerFunc) message.HandlerFunc {
 // at most once per wakeGap so that a stream of commits is read in batches,
 // not one poll per commit. A commit is only visible once every older
 // transaction has ended (watermill-sql's xid8 rule), so after a wake that
-// found nothing it looks again after 2, 4 and 8 ms before it waits.
+// found nothing it looks again after 2, 4 and 8 ms; when those find
+// nothing either, an older transaction holds the commit back, and it waits
+// for the next commit of any topic (that one's, perhaps), then for its own
+// topic's again.
 type wakeBackoff struct {
 	wsql.BackoffManager
-	poll  time.Duration
-	wake  *outbox.Signal
-	topic string          // the consumer's: a commit to another topic does not wake it
-	armed <-chan struct{} // taken before the last query
-	quick int             // quick looks left after a wake
+	poll     time.Duration
+	wake     *outbox.Signal
+	topic    string          // the consumer's: a commit to another topic does not wake it
+	armed    <-chan struct{} // the topic's, taken before the last query
+	anyArmed <-chan struct{} // any commit's, taken before the last query
+	quick    int             // quick looks left after a wake
+	behind   bool            // the quick looks found nothing
 }
 
 const wakeGap = 5 * time.Millisecond
@@ -302,24 +307,29 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 	if b.wake == nil {
 		return b.BackoffManager.HandleError(logger, noMsg, err)
 	}
-	armed := b.armed
-	b.armed = b.wake.C(b.topic)
+	armed, anyArmed := b.armed, b.anyArmed
+	b.armed, b.anyArmed = b.wake.C(b.topic), b.wake.Any()
 	if err != nil || !noMsg {
-		b.quick = 0
+		b.quick, b.behind = 0, false
 		return b.BackoffManager.HandleError(logger, noMsg, err)
 	}
 	if b.quick > 0 {
 		b.quick--
+		b.behind = b.quick == 0
 		return 2 * time.Millisecond << (2 - b.quick)
 	}
 	if armed == nil {
-		armed = b.armed
+		armed, anyArmed = b.armed, b.anyArmed
+	}
+	quick := 3
+	if b.behind {
+		b.behind, armed, quick = false, anyArmed, 0
 	}
 	polled := time.Now()
 	select {
 	case <-armed:
-		b.armed = b.wake.C(b.topic)
-		b.quick = 3
+		b.armed, b.anyArmed = b.wake.C(b.topic), b.wake.Any()
+		b.quick = quick
 		return max(0, wakeGap-time.Since(polled))
 	case <-time.After(b.poll):
 		return 0

@@ -20,8 +20,11 @@ import (
 // wrote, not every consumer group of the process.
 type Signal struct {
 	mu sync.Mutex
-	ch map[string]chan struct{} // the topics someone waits on
+	ch map[string]chan struct{} // the topics someone waits on; anyTopic, any commit
 }
+
+// anyTopic keys the channel every Raise closes (no topic is named "").
+const anyTopic = ""
 
 // NewSignal returns a Signal nobody has raised yet.
 func NewSignal() *Signal { return &Signal{ch: map[string]chan struct{}{}} }
@@ -39,12 +42,20 @@ func (s *Signal) Raise(topics ...string) {
 		return
 	}
 	for _, t := range topics {
-		if ch, ok := s.ch[t]; ok {
-			close(ch)
-			delete(s.ch, t)
-		}
+		s.wake(t)
+	}
+	s.wake(anyTopic)
+}
+
+func (s *Signal) wake(topic string) {
+	if ch, ok := s.ch[topic]; ok {
+		close(ch)
+		delete(s.ch, topic)
 	}
 }
+
+// Any returns a channel closed by the next Raise, whatever its topics.
+func (s *Signal) Any() <-chan struct{} { return s.C(anyTopic) }
 
 // C returns a channel closed by the next Raise of topic: take it before
 // looking for rows, wait on it after finding none, and no commit in
@@ -87,6 +98,10 @@ func NewNotifier(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) *Not
 			case <-n.pending:
 			}
 			n.mu.Lock()
+			if len(n.topics) == 0 && !n.all { // sent with the last one: an empty payload would wake every topic
+				n.mu.Unlock()
+				continue
+			}
 			payload := ""
 			if !n.all {
 				payload = strings.Join(slices.Sorted(maps.Keys(n.topics)), ",")

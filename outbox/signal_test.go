@@ -33,6 +33,11 @@ func TestASignalWakesTheTopicsRaised(t *testing.T) {
 	if closed(wallets) {
 		t.Fatal("a channel taken after the raise is already closed")
 	}
+	anyCommit := s.Any()
+	s.Raise("payment_events")
+	if !closed(anyCommit) || closed(wallets) {
+		t.Fatal("a commit to another topic: Any not closed, or the wallets' channel closed")
+	}
 	s.Raise()
 	if !closed(wallets) || !closed(orders) {
 		t.Fatal("a raise without topics left a consumer asleep")

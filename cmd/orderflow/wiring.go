@@ -124,7 +124,7 @@ func newApp(ctx context.Context, cfg Config) (*app, error) {
 	a.cfg.GroupCommit.Observe = a.metrics.Group
 	// One count of the sagas' backlog per process, shared by its buses.
 	if cfg.SagaBacklogWait > 0 {
-		a.commits.admit = (&sagas.Admission{Backlog: &sagas.Backlog{Pool: pool, Window: cfg.SagaWindow}, Wait: cfg.SagaBacklogWait,
+		a.commits.admit = (&sagas.Admission{Backlog: &sagas.Backlog{Pool: pool, Window: cfg.SagaWindow, Slots: int64(cfg.SagaMaxRunning)}, Wait: cfg.SagaBacklogWait,
 			Min: int64(max(1, cfg.SagaBacklogMin)), Slots: int64(cfg.SagaMaxRunning), RetryAfter: time.Second}).Admit
 	}
 	a.bus = a.newBus(pool, a.store)

@@ -29,6 +29,10 @@ type Backlog struct {
 	Pool   *pgxpool.Pool
 	Window time.Duration
 	TTL    time.Duration
+	// Slots is how many sagas the launchers keep running: after a quiet
+	// spell their first starts fill the free slots at once, which is no
+	// pace (Pace).
+	Slots int64
 
 	mu   sync.Mutex // held by the one counting
 	last atomic.Pointer[Figures]
@@ -112,7 +116,7 @@ func (b *Backlog) Read(ctx context.Context) (Figures, error) {
 	if err != nil {
 		return Figures{}, fmt.Errorf("count the sagas' backlog: %w", err)
 	}
-	f.PerSec, f.at = Pace(started, since), time.Now()
+	f.PerSec, f.at = Pace(started, since, b.Slots), time.Now()
 	b.last.Store(&f)
 	return b.since(&f), nil
 }
@@ -128,15 +132,21 @@ var countSQL = `SELECT (SELECT count(*) FROM saga_starts WHERE started_at IS NUL
 		(SELECT coalesce(extract(epoch FROM now() - min(started_at))::float8, 0) FROM saga_starts WHERE started_at > now() - make_interval(secs => $2))`
 
 // Pace is the sagas started per second: started within PaceOver, the
-// first of them since seconds ago. Over PaceOver, unless the first start
-// is more recent (a cold start, or after a quiet spell): divided by
-// PaceOver then, the launchers' first seconds read as a tenth of their
-// pace, and orders were refused while they were working off a backlog
-// they had just begun (three refusals in the first second of 24 orders/s
-// on a fresh dev that takes 30). At least a second, so that a first
-// burst of starts does not read as a pace.
-func Pace(started int64, since float64) float64 {
-	return float64(started) / min(PaceOver.Seconds(), max(1, since))
+// first of them since seconds ago. Over PaceOver — or, when the first
+// start is more recent (a cold start, or after a quiet spell), the starts
+// beyond the slots' first fill over the time since the first start, if
+// that is more: divided by PaceOver, the launchers' first seconds read as
+// a tenth of their pace, and orders were refused while they were working
+// off a backlog they had just begun (three refusals in the first second
+// of 24 orders/s on a fresh dev that takes 30); counting the fill, which
+// is slots starts at once, as a pace would admit a queue that waits many
+// times Wait. At least a second.
+func Pace(started int64, since float64, slots int64) float64 {
+	steady := float64(started) / PaceOver.Seconds()
+	if since >= PaceOver.Seconds() {
+		return steady
+	}
+	return max(steady, float64(started-slots)/max(1, since))
 }
 
 // Admission refuses new orders while the starts queued in the inbox would

@@ -27,21 +27,23 @@ func TestAdmissionFull(t *testing.T) {
 	}
 }
 
-// The pace is counted over PaceOver, or since the first start when that is
-// sooner (a cold start), never over less than a second.
+// The pace is counted over PaceOver, or, after a cold start or a quiet
+// spell, the starts beyond the slots' first fill since the first start,
+// never over less than a second.
 func TestPace(t *testing.T) {
 	for _, c := range []struct {
 		started int64
 		since   float64
 		want    float64
 	}{
-		{200, 9.9, 200 / 9.9}, // steady: the first start in the window is PaceOver ago
-		{200, 10, 20},         // never over more than PaceOver
-		{20, 1.5, 20 / 1.5},   // a cold start: 20 sagas in its first 1.5 s
-		{16, 0.05, 16},        // a first burst: at least a second
-		{0, 0, 0},             // nothing started
+		{200, 10, 20},              // steady: the first start in the window is PaceOver ago
+		{200, 9.9, 20},             // the same, a moment short of it: the fill subtracted is less
+		{40, 1.5, (40 - 16) / 1.5}, // a cold start: the 16 slots filled, then 24 more in 1.5 s
+		{16, 0.05, 1.6},            // the fill alone is no pace: counted over PaceOver
+		{17, 1, 1.7},               // a stray start a second before the fill: still none
+		{0, 0, 0},                  // nothing started
 	} {
-		if got := Pace(c.started, c.since); got != c.want {
+		if got := Pace(c.started, c.since, 16); got != c.want {
 			t.Errorf("%d started, the first %.2fs ago: %.2f/s, want %.2f", c.started, c.since, got, c.want)
 		}
 	}
