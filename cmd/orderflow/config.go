@@ -136,6 +136,9 @@ type Config struct {
 	// oneProcess: every role runs in this process (dev, tests), so commits
 	// wake subscribers without a NOTIFY.
 	oneProcess bool
+	// starting names the readiness checks of the roles this process runs
+	// that fail until each role adds its own (checks.starting).
+	starting []string
 }
 
 // Who uses a setting, by subcommand.

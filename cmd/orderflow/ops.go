@@ -29,6 +29,16 @@ func (c *checks) add(name string, check func(context.Context) error) {
 	c.m[name] = check
 }
 
+// starting adds checks that fail until their role replaces them with its
+// own: the ops endpoint serves /readyz from the process's start, and a
+// role that has not added its check yet (the API not yet listening, the
+// Temporal client still dialling) must not read as ready.
+func (c *checks) starting(names ...string) {
+	for _, name := range names {
+		c.add(name, func(context.Context) error { return errors.New(name + " is starting") })
+	}
+}
+
 func (c *checks) all() map[string]func(context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -30,6 +30,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -131,6 +132,7 @@ func newApp(ctx context.Context, cfg Config) (*app, error) {
 	a.reader = projections.NewReader(pool)
 	a.metrics.WatchPool("main", pool)
 	a.metrics.WatchDelivery(pool, a.reader)
+	a.ready.starting(cfg.starting...)
 	if cfg.OpsAddr != "" {
 		go func() {
 			if err := a.serveOps(ctx); err != nil {
@@ -237,6 +239,10 @@ func (a *app) dialTemporal(ctx context.Context) (client.Client, error) {
 // runAPI is the api role: the REST API, and the sagas' client when
 // TEMPORAL_ADDRESS is set.
 func runAPI(ctx context.Context, cfg Config) error {
+	cfg.starting = []string{"api"}
+	if cfg.TemporalAddress != "" {
+		cfg.starting = append(cfg.starting, "temporal")
+	}
 	a, err := newApp(ctx, cfg)
 	if err != nil {
 		return err
@@ -250,6 +256,7 @@ func runAPI(ctx context.Context, cfg Config) error {
 
 // runProjector is the projector role.
 func runProjector(ctx context.Context, cfg Config) error {
+	cfg.starting = []string{"projector"}
 	a, err := newApp(ctx, cfg)
 	if err != nil {
 		return err
@@ -260,6 +267,7 @@ func runProjector(ctx context.Context, cfg Config) error {
 
 // runWorker is the worker role: the saga's worker, starter and launcher.
 func runWorker(ctx context.Context, cfg Config) error {
+	cfg.starting = []string{"temporal"}
 	a, err := newApp(ctx, cfg)
 	if err != nil {
 		return err
@@ -317,6 +325,7 @@ func runDev(ctx context.Context, cfg Config) error {
 		log.Info("the API needs a bearer token: print one with `orderflow token -role operator` or `orderflow token -role customer -customer <id>`",
 			"signing_key", auth.DevKeyPath(cfg.DataDir))
 	}
+	cfg.starting = []string{"api", "temporal", "projector"}
 	a, err := newApp(ctx, cfg)
 	if err != nil {
 		return err
@@ -409,14 +418,28 @@ func (a *app) serveAPI(ctx context.Context) error {
 	defer cutRequests()
 	srv := &http.Server{Addr: c.HTTPAddr, Handler: e, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: c.MaxHeaderBytes, BaseContext: func(net.Listener) context.Context { return requests }}
+	l, err := net.Listen("tcp", c.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("API: %w", err)
+	}
+	// Ready once it listens, and no longer once it stops: a balancer
+	// sends no new requests to an API that is shutting down.
+	var stopping atomic.Bool
+	a.ready.add("api", func(context.Context) error {
+		if stopping.Load() {
+			return errors.New("the API is stopping")
+		}
+		return nil
+	})
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	a.log.Info("API listening", "addr", "http://"+c.HTTPAddr, "docs", "http://"+c.HTTPAddr+"/docs")
+	go func() { errc <- srv.Serve(l) }()
+	a.log.Info("API listening", "addr", "http://"+l.Addr().String(), "docs", "http://"+l.Addr().String()+"/docs")
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	stopping.Store(true)
 	a.log.Info("API shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
