@@ -13,13 +13,12 @@ import (
 	"go.temporal.io/sdk/client"
 	temporalotel "go.temporal.io/sdk/contrib/opentelemetry"
 	"go.temporal.io/sdk/interceptor"
-	tlog "go.temporal.io/sdk/log"
 
 	"github.com/orderflow/orderflow/auth"
 	"github.com/orderflow/orderflow/internal/devruntime/devpg"
 	"github.com/orderflow/orderflow/internal/pgpool"
 	"github.com/orderflow/orderflow/internal/settings"
-	"github.com/orderflow/orderflow/workflows"
+	"github.com/orderflow/orderflow/internal/temporalclient"
 )
 
 // config is the harness's configuration: where the service it drives
@@ -98,30 +97,14 @@ func dialTemporal(ctx context.Context, cfg config) (client.Client, error) {
 	if cfg.TemporalAddress == "" {
 		return nil, errors.New("TEMPORAL_ADDRESS is not set")
 	}
-	opts := client.Options{HostPort: cfg.TemporalAddress, Namespace: cfg.TemporalNamespace, Logger: tlog.NewStructuredLogger(cfg.log)}
+	dial := temporalclient.Config{Address: cfg.TemporalAddress, Namespace: cfg.TemporalNamespace, APIKey: cfg.TemporalAPIKey,
+		Compression: cfg.TemporalCompression, Log: cfg.log}
 	if tracing, err := temporalotel.NewTracingInterceptor(temporalotel.TracerOptions{}); err != nil {
 		cfg.log.Error("Temporal tracing", "err", err)
 	} else {
-		opts.Interceptors = []interceptor.ClientInterceptor{tracing}
+		dial.Interceptors = []interceptor.ClientInterceptor{tracing}
 	}
-	if cfg.TemporalAPIKey != "" {
-		opts.Credentials = client.NewAPIKeyStaticCredentials(cfg.TemporalAPIKey)
-	}
-	var err error
-	if opts.ConnectionOptions.GrpcCompression, err = workflows.GrpcCompression(cfg.TemporalCompression, cfg.TemporalAddress); err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		c, err := client.DialContext(ctx, opts)
-		if err == nil {
-			return c, nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("connect to Temporal at %s: %w", cfg.TemporalAddress, err)
-		}
-		time.Sleep(time.Second)
-	}
+	return temporalclient.Dial(ctx, dial)
 }
 
 // operatorToken is the token load and bench send: the one given, or an

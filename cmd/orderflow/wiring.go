@@ -37,7 +37,6 @@ import (
 	"go.temporal.io/sdk/client"
 	temporalotel "go.temporal.io/sdk/contrib/opentelemetry"
 	"go.temporal.io/sdk/interceptor"
-	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 	"golang.org/x/sync/errgroup"
 
@@ -48,6 +47,7 @@ import (
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/eventstore/streams"
 	"github.com/orderflow/orderflow/httpapi"
+	"github.com/orderflow/orderflow/internal/temporalclient"
 	"github.com/orderflow/orderflow/migrations"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/personal"
@@ -204,43 +204,42 @@ func (a *app) dialTemporal(ctx context.Context) (client.Client, error) {
 			a.log.Error("Temporal SDK metrics", "err", err)
 		}
 	})
-	opts := client.Options{HostPort: a.cfg.TemporalAddress, Namespace: a.cfg.TemporalNamespace, Logger: tlog.NewStructuredLogger(a.log)}
-	if t.metrics != nil {
-		opts.MetricsHandler = t.metrics
-	}
+	dial := temporalclient.Config{Address: a.cfg.TemporalAddress, Namespace: a.cfg.TemporalNamespace, APIKey: a.cfg.TemporalAPIKey,
+		Compression: a.cfg.TemporalCompression, Log: a.log, Metrics: t.metrics}
 	if t.tracing != nil {
-		opts.Interceptors = []interceptor.ClientInterceptor{t.tracing}
+		dial.Interceptors = []interceptor.ClientInterceptor{t.tracing}
 	}
-	if a.cfg.TemporalAPIKey != "" {
-		// Sent as "Authorization: Bearer <key>": a JWT for a server whose
-		// authorizer and claim mapper are on (see the README).
-		opts.Credentials = client.NewAPIKeyStaticCredentials(a.cfg.TemporalAPIKey)
-	}
-	compression, err := workflows.GrpcCompression(a.cfg.TemporalCompression, a.cfg.TemporalAddress)
+	c, err := temporalclient.Dial(ctx, dial)
 	if err != nil {
 		return nil, err
 	}
-	opts.ConnectionOptions.GrpcCompression = compression
-	deadline := time.Now().Add(time.Minute)
-	for {
-		c, err := client.DialContext(ctx, opts)
-		if err == nil {
-			a.ready.add("temporal", temporalCheck(c))
-			t.gaugeOnce.Do(func() { a.metrics.WatchSagas(sagas.Client{C: c}.Count) })
-			return c, nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("connect to Temporal at %s: %w", a.cfg.TemporalAddress, err)
-		}
-		time.Sleep(time.Second)
-	}
+	a.ready.add("temporal", temporalCheck(c))
+	t.gaugeOnce.Do(func() { a.metrics.WatchSagas(sagas.Client{C: c}.Count) })
+	return c, nil
 }
 
 // runAPI is the api role: the REST API, and the sagas' client when
 // TEMPORAL_ADDRESS is set.
 func runAPI(ctx context.Context, cfg Config) error {
-	cfg.starting = []string{"api"}
-	if cfg.TemporalAddress != "" {
+	return runRole(ctx, cfg, "api", temporalIfSet, (*app).serveAPI)
+}
+
+// runProjector is the projector role.
+func runProjector(ctx context.Context, cfg Config) error {
+	return runRole(ctx, cfg, "projector", noTemporal, (*app).runProjector)
+}
+
+// runWorker is the worker role: the saga's worker, starter and launcher.
+func runWorker(ctx context.Context, cfg Config) error {
+	return runRole(ctx, cfg, "worker", temporalRequired, func(a *app, ctx context.Context) error { return a.runWorker(ctx, a.sagas.C) })
+}
+
+// runRole runs one role in a process of its own: the process's parts, its
+// Temporal client as the role uses it, then run. Until the role and its
+// client are up, their readiness checks fail as starting.
+func runRole(ctx context.Context, cfg Config, role string, use temporalUse, run func(a *app, ctx context.Context) error) error {
+	cfg.starting = []string{role}
+	if use != noTemporal && cfg.TemporalAddress != "" {
 		cfg.starting = append(cfg.starting, "temporal")
 	}
 	a, err := newApp(ctx, cfg)
@@ -248,35 +247,10 @@ func runAPI(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer a.close()
-	if err := a.connectTemporal(ctx, temporalIfSet); err != nil {
+	if err := a.connectTemporal(ctx, use); err != nil {
 		return err
 	}
-	return a.serveAPI(ctx)
-}
-
-// runProjector is the projector role.
-func runProjector(ctx context.Context, cfg Config) error {
-	cfg.starting = []string{"projector"}
-	a, err := newApp(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer a.close()
-	return a.runProjector(ctx)
-}
-
-// runWorker is the worker role: the saga's worker, starter and launcher.
-func runWorker(ctx context.Context, cfg Config) error {
-	cfg.starting = []string{"temporal"}
-	a, err := newApp(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer a.close()
-	if err := a.connectTemporal(ctx, temporalRequired); err != nil {
-		return err
-	}
-	return a.runWorker(ctx, a.sagas.C)
+	return run(a, ctx)
 }
 
 // runDev runs every role in this process, on an embedded PostgreSQL
@@ -325,7 +299,7 @@ func runDev(ctx context.Context, cfg Config) error {
 		log.Info("the API needs a bearer token: print one with `orderflow token -role operator` or `orderflow token -role customer -customer <id>`",
 			"signing_key", auth.DevKeyPath(cfg.DataDir))
 	}
-	cfg.starting = []string{"api", "temporal", "projector"}
+	cfg.starting = []string{"api", "temporal", "projector", "worker"}
 	a, err := newApp(ctx, cfg)
 	if err != nil {
 		return err
@@ -491,6 +465,12 @@ func (a *app) runWorker(ctx context.Context, c client.Client) error {
 	if err != nil {
 		return err
 	}
+	a.ready.add("worker", func(context.Context) error {
+		if !router.IsRunning() {
+			return errors.New("the saga starter is not running")
+		}
+		return nil
+	})
 	a.log.Info("saga worker running", "temporal", a.cfg.TemporalAddress, "namespace", a.cfg.TemporalNamespace, "task_queue", workflows.TaskQueue)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return router.Run(ctx) })

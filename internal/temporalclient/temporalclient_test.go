@@ -1,11 +1,11 @@
-package workflows_test
+package temporalclient_test
 
 import (
 	"testing"
 
 	"go.temporal.io/sdk/client"
 
-	"github.com/orderflow/orderflow/workflows"
+	"github.com/orderflow/orderflow/internal/temporalclient"
 )
 
 // auto compresses nothing to a loopback frontend (dev's embedded one) and
@@ -24,7 +24,7 @@ func TestGrpcCompression(t *testing.T) {
 		{"gzip", "127.0.0.1:7233", true},
 		{"none", "temporal:7233", false},
 	} {
-		got, err := workflows.GrpcCompression(c.mode, c.addr)
+		got, err := temporalclient.GrpcCompression(c.mode, c.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -32,7 +32,7 @@ func TestGrpcCompression(t *testing.T) {
 			t.Errorf("%q to %s: gzip %v, want %v", c.mode, c.addr, gzip, c.gzip)
 		}
 	}
-	if _, err := workflows.GrpcCompression("brotli", "temporal:7233"); err == nil {
+	if _, err := temporalclient.GrpcCompression("brotli", "temporal:7233"); err == nil {
 		t.Error("an unknown mode was taken")
 	}
 }
