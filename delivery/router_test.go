@@ -56,16 +56,7 @@ func run(t *testing.T, n int, handle func(msg *message.Message) error) (pool *pg
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- router.Run(rctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("router: %v", err)
-		}
-	}()
-	<-router.Running()
+	defer runRouter(t, router)()
 	// Settled when the group's offset has passed every message of the run.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		var waiting int
@@ -82,6 +73,21 @@ func run(t *testing.T, n int, handle func(msg *message.Message) error) (pool *pg
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%d messages still waiting", waiting)
+		}
+	}
+}
+
+// runRouter runs router until stop, which reports the error it ended with.
+func runRouter(t *testing.T, router *delivery.Router) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- router.Run(ctx) }()
+	<-router.Running()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("router: %v", err)
 		}
 	}
 }
@@ -217,10 +223,7 @@ func TestABatchHandlerGetsBatchesAndAFailingBatchGoesOneByOne(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- router.Run(rctx) }()
-	<-router.Running()
+	stop := runRouter(t, router)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		var n int
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM delivery_test_applied WHERE id = ANY($1)`, ids).Scan(&n); err != nil {
@@ -233,10 +236,7 @@ func TestABatchHandlerGetsBatchesAndAFailingBatchGoesOneByOne(t *testing.T) {
 			t.Fatalf("%d of %d applied, poisoned %v", n, len(ids)-1, poisoned(t, pool, runID))
 		}
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	if p := poisoned(t, pool, runID); p[bad] == "" {
 		t.Fatalf("poisoned %v, want %s", p, bad)
 	}
@@ -337,16 +337,7 @@ func TestAFailingMessageHoldsNoOtherConsumerBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- router.Run(rctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	<-router.Running()
+	defer runRouter(t, router)()
 	wait := func(what string, ok func() bool) {
 		t.Helper()
 		for deadline := time.Now().Add(20 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
@@ -438,16 +429,7 @@ func TestAnIdleBatchConsumerWritesNothingAndTwoProcessesShareAGroup(t *testing.T
 		if err != nil {
 			t.Fatal(err)
 		}
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- router.Run(rctx) }()
-		<-router.Running()
-		return func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("router: %v", err)
-			}
-		}
+		return runRouter(t, router)
 	}
 	var ids []string
 	publish := func(n int) {

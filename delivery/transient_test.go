@@ -81,16 +81,7 @@ func batchRun(t *testing.T, n int, appName string, wantPoisoned int,
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- router.Run(rctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("router: %v", err)
-		}
-	}()
-	<-router.Running()
+	defer runRouter(t, router)()
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		applied := count(t, pool, `SELECT count(*) FROM delivery_test_applied WHERE id = ANY($1)`, ids)
 		if applied+len(poisoned(t, pool, runID)) == n && len(poisoned(t, pool, runID)) >= wantPoisoned {

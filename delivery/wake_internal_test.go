@@ -30,15 +30,19 @@ func TestAWakeThatFoundNothingWaitsForAnyCommit(t *testing.T) {
 			t.Fatalf("%s: still waiting", what)
 		}
 	}
+	asleep := func(ch chan time.Duration, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+			t.Fatal(what)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	// Idle: it waits for its topic; another topic's commit does not wake it.
 	idle := returned(func() time.Duration { return b.HandleError(log, true, nil) })
 	time.Sleep(20 * time.Millisecond)
 	wake.Raise("order_events")
-	select {
-	case <-idle:
-		t.Fatal("woken by another topic's commit")
-	case <-time.After(100 * time.Millisecond):
-	}
+	asleep(idle, "woken by another topic's commit")
 	wake.Raise("wallet_events")
 	within(idle, "its topic's commit")
 	// Its poll found nothing (held back): three quick looks, then it waits
@@ -56,11 +60,7 @@ func TestAWakeThatFoundNothingWaitsForAnyCommit(t *testing.T) {
 	again := returned(func() time.Duration { return b.HandleError(log, true, nil) })
 	time.Sleep(20 * time.Millisecond)
 	wake.Raise("order_events")
-	select {
-	case <-again:
-		t.Fatal("woken by another topic's commit once it was no longer behind")
-	case <-time.After(100 * time.Millisecond):
-	}
+	asleep(again, "woken by another topic's commit once it was no longer behind")
 	wake.Raise("wallet_events")
 	within(again, "its topic's commit")
 }
