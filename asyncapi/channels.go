@@ -67,7 +67,7 @@ func reservedGroups() map[string][]string {
 }
 
 var channelDescriptions = map[string]string{
-	outbox.CommandsTopic: "Every logged command, accepted or rejected, with the events it caused (references to the events on the event topics).",
+	outbox.CommandsTopic: "Every logged command, accepted or rejected, with the events it caused (references to the events on the event topics). Its table is a view over the command log: read it as any topic; nothing publishes to it.",
 	outbox.PoisonTopic:   "Messages one of orderflow's own handlers gave up on after its retries: the original message, with the reason and where it came from.",
 }
 

@@ -1,7 +1,8 @@
 // Package commandlog is the command log: every command with its outcome
-// and the events it caused, written in the command's own transaction (with
-// its message on the commands topic), read by the API, the timeline
-// projection and the live streams.
+// and the events it caused, written in the command's own transaction, read
+// by the API and the live streams, and by Watermill subscribers (the
+// timeline projection among them) as the commands topic: the table
+// watermill_commands of that topic is a view over the log (migration 00011).
 package commandlog
 
 import (
@@ -47,6 +48,9 @@ type Record struct {
 	RecordedAt     time.Time         `json:"recorded_at"`
 	// TransactionID orders the log by commit, as the event log is ordered.
 	TransactionID uint64 `json:"-"`
+	// MessageUUID is the id of the command's message on the commands
+	// topic (MessageUUID(CommandID), stored with the command).
+	MessageUUID uuid.UUID `json:"-"`
 	// Replayed is true when this result was recorded earlier under the same command id.
 	Replayed bool `json:"replayed"`
 }
@@ -61,12 +65,12 @@ func NewLog(pool *pgxpool.Pool) *Log { return &Log{pool: pool} }
 // command id logged before is a unique violation of commands_pkey.
 const insertSQL = `
 INSERT INTO commands (seq, command_id, command_type, payload, status, reason_kind, reason_code, reason, stream_type,
-    stream_id, stream_version, global_position, event_ids, correlation_id, causation_id, actor, metadata, recorded_at)
+    stream_id, stream_version, global_position, event_ids, correlation_id, causation_id, actor, metadata, recorded_at, message_uuid)
 OVERRIDING SYSTEM VALUE
 SELECT (r->>'seq')::bigint, r->>'id', r->>'type', r->'payload', r->>'status', nullif(r->>'rk', ''), nullif(r->>'rc', ''),
        nullif(r->>'r', ''), r->>'st', r->>'sid', (r->>'sv')::bigint, nullif((r->>'gp')::bigint, 0),
        ARRAY(SELECT jsonb_array_elements_text(r->'events'))::uuid[], r->>'corr', r->>'caus', r->>'actor', r->'md',
-       (r->>'at')::timestamptz
+       (r->>'at')::timestamptz, (r->>'mu')::uuid
 FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(r, n) ORDER BY n`
 
 // logRow is one command of insertSQL.
@@ -89,6 +93,7 @@ type logRow struct {
 	Actor      string            `json:"actor"`
 	Metadata   map[string]string `json:"md"`
 	At         time.Time         `json:"at"`
+	Message    string            `json:"mu"`
 }
 
 // QueueInsert queues the insert of recs (their Seq set) on b.
@@ -101,7 +106,8 @@ func QueueInsert(b *pgx.Batch, recs []*Record) error {
 		}
 		rows[i] = logRow{Seq: r.Seq, ID: r.CommandID, Type: r.Type, Payload: r.Payload, Status: r.Status, ReasonKind: r.ReasonKind,
 			ReasonCode: r.ReasonCode, Reason: r.Reason, StreamType: r.StreamType, StreamID: r.StreamID, Version: r.StreamVersion,
-			Position: r.GlobalPosition, Events: r.EventIDs, Corr: r.CorrelationID, Caus: r.CausationID, Actor: r.Actor, Metadata: md, At: r.RecordedAt}
+			Position: r.GlobalPosition, Events: r.EventIDs, Corr: r.CorrelationID, Caus: r.CausationID, Actor: r.Actor, Metadata: md, At: r.RecordedAt,
+			Message: MessageUUID(r.CommandID)}
 	}
 	raw, err := json.Marshal(rows)
 	if err != nil {
@@ -113,14 +119,14 @@ func QueueInsert(b *pgx.Batch, recs []*Record) error {
 
 const selectSQL = `SELECT command_id, seq, transaction_id::text AS txid, command_type, payload, status, coalesce(reason_kind, ''),
     coalesce(reason_code, ''), coalesce(reason, ''), stream_type, stream_id, stream_version, coalesce(global_position, 0),
-    event_ids, correlation_id, causation_id, actor, metadata, recorded_at FROM commands `
+    event_ids, correlation_id, causation_id, actor, metadata, recorded_at, message_uuid FROM commands `
 
 func scanRecord(row pgx.CollectableRow) (Record, error) {
 	var r Record
 	var txid string
 	err := row.Scan(&r.CommandID, &r.Seq, &txid, &r.Type, &r.Payload, &r.Status, &r.ReasonKind, &r.ReasonCode, &r.Reason,
 		&r.StreamType, &r.StreamID, &r.StreamVersion, &r.GlobalPosition, &r.EventIDs, &r.CorrelationID, &r.CausationID,
-		&r.Actor, &r.Metadata, &r.RecordedAt)
+		&r.Actor, &r.Metadata, &r.RecordedAt, &r.MessageUUID)
 	if err != nil {
 		return r, err
 	}
@@ -227,17 +233,17 @@ func (l *Log) ReadAll(ctx context.Context, c commitorder.Cursor, limit int, f Fi
 		}
 	}
 	args = append(args, limit)
-	return l.readLogged(ctx, l.pool, where+fmt.Sprintf(" %s LIMIT $%d", commitorder.Order("seq"), len(args)), args...)
+	return readLogged(ctx, l.pool, where+fmt.Sprintf(" %s LIMIT $%d", commitorder.Order("seq"), len(args)), args...)
 }
 
 // ReadUpTo returns up to limit commands in (after, upTo] in commit order with
 // their events, through q (a rebuild reads inside its own transaction).
 func (l *Log) ReadUpTo(ctx context.Context, q commitorder.Querier, after, upTo commitorder.Cursor, limit int) ([]Logged, error) {
-	return l.readLogged(ctx, q, `WHERE `+commitorder.After("seq", 1)+` AND `+commitorder.UpTo("seq", 3)+` `+commitorder.Order("seq")+` LIMIT $5`,
+	return readLogged(ctx, q, `WHERE `+commitorder.After("seq", 1)+` AND `+commitorder.UpTo("seq", 3)+` `+commitorder.Order("seq")+` LIMIT $5`,
 		append(append(after.Args(), upTo.Args()...), limit)...)
 }
 
-func (l *Log) readLogged(ctx context.Context, q commitorder.Querier, where string, args ...any) ([]Logged, error) {
+func readLogged(ctx context.Context, q commitorder.Querier, where string, args ...any) ([]Logged, error) {
 	rows, _ := q.Query(ctx, selectSQL+where, args...)
 	recs, err := pgx.CollectRows(rows, scanRecord)
 	if err != nil {
@@ -247,23 +253,35 @@ func (l *Log) readLogged(ctx context.Context, q commitorder.Querier, where strin
 	for _, r := range recs {
 		ids = append(ids, r.EventIDs...)
 	}
-	byID := map[uuid.UUID]EventRef{}
-	if len(ids) > 0 {
-		rows, _ := q.Query(ctx, `SELECT event_id, event_type, stream_type, stream_id, stream_version, global_position, recorded_at
-			FROM events WHERE event_id = ANY($1)`, ids)
-		evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (EventRef, error) {
-			var e EventRef
-			err := row.Scan(&e.EventID, &e.EventType, &e.StreamType, &e.StreamID, &e.StreamVersion, &e.GlobalPosition, &e.RecordedAt)
-			e.RecordedAt = e.RecordedAt.UTC()
-			return e, err
-		})
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range evs {
-			byID[e.EventID] = e
-		}
+	if len(ids) == 0 {
+		return withEvents(recs, nil), nil
 	}
+	evRows, _ := q.Query(ctx, refsSQL+`WHERE event_id = ANY($1)`, ids)
+	return collectRefs(recs, evRows)
+}
+
+// refsSQL selects the references of events (EventRef).
+const refsSQL = `SELECT event_id, event_type, stream_type, stream_id, stream_version, global_position, recorded_at FROM events `
+
+// collectRefs returns recs with their events' references, read from rows.
+func collectRefs(recs []Record, rows pgx.Rows) ([]Logged, error) {
+	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (EventRef, error) {
+		var e EventRef
+		err := row.Scan(&e.EventID, &e.EventType, &e.StreamType, &e.StreamID, &e.StreamVersion, &e.GlobalPosition, &e.RecordedAt)
+		e.RecordedAt = e.RecordedAt.UTC()
+		return e, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[uuid.UUID]EventRef, len(evs))
+	for _, e := range evs {
+		byID[e.EventID] = e
+	}
+	return withEvents(recs, byID), nil
+}
+
+func withEvents(recs []Record, byID map[uuid.UUID]EventRef) []Logged {
 	out := make([]Logged, 0, len(recs))
 	for _, r := range recs {
 		lg := Logged{Record: r, Events: make([]EventRef, 0, len(r.EventIDs))}
@@ -272,5 +290,5 @@ func (l *Log) readLogged(ctx context.Context, q commitorder.Querier, where strin
 		}
 		out = append(out, lg)
 	}
-	return out, nil
+	return out
 }

@@ -23,7 +23,7 @@ func TestListPagesInCommitOrderAndSkipsNoLateCommit(t *testing.T) {
 	log := commandlog.NewLog(pool)
 	stream := "late-" + uuid.NewString()
 	const insert = `INSERT INTO commands (command_id, command_type, payload, status, stream_type, stream_id, stream_version,
-		correlation_id, causation_id, actor, recorded_at) VALUES ($1, 'TopUpWallet', '{}', 'accepted', 'wallet', $2, 1, 'c', 'c', 'a', now())`
+		correlation_id, causation_id, actor, recorded_at, message_uuid) VALUES ($1, 'TopUpWallet', '{}', 'accepted', 'wallet', $2, 1, 'c', 'c', 'a', now(), gen_random_uuid())`
 	early, late := uuid.NewString(), uuid.NewString()
 	tx, err := pool.Begin(ctx)
 	if err != nil {

@@ -1,14 +1,19 @@
 package commandlog
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
 
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
+	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/outbox"
 )
@@ -58,13 +63,28 @@ func refs(envs []eventstore.Envelope) []EventRef {
 	return out
 }
 
-// Message is the command's message on the commands topic.
+// Message is the command's message on the commands topic as the view
+// watermill_commands serves it from the log (migration 00011, which builds
+// the same in SQL: TestTheCommandsTopicIsTheLog compares the two). Nothing
+// writes it: the batch consumers read the log (Rows) and build it here.
 func Message(rec Record, envs []eventstore.Envelope) (*message.Message, error) {
-	payload, err := json.Marshal(Logged{Record: rec, Events: refs(envs)})
-	if err != nil {
+	return messageOf(Logged{Record: rec, Events: refs(envs)})
+}
+
+func messageOf(l Logged) (*message.Message, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // as json.Marshal but for <, > and &, which JSON needs no escape for
+	if err := enc.Encode(l); err != nil {
 		return nil, err
 	}
-	m := message.NewMessage(MessageUUID(rec.CommandID), payload)
+	rec := l.Record
+	id := rec.MessageUUID.String()
+	if rec.MessageUUID == uuid.Nil {
+		id = MessageUUID(rec.CommandID)
+	}
+	m := message.NewMessage(id, bytes.TrimSuffix(b.Bytes(), []byte("\n")))
+	m.SetContext(context.WithValue(context.Background(), loggedKey{}, &l))
 	m.Metadata = message.Metadata{
 		MetaCommandID:             rec.CommandID,
 		MetaCommandType:           rec.Type,
@@ -81,8 +101,54 @@ func Message(rec Record, envs []eventstore.Envelope) (*message.Message, error) {
 	return m, nil
 }
 
-// DecodeLogged reads a commands-topic message.
+// Rows reads the commands topic's next messages in q (a batch consumer's
+// transaction) from the log: up to limit commands after the position
+// after, in commit order, from transactions older than any still running
+// (the rows the view watermill_commands would give, in its order), each
+// with its offset (the seq) and transaction id for the ack. The messages
+// are built here rather than by the view's SQL, which costs the database
+// several times more per message.
+func Rows(ctx context.Context, q commitorder.Querier, after commitorder.Cursor, limit int) ([]wsql.Row, error) {
+	// Planned for these values each time (an unnamed statement): a generic
+	// plan guesses how many rows follow and may scan the whole log.
+	rows, _ := q.Query(ctx, selectSQL+`WHERE `+commitorder.After("seq", 1)+` AND `+commitorder.Visible+` `+commitorder.Order("seq")+` LIMIT $3`,
+		append([]any{pgx.QueryExecModeCacheDescribe}, append(after.Args(), limit)...)...)
+	recs, err := pgx.CollectRows(rows, scanRecord)
+	if err != nil || len(recs) == 0 {
+		return nil, err
+	}
+	// The batch's events are those of its transactions: one range of the
+	// events' commit-order index, read in order, where looking each up by
+	// its id reads a random page of another index per event.
+	from, to := commitorder.FormatXID(recs[0].TransactionID), commitorder.FormatXID(recs[len(recs)-1].TransactionID)
+	evRows, _ := q.Query(ctx, refsSQL+`WHERE transaction_id BETWEEN $1::text::xid8 AND $2::text::xid8`, pgx.QueryExecModeCacheDescribe, from, to)
+	cmds, err := collectRefs(recs, evRows)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]wsql.Row, len(cmds))
+	for i, c := range cmds {
+		m, err := messageOf(c)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = wsql.Row{Offset: c.Seq, UUID: []byte(m.UUID), Payload: m.Payload, Msg: m,
+			ExtraData: map[string]any{"transaction_id": wsql.XID8(c.TransactionID)}}
+	}
+	return out, nil
+}
+
+// loggedKey carries, in the context of a message built here, the command
+// it was built from.
+type loggedKey struct{}
+
+// DecodeLogged reads a commands-topic message. One built here (Rows) still
+// carries its command in its context, unless a handler gave it another,
+// and is not parsed again: the payload would decode to the same value.
 func DecodeLogged(m *message.Message) (Logged, error) {
+	if l, ok := m.Context().Value(loggedKey{}).(*Logged); ok {
+		return *l, nil
+	}
 	var l Logged
 	if err := json.Unmarshal(m.Payload, &l); err != nil {
 		return l, fmt.Errorf("command message %s: %w", m.UUID, err)

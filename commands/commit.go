@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -69,8 +68,8 @@ type unit struct {
 	done chan struct{}
 }
 
-// topics are the topics a group's commit wrote to: every command's on the
-// commands topic, its events' on theirs.
+// topics are the topics a group's commit wrote to: the commands topic (its
+// log rows are that topic's messages), its events' on theirs.
 func topics(group []*unit) []string {
 	out := []string{outbox.CommandsTopic}
 	for _, u := range group {
@@ -227,23 +226,18 @@ func (e *failedAlone) Unwrap() error { return e.err }
 var errOneByOne = errors.New("write the group command by command")
 
 // queueWrites queues on w the writes of units: their events (and
-// snapshots), log rows, outbox messages and commands-topic messages.
+// snapshots), log rows and outbox messages. The log rows are the commands
+// topic's messages too (its table is a view over the log).
 func (c *committer) queueWrites(ctx context.Context, w *pgx.Batch, units []*unit) error {
 	var saves []eventstore.Placed
 	var recs []*commandlog.Record
 	var envs []eventstore.Envelope
-	var msgs []*message.Message
 	for _, u := range units {
 		if u.agg != nil {
 			saves = append(saves, eventstore.Placed{Agg: u.agg, Envs: u.envs})
 		}
 		recs = append(recs, &u.rec)
 		envs = append(envs, u.envs...)
-		m, err := commandlog.Message(u.rec, u.envs)
-		if err != nil {
-			return err
-		}
-		msgs = append(msgs, m)
 	}
 	if err := c.store.QueueSaves(ctx, w, saves); err != nil {
 		return err
@@ -253,10 +247,7 @@ func (c *committer) queueWrites(ctx context.Context, w *pgx.Batch, units []*unit
 	}
 	// One insert per topic; a topic keeps the group's order.
 	slices.SortStableFunc(envs, func(a, b eventstore.Envelope) int { return strings.Compare(a.StreamType, b.StreamType) })
-	if err := outbox.Queue(w, envs); err != nil {
-		return err
-	}
-	return outbox.QueueTo(w, outbox.CommandsTopic, msgs...)
+	return outbox.Queue(w, envs)
 }
 
 // queueOneByOne queues the writes of group command by command on w; a

@@ -241,7 +241,7 @@ func TestDeadlockedGroupIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := other.Exec(ctx, `INSERT INTO commands (command_id, command_type, payload, status, stream_type, stream_id, stream_version,
-		correlation_id, causation_id, actor, recorded_at) VALUES ($1, 'TopUpWallet', '{}', 'accepted', 'wallet', $2, 2, 't', 't', 't', now())`,
+		correlation_id, causation_id, actor, recorded_at, message_uuid) VALUES ($1, 'TopUpWallet', '{}', 'accepted', 'wallet', $2, 2, 't', 't', 't', now(), gen_random_uuid())`,
 		commands.ScopedID(ops.Subject, key), id); err != nil {
 		t.Fatal(err)
 	}

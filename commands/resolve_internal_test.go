@@ -40,8 +40,8 @@ func TestAResolvedCommitIsTheGroupsOwn(t *testing.T) {
 	// The group's own row under the id: committed.
 	var own string
 	if err := pool.QueryRow(ctx, `INSERT INTO commands (command_id, command_type, payload, status, stream_type, stream_id, stream_version,
-		event_ids, correlation_id, causation_id, actor, metadata, recorded_at)
-		VALUES ('resolve-own', 'T', '{}', 'accepted', 's', 's1', 0, '{}', 'c', '', 'a', '{}', now()) RETURNING transaction_id::text`).Scan(&own); err != nil {
+		event_ids, correlation_id, causation_id, actor, metadata, recorded_at, message_uuid)
+		VALUES ('resolve-own', 'T', '{}', 'accepted', 's', 's1', 0, '{}', 'c', '', 'a', '{}', now(), gen_random_uuid()) RETURNING transaction_id::text`).Scan(&own); err != nil {
 		t.Fatal(err)
 	}
 	ownXID, err := commitorder.ParseXID(own)

@@ -214,23 +214,8 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 	if offset != nil {
 		after.Seq = *offset
 	}
-	q := c.selectQuery(after)
-	// Planned for these values each time (an unnamed statement), never
-	// once for any (a prepared statement's generic plan, which guesses).
-	res, err := tx.Query(ctx, q.Query, append([]any{pgx.QueryExecModeCacheDescribe}, q.Args...)...)
+	rows, err := c.read(ctx, tx, after)
 	if err != nil {
-		return 0, err
-	}
-	var rows []wsql.Row
-	for res.Next() {
-		r, err := c.schema.UnmarshalMessage(wsql.UnmarshalMessageParams{Row: res})
-		if err != nil {
-			res.Close()
-			return 0, err
-		}
-		rows = append(rows, r)
-	}
-	if err := res.Err(); err != nil {
 		return 0, err
 	}
 	n, err := f(tx, rows)
@@ -249,6 +234,31 @@ func (c *batchConsumer) inTx(ctx context.Context, f func(tx pgx.Tx, rows []wsql.
 		return 0, cErr
 	}
 	return n, err
+}
+
+// read reads the group's next batch after its offset, at: the handler's
+// Read, or the rows of the topic's table (selectQuery).
+func (c *batchConsumer) read(ctx context.Context, tx pgx.Tx, at commitorder.Cursor) ([]wsql.Row, error) {
+	if c.h.Read != nil {
+		return c.h.Read(ctx, tx, at, c.schema.SubscribeBatchSize)
+	}
+	q := c.selectQuery(at)
+	// Planned for these values each time (an unnamed statement), never
+	// once for any (a prepared statement's generic plan, which guesses).
+	res, err := tx.Query(ctx, q.Query, append([]any{pgx.QueryExecModeCacheDescribe}, q.Args...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	var rows []wsql.Row
+	for res.Next() {
+		r, err := c.schema.UnmarshalMessage(wsql.UnmarshalMessageParams{Row: res})
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r)
+	}
+	return rows, res.Err()
 }
 
 // selectQuery reads the group's next batch after at, the group's offset,

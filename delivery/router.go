@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/outbox"
 	"github.com/orderflow/orderflow/tracing"
 )
@@ -77,6 +78,12 @@ type Handler struct {
 	// BatchSize, with HandleBatch, is how many messages one transaction
 	// takes; 0: RouterConfig.SetBatchSize.
 	BatchSize int
+	// Read, with HandleBatch, reads the next batch in tx: up to limit
+	// messages after the group's position, in commit order, from
+	// transactions older than any still running. Nil: the rows of the
+	// topic's table. A topic whose table is a view reads its source
+	// (commandlog.Rows, for the commands topic's).
+	Read func(ctx context.Context, tx commitorder.Querier, after commitorder.Cursor, limit int) ([]wsql.Row, error)
 }
 
 // RouterConfig tunes delivery.

@@ -13,8 +13,10 @@ import (
 	"github.com/pressly/goose/v3/lock"
 )
 
+// Files are the migrations, as goose reads them.
+//
 //go:embed *.sql
-var files embed.FS
+var Files embed.FS
 
 // Up applies every pending migration and returns the versions it applied.
 func Up(ctx context.Context, pool *pgxpool.Pool) ([]int64, error) {
@@ -25,7 +27,7 @@ func Up(ctx context.Context, pool *pgxpool.Pool) ([]int64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("migration lock: %w", err)
 	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, files, goose.WithSessionLocker(locker))
+	p, err := goose.NewProvider(goose.DialectPostgres, db, Files, goose.WithSessionLocker(locker))
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}

@@ -9,10 +9,12 @@ import (
 	"errors"
 	"time"
 
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/orderflow/commandlog"
+	"github.com/orderflow/orderflow/commitorder"
 	"github.com/orderflow/orderflow/delivery"
 	"github.com/orderflow/orderflow/eventstore"
 	"github.com/orderflow/orderflow/outbox"
@@ -67,7 +69,11 @@ func ByName(name string) (Projection, bool) {
 // set-based, and one message at a time when a batch fails (retries, then
 // the poison topic).
 func (p Projection) Handler(reg *eventstore.Registry) delivery.Handler {
-	return delivery.Handler{Name: p.Name, ConsumerGroup: p.Name, Topic: p.Topic(),
+	var read func(context.Context, commitorder.Querier, commitorder.Cursor, int) ([]wsql.Row, error)
+	if p.OnCommands != nil {
+		read = commandlog.Rows // the commands topic's table is a view over the log
+	}
+	return delivery.Handler{Name: p.Name, ConsumerGroup: p.Name, Topic: p.Topic(), Read: read,
 		Handle: func(ctx context.Context, msg *message.Message) error {
 			tx, err := delivery.Tx(ctx)
 			if err != nil {
