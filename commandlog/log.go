@@ -286,7 +286,9 @@ func withEvents(recs []Record, byID map[uuid.UUID]EventRef) []Logged {
 	for _, r := range recs {
 		lg := Logged{Record: r, Events: make([]EventRef, 0, len(r.EventIDs))}
 		for _, id := range r.EventIDs {
-			lg.Events = append(lg.Events, byID[id])
+			if e, ok := byID[id]; ok { // as the view's join: none is missing but in a damaged log
+				lg.Events = append(lg.Events, e)
+			}
 		}
 		out = append(out, lg)
 	}

@@ -72,6 +72,24 @@ func Message(rec Record, envs []eventstore.Envelope) (*message.Message, error) {
 }
 
 func messageOf(l Logged) (*message.Message, error) {
+	// The id stored with the command, as the view gives it.
+	id := l.MessageUUID.String()
+	if l.MessageUUID == uuid.Nil {
+		id = MessageUUID(l.CommandID)
+	}
+	// What the payload decodes to, kept with the message (DecodeLogged):
+	// without the fields it does not carry.
+	l.ReasonKind, l.TransactionID, l.MessageUUID = "", 0, uuid.Nil
+	if len(l.Metadata) == 0 {
+		l.Metadata = nil
+	}
+	if len(l.Payload) > 0 {
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, l.Payload); err != nil {
+			return nil, err
+		}
+		l.Payload = compact.Bytes()
+	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false) // as json.Marshal but for <, > and &, which JSON needs no escape for
@@ -79,10 +97,6 @@ func messageOf(l Logged) (*message.Message, error) {
 		return nil, err
 	}
 	rec := l.Record
-	id := rec.MessageUUID.String()
-	if rec.MessageUUID == uuid.Nil {
-		id = MessageUUID(rec.CommandID)
-	}
 	m := message.NewMessage(id, bytes.TrimSuffix(b.Bytes(), []byte("\n")))
 	m.SetContext(context.WithValue(context.Background(), loggedKey{}, &l))
 	m.Metadata = message.Metadata{

@@ -28,7 +28,7 @@ DROP TABLE watermill_commands;
 
 -- Timestamps in UTC with microseconds, as RFC 3339.
 -- +goose StatementBegin
-CREATE FUNCTION orderflow_rfc3339(t timestamptz) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+CREATE FUNCTION orderflow_rfc3339(t timestamptz) RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 -- +goose StatementEnd
@@ -64,8 +64,22 @@ SELECT c.seq AS "offset",
        c.transaction_id
 FROM commands c;
 
+-- The view would take a DELETE (or an UPDATE of transaction_id) through to
+-- the command log: an outbox clean-up must not delete the log.
+-- +goose StatementBegin
+CREATE FUNCTION orderflow_commands_topic_is_read_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'watermill_commands is a view over the command log: it cannot be written to'
+        USING ERRCODE = 'feature_not_supported';
+END
+$$;
+-- +goose StatementEnd
+CREATE TRIGGER read_only INSTEAD OF INSERT OR UPDATE OR DELETE ON watermill_commands
+    FOR EACH ROW EXECUTE FUNCTION orderflow_commands_topic_is_read_only();
+
 -- +goose Down
 DROP VIEW watermill_commands;
+DROP FUNCTION orderflow_commands_topic_is_read_only();
 DROP FUNCTION orderflow_rfc3339(timestamptz);
 CREATE TABLE watermill_commands (LIKE watermill_order_events INCLUDING ALL);
 -- The log's commands are not copied back as messages: every group's
