@@ -388,7 +388,6 @@ const (
 	SubmitCommandJSONBodyTypeReinstateWallet  SubmitCommandJSONBodyType = "ReinstateWallet"
 	SubmitCommandJSONBodyTypeReleaseStock     SubmitCommandJSONBodyType = "ReleaseStock"
 	SubmitCommandJSONBodyTypeRenameWallet     SubmitCommandJSONBodyType = "RenameWallet"
-	SubmitCommandJSONBodyTypeRequestPayment   SubmitCommandJSONBodyType = "RequestPayment"
 	SubmitCommandJSONBodyTypeReserveStock     SubmitCommandJSONBodyType = "ReserveStock"
 	SubmitCommandJSONBodyTypeScheduleShipment SubmitCommandJSONBodyType = "ScheduleShipment"
 	SubmitCommandJSONBodyTypeSetPrice         SubmitCommandJSONBodyType = "SetPrice"
@@ -427,8 +426,6 @@ func (e SubmitCommandJSONBodyType) Valid() bool {
 	case SubmitCommandJSONBodyTypeReleaseStock:
 		return true
 	case SubmitCommandJSONBodyTypeRenameWallet:
-		return true
-	case SubmitCommandJSONBodyTypeRequestPayment:
 		return true
 	case SubmitCommandJSONBodyTypeReserveStock:
 		return true
@@ -1905,7 +1902,9 @@ type ClientInterface interface {
 	// as POST /orders/{id}/cancel does (200 CancelAnswer, 202, 409, 503).
 	// The order's other changes of status (ConfirmOrder, MarkOrderShipped,
 	// CompleteOrder, RejectOrder, WriteOffOrder) are the saga's alone and
-	// unknown here (422 validation_failed).
+	// unknown here (422 validation_failed). So is RequestPayment: a payment
+	// is sent through POST /wallets/{id}/payments, which also asks the
+	// payment provider for its intent.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1919,7 +1918,9 @@ type ClientInterface interface {
 	// as POST /orders/{id}/cancel does (200 CancelAnswer, 202, 409, 503).
 	// The order's other changes of status (ConfirmOrder, MarkOrderShipped,
 	// CompleteOrder, RejectOrder, WriteOffOrder) are the saga's alone and
-	// unknown here (422 validation_failed).
+	// unknown here (422 validation_failed). So is RequestPayment: a payment
+	// is sent through POST /wallets/{id}/payments, which also asks the
+	// payment provider for its intent.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -2349,7 +2350,9 @@ func (c *Client) ListCommands(ctx context.Context, params *ListCommandsParams, r
 // as POST /orders/{id}/cancel does (200 CancelAnswer, 202, 409, 503).
 // The order's other changes of status (ConfirmOrder, MarkOrderShipped,
 // CompleteOrder, RejectOrder, WriteOffOrder) are the saga's alone and
-// unknown here (422 validation_failed).
+// unknown here (422 validation_failed). So is RequestPayment: a payment
+// is sent through POST /wallets/{id}/payments, which also asks the
+// payment provider for its intent.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2373,7 +2376,9 @@ func (c *Client) SubmitCommandWithBody(ctx context.Context, params *SubmitComman
 // as POST /orders/{id}/cancel does (200 CancelAnswer, 202, 409, 503).
 // The order's other changes of status (ConfirmOrder, MarkOrderShipped,
 // CompleteOrder, RejectOrder, WriteOffOrder) are the saga's alone and
-// unknown here (422 validation_failed).
+// unknown here (422 validation_failed). So is RequestPayment: a payment
+// is sent through POST /wallets/{id}/payments, which also asks the
+// payment provider for its intent.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -5751,7 +5756,9 @@ type ClientWithResponsesInterface interface {
 	// as POST /orders/{id}/cancel does (200 CancelAnswer, 202, 409, 503).
 	// The order's other changes of status (ConfirmOrder, MarkOrderShipped,
 	// CompleteOrder, RejectOrder, WriteOffOrder) are the saga's alone and
-	// unknown here (422 validation_failed).
+	// unknown here (422 validation_failed). So is RequestPayment: a payment
+	// is sent through POST /wallets/{id}/payments, which also asks the
+	// payment provider for its intent.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -5765,7 +5772,9 @@ type ClientWithResponsesInterface interface {
 	// as POST /orders/{id}/cancel does (200 CancelAnswer, 202, 409, 503).
 	// The order's other changes of status (ConfirmOrder, MarkOrderShipped,
 	// CompleteOrder, RejectOrder, WriteOffOrder) are the saga's alone and
-	// unknown here (422 validation_failed).
+	// unknown here (422 validation_failed). So is RequestPayment: a payment
+	// is sent through POST /wallets/{id}/payments, which also asks the
+	// payment provider for its intent.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -11998,7 +12007,9 @@ func (c *ClientWithResponses) ListCommandsWithResponse(ctx context.Context, para
 // as POST /orders/{id}/cancel does (200 CancelAnswer, 202, 409, 503).
 // The order's other changes of status (ConfirmOrder, MarkOrderShipped,
 // CompleteOrder, RejectOrder, WriteOffOrder) are the saga's alone and
-// unknown here (422 validation_failed).
+// unknown here (422 validation_failed). So is RequestPayment: a payment
+// is sent through POST /wallets/{id}/payments, which also asks the
+// payment provider for its intent.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -12018,7 +12029,9 @@ func (c *ClientWithResponses) SubmitCommandWithBodyWithResponse(ctx context.Cont
 // as POST /orders/{id}/cancel does (200 CancelAnswer, 202, 409, 503).
 // The order's other changes of status (ConfirmOrder, MarkOrderShipped,
 // CompleteOrder, RejectOrder, WriteOffOrder) are the saga's alone and
-// unknown here (422 validation_failed).
+// unknown here (422 validation_failed). So is RequestPayment: a payment
+// is sent through POST /wallets/{id}/payments, which also asks the
+// payment provider for its intent.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //

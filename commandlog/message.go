@@ -78,17 +78,11 @@ func messageOf(l Logged) (*message.Message, error) {
 		id = MessageUUID(l.CommandID)
 	}
 	// What the payload decodes to, kept with the message (DecodeLogged):
-	// without the fields it does not carry.
+	// without the fields it does not carry (its command payload is the
+	// same JSON, perhaps spaced otherwise).
 	l.ReasonKind, l.TransactionID, l.MessageUUID = "", 0, uuid.Nil
 	if len(l.Metadata) == 0 {
 		l.Metadata = nil
-	}
-	if len(l.Payload) > 0 {
-		var compact bytes.Buffer
-		if err := json.Compact(&compact, l.Payload); err != nil {
-			return nil, err
-		}
-		l.Payload = compact.Bytes()
 	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)

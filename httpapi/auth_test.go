@@ -197,8 +197,9 @@ func TestACustomerActsOnItsOwnOnly(t *testing.T) {
 		{"top up the victim's wallet", "POST", "/wallets/" + vw + "/top-ups", `{"amount":1,"reason":"test"}`, 403, "forbidden"},
 		{"top up its own wallet", "POST", "/wallets/" + mw + "/top-ups", `{"amount":1,"reason":"test"}`, 403, "forbidden"},
 		{"top up through /commands", "POST", "/commands", fmt.Sprintf(`{"type":"TopUpWallet","payload":{"wallet_id":%q,"amount":1,"reason":"x"}}`, mw), 403, "forbidden"},
-		{"a payment into the victim's wallet", "POST", "/commands", fmt.Sprintf(`{"type":"RequestPayment","payload":{"customer_id":%q,"wallet_id":%q,"amount":1}}`, attacker, vw), 404, "wallet_not_found"},
-		{"a payment for the victim", "POST", "/commands", fmt.Sprintf(`{"type":"RequestPayment","payload":{"customer_id":%q,"wallet_id":%q,"amount":1}}`, victim, vw), 403, "forbidden"},
+		// A payment has its own route, which asks the provider (payments_test.go).
+		{"a payment into the victim's wallet through /commands", "POST", "/commands", fmt.Sprintf(`{"type":"RequestPayment","payload":{"customer_id":%q,"wallet_id":%q,"amount":1}}`, attacker, vw), 422, "validation_failed"},
+		{"a payment for the victim through /commands", "POST", "/commands", fmt.Sprintf(`{"type":"RequestPayment","payload":{"customer_id":%q,"wallet_id":%q,"amount":1}}`, victim, vw), 422, "validation_failed"},
 		{"cancel the victim's order", "POST", "/orders/" + orderID + "/cancel", `{"reason":"mine now"}`, 404, "order_not_found"},
 		{"cancel through /commands", "POST", "/commands", fmt.Sprintf(`{"type":"CancelOrder","payload":{"order_id":%q,"reason":"x"}}`, orderID), 404, "order_not_found"},
 		{"read the victim's order", "GET", "/orders/" + orderID, "", 404, "not_found"},
@@ -267,9 +268,12 @@ func TestIdempotencyKeysAreScopedToThePrincipal(t *testing.T) {
 // operator's is recorded as whom it acted for, beside the operator.
 func TestTheActorIsTheAuthenticatedSubject(t *testing.T) {
 	c := newAPI(t)
-	cust, w := "c-"+uuid.NewString(), "w-"+uuid.NewString()
+	cust, w, sku := "c-"+uuid.NewString(), "w-"+uuid.NewString(), "sku-"+uuid.NewString()
 	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":%q,"currency":"EUR"}`, w, cust)), 201)
-	r := c.customer(cust).want(c.customer(cust).do("POST", "/commands", fmt.Sprintf(`{"type":"RequestPayment","payload":{"customer_id":%q,"wallet_id":%q,"amount":10}}`, cust, w), "X-Actor", "ops-ceo"), 201)
+	c.want(c.do("POST", "/products/"+sku+"/stock", `{"quantity":10}`), 201)
+	c.want(c.do("PUT", "/products/"+sku+"/price", `{"unit_price":100,"currency":"EUR"}`), 201)
+	r := c.customer(cust).want(c.customer(cust).do("POST", "/commands", fmt.Sprintf(`{"type":"PlaceOrder","payload":{"customer_id":%q,"wallet_id":%q,"currency":"EUR","lines":[{"sku":%q,"quantity":1}],"shipping_address":%s}}`,
+		cust, w, sku, address), "X-Actor", "ops-ceo"), 201)
 	md, _ := r.body["metadata"].(map[string]any)
 	if r.body["actor"] != cust || md["on_behalf_of"] != nil {
 		t.Fatalf("customer's command: %s", r.raw)

@@ -114,7 +114,7 @@ func TestACustomerPaysThroughTheProvider(t *testing.T) {
 	if data := ev["data"].(map[string]any); data["payment_id"] != id || data["operator"] != nil || ev["actor"] != "payments" {
 		t.Fatalf("the credit names the payment: %v", ev)
 	}
-	wallet := cc.want(cc.do("GET", "/wallets/"+w+"/payments", ""), 200)
+	wallet := cc.want(cc.do("GET", fmt.Sprintf("/wallets/%s/payments?min_position=%.0f", w, ev["global_position"].(float64)), ""), 200)
 	if ps := wallet.body["payments"].([]any); len(ps) != 1 || ps[0].(map[string]any)["status"] != "succeeded" {
 		t.Fatal(wallet.raw)
 	}
@@ -248,4 +248,26 @@ func TestACustomerReadsItsOwnPaymentsOnly(t *testing.T) {
 	b.want(b.do("POST", "/wallets/"+wa+"/payments", `{"amount":100}`), 404)
 	b.want(b.do("POST", "/wallets/"+wb+"/payments", `{"amount":100,"currency":"USD"}`), 422)
 	c.want(c.do("GET", "/payments/"+id, ""), 200)
+}
+
+// A payment goes through its own route, which asks the provider: sent as
+// a command it is refused and records nothing (it would have been a
+// payment no provider knows of, requested for ever).
+func TestAPaymentIsNotACommandOfPOSTCommands(t *testing.T) {
+	c, _ := paymentsAPI(t, 0)
+	cust, w := "c-"+uuid.NewString(), "w-"+uuid.NewString()
+	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":%q,"currency":"EUR"}`, w, cust)), 201)
+	cc := c.customer(cust)
+	key := "pay-" + uuid.NewString()
+	r := cc.want(cc.do("POST", "/commands", fmt.Sprintf(`{"type":"RequestPayment","payload":{"customer_id":%q,"wallet_id":%q,"amount":500}}`, cust, w),
+		"Idempotency-Key", key), 422)
+	if r.body["code"] != "validation_failed" || !strings.Contains(r.raw, `"type"`) {
+		t.Fatalf("%s", r.raw)
+	}
+	cc.want(cc.do("GET", "/commands/"+key, ""), 404) // nothing logged under the key
+	// The same key on the payment route is a new payment, with its intent.
+	p := cc.want(cc.do("POST", "/wallets/"+w+"/payments", `{"amount":500}`, "Idempotency-Key", key), 202)
+	if p.header.Get("Idempotent-Replayed") != "" || p.body["intent_id"] == "" {
+		t.Fatalf("%s", p.raw)
+	}
 }
