@@ -42,7 +42,9 @@ func TestOpenAPIAndAsyncAPIAgreeOnCommands(t *testing.T) {
 		if d.Internal() {
 			continue
 		}
-		public = append(public, d.Name)
+		if !d.RouteOnly() { // its route's schema stands elsewhere
+			public = append(public, d.Name)
+		}
 		ref, ok := oas.Components.Schemas[d.Name]
 		if !ok {
 			t.Errorf("command %s has no schema in openapi.yaml", d.Name)

@@ -1018,7 +1018,7 @@ type RenameWallet struct {
 	WalletId ID     `json:"wallet_id"`
 }
 
-// RequestPayment A customer's payment into its own wallet (POST /wallets/{id}/payments also asks the provider for the intent; through POST /commands the payment is only recorded). The payment id is derived from the Idempotency-Key; only operators may name it.
+// RequestPayment A customer's payment into its own wallet, as POST /wallets/{id}/payments records it before asking the provider for the intent (it is not a type of POST /commands). The payment id is derived from the Idempotency-Key.
 type RequestPayment struct {
 	// Amount minor units (cents)
 	Amount Amount `json:"amount"`

@@ -186,13 +186,20 @@ func NewBus(pool *pgxpool.Pool, store *eventstore.Store, defs []Definition, opts
 // Log returns the command log.
 func (b *Bus) Log() *commandlog.Log { return b.log }
 
+// RouteOnly reports whether the command named typ is sent through its own
+// route only (Definition.RouteOnly).
+func (b *Bus) RouteOnly(typ string) bool { return b.defs[typ].routeOnly }
+
 // NewPayload returns a new zero payload (a *P) of the command named typ, for
 // a caller that fills it from JSON it decoded itself (POST /commands); false
 // for a type the bus does not know. Dispatch refuses it as it refuses the
 // type by name: an internal command from a client is unknown.
+//
+// A route-only command (RouteOnly) has no payload here: its own route
+// sends it.
 func (b *Bus) NewPayload(typ string) (Command, bool) {
 	def, ok := b.defs[typ]
-	if !ok {
+	if !ok || def.routeOnly {
 		return nil, false
 	}
 	p, ok := def.payload().(Command)

@@ -724,3 +724,18 @@ func TestARetryIsAnsweredAsBeforeThoughThePriceChanged(t *testing.T) {
 		t.Fatalf("a new order at the old price: %v", err)
 	}
 }
+
+// A route-only command has no payload for POST /commands to fill: its own
+// route sends it (RequestPayment's asks the payment provider too).
+func TestARouteOnlyCommandHasNoPayloadForPOSTCommands(t *testing.T) {
+	b, _ := newBus(t)
+	if !b.RouteOnly("RequestPayment") || b.RouteOnly("TopUpWallet") {
+		t.Fatal("RequestPayment alone is route-only")
+	}
+	if _, ok := b.NewPayload("RequestPayment"); ok {
+		t.Fatal("a payload for RequestPayment by type")
+	}
+	if _, ok := b.NewPayload("TopUpWallet"); !ok {
+		t.Fatal("no payload for TopUpWallet")
+	}
+}

@@ -18,3 +18,7 @@ func (d Definition) PersonalFields(p any) []*string {
 
 // Internal reports whether only orderflow's own processes send the command.
 func (d Definition) Internal() bool { return d.internal }
+
+// RouteOnly reports whether clients send the command only through its own
+// route, never by type through POST /commands.
+func (d Definition) RouteOnly() bool { return d.routeOnly }

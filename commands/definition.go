@@ -28,6 +28,8 @@ type Definition struct {
 	prepare  func(p any, r Request) error
 	decide   func(aggregate.Root, any) error
 	internal bool
+	// routeOnly: clients send it only through its own route (RouteOnly).
+	routeOnly bool
 	// customer names the customer a command that creates a stream acts
 	// for (the stream has no owner yet); others take the stream's own.
 	customer func(p any) string
@@ -137,5 +139,13 @@ func WithCheck[P any](d Definition, f func(ctx context.Context, load Loader, p *
 // saga) may send: a client's request for it is refused as unknown.
 func InternalOnly(d Definition) Definition {
 	d.internal = true
+	return d
+}
+
+// RouteOnly marks a command that clients send only through its own route,
+// which does more than log it (RequestPayment: the route asks the payment
+// provider for the payment's intent too): POST /commands does not take it.
+func RouteOnly(d Definition) Definition {
+	d.routeOnly = true
 	return d
 }

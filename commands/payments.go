@@ -84,6 +84,7 @@ func PaymentDefinitions() []Definition {
 		return nil
 	})
 	request = CreatedFor(request, func(p *RequestPayment) string { return p.CustomerID })
+	request = RouteOnly(request) // POST /wallets/{id}/payments, which asks the provider
 	request = WithCheck(request, func(ctx context.Context, load Loader, p *RequestPayment) error {
 		agg, err := load(ctx, wallet.StreamType, p.WalletID)
 		if err != nil {

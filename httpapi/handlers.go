@@ -138,6 +138,9 @@ func (s *Server) submitCommand(c echo.Context) error {
 	if err := s.validatePayload(body.Type, body.Payload); err != nil {
 		return err
 	}
+	if s.bus.RouteOnly(body.Type) { // the document's enum leaves it out too
+		return invalid([]FieldError{{Field: "type", Message: body.Type + " is sent through its own route, not POST /commands"}})
+	}
 	// The bus gets the payload typed, from the body's value: no JSON between.
 	p, ok := s.bus.NewPayload(body.Type)
 	if !ok {
