@@ -6,6 +6,7 @@ package httpapi
 // payments read model answers how a payment stands.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -85,6 +86,10 @@ func (s *Server) paymentRoutes(e *echo.Echo) {
 	}))
 }
 
+// intentTimeout bounds asking the provider for a recorded payment's intent
+// and recording it, once the client's request no longer does.
+const intentTimeout = 15 * time.Second
+
 // requestPayment records the customer's payment (RequestPayment, its id
 // derived from the Idempotency-Key), asks the provider for its intent
 // under the payment id, and records the intent: 202, the provider decides
@@ -123,6 +128,12 @@ func (s *Server) requestPayment(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	// The payment is recorded: its intent is asked for and recorded even if
+	// the client goes away now (a client that retries without its key makes
+	// another payment, and this one would stay requested for ever), within
+	// a bound of its own.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), intentTimeout)
+	defer cancel()
 	pay := payment.New(rec.StreamID)
 	if err := s.store.Load(ctx, pay); err != nil {
 		return err

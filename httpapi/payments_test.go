@@ -271,3 +271,72 @@ func TestAPaymentIsNotACommandOfPOSTCommands(t *testing.T) {
 		t.Fatalf("%s", p.raw)
 	}
 }
+
+// cutProvider lets the test's client go away while the provider is asked
+// for a recorded payment's intent: it waits for the server's context to
+// end (or a while), then asks the simulated provider with that context.
+type cutProvider struct {
+	*activities.SimulatedPayments
+	asked chan struct{}
+}
+
+func (p cutProvider) CreateIntent(ctx context.Context, req activities.IntentRequest) (activities.Intent, error) {
+	close(p.asked)
+	select {
+	case <-ctx.Done():
+	case <-time.After(2 * time.Second):
+	}
+	if err := ctx.Err(); err != nil {
+		return activities.Intent{}, err
+	}
+	return p.SimulatedPayments.CreateIntent(ctx, req)
+}
+
+// A client that goes away once its payment is recorded does not leave it
+// without its intent: the provider is still asked, the intent recorded.
+func TestAPaymentGetsItsIntentThoughTheClientWentAway(t *testing.T) {
+	runProjector(t)
+	sim := &activities.SimulatedPayments{Pool: pgtest.Pool(t), CardLimit: 100_000, Secret: "whsec_test_" + uuid.NewString()}
+	prov := cutProvider{SimulatedPayments: sim, asked: make(chan struct{})}
+	c := newAPIWith(t, httpapi.Config{ConsistencyTimeout: 30 * time.Second,
+		Payments: httpapi.Payments{Provider: prov, WebhookSecret: sim.Secret, Tolerance: time.Minute}})
+	sim.WebhookURL = c.url + "/webhooks/payments"
+	cust, w := "c-"+uuid.NewString(), "w-"+uuid.NewString()
+	c.want(c.do("POST", "/wallets", fmt.Sprintf(`{"wallet_id":%q,"customer_id":%q,"currency":"EUR"}`, w, cust)), 201)
+	cc := c.customer(cust)
+	key := "pay-" + uuid.NewString()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", c.url+"/wallets/"+w+"/payments", strings.NewReader(`{"amount":500}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+cc.token)
+	req.Header.Set("Idempotency-Key", key)
+	gone := make(chan error, 1)
+	go func() {
+		res, err := http.DefaultClient.Do(req)
+		if err == nil {
+			res.Body.Close()
+		}
+		gone <- err
+	}()
+	select {
+	case <-prov.asked:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the provider was never asked")
+	}
+	cancel() // the client goes away while the provider is asked
+	if err := <-gone; err == nil {
+		t.Fatal("the request was not cut")
+	}
+	rec := cc.want(cc.do("GET", "/commands/"+key, ""), 200)
+	paymentID := rec.body["stream_id"].(string)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		r := c.do("GET", "/commands/payments:intent:"+paymentID, "")
+		if r.status == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no intent recorded for payment %s: %s", paymentID, r.raw)
+		}
+	}
+}
