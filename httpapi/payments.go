@@ -64,13 +64,10 @@ func (s *Server) paymentRoutes(e *echo.Echo) {
 		}
 		return p, err
 	}))
-	e.GET("/wallets/:id/payments", read(s, "payments_projection", func(c echo.Context) (map[string]any, error) {
+	// The wallet (its owner) is the wallets read model's: min_position
+	// waits for it too.
+	e.GET("/wallets/:id/payments", readAfter(s, []string{"payments_projection", "wallets_projection"}, func(c echo.Context) (map[string]any, error) {
 		ctx := c.Request().Context()
-		// The wallet (its owner) is the wallets read model's, which
-		// min_position must have reached too.
-		if err := s.consistent(c, "wallets_projection"); err != nil {
-			return nil, err
-		}
 		w, err := s.reader.Wallet(ctx, c.Param("id"))
 		if err == nil && !principal(c).Owns(w.CustomerID) {
 			err = projections.ErrNotFound

@@ -22,10 +22,11 @@ import (
 	"github.com/orderflow/orderflow/workflows/sagas"
 )
 
-// consistent makes the request wait until p has applied the position the
-// client passed (?min_position= or X-Min-Position), bounded by the
-// configured timeout: read-your-writes for a client that just sent a command.
-func (s *Server) consistent(c echo.Context, name string) error {
+// consistent makes the request wait until the named read models have
+// applied the position the client passed (?min_position= or
+// X-Min-Position), all within the configured timeout: read-your-writes
+// for a client that just sent a command.
+func (s *Server) consistent(c echo.Context, names ...string) error {
 	raw := c.QueryParam("min_position")
 	if raw == "" {
 		raw = c.Request().Header.Get("X-Min-Position")
@@ -46,8 +47,14 @@ func (s *Server) consistent(c echo.Context, name string) error {
 		}
 		defer release()
 	}
-	p, _ := projections.ByName(name)
-	err = s.reader.WaitFor(c.Request().Context(), p, pos, s.consistencyTimeout)
+	ctx, cancel := context.WithTimeout(c.Request().Context(), s.consistencyTimeout)
+	defer cancel()
+	for _, name := range names {
+		p, _ := projections.ByName(name)
+		if err = s.reader.WaitFor(ctx, p, pos, s.consistencyTimeout); err != nil {
+			break
+		}
+	}
 	var behind *projections.BehindError
 	if errors.As(err, &behind) {
 		c.Response().Header().Set("Retry-After", "1")
@@ -340,8 +347,14 @@ func (s *Server) listSagas(c echo.Context) error {
 
 // read answers a query from one read model after the consistency wait.
 func read[T any](s *Server, projection string, get func(c echo.Context) (T, error)) echo.HandlerFunc {
+	return readAfter(s, []string{projection}, get)
+}
+
+// readAfter answers a query that reads several read models, after the
+// consistency wait for all of them.
+func readAfter[T any](s *Server, names []string, get func(c echo.Context) (T, error)) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if err := s.consistent(c, projection); err != nil {
+		if err := s.consistent(c, names...); err != nil {
 			return err
 		}
 		v, err := get(c)
